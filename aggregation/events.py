@@ -1,0 +1,64 @@
+"""The normalized decision event: one agent turn, after redaction.
+
+Every ingest path (OTLP, JSON Lines, the Python API) produces these. Free
+text fields hold *redacted* text only; the collector drops them after
+classification, so they never reach disk or the wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+EVENT_SCHEMA_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    # Error type when the call failed (e.g. "timeout", "http_500"); None on success.
+    error: str | None = None
+    latency_ms: float | None = None
+    # True when the tool the agent called is not the one the turn needed, when
+    # the telemetry says so (evaluator label or tenant-side ground truth).
+    expected: str | None = None
+
+
+@dataclass(frozen=True)
+class DecisionEvent:
+    tenant_id: str
+    session_id: str
+    # Unix seconds (float) of the end of the turn: decides the window.
+    timestamp: float
+    # The privacy unit's id for user-level privacy (None: session-level).
+    user_id: str | None = None
+    event_id: str | None = None
+    intent: str | None = None
+    agent: str | None = None
+    model: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    retrieval_ids: tuple[str, ...] = ()
+    retrieval_empty: bool = False
+    fallback: bool = False
+    escalated: bool = False
+    escalation_requested: bool = False
+    policy_blocked: bool = False
+    guardrail_triggered: bool = False
+    human_edited: bool = False
+    user_reasked: bool = False
+    outcome: str | None = None  # success, failure, abandoned, ...
+    error_type: str | None = None
+    timed_out: bool = False
+    latency_ms: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    finish_reasons: tuple[str, ...] = ()
+    # Evaluator results (name -> score or label), e.g. groundedness: 0.2.
+    evaluations: dict[str, Any] = field(default_factory=dict)
+    # Versions of what produced the turn.
+    prompt_version: str | None = None
+    policy_version: str | None = None
+    bundle_version: str | None = None
+    artifact_version: str | None = None
+    # Redacted free text (user input, agent output); never persisted.
+    text: str | None = None

@@ -1,0 +1,222 @@
+"""Signal schema: the public, versioned layout of a cohort's window table.
+
+A schema is a list of dimensions, each with a closed domain whose last value
+is ``other``. A cell is one combination of values; its dense index is
+row-major over the dimensions (the first dimension varies slowest). Values
+outside a domain map to ``other``, so the set of cells never depends on
+private data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import resources
+from typing import Any
+
+from fedsignal.v1 import common_pb2
+
+OTHER = "other"
+MEASURE = "measure"
+# The denominator every rate is computed against: one per decision event.
+TURNS = "turns"
+
+
+class SchemaError(ValueError):
+    """A schema document or a cell key that does not fit the schema."""
+
+
+@dataclass(frozen=True)
+class Dimension:
+    name: str
+    values: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise SchemaError("dimension name is empty")
+        if not self.values or self.values[-1] != OTHER:
+            raise SchemaError(f"dimension {self.name!r}: the last value must be {OTHER!r}")
+        if len(set(self.values)) != len(self.values):
+            raise SchemaError(f"dimension {self.name!r}: duplicate values")
+
+    @cached_property
+    def _position(self) -> dict[str, int]:
+        return {v: i for i, v in enumerate(self.values)}
+
+    def index(self, value: str | None) -> int:
+        """Index of ``value``; anything outside the domain is ``other``."""
+        if value is None:
+            return len(self.values) - 1
+        return self._position.get(value, len(self.values) - 1)
+
+
+@dataclass(frozen=True)
+class SignalSchema:
+    cohort: str
+    version: int
+    taxonomy_version: str
+    dimensions: tuple[Dimension, ...]
+    window_seconds: int = 3600
+    max_cells_per_unit: int = 16  # L0
+    max_count_per_cell: int = 1  # L-infinity
+    privacy_unit: str = "session"
+    _strides: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.dimensions or self.dimensions[0].name != MEASURE:
+            raise SchemaError(f"the first dimension must be {MEASURE!r}")
+        if TURNS not in self.dimensions[0].values:
+            raise SchemaError(f"the measure dimension must contain {TURNS!r}")
+        names = [d.name for d in self.dimensions]
+        if len(set(names)) != len(names):
+            raise SchemaError("duplicate dimension names")
+        if self.window_seconds <= 0:
+            raise SchemaError("window_seconds must be positive")
+        if self.max_cells_per_unit <= 0 or self.max_count_per_cell <= 0:
+            raise SchemaError("contribution bounds must be positive")
+        if self.privacy_unit not in ("session", "user"):
+            raise SchemaError("privacy_unit must be 'session' or 'user'")
+        strides = []
+        stride = 1
+        for dim in reversed(self.dimensions):
+            strides.append(stride)
+            stride *= len(dim.values)
+        object.__setattr__(self, "_strides", tuple(reversed(strides)))
+
+    # -- layout -------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """Number of cells of the dense table."""
+        return self._strides[0] * len(self.dimensions[0].values)
+
+    @property
+    def measures(self) -> tuple[str, ...]:
+        return self.dimensions[0].values
+
+    @property
+    def slice_dimensions(self) -> tuple[Dimension, ...]:
+        return self.dimensions[1:]
+
+    def dimension(self, name: str) -> Dimension:
+        for dim in self.dimensions:
+            if dim.name == name:
+                return dim
+        raise SchemaError(f"unknown dimension {name!r}")
+
+    def cell_index(self, key: Mapping[str, str | None]) -> int:
+        """Dense index of the cell a key falls in (missing/unknown values: ``other``)."""
+        index = 0
+        for dim, stride in zip(self.dimensions, self._strides, strict=True):
+            index += dim.index(key.get(dim.name)) * stride
+        return index
+
+    def cell_key(self, index: int) -> dict[str, str]:
+        """Inverse of :meth:`cell_index`."""
+        if not 0 <= index < self.size:
+            raise SchemaError(f"cell index {index} outside [0, {self.size})")
+        key = {}
+        for dim, stride in zip(self.dimensions, self._strides, strict=True):
+            key[dim.name] = dim.values[index // stride]
+            index %= stride
+        return key
+
+    def measure_block(self, measure: str) -> range:
+        """The dense index range holding every slice of one measure."""
+        m = self.dimensions[0].values.index(measure)
+        stride = self._strides[0]
+        return range(m * stride, (m + 1) * stride)
+
+    @property
+    def slice_count(self) -> int:
+        return self._strides[0]
+
+    # -- (de)serialisation ---------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cohort": self.cohort,
+            "version": self.version,
+            "taxonomy_version": self.taxonomy_version,
+            "dimensions": [{"name": d.name, "values": list(d.values)} for d in self.dimensions],
+            "window_seconds": self.window_seconds,
+            "max_cells_per_unit": self.max_cells_per_unit,
+            "max_count_per_cell": self.max_count_per_cell,
+            "privacy_unit": self.privacy_unit,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> SignalSchema:
+        try:
+            dims = tuple(Dimension(str(d["name"]), tuple(str(v) for v in d["values"])) for d in doc["dimensions"])
+            return cls(
+                cohort=str(doc["cohort"]),
+                version=int(doc["version"]),
+                taxonomy_version=str(doc["taxonomy_version"]),
+                dimensions=dims,
+                window_seconds=int(doc.get("window_seconds", 3600)),
+                max_cells_per_unit=int(doc.get("max_cells_per_unit", 16)),
+                max_count_per_cell=int(doc.get("max_count_per_cell", 1)),
+                privacy_unit=str(doc.get("privacy_unit", "session")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, SchemaError):
+                raise
+            raise SchemaError(f"invalid schema document: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> SignalSchema:
+        return cls.from_dict(json.loads(text))
+
+    def to_proto(self) -> common_pb2.SignalSchema:
+        return common_pb2.SignalSchema(
+            cohort=self.cohort,
+            version=self.version,
+            taxonomy_version=self.taxonomy_version,
+            dimensions=[common_pb2.Dimension(name=d.name, values=list(d.values)) for d in self.dimensions],
+            window_seconds=self.window_seconds,
+            max_cells_per_unit=self.max_cells_per_unit,
+            max_count_per_cell=self.max_count_per_cell,
+            privacy_unit=self.privacy_unit,
+        )
+
+    @classmethod
+    def from_proto(cls, msg: common_pb2.SignalSchema) -> SignalSchema:
+        return cls(
+            cohort=msg.cohort,
+            version=msg.version,
+            taxonomy_version=msg.taxonomy_version,
+            dimensions=tuple(Dimension(d.name, tuple(d.values)) for d in msg.dimensions),
+            window_seconds=msg.window_seconds,
+            max_cells_per_unit=msg.max_cells_per_unit,
+            max_count_per_cell=msg.max_count_per_cell,
+            privacy_unit=msg.privacy_unit or "session",
+        )
+
+    def with_values(self, dimension: str, values: Sequence[str]) -> SignalSchema:
+        """A new schema version whose ``dimension`` has ``values`` (+ ``other``)."""
+        vals = tuple(v for v in dict.fromkeys(values) if v != OTHER) + (OTHER,)
+        dims = tuple(Dimension(d.name, vals) if d.name == dimension else d for d in self.dimensions)
+        if dims == self.dimensions:
+            return self
+        doc = self.to_dict()
+        doc["dimensions"] = [{"name": d.name, "values": list(d.values)} for d in dims]
+        doc["version"] = self.version + 1
+        return SignalSchema.from_dict(doc)
+
+
+def default_schema_document() -> dict[str, Any]:
+    """The shipped template a cohort's first schema version is made from."""
+    text = resources.files("aggregation").joinpath("data/schema_template.json").read_text()
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+def default_schema(cohort: str, **overrides: Any) -> SignalSchema:
+    doc = default_schema_document()
+    doc["cohort"] = cohort
+    doc.update(overrides)
+    return SignalSchema.from_dict(doc)

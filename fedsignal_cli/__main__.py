@@ -1,0 +1,3 @@
+from fedsignal_cli.main import main
+
+raise SystemExit(main())

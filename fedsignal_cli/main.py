@@ -1,0 +1,64 @@
+"""The ``fedsignal`` command line.
+
+Each package contributes its own command group; this module only wires them
+together and turns errors into one-line messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import grpc
+
+from aggregation.errors import FedsignalError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fedsignal import __version__
+    from fedsignal_cli import demo
+    from server import cli as server_cli
+    from server.admin_cli import register as register_admin
+    from tenant_agent import cli as agent_cli
+
+    parser = argparse.ArgumentParser(
+        prog="fedsignal",
+        description="Privacy-preserving federated learning signals for self-healing AI-agent platforms.",
+    )
+    parser.add_argument("--version", action="version", version=f"fedsignal {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
+    demo.register(groups)
+    server_cli.register(groups)
+    agent_cli.register(groups)
+    register_admin(groups)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
+        return 2
+    try:
+        return int(func(args) or 0)
+    except FedsignalError as exc:
+        print(f"fedsignal: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except grpc.RpcError as exc:
+        code = exc.code() if hasattr(exc, "code") else None
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        name = code.name if code is not None else "UNKNOWN"
+        print(f"fedsignal: server refused the request ({name}): {details}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Generated wire contract, package ``fedsignal.v1`` (see ``proto/generate.py``)."""

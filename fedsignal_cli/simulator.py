@@ -1,0 +1,239 @@
+"""A seeded agent-network simulator: the telemetry of many tenants' agents.
+
+Each simulated session is one or more agent turns in one intent. Agents call
+tools, sometimes the wrong one, sometimes fail, escalate, get corrected; one
+planted hotspot (a cohort and intent where agents pick the wrong tool far too
+often) gives the loop something to find. Agents look up their artifacts for
+each session through an :data:`ArtifactSource` (in the demo: the tenant's
+local resolve API) and change behaviour with what they get, so a rollout's
+canary and control really differ.
+
+Artifact effects, by the artifact document's ``kind`` (and ``intent`` when
+present, otherwise every intent):
+
+* ``routing_rule`` / ``tool_policy``: wrong-tool rate back to the base rate
+  (the hotspot is removed) and then halved;
+* ``retrieval_rule``: missing-context rate halved;
+* ``prompt_template`` / ``guardrail_template``: unsupported-claim rate halved;
+  with ``"strictness": "relaxed"`` safety incidents ×20;
+* ``escalation_policy``: poor-escalation rate halved;
+* ``timeout_retry_policy``: timeout rate halved;
+* ``simulated_effects``: ``{measure: multiplier}`` applied as given (used by
+  tests to build a deliberately harmful artifact).
+
+Everything is drawn from ``numpy.random.default_rng`` seeded by (seed,
+tenant, window), so a run is reproducible whatever order tenants run in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from aggregation.events import DecisionEvent, ToolCall
+
+INTENT_TOOLS: dict[str, str] = {
+    "billing": "invoice_lookup",
+    "refund": "refund_lookup",
+    "order_status": "order_lookup",
+    "tech_support": "kb_search",
+    "account": "account_lookup",
+    "shipping": "shipment_tracker",
+    "cancellation": "order_cancel",
+}
+INTENTS: tuple[str, ...] = tuple(INTENT_TOOLS)
+
+#: For one session: (artifact version label, artifact documents in effect).
+ArtifactSource = Callable[[str], tuple[str, Sequence[Mapping[str, Any]]]]
+
+
+def no_artifacts(_session_id: str) -> tuple[str, Sequence[Mapping[str, Any]]]:
+    return "baseline", ()
+
+
+@dataclass(frozen=True)
+class BehaviourRates:
+    """Per-turn probabilities of the base agent."""
+
+    wrong_tool: float = 0.03
+    tool_error: float = 0.02
+    timeout: float = 0.01
+    missing_context: float = 0.03
+    unsupported_claim: float = 0.02
+    escalation: float = 0.05
+    poor_escalation: float = 0.01
+    human_correction: float = 0.03
+    user_reask: float = 0.04
+    safety_incident: float = 0.002
+    policy_violation: float = 0.01
+    style_mismatch: float = 0.02
+
+
+@dataclass(frozen=True)
+class Hotspot:
+    """A planted failure pattern: agents in one intent of one cohort pick the wrong tool."""
+
+    cohort: str
+    intent: str = "refund"
+    wrong_tool_rate: float = 0.35
+    wrong_tool_name: str = "order_lookup"
+
+
+@dataclass(frozen=True)
+class SimTenant:
+    tenant_id: str
+    cohort: str
+    sessions_per_window: int = 400
+
+
+@dataclass
+class AgentNetwork:
+    tenants: Sequence[SimTenant]
+    seed: int = 7
+    hotspot: Hotspot | None = None
+    rates: BehaviourRates = field(default_factory=BehaviourRates)
+    max_turns_per_session: int = 2
+    intent_weights: Sequence[float] | None = None
+
+    def _rng(self, tenant: SimTenant, window_start: float) -> np.random.Generator:
+        tag = int.from_bytes(hashlib.sha256(tenant.tenant_id.encode()).digest()[:8], "big")
+        return np.random.default_rng([self.seed, tag, int(window_start)])
+
+    def window_events(
+        self,
+        tenant: SimTenant,
+        window_start: float,
+        window_seconds: int,
+        artifacts: ArtifactSource = no_artifacts,
+    ) -> list[DecisionEvent]:
+        """All decision events of one tenant in one window, timestamps inside it."""
+        rng = self._rng(tenant, window_start)
+        weights = np.asarray(self.intent_weights or [1.0] * len(INTENTS), dtype=float)
+        weights = weights / weights.sum()
+        events: list[DecisionEvent] = []
+        for s in range(tenant.sessions_per_window):
+            session_id = f"{tenant.tenant_id}-{int(window_start)}-{s}"
+            intent = INTENTS[int(rng.choice(len(INTENTS), p=weights))]
+            label, docs = artifacts(session_id)
+            rates = self._effective_rates(tenant, intent, docs)
+            turns = int(rng.integers(1, self.max_turns_per_session + 1))
+            for t in range(turns):
+                ts = window_start + float(rng.uniform(0, window_seconds - 1))
+                events.append(self._turn(rng, tenant, session_id, t, intent, ts, label, rates))
+        events.sort(key=lambda e: e.timestamp)
+        return events
+
+    # -- behaviour --------------------------------------------------------------
+    def _effective_rates(self, tenant: SimTenant, intent: str, docs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        r = self.rates
+        rates = {
+            "wrong_tool": r.wrong_tool,
+            "tool_error": r.tool_error,
+            "timeout": r.timeout,
+            "missing_context": r.missing_context,
+            "unsupported_claim": r.unsupported_claim,
+            "escalation": r.escalation,
+            "poor_escalation": r.poor_escalation,
+            "human_correction": r.human_correction,
+            "user_reask": r.user_reask,
+            "safety_incident": r.safety_incident,
+            "policy_violation": r.policy_violation,
+            "style_mismatch": r.style_mismatch,
+        }
+        hot = self.hotspot
+        if hot is not None and hot.cohort == tenant.cohort and hot.intent == intent:
+            rates["wrong_tool"] = hot.wrong_tool_rate
+        for doc in docs:
+            target = doc.get("intent")
+            if target not in (None, intent):
+                continue
+            kind = doc.get("kind")
+            if kind in ("routing_rule", "tool_policy"):
+                rates["wrong_tool"] = r.wrong_tool * 0.5
+            elif kind == "retrieval_rule":
+                rates["missing_context"] *= 0.5
+            elif kind in ("prompt_template", "guardrail_template"):
+                rates["unsupported_claim"] *= 0.5
+                if doc.get("strictness") == "relaxed":
+                    rates["safety_incident"] *= 20
+            elif kind == "escalation_policy":
+                rates["poor_escalation"] *= 0.5
+            elif kind == "timeout_retry_policy":
+                rates["timeout"] *= 0.5
+            for measure, factor in dict(doc.get("simulated_effects") or {}).items():
+                if measure in rates:
+                    rates[measure] = min(1.0, rates[measure] * float(factor))
+        return rates
+
+    def _turn(
+        self,
+        rng: np.random.Generator,
+        tenant: SimTenant,
+        session_id: str,
+        turn: int,
+        intent: str,
+        ts: float,
+        label: str,
+        rates: Mapping[str, float],
+    ) -> DecisionEvent:
+        def hit(name: str) -> bool:
+            return bool(rng.random() < rates[name])
+
+        right_tool = INTENT_TOOLS[intent]
+        wrong = hit("wrong_tool")
+        if wrong:
+            hot = self.hotspot
+            called = hot.wrong_tool_name if hot is not None and hot.intent == intent else "web_search"
+        else:
+            called = right_tool
+        tool_failed = hit("tool_error")
+        timed_out = hit("timeout")
+        error = "timeout" if timed_out else ("http_500" if tool_failed else None)
+        missing_context = hit("missing_context")
+        unsupported = hit("unsupported_claim")
+        escalated = hit("escalation")
+        poor_escalation = hit("poor_escalation")
+        safety = hit("safety_incident")
+        policy = hit("policy_violation")
+        failed = wrong or tool_failed or timed_out or missing_context or unsupported or safety
+        evaluations: dict[str, Any] = {}
+        if unsupported:
+            evaluations["groundedness"] = 0.1
+        if safety:
+            evaluations["safety"] = "unsafe"
+        if hit("style_mismatch"):
+            evaluations["style"] = "mismatch"
+        return DecisionEvent(
+            tenant_id=tenant.tenant_id,
+            session_id=session_id,
+            timestamp=ts,
+            event_id=f"{session_id}-{turn}",
+            intent=intent,
+            agent="support-agent",
+            model="sim-llm-1",
+            tool_calls=(ToolCall(name=called, error=error, expected=right_tool),),
+            retrieval_ids=() if missing_context else (f"doc-{int(rng.integers(1000))}",),
+            retrieval_empty=missing_context,
+            escalated=escalated,
+            escalation_requested=escalated or poor_escalation,
+            policy_blocked=policy,
+            human_edited=hit("human_correction"),
+            user_reasked=hit("user_reask"),
+            outcome="failure" if failed else "success",
+            error_type=error,
+            timed_out=timed_out,
+            latency_ms=float(rng.gamma(4.0, 300.0)),
+            input_tokens=int(rng.integers(200, 2000)),
+            output_tokens=int(rng.integers(50, 600)),
+            evaluations=evaluations,
+            artifact_version=label,
+            bundle_version=label,
+        )
+
+
+def with_sessions(tenants: Sequence[SimTenant], sessions: int) -> list[SimTenant]:
+    return [replace(t, sessions_per_window=sessions) for t in tenants]

@@ -1,0 +1,291 @@
+"""The failure taxonomy: a versioned data file that classifies decision events.
+
+A taxonomy document (``aggregation/data/taxonomy_v1.json`` ships with the
+package; a tenant may load its own) lists categories. Each category has a
+``name`` from the signal schema's measure domain, a ``kind`` (``failure`` or
+``outcome``), the DecisionEvent fields it ``reads`` and a declarative
+predicate ``when``. Predicates are compiled once into closures, so
+:meth:`Taxonomy.classify` is a handful of attribute reads per category.
+
+Predicate grammar (JSON objects, exactly one form each):
+
+``{"all": [p, ...]}`` / ``{"any": [p, ...]}`` / ``{"not": p}``
+    Boolean combinations.
+``{"flag": FIELD}``
+    A boolean event field is true.
+``{"field": FIELD, "in": [str, ...]}``
+    A string field (or any element of a string-tuple field such as
+    ``finish_reasons``) equals one of the values, case-insensitively.
+``{"field": FIELD, "above": x}`` / ``{"field": FIELD, "below": x}``
+    A numeric field (e.g. ``latency_ms``) is strictly above / below ``x``.
+``{"tool_call_error": "any"}`` / ``{"tool_call_error": [str, ...]}``
+    Some tool call failed (with one of the listed error types).
+``{"tool_call_mismatch": true}``
+    Some tool call names an ``expected`` tool different from the one called.
+``{"evaluation": [NAME, ...], "below": x, "above": x, "labels": [str, ...]}``
+    Some named evaluation has a score below/above the threshold or a label in
+    the list (at least one of ``below``/``above``/``labels``). An evaluation
+    value is a number (score), a string (label) or a mapping with ``score``
+    and/or ``label``.
+
+The fields a predicate reads are derived from it and must equal the
+category's declared ``reads`` — the declaration is checked, not trusted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aggregation.errors import FedsignalError
+from aggregation.events import DecisionEvent
+from aggregation.schema import OTHER, TURNS, default_schema_document
+
+TAXONOMY_KIND = "fedsignal.taxonomy"
+CATEGORY_KINDS = ("failure", "outcome")
+
+Predicate = Callable[[DecisionEvent], bool]
+
+_EVENT_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(DecisionEvent)}
+_BOOL_FIELDS = frozenset(n for n, f in _EVENT_FIELDS.items() if f.type in ("bool", bool))
+_STR_FIELDS = frozenset(n for n, f in _EVENT_FIELDS.items() if f.type in ("str | None", "str"))
+_STR_TUPLE_FIELDS = frozenset(n for n, f in _EVENT_FIELDS.items() if f.type == "tuple[str, ...]")
+_NUMBER_FIELDS = frozenset(
+    n for n, f in _EVENT_FIELDS.items() if f.type in ("float | None", "int | None", "float", "int")
+)
+
+
+class TaxonomyError(FedsignalError):
+    """A taxonomy document that cannot be used; the message names the file and the rule."""
+
+
+@dataclass(frozen=True)
+class Category:
+    name: str
+    kind: str
+    description: str
+    reads: tuple[str, ...]
+    predicate: Predicate
+
+
+class Taxonomy:
+    """A loaded, validated taxonomy. Immutable; safe to share between threads."""
+
+    def __init__(self, version: str, categories: Sequence[Category], source: str = "<memory>") -> None:
+        self.version = version
+        self.source = source
+        self._categories = tuple(categories)
+        self.categories: tuple[str, ...] = tuple(c.name for c in self._categories)
+        self._rules: tuple[tuple[str, Predicate], ...] = tuple((c.name, c.predicate) for c in self._categories)
+
+    # -- loading -------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Taxonomy:
+        """Load and validate a taxonomy file (None: the shipped ``taxonomy_v1.json``)."""
+        if path is None:
+            source = "aggregation/data/taxonomy_v1.json"
+            text = resources.files("aggregation").joinpath("data/taxonomy_v1.json").read_text()
+        else:
+            source = str(path)
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise TaxonomyError(f"cannot read taxonomy file {source}: {exc.strerror}") from exc
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise TaxonomyError(f"taxonomy file {source} is not valid JSON: {exc}") from exc
+        return cls.from_dict(doc, source=source)
+
+    @classmethod
+    def from_dict(cls, doc: Any, source: str = "<memory>") -> Taxonomy:
+        if not isinstance(doc, Mapping):
+            raise TaxonomyError(f"taxonomy {source}: top level must be an object")
+        if doc.get("kind") != TAXONOMY_KIND:
+            raise TaxonomyError(f"taxonomy {source}: 'kind' must be {TAXONOMY_KIND!r}")
+        version = doc.get("version")
+        if not isinstance(version, str) or not version:
+            raise TaxonomyError(f"taxonomy {source}: 'version' must be a non-empty string such as '1.0.0'")
+        raw = doc.get("categories")
+        if not isinstance(raw, list) or not raw:
+            raise TaxonomyError(f"taxonomy {source}: 'categories' must be a non-empty list")
+        allowed = _measure_names()
+        seen: set[str] = set()
+        categories = []
+        for i, entry in enumerate(raw):
+            where = f"taxonomy {source}, category #{i}"
+            if not isinstance(entry, Mapping):
+                raise TaxonomyError(f"{where}: must be an object")
+            name = entry.get("name")
+            if not isinstance(name, str) or name not in allowed:
+                raise TaxonomyError(
+                    f"{where}: name {name!r} is not a measure of the signal schema; use one of {sorted(allowed)}"
+                )
+            where = f"taxonomy {source}, category {name!r}"
+            if name in seen:
+                raise TaxonomyError(f"{where}: defined twice")
+            seen.add(name)
+            kind = entry.get("kind", "failure")
+            if kind not in CATEGORY_KINDS:
+                raise TaxonomyError(f"{where}: kind must be one of {CATEGORY_KINDS}")
+            if "when" not in entry:
+                raise TaxonomyError(f"{where}: missing 'when' predicate")
+            reads: set[str] = set()
+            predicate = _compile(entry["when"], reads, where)
+            declared = entry.get("reads")
+            if not isinstance(declared, list) or not all(isinstance(r, str) for r in declared):
+                raise TaxonomyError(f"{where}: 'reads' must list the event fields the rule reads")
+            if set(declared) != reads:
+                raise TaxonomyError(
+                    f"{where}: 'reads' declares {sorted(set(declared))} but the rule reads {sorted(reads)}"
+                )
+            categories.append(
+                Category(name, kind, str(entry.get("description", "")), tuple(sorted(reads)), predicate)
+            )
+        return cls(version, categories, source)
+
+    # -- use -----------------------------------------------------------------
+    def category(self, name: str) -> Category:
+        for c in self._categories:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def classify(self, event: DecisionEvent) -> frozenset[str]:
+        """Every failure category and outcome counter that applies to ``event``."""
+        return frozenset([name for name, predicate in self._rules if predicate(event)])
+
+    def __repr__(self) -> str:
+        return f"Taxonomy(version={self.version!r}, categories={len(self.categories)}, source={self.source!r})"
+
+
+def _measure_names() -> frozenset[str]:
+    doc = default_schema_document()
+    measures = next(d["values"] for d in doc["dimensions"] if d["name"] == "measure")
+    return frozenset(m for m in measures if m not in (TURNS, OTHER))
+
+
+# -- predicate compiler --------------------------------------------------------
+
+
+def _strings(value: Any, where: str, key: str) -> frozenset[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise TaxonomyError(f"{where}: {key!r} must be a non-empty list of strings")
+    return frozenset(v.casefold() for v in value)
+
+
+def _number(value: Any, where: str, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TaxonomyError(f"{where}: {key!r} must be a number")
+    return float(value)
+
+
+def _compile(spec: Any, reads: set[str], where: str) -> Predicate:
+    if not isinstance(spec, Mapping):
+        raise TaxonomyError(f"{where}: a predicate must be an object, got {spec!r}")
+    if "all" in spec or "any" in spec:
+        op = "all" if "all" in spec else "any"
+        items = spec[op]
+        if not isinstance(items, list) or not items or len(spec) != 1:
+            raise TaxonomyError(f"{where}: {op!r} takes a non-empty list and nothing else")
+        parts = tuple(_compile(p, reads, where) for p in items)
+        if op == "all":
+            return lambda e: all(p(e) for p in parts)
+        return lambda e: any(p(e) for p in parts)
+    if "not" in spec:
+        if len(spec) != 1:
+            raise TaxonomyError(f"{where}: 'not' takes one predicate and nothing else")
+        inner = _compile(spec["not"], reads, where)
+        return lambda e: not inner(e)
+    if "flag" in spec:
+        name = spec["flag"]
+        if name not in _BOOL_FIELDS or len(spec) != 1:
+            raise TaxonomyError(f"{where}: 'flag' needs one boolean event field, one of {sorted(_BOOL_FIELDS)}")
+        reads.add(name)
+        return lambda e: getattr(e, name) is True
+    if "field" in spec:
+        return _compile_field(spec, reads, where)
+    if "tool_call_error" in spec:
+        arg = spec["tool_call_error"]
+        reads.add("tool_calls.error")
+        if arg == "any":
+            return lambda e: any(c.error is not None for c in e.tool_calls)
+        errors = _strings(arg, where, "tool_call_error")
+        return lambda e: any(c.error is not None and c.error.casefold() in errors for c in e.tool_calls)
+    if "tool_call_mismatch" in spec:
+        if spec["tool_call_mismatch"] is not True:
+            raise TaxonomyError(f"{where}: 'tool_call_mismatch' must be true")
+        reads.update(("tool_calls.name", "tool_calls.expected"))
+        return lambda e: any(c.expected is not None and c.expected != c.name for c in e.tool_calls)
+    if "evaluation" in spec:
+        return _compile_evaluation(spec, reads, where)
+    raise TaxonomyError(f"{where}: unknown predicate {dict(spec)!r}")
+
+
+def _compile_field(spec: Mapping[str, Any], reads: set[str], where: str) -> Predicate:
+    name = spec["field"]
+    if name not in _EVENT_FIELDS:
+        raise TaxonomyError(f"{where}: {name!r} is not a DecisionEvent field")
+    reads.add(name)
+    if "in" in spec:
+        values = _strings(spec["in"], where, "in")
+        if name in _STR_FIELDS:
+            return lambda e: (v := getattr(e, name)) is not None and v.casefold() in values
+        if name in _STR_TUPLE_FIELDS:
+            return lambda e: any(v.casefold() in values for v in getattr(e, name))
+        raise TaxonomyError(f"{where}: 'in' needs a text field, {name!r} is not one")
+    if name not in _NUMBER_FIELDS:
+        raise TaxonomyError(f"{where}: {name!r} needs 'in' (text) — only numeric fields take 'above'/'below'")
+    if "above" in spec:
+        limit = _number(spec["above"], where, "above")
+        return lambda e: (v := getattr(e, name)) is not None and v > limit
+    if "below" in spec:
+        limit = _number(spec["below"], where, "below")
+        return lambda e: (v := getattr(e, name)) is not None and v < limit
+    raise TaxonomyError(f"{where}: field predicate on {name!r} needs 'in', 'above' or 'below'")
+
+
+def _compile_evaluation(spec: Mapping[str, Any], reads: set[str], where: str) -> Predicate:
+    names = spec["evaluation"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise TaxonomyError(f"{where}: 'evaluation' must list evaluator names")
+    unknown = set(spec) - {"evaluation", "below", "above", "labels"}
+    if unknown:
+        raise TaxonomyError(f"{where}: unknown keys {sorted(unknown)} in an evaluation predicate")
+    below = _number(spec["below"], where, "below") if "below" in spec else None
+    above = _number(spec["above"], where, "above") if "above" in spec else None
+    labels = _strings(spec["labels"], where, "labels") if "labels" in spec else frozenset()
+    if below is None and above is None and not labels:
+        raise TaxonomyError(f"{where}: an evaluation predicate needs 'below', 'above' or 'labels'")
+    reads.update(f"evaluations.{n}" for n in names)
+    keys = tuple(names)
+
+    def score_hits(score: Any) -> bool:
+        if isinstance(score, bool) or not isinstance(score, int | float):
+            return False
+        return (below is not None and score < below) or (above is not None and score > above)
+
+    def hits(value: Any) -> bool:
+        if isinstance(value, str):
+            return value.casefold() in labels
+        if isinstance(value, Mapping):
+            label = value.get("label")
+            return score_hits(value.get("score")) or (isinstance(label, str) and label.casefold() in labels)
+        return score_hits(value)
+
+    def predicate(e: DecisionEvent) -> bool:
+        evals = e.evaluations
+        if not evals:
+            return False
+        for key in keys:
+            value = evals.get(key)
+            if value is not None and hits(value):
+                return True
+        return False
+
+    return predicate

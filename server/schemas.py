@@ -1,0 +1,110 @@
+"""Versioned signal schemas of each cohort.
+
+A cohort's first schema version is made from the shipped template
+(:func:`aggregation.schema.default_schema`) the first time anyone asks for
+it. Versions are immutable; a new one is published when the artifact
+versions under rollout change. Creation is serialized per cohort (an
+advisory lock on PostgreSQL, the ``BEGIN IMMEDIATE`` write lock on SQLite),
+so two replicas asking at once create version 1 once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from aggregation.errors import FedsignalError
+from aggregation.schema import SignalSchema, default_schema
+from server.db import advisory_lock
+from server.models.signals import SignalSchemaVersion
+
+ARTIFACT_VERSION = "artifact_version"
+
+
+class UnknownCohortSchema(FedsignalError):
+    """A cohort name that cannot carry a schema."""
+
+
+def _cohort_lock_key(cohort: str) -> int:
+    digest = hashlib.blake2b(b"fedsignal.schema:" + cohort.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _latest(session: Session, cohort: str) -> SignalSchemaVersion | None:
+    stmt = (
+        select(SignalSchemaVersion)
+        .where(SignalSchemaVersion.cohort == cohort)
+        .order_by(SignalSchemaVersion.version.desc())
+        .limit(1)
+    )
+    return session.scalars(stmt).first()
+
+
+def _store(session: Session, schema: SignalSchema) -> None:
+    session.add(
+        SignalSchemaVersion(
+            cohort=schema.cohort,
+            version=schema.version,
+            document=schema.to_json(),
+            created_at=datetime.now(UTC),
+        )
+    )
+    session.flush()
+
+
+def current_schema(session: Session, cohort: str) -> SignalSchema:
+    """The newest schema version of ``cohort``; version 1 is created on first use.
+
+    Runs inside the caller's transaction; the caller commits.
+    """
+    if not cohort:
+        raise UnknownCohortSchema("a cohort name is required to look up its signal schema")
+    row = _latest(session, cohort)
+    if row is not None:
+        return SignalSchema.from_json(row.document)
+    advisory_lock(session, _cohort_lock_key(cohort))
+    row = _latest(session, cohort)  # another replica may have created it meanwhile
+    if row is not None:
+        return SignalSchema.from_json(row.document)
+    schema = default_schema(cohort, version=1)
+    _store(session, schema)
+    return schema
+
+
+def get_schema(session: Session, cohort: str, version: int) -> SignalSchema | None:
+    """Schema ``version`` of ``cohort``, or None when it was never published."""
+    row = session.scalars(
+        select(SignalSchemaVersion).where(
+            SignalSchemaVersion.cohort == cohort, SignalSchemaVersion.version == version
+        )
+    ).first()
+    return SignalSchema.from_json(row.document) if row is not None else None
+
+
+def list_schemas(session: Session, cohort: str) -> list[SignalSchema]:
+    """Every published version of ``cohort``, oldest first."""
+    rows = session.scalars(
+        select(SignalSchemaVersion)
+        .where(SignalSchemaVersion.cohort == cohort)
+        .order_by(SignalSchemaVersion.version)
+    )
+    return [SignalSchema.from_json(r.document) for r in rows]
+
+
+def publish_artifact_versions(session: Session, cohort: str, labels: Sequence[str]) -> SignalSchema:
+    """Publish a schema version whose artifact_version domain is ``labels + ["other"]``.
+
+    Returns the current schema unchanged when its domain already is exactly
+    that. Runs inside the caller's transaction; the caller commits.
+    """
+    advisory_lock(session, _cohort_lock_key(cohort))
+    current = current_schema(session, cohort)  # read under the lock: the newest version
+    updated = current.with_values(ARTIFACT_VERSION, list(labels))
+    if updated is current:
+        return current
+    _store(session, updated)
+    return updated

@@ -1,0 +1,138 @@
+"""Rollout plans as data and sticky canary assignment."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aggregation.rollout_plan import (
+    RolloutPlan,
+    RolloutPlanError,
+    RolloutPlans,
+    check_not_looser,
+    participating_tenants,
+    plan_for_candidate,
+    session_fraction,
+    session_in_canary,
+    shipped_plans,
+    sticky_fraction,
+)
+
+STAGES = (1, 5, 10, 25, 50, 100)
+
+
+def test_shipped_plans_cover_every_risk_class_with_the_default_stages() -> None:
+    plans = shipped_plans()
+    assert plans.version == "1.0.0"
+    for rc in ("low", "high", "critical"):
+        plan = plans.for_risk_class(rc)
+        assert [s.percent for s in plan.stages] == [float(p) for p in STAGES]
+        safety = plan.gate("safety_incident")
+        assert (safety.direction, safety.margin) == ("rise", 0.0)
+        assert plan.gate("task_success").direction == "drop"
+        assert min(g.margin for g in plan.gates) == safety.margin
+
+
+def test_unknown_risk_class_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(RolloutPlanError, match="known: critical, high, low"):
+        shipped_plans().for_risk_class("medium")
+
+
+def test_reviewer_override_is_used_and_validated() -> None:
+    doc = shipped_plans().for_risk_class("low").to_dict()
+    doc["stages"] = [{"percent": 10, "min_windows": 1}, {"percent": 100, "min_windows": 0}]
+    plan = plan_for_candidate("low", json.dumps(doc))
+    assert [s.percent for s in plan.stages] == [10.0, 100.0]
+    assert plan_for_candidate("low", "").digest() == shipped_plans().for_risk_class("low").digest()
+    doc["gates"] = [g for g in doc["gates"] if g["measure"] != "safety_incident"]
+    with pytest.raises(RolloutPlanError, match="safety_incident gate is required"):
+        plan_for_candidate("low", json.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d["stages"].reverse(), "must increase"),
+        (lambda d: d["stages"].pop(), "last stage must be 100"),
+        (lambda d: d["gates"][0].update(direction="sideways"), "direction"),
+        (lambda d: d["gates"][-1].update(margin=0.01), "must not rise at all"),
+        (lambda d: d["gates"].append(dict(d["gates"][0])), "one gate per measure"),
+        (lambda d: d["gates"][0].update(measure="vibes"), "unknown measure"),
+        (lambda d: d.pop("stages"), "missing or malformed"),
+    ],
+)
+def test_invalid_plans_are_refused(mutate, message) -> None:  # type: ignore[no-untyped-def]
+    doc = shipped_plans().for_risk_class("low").to_dict()
+    mutate(doc)
+    with pytest.raises(RolloutPlanError, match=message):
+        RolloutPlan.from_dict(doc)
+
+
+def test_plans_file_without_a_risk_class_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    doc = {"version": "9", "plans": {"low": shipped_plans().for_risk_class("low").to_dict()}}
+    path = tmp_path / "plans.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(RolloutPlanError, match="high, critical"):
+        RolloutPlans.load(path)
+
+
+def test_gates_cannot_be_loosened() -> None:
+    fixed = shipped_plans().for_risk_class("high")
+    tighter = fixed.to_dict()
+    tighter["gates"][0]["margin"] = 0.001
+    check_not_looser(fixed, RolloutPlan.from_dict(tighter))
+    looser = fixed.to_dict()
+    looser["gates"][0]["margin"] = 0.5
+    with pytest.raises(RolloutPlanError, match="cannot be loosened"):
+        check_not_looser(fixed, RolloutPlan.from_dict(looser))
+
+
+def test_sticky_fraction_is_deterministic_uniform_and_unambiguous() -> None:
+    assert sticky_fraction("r", "tenant", "a") == sticky_fraction("r", "tenant", "a")
+    assert sticky_fraction("ab", "c") != sticky_fraction("a", "bc")
+    values = [sticky_fraction("r1", "session", str(i)) for i in range(4000)]
+    assert all(0.0 <= v < 1.0 for v in values)
+    assert abs(sum(values) / len(values) - 0.5) < 0.02
+    assert abs(sum(v < 0.1 for v in values) / len(values) - 0.1) < 0.02
+
+
+def test_a_small_cohort_still_gets_exactly_one_canary_tenant() -> None:
+    tenants = [f"tenant-{i}" for i in range(5)]
+    assert len(participating_tenants("r1", tenants, 1)) == 1
+    assert participating_tenants("r1", [], 1) == []
+    assert len(participating_tenants("r1", tenants, 25)) == 2  # ceil(1.25)
+    assert participating_tenants("r1", tenants, 100) == sorted(tenants)
+
+
+def test_participating_tenants_only_grow_with_the_stage_and_differ_per_rollout() -> None:
+    tenants = [f"tenant-{i}" for i in range(40)]
+    previous: set[str] = set()
+    for p in STAGES:
+        now = set(participating_tenants("r1", tenants, p))
+        assert previous <= now
+        previous = now
+    firsts = {participating_tenants(f"r{i}", tenants, 1)[0] for i in range(20)}
+    assert len(firsts) > 5
+
+
+def test_session_fraction_makes_overall_exposure_the_stage_percent() -> None:
+    for n in (3, 5, 10, 37, 200):
+        tenants = [f"t{i}" for i in range(n)]
+        for p in STAGES:
+            m = len(participating_tenants("r", tenants, p))
+            f = session_fraction(p, n, m)
+            assert 0.0 < f <= 1.0
+            if f < 1.0:
+                assert m * f / n == pytest.approx(p / 100)
+    assert session_fraction(100, 5, 5) == 1.0
+
+
+def test_session_assignment_is_sticky_and_monotone_in_the_fraction() -> None:
+    sessions = [f"s{i}" for i in range(2000)]
+    small = {s for s in sessions if session_in_canary("r", s, 0.05)}
+    large = {s for s in sessions if session_in_canary("r", s, 0.5)}
+    assert small <= large
+    assert 40 < len(small) < 160
+    assert not any(session_in_canary("r", s, 0.0) for s in sessions)
+    assert all(session_in_canary("r", s, 1.0) for s in sessions)

@@ -1,0 +1,327 @@
+"""The tenant's trusted bundle kernel: holds only verified state.
+
+Modelled on python-tuf's ``TrustedMetadataSet``: every ``update_*`` takes
+unverified bytes, verifies signatures, type, version, cohort and expiry,
+and only then replaces its state; anything else raises a specific
+:class:`~aggregation.bundle_errors.BundleRefused` and leaves the state as it
+was. No network, no disk; the clock is passed in.
+
+Verification of a bundle, in order: size cap; cohort metadata signed by the
+root's freshness (server) key; cohort; version newer than the installed one
+(rollback); not expired (freeze); the approvals present are exactly the ones
+the cohort metadata pins by version and hash (mix-and-match); each approval
+names the same cohort and carries the threshold of distinct reviewer
+signatures its risk class needs (the server key never counts); each artifact
+no longer than signed and the hard cap (endless data), then its SHA-256.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from securesystemslib.signer import Signature
+from tuf.api.metadata import Metadata, Snapshot, Targets
+
+from aggregation.bundle_errors import (
+    BundleRefused,
+    DuplicateSignaturesError,
+    ExpiredMetadataError,
+    InsufficientSignaturesError,
+    MalformedMetadataError,
+    MixAndMatchError,
+    OversizedArtifactError,
+    RollbackError,
+    ServerKeyOnlyError,
+    TamperedArtifactError,
+    UnknownSignerError,
+    UntrustedCohortMetadataError,
+    WrongCohortError,
+)
+from aggregation.bundle_format import (
+    APPROVAL_FIELD,
+    BASELINE,
+    BUNDLE_FORMAT,
+    COHORT_FIELD,
+    MAX_ARTIFACT_BYTES,
+    ApprovedSet,
+    ArtifactEntry,
+    RolloutExposure,
+    SignedExposure,
+    build_approval,
+    build_cohort_metadata,
+    bundle_document,
+    sha256_hex,
+    tenant_hash,
+    wire_name,
+)
+from aggregation.trust_root import (
+    TrustRoot,
+    canonical_signed_bytes,
+    load_json,
+    load_trusted_root,
+    parse_metadata,
+    verify_rotation,
+)
+
+__all__ = [
+    "BASELINE",
+    "ApprovedSet",
+    "ArtifactEntry",
+    "BundleRefused",
+    "RolloutExposure",
+    "SignedExposure",
+    "TrustedBundleState",
+    "VerifiedBundle",
+    "build_approval",
+    "build_cohort_metadata",
+    "bundle_document",
+    "parse_bundle_view",
+    "tenant_hash",
+    "wire_name",
+]
+
+
+@dataclass(frozen=True)
+class VerifiedBundle:
+    """A bundle that passed every check (or, from ``parse_bundle_view``, one read back from an install)."""
+
+    cohort: str
+    version: int
+    expires: datetime
+    stable: tuple[ApprovedSet, ...]
+    candidate: ApprovedSet | None
+    exposure: SignedExposure | None
+    metadata: bytes
+    artifacts: Mapping[str, bytes]  # wire name -> content
+
+    def content(self, approved: ApprovedSet, name: str) -> bytes:
+        return self.artifacts[wire_name(approved.candidate_id, name)]
+
+
+def _approved_set(md: Metadata[Targets]) -> ApprovedSet:
+    info = md.signed.unrecognized_fields.get(APPROVAL_FIELD)
+    try:
+        assert isinstance(info, dict)
+        entries = {
+            name: ArtifactEntry(name, str((t.custom or {}).get("kind", "")), t.length, t.hashes["sha256"])
+            for name, t in md.signed.targets.items()
+        }
+        return ApprovedSet(
+            candidate_id=str(info["candidate_id"]),
+            label=str(info["label"]),
+            cohort=str(info["cohort"]),
+            risk_class=str(info["risk_class"]),
+            category=str(info.get("category", "")),
+            artifacts=entries,
+            rollout_plan=json.loads(str(info.get("rollout_plan_json") or "{}")),
+        )
+    except (AssertionError, KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise MalformedMetadataError(f"approval metadata lacks {APPROVAL_FIELD} fields: {exc}") from exc
+
+
+def _cohort_info(md: Metadata[Snapshot]) -> dict[str, Any]:
+    info = md.signed.unrecognized_fields.get(COHORT_FIELD)
+    if not isinstance(info, dict) or not isinstance(info.get("cohort"), str) or not isinstance(info.get("stable"), list):
+        raise MalformedMetadataError(f"cohort metadata lacks {COHORT_FIELD}")
+    return info
+
+
+def _exposure(info: Mapping[str, Any]) -> SignedExposure | None:
+    raw = info.get("rollout")
+    if raw is None:
+        return None
+    try:
+        return SignedExposure(
+            rollout_id=str(raw["rollout_id"]),
+            stage_index=int(raw["stage_index"]),
+            stage_percent=float(raw["stage_percent"]),
+            session_fraction=float(raw["session_fraction"]),
+            tenant_hashes=frozenset(str(h) for h in raw["participating_tenants"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedMetadataError(f"cohort metadata rollout exposure is malformed: {exc}") from exc
+
+
+def _split(data: bytes) -> tuple[Any, list[Any]]:
+    doc = load_json(data, "bundle metadata")
+    if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
+        raise MalformedMetadataError(f"bundle metadata is not {BUNDLE_FORMAT}")
+    approvals = doc.get("approvals")
+    if not isinstance(approvals, list):
+        raise MalformedMetadataError("bundle metadata has no approvals list")
+    return doc.get("cohort_metadata"), approvals
+
+
+def parse_bundle_view(data: bytes, artifacts: Mapping[str, bytes]) -> VerifiedBundle:
+    """Read back an installed bundle (already verified before install) without re-checking signatures."""
+    raw_cohort, raw_approvals = _split(data)
+    cohort_md, _, _ = parse_metadata(raw_cohort, Snapshot.type)
+    sets = {s.candidate_id: s for s in (_approved_set(parse_metadata(a, Targets.type)[0]) for a in raw_approvals)}
+    info = _cohort_info(cohort_md)
+    return VerifiedBundle(
+        cohort=info["cohort"],
+        version=cohort_md.signed.version,
+        expires=cohort_md.signed.expires,
+        stable=tuple(sets[c] for c in info["stable"]),
+        candidate=sets[info["candidate"]] if info.get("candidate") else None,
+        exposure=_exposure(info),
+        metadata=data,
+        artifacts=dict(artifacts),
+    )
+
+
+class TrustedBundleState:
+    """Verified trust root and bundle of one tenant; changes only through ``update_*``.
+
+    ``floor_version`` is the version of the bundle already installed on disk
+    (rollback reference after a restart).
+    """
+
+    def __init__(self, root: bytes, cohort: str, *, floor_version: int = 0) -> None:
+        self._root = load_trusted_root(root)
+        self._cohort = cohort
+        self._floor = floor_version
+        self._bundle: VerifiedBundle | None = None
+
+    @property
+    def root(self) -> TrustRoot:
+        return self._root
+
+    @property
+    def bundle(self) -> VerifiedBundle | None:
+        return self._bundle
+
+    @property
+    def version(self) -> int:
+        return self._bundle.version if self._bundle else self._floor
+
+    def update_root(self, data: bytes) -> TrustRoot:
+        """Follow one root rotation (version N -> N+1)."""
+        self._root = verify_rotation(self._root, data)
+        return self._root
+
+    def update_bundle(self, data: bytes, artifacts: Mapping[str, bytes], now: datetime) -> VerifiedBundle:
+        """Verify a bundle and its artifacts; on success it becomes the trusted bundle."""
+        if self._root.root.is_expired(now):
+            raise ExpiredMetadataError(
+                f"trust root v{self._root.version} expired at {self._root.root.expires.isoformat()}; "
+                "reviewers must rotate the root"
+            )
+        raw_cohort, raw_approvals = _split(data)
+        cohort_md, cohort_sigs, _ = parse_metadata(raw_cohort, Snapshot.type)
+        snap = cohort_md.signed
+        result = self._root.root.get_verification_result(Snapshot.type, canonical_signed_bytes(cohort_md), cohort_sigs)
+        if not result.verified:
+            raise UntrustedCohortMetadataError(
+                f"cohort metadata v{snap.version} is not signed by the server key trust root v{self._root.version} lists"
+            )
+        info = _cohort_info(cohort_md)
+        if info["cohort"] != self._cohort:
+            raise WrongCohortError(f"bundle is for cohort {info['cohort']!r}, this tenant is in {self._cohort!r}")
+        if snap.version < self.version:
+            raise RollbackError(f"bundle v{snap.version} is older than the installed v{self.version}")
+        if snap.version == self.version:
+            if self._bundle is not None and self._bundle.metadata == data:
+                return self._bundle
+            raise RollbackError(f"bundle v{snap.version} differs from the installed bundle of the same version")
+        if snap.is_expired(now):
+            raise ExpiredMetadataError(f"bundle v{snap.version} expired at {snap.expires.isoformat()} (freeze)")
+        approvals = self._verify_approvals(snap, info, raw_approvals, now)
+        verified_artifacts = _verify_artifacts(approvals.values(), artifacts)
+        stable = tuple(approvals[c] for c in info["stable"])
+        names = [n for s in stable for n in s.artifacts]
+        if len(names) != len(set(names)):
+            raise MalformedMetadataError("two stable approvals provide the same artifact name")
+        candidate_id = info.get("candidate")
+        bundle = VerifiedBundle(
+            cohort=info["cohort"],
+            version=snap.version,
+            expires=snap.expires,
+            stable=stable,
+            candidate=approvals[candidate_id] if candidate_id else None,
+            exposure=_exposure(info),
+            metadata=data,
+            artifacts=verified_artifacts,
+        )
+        self._bundle = bundle
+        return bundle
+
+    def _verify_approvals(
+        self, snap: Snapshot, info: Mapping[str, Any], raw: list[Any], now: datetime
+    ) -> dict[str, ApprovedSet]:
+        pinned = dict(snap.meta)
+        named = [*info["stable"], *([info["candidate"]] if info.get("candidate") else [])]
+        if sorted(f"{c}.json" for c in named) != sorted(pinned):
+            raise MixAndMatchError("cohort metadata's stable/candidate do not match the approvals it pins")
+        found: dict[str, ApprovedSet] = {}
+        for doc in raw:
+            md, sigs, duplicates = parse_metadata(doc, Targets.type)
+            approved = _approved_set(md)
+            meta = pinned.get(f"{approved.candidate_id}.json")
+            payload = canonical_signed_bytes(md)
+            if meta is None or approved.candidate_id in found:
+                raise MixAndMatchError(f"approval {approved.candidate_id} is not pinned by cohort metadata v{snap.version}")
+            if meta.version != md.signed.version or (meta.hashes or {}).get("sha256") != sha256_hex(payload):
+                raise MixAndMatchError(
+                    f"approval {approved.candidate_id} (revision {md.signed.version}) is not the one cohort "
+                    f"metadata v{snap.version} pins: parts of different versions"
+                )
+            if approved.cohort != self._cohort:
+                raise WrongCohortError(f"approval {approved.candidate_id} is for cohort {approved.cohort!r}")
+            if md.signed.is_expired(now):
+                raise ExpiredMetadataError(f"approval {approved.candidate_id} expired at {md.signed.expires.isoformat()}")
+            self._check_threshold(approved, payload, sigs, duplicates)
+            found[approved.candidate_id] = approved
+        if missing := [c for c in named if c not in found]:
+            raise MixAndMatchError(f"approvals pinned by cohort metadata v{snap.version} are missing: {missing}")
+        return found
+
+    def _check_threshold(
+        self, approved: ApprovedSet, payload: bytes, sigs: dict[str, Signature], duplicates: int
+    ) -> None:
+        from tuf.api.metadata import DelegatedRole
+
+        role: DelegatedRole = self._root.role(approved.risk_class)
+        result = self._root.verifier().get_verification_result(role.name, payload, sigs)
+        if result.verified:
+            return
+        have, need = len(result.signed), result.threshold
+        what = f"approval {approved.candidate_id} ({approved.risk_class} risk) has {have} valid reviewer signature(s), needs {need}"
+        strangers = [k for k in sigs if k not in role.keyids]
+        if not result.signed and strangers and set(strangers) <= self._root.server_keyids:
+            raise ServerKeyOnlyError(f"{what}: it is signed only by the server's online key, which cannot approve")
+        if duplicates and have + duplicates >= need:
+            raise DuplicateSignaturesError(f"{what}: duplicate signatures by one key count once")
+        if strangers:
+            raise UnknownSignerError(
+                f"{what}: signature(s) by key(s) trust root v{self._root.version} does not list for this "
+                f"risk class (removed or unknown): {sorted(strangers)}"
+            )
+        raise InsufficientSignaturesError(what)
+
+
+def _verify_artifacts(approvals: Any, artifacts: Mapping[str, bytes]) -> dict[str, bytes]:
+    expected: dict[str, ArtifactEntry] = {}
+    for approved in approvals:
+        for entry in approved.artifacts.values():
+            expected[wire_name(approved.candidate_id, entry.name)] = entry
+    if extra := sorted(set(artifacts) - set(expected)):
+        raise TamperedArtifactError(f"artifacts not in the signed metadata: {extra}")
+    out: dict[str, bytes] = {}
+    for name, entry in expected.items():
+        content = artifacts.get(name)
+        if content is None:
+            raise TamperedArtifactError(f"artifact {name} is missing from the bundle")
+        # Length first: an endless or padded artifact is refused before it is hashed.
+        if len(content) > entry.length or len(content) > MAX_ARTIFACT_BYTES:
+            raise OversizedArtifactError(
+                f"artifact {name} is {len(content)} bytes; signed length {entry.length}, cap {MAX_ARTIFACT_BYTES}"
+            )
+        if len(content) != entry.length or sha256_hex(content) != entry.sha256:
+            raise TamperedArtifactError(f"artifact {name} does not match its signed SHA-256")
+        out[name] = content
+    return out

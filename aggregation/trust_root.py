@@ -1,0 +1,248 @@
+"""The trust root: reviewer keys, risk-class thresholds, the server's freshness key.
+
+The root is TUF ``root`` metadata (``tuf.api.metadata.Root``):
+
+* role ``root``: reviewer keys and the threshold that must sign the next root version;
+* role ``targets``: reviewer keys (threshold = the lowest risk-class threshold);
+* roles ``snapshot`` and ``timestamp``: the server's online key, threshold 1.
+  It signs the short-lived per-cohort metadata and nothing else;
+* custom field ``x-fedsignal-risk-classes``: per risk class the reviewer keys
+  and the threshold an approval of that class needs. TUF's ``Root`` accepts
+  only the four top-level roles, so the per-class roles live here and are
+  verified as TUF ``DelegatedRole`` s over the root's own keys.
+
+Pure: bytes in, typed objects out. The clock is passed in.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from securesystemslib.signer import Key, Signature, Signer, SSlibKey
+from tuf.api.metadata import DelegatedRole, Delegations, Metadata, Role, Root, Targets
+from tuf.api.serialization.json import CanonicalJSONSerializer
+
+from aggregation.bundle_errors import MalformedMetadataError, RootRotationError
+
+RISK_CLASSES_FIELD = "x-fedsignal-risk-classes"
+RISK_CLASSES = ("low", "high", "critical")
+DEFAULT_THRESHOLDS = {"low": 1, "high": 2, "critical": 3}
+#: Largest metadata document the kernel parses (endless-data defence for metadata).
+MAX_METADATA_BYTES = 2 * 1024 * 1024
+
+
+def risk_role(risk_class: str) -> str:
+    return f"risk-{risk_class}"
+
+
+def canonical_signed_bytes(md: Metadata[Any]) -> bytes:
+    """The bytes a signature covers: canonical JSON of the ``signed`` part."""
+    return CanonicalJSONSerializer().serialize(md.signed)
+
+
+def to_json_bytes(md: Metadata[Any]) -> bytes:
+    """Serialized metadata (signed part + signatures), deterministic."""
+    return json.dumps(md.to_dict(), sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def expiry(now: datetime, lifetime: timedelta) -> datetime:
+    """TUF expiry (whole seconds, UTC)."""
+    return (now.astimezone(UTC) + lifetime).replace(microsecond=0)
+
+
+def parse_metadata(doc: Any, expected_type: str) -> tuple[Metadata[Any], dict[str, Signature], int]:
+    """Parse one metadata document; duplicate signatures by one key are kept once.
+
+    Returns the metadata, its signatures by key id, and how many duplicates were dropped.
+    """
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("signatures"), list):
+        raise MalformedMetadataError(f"{expected_type} metadata: expected an object with 'signed' and 'signatures'")
+    unique: dict[str, dict[str, Any]] = {}
+    duplicates = 0
+    for raw in doc["signatures"]:
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("keyid"), str):
+            raise MalformedMetadataError(f"{expected_type} metadata: malformed signature entry")
+        if raw["keyid"] in unique:
+            duplicates += 1
+            continue
+        unique[raw["keyid"]] = dict(raw)
+    try:
+        md = Metadata.from_dict(copy.deepcopy({"signed": doc.get("signed"), "signatures": list(unique.values())}))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise MalformedMetadataError(f"{expected_type} metadata does not parse: {exc}") from exc
+    if md.signed.type != expected_type:
+        raise MalformedMetadataError(f"expected {expected_type} metadata, got {md.signed.type}")
+    return md, dict(md.signatures), duplicates
+
+
+def load_json(data: bytes, what: str) -> Any:
+    if len(data) > MAX_METADATA_BYTES:
+        from aggregation.bundle_errors import OversizedArtifactError
+
+        raise OversizedArtifactError(f"{what} is {len(data)} bytes, over the {MAX_METADATA_BYTES}-byte cap")
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedMetadataError(f"{what} is not JSON: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class TrustRoot:
+    """A verified root: its metadata and the per-risk-class roles."""
+
+    metadata: Metadata[Root]
+    risk_roles: Delegations
+
+    @property
+    def root(self) -> Root:
+        return self.metadata.signed
+
+    @property
+    def version(self) -> int:
+        return self.root.version
+
+    @property
+    def server_keyids(self) -> frozenset[str]:
+        return frozenset(self.root.roles["snapshot"].keyids)
+
+    def threshold(self, risk_class: str) -> int:
+        return self.role(risk_class).threshold
+
+    def role(self, risk_class: str) -> DelegatedRole:
+        roles = self.risk_roles.roles or {}
+        if risk_role(risk_class) not in roles:
+            raise MalformedMetadataError(f"risk class {risk_class!r} is not defined by trust root v{self.version}")
+        return roles[risk_role(risk_class)]
+
+    def reviewer_keys(self, risk_class: str) -> dict[str, Key]:
+        return {k: self.risk_roles.keys[k] for k in self.role(risk_class).keyids}
+
+    def verifier(self) -> Targets:
+        """A TUF delegator whose roles are the risk classes (for ``get_verification_result``)."""
+        return Targets(version=1, delegations=self.risk_roles)
+
+    def to_bytes(self) -> bytes:
+        return to_json_bytes(self.metadata)
+
+
+def _risk_roles(root: Root) -> Delegations:
+    raw = root.unrecognized_fields.get(RISK_CLASSES_FIELD)
+    if not isinstance(raw, Mapping) or not raw:
+        raise MalformedMetadataError(f"trust root v{root.version} has no {RISK_CLASSES_FIELD}")
+    roles: dict[str, DelegatedRole] = {}
+    server = set(root.roles["snapshot"].keyids) | set(root.roles["timestamp"].keyids)
+    for cls, spec in raw.items():
+        try:
+            keyids = list(spec["keyids"])
+            role = DelegatedRole(risk_role(cls), keyids, int(spec["threshold"]), True, paths=["*"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedMetadataError(f"trust root risk class {cls!r} is malformed: {exc}") from exc
+        if missing := [k for k in keyids if k not in root.keys]:
+            raise MalformedMetadataError(f"risk class {cls!r} names keys the root does not list: {missing}")
+        if server & set(keyids):
+            # The guarantee "a server key alone cannot approve content" depends on this.
+            raise MalformedMetadataError(f"risk class {cls!r} lists the server's online key as a reviewer")
+        roles[role.name] = role
+    keys = {k: root.keys[k] for r in roles.values() for k in r.keyids}
+    return Delegations(keys=keys, roles=roles)
+
+
+def _check_shape(root: Root) -> Delegations:
+    server = set(root.roles["snapshot"].keyids)
+    if server & set(root.roles["root"].keyids):
+        raise MalformedMetadataError("the server's online key may not be a root key")
+    return _risk_roles(root)
+
+
+def load_trusted_root(data: bytes) -> TrustRoot:
+    """Trust-on-first-use load of a pinned root: must be signed by its own threshold."""
+    md, sigs, _dups = parse_metadata(load_json(data, "trust root"), Root.type)
+    delegations = _check_shape(md.signed)
+    result = md.signed.get_root_verification_result(None, canonical_signed_bytes(md), sigs)
+    if not result.verified:
+        raise RootRotationError(
+            f"trust root v{md.signed.version} is signed by {len(result.first.signed)} of the "
+            f"{result.first.threshold} root keys it requires"
+        )
+    return TrustRoot(md, delegations)
+
+
+def verify_rotation(current: TrustRoot, data: bytes) -> TrustRoot:
+    """Verify root version N+1 against version N (``current``) and against itself."""
+    md, sigs, _dups = parse_metadata(load_json(data, "trust root"), Root.type)
+    new = md.signed
+    if new.version != current.version + 1:
+        raise RootRotationError(f"trust root rotation must go from v{current.version} to v{current.version + 1}, got v{new.version}")
+    delegations = _check_shape(new)
+    payload = canonical_signed_bytes(md)
+    old_result = current.root.get_verification_result(Root.type, payload, sigs)
+    if not old_result.verified:
+        raise RootRotationError(
+            f"trust root v{new.version} is signed by {len(old_result.signed)} of the {old_result.threshold} "
+            f"keys of v{current.version} it needs; collect the old reviewers' signatures"
+        )
+    new_result = new.get_verification_result(Root.type, payload, sigs)
+    if not new_result.verified:
+        raise RootRotationError(
+            f"trust root v{new.version} is signed by {len(new_result.signed)} of its own {new_result.threshold} root keys"
+        )
+    return TrustRoot(md, delegations)
+
+
+def build_root(
+    reviewer_keys: Iterable[Key],
+    server_key: Key,
+    *,
+    now: datetime,
+    version: int = 1,
+    root_threshold: int = 1,
+    thresholds: Mapping[str, int] | None = None,
+    lifetime: timedelta = timedelta(days=365),
+) -> Metadata[Root]:
+    """Unsigned root metadata: reviewers approve (per risk class) and sign roots; the server key freshens."""
+    reviewers = {k.keyid: k for k in reviewer_keys}
+    if server_key.keyid in reviewers:
+        raise ValueError("the server's online key cannot also be a reviewer key")
+    wanted = dict(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
+    for cls, t in wanted.items():
+        if t < 1 or t > len(reviewers):
+            raise ValueError(f"risk class {cls}: threshold {t} needs 1..{len(reviewers)} reviewer keys")
+    if not 1 <= root_threshold <= len(reviewers):
+        raise ValueError(f"root threshold {root_threshold} needs 1..{len(reviewers)} reviewer keys")
+    ids = sorted(reviewers)
+    keys: dict[str, Key] = dict(reviewers)
+    keys[server_key.keyid] = server_key
+    roles = {
+        "root": Role(ids, root_threshold),
+        "targets": Role(ids, min(wanted.values())),
+        "snapshot": Role([server_key.keyid], 1),
+        "timestamp": Role([server_key.keyid], 1),
+    }
+    root = Root(
+        version=version,
+        expires=expiry(now, lifetime),
+        keys=keys,
+        roles=roles,
+        consistent_snapshot=False,
+        unrecognized_fields={RISK_CLASSES_FIELD: {c: {"keyids": ids, "threshold": t} for c, t in wanted.items()}},
+    )
+    return Metadata(root)
+
+
+def sign_metadata(md: Metadata[Any], signer: Signer) -> Signature:
+    """Add ``signer``'s signature over the canonical signed bytes (no key material leaves the signer)."""
+    return md.sign(signer, append=True)
+
+
+def key_from_public_json(doc: Mapping[str, Any]) -> SSlibKey:
+    """A public key from ``{"keyid": ..., "key": {keytype, scheme, keyval}}``."""
+    return SSlibKey.from_dict(doc["keyid"], dict(doc["key"]))
+
+
+def public_key_json(key: Key) -> dict[str, Any]:
+    return {"keyid": key.keyid, "key": key.to_dict()}

@@ -1,0 +1,346 @@
+"""Assemble and run the gRPC server: TLS, servicers, health, reflection, metrics, jobs.
+
+Ports. Python gRPC can either require a verified client certificate at the TLS
+layer or not request one at all — it cannot *request* one optionally. So a
+secure server listens twice, on one ``grpc.Server`` (same servicers):
+
+* ``port`` (``settings.listen``): mutual TLS. A client certificate signed by
+  the server CA is required and verified by TLS; a certificate of another CA
+  never gets past the handshake. Every tenant and admin call goes here.
+* ``enrollment_port`` (``enrollment_listen``; default: the listen port + 1,
+  or an ephemeral port when listening on port 0): server-authenticated TLS
+  without a client certificate. Only ``Enroll`` and the health check succeed
+  there; every other method finds no certificate and is refused by
+  :func:`server.auth.require` with ``UNAUTHENTICATED``.
+
+With ``settings.insecure_dev`` both are one plaintext port.
+
+Services come from ``SERVICE_MODULES`` (each exposes
+``add_to_server(grpc_server, ctx)``); periodic jobs from ``JOB_FUNCTIONS``
+(``"module:function"``, each ``fn(ctx)``, safe under concurrent replicas).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from server import metrics as metrics_mod
+from server.ca import server_tls_files
+from server.context import ServerContext
+from server.logs import log_event
+
+log = logging.getLogger("fedsignal.server")
+
+SERVICE_MODULES = [
+    "server.services.enrollment",
+    "server.services.admin",
+    "server.services.signals",
+    "server.services.review",
+    "server.services.bundles",
+    "server.services.rollout",
+]
+JOB_FUNCTIONS = ["server.merge:run_merge", "server.candidates:run_detection", "server.rollout:run_controller"]
+
+#: The gRPC services each module registers (for health status and reflection).
+SERVICE_NAMES = {
+    "server.services.enrollment": "fedsignal.v1.EnrollmentService",
+    "server.services.admin": "fedsignal.v1.AdminService",
+    "server.services.signals": "fedsignal.v1.SignalService",
+    "server.services.review": "fedsignal.v1.ReviewService",
+    "server.services.bundles": "fedsignal.v1.BundleService",
+    "server.services.rollout": "fedsignal.v1.RolloutService",
+}
+
+INSECURE_WARNING = (
+    "*** fedsignal server running with --insecure-dev: NO TLS, NO client certificates; callers "
+    "choose their identity with x-fedsignal-* metadata. Never use this outside local development. ***"
+)
+
+Job = Callable[[ServerContext], None]
+
+
+def _missing(exc: ModuleNotFoundError, module: str) -> bool:
+    """True when ``module`` itself (not one of its imports) does not exist."""
+    return exc.name is not None and (module == exc.name or module.startswith(exc.name + "."))
+
+
+def load_service_modules(modules: list[str] = SERVICE_MODULES) -> list[tuple[str, Any]]:
+    """Import each service module; a module that does not exist yet is skipped with a warning."""
+    loaded = []
+    for name in modules:
+        try:
+            loaded.append((name, importlib.import_module(name)))
+        except ModuleNotFoundError as exc:
+            if not _missing(exc, name):
+                raise
+            log_event(log, "service module not available; its service is not served", logging.WARNING,
+                      module=name)
+    return loaded
+
+
+def load_jobs(specs: list[str] = JOB_FUNCTIONS) -> list[tuple[str, Job]]:
+    """Resolve ``module:function`` job specs; a module that does not exist yet is skipped with a warning."""
+    jobs: list[tuple[str, Job]] = []
+    for spec in specs:
+        module_name, _, func_name = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if not _missing(exc, module_name):
+                raise
+            log_event(log, "job module not available; job not scheduled", logging.WARNING, job=spec)
+            continue
+        jobs.append((spec, getattr(module, func_name)))
+    return jobs
+
+
+def run_jobs_once(ctx: ServerContext, jobs: list[tuple[str, Job]] | None = None) -> dict[str, str | None]:
+    """Run every periodic job once, in order; returns job → error text (None when it succeeded).
+
+    A failing job is logged and does not stop the others.
+    """
+    outcome: dict[str, str | None] = {}
+    for spec, fn in jobs if jobs is not None else load_jobs():
+        started = time.perf_counter()
+        try:
+            fn(ctx)
+            outcome[spec] = None
+            log_event(log, "job finished", logging.DEBUG, job=spec, seconds=round(time.perf_counter() - started, 4))
+        except Exception as exc:  # one broken job must not stop the loop
+            outcome[spec] = f"{type(exc).__name__}: {exc}"
+            log.exception("job failed", extra={"fields": {"job": spec}})
+    return outcome
+
+
+class MetricsInterceptor(grpc.ServerInterceptor):
+    """Counts and times every call by method and status code; logs it (never its payload)."""
+
+    def __init__(self, metrics: metrics_mod.ServerMetrics) -> None:
+        self._metrics = metrics
+
+    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method
+        metrics = self._metrics
+
+        def finish(context: Any, started: float, failed: BaseException | None) -> None:
+            code = context.code() if hasattr(context, "code") else None
+            if code is None:
+                code = grpc.StatusCode.UNKNOWN if failed is not None else grpc.StatusCode.OK
+            name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+            seconds = time.perf_counter() - started
+            metrics.observe_request(method, name, seconds)
+            log_event(log, "rpc", logging.INFO if name == "OK" else logging.WARNING,
+                      method=method, code=name, ms=round(seconds * 1000, 2))
+
+        def wrap_unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
+            def wrapped(request: Any, context: Any) -> Any:
+                started = time.perf_counter()
+                failed: BaseException | None = None
+                with metrics_mod.bound(metrics):
+                    try:
+                        return behavior(request, context)
+                    except BaseException as exc:
+                        failed = exc
+                        raise
+                    finally:
+                        finish(context, started, failed)
+
+            return wrapped
+
+        def wrap_stream(behavior: Callable[..., Any]) -> Callable[..., Any]:
+            def wrapped(request: Any, context: Any) -> Any:
+                started = time.perf_counter()
+                failed: BaseException | None = None
+                with metrics_mod.bound(metrics):
+                    try:
+                        yield from behavior(request, context)
+                    except BaseException as exc:
+                        failed = exc
+                        raise
+                    finally:
+                        finish(context, started, failed)
+
+            return wrapped
+
+        kinds = [
+            ("unary_unary", grpc.unary_unary_rpc_method_handler, wrap_unary),
+            ("unary_stream", grpc.unary_stream_rpc_method_handler, wrap_stream),
+            ("stream_unary", grpc.stream_unary_rpc_method_handler, wrap_unary),
+            ("stream_stream", grpc.stream_stream_rpc_method_handler, wrap_stream),
+        ]
+        for attr, make, wrap in kinds:
+            behavior = getattr(handler, attr)
+            if behavior is not None:
+                return make(wrap(behavior), request_deserializer=handler.request_deserializer,
+                            response_serializer=handler.response_serializer)
+        return handler
+
+
+class JobLoop:
+    """Runs the periodic jobs every ``interval`` seconds on a daemon thread."""
+
+    def __init__(self, ctx: ServerContext, jobs: list[tuple[str, Job]], interval: float,
+                 metrics: metrics_mod.ServerMetrics) -> None:
+        self._ctx, self._jobs, self._interval, self._metrics = ctx, jobs, interval, metrics
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fedsignal-jobs", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        with metrics_mod.bound(self._metrics):
+            while not self._stop.wait(self._interval):
+                run_jobs_once(self._ctx, self._jobs)
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+
+@dataclass
+class RunningServer:
+    """A started server. ``stop(grace)`` finishes in-flight calls for up to ``grace`` seconds."""
+
+    server: grpc.Server
+    port: int
+    enrollment_port: int
+    host: str
+    metrics: metrics_mod.ServerMetrics
+    health: health.HealthServicer
+    services: list[str]
+    metrics_port: int | None = None
+    _job_loop: JobLoop | None = None
+    _metrics_http: Any = None
+    _stopped: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def enrollment_address(self) -> str:
+        return f"{self.host}:{self.enrollment_port}"
+
+    def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, let in-flight ones finish (up to ``grace`` s), stop jobs and metrics."""
+        if self._stopped.is_set():
+            return
+        self.health.enter_graceful_shutdown()
+        if self._job_loop is not None:
+            self._job_loop.stop(timeout=grace)
+        self.server.stop(grace).wait()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+        self._stopped.set()
+        log_event(log, "server stopped", port=self.port)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until :meth:`stop` finished (or ``timeout`` passed); True when it did."""
+        return self._stopped.wait(timeout)
+
+
+def _split_host_port(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"listen address {listen!r} must be HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _bind(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def build_server(ctx: ServerContext, *, jobs: bool = True, job_interval: float = 10.0,
+                 metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
+                 enrollment_listen: str | None = None, workers: int = 16,
+                 service_modules: list[str] | None = None,
+                 extra_servicers: list[Callable[[grpc.Server], None]] | None = None) -> RunningServer:
+    """Build, start and return the server described by ``ctx.settings``.
+
+    ``metrics_port`` None: no Prometheus HTTP endpoint (0: an ephemeral port).
+    ``extra_servicers``: callables that add more servicers to the grpc server (tests).
+    """
+    settings = ctx.settings
+    metrics = metrics_mod.ServerMetrics()
+    metrics_mod.set_process_default(metrics)
+    limit = settings.max_message_bytes
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fedsignal-rpc"),
+        interceptors=[MetricsInterceptor(metrics)],
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    registered: list[str] = []
+    for name, module in load_service_modules(service_modules if service_modules is not None else SERVICE_MODULES):
+        module.add_to_server(server, ctx)
+        if name in SERVICE_NAMES:
+            registered.append(SERVICE_NAMES[name])
+    for add in extra_servicers or []:
+        add(server)
+
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*registered, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
+
+    host, port = _split_host_port(settings.listen)
+    if settings.insecure_dev:
+        print(INSECURE_WARNING, file=sys.stderr, flush=True)
+        log_event(log, INSECURE_WARNING, logging.WARNING)
+        bound_port = server.add_insecure_port(_bind(host, port))
+        enroll_port = bound_port
+    else:
+        key, cert, ca_pem = server_tls_files(settings.state_dir)
+        mtls = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca_pem, require_client_auth=True)
+        bound_port = server.add_secure_port(_bind(host, port), mtls)
+        if enrollment_listen is None:
+            enroll_host, enroll_req = host, (port + 1 if port else 0)
+        else:
+            enroll_host, enroll_req = _split_host_port(enrollment_listen)
+        enroll_port = server.add_secure_port(_bind(enroll_host, enroll_req), grpc.ssl_server_credentials([(key, cert)]))
+    if not bound_port or not enroll_port:
+        raise OSError(f"could not bind {settings.listen}")
+
+    metrics_http = None
+    bound_metrics_port = None
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        metrics_http, _thread = start_http_server(metrics_port, addr=metrics_host, registry=metrics.registry)
+        bound_metrics_port = int(metrics_http.server_port)
+
+    server.start()
+    for service in ["", *registered]:
+        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    running = RunningServer(
+        server=server, port=bound_port, enrollment_port=enroll_port, host=host, metrics=metrics,
+        health=health_servicer, services=registered, metrics_port=bound_metrics_port, _metrics_http=metrics_http,
+    )
+    if jobs:
+        running._job_loop = JobLoop(ctx, load_jobs(), job_interval, metrics)
+        running._job_loop.start()
+    log_event(log, "server started", port=bound_port, enrollment_port=enroll_port, metrics_port=bound_metrics_port,
+              services=registered, insecure_dev=settings.insecure_dev)
+    return running

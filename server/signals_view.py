@@ -1,0 +1,223 @@
+"""What reviewers see of the merged signals.
+
+A window may hold merged rows of several schema versions (a rollout adds
+artifact versions mid-window); they are combined here by cell key, never by
+index: a cell's estimate, variance and tenant count are summed over the
+versions whose layout contains that key.
+
+k-anonymity: a cell is *released* only when at least ``settings.min_tenants``
+distinct tenants contributed to it. A suppressed cell keeps its key and
+tenant count but its estimate, variance and rate are withheld (zero) unless
+a server-internal caller explicitly asks with ``reveal_suppressed=True``.
+
+Rates: every measure other than ``turns`` is divided by the ``turns``
+estimate of the same slice; the interval comes from
+:func:`aggregation.stats.ratio_interval`, which accounts for the DP noise.
+
+Significance (sort order): ``z = (rate - p0) / se`` where ``p0`` is the
+cohort's overall rate of that measure (sum of its released estimates over
+every window and slice divided by the matching ``turns`` sum) and ``se`` is
+the half-width of the cell's interval divided by the normal quantile of the
+confidence level. Cells are sorted by ``|z|`` descending; suppressed cells
+(z = 0) come last.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from fedsignal.v1 import admin_pb2
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from aggregation import stats
+from aggregation.schema import TURNS, SignalSchema
+from server.context import ServerSettings
+from server.models.signals import MergedWindow
+from server.schemas import get_schema
+
+DEFAULT_LIST_LIMIT = 1000
+
+SliceKey = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class MergedCellView:
+    cohort: str
+    window_start: int
+    window_end: int
+    measure: str
+    slice: dict[str, str]
+    estimate: float
+    variance: float
+    rate: float
+    rate_low: float
+    rate_high: float
+    tenants: int
+    turns_estimate: float
+    turns_variance: float
+    suppressed: bool
+    z_score: float = 0.0
+
+    def to_proto(self) -> admin_pb2.MergedCell:
+        return admin_pb2.MergedCell(
+            cohort=self.cohort,
+            window_start=self.window_start,
+            window_end=self.window_end,
+            measure=self.measure,
+            slice=self.slice,
+            estimate=self.estimate,
+            variance=self.variance,
+            rate=self.rate,
+            rate_low=self.rate_low,
+            rate_high=self.rate_high,
+            tenants=self.tenants,
+            suppressed=self.suppressed,
+            z_score=self.z_score,
+        )
+
+
+@dataclass
+class _Accumulator:
+    estimate: float = 0.0
+    variance: float = 0.0
+    tenants: int = 0
+
+
+@dataclass
+class _Window:
+    cohort: str
+    window_start: int
+    window_end: int
+    cells: dict[tuple[str, SliceKey], _Accumulator] = field(default_factory=lambda: defaultdict(_Accumulator))
+
+
+def _slice_keys(schema: SignalSchema) -> list[SliceKey]:
+    """Slice keys of one measure block, in dense order."""
+    keys: list[SliceKey] = []
+    for i in range(schema.slice_count):
+        key = schema.cell_key(i)  # measure index 0: every slice once
+        keys.append(tuple((d.name, key[d.name]) for d in schema.slice_dimensions))
+    return keys
+
+
+def _combined_windows(session: Session, cohort: str | None, window_start_from: int) -> list[_Window]:
+    stmt = select(MergedWindow).order_by(MergedWindow.cohort, MergedWindow.window_start, MergedWindow.schema_version)
+    if cohort:
+        stmt = stmt.where(MergedWindow.cohort == cohort)
+    if window_start_from:
+        stmt = stmt.where(MergedWindow.window_start >= window_start_from)
+    schemas: dict[tuple[str, int], tuple[SignalSchema, list[SliceKey]] | None] = {}
+    windows: dict[tuple[str, int], _Window] = {}
+    for row in session.scalars(stmt):
+        layout = schemas.get((row.cohort, row.schema_version))
+        if (row.cohort, row.schema_version) not in schemas:
+            schema = get_schema(session, row.cohort, row.schema_version)
+            layout = (schema, _slice_keys(schema)) if schema is not None else None
+            schemas[(row.cohort, row.schema_version)] = layout
+        if layout is None:
+            continue
+        schema, slices = layout
+        window = windows.setdefault(
+            (row.cohort, row.window_start), _Window(row.cohort, row.window_start, row.window_end)
+        )
+        table = np.frombuffer(row.cells, dtype="<i8").reshape(len(schema.measures), schema.slice_count)
+        for m, measure in enumerate(schema.measures):
+            values = table[m].tolist()
+            for s, slice_key in enumerate(slices):
+                acc = window.cells[(measure, slice_key)]
+                acc.estimate += values[s]
+                acc.variance += row.variance
+                acc.tenants += row.tenants
+    return list(windows.values())
+
+
+def merged_cells(
+    session: Session,
+    cohort: str | None,
+    settings: ServerSettings,
+    *,
+    window_start_from: int = 0,
+    reveal_suppressed: bool = False,
+) -> list[MergedCellView]:
+    """Every merged cell (all measures but ``turns``) of ``cohort`` (None/"": all cohorts).
+
+    Sorted by significance; see the module docstring for z and suppression.
+    """
+    k = settings.min_tenants
+    cells: list[MergedCellView] = []
+    for window in _combined_windows(session, cohort, window_start_from):
+        for (measure, slice_key), acc in window.cells.items():
+            if measure == TURNS:
+                continue
+            turns = window.cells.get((TURNS, slice_key), _Accumulator())
+            tenants = min(acc.tenants, turns.tenants)
+            suppressed = tenants < k
+            view = MergedCellView(
+                cohort=window.cohort,
+                window_start=window.window_start,
+                window_end=window.window_end,
+                measure=measure,
+                slice=dict(slice_key),
+                estimate=0.0,
+                variance=0.0,
+                rate=0.0,
+                rate_low=0.0,
+                rate_high=0.0,
+                tenants=tenants,
+                turns_estimate=0.0,
+                turns_variance=0.0,
+                suppressed=suppressed,
+            )
+            if not suppressed or reveal_suppressed:
+                rate, low, high = stats.ratio_interval(
+                    acc.estimate, acc.variance, turns.estimate, turns.variance, settings.confidence
+                )
+                view.estimate, view.variance = acc.estimate, acc.variance
+                view.turns_estimate, view.turns_variance = turns.estimate, turns.variance
+                view.rate, view.rate_low, view.rate_high = _finite(rate), _finite(low), _finite(high)
+            cells.append(view)
+    _score(cells, settings.confidence)
+    cells.sort(key=lambda c: (c.suppressed, -abs(c.z_score), c.cohort, c.window_start, c.measure))
+    return cells
+
+
+def _finite(x: float) -> float:
+    return float(x) if math.isfinite(x) else 0.0
+
+
+def _score(cells: Iterable[MergedCellView], confidence: float) -> None:
+    """Set each released cell's z against its cohort's overall rate of the measure."""
+    cells = list(cells)
+    totals: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for c in cells:
+        if not c.suppressed:
+            t = totals[(c.cohort, c.measure)]
+            t[0] += c.estimate
+            t[1] += c.turns_estimate
+    z_crit = stats.z_value(confidence)
+    for c in cells:
+        num, den = totals.get((c.cohort, c.measure), (0.0, 0.0))
+        if c.suppressed or den <= 0:
+            c.z_score = 0.0
+            continue
+        overall = num / den
+        se = (c.rate_high - c.rate_low) / (2 * z_crit)
+        c.z_score = (c.rate - overall) / se if se > 0 else 0.0
+
+
+def list_signals(
+    session: Session, settings: ServerSettings, request: admin_pb2.ListSignalsRequest
+) -> admin_pb2.ListSignalsResponse:
+    """``AdminService.ListSignals``: released cells (plus suppressed ones on request), by significance."""
+    cells = merged_cells(session, request.cohort or None, settings, window_start_from=request.window_start_from)
+    if not request.include_suppressed:
+        cells = [c for c in cells if not c.suppressed]
+    limit = request.limit or DEFAULT_LIST_LIMIT
+    return admin_pb2.ListSignalsResponse(
+        cells=[c.to_proto() for c in cells[:limit]], min_tenants=settings.min_tenants
+    )

@@ -1,0 +1,69 @@
+"""Builders shared by the server-signals tests: contexts with a fixed clock, valid reports."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import numpy as np
+from fedsignal.v1 import common_pb2
+
+from aggregation import dp
+from aggregation.schema import SignalSchema
+from server.context import ServerContext, ServerSettings
+from server.db import init_db, make_engine, make_sessionmaker, transaction
+from server.schemas import current_schema
+
+COHORT = "retail-eu"
+# A fixed "now": windows are hourly; NOW sits well after WINDOW.
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+WINDOW = int(datetime(2026, 3, 2, 9, 0, tzinfo=UTC).timestamp())
+SCALE = 4.0
+
+
+def make_context(database_url: str, *, min_tenants: int = 3, now: datetime = NOW) -> ServerContext:
+    engine = make_engine(database_url)
+    init_db(engine)
+    settings = ServerSettings(database_url=database_url, min_tenants=min_tenants, insecure_dev=True)
+    return ServerContext(settings=settings, engine=engine, sessions=make_sessionmaker(engine), clock=lambda: now)
+
+
+def cohort_schema(ctx: ServerContext, cohort: str = COHORT) -> SignalSchema:
+    with transaction(ctx.sessions) as session:
+        return current_schema(session, cohort)
+
+
+def make_report(
+    schema: SignalSchema,
+    tenant: str,
+    *,
+    window_start: int = WINDOW,
+    cells: Sequence[int] | np.ndarray | None = None,
+    key: str | None = None,
+    mechanism: dp.Mechanism = dp.Mechanism.DISCRETE_GAUSSIAN,
+    scale: float = SCALE,
+    seed: int = 0,
+) -> common_pb2.DpReport:
+    """A report that passes every check of ``schema`` (unless the test breaks it)."""
+    params = dp.ReleaseParams(mechanism, scale, schema.max_cells_per_unit, schema.max_count_per_cell)
+    loss = dp.privacy_loss(params)
+    if cells is None:
+        cells = np.random.default_rng(seed).integers(-5, 40, size=schema.size)
+    return common_pb2.DpReport(
+        idempotency_key=key or f"{tenant}-{window_start}-{uuid.uuid4().hex[:8]}",
+        tenant_id=tenant,
+        cohort=schema.cohort,
+        schema_version=schema.version,
+        taxonomy_version=schema.taxonomy_version,
+        window_start=window_start,
+        window_end=window_start + schema.window_seconds,
+        mechanism=dp.mechanism_to_proto(mechanism),
+        noise_scale=scale,
+        sensitivity=params.sensitivity,
+        max_cells_per_unit=schema.max_cells_per_unit,
+        max_count_per_cell=schema.max_count_per_cell,
+        privacy_loss=loss.to_proto(),
+        cells=[int(c) for c in cells],
+        collector_version="test",
+    )

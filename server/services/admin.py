@@ -1,0 +1,101 @@
+"""AdminService: enrollment tokens, revocation, merged signals, the audit log. Admin certificates only."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, timedelta
+
+import grpc
+from fedsignal.v1 import admin_pb2, admin_pb2_grpc, common_pb2
+
+from aggregation.errors import FedsignalError
+from server import identity
+from server.audit import iter_audit
+from server.auth import forget_cached_revocations, require
+from server.context import ServerContext
+from server.db import transaction
+from server.logs import log_event
+
+log = logging.getLogger("fedsignal.server.admin")
+
+AUDIT_PAGE_DEFAULT = 100
+AUDIT_PAGE_MAX = 1000
+
+_STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
+    (identity.InvalidName, grpc.StatusCode.INVALID_ARGUMENT),
+    (identity.UnknownTenant, grpc.StatusCode.NOT_FOUND),
+    (identity.TenantRevoked, grpc.StatusCode.FAILED_PRECONDITION),
+    (identity.CohortMismatch, grpc.StatusCode.FAILED_PRECONDITION),
+    (identity.IdentityError, grpc.StatusCode.INVALID_ARGUMENT),
+    (FedsignalError, grpc.StatusCode.FAILED_PRECONDITION),
+]
+
+
+def status_for(exc: Exception) -> grpc.StatusCode:
+    for kind, code in _STATUS:
+        if isinstance(exc, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+    def __init__(self, ctx: ServerContext) -> None:
+        self._ctx = ctx
+
+    def CreateEnrollmentToken(self, request: admin_pb2.CreateEnrollmentTokenRequest,
+                              context: grpc.ServicerContext) -> admin_pb2.CreateEnrollmentTokenResponse:
+        caller = require(context, self._ctx, "admin")
+        ttl = timedelta(seconds=request.ttl_seconds or self._ctx.settings.enrollment_token_ttl_seconds)
+        try:
+            with transaction(self._ctx.sessions) as session:
+                token, expires_at = identity.create_enrollment_token(
+                    session, request.tenant_id, request.cohort, ttl, caller.actor, self._ctx.clock()
+                )
+        except FedsignalError as exc:
+            context.abort(status_for(exc), str(exc))
+        log_event(log, "enrollment token created", tenant=request.tenant_id, cohort=request.cohort, by=caller.actor)
+        return admin_pb2.CreateEnrollmentTokenResponse(
+            token=token, expires_at=expires_at.astimezone(UTC).isoformat(timespec="seconds")
+        )
+
+    def RevokeTenant(self, request: admin_pb2.RevokeTenantRequest,
+                     context: grpc.ServicerContext) -> admin_pb2.RevokeTenantResponse:
+        caller = require(context, self._ctx, "admin")
+        if not request.reason.strip():
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a revocation needs a reason (it goes to the audit log)")
+        try:
+            with transaction(self._ctx.sessions) as session:
+                count = identity.revoke_tenant(session, request.tenant_id, request.reason, caller.actor,
+                                               self._ctx.clock())
+        except FedsignalError as exc:
+            context.abort(status_for(exc), str(exc))
+        forget_cached_revocations()
+        log_event(log, "tenant revoked", tenant=request.tenant_id, certificates=count, by=caller.actor)
+        return admin_pb2.RevokeTenantResponse(certificates_revoked=count)
+
+    def ListSignals(self, request: admin_pb2.ListSignalsRequest,
+                    context: grpc.ServicerContext) -> admin_pb2.ListSignalsResponse:
+        from server.signals_view import list_signals
+
+        require(context, self._ctx, "admin")
+        try:
+            with self._ctx.sessions() as session:
+                return list_signals(session, self._ctx.settings, request)
+        except FedsignalError as exc:
+            context.abort(status_for(exc), str(exc))
+
+    def GetAuditLog(self, request: admin_pb2.GetAuditLogRequest,
+                    context: grpc.ServicerContext) -> admin_pb2.GetAuditLogResponse:
+        require(context, self._ctx, "admin")
+        limit = min(request.limit or AUDIT_PAGE_DEFAULT, AUDIT_PAGE_MAX)
+        with self._ctx.sessions() as session:
+            entries = [
+                common_pb2.AuditEntry(seq=e.seq, at=e.at, actor=e.actor, kind=e.kind, payload_json=e.payload_json,
+                                      prev_hash=e.prev_hash, hash=e.hash)
+                for e in iter_audit(session, after_seq=request.after_seq, limit=limit)
+            ]
+        return admin_pb2.GetAuditLogResponse(entries=entries)
+
+
+def add_to_server(grpc_server: grpc.Server, ctx: ServerContext) -> None:
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(ctx), grpc_server)

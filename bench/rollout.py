@@ -1,0 +1,203 @@
+"""Rollout gates on DP window reports: time to roll back, and false rollbacks.
+
+Simulates a cohort at the level of the DP window reports the server merges:
+every tenant releases its window table (canary and control slices of the
+gate's measures and of turns) through ``aggregation.dp.release`` (OpenDP's
+discrete Gaussian, scale calibrated to rho per release), the server sums them
+and carries the declared noise variance, and the gate of
+``aggregation.sequential`` looks after every window.
+
+1. Degradations of 2, 5 and 10 points in task success: windows (and canary
+   events) the sequential gate needs to roll back, against the windows a
+   fixed-horizon z-test needs at the same alpha and a power of 0.9.
+2. False-rollback rate over 200 simulated rollouts of a neutral artifact
+   through the whole default plan (every gate, every stage).
+
+Prints a table only. Usage: ``python bench/rollout.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from aggregation import dp
+from aggregation.rollout_plan import participating_tenants, session_fraction, shipped_plans
+from aggregation.sequential import ArmCounts, Gate, WindowEvidence, fixed_horizon_windows, rate_difference
+
+BASE_RATES = {
+    "task_success": 0.80,
+    "escalated": 0.05,
+    "human_correction": 0.03,
+    "tool_error": 0.02,
+    "timeout": 0.01,
+    "safety_incident": 0.002,
+}
+RHO_PER_RELEASE = 0.5
+L0, LINF = 16, 1
+
+
+def discrete_gaussian_variance(sigma: float) -> float:
+    """Exact variance of the discrete Gaussian with scale sigma (sum of its pmf)."""
+    k = np.arange(-int(40 * sigma) - 10, int(40 * sigma) + 11, dtype=float)
+    w = np.exp(-(k**2) / (2 * sigma**2))
+    return float((k**2 * w).sum() / w.sum())
+
+
+@dataclass
+class Cohort:
+    tenants: int
+    sessions: int
+    params: dp.ReleaseParams
+    noise_var: float
+
+    def window(
+        self, rng: np.random.Generator, canary: Sequence[bool], fraction: float, rates: dict[str, tuple[float, float]]
+    ) -> dict[str, WindowEvidence]:
+        """Merged evidence of one window per measure; rates[m] = (control rate, canary rate)."""
+        measures = list(rates)
+        merged = np.zeros(2 + 2 * len(measures))
+        for takes_part in canary:
+            n_c = int(rng.binomial(self.sessions, fraction)) if takes_part else 0
+            n_k = self.sessions - n_c
+            table = [n_c, n_k]
+            for m in measures:
+                p_k, p_c = rates[m]
+                table += [int(rng.binomial(n_c, p_c)), int(rng.binomial(n_k, p_k))]
+            merged += dp.release(np.asarray(table, dtype=np.int64), self.params)
+        v = self.noise_var * len(canary)
+        out = {}
+        for i, m in enumerate(measures):
+            out[m] = WindowEvidence(
+                ArmCounts(merged[2 + 2 * i], v, merged[0], v), ArmCounts(merged[3 + 2 * i], v, merged[1], v)
+            )
+        return out
+
+
+def assignment(tenants: int, percent: float, rollout_id: str) -> tuple[list[bool], float]:
+    ids = [f"tenant-{i}" for i in range(tenants)]
+    part = set(participating_tenants(rollout_id, ids, percent))
+    return [t in part for t in ids], session_fraction(percent, tenants, len(part))
+
+
+def time_to_rollback(
+    cohort: Cohort, gate: Gate, drop: float, percent: float, runs: int, cap: int, seed: int
+) -> tuple[list[int], list[float], int]:
+    rng = np.random.default_rng(seed)
+    windows, events, missed = [], [], 0
+    p = BASE_RATES["task_success"]
+    for r in range(runs):
+        canary, fraction = assignment(cohort.tenants, percent, f"bench-{seed}-{r}")
+        seen: list[WindowEvidence] = []
+        canary_turns = 0.0
+        for w in range(cap):
+            ev = cohort.window(rng, canary, fraction, {"task_success": (p, p - drop)})["task_success"]
+            seen.append(ev)
+            canary_turns += ev.canary.turns
+            if gate.evaluate(seen).verdict == "harm":
+                windows.append(w + 1)
+                events.append(canary_turns)
+                break
+        else:
+            missed += 1
+    return windows, events, missed
+
+
+def window_variance(cohort: Cohort, percent: float, p: float) -> tuple[float, float]:
+    """Variance of one window's rate difference at a stage, and the expected canary turns."""
+    canary, fraction = assignment(cohort.tenants, percent, "bench-design")
+    n_c = sum(canary) * cohort.sessions * fraction
+    n_k = cohort.tenants * cohort.sessions - n_c
+    v = cohort.noise_var * cohort.tenants
+    _, var = rate_difference(ArmCounts(p * n_c, v, n_c, v), ArmCounts(p * n_k, v, n_k, v))
+    return var, n_c
+
+
+def false_rollbacks(cohort: Cohort, runs: int, dwell: int, seed: int) -> tuple[int, int]:
+    """Neutral artifact through every gated stage of the low-risk plan: (rollouts rolled back, runs)."""
+    plan = shipped_plans().for_risk_class("low")
+    stages = [s for s in plan.stages if s.percent < 100]
+    alpha = plan.alpha / (len(plan.gates) * len(stages))
+    gates = [Gate(g.measure, g.direction, g.margin, alpha, plan.mixture_scale) for g in plan.gates]
+    rates = {m: (p, p) for m, p in BASE_RATES.items()}
+    rng = np.random.default_rng(seed)
+    rolled_back = 0
+    for r in range(runs):
+        harmed = False
+        for stage in stages:
+            canary, fraction = assignment(cohort.tenants, stage.percent, f"neutral-{seed}-{r}")
+            seen: dict[str, list[WindowEvidence]] = {m: [] for m in rates}
+            for _ in range(dwell):
+                for m, ev in cohort.window(rng, canary, fraction, rates).items():
+                    seen[m].append(ev)
+                if any(g.evaluate(seen[g.measure]).verdict == "harm" for g in gates):
+                    harmed = True
+                    break
+            if harmed:
+                break
+        rolled_back += harmed
+    return rolled_back, runs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer runs (a smoke run, noisier figures)")
+    ap.add_argument("--tenants", type=int, default=10)
+    ap.add_argument("--sessions", type=int, default=400, help="sessions per tenant per window")
+    ap.add_argument("--stage", type=float, default=10.0, help="stage percent during the degradation runs")
+    args = ap.parse_args(argv)
+    runs = 15 if args.quick else 60
+    neutral_runs = 40 if args.quick else 200
+
+    scale = dp.calibrate_scale(dp.Mechanism.DISCRETE_GAUSSIAN, L0, LINF, rho=RHO_PER_RELEASE)
+    params = dp.ReleaseParams(dp.Mechanism.DISCRETE_GAUSSIAN, scale, L0, LINF)
+    cohort = Cohort(args.tenants, args.sessions, params, discrete_gaussian_variance(scale))
+    plan = shipped_plans().for_risk_class("low")
+    gated_stages = sum(1 for s in plan.stages if s.percent < 100)
+    alpha = plan.alpha / (len(plan.gates) * gated_stages)
+    gate = Gate("task_success", "drop", 0.0, alpha, plan.mixture_scale)
+    var, canary_per_window = window_variance(cohort, args.stage, BASE_RATES["task_success"])
+
+    print(
+        f"cohort: {args.tenants} tenants x {args.sessions} sessions/window; stage {args.stage:g} % "
+        f"(~{canary_per_window:.0f} canary sessions/window); discrete Gaussian sigma={scale:g} per cell "
+        f"(rho={RHO_PER_RELEASE} per release); task_success gate margin 0, alpha per test {alpha:.5f} "
+        f"(plan alpha {plan.alpha} / {len(plan.gates)} gates / {gated_stages} stages); {runs} runs per row"
+    )
+    print()
+    header = (
+        f"{'drop':>6} | {'seq median win':>14} | {'seq p90 win':>11} | {'seq median events':>17} | "
+        f"{'missed':>6} | {'fixed win (power .9)':>20} | {'fixed events':>12}"
+    )
+    print(header)
+    print("-" * len(header))
+    for points in (2, 5, 10):
+        drop = points / 100
+        cap = 400 if points == 2 else 120
+        wins, events, missed = time_to_rollback(cohort, gate, drop, args.stage, runs, cap, seed=points)
+        fixed = fixed_horizon_windows(drop, 0.0, var, alpha, 0.9)
+        med = statistics.median(wins) if wins else math.nan
+        p90 = float(np.percentile(wins, 90)) if wins else math.nan
+        ev = statistics.median(events) if events else math.nan
+        print(
+            f"{points:>4} pt | {med:>14.1f} | {p90:>11.1f} | {ev:>17.0f} | {missed:>3}/{runs:<2} | "
+            f"{fixed:>20d} | {fixed * canary_per_window:>12.0f}"
+        )
+    print()
+    dwell = 4
+    bad, total = false_rollbacks(cohort, neutral_runs, dwell, seed=99)
+    print(
+        f"neutral artifact, low-risk plan (6 gates, {gated_stages} stages x {dwell} windows): "
+        f"false rollbacks {bad}/{total} = {bad / total:.3f} (bound: plan alpha {plan.alpha})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

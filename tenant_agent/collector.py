@@ -1,0 +1,343 @@
+"""The collector: the tenant-side public face that ties the pieces together.
+
+``Collector(config, clock=..., channel=...)`` records decision events into
+windows (durable when ``record``/``record_many`` return), seals due windows
+as DP releases under the budget ledger (``close_windows``), delivers sealed
+reports exactly once (``deliver``), pulls signed bundles (``pull_bundle``)
+and resolves artifacts for agents (``resolver``). ``serve`` runs the OTLP
+receiver, the local resolve endpoint and the periodic loops.
+
+Time is whatever ``clock`` says (unix seconds): windows are keyed by event
+timestamps, so simulated time works as long as ``now`` is passed along.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from fedsignal.v1 import signals_pb2, signals_pb2_grpc
+from sqlalchemy import Connection, func, select
+
+from aggregation.budget import BudgetLedger, BudgetPolicy, BudgetStatus
+from aggregation.events import DecisionEvent
+from aggregation.schema import SignalSchema, default_schema
+from aggregation.taxonomy import Taxonomy
+from tenant_agent.config import CollectorConfig, ConfigError
+from tenant_agent.outbox import DeliveryResult, Outbox
+from tenant_agent.redact import RedactionConfig, Redactor
+from tenant_agent.release import WindowOutcome, WindowSealer, load_spends, utc
+from tenant_agent.store import CollectorStore, Release, Window
+from tenant_agent.transport import SCHEMA_FILE, TransportError, open_channel
+from tenant_agent.windows import RecordResult, WindowBook
+
+if TYPE_CHECKING:
+    from tenant_agent.serving import Serving
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    lines: int
+    imported: int
+    late_dropped: int
+    # (line number, reason) of every line that was not an event.
+    errors: tuple[tuple[int, str], ...]
+
+
+@dataclass(frozen=True)
+class CollectorStatus:
+    tenant_id: str
+    cohort: str
+    schema_version: int
+    windows: dict[str, int]  # open, sealed, withheld, delivered
+    outbox_depth: int
+    rejected_releases: int
+    active_bundle: str | None
+    counters: dict[str, int]
+    redaction: dict[str, int]
+
+
+class Collector:
+    """One tenant's collector over ``config.state_dir``."""
+
+    def __init__(
+        self,
+        config: CollectorConfig,
+        *,
+        clock: Clock = time.time,
+        channel: grpc.Channel | None = None,
+        rng: random.Random | None = None,
+        taxonomy: Taxonomy | None = None,
+    ) -> None:
+        config = config.with_identity()
+        if not config.tenant_id or not config.cohort:
+            raise ConfigError(
+                f"no tenant identity in {config.state_dir}: enroll first (`fedsignal agent enroll`) "
+                "or set tenant_id and cohort in the config"
+            )
+        self.config = config
+        self.tenant_id: str = config.tenant_id
+        self.cohort: str = config.cohort
+        self.clock = clock
+        self._channel = channel
+        self._owns_channel = False
+        self.store = CollectorStore(config.state_dir)
+        self.taxonomy = taxonomy or Taxonomy.load()
+        self.redactor = Redactor(
+            RedactionConfig(patterns=dict(config.redaction_patterns),
+                            dictionaries={k: list(v) for k, v in config.redaction_dictionaries.items()})
+        )
+        self._redaction_seen: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._schema = self._initial_schema()
+        self.book = WindowBook(
+            self.store,
+            self.taxonomy,
+            lambda: self._schema,
+            window_seconds=config.window_seconds,
+            privacy_unit=config.privacy_unit,
+        )
+        self._sealer = WindowSealer(
+            self.store,
+            self.book,
+            tenant_id=self.tenant_id,
+            cohort=self.cohort,
+            taxonomy_version=self.taxonomy.version,
+            release_config=config.release,
+            policy=self._budget_policy,
+            grace_seconds=config.close_grace_seconds,
+        )
+        self.outbox = Outbox(self.store, config.delivery, rng=rng, audit_actor=self.tenant_id)
+        self._bundle_client: Any = None
+        self._resolver: Any = None
+
+    # -- schema ---------------------------------------------------------------
+    @property
+    def schema(self) -> SignalSchema:
+        return self._schema
+
+    def _initial_schema(self) -> SignalSchema:
+        with self.store.engine.connect() as conn:
+            stored = CollectorStore.get_setting(conn, "schema")
+        if stored:
+            return SignalSchema.from_json(stored)
+        path = self.config.state_dir / SCHEMA_FILE
+        if path.exists():
+            return SignalSchema.from_json(path.read_text())
+        return default_schema(self.cohort)
+
+    def adopt_schema(self, schema: SignalSchema) -> None:
+        """Use ``schema`` from now on if it is newer than the current one (persisted)."""
+        if schema.cohort != self.cohort or schema.version <= self._schema.version:
+            return
+        with self.store.transaction() as conn:
+            CollectorStore.put_setting(conn, "schema", schema.to_json())
+        self._schema = schema
+
+    def refresh_schema(self) -> bool:
+        """Fetch the cohort's current schema; False when the server is unreachable."""
+        channel = self.channel(required=False)
+        if channel is None:
+            return False
+        try:
+            msg = signals_pb2_grpc.SignalServiceStub(channel).GetSignalSchema(
+                signals_pb2.GetSignalSchemaRequest(version=0), timeout=self.config.delivery.rpc_timeout_seconds
+            )
+        except grpc.RpcError as exc:
+            log.info("schema refresh failed, keeping version %s: %s", self._schema.version, exc)
+            return False
+        self.adopt_schema(SignalSchema.from_proto(msg))
+        return True
+
+    def channel(self, *, required: bool = True) -> grpc.Channel | None:
+        if self._channel is None and self.config.server:
+            self._channel = open_channel(self.config.state_dir, self.config.server, insecure=self.config.insecure_dev)
+            self._owns_channel = True
+        if self._channel is None and required:
+            raise TransportError("no server configured: set `server` in the collector config or enroll first")
+        return self._channel
+
+    # -- record path ------------------------------------------------------------
+    def record(self, event: DecisionEvent | Mapping[str, Any]) -> RecordResult:
+        return self.record_many([event])
+
+    def record_many(self, events: Iterable[DecisionEvent | Mapping[str, Any]]) -> RecordResult:
+        """Record events in one transaction; every event is durable when this returns."""
+        batch = [e if isinstance(e, DecisionEvent) else self._from_dict(e) for e in events]
+        return self.book.record(batch, self._redaction_deltas())
+
+    def _from_dict(self, doc: Mapping[str, Any]) -> DecisionEvent:
+        from tenant_agent.ingest.records import event_from_dict
+
+        return event_from_dict(dict(doc), self.tenant_id, self.redactor)
+
+    def _redaction_deltas(self) -> dict[str, int]:
+        with self._lock:
+            current = dict(self.redactor.stats)
+            deltas = {f"redacted_{k}": v - self._redaction_seen.get(k, 0) for k, v in current.items()}
+            self._redaction_seen = current
+        return {k: v for k, v in deltas.items() if v}
+
+    def import_jsonl(self, path: str | Path) -> ImportResult:
+        """Import a JSON Lines file; bad lines are reported with their number and reason."""
+        from tenant_agent.ingest.jsonl import LineError, read_jsonl
+
+        lines = imported = late = 0
+        errors: list[tuple[int, str]] = []
+        batch: list[DecisionEvent] = []
+        for item in read_jsonl(path, self.tenant_id, self.redactor):
+            lines += 1
+            if isinstance(item, LineError):
+                errors.append((item.line, item.reason))
+                continue
+            batch.append(item)
+            if len(batch) >= self.config.batch_size:
+                result = self.record_many(batch)
+                imported, late, batch = imported + result.recorded, late + result.late_dropped, []
+        if batch:
+            result = self.record_many(batch)
+            imported, late = imported + result.recorded, late + result.late_dropped
+        if errors:
+            with self.store.transaction() as conn:
+                CollectorStore.add_counters(conn, {"import_line_errors": len(errors)})
+        return ImportResult(lines, imported, late, tuple(errors))
+
+    # -- release and delivery -------------------------------------------------
+    def close_windows(self, now: float | None = None) -> list[WindowOutcome]:
+        """Seal every due window (schema refreshed first when connected)."""
+        now = self.clock() if now is None else now
+        self.refresh_schema()
+        return self._sealer.close_due(now, self._schema)
+
+    def deliver(self, now: float | None = None, *, force: bool = False) -> DeliveryResult:
+        """Send due reports from the outbox (``force``: ignore backoff)."""
+        now = self.clock() if now is None else now
+        channel = self.channel()
+        assert channel is not None
+        return self.outbox.deliver(channel, now, force=force)
+
+    def _budget_policy(self, conn: Connection, now: float) -> BudgetPolicy:
+        b = self.config.budget
+        anchor = b.anchor
+        if anchor is None:
+            stored = CollectorStore.get_setting(conn, "budget_anchor")
+            if stored is None:
+                # The first period starts at the first release decision.
+                stored = repr(float(now))
+                if conn.in_transaction():
+                    CollectorStore.put_setting(conn, "budget_anchor", stored)
+            anchor = utc(float(stored))
+        return BudgetPolicy(b.rho_per_period, b.period, b.lifetime_rho, anchor)
+
+    def budget_status(self, now: float | None = None) -> BudgetStatus:
+        now = self.clock() if now is None else now
+        with self.store.engine.connect() as conn:
+            policy = self._budget_policy(conn, now)
+            spends = load_spends(conn)
+        return BudgetLedger(policy, spends).status(utc(now))
+
+    # -- bundles ----------------------------------------------------------------
+    @property
+    def resolver(self) -> Any:
+        if self._resolver is None:
+            from tenant_agent.bundles import Resolver
+
+            self._resolver = Resolver(self.config.state_dir, self.tenant_id)
+        return self._resolver
+
+    def pull_bundle(self) -> Any:
+        """Fetch, verify and install the cohort's current bundle (BUNDLES' client)."""
+        channel = self.channel()
+        if self._bundle_client is None:
+            from tenant_agent.bundles import BundleClient
+
+            self._bundle_client = BundleClient(channel, self.config.state_dir, self.tenant_id, self.cohort, self.clock)
+        result = self._bundle_client.pull()
+        # A rollout publishes new artifact-version labels with its bundle.
+        self.refresh_schema()
+        return result
+
+    # -- status -----------------------------------------------------------------
+    def status(self) -> CollectorStatus:
+        with self.store.engine.connect() as conn:
+            by_state = dict(conn.execute(select(Window.state, func.count()).group_by(Window.state)).all())
+            delivered = conn.execute(
+                select(func.count()).select_from(Release).where(Release.delivered_at.is_not(None))
+            ).scalar_one()
+            rejected = conn.execute(
+                select(func.count()).select_from(Release).where(Release.outcome == "rejected")
+            ).scalar_one()
+            counters = CollectorStore.counters(conn)
+        windows = {
+            "open": int(by_state.get("open", 0)),
+            "sealed": int(by_state.get("sealed", 0)),
+            "withheld": int(by_state.get("withheld", 0)),
+            "delivered": int(delivered),
+        }
+        redaction = {k[len("redacted_"):]: v for k, v in counters.items() if k.startswith("redacted_")}
+        return CollectorStatus(
+            tenant_id=self.tenant_id,
+            cohort=self.cohort,
+            schema_version=self._schema.version,
+            windows=windows,
+            outbox_depth=self.outbox.depth(),
+            rejected_releases=int(rejected),
+            active_bundle=self._active_bundle(),
+            counters={k: v for k, v in counters.items() if not k.startswith("redacted_")},
+            redaction=redaction,
+        )
+
+    def _active_bundle(self) -> str | None:
+        try:
+            resolver = self.resolver
+        except ImportError:
+            return None
+        for attr in ("active_version", "bundle_version", "installed_version"):
+            value = getattr(resolver, attr, None)
+            if callable(value):
+                value = value()
+            if value is not None:
+                return str(value)
+        return None
+
+    # -- serving ----------------------------------------------------------------
+    def serve(self, stop: threading.Event, *, ready: Callable[[Serving], None] | None = None) -> None:
+        """Serve OTLP and resolve endpoints and run the periodic loops until ``stop`` is set."""
+        from tenant_agent.serving import start_serving
+
+        serving = start_serving(self)
+        try:
+            if ready is not None:
+                ready(serving)
+            serving.run_loops(stop)
+        finally:
+            serving.stop()
+
+    def close(self) -> None:
+        if self._owns_channel and self._channel is not None:
+            self._channel.close()
+        self._channel = None
+        self.store.close()
+
+    def __enter__(self) -> Collector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat()
+

@@ -1,0 +1,220 @@
+"""Collector configuration: one TOML file, validated once.
+
+```toml
+state_dir = "/var/lib/fedsignal"       # relative paths: relative to this file
+server = "signals.example.internal:7443"
+insecure_dev = false                   # plaintext + metadata identity (dev only)
+privacy_unit = "session"               # or "user"; default: the cohort schema's
+window_seconds = 3600                  # optional override of the schema's window
+close_grace_seconds = 60               # wait this long after a window ends
+otlp_listen = "127.0.0.1:4317"
+resolve_listen = "127.0.0.1:8787"
+
+[budget]
+rho_per_period = 100.0
+period_days = 30
+lifetime_rho = 1000.0                  # optional
+anchor = "2026-01-01T00:00:00+00:00"   # optional; default: first start
+
+[release]
+mechanism = "discrete_gaussian"        # or "discrete_laplace"
+rho = 0.1                              # per window (Gaussian)
+epsilon = 1.0                          # per window (Laplace)
+delta = 1e-6
+
+[delivery]
+backoff_base_seconds = 5
+backoff_cap_seconds = 3600
+
+[loops]
+close_interval_seconds = 30
+deliver_interval_seconds = 10
+bundle_interval_seconds = 300
+
+[redaction.patterns]
+ticket_id = "TCK-[0-9]{6}"
+[redaction.dictionaries]
+customer_name = ["Alice Example"]
+```
+``tenant_id`` and ``cohort`` come from ``credentials/identity.json`` written
+at enrollment; the file may set them for tests and offline imports.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aggregation.errors import FedsignalError
+
+IDENTITY_FILE = "credentials/identity.json"
+
+
+class ConfigError(FedsignalError):
+    """The collector configuration is missing or invalid."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    rho_per_period: float = 100.0
+    period: timedelta = timedelta(days=30)
+    lifetime_rho: float | None = None
+    # Start of the first budget period; None: fixed at the store's first use.
+    anchor: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ReleaseConfig:
+    mechanism: str = "discrete_gaussian"
+    rho: float = 0.1
+    epsilon: float = 1.0
+    delta: float = 1e-6
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    backoff_base_seconds: float = 5.0
+    backoff_cap_seconds: float = 3600.0
+    rpc_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    close_interval_seconds: float = 30.0
+    deliver_interval_seconds: float = 10.0
+    bundle_interval_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    state_dir: Path
+    server: str | None = None
+    insecure_dev: bool = False
+    tenant_id: str | None = None
+    cohort: str | None = None
+    window_seconds: int | None = None
+    close_grace_seconds: float = 0.0
+    privacy_unit: str | None = None
+    otlp_listen: str = "127.0.0.1:4317"
+    resolve_listen: str = "127.0.0.1:8787"
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    release: ReleaseConfig = field(default_factory=ReleaseConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    loops: LoopConfig = field(default_factory=LoopConfig)
+    redaction_patterns: dict[str, str] = field(default_factory=dict)
+    redaction_dictionaries: dict[str, list[str]] = field(default_factory=dict)
+    # Records per store transaction on the import path.
+    batch_size: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.privacy_unit not in (None, "session", "user"):
+            raise ConfigError(f"privacy_unit must be 'session' or 'user', not {self.privacy_unit!r}")
+        if self.window_seconds is not None and self.window_seconds <= 0:
+            raise ConfigError("window_seconds must be positive")
+        if self.release.mechanism not in ("discrete_gaussian", "discrete_laplace"):
+            raise ConfigError(
+                f"release.mechanism must be 'discrete_gaussian' or 'discrete_laplace', not {self.release.mechanism!r}"
+            )
+        if self.release.rho <= 0 or self.release.epsilon <= 0:
+            raise ConfigError("release.rho and release.epsilon must be positive")
+        if self.budget.rho_per_period <= 0:
+            raise ConfigError("budget.rho_per_period must be positive")
+
+    @classmethod
+    def load(cls, path: str | Path) -> CollectorConfig:
+        """Read a TOML file; raises :class:`ConfigError` naming the problem."""
+        path = Path(path)
+        try:
+            doc = tomllib.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"collector config {path} not found (pass --config or --state-dir)") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"collector config {path} is not valid TOML: {exc}") from exc
+        return cls.from_dict(doc, base=path.parent)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any], base: Path | None = None) -> CollectorConfig:
+        try:
+            state_dir = Path(doc["state_dir"])
+        except KeyError as exc:
+            raise ConfigError("collector config needs state_dir") from exc
+        if not state_dir.is_absolute() and base is not None:
+            state_dir = base / state_dir
+        try:
+            b = doc.get("budget", {})
+            budget = BudgetConfig(
+                rho_per_period=float(b.get("rho_per_period", 100.0)),
+                period=timedelta(days=float(b.get("period_days", 30))),
+                lifetime_rho=float(b["lifetime_rho"]) if b.get("lifetime_rho") is not None else None,
+                anchor=_parse_time(b["anchor"]) if b.get("anchor") else None,
+            )
+            r = doc.get("release", {})
+            release = ReleaseConfig(
+                mechanism=str(r.get("mechanism", "discrete_gaussian")),
+                rho=float(r.get("rho", 0.1)),
+                epsilon=float(r.get("epsilon", 1.0)),
+                delta=float(r.get("delta", 1e-6)),
+            )
+            d = doc.get("delivery", {})
+            delivery = DeliveryConfig(
+                backoff_base_seconds=float(d.get("backoff_base_seconds", 5.0)),
+                backoff_cap_seconds=float(d.get("backoff_cap_seconds", 3600.0)),
+                rpc_timeout_seconds=float(d.get("rpc_timeout_seconds", 10.0)),
+            )
+            lp = doc.get("loops", {})
+            loops = LoopConfig(
+                close_interval_seconds=float(lp.get("close_interval_seconds", 30.0)),
+                deliver_interval_seconds=float(lp.get("deliver_interval_seconds", 10.0)),
+                bundle_interval_seconds=float(lp.get("bundle_interval_seconds", 300.0)),
+            )
+            red = doc.get("redaction", {})
+            return cls(
+                state_dir=state_dir,
+                server=doc.get("server"),
+                insecure_dev=bool(doc.get("insecure_dev", False)),
+                tenant_id=doc.get("tenant_id"),
+                cohort=doc.get("cohort"),
+                window_seconds=int(doc["window_seconds"]) if doc.get("window_seconds") else None,
+                close_grace_seconds=float(doc.get("close_grace_seconds", 0.0)),
+                privacy_unit=doc.get("privacy_unit"),
+                otlp_listen=str(doc.get("otlp_listen", "127.0.0.1:4317")),
+                resolve_listen=str(doc.get("resolve_listen", "127.0.0.1:8787")),
+                budget=budget,
+                release=release,
+                delivery=delivery,
+                loops=loops,
+                redaction_patterns={str(k): str(v) for k, v in red.get("patterns", {}).items()},
+                redaction_dictionaries={str(k): [str(x) for x in v] for k, v in red.get("dictionaries", {}).items()},
+                batch_size=int(doc.get("batch_size", 2000)),
+            )
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(f"invalid collector config: {exc}") from exc
+
+    def with_identity(self) -> CollectorConfig:
+        """Fill tenant_id, cohort and server from ``credentials/identity.json`` when unset."""
+        path = self.state_dir / IDENTITY_FILE
+        if (self.tenant_id and self.cohort) or not path.exists():
+            return self
+        ident = json.loads(path.read_text())
+        return replace(
+            self,
+            tenant_id=self.tenant_id or ident.get("tenant_id"),
+            cohort=self.cohort or ident.get("cohort"),
+            server=self.server or ident.get("server"),
+            insecure_dev=self.insecure_dev or bool(ident.get("insecure_dev", False)),
+        )
+
+
+def _parse_time(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

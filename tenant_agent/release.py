@@ -1,0 +1,223 @@
+"""Sealing windows: the write-ahead DP release under the budget ledger.
+
+A due window is sealed in ONE store transaction (``BEGIN IMMEDIATE``): load
+every spend, check the ledger, draw the noise with OpenDP, write the spend,
+the sealed report (exact wire bytes + idempotency key) and an audit entry,
+mark the window sealed and forget its per-unit rows, commit. So:
+
+- a crash before the commit leaves no trace of the draw (nothing left the
+  process), a crash after it leaves a sealed report that is only ever
+  re-sent, never re-drawn;
+- two collector processes on one store serialize on the write lock and the
+  second sees the first's spend, so they cannot overspend;
+- a window the ledger refuses is kept, marked withheld with the ledger's
+  message (remaining budget, renewal time), and retried on the next close.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from importlib import metadata
+
+from fedsignal.v1 import common_pb2
+from sqlalchemy import Connection, insert, select
+
+from aggregation import dp
+from aggregation.budget import BudgetExceeded, BudgetLedger, BudgetPolicy, Spend
+from aggregation.schema import SignalSchema
+from tenant_agent.config import ReleaseConfig
+from tenant_agent.store import (
+    WINDOW_OPEN,
+    WINDOW_SEALED,
+    WINDOW_WITHHELD,
+    CollectorStore,
+    LedgerSpend,
+    Release,
+    Window,
+)
+from tenant_agent.windows import WindowBook
+
+log = logging.getLogger(__name__)
+
+SEALED = "sealed"
+WITHHELD = "withheld"
+
+
+@dataclass(frozen=True)
+class WindowOutcome:
+    window_start: int
+    window_end: int
+    # "sealed" (released now) or "withheld" (over budget; kept for later).
+    state: str
+    release_key: str | None = None
+    rho: float = 0.0
+    epsilon: float = 0.0
+    # For a withheld window: the ledger's message (remaining budget, renewal).
+    reason: str | None = None
+
+
+@lru_cache(maxsize=1)
+def collector_version() -> str:
+    try:
+        return metadata.version("fedsignal")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+def release_key(tenant_id: str, cohort: str, window_start: int, window_end: int) -> str:
+    """Idempotency key of a window's release: stable, so a lost store cannot re-release silently."""
+    digest = hashlib.sha256(f"{tenant_id}\n{cohort}\n{window_start}\n{window_end}".encode()).hexdigest()[:16]
+    return f"{tenant_id}/{window_start}-{window_end}/{digest}"
+
+
+@lru_cache(maxsize=64)
+def _params(mechanism: str, l0: int, linf: int, target: float, delta: float) -> dp.ReleaseParams:
+    mech = dp.Mechanism(mechanism)
+    if mech is dp.Mechanism.DISCRETE_GAUSSIAN:
+        scale = dp.calibrate_scale(mech, l0, linf, rho=target, delta=delta)
+    else:
+        scale = dp.calibrate_scale(mech, l0, linf, epsilon=target, delta=delta)
+    return dp.ReleaseParams(mech, scale, l0, linf, delta)
+
+
+def release_params(cfg: ReleaseConfig, schema: SignalSchema) -> dp.ReleaseParams:
+    """Mechanism and scale for one window, calibrated to the configured per-release loss."""
+    target = cfg.rho if cfg.mechanism == dp.Mechanism.DISCRETE_GAUSSIAN.value else cfg.epsilon
+    return _params(cfg.mechanism, schema.max_cells_per_unit, schema.max_count_per_cell, target, cfg.delta)
+
+
+def load_spends(conn: Connection) -> list[Spend]:
+    rows = conn.execute(select(LedgerSpend.at, LedgerSpend.rho, LedgerSpend.release_key).order_by(LedgerSpend.id))
+    return [Spend(at=utc(at), rho=rho, release_key=key) for at, rho, key in rows]
+
+
+class WindowSealer:
+    """Closes due windows of one tenant under its budget ledger."""
+
+    def __init__(
+        self,
+        store: CollectorStore,
+        book: WindowBook,
+        *,
+        tenant_id: str,
+        cohort: str,
+        taxonomy_version: str,
+        release_config: ReleaseConfig,
+        policy: Callable[[Connection, float], BudgetPolicy],
+        grace_seconds: float = 0.0,
+    ) -> None:
+        self._store = store
+        self._book = book
+        self._tenant_id = tenant_id
+        self._cohort = cohort
+        self._taxonomy_version = taxonomy_version
+        self._cfg = release_config
+        self._policy = policy
+        self._grace = grace_seconds
+
+    def close_due(self, now: float, schema: SignalSchema) -> list[WindowOutcome]:
+        """Seal (or withhold) every window that ended at least ``grace`` before ``now``."""
+        with self._store.engine.connect() as conn:
+            due = WindowBook.due_windows(conn, now, self._grace, [WINDOW_OPEN, WINDOW_WITHHELD])
+        outcomes = []
+        for start in due:
+            outcome = self._seal_one(start, now, schema)
+            if outcome is not None:
+                outcomes.append(outcome)
+        return outcomes
+
+    def _seal_one(self, window_start: int, now: float, schema: SignalSchema) -> WindowOutcome | None:
+        params = release_params(self._cfg, schema)
+        loss = dp.privacy_loss(params)
+        with self._store.transaction() as conn:
+            win = conn.execute(
+                select(Window.window_start, Window.window_end, Window.state).where(Window.window_start == window_start)
+            ).one_or_none()
+            # Another process may have sealed it since we listed it.
+            if win is None or win.state == WINDOW_SEALED:
+                return None
+            ledger = BudgetLedger(self._policy(conn, now), load_spends(conn))
+            try:
+                ledger.check(utc(now), loss.rho)
+            except BudgetExceeded as exc:
+                reason = str(exc)
+                if win.state != WINDOW_WITHHELD:
+                    CollectorStore.append_audit(
+                        conn,
+                        utc(now).isoformat(),
+                        self._tenant_id,
+                        "release.withheld",
+                        {"window_start": win.window_start, "window_end": win.window_end, "rho": loss.rho,
+                         "reason": reason},
+                    )
+                WindowBook.set_state(conn, window_start, WINDOW_WITHHELD, withheld_reason=reason)
+                CollectorStore.add_counters(conn, {"releases_withheld": 1})
+                log.warning("window %s withheld: %s", window_start, reason)
+                return WindowOutcome(win.window_start, win.window_end, WITHHELD, rho=loss.rho, reason=reason)
+
+            table = WindowBook.bounded_table(conn, window_start, schema)
+            noisy = dp.release(table, params)
+            key = release_key(self._tenant_id, self._cohort, win.window_start, win.window_end)
+            report = common_pb2.DpReport(
+                idempotency_key=key,
+                tenant_id=self._tenant_id,
+                cohort=self._cohort,
+                schema_version=schema.version,
+                taxonomy_version=self._taxonomy_version,
+                window_start=win.window_start,
+                window_end=win.window_end,
+                mechanism=dp.mechanism_to_proto(params.mechanism),  # type: ignore[arg-type]
+                noise_scale=params.scale,
+                sensitivity=params.sensitivity,
+                max_cells_per_unit=params.l0,
+                max_count_per_cell=params.linf,
+                privacy_loss=loss.to_proto(),
+                cells=[int(v) for v in noisy],
+                collector_version=collector_version(),
+            )
+            data = report.SerializeToString(deterministic=True)
+            conn.execute(insert(LedgerSpend), {"at": now, "rho": loss.rho, "release_key": key})
+            conn.execute(
+                insert(Release),
+                {
+                    "release_key": key,
+                    "window_start": win.window_start,
+                    "window_end": win.window_end,
+                    "report": data,
+                    "rho": loss.rho,
+                    "sealed_at": now,
+                    "attempts": 0,
+                    "next_attempt_at": 0.0,
+                },
+            )
+            CollectorStore.append_audit(
+                conn,
+                utc(now).isoformat(),
+                self._tenant_id,
+                "budget.spend",
+                {
+                    "release_key": key,
+                    "window_start": win.window_start,
+                    "window_end": win.window_end,
+                    "mechanism": params.mechanism.value,
+                    "noise_scale": params.scale,
+                    "rho": loss.rho,
+                    "epsilon": loss.epsilon,
+                    "delta": loss.delta,
+                    "schema_version": schema.version,
+                    "report_sha256": hashlib.sha256(data).hexdigest(),
+                },
+            )
+            WindowBook.set_state(conn, window_start, WINDOW_SEALED, release_key=key, withheld_reason=None)
+            WindowBook.forget_contributions(conn, window_start)
+            CollectorStore.add_counters(conn, {"releases_sealed": 1})
+        return WindowOutcome(win.window_start, win.window_end, SEALED, key, loss.rho, loss.epsilon)

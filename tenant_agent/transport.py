@@ -1,0 +1,162 @@
+"""gRPC transport: mutual-TLS channel from ``state_dir/credentials`` and enrollment.
+
+Enrollment generates the tenant's private key locally (ECDSA P-256), sends
+only a CSR with the one-time token over server-authenticated TLS (the CA
+pinned from a file the operator gives, or plaintext with ``insecure`` for
+development), and writes what the server returns:
+
+- ``credentials/client.key`` (0600), ``client.crt``, ``ca.crt``
+- ``credentials/identity.json``: tenant_id, cohort, server address
+- ``trust/root.json``: the pinned trust root of reviewer keys
+- ``schema.json``: the cohort's signal schema at enrollment
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from fedsignal.v1 import enrollment_pb2, enrollment_pb2_grpc
+
+from aggregation.errors import FedsignalError
+from aggregation.schema import SignalSchema
+
+CREDENTIALS = "credentials"
+TRUST_ROOT = "trust/root.json"
+SCHEMA_FILE = "schema.json"
+
+
+class TransportError(FedsignalError):
+    """Credentials are missing or unusable; the message says what to run."""
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    tenant_id: str
+    cohort: str
+    server: str
+    schema: SignalSchema
+    state_dir: Path
+
+
+def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def read_identity(state_dir: Path) -> dict[str, Any]:
+    path = state_dir / CREDENTIALS / "identity.json"
+    if not path.exists():
+        raise TransportError(f"{path} not found: enroll first with `fedsignal agent enroll`")
+    doc: dict[str, Any] = json.loads(path.read_text())
+    return doc
+
+
+class _IdentityMetadata(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """In --insecure-dev the server reads the caller's identity from metadata."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._metadata = metadata
+
+    def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        metadata = list(details.metadata or []) + list(self._metadata)
+        details = details._replace(metadata=metadata)
+        return continuation(details, request)
+
+
+def insecure_dev_channel(address: str, tenant_id: str, cohort: str) -> grpc.Channel:
+    """Plaintext channel that declares the tenant in metadata (development servers only)."""
+    metadata = (
+        ("x-fedsignal-subject", tenant_id),
+        ("x-fedsignal-role", "tenant"),
+        ("x-fedsignal-cohort", cohort),
+    )
+    return grpc.intercept_channel(grpc.insecure_channel(address), _IdentityMetadata(metadata))
+
+
+def open_channel(state_dir: Path, address: str, *, insecure: bool = False) -> grpc.Channel:
+    """A channel to the server authenticated by this tenant's client certificate."""
+    if insecure:
+        ident = read_identity(state_dir)
+        return insecure_dev_channel(address, str(ident["tenant_id"]), str(ident["cohort"]))
+    creds = state_dir / CREDENTIALS
+    try:
+        key = (creds / "client.key").read_bytes()
+        cert = (creds / "client.crt").read_bytes()
+        ca = (creds / "ca.crt").read_bytes()
+    except FileNotFoundError as exc:
+        raise TransportError(
+            f"missing credential {exc.filename}: enroll first with `fedsignal agent enroll`"
+        ) from exc
+    channel_creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    return grpc.secure_channel(address, channel_creds)
+
+
+def make_csr() -> tuple[bytes, bytes]:
+    """A fresh ECDSA P-256 private key (PEM, unencrypted) and its CSR (PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedsignal-collector")]))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return key_pem, csr.public_bytes(serialization.Encoding.PEM)
+
+
+def enroll(
+    address: str,
+    token: str,
+    state_dir: Path,
+    ca_pem: bytes | None,
+    *,
+    insecure: bool = False,
+    timeout: float = 30.0,
+) -> Enrollment:
+    """Exchange a one-time token for credentials and write them under ``state_dir``."""
+    if ca_pem is None and not insecure:
+        raise TransportError("enrollment needs the server CA (--ca-file) or --insecure-dev")
+    key_pem, csr_pem = make_csr()
+    if insecure:
+        channel = grpc.insecure_channel(address)
+    else:
+        assert ca_pem is not None
+        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=ca_pem))
+    with channel:
+        stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+        response = stub.Enroll(enrollment_pb2.EnrollRequest(token=token, csr_pem=csr_pem), timeout=timeout)
+    if ca_pem is not None and response.ca_certificate_pem.strip() != ca_pem.strip():
+        raise TransportError("the server returned a CA certificate different from the pinned one; not enrolling")
+    schema = SignalSchema.from_proto(response.signal_schema)
+    creds = state_dir / CREDENTIALS
+    _write(creds / "client.key", key_pem, 0o600)
+    _write(creds / "client.crt", bytes(response.client_certificate_pem))
+    _write(creds / "ca.crt", bytes(response.ca_certificate_pem))
+    identity = {
+        "tenant_id": response.tenant_id,
+        "cohort": response.cohort,
+        "server": address,
+        "insecure_dev": insecure,
+    }
+    _write(creds / "identity.json", json.dumps(identity, indent=2, sort_keys=True).encode())
+    _write(state_dir / TRUST_ROOT, bytes(response.trust_root))
+    _write(state_dir / SCHEMA_FILE, schema.to_json().encode())
+    return Enrollment(response.tenant_id, response.cohort, address, schema, state_dir)

@@ -1,0 +1,255 @@
+"""Window aggregation: decision events → keyed, per-unit cell contributions.
+
+Each event lands in the window its timestamp falls in. It contributes one
+count to the ``turns`` cell and one to each taxonomy category/counter it
+hits, sliced by the schema's other dimensions (values outside the published
+domain become ``other``). Contributions are stored per (window, privacy-unit
+hash, cell key); the contribution bounds (at most L0 cells per unit, at most
+L∞ per cell) are applied when the window's dense table is built, with the
+schema current at release time, so a schema change mid-window cannot break
+the bound. Free text never reaches this module's storage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from aggregation.events import DecisionEvent
+from aggregation.schema import MEASURE, TURNS, SignalSchema
+from aggregation.taxonomy import Taxonomy
+from tenant_agent.store import WINDOW_OPEN, CollectorStore, Contribution, Window
+
+_UNIT_CACHE_LIMIT = 200_000
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    recorded: int
+    # Events whose window was already sealed or withheld when they arrived.
+    late_dropped: int
+
+
+class WindowBook:
+    """Records events into per-window contributions and builds bounded tables."""
+
+    def __init__(
+        self,
+        store: CollectorStore,
+        taxonomy: Taxonomy,
+        schema: Callable[[], SignalSchema],
+        *,
+        window_seconds: int | None = None,
+        privacy_unit: str | None = None,
+    ) -> None:
+        self._store = store
+        self._taxonomy = taxonomy
+        self._schema = schema
+        self._window_override = window_seconds
+        self._unit_override = privacy_unit
+        self._unit_cache: dict[str, str] = {}
+        self._cell_cache: dict[tuple[int, frozenset[str], tuple[str, ...]], tuple[str, ...]] = {}
+
+    # -- layout --------------------------------------------------------------
+    @property
+    def window_seconds(self) -> int:
+        return self._window_override or self._schema().window_seconds
+
+    @property
+    def privacy_unit(self) -> str:
+        return self._unit_override or self._schema().privacy_unit
+
+    def window_of(self, timestamp: float) -> tuple[int, int]:
+        w = self.window_seconds
+        start = int(timestamp // w) * w
+        return start, start + w
+
+    def unit_hash(self, event: DecisionEvent) -> str:
+        """HMAC of the privacy unit's id under the local secret (never the raw id)."""
+        if self.privacy_unit == "user" and event.user_id:
+            raw = "user:" + event.user_id
+        else:
+            # Without a user id the session is its own unit; it cannot collide
+            # with a user because of the prefix.
+            raw = "session:" + event.session_id
+        cached = self._unit_cache.get(raw)
+        if cached is None:
+            if len(self._unit_cache) >= _UNIT_CACHE_LIMIT:
+                self._unit_cache.clear()
+            cached = hmac.new(self._store.unit_key, raw.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+            self._unit_cache[raw] = cached
+        return cached
+
+    def cells(self, event: DecisionEvent, schema: SignalSchema | None = None) -> tuple[str, ...]:
+        """The cell keys (canonical JSON of dimension → domain value) one event counts in."""
+        schema = schema or self._schema()
+        measures = self._taxonomy.classify(event)
+        slice_values = tuple(
+            dim.values[dim.index(_str_or_none(getattr(event, dim.name, None)))] for dim in schema.slice_dimensions
+        )
+        cache_key = (schema.version, measures, slice_values)
+        cached = self._cell_cache.get(cache_key)
+        if cached is None:
+            names = [d.name for d in schema.slice_dimensions]
+            measure_dim = schema.dimensions[0]
+            keys = []
+            for m in [TURNS, *sorted(measures - {TURNS})]:
+                doc = dict(zip(names, slice_values, strict=True))
+                doc[MEASURE] = measure_dim.values[measure_dim.index(m)]
+                keys.append(json.dumps(doc, sort_keys=True, separators=(",", ":")))
+            cached = tuple(dict.fromkeys(keys))
+            if len(self._cell_cache) > 50_000:
+                self._cell_cache.clear()
+            self._cell_cache[cache_key] = cached
+        return cached
+
+    # -- record path ---------------------------------------------------------
+    def record(self, events: Sequence[DecisionEvent], counters: dict[str, int] | None = None) -> RecordResult:
+        """Store the contributions of ``events`` in one transaction; durable on return."""
+        if not events:
+            return RecordResult(0, 0)
+        schema = self._schema()
+        w = self.window_seconds
+        contrib: dict[tuple[int, str, str], list[float]] = {}
+        per_window: dict[int, list[tuple[str, tuple[str, ...], float]]] = defaultdict(list)
+        for event in events:
+            ts = float(event.timestamp)
+            start = int(ts // w) * w
+            per_window[start].append((self.unit_hash(event), self.cells(event, schema), ts))
+        with self._store.transaction() as conn:
+            closed = set(
+                conn.execute(
+                    select(Window.window_start).where(
+                        Window.window_start.in_(list(per_window)), Window.state != WINDOW_OPEN
+                    )
+                ).scalars()
+            )
+            late = 0
+            window_rows = []
+            for start, items in per_window.items():
+                if start in closed:
+                    late += len(items)
+                    continue
+                window_rows.append({"window_start": start, "window_end": start + w, "events": len(items)})
+                for unit, cells, ts in items:
+                    for cell in cells:
+                        slot = contrib.get((start, unit, cell))
+                        if slot is None:
+                            contrib[(start, unit, cell)] = [1, ts]
+                        else:
+                            slot[0] += 1
+                            if ts < slot[1]:
+                                slot[1] = ts
+            if window_rows:
+                wstmt = sqlite_insert(Window).values(state=WINDOW_OPEN)
+                conn.execute(
+                    wstmt.on_conflict_do_update(
+                        index_elements=[Window.window_start], set_={"events": Window.events + wstmt.excluded.events}
+                    ),
+                    window_rows,
+                )
+            if contrib:
+                cstmt = sqlite_insert(Contribution)
+                cstmt = cstmt.on_conflict_do_update(
+                    index_elements=[Contribution.window_start, Contribution.unit_hash, Contribution.cell],
+                    set_={
+                        "count": Contribution.count + cstmt.excluded.count,
+                        "first_seen": _min(Contribution.first_seen, cstmt.excluded.first_seen),
+                    },
+                )
+                conn.execute(
+                    cstmt,
+                    [
+                        {"window_start": k[0], "unit_hash": k[1], "cell": k[2], "count": int(v[0]), "first_seen": v[1]}
+                        for k, v in contrib.items()
+                    ],
+                )
+            deltas = dict(counters or {})
+            deltas["events_recorded"] = deltas.get("events_recorded", 0) + len(events) - late
+            deltas["events_late_dropped"] = deltas.get("events_late_dropped", 0) + late
+            CollectorStore.add_counters(conn, deltas)
+        return RecordResult(len(events) - late, late)
+
+    # -- release side --------------------------------------------------------
+    @staticmethod
+    def due_windows(conn: Connection, now: float, grace: float, states: Sequence[str]) -> list[int]:
+        """Starts of the windows in ``states`` that ended at least ``grace`` before ``now``."""
+        rows = conn.execute(
+            select(Window.window_start)
+            .where(Window.state.in_(list(states)), Window.window_end + grace <= now)
+            .order_by(Window.window_start)
+        ).scalars()
+        return list(rows)
+
+    @staticmethod
+    def bounded_table(conn: Connection, window_start: int, schema: SignalSchema) -> np.ndarray:
+        """The window's dense int64 table with every unit's contribution bounded.
+
+        Per unit: cell keys are mapped with ``schema`` (several keys may fall in
+        one cell), each cell is clamped to L∞, and only the unit's first L0
+        cells (by first contribution, ``turns`` first on ties) are kept.
+        """
+        l0, linf = schema.max_cells_per_unit, schema.max_count_per_cell
+        table = np.zeros(schema.size, dtype=np.int64)
+        rows = conn.execute(
+            select(Contribution.unit_hash, Contribution.cell, Contribution.count, Contribution.first_seen)
+            .where(Contribution.window_start == window_start)
+            .order_by(Contribution.unit_hash)
+        ).all()
+        index_cache: dict[str, tuple[int, bool]] = {}
+        current_unit: str | None = None
+        unit_cells: dict[int, list[float]] = {}
+
+        def flush() -> None:
+            ranked = sorted(unit_cells.items(), key=lambda kv: (kv[1][1], kv[1][2], kv[0]))
+            for index, (count, _first, _not_turns) in ranked[:l0]:
+                table[index] += min(int(count), linf)
+
+        for unit, cell, count, first_seen in rows:
+            if unit != current_unit:
+                if unit_cells:
+                    flush()
+                unit_cells = {}
+                current_unit = unit
+            hit = index_cache.get(cell)
+            if hit is None:
+                key = json.loads(cell)
+                hit = (schema.cell_index(key), key.get(MEASURE) != TURNS)
+                index_cache[cell] = hit
+            index, not_turns = hit
+            slot = unit_cells.get(index)
+            if slot is None:
+                unit_cells[index] = [count, first_seen, float(not_turns)]
+            else:
+                slot[0] += count
+                slot[1] = min(slot[1], first_seen)
+                slot[2] = min(slot[2], float(not_turns))
+        if unit_cells:
+            flush()
+        return table
+
+    @staticmethod
+    def forget_contributions(conn: Connection, window_start: int) -> None:
+        """Drop a sealed window's per-unit rows: the sealed report is all that remains."""
+        conn.execute(delete(Contribution).where(Contribution.window_start == window_start))
+
+    @staticmethod
+    def set_state(conn: Connection, window_start: int, state: str, **values: object) -> None:
+        conn.execute(update(Window).where(Window.window_start == window_start).values(state=state, **values))
+
+
+def _str_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _min(a: object, b: object) -> object:
+    # SQLite's two-argument min() is a scalar function, not the aggregate.
+    return func.min(a, b)

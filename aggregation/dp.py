@@ -112,7 +112,8 @@ def _coerce_mechanism(mechanism: Mechanism | str) -> Mechanism:
         raise InvalidReleaseParams(f"unknown mechanism {mechanism!r}; choose one of {choices}") from None
 
 
-def _check_scale(scale: Any) -> float:
+def validate_scale(scale: Any) -> float:
+    """``scale`` as a float, or ``InvalidNoiseScale`` naming what is wrong with it."""
     try:
         value = float(scale)
     except (TypeError, ValueError):
@@ -155,7 +156,7 @@ class ReleaseParams:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mechanism", _coerce_mechanism(self.mechanism))
-        object.__setattr__(self, "scale", _check_scale(self.scale))
+        object.__setattr__(self, "scale", validate_scale(self.scale))
         object.__setattr__(self, "l0", _check_bound("l0", self.l0))
         object.__setattr__(self, "linf", _check_bound("linf", self.linf))
         delta = float(self.delta)

@@ -232,10 +232,8 @@ class TrustedBundleState:
             raise ExpiredMetadataError(f"bundle v{snap.version} expired at {snap.expires.isoformat()} (freeze)")
         approvals = self._verify_approvals(snap, info, raw_approvals, now)
         verified_artifacts = _verify_artifacts(approvals.values(), artifacts)
+        # Later stable approvals override earlier ones for the same artifact name (promotion order).
         stable = tuple(approvals[c] for c in info["stable"])
-        names = [n for s in stable for n in s.artifacts]
-        if len(names) != len(set(names)):
-            raise MalformedMetadataError("two stable approvals provide the same artifact name")
         candidate_id = info.get("candidate")
         bundle = VerifiedBundle(
             cohort=info["cohort"],

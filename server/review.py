@@ -1,0 +1,241 @@
+"""The review lifecycle of a candidate and its reviewer signatures.
+
+    proposed -> edited* -> approved | rejected
+    approved -> bundled -> rolling_out -> promoted | rolled_back
+
+An approval is a reviewer's Ed25519 signature over the candidate's signing
+payload (the canonical ``signed`` bytes of its TUF approval metadata), made
+on the reviewer's machine. Once the risk class threshold of distinct,
+currently trusted reviewer keys is met, the candidate is approved and its
+signed approval metadata is assembled (bundled). An edit creates a new
+revision: signatures over the old payload stop counting. Every transition is
+one audit event in the caller's transaction; illegal transitions raise.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from securesystemslib.exceptions import UnverifiedSignatureError
+from securesystemslib.signer import Signature
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from tuf.api.metadata import Metadata, Targets
+
+from aggregation.bundle import build_approval
+from aggregation.errors import FedsignalError
+from aggregation.trust_root import TrustRoot, canonical_signed_bytes, to_json_bytes
+from server.audit import append_audit
+from server.models.review import CandidateRecord, ReviewerSignature
+
+STATES = ("proposed", "edited", "approved", "rejected", "bundled", "rolling_out", "promoted", "rolled_back")
+TRANSITIONS: Mapping[str, frozenset[str]] = {
+    "proposed": frozenset({"edited", "approved", "rejected"}),
+    "edited": frozenset({"edited", "approved", "rejected"}),
+    "approved": frozenset({"bundled"}),
+    "bundled": frozenset({"rolling_out"}),
+    "rolling_out": frozenset({"promoted", "rolled_back"}),
+    "rejected": frozenset(),
+    "promoted": frozenset(),
+    "rolled_back": frozenset(),
+}
+REVIEWABLE = frozenset({"proposed", "edited"})
+
+
+class CandidateNotFound(FedsignalError):
+    pass
+
+
+class IllegalTransition(FedsignalError):
+    """The candidate's state does not allow this step (message names both states)."""
+
+
+class SignatureRejected(FedsignalError):
+    """A submitted approval signature that does not count (unknown key, bad signature, stale payload)."""
+
+
+def now_text(now: datetime) -> str:
+    return now.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def get_candidate(session: Session, candidate_id: str, *, for_update: bool = False) -> CandidateRecord:
+    stmt = select(CandidateRecord).where(CandidateRecord.id == candidate_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    rec = session.scalars(stmt).first()
+    if rec is None:
+        raise CandidateNotFound(f"no candidate {candidate_id!r}; `fedsignal admin candidates list` shows them")
+    return rec
+
+
+def transition(
+    session: Session, candidate: CandidateRecord, to_state: str, *, actor: str, now: datetime,
+    detail: Mapping[str, Any] | None = None,
+) -> CandidateRecord:
+    """Move ``candidate`` to ``to_state`` (refused unless the lifecycle allows it) and audit it."""
+    if to_state not in TRANSITIONS.get(candidate.state, frozenset()):
+        raise IllegalTransition(f"candidate {candidate.id} is {candidate.state}; it cannot become {to_state}")
+    previous = candidate.state
+    candidate.state = to_state
+    candidate.updated_at = now_text(now)
+    append_audit(
+        session, actor, f"candidate.{to_state}",
+        {"candidate_id": candidate.id, "cohort": candidate.cohort, "from": previous, "to": to_state,
+         "revision": candidate.revision, **dict(detail or {})},
+        at=now,
+    )
+    session.flush()
+    return candidate
+
+
+def artifacts_of(candidate: CandidateRecord) -> list[tuple[str, str, bytes]]:
+    """``(name, kind, content)`` of the candidate's current revision."""
+    return [(a["name"], a["kind"], base64.b64decode(a["content_b64"])) for a in json.loads(candidate.artifacts_json)]
+
+
+def _encode_artifacts(artifacts: Sequence[tuple[str, str, bytes]]) -> str:
+    return json.dumps(
+        [{"name": n, "kind": k, "content_b64": base64.b64encode(c).decode("ascii")} for n, k, c in artifacts]
+    )
+
+
+def _payload(candidate: CandidateRecord, artifacts: Sequence[tuple[str, str, bytes]]) -> str:
+    md = build_approval(
+        cohort=candidate.cohort,
+        candidate_id=candidate.id,
+        risk_class=candidate.risk_class,
+        category=candidate.category,
+        artifacts=artifacts,
+        rollout_plan=json.loads(candidate.rollout_plan_json or "{}"),
+        created_at=datetime.fromisoformat(candidate.created_at),
+        revision=candidate.revision,
+    )
+    return canonical_signed_bytes(md).decode("utf-8")
+
+
+def create_candidate(
+    session: Session, *, cohort: str, category: str, kind: str, risk_class: str,
+    artifacts: Sequence[tuple[str, str, bytes]], evidence: Mapping[str, Any], rollout_plan_json: str,
+    dedupe_key: str, now: datetime, actor: str = "system:detector",
+) -> CandidateRecord | None:
+    """A new proposed candidate, or ``None`` when one with ``dedupe_key`` already exists (idempotent)."""
+    if session.scalars(select(CandidateRecord.id).where(CandidateRecord.dedupe_key == dedupe_key)).first():
+        return None
+    rec = CandidateRecord(
+        id="cand-" + uuid.uuid4().hex[:12], dedupe_key=dedupe_key, cohort=cohort, category=category, kind=kind,
+        risk_class=risk_class, state="proposed", artifacts_json=_encode_artifacts(artifacts),
+        evidence_json=json.dumps(evidence, sort_keys=True), rollout_plan_json=rollout_plan_json, revision=1,
+        signing_payload="", created_at=now_text(now), updated_at=now_text(now), bundle_version=0,
+    )
+    rec.signing_payload = _payload(rec, artifacts)
+    session.add(rec)
+    session.flush()
+    append_audit(
+        session, actor, "candidate.proposed",
+        {"candidate_id": rec.id, "cohort": cohort, "category": category, "kind": kind, "risk_class": risk_class,
+         "evidence": dict(evidence)},
+        at=now,
+    )
+    return rec
+
+
+def edit_candidate(
+    session: Session, candidate_id: str, *, artifacts: Sequence[tuple[str, str, bytes]] | None,
+    rollout_plan_json: str | None, actor: str, now: datetime,
+) -> CandidateRecord:
+    """New revision with edited artifacts and/or plan; earlier signatures no longer count."""
+    rec = get_candidate(session, candidate_id, for_update=True)
+    if rec.state not in REVIEWABLE:
+        raise IllegalTransition(f"candidate {rec.id} is {rec.state}; only proposed or edited candidates can be edited")
+    new_artifacts = list(artifacts) if artifacts else artifacts_of(rec)
+    if rollout_plan_json:
+        from aggregation.rollout_plan import plan_for_candidate
+
+        plan_for_candidate(rec.risk_class, rollout_plan_json)  # validates; raises RolloutPlanError
+        rec.rollout_plan_json = rollout_plan_json
+    rec.artifacts_json = _encode_artifacts(new_artifacts)
+    rec.revision += 1
+    rec.signing_payload = _payload(rec, new_artifacts)
+    return transition(session, rec, "edited", actor=actor, now=now,
+                      detail={"artifacts": [n for n, _, _ in new_artifacts]})
+
+
+def signed_by(session: Session, rec: CandidateRecord) -> list[str]:
+    rows = session.scalars(
+        select(ReviewerSignature.keyid).where(
+            ReviewerSignature.candidate_id == rec.id, ReviewerSignature.revision == rec.revision
+        )
+    )
+    return sorted(rows)
+
+
+def approve_candidate(
+    session: Session, candidate_id: str, *, keyid: str, signature: bytes, signing_payload: bytes,
+    root: TrustRoot, actor: str, now: datetime,
+) -> CandidateRecord:
+    """Record one reviewer signature; approve and bundle once the risk class threshold is met."""
+    rec = get_candidate(session, candidate_id, for_update=True)
+    if rec.state not in REVIEWABLE:
+        raise IllegalTransition(f"candidate {rec.id} is {rec.state}; it can no longer be approved")
+    if signing_payload != rec.signing_payload.encode("utf-8"):
+        raise SignatureRejected(f"candidate {rec.id} changed (revision {rec.revision}); fetch it again and re-sign")
+    keys = root.reviewer_keys(rec.risk_class)
+    if keyid not in keys:
+        raise SignatureRejected(
+            f"key {keyid} is not a {rec.risk_class}-risk reviewer key in trust root v{root.version}"
+        )
+    sig = Signature(keyid, signature.hex())
+    try:
+        keys[keyid].verify_signature(sig, signing_payload)
+    except UnverifiedSignatureError as exc:
+        raise SignatureRejected(f"signature by {keyid} does not verify over candidate {rec.id}'s payload") from exc
+    if keyid not in signed_by(session, rec):
+        session.add(ReviewerSignature(candidate_id=rec.id, revision=rec.revision, keyid=keyid,
+                                      signature_hex=sig.signature, reviewer=actor, created_at=now_text(now)))
+        session.flush()
+        append_audit(session, actor, "candidate.signature",
+                     {"candidate_id": rec.id, "revision": rec.revision, "keyid": keyid}, at=now)
+    return _approve_if_threshold(session, rec, root, actor=actor, now=now)
+
+
+def _approve_if_threshold(session: Session, rec: CandidateRecord, root: TrustRoot, *, actor: str, now: datetime) -> CandidateRecord:
+    rows = session.scalars(
+        select(ReviewerSignature).where(
+            ReviewerSignature.candidate_id == rec.id, ReviewerSignature.revision == rec.revision
+        )
+    ).all()
+    md = Metadata(Targets.from_dict(json.loads(rec.signing_payload)))
+    role = root.role(rec.risk_class)
+    for row in rows:
+        if row.keyid in role.keyids:  # a removed key's signature stops counting
+            md.signatures[row.keyid] = Signature(row.keyid, row.signature_hex)
+    result = root.verifier().get_verification_result(role.name, rec.signing_payload.encode("utf-8"), dict(md.signatures))
+    if not result.verified:
+        return rec
+    md.signatures.clear()
+    for keyid in sorted(result.signed):
+        md.signatures[keyid] = next(Signature(r.keyid, r.signature_hex) for r in rows if r.keyid == keyid)
+    rec.approval_json = to_json_bytes(md).decode("utf-8")
+    transition(session, rec, "approved", actor=actor, now=now,
+               detail={"signed_by": sorted(result.signed), "threshold": result.threshold, "root_version": root.version})
+    return transition(session, rec, "bundled", actor="system:review", now=now)
+
+
+def reject_candidate(session: Session, candidate_id: str, *, reason: str, actor: str, now: datetime) -> CandidateRecord:
+    if not reason.strip():
+        raise FedsignalError("a rejection needs a reason (--reason)")
+    rec = get_candidate(session, candidate_id, for_update=True)
+    rec.reject_reason = reason
+    return transition(session, rec, "rejected", actor=actor, now=now, detail={"reason": reason})
+
+
+def approval_metadata(rec: CandidateRecord) -> Metadata[Targets]:
+    """The reviewer-signed approval of a bundled (or later) candidate."""
+    if rec.approval_json is None:
+        raise IllegalTransition(f"candidate {rec.id} is {rec.state} and has no reviewer-approved metadata")
+    return Metadata.from_bytes(rec.approval_json.encode("utf-8"))

@@ -1,7 +1,184 @@
+"""`fedsignal agent …`: enroll, run, import, budget, status."""
+
 from __future__ import annotations
 
+import argparse
+import os
+import signal
+import threading
+from pathlib import Path
 from typing import Any
+
+from tenant_agent.config import CollectorConfig, ConfigError
+
+CONFIG_FILE = "collector.toml"
+CONFIG_ENV = "FEDSIGNAL_AGENT_CONFIG"
 
 
 def register(groups: Any) -> None:
     """Add this module's command group to the top-level ``fedsignal`` parser."""
+    agent = groups.add_parser(
+        "agent",
+        help="run the tenant collector (enroll, run, import, budget, status)",
+        description="The collector a tenant runs inside its own boundary: it ingests agent telemetry, "
+        "redacts and classifies it, releases differentially private window tables and pulls signed bundles.",
+    )
+    sub = agent.add_subparsers(dest="agent_command", metavar="SUBCOMMAND", required=True)
+
+    p = sub.add_parser(
+        "enroll",
+        help="exchange a one-time enrollment token for this tenant's credentials",
+        description="Generate a private key locally (ECDSA P-256), send a CSR with the one-time token, and write "
+        "credentials/, trust/root.json, the signal schema and a starter collector.toml under --state-dir.",
+    )
+    p.add_argument("--server", required=True, help="server address host:port")
+    p.add_argument("--token", required=True, help="one-time enrollment token from the operator")
+    p.add_argument("--state-dir", required=True, type=Path, help="collector state directory")
+    trust = p.add_mutually_exclusive_group(required=True)
+    trust.add_argument("--ca-file", type=Path, help="PEM of the server CA to pin (from the operator)")
+    trust.add_argument("--insecure-dev", action="store_true", help="plaintext, for a development server only")
+    p.set_defaults(func=cmd_enroll)
+
+    def add_config(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--config", type=Path, help=f"collector TOML config (env {CONFIG_ENV})")
+        parser.add_argument(
+            "--state-dir", type=Path, help=f"collector state directory (uses its {CONFIG_FILE} when present)"
+        )
+
+    p = sub.add_parser(
+        "run",
+        help="serve OTLP and the resolve endpoint; close, release and deliver windows until SIGTERM",
+        description="Serve the OTLP TraceService/LogsService and the local artifact-resolve endpoint, and "
+        "periodically seal due windows (DP release under the budget ledger), deliver the outbox and pull "
+        "bundles. SIGTERM or Ctrl-C stops gracefully.",
+    )
+    add_config(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "import",
+        help="import decision events from a JSON Lines file",
+        description="Read a JSON Lines file of decision events; bad lines are reported with their line number "
+        "and reason and never stop the import. Events are durable when the command returns.",
+    )
+    add_config(p)
+    p.add_argument("file", type=Path, help="JSON Lines file")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser(
+        "budget",
+        help="show the privacy budget: spent, remaining and renewal per period, and lifetime",
+        description="Show the zCDP (rho) budget ledger of this collector.",
+    )
+    add_config(p)
+    p.set_defaults(func=cmd_budget)
+
+    p = sub.add_parser(
+        "status",
+        help="show windows, outbox depth, active bundle and redaction statistics",
+        description="Windows open/sealed/withheld/delivered, outbox depth, active bundle, local counters.",
+    )
+    add_config(p)
+    p.set_defaults(func=cmd_status)
+
+
+def load_config(args: argparse.Namespace) -> CollectorConfig:
+    path = args.config or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
+    if path is not None:
+        return CollectorConfig.load(path)
+    if args.state_dir is not None:
+        candidate = args.state_dir / CONFIG_FILE
+        if candidate.exists():
+            return CollectorConfig.load(candidate)
+        return CollectorConfig(state_dir=args.state_dir)
+    raise ConfigError(f"pass --config or --state-dir (or set {CONFIG_ENV})")
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from tenant_agent.transport import enroll
+
+    ca_pem = args.ca_file.read_bytes() if args.ca_file else None
+    result = enroll(args.server, args.token, args.state_dir, ca_pem, insecure=args.insecure_dev)
+    config_path = args.state_dir / CONFIG_FILE
+    if not config_path.exists():
+        config_path.write_text(
+            'state_dir = "."\n'
+            f'server = "{args.server}"\n'
+            f"insecure_dev = {'true' if args.insecure_dev else 'false'}\n"
+            "\n[budget]\nrho_per_period = 100.0\nperiod_days = 30\n"
+            '\n[release]\nmechanism = "discrete_gaussian"\nrho = 0.1\n'
+        )
+    print(f"enrolled tenant {result.tenant_id} in cohort {result.cohort} (schema v{result.schema.version})")
+    print(f"credentials written to {args.state_dir / 'credentials'}; config {config_path}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tenant_agent.collector import Collector
+    from tenant_agent.serving import Serving
+
+    config = load_config(args)
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def ready(serving: Serving) -> None:
+        print(f"collector ready: OTLP on port {serving.otlp_port}, resolve on port {serving.resolve_port}", flush=True)
+
+    with Collector(config) as collector:
+        collector.serve(stop, ready=ready)
+    print("collector stopped", flush=True)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from tenant_agent.collector import Collector
+
+    with Collector(load_config(args)) as collector:
+        result = collector.import_jsonl(args.file)
+    for line, reason in result.errors[:20]:
+        print(f"line {line}: {reason}")
+    if len(result.errors) > 20:
+        print(f"... and {len(result.errors) - 20} more bad lines")
+    print(
+        f"imported {result.imported} events from {result.lines} lines; {len(result.errors)} bad lines; "
+        f"{result.late_dropped} events for already-closed windows dropped"
+    )
+    return 0
+
+
+def cmd_budget(args: argparse.Namespace) -> int:
+    from tenant_agent.collector import Collector
+
+    with Collector(load_config(args)) as collector:
+        status = collector.budget_status()
+        policy = collector.config.budget
+    print(f"period:    {status.period_start.isoformat()} .. {status.renews_at.isoformat()}"
+          f" ({policy.period.total_seconds() / 86400:g} days, rho {policy.rho_per_period:g} per period)")
+    print(f"spent:     rho {status.spent:.6g}")
+    print(f"remaining: rho {status.remaining:.6g}")
+    print(f"renews at: {status.renews_at.isoformat()}")
+    lifetime = "no cap" if status.lifetime_remaining is None else f"rho {status.lifetime_remaining:.6g} remaining"
+    print(f"lifetime:  rho {status.lifetime_spent:.6g} spent; {lifetime}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from tenant_agent.collector import Collector
+
+    with Collector(load_config(args)) as collector:
+        st = collector.status()
+    w = st.windows
+    print(f"tenant {st.tenant_id} (cohort {st.cohort}), signal schema v{st.schema_version}")
+    print(f"windows:  {w['open']} open, {w['sealed']} sealed, {w['withheld']} withheld, {w['delivered']} delivered")
+    print(f"outbox:   {st.outbox_depth} waiting, {st.rejected_releases} rejected by the server")
+    print(f"bundle:   {st.active_bundle or 'none (baseline)'}")
+    for name, value in sorted(st.counters.items()):
+        print(f"counter:  {name} = {value}")
+    redaction = ", ".join(f"{k} {v}" for k, v in sorted(st.redaction.items())) or "none"
+    print(f"redacted: {redaction}")
+    return 0

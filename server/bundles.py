@@ -27,7 +27,7 @@ from server.context import ServerContext
 from server.db import advisory_lock
 from server.models.review import CandidateRecord, CohortBundleRecord
 from server.review import approval_metadata, artifacts_of, get_candidate, now_text, transition
-from server.trust import current_root, online_signer
+from server.trust import current_root, current_root_version, online_signer
 
 __all__ = [
     "IssuedBundle",
@@ -176,7 +176,7 @@ def current_bundle(session: Session, ctx: ServerContext, cohort: str) -> CohortB
     half = timedelta(days=ctx.settings.bundle_expiry_days) / 2
     stale = rec is None or datetime.fromisoformat(rec.expires_at) - now < half
     if rec is not None and not stale:
-        stale = rec.root_version != current_root(session).version
+        stale = rec.root_version != current_root_version(session)
     if stale:
         exposure = exposure_of(rec) if rec is not None else None
         if exposure is not None and get_candidate(session, exposure.candidate_id).state != "rolling_out":

@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from securesystemslib.signer import CryptoSigner, Signer, SSlibKey
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from aggregation.errors import FedsignalError
@@ -91,8 +92,19 @@ def current_root_bytes(session: Session) -> bytes:
     return rec.root_json.encode("utf-8")
 
 
+@lru_cache(maxsize=16)
+def _verified(data: bytes) -> TrustRoot:
+    # Stored roots were verified on install; the cache keeps steady-state pulls from re-verifying.
+    return load_trusted_root(data)
+
+
 def current_root(session: Session) -> TrustRoot:
-    return load_trusted_root(current_root_bytes(session))
+    return _verified(current_root_bytes(session))
+
+
+def current_root_version(session: Session) -> int:
+    """0 when no root is installed."""
+    return int(session.scalar(select(func.max(TrustRootRecord.version))) or 0)
 
 
 def root_bytes(session: Session, version: int) -> bytes | None:

@@ -1,0 +1,18 @@
+"""Tenant side of bundle distribution: pull + verify + install, and the local resolve API."""
+
+from aggregation.bundle_errors import BundleRefused
+from tenant_agent.bundles.client import BundleClient, PullResult, TrustRootNotPinned
+from tenant_agent.bundles.resolve import Resolution, Resolver, ResolveServer, serve_resolve
+from tenant_agent.bundles.store import BundleStore
+
+__all__ = [
+    "BundleClient",
+    "BundleRefused",
+    "BundleStore",
+    "PullResult",
+    "Resolution",
+    "ResolveServer",
+    "Resolver",
+    "TrustRootNotPinned",
+    "serve_resolve",
+]

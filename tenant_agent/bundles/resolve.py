@@ -1,0 +1,131 @@
+"""The local resolve API: which artifact version and content a session should use.
+
+Sticky by session: in a tenant that takes part in a rollout, a session gets
+the candidate when ``aggregation.rollout_plan.session_in_canary(rollout_id,
+session_id, session_fraction)``; every other session, and every session of
+a tenant that does not take part, gets the stable version (the control).
+The returned ``version`` is the label agents put on their telemetry
+(``fedsignal.artifact.version``): the approval's label (candidate id), or
+``"baseline"`` when no installed approval provides the artifact.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+from aggregation.bundle import BASELINE, VerifiedBundle
+from aggregation.rollout_plan import session_in_canary
+from tenant_agent.bundles.store import BundleStore
+
+CANDIDATE = "candidate"
+CONTROL = "control"
+
+
+@dataclass(frozen=True)
+class Resolution:
+    name: str
+    version: str
+    content: bytes
+    #: "candidate" (the session is in the canary) or "control".
+    arm: str
+
+    def to_json(self) -> dict[str, str]:
+        doc = {"name": self.name, "version": self.version, "arm": self.arm,
+               "content_b64": base64.b64encode(self.content).decode("ascii")}
+        try:
+            doc["content"] = self.content.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        return doc
+
+
+class Resolver:
+    """Reads the active installed bundle (re-read only when ``current`` changes)."""
+
+    def __init__(self, state_dir: Path | str, tenant_id: str) -> None:
+        self._store = BundleStore(Path(state_dir))
+        self._tenant_id = tenant_id
+        self._lock = threading.Lock()
+        self._cached: tuple[str, VerifiedBundle] | None = None
+
+    def active(self) -> VerifiedBundle | None:
+        link = self._store.current_link
+        try:
+            target = os.readlink(link)
+        except OSError:
+            return None
+        with self._lock:
+            if self._cached is None or self._cached[0] != target:
+                self._cached = (target, self._store.load(self._store.root / target))
+            return self._cached[1]
+
+    def resolve(self, artifact_name: str, session_id: str) -> Resolution:
+        bundle = self.active()
+        if bundle is None:
+            return Resolution(artifact_name, BASELINE, b"", CONTROL)
+        cand, exposure = bundle.candidate, bundle.exposure
+        if (
+            cand is not None
+            and exposure is not None
+            and artifact_name in cand.artifacts
+            and exposure.participates(self._tenant_id)
+            and session_in_canary(exposure.rollout_id, session_id, exposure.session_fraction)
+        ):
+            return Resolution(artifact_name, cand.label, bundle.content(cand, artifact_name), CANDIDATE)
+        for approved in reversed(bundle.stable):  # later promotions override earlier ones
+            if artifact_name in approved.artifacts:
+                return Resolution(artifact_name, approved.label, bundle.content(approved, artifact_name), CONTROL)
+        return Resolution(artifact_name, BASELINE, b"", CONTROL)
+
+
+class ResolveServer:
+    """A running local HTTP resolve endpoint (``GET /v1/resolve?artifact=..&session=..``)."""
+
+    def __init__(self, httpd: ThreadingHTTPServer) -> None:
+        self._httpd = httpd
+        self._thread = threading.Thread(target=httpd.serve_forever, name="fedsignal-resolve", daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+def serve_resolve(resolver: Resolver, host: str = "127.0.0.1", port: int = 0) -> ResolveServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            url = urlparse(self.path)
+            if url.path != "/v1/resolve":
+                self._send(404, {"error": "unknown path; use /v1/resolve?artifact=NAME&session=ID"})
+                return
+            q = parse_qs(url.query)
+            artifact, session = q.get("artifact", [""])[0], q.get("session", [""])[0]
+            if not artifact or not session:
+                self._send(400, {"error": "both 'artifact' and 'session' query parameters are required"})
+                return
+            self._send(200, resolver.resolve(artifact, session).to_json())
+
+        def _send(self, status: int, doc: dict[str, str]) -> None:
+            body = json.dumps(doc).encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet access log
+            return
+
+    return ResolveServer(ThreadingHTTPServer((host, port), Handler))

@@ -12,6 +12,7 @@ The returned ``version`` is the label agents put on their telemetry
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import threading
@@ -39,10 +40,8 @@ class Resolution:
     def to_json(self) -> dict[str, str]:
         doc = {"name": self.name, "version": self.version, "arm": self.arm,
                "content_b64": base64.b64encode(self.content).decode("ascii")}
-        try:
+        with contextlib.suppress(UnicodeDecodeError):
             doc["content"] = self.content.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
         return doc
 
 

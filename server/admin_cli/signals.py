@@ -19,6 +19,7 @@ from server.admin_cli.common import add_connection_args, admin_channel
 def register(sub: Any) -> None:
     """Add this module's ``fedsignal admin`` subcommands to ``sub``."""
     register_tenants_and_audit(sub)
+    register_signals_and_reports(sub)
 
 
 # ---------------------------------------------------------------------------
@@ -122,3 +123,90 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------
 # Signals and reports (owner: server signals): `admin signals`, `admin report`
 # ---------------------------------------------------------------------------
+
+
+def register_signals_and_reports(sub: Any) -> None:
+    from pathlib import Path
+
+    p = sub.add_parser(
+        "signals", help="print the merged signal table, most significant first",
+        description="Print the merged, k-anonymous signals: cohort, window, category, slice, noisy estimate, "
+                    "rate (category / turns of the slice) with its confidence interval, tenants, and the "
+                    "z-score against the cohort's overall rate of the category, sorted by |z|.",
+    )
+    _add_signal_filters(p)
+    p.add_argument("--include-suppressed", action="store_true",
+                   help="also list cells below k tenants (their estimates stay withheld)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per cell")
+    add_connection_args(p)
+    p.set_defaults(func=cmd_signals)
+
+    p = sub.add_parser(
+        "report", help="write a self-contained HTML report of rates and intervals over windows",
+        description="Write an HTML page with one plot per cohort and category: the rate of the most "
+                    "significant slices over the windows, with confidence intervals, and a table of the "
+                    "most significant cells. Inline SVG only: it reads offline in any browser.",
+    )
+    _add_signal_filters(p, default_limit=100_000)
+    p.add_argument("--html", required=True, type=Path, metavar="FILE", help="where to write the HTML page")
+    add_connection_args(p)
+    p.set_defaults(func=cmd_report)
+
+
+def _add_signal_filters(p: argparse.ArgumentParser, default_limit: int = 50) -> None:
+    p.add_argument("--cohort", default="", help="only this cohort (default: all)")
+    p.add_argument("--since", type=int, default=0, metavar="UNIX_SECONDS",
+                   help="only windows starting at or after this time")
+    p.add_argument("--limit", type=int, default=default_limit, help=f"at most this many cells (default {default_limit})")
+
+
+def _list_signals(args: argparse.Namespace, include_suppressed: bool) -> admin_pb2.ListSignalsResponse:
+    request = admin_pb2.ListSignalsRequest(cohort=args.cohort, window_start_from=max(0, args.since),
+                                           limit=max(0, args.limit), include_suppressed=include_suppressed)
+    with admin_channel(args) as channel:
+        response: admin_pb2.ListSignalsResponse = admin_pb2_grpc.AdminServiceStub(channel).ListSignals(request)
+    return response
+
+
+def cmd_signals(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from server.report_html import slice_label
+
+    response = _list_signals(args, args.include_suppressed)
+    if args.json:
+        for c in response.cells:
+            print(json.dumps({"cohort": c.cohort, "window_start": c.window_start, "window_end": c.window_end,
+                              "category": c.measure, "slice": dict(c.slice), "estimate": c.estimate,
+                              "variance": c.variance, "rate": c.rate, "rate_low": c.rate_low,
+                              "rate_high": c.rate_high, "tenants": c.tenants, "suppressed": c.suppressed,
+                              "z": c.z_score}, sort_keys=True))
+        return 0
+    header = ("cohort", "window (UTC)", "category", "slice", "estimate", "rate [interval]", "tenants", "z")
+    rows = []
+    for c in response.cells:
+        when = datetime.fromtimestamp(c.window_start, UTC).strftime("%Y-%m-%d %H:%M")
+        if c.suppressed:
+            estimate, rate = "—", f"withheld (< k={response.min_tenants})"
+        else:
+            estimate, rate = f"{c.estimate:.0f}", f"{c.rate:.1%} [{c.rate_low:.1%}, {c.rate_high:.1%}]"
+        rows.append((c.cohort, when, c.measure, slice_label(c), estimate, rate, str(c.tenants), f"{c.z_score:+.2f}"))
+    if not rows:
+        print(f"no merged cell has reached k = {response.min_tenants} tenants yet")
+        return 0
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from server.report_html import render_report
+
+    response = _list_signals(args, include_suppressed=False)
+    args.html.parent.mkdir(parents=True, exist_ok=True)
+    args.html.write_text(render_report(response, generated_at=datetime.now(UTC)), encoding="utf-8")
+    print(f"wrote {args.html} ({len(response.cells)} cells)")
+    return 0

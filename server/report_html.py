@@ -1,0 +1,157 @@
+"""A self-contained HTML report of merged signals: rates and intervals over windows.
+
+One inline SVG per (cohort, measure) plots the rate of the most significant
+slices over the windows, each point with its confidence interval as a
+vertical bar. No scripts, fonts or stylesheets are fetched: the file reads
+offline in any browser. Input is what ``AdminService.ListSignals`` returns.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from fedsignal.v1 import admin_pb2
+
+# Series per plot: the slices with the largest |z| in any window.
+MAX_SERIES = 6
+TABLE_ROWS = 60
+WIDTH, HEIGHT = 760, 280
+LEFT, RIGHT, TOP, BOTTOM = 56, 200, 18, 44
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf")
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem; color: #222; }
+h1 { font-size: 1.4rem; } h2 { font-size: 1.15rem; margin-top: 2rem; } h3 { font-size: 1rem; }
+p.meta { color: #555; }
+svg.rate-plot { border: 1px solid #ddd; background: #fff; margin: 0.5rem 0 1.5rem; }
+svg text { font-size: 11px; fill: #333; }
+table { border-collapse: collapse; font-size: 0.85rem; }
+th, td { border-bottom: 1px solid #e5e5e5; padding: 0.25rem 0.6rem; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+"""
+
+
+def slice_label(cell: admin_pb2.MergedCell) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(cell.slice.items())) or "all"
+
+
+def _when(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _plot(cohort: str, measure: str, cells: Sequence[admin_pb2.MergedCell]) -> str:
+    by_slice: dict[str, list[admin_pb2.MergedCell]] = defaultdict(list)
+    for c in cells:
+        by_slice[slice_label(c)].append(c)
+    ranked = sorted(by_slice, key=lambda s: (-max(abs(c.z_score) for c in by_slice[s]), s))[:MAX_SERIES]
+    shown = [c for s in ranked for c in by_slice[s]]
+    starts = sorted({c.window_start for c in shown})
+    x0, x1 = starts[0], starts[-1]
+    y1 = max(0.05, max(c.rate_high for c in shown)) * 1.05
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+
+    def x(ts: int) -> float:
+        return LEFT + (plot_w / 2 if x1 == x0 else (ts - x0) / (x1 - x0) * plot_w)
+
+    def y(rate: float) -> float:
+        return TOP + plot_h - min(rate, y1) / y1 * plot_h
+
+    parts = [
+        f'<svg class="rate-plot" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+        f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" data-cohort="{_esc(cohort)}" data-measure="{_esc(measure)}" '
+        f'aria-label="{_esc(measure)} rate per window, cohort {_esc(cohort)}">',
+        f"<title>{_esc(measure)} / turns, cohort {_esc(cohort)}</title>",
+        f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{LEFT + plot_w}" y2="{TOP + plot_h}" stroke="#888"/>',
+        f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + plot_h}" stroke="#888"/>',
+    ]
+    for i in range(5):
+        rate = y1 * i / 4
+        parts.append(
+            f'<line x1="{LEFT - 4}" y1="{y(rate):.1f}" x2="{LEFT + plot_w}" y2="{y(rate):.1f}" stroke="#eee"/>'
+            f'<text x="{LEFT - 6}" y="{y(rate) + 4:.1f}" text-anchor="end">{rate:.0%}</text>'
+        )
+    ticks = starts if len(starts) <= 6 else [starts[round(i * (len(starts) - 1) / 5)] for i in range(6)]
+    for ts in ticks:
+        parts.append(
+            f'<text x="{x(ts):.1f}" y="{TOP + plot_h + 16}" text-anchor="middle">{_esc(_when(ts))}</text>'
+        )
+    parts.append(f'<text x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - 6}" text-anchor="middle">window start (UTC)</text>')
+    for n, label in enumerate(ranked):
+        color = PALETTE[n % len(PALETTE)]
+        series = sorted(by_slice[label], key=lambda c: c.window_start)
+        points = " ".join(f"{x(c.window_start):.1f},{y(c.rate):.1f}" for c in series)
+        parts.append(f'<g class="series" data-slice="{_esc(label)}">')
+        if len(series) > 1:
+            parts.append(f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="1.5"/>')
+        for c in series:
+            cx = x(c.window_start)
+            tip = (
+                f"{label} · {_when(c.window_start)}: {c.rate:.1%} "
+                f"[{c.rate_low:.1%}, {c.rate_high:.1%}], {c.tenants} tenants"
+            )
+            parts.append(
+                f'<line class="interval" x1="{cx:.1f}" y1="{y(c.rate_low):.1f}" x2="{cx:.1f}" '
+                f'y2="{y(c.rate_high):.1f}" stroke="{color}" stroke-width="2" opacity="0.55"/>'
+                f'<circle class="estimate" cx="{cx:.1f}" cy="{y(c.rate):.1f}" r="3.5" fill="{color}">'
+                f"<title>{_esc(tip)}</title></circle>"
+            )
+        legend_y = TOP + 14 + n * 16
+        parts.append(
+            f'<rect x="{LEFT + plot_w + 14}" y="{legend_y - 9}" width="10" height="10" fill="{color}"/>'
+            f'<text x="{LEFT + plot_w + 30}" y="{legend_y}">{_esc(label)}</text></g>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _table(cells: Sequence[admin_pb2.MergedCell]) -> str:
+    rows = [
+        "<table><thead><tr><th>cohort</th><th>window</th><th>category</th><th>slice</th>"
+        "<th>estimate</th><th>rate</th><th>interval</th><th>tenants</th><th>z</th></tr></thead><tbody>"
+    ]
+    for c in cells[:TABLE_ROWS]:
+        rows.append(
+            f"<tr><td>{_esc(c.cohort)}</td><td>{_esc(_when(c.window_start))}</td><td>{_esc(c.measure)}</td>"
+            f"<td>{_esc(slice_label(c))}</td><td class=num>{c.estimate:.0f}</td><td class=num>{c.rate:.1%}</td>"
+            f"<td class=num>[{c.rate_low:.1%}, {c.rate_high:.1%}]</td><td class=num>{c.tenants}</td>"
+            f"<td class=num>{c.z_score:+.2f}</td></tr>"
+        )
+    rows.append("</tbody></table>")
+    return "".join(rows)
+
+
+def render_report(response: admin_pb2.ListSignalsResponse, *, generated_at: datetime) -> str:
+    """The whole HTML document for the released cells of ``response``."""
+    released = [c for c in response.cells if not c.suppressed]
+    grouped: dict[str, dict[str, list[admin_pb2.MergedCell]]] = defaultdict(lambda: defaultdict(list))
+    for c in released:
+        grouped[c.cohort][c.measure].append(c)
+    body = [
+        "<h1>fedsignal — merged signals</h1>",
+        f'<p class="meta">Generated {_esc(generated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"))}. '
+        f"Cells are shown only when at least k = {response.min_tenants} distinct tenants contributed. "
+        "Rates are measure / turns of the same slice; bars are confidence intervals that include the DP "
+        f"noise. Each plot shows the {MAX_SERIES} most significant slices.</p>",
+    ]
+    if not released:
+        body.append("<p>No merged cell has reached k tenants yet.</p>")
+    for cohort in sorted(grouped):
+        body.append(f"<h2>Cohort {_esc(cohort)}</h2>")
+        for measure in sorted(grouped[cohort]):
+            body.append(f"<h3>{_esc(measure)}</h3>")
+            body.append(_plot(cohort, measure, grouped[cohort][measure]))
+    if released:
+        body.append("<h2>Most significant cells</h2>")
+        body.append(_table(released))
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        "<title>fedsignal merged signals</title>"
+        f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>\n"
+    )

@@ -5,6 +5,8 @@ What it holds, and nothing more:
 - ``contributions``: per (window, privacy-unit hash, cell key) counts. The
   unit hash is an HMAC under a local secret, never the raw id; cell keys hold
   schema domain values only (labels, never free text).
+- ``seen_events``: keyed hashes of event ids per open window, so an event a
+  sender re-sends after a lost acknowledgement counts once.
 - ``windows``: one row per window that received events, with its state
   (open, sealed, withheld).
 - ``releases``: sealed DP reports (the outbox), with their idempotency key
@@ -61,6 +63,8 @@ class CollectorBase(DeclarativeBase):
 
 class Contribution(CollectorBase):
     __tablename__ = "contributions"
+    # Clustered on the key: one B-tree instead of a rowid table plus an index.
+    __table_args__ = {"sqlite_with_rowid": False}
 
     window_start: Mapped[int] = mapped_column(Integer, primary_key=True)
     unit_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -68,6 +72,16 @@ class Contribution(CollectorBase):
     count: Mapped[int] = mapped_column(Integer, nullable=False)
     # Event time of the first contribution: bounding keeps the earliest cells.
     first_seen: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+class SeenEvent(CollectorBase):
+    """Keyed hash of each recorded event's id, so a resent event counts once."""
+
+    __tablename__ = "seen_events"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    window_start: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
 class Window(CollectorBase):
@@ -153,6 +167,7 @@ def make_store_engine(path: Path) -> Engine:
         # it could rely on beyond the OS.
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA cache_size=-32768")  # 32 MiB page cache
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -20,13 +20,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from aggregation.events import DecisionEvent
 from aggregation.schema import MEASURE, TURNS, SignalSchema
 from aggregation.taxonomy import Taxonomy
-from tenant_agent.store import WINDOW_OPEN, CollectorStore, Contribution, Window
+from tenant_agent.store import WINDOW_OPEN, CollectorStore, Contribution, SeenEvent, Window
 
 _UNIT_CACHE_LIMIT = 200_000
 
@@ -36,6 +36,8 @@ class RecordResult:
     recorded: int
     # Events whose window was already sealed or withheld when they arrived.
     late_dropped: int
+    # Events whose id was already recorded (a sender's retry): counted once.
+    duplicates: int = 0
 
 
 class WindowBook:
@@ -88,6 +90,12 @@ class WindowBook:
             self._unit_cache[raw] = cached
         return cached
 
+    def event_hash(self, event: DecisionEvent) -> str | None:
+        if not event.event_id:
+            return None
+        raw = ("event:" + event.event_id).encode("utf-8")
+        return hmac.new(self._store.unit_key, raw, hashlib.sha256).hexdigest()[:32]
+
     def cells(self, event: DecisionEvent, schema: SignalSchema | None = None) -> tuple[str, ...]:
         """The cell keys (canonical JSON of dimension → domain value) one event counts in."""
         schema = schema or self._schema()
@@ -119,11 +127,11 @@ class WindowBook:
         schema = self._schema()
         w = self.window_seconds
         contrib: dict[tuple[int, str, str], list[float]] = {}
-        per_window: dict[int, list[tuple[str, tuple[str, ...], float]]] = defaultdict(list)
+        per_window: dict[int, list[tuple[str, tuple[str, ...], float, str | None]]] = defaultdict(list)
         for event in events:
             ts = float(event.timestamp)
             start = int(ts // w) * w
-            per_window[start].append((self.unit_hash(event), self.cells(event, schema), ts))
+            per_window[start].append((self.unit_hash(event), self.cells(event, schema), ts, self.event_hash(event)))
         with self._store.transaction() as conn:
             closed = set(
                 conn.execute(
@@ -132,14 +140,21 @@ class WindowBook:
                     )
                 ).scalars()
             )
-            late = 0
+            late = duplicates = 0
             window_rows = []
             for start, items in per_window.items():
                 if start in closed:
                     late += len(items)
                     continue
-                window_rows.append({"window_start": start, "window_end": start + w, "events": len(items)})
-                for unit, cells, ts in items:
+                seen = _claim_event_ids(conn, start, [h for *_, h in items if h is not None])
+                counted = 0
+                for unit, cells, ts, ehash in items:
+                    if ehash is not None:
+                        if ehash not in seen:
+                            duplicates += 1
+                            continue
+                        seen.discard(ehash)
+                    counted += 1
                     for cell in cells:
                         slot = contrib.get((start, unit, cell))
                         if slot is None:
@@ -148,6 +163,8 @@ class WindowBook:
                             slot[0] += 1
                             if ts < slot[1]:
                                 slot[1] = ts
+                if counted:
+                    window_rows.append({"window_start": start, "window_end": start + w, "events": counted})
             if window_rows:
                 wstmt = sqlite_insert(Window).values(state=WINDOW_OPEN)
                 conn.execute(
@@ -172,11 +189,13 @@ class WindowBook:
                         for k, v in contrib.items()
                     ],
                 )
+            recorded = len(events) - late - duplicates
             deltas = dict(counters or {})
-            deltas["events_recorded"] = deltas.get("events_recorded", 0) + len(events) - late
+            deltas["events_recorded"] = deltas.get("events_recorded", 0) + recorded
             deltas["events_late_dropped"] = deltas.get("events_late_dropped", 0) + late
+            deltas["events_duplicate_dropped"] = deltas.get("events_duplicate_dropped", 0) + duplicates
             CollectorStore.add_counters(conn, deltas)
-        return RecordResult(len(events) - late, late)
+        return RecordResult(recorded, late, duplicates)
 
     # -- release side --------------------------------------------------------
     @staticmethod
@@ -240,10 +259,44 @@ class WindowBook:
     def forget_contributions(conn: Connection, window_start: int) -> None:
         """Drop a sealed window's per-unit rows: the sealed report is all that remains."""
         conn.execute(delete(Contribution).where(Contribution.window_start == window_start))
+        conn.execute(delete(SeenEvent).where(SeenEvent.window_start == window_start))
 
     @staticmethod
     def set_state(conn: Connection, window_start: int, state: str, **values: object) -> None:
         conn.execute(update(Window).where(Window.window_start == window_start).values(state=state, **values))
+
+
+def _claim_event_ids(conn: Connection, window_start: int, hashes: list[str]) -> set[str]:
+    """Record event-id hashes; return those that were new (each counts once).
+
+    Fast path: one INSERT OR IGNORE of the batch; when it inserted every row
+    there was no duplicate. Otherwise undo it (savepoint) and look the
+    existing ones up first.
+    """
+    if not hashes:
+        return set()
+    unique = list(dict.fromkeys(hashes))
+    rows = [{"window_start": window_start, "event_hash": h} for h in unique]
+    stmt = insert(SeenEvent).prefix_with("OR IGNORE")
+    savepoint = conn.begin_nested()
+    if conn.execute(stmt, rows).rowcount == len(unique):
+        savepoint.commit()
+        return set(unique)
+    savepoint.rollback()
+    existing: set[str] = set()
+    for i in range(0, len(unique), 500):
+        chunk = unique[i : i + 500]
+        existing.update(
+            conn.execute(
+                select(SeenEvent.event_hash).where(
+                    SeenEvent.window_start == window_start, SeenEvent.event_hash.in_(chunk)
+                )
+            ).scalars()
+        )
+    new = [h for h in unique if h not in existing]
+    if new:
+        conn.execute(stmt, [{"window_start": window_start, "event_hash": h} for h in new])
+    return set(new)
 
 
 def _str_or_none(value: object) -> str | None:

@@ -88,12 +88,12 @@ _TO_PROTO = {
 _FROM_PROTO = {v: k for k, v in _TO_PROTO.items()}
 
 
-def mechanism_to_proto(mechanism: Mechanism | str) -> int:
+def mechanism_to_proto(mechanism: Mechanism | str) -> common_pb2.Mechanism:
     """The ``fedsignal.v1.Mechanism`` enum value of ``mechanism``."""
     return _TO_PROTO[_coerce_mechanism(mechanism)]
 
 
-def mechanism_from_proto(value: int) -> Mechanism:
+def mechanism_from_proto(value: int | common_pb2.Mechanism) -> Mechanism:
     """The mechanism of a wire enum value; UNSPECIFIED or unknown values are refused."""
     try:
         return _FROM_PROTO[value]

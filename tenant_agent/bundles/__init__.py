@@ -2,7 +2,7 @@
 
 from aggregation.bundle_errors import BundleRefused
 from tenant_agent.bundles.client import BundleClient, PullResult, TrustRootNotPinned
-from tenant_agent.bundles.resolve import Resolution, Resolver, ResolveServer, serve_resolve
+from tenant_agent.bundles.resolve import Resolution, Resolver, ResolveServer, SessionResolution, serve_resolve
 from tenant_agent.bundles.store import BundleStore
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "Resolution",
     "ResolveServer",
     "Resolver",
+    "SessionResolution",
     "TrustRootNotPinned",
     "serve_resolve",
 ]

@@ -45,6 +45,15 @@ class Resolution:
         return doc
 
 
+@dataclass(frozen=True)
+class SessionResolution:
+    """Every installed artifact as one session sees it, and the label its telemetry carries."""
+
+    label: str
+    arm: str
+    artifacts: tuple[Resolution, ...]
+
+
 class Resolver:
     """Reads the active installed bundle (re-read only when ``current`` changes)."""
 
@@ -82,6 +91,23 @@ class Resolver:
             if artifact_name in approved.artifacts:
                 return Resolution(artifact_name, approved.label, bundle.content(approved, artifact_name), CONTROL)
         return Resolution(artifact_name, BASELINE, b"", CONTROL)
+
+    def resolve_session(self, session_id: str) -> SessionResolution:
+        """All artifact names of the active bundle for ``session_id``.
+
+        The label is the one of the rollout's candidate artifacts as this session resolves them (candidate
+        label in the canary, the stable label or "baseline" in the control); without a rollout, the newest
+        stable set's label.
+        """
+        bundle = self.active()
+        if bundle is None:
+            return SessionResolution(BASELINE, CONTROL, ())
+        names = sorted({n for s in bundle.stable for n in s.artifacts} | set(bundle.candidate.artifacts if bundle.candidate else ()))
+        resolutions = tuple(self.resolve(n, session_id) for n in names)
+        if bundle.candidate is not None and bundle.candidate.artifacts:
+            first = self.resolve(sorted(bundle.candidate.artifacts)[0], session_id)
+            return SessionResolution(first.version, first.arm, resolutions)
+        return SessionResolution(bundle.stable[-1].label if bundle.stable else BASELINE, CONTROL, resolutions)
 
 
 class ResolveServer:

@@ -311,8 +311,9 @@ class CertificateAuthority:
         )
         return key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
 
-    def write_server_cert(self, state_dir: Path, hosts: Sequence[str] = DEFAULT_SERVER_HOSTS) -> None:
-        key, cert = self.issue_server_cert(hosts)
+    def write_server_cert(self, state_dir: Path, extra_hosts: Sequence[str] = ()) -> None:
+        """Write ``server.key``/``server.crt`` covering ``extra_hosts`` plus localhost, 127.0.0.1 and ::1."""
+        key, cert = self.issue_server_cert([*extra_hosts, *DEFAULT_SERVER_HOSTS])
         directory = self.directory(state_dir)
         write_private(directory / "server.key", key)
         (directory / "server.crt").write_bytes(cert)

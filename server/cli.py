@@ -148,7 +148,7 @@ def register(groups: Any) -> None:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from server import identity
-    from server.ca import DEFAULT_SERVER_HOSTS, CertificateAuthority, write_credentials_dir
+    from server.ca import CertificateAuthority, write_credentials_dir
     from server.db import init_db, transaction
 
     state = _state_dir(args)
@@ -156,7 +156,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     if (admin_out / "client.key").exists():
         raise ServerCliError(f"{admin_out} already holds credentials; choose another --admin-out")
     ca = CertificateAuthority.create(state)
-    ca.write_server_cert(state, [*DEFAULT_SERVER_HOSTS, *args.host])
+    ca.write_server_cert(state, args.host)
     ctx = _context(args)
     init_db(ctx.engine)
     now = datetime.now(UTC)

@@ -193,17 +193,20 @@ class PrivacyLoss:
         return common_pb2.PrivacyLoss(rho=self.rho, epsilon=self.epsilon, delta=self.delta)
 
 
-@lru_cache(maxsize=256)
-def _measurement(mechanism: Mechanism, scale: float) -> Any:
-    # Constructing a measurement is an FFI round trip; the collector and the
-    # server reuse a handful of parameter sets. The contribution bounds do not
-    # change the measurement: they enter as the d_in of its privacy map.
+def _build_measurement(mechanism: Mechanism, scale: float) -> Any:
+    # The contribution bounds do not change the measurement: they enter as the
+    # d_in of its privacy map.
     element = opendp.atom_domain(T=opendp.i64)
     if mechanism is Mechanism.DISCRETE_GAUSSIAN:
         space = opendp.vector_domain(element), opendp.l2_distance(T=opendp.f64)
         return opendp.m.make_gaussian(*space, scale=scale)
     space = opendp.vector_domain(element), opendp.l1_distance(T=opendp.i64)
     return opendp.m.make_laplace(*space, scale=scale)
+
+
+# Constructing a measurement is an FFI round trip; the collector and the
+# server reuse a handful of parameter sets.
+_measurement = lru_cache(maxsize=256)(_build_measurement)
 
 
 @lru_cache(maxsize=1024)
@@ -244,9 +247,11 @@ def calibrate_scale(
 
     Give exactly one of ``rho`` (zCDP; for the Laplace, through OpenDP's
     pure-DP-to-zCDP conversion) or ``epsilon`` (pure epsilon for the Laplace;
-    epsilon at ``delta`` for the Gaussian). Uses OpenDP's
-    ``binary_search_param``, which returns the passing value nearest the
-    decision boundary, so ``privacy_loss`` of the result is <= the target.
+    epsilon at ``delta`` for the Gaussian). Uses OpenDP's ``binary_search``
+    over ``measurement.check(d_in, d_out)`` (what ``binary_search_param``
+    does), which returns the passing value nearest the decision boundary, so
+    ``privacy_loss`` of the result is <= the target and tight to float
+    precision.
     """
     mech = _coerce_mechanism(mechanism)
     l0 = _check_bound("l0", l0)
@@ -264,7 +269,7 @@ def _calibrate(
     # conversion ~130 times (a few ms each): worth remembering.
     if (rho is None) == (epsilon is None):
         raise InvalidReleaseParams("give exactly one of rho or epsilon as the calibration target")
-    target = float(rho if rho is not None else epsilon)  # type: ignore[arg-type]
+    target = float(rho) if rho is not None else float(epsilon or 0.0)
     if not (math.isfinite(target) and target > 0):
         raise InvalidReleaseParams(f"privacy target must be a positive finite number, got {target!r}")
     d_in = _d_in(mech, l0, linf)
@@ -272,18 +277,18 @@ def _calibrate(
     d_out: Any = target
     if mech is Mechanism.DISCRETE_GAUSSIAN and rho is not None:
         def chain(s: float) -> Any:
-            return _measurement(mech, s)
+            return _build_measurement(mech, s)
     elif mech is Mechanism.DISCRETE_GAUSSIAN:
         d_out = (target, float(delta))
 
         def chain(s: float) -> Any:
-            return opendp.c.make_fix_delta(opendp.c.make_zCDP_to_approxDP(_measurement(mech, s)), delta)
+            return opendp.c.make_fix_delta(opendp.c.make_zCDP_to_approxDP(_build_measurement(mech, s)), delta)
     elif rho is not None:
         def chain(s: float) -> Any:
-            return opendp.c.make_pureDP_to_zCDP(_measurement(mech, s))
+            return opendp.c.make_pureDP_to_zCDP(_build_measurement(mech, s))
     else:
         def chain(s: float) -> Any:
-            return _measurement(mech, s)
+            return _build_measurement(mech, s)
 
     def passes(scale: float) -> bool:
         # The same predicate binary_search_param uses, except that a map which

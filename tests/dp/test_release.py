@@ -242,3 +242,11 @@ def test_privacy_loss_converts_to_the_wire_message() -> None:
     loss = dp.privacy_loss(dp.ReleaseParams(dp.Mechanism.DISCRETE_GAUSSIAN, 9.0, 16, 1))
     msg = loss.to_proto()
     assert (msg.rho, msg.epsilon, msg.delta) == (loss.rho, loss.epsilon, loss.delta)
+
+
+def test_measurement_construction_is_cached_per_parameters() -> None:
+    params = dp.ReleaseParams(dp.Mechanism.DISCRETE_LAPLACE, 3.25, 4, 1)
+    dp.release(np.zeros(4, dtype=np.int64), params)
+    hits = dp._measurement.cache_info().hits
+    dp.release(np.zeros(4, dtype=np.int64), params)
+    assert dp._measurement.cache_info().hits == hits + 1

@@ -410,8 +410,10 @@ class ReportIngest:
                     at=row["received_at"],
                 )
         except IntegrityError:
-            return self._resolve_conflict(submitter, report, digest)
-        return IngestResult(IngestOutcome.ACCEPTED, str(report_id))
+            pass  # a stored report holds this key or window; resolved outside the handler (no DB traceback)
+        else:
+            return IngestResult(IngestOutcome.ACCEPTED, str(report_id))
+        return self._resolve_conflict(submitter, report, digest)
 
     def _resolve_conflict(self, submitter: Submitter, report: common_pb2.DpReport, digest: str) -> IngestResult:
         with self._ctx.sessions() as session:

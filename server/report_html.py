@@ -46,15 +46,37 @@ def _esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _plot(cohort: str, measure: str, cells: Sequence[admin_pb2.MergedCell]) -> str:
+def _legend_order(item: tuple[str, str]) -> tuple[bool, str]:
+    return item[0] == "artifact_version", item[0]
+
+
+def _informative(cell: admin_pb2.MergedCell) -> bool:
+    """False when the interval is all of [0, 1]: the slice had no measurable turns."""
+    return cell.rate_high - cell.rate_low < 0.999
+
+
+def _axis_top(highest: float) -> float:
+    return next((top for top in (0.05, 0.1, 0.2, 0.25, 0.5, 0.75) if highest <= top), 1.0)
+
+
+def _short_time(ts: int, span: int) -> str:
+    fmt = "%m-%d" if span > 4 * 86400 else "%m-%d %H:%M"
+    return datetime.fromtimestamp(ts, UTC).strftime(fmt)
+
+
+def _plot(cohort: str, measure: str, cells: Sequence[admin_pb2.MergedCell]) -> str | None:
+    """One SVG plot, or None when no slice of the measure has an informative rate."""
     by_slice: dict[str, list[admin_pb2.MergedCell]] = defaultdict(list)
     for c in cells:
         by_slice[slice_label(c)].append(c)
-    ranked = sorted(by_slice, key=lambda s: (-max(abs(c.z_score) for c in by_slice[s]), s))[:MAX_SERIES]
+    candidates = [s for s in by_slice if any(_informative(c) for c in by_slice[s])]
+    if not candidates:
+        return None
+    ranked = sorted(candidates, key=lambda s: (-max(abs(c.z_score) for c in by_slice[s]), s))[:MAX_SERIES]
     shown = [c for s in ranked for c in by_slice[s]]
     starts = sorted({c.window_start for c in shown})
     x0, x1 = starts[0], starts[-1]
-    y1 = max(0.05, max(c.rate_high for c in shown)) * 1.05
+    y1 = _axis_top(max(c.rate_high for c in shown if _informative(c)))
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def x(ts: int) -> float:
@@ -77,12 +99,15 @@ def _plot(cohort: str, measure: str, cells: Sequence[admin_pb2.MergedCell]) -> s
             f'<line x1="{LEFT - 4}" y1="{y(rate):.1f}" x2="{LEFT + plot_w}" y2="{y(rate):.1f}" stroke="#eee"/>'
             f'<text x="{LEFT - 6}" y="{y(rate) + 4:.1f}" text-anchor="end">{rate:.0%}</text>'
         )
-    ticks = starts if len(starts) <= 6 else [starts[round(i * (len(starts) - 1) / 5)] for i in range(6)]
+    ticks = sorted({starts[round(i * (len(starts) - 1) / 4)] for i in range(5)})
     for ts in ticks:
         parts.append(
-            f'<text x="{x(ts):.1f}" y="{TOP + plot_h + 16}" text-anchor="middle">{_esc(_when(ts))}</text>'
+            f'<line x1="{x(ts):.1f}" y1="{TOP + plot_h}" x2="{x(ts):.1f}" y2="{TOP + plot_h + 4}" stroke="#888"/>'
+            f'<text x="{x(ts):.1f}" y="{TOP + plot_h + 16}" text-anchor="middle">'
+            f"{_esc(_short_time(ts, x1 - x0))}</text>"
         )
     parts.append(f'<text x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - 6}" text-anchor="middle">window start (UTC)</text>')
+    parts.append(f'<text x="{LEFT + plot_w + 14}" y="{TOP}">slice (intent · artifact version)</text>')
     for n, label in enumerate(ranked):
         color = PALETTE[n % len(PALETTE)]
         series = sorted(by_slice[label], key=lambda c: c.window_start)
@@ -102,10 +127,11 @@ def _plot(cohort: str, measure: str, cells: Sequence[admin_pb2.MergedCell]) -> s
                 f'<circle class="estimate" cx="{cx:.1f}" cy="{y(c.rate):.1f}" r="3.5" fill="{color}">'
                 f"<title>{_esc(tip)}</title></circle>"
             )
-        legend_y = TOP + 14 + n * 16
+        legend_y = TOP + 30 + n * 16
+        short = " · ".join(v for _, v in sorted(series[0].slice.items(), key=_legend_order))
         parts.append(
             f'<rect x="{LEFT + plot_w + 14}" y="{legend_y - 9}" width="10" height="10" fill="{color}"/>'
-            f'<text x="{LEFT + plot_w + 30}" y="{legend_y}">{_esc(label)}</text></g>'
+            f'<text x="{LEFT + plot_w + 30}" y="{legend_y}">{_esc(short[:32])}<title>{_esc(label)}</title></text></g>'
         )
     parts.append("</svg>")
     return "".join(parts)
@@ -145,8 +171,9 @@ def render_report(response: admin_pb2.ListSignalsResponse, *, generated_at: date
     for cohort in sorted(grouped):
         body.append(f"<h2>Cohort {_esc(cohort)}</h2>")
         for measure in sorted(grouped[cohort]):
-            body.append(f"<h3>{_esc(measure)}</h3>")
-            body.append(_plot(cohort, measure, grouped[cohort][measure]))
+            plot = _plot(cohort, measure, grouped[cohort][measure])
+            if plot is not None:
+                body.append(f"<h3>{_esc(measure)}</h3>{plot}")
     if released:
         body.append("<h2>Most significant cells</h2>")
         body.append(_table(released))

@@ -1,0 +1,166 @@
+"""Outbox delivery: exactly once through outages, crashes and retries (real gRPC on loopback)."""
+
+from __future__ import annotations
+
+import random
+import signal
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from tenant_agent.collector import Collector
+from tenant_agent.config import BudgetConfig, DeliveryConfig
+from tenant_agent.outbox import backoff_delay
+
+from .fakes import HOUR, T0, FakeSignalService, make_config, read_line, signal_server, spawn_worker, turn
+
+
+class FixedRandom(random.Random):
+    def __init__(self, value: float) -> None:
+        super().__init__(0)
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
+    cfg = DeliveryConfig(backoff_base_seconds=10, backoff_cap_seconds=100)
+    assert [backoff_delay(n, cfg, FixedRandom(1.0)) for n in range(1, 6)] == [10, 20, 40, 80, 100]
+    assert backoff_delay(3, cfg, FixedRandom(0.0)) == 20  # jitter spans [d/2, d]
+    draws = {backoff_delay(2, cfg, random.Random(seed)) for seed in range(20)}
+    assert len(draws) > 1 and all(10 <= d <= 20 for d in draws)
+
+
+def test_server_down_for_a_simulated_day_every_window_arrives_exactly_once(tmp_path: Path) -> None:
+    service = FakeSignalService(available=False)
+    now = [T0]
+    with signal_server(service) as (_address, channel):
+        cfg = make_config(tmp_path, budget=BudgetConfig(rho_per_period=100.0))
+        with Collector(cfg, channel=channel, clock=lambda: now[0], rng=random.Random(7)) as c:
+            for hour in range(24):
+                now[0] = T0 + hour * HOUR
+                c.record_many([turn(f"s{hour}-{i}", now[0] + i, tool_error=i % 4 == 0) for i in range(10)])
+                c.close_windows()
+                result = c.deliver()
+                assert result.delivered == 0
+            assert c.status().windows["sealed"] == 23  # the current hour is still open
+            assert c.status().outbox_depth == 23
+            assert service.received == []
+            # The server comes back; the collector keeps going on its own schedule.
+            service.available = True
+            for step in range(40):
+                now[0] = T0 + 24 * HOUR + step * 30 * 60
+                c.close_windows()
+                if c.deliver().pending == 0 and c.status().windows["open"] == 0:
+                    break
+            status = c.status()
+            assert status.outbox_depth == 0
+            assert status.windows["delivered"] == 24
+    assert len(service.stored) == 24
+    assert len(service.received) == 24  # nothing was sent twice
+    starts = sorted(r.window_start for r in service.reports())
+    assert starts == [int(T0 + h * HOUR) for h in range(24)]
+
+
+def test_nothing_listening_is_retried_with_backoff(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    cfg = make_config(tmp_path, delivery=DeliveryConfig(backoff_base_seconds=60, backoff_cap_seconds=600,
+                                                        rpc_timeout_seconds=2))
+    with Collector(cfg, channel=channel, rng=FixedRandom(1.0)) as c:
+        c.record(turn("s", T0 + 1))
+        c.close_windows(now=T0 + HOUR)
+        first = c.deliver(now=T0 + HOUR)
+        assert (first.failed, first.pending, first.next_attempt_at) == (1, 1, T0 + HOUR + 60)
+        # Not due yet: no attempt.
+        assert c.deliver(now=T0 + HOUR + 30).failed == 0
+        second = c.deliver(now=T0 + HOUR + 60)
+        assert second.next_attempt_at == T0 + HOUR + 60 + 120
+    channel.close()
+
+
+def test_duplicate_answer_counts_as_delivered(tmp_path: Path) -> None:
+    service = FakeSignalService()
+    with signal_server(service) as (_address, channel), Collector(make_config(tmp_path), channel=channel) as c:
+        c.record(turn("s", T0 + 1))
+        c.close_windows(now=T0 + HOUR)
+        with c.store.engine.connect() as conn:
+            from sqlalchemy import select
+
+            from tenant_agent.store import Release
+
+            data = conn.execute(select(Release.report)).scalar_one()
+        from fedsignal.v1 import common_pb2
+
+        # The server already holds it (e.g. our reply got lost last time).
+        service.SubmitReport(common_pb2.DpReport.FromString(data), None)  # type: ignore[arg-type]
+        result = c.deliver(now=T0 + HOUR)
+        assert (result.accepted, result.duplicates, result.pending) == (0, 1, 0)
+        assert c.status().windows["delivered"] == 1
+    assert len(service.stored) == 1
+
+
+class RejectingService(FakeSignalService):
+    def SubmitReport(self, request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "declared loss does not match the mechanism")
+
+
+def test_rejected_report_is_kept_with_the_reason_and_not_retried(tmp_path: Path) -> None:
+    service = RejectingService()
+    with signal_server(service) as (_address, channel), Collector(make_config(tmp_path), channel=channel) as c:
+        c.record(turn("s", T0 + 1))
+        c.close_windows(now=T0 + HOUR)
+        assert c.deliver(now=T0 + HOUR).rejected == 1
+        assert c.deliver(now=T0 + 5 * HOUR, force=True).rejected == 0
+        status = c.status()
+        assert (status.outbox_depth, status.rejected_releases) == (0, 1)
+        assert any(e.kind == "release.rejected" and "declared loss" in e.payload_json
+                   for e in c.store.audit_entries())
+
+
+class HoldingService(FakeSignalService):
+    """Stores the report, then holds the call open until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+
+    def SubmitReport(self, request: Any, context: grpc.ServicerContext) -> Any:
+        response = super().SubmitReport(request, context)
+        if not self.arrived.is_set():
+            self.arrived.set()
+            self.release.wait(30)
+        return response
+
+
+@pytest.mark.slow
+def test_killed_after_the_server_stored_but_before_the_ack_counts_once(tmp_path: Path) -> None:
+    with Collector(make_config(tmp_path)) as c:
+        c.record_many([turn(f"s{i}", T0 + i) for i in range(5)])
+        c.close_windows(now=T0 + HOUR)
+    service = HoldingService()
+    with signal_server(service) as (address, channel):
+        proc = spawn_worker("deliver_hang", str(tmp_path), address)
+        try:
+            read_line(proc, "delivering")
+            assert service.arrived.wait(30)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            service.release.set()
+            if proc.poll() is None:
+                proc.kill()
+        with Collector(make_config(tmp_path), channel=channel) as c:
+            assert c.status().outbox_depth == 1  # the ack never reached the store
+            result = c.deliver(now=T0 + HOUR, force=True)
+            assert (result.duplicates, result.pending) == (1, 0)
+    assert len(service.stored) == 1
+    assert len(service.received) == 2 and service.received[0] == service.received[1]

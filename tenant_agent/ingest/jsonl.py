@@ -1,0 +1,65 @@
+"""JSON Lines import of decision events.
+
+One JSON object per line (the schema of :mod:`tenant_agent.ingest.records`).
+A bad line never stops the import and never half-counts: the reader yields a
+:class:`LineError` with the 1-based line number and the reason, and an event
+is yielded only once its whole line has been parsed, validated and redacted.
+Blank lines are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aggregation.errors import FedsignalError
+from aggregation.events import DecisionEvent
+from tenant_agent.ingest.records import EventFormatError, event_from_dict
+from tenant_agent.redact import Redactor
+
+#: Longest line accepted (bytes); longer lines are reported, not parsed.
+MAX_LINE_BYTES = 1 << 20
+
+
+class JsonlFileError(FedsignalError):
+    """The JSON Lines file itself cannot be read."""
+
+
+@dataclass(frozen=True)
+class LineError:
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"
+
+
+def read_jsonl(path: str | Path, tenant_id: str, redactor: Redactor) -> Iterator[DecisionEvent | LineError]:
+    """Decision events and line errors, in file order."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the generator's with-block below
+    except OSError as exc:
+        raise JsonlFileError(f"cannot open {path}: {exc.strerror}") from exc
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            if len(raw) > MAX_LINE_BYTES:
+                yield LineError(number, f"line longer than {MAX_LINE_BYTES} bytes")
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield LineError(number, f"not UTF-8 (byte {exc.start})")
+                continue
+            if not line.strip():
+                continue
+            try:
+                doc = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield LineError(number, f"invalid JSON: {exc.msg} at column {exc.colno}")
+                continue
+            try:
+                yield event_from_dict(doc, tenant_id, redactor)
+            except EventFormatError as exc:
+                yield LineError(number, str(exc))

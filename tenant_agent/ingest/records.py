@@ -1,0 +1,310 @@
+"""The versioned JSON decision-event schema (``schema_version`` "1").
+
+:func:`event_from_dict` turns one JSON object into a :class:`DecisionEvent`,
+or raises :class:`EventFormatError` naming the first problem. Field reference:
+``docs/event-schema.md``. Every string a person could have typed goes through
+the :class:`~tenant_agent.redact.Redactor` before it is put on the event; the
+end-user id is pseudonymised (see :func:`pseudonymise`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from aggregation.errors import FedsignalError
+from aggregation.events import EVENT_SCHEMA_VERSION, DecisionEvent, ToolCall
+from tenant_agent.redact import Redactor
+
+#: Longest free text accepted on one event (characters).
+MAX_TEXT = 65_536
+#: Longest label or identifier (intent, tool name, version, ids, ...).
+MAX_LABEL = 256
+MAX_TOOL_CALLS = 256
+MAX_RETRIEVAL_IDS = 1024
+MAX_EVALUATIONS = 64
+
+_DIGITS = frozenset("0123456789")
+
+
+class EventFormatError(FedsignalError):
+    """A decision-event document that does not follow the event schema."""
+
+
+def pseudonymise(user_id: str) -> str:
+    """A stable pseudonym for an end-user id: the raw id (often an e-mail
+    address) never lands on an event, yet the same user maps to the same
+    privacy unit. Pseudonymisation, not anonymisation: it stays inside the
+    tenant boundary."""
+    return "u_" + hashlib.blake2b(user_id.encode("utf-8"), digest_size=12).hexdigest()
+
+
+def clean_label(value: str, redactor: Redactor) -> str:
+    """A categorical string (intent, tool name, error type, label) with any
+    personal data redacted; a pure identifier comes back unchanged."""
+    if "@" in value or not _DIGITS.isdisjoint(value) or ":" in value or len(value) > 40:
+        return redactor.redact(value)
+    return value
+
+
+def _kind(value: Any) -> str:
+    # Error messages end up in logs: they name a value's type or a short,
+    # harmless literal, never a value that could carry personal data.
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    return f"a {type(value).__name__}"
+
+
+def _fail(field: str, reason: str) -> EventFormatError:
+    return EventFormatError(f"field {field!r}: {reason}")
+
+
+def _label(doc: Mapping[str, Any], field: str, redactor: Redactor) -> str | None:
+    value = doc.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _fail(field, f"must be a string, got {type(value).__name__}")
+    if len(value) > MAX_LABEL:
+        raise _fail(field, f"longer than {MAX_LABEL} characters")
+    return clean_label(value, redactor) if value else None
+
+
+def _version(doc: Mapping[str, Any], field: str) -> str | None:
+    # Artifact and model versions are identifiers the platform assigns, not
+    # user content: kept verbatim so "gpt-4o-2024-08-06" stays itself.
+    value = doc.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_LABEL:
+        raise _fail(field, f"must be a string of at most {MAX_LABEL} characters")
+    return value or None
+
+
+def _flag(doc: Mapping[str, Any], field: str) -> bool:
+    value = doc.get(field, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise _fail(field, f"must be true or false, got {type(value).__name__}")
+    return value
+
+
+def _number(doc: Mapping[str, Any], field: str) -> float | None:
+    value = doc.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise _fail(field, f"must be a non-negative number, got {_kind(value)}")
+    return float(value)
+
+
+def _count(doc: Mapping[str, Any], field: str) -> int | None:
+    value = doc.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _fail(field, f"must be a non-negative integer, got {_kind(value)}")
+    return value
+
+
+def parse_timestamp(value: Any) -> float:
+    """Unix seconds from a number or an RFC 3339 string (with offset or ``Z``)."""
+    if isinstance(value, bool):
+        raise _fail("timestamp", "must be unix seconds or an RFC 3339 string")
+    if isinstance(value, int | float):
+        ts = float(value)
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise _fail("timestamp", "is not an RFC 3339 date-time") from None
+        if moment.tzinfo is None:
+            raise _fail("timestamp", "has no UTC offset (add 'Z' or '+00:00')")
+        ts = moment.timestamp()
+    else:
+        raise _fail("timestamp", "must be unix seconds or an RFC 3339 string")
+    if not math.isfinite(ts) or ts <= 0:
+        raise _fail("timestamp", "is not a positive time")
+    return ts
+
+
+def _tool_calls(raw: Any, redactor: Redactor) -> tuple[ToolCall, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or len(raw) > MAX_TOOL_CALLS:
+        raise _fail("tool_calls", f"must be a list of at most {MAX_TOOL_CALLS} objects")
+    calls = []
+    for i, item in enumerate(raw):
+        where = f"tool_calls[{i}]"
+        if not isinstance(item, Mapping):
+            raise _fail(where, "must be an object with at least 'name'")
+        unknown = item.keys() - _TOOL_CALL_FIELDS
+        if unknown:
+            raise _fail(where, f"unknown field(s) {sorted(redactor.redact(str(k)[:40]) for k in unknown)}")
+        name = _label(item, "name", redactor)
+        if name is None:
+            raise _fail(f"{where}.name", "is required")
+        calls.append(
+            ToolCall(
+                name=name,
+                error=_label(item, "error", redactor),
+                latency_ms=_number(item, "latency_ms"),
+                expected=_label(item, "expected", redactor),
+            )
+        )
+    return tuple(calls)
+
+
+_TOOL_CALL_FIELDS = frozenset({"name", "error", "latency_ms", "expected"})
+
+
+def _string_list(raw: Any, field: str, limit: int, clean: Callable[[str], str]) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or len(raw) > limit:
+        raise _fail(field, f"must be a list of at most {limit} strings")
+    out = []
+    for item in raw:
+        if not isinstance(item, str) or len(item) > MAX_LABEL:
+            raise _fail(field, f"items must be strings of at most {MAX_LABEL} characters")
+        out.append(clean(item))
+    return tuple(out)
+
+
+def evaluation_value(name: str, value: Any, redactor: Redactor) -> float | str | dict[str, Any]:
+    """Normalise one evaluator result: a score, a label, or ``{"score", "label"}``."""
+    if isinstance(value, bool):
+        raise _fail(f"evaluations.{name}", "must be a score, a label or {score, label}")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise _fail(f"evaluations.{name}", "score must be finite")
+        return float(value)
+    if isinstance(value, str):
+        if len(value) > MAX_LABEL:
+            raise _fail(f"evaluations.{name}", f"label longer than {MAX_LABEL} characters")
+        return clean_label(value, redactor)
+    if isinstance(value, Mapping) and value and value.keys() <= {"score", "label"}:
+        out: dict[str, Any] = {}
+        if value.get("score") is not None:
+            out["score"] = evaluation_value(name, value["score"], redactor)
+            if not isinstance(out["score"], float):
+                raise _fail(f"evaluations.{name}.score", "must be a number")
+        if value.get("label") is not None:
+            out["label"] = evaluation_value(name, value["label"], redactor)
+            if not isinstance(out["label"], str):
+                raise _fail(f"evaluations.{name}.label", "must be a string")
+        return out
+    raise _fail(f"evaluations.{name}", "must be a score, a label or {score, label}")
+
+
+def _evaluations(raw: Any, redactor: Redactor) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or len(raw) > MAX_EVALUATIONS:
+        raise _fail("evaluations", f"must be an object of at most {MAX_EVALUATIONS} evaluator results")
+    out = {}
+    for name, value in raw.items():
+        if not isinstance(name, str) or not name or len(name) > MAX_LABEL:
+            raise _fail("evaluations", "evaluator names must be non-empty strings")
+        clean_name = clean_label(name, redactor)
+        out[clean_name] = evaluation_value(clean_name, value, redactor)
+    return out
+
+
+KNOWN_FIELDS = frozenset(
+    {
+        "schema_version", "event_id", "session_id", "user_id", "timestamp", "intent", "agent", "model",
+        "tool_calls", "retrieval_ids", "retrieval_empty", "fallback", "escalated", "escalation_requested",
+        "policy_blocked", "guardrail_triggered", "human_edited", "user_reasked", "safety_incident",
+        "outcome", "error_type", "timed_out", "latency_ms", "input_tokens", "output_tokens",
+        "finish_reasons", "evaluations", "prompt_version", "policy_version", "bundle_version",
+        "artifact_version", "text",
+    }
+)  # fmt: skip
+
+
+def event_from_dict(doc: Any, tenant_id: str, redactor: Redactor) -> DecisionEvent:
+    """One decision event from its JSON document; raises :class:`EventFormatError`.
+
+    The tenant comes from the collector, never from the document.
+    """
+    if not isinstance(doc, Mapping):
+        raise EventFormatError("a decision event must be a JSON object")
+    version = doc.get("schema_version")
+    if version != EVENT_SCHEMA_VERSION:
+        raise _fail("schema_version", f"must be {EVENT_SCHEMA_VERSION!r}, got {_kind(version)}")
+    unknown = doc.keys() - KNOWN_FIELDS
+    if unknown:
+        names = sorted(redactor.redact(str(k)[:40]) for k in unknown)
+        raise EventFormatError(f"unknown field(s) {names} (schema_version {EVENT_SCHEMA_VERSION})")
+    session_id = doc.get("session_id")
+    if not isinstance(session_id, str) or not session_id or len(session_id) > MAX_LABEL:
+        raise _fail("session_id", f"is required: a non-empty string of at most {MAX_LABEL} characters")
+    if "timestamp" not in doc:
+        raise _fail("timestamp", "is required (unix seconds or RFC 3339)")
+    timestamp = parse_timestamp(doc["timestamp"])
+    user_id = doc.get("user_id")
+    if user_id is not None and (not isinstance(user_id, str) or len(user_id) > MAX_LABEL):
+        raise _fail("user_id", f"must be a string of at most {MAX_LABEL} characters")
+    text = doc.get("text")
+    if text is not None:
+        if not isinstance(text, str):
+            raise _fail("text", "must be a string")
+        if len(text) > MAX_TEXT:
+            raise _fail("text", f"longer than {MAX_TEXT} characters")
+    evaluations = _evaluations(doc.get("evaluations"), redactor)
+    if _flag(doc, "safety_incident"):
+        # The taxonomy reads safety verdicts from evaluations; an explicit flag is one.
+        evaluations["safety"] = "unsafe"
+    event_id = doc.get("event_id")
+    if event_id is not None and (not isinstance(event_id, str) or len(event_id) > MAX_LABEL):
+        raise _fail("event_id", f"must be a string of at most {MAX_LABEL} characters")
+
+    def clean(value: str) -> str:
+        return clean_label(value, redactor)
+
+    return DecisionEvent(
+        tenant_id=tenant_id,
+        session_id=clean_session(session_id, redactor),
+        timestamp=timestamp,
+        user_id=pseudonymise(user_id) if user_id else None,
+        event_id=clean(event_id) if event_id else None,
+        intent=_label(doc, "intent", redactor),
+        agent=_label(doc, "agent", redactor),
+        model=_version(doc, "model"),
+        tool_calls=_tool_calls(doc.get("tool_calls"), redactor),
+        retrieval_ids=_string_list(doc.get("retrieval_ids"), "retrieval_ids", MAX_RETRIEVAL_IDS, clean),
+        retrieval_empty=_flag(doc, "retrieval_empty"),
+        fallback=_flag(doc, "fallback"),
+        escalated=_flag(doc, "escalated"),
+        escalation_requested=_flag(doc, "escalation_requested"),
+        policy_blocked=_flag(doc, "policy_blocked"),
+        guardrail_triggered=_flag(doc, "guardrail_triggered"),
+        human_edited=_flag(doc, "human_edited"),
+        user_reasked=_flag(doc, "user_reasked"),
+        outcome=_label(doc, "outcome", redactor),
+        error_type=_label(doc, "error_type", redactor),
+        timed_out=_flag(doc, "timed_out"),
+        latency_ms=_number(doc, "latency_ms"),
+        input_tokens=_count(doc, "input_tokens"),
+        output_tokens=_count(doc, "output_tokens"),
+        finish_reasons=_string_list(doc.get("finish_reasons"), "finish_reasons", 16, clean),
+        evaluations=evaluations,
+        prompt_version=_version(doc, "prompt_version"),
+        policy_version=_version(doc, "policy_version"),
+        bundle_version=_version(doc, "bundle_version"),
+        artifact_version=_version(doc, "artifact_version"),
+        text=redactor.redact(text) if text else None,
+    )
+
+
+def clean_session(session_id: str, redactor: Redactor) -> str:
+    """Session ids are opaque tokens; one that carries personal data (an
+    e-mail, a phone number) is replaced by its pseudonym."""
+    if clean_label(session_id, redactor) != session_id:
+        return "s_" + hashlib.blake2b(session_id.encode("utf-8"), digest_size=12).hexdigest()
+    return session_id

@@ -80,7 +80,7 @@ class Harness:
 
     def whoami(self, creds: Credentials | None, claimed: str = "", port: int | None = None) -> str:
         with self.channel(creds, port=port) as ch:
-            return bytes(ch.unary_unary(PROBE_WHOAMI)(claimed.encode(), timeout=10)).decode()
+            return bytes(ch.unary_unary(PROBE_WHOAMI, None, None)(claimed.encode(), timeout=10)).decode()
 
 
 PROBE_WHOAMI = "/fedsignal.test.Probe/WhoAmI"

@@ -49,7 +49,7 @@ def test_call_without_client_certificate_is_unauthenticated(harness: Harness) ->
     with harness.channel(None, port=harness.running.enrollment_port) as ch:
         with pytest.raises(grpc.RpcError) as err:
             admin_pb2.GetAuditLogResponse.FromString(
-                ch.unary_unary("/fedsignal.v1.AdminService/GetAuditLog")(b"", timeout=10)
+                ch.unary_unary("/fedsignal.v1.AdminService/GetAuditLog", None, None)(b"", timeout=10)
             )
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with pytest.raises(grpc.RpcError) as err:

@@ -32,7 +32,7 @@ def _health(h: Harness, service: str = "") -> int:
 def test_malformed_protobuf_bytes_are_refused_and_the_server_keeps_serving(harness: Harness) -> None:
     before = _audit_rows(harness)
     with harness.channel(harness.admin) as ch:
-        raw = ch.unary_unary("/fedsignal.v1.AdminService/CreateEnrollmentToken")
+        raw = ch.unary_unary("/fedsignal.v1.AdminService/CreateEnrollmentToken", None, None)
         with pytest.raises(grpc.RpcError) as err:
             raw(b"\xff\xff\xff\xff\x0f garbage", timeout=10)
     assert err.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INTERNAL)
@@ -94,7 +94,7 @@ def test_graceful_shutdown_lets_an_in_flight_call_finish(harness: Harness) -> No
 
     def call() -> None:
         try:
-            result["value"] = ch.unary_unary(PROBE_SLOW)(b"", timeout=30)
+            result["value"] = ch.unary_unary(PROBE_SLOW, None, None)(b"", timeout=30)
         except grpc.RpcError as exc:
             result["error"] = exc.code()
 
@@ -112,7 +112,7 @@ def test_graceful_shutdown_lets_an_in_flight_call_finish(harness: Harness) -> No
     assert result == {"value": b"finished"}
     assert harness.running.wait(0)
     with harness.channel(harness.admin) as ch2, pytest.raises(grpc.RpcError) as err:
-        ch2.unary_unary(PROBE_SLOW)(b"", timeout=3)
+        ch2.unary_unary(PROBE_SLOW, None, None)(b"", timeout=3)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 

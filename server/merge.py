@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from server import metrics
 from server.context import ServerContext
 from server.db import transaction
+from server.logs import log_event
 from server.models.signals import MergedWindow, SignalReport
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ def merge_pending(ctx: ServerContext) -> MergeSummary:
             reports += merged
     _publish_lag(ctx, merged_cohorts)
     if reports:
-        log.info("merged reports", extra={"reports": reports, "windows": windows, "skipped": skipped})
+        log_event(log, "merged reports", reports=reports, windows=windows, skipped=skipped)
     return MergeSummary(windows=windows, reports=reports, skipped=skipped)
 
 

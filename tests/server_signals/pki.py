@@ -25,6 +25,11 @@ class Pki:
         ca.write_server_cert(state_dir)
         return cls(state_dir, ca)
 
+    @classmethod
+    def load(cls, state_dir: Path) -> Pki:
+        """The CA `fedsignal server init` created in ``state_dir``."""
+        return cls(state_dir, CertificateAuthority.load(state_dir))
+
     def issue(self, ctx: ServerContext, subject: str, role: str = "tenant", cohort: str | None = None,
               directory: Path | None = None) -> grpc.ChannelCredentials:
         """Issue and record a certificate; return credentials for a channel (and write them to ``directory``)."""

@@ -1,0 +1,190 @@
+"""OtlpMapper and the receiver on hand-built requests: grouping, timeouts, grace, failures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent import futures
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.logs.v1 import logs_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+from aggregation.events import DecisionEvent
+from tenant_agent.ingest import OtlpMapper, add_otlp_services
+from tenant_agent.redact import Redactor
+
+TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
+
+
+def kv(key: str, value: Any) -> common_pb2.KeyValue:
+    if isinstance(value, bool):
+        any_value = common_pb2.AnyValue(bool_value=value)
+    elif isinstance(value, int):
+        any_value = common_pb2.AnyValue(int_value=value)
+    elif isinstance(value, float):
+        any_value = common_pb2.AnyValue(double_value=value)
+    elif isinstance(value, dict):
+        any_value = common_pb2.AnyValue(
+            kvlist_value=common_pb2.KeyValueList(values=[kv(k, v) for k, v in value.items()])
+        )
+    else:
+        any_value = common_pb2.AnyValue(string_value=value)
+    return common_pb2.KeyValue(key=key, value=any_value)
+
+
+def span(
+    span_id: int, parent: int | None, *, end: int = 2_000_000_000, flags: int = 0, **attrs: Any
+) -> trace_pb2.Span:
+    return trace_pb2.Span(
+        trace_id=TRACE,
+        span_id=span_id.to_bytes(8, "big"),
+        parent_span_id=parent.to_bytes(8, "big") if parent else b"",
+        flags=flags,
+        name="s",
+        start_time_unix_nano=1_000_000_000,
+        end_time_unix_nano=end,
+        attributes=[kv(k.replace("__", "."), v) for k, v in attrs.items()],
+    )
+
+
+def request(*spans: trace_pb2.Span) -> trace_service_pb2.ExportTraceServiceRequest:
+    return trace_service_pb2.ExportTraceServiceRequest(
+        resource_spans=[trace_pb2.ResourceSpans(scope_spans=[trace_pb2.ScopeSpans(spans=list(spans))])]
+    )
+
+
+def evaluation(span_id: int, name: str, score: float) -> logs_service_pb2.ExportLogsServiceRequest:
+    record = logs_pb2.LogRecord(
+        event_name="gen_ai.evaluation.result",
+        trace_id=TRACE,
+        span_id=span_id.to_bytes(8, "big"),
+        attributes=[kv("gen_ai.evaluation.name", name), kv("gen_ai.evaluation.score.value", score)],
+    )
+    return logs_service_pb2.ExportLogsServiceRequest(
+        resource_logs=[logs_pb2.ResourceLogs(scope_logs=[logs_pb2.ScopeLogs(log_records=[record])])]
+    )
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+AGENT = {"gen_ai__operation__name": "invoke_agent"}
+
+
+def test_children_before_root_wait_for_the_root() -> None:
+    mapper = OtlpMapper("t", Redactor())
+    assert mapper.map_traces(request(span(2, 1, gen_ai__operation__name="chat"))) == []
+    assert mapper.pending_traces == 1
+    events = mapper.map_traces(request(span(1, None, **AGENT)))
+    assert len(events) == 1 and mapper.pending_traces == 0
+
+
+def test_root_with_remote_parent_completes_the_trace() -> None:
+    mapper = OtlpMapper("t", Redactor())
+    remote_root = span(1, 99, flags=0x100 | 0x200, **AGENT)
+    assert len(mapper.map_traces(request(remote_root))) == 1
+
+
+def test_incomplete_trace_is_emitted_after_the_pending_timeout() -> None:
+    clock = FakeClock()
+    mapper = OtlpMapper("t", Redactor(), clock=clock, pending_timeout=60)
+    assert mapper.map_traces(request(span(2, 1, **AGENT))) == []
+    clock.now += 59
+    assert mapper.flush() == []
+    clock.now += 2
+    assert len(mapper.flush()) == 1
+
+
+def test_evaluation_within_grace_is_merged() -> None:
+    clock = FakeClock()
+    mapper = OtlpMapper("t", Redactor(), clock=clock, evaluation_grace=30)
+    assert mapper.map_traces(request(span(1, None, **AGENT))) == []
+    clock.now += 10
+    assert mapper.map_logs(evaluation(1, "context_relevance", 0.1)) == []
+    clock.now += 25
+    (event,) = mapper.flush()
+    assert event.evaluations == {"context_relevance": 0.1}
+
+
+def test_retriever_without_documents_marks_retrieval_empty() -> None:
+    mapper = OtlpMapper("t", Redactor())
+    (event,) = mapper.map_traces(
+        request(
+            span(2, 1, openinference__span__kind="RETRIEVER"),
+            span(1, None, openinference__span__kind="AGENT"),
+        )
+    )
+    assert event.retrieval_empty and event.retrieval_ids == ()
+
+
+def test_fedsignal_flags_and_unlisted_values_of_any_type() -> None:
+    mapper = OtlpMapper("t", Redactor())
+    root = span(
+        1,
+        None,
+        **AGENT,
+        fedsignal__human_edited=True,
+        fedsignal__user_reasked=True,
+        fedsignal__escalation__requested=True,
+        fedsignal__outcome="success",
+        fedsignal__safety_incident=True,
+        gen_ai__input__messages={"role": "user", "content": "jane.roe@example.org"},
+    )
+    (event,) = mapper.map_traces(request(root))
+    assert event.human_edited and event.user_reasked and event.escalation_requested and not event.escalated
+    assert event.outcome == "success" and event.evaluations == {"safety": "unsafe"}
+    assert "jane" not in repr(event)
+
+
+def test_trace_without_agent_span_is_one_turn() -> None:
+    mapper = OtlpMapper("t", Redactor())
+    (event,) = mapper.map_traces(
+        request(
+            span(
+                2,
+                1,
+                gen_ai__operation__name="chat",
+                gen_ai__request__model="m",
+                gen_ai__usage__input_tokens=5,
+            ),
+            span(1, None, gen_ai__operation__name="chat", gen_ai__usage__input_tokens=7),
+        )
+    )
+    assert event.input_tokens == 12 and event.model == "m"
+    assert event.session_id == "trace-" + TRACE.hex()
+
+
+def test_failed_sink_makes_export_unavailable_and_retry_maps_the_same_event() -> None:
+    stored: list[DecisionEvent] = []
+    failures = [RuntimeError("disk full")]
+
+    def sink(events: Sequence[DecisionEvent]) -> None:
+        if failures:
+            raise failures.pop()
+        stored.extend(events)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    add_otlp_services(server, sink, tenant_id="t")
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as failed:
+                stub.Export(request(span(1, None, **AGENT)), timeout=5)
+            assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert stored == []
+            stub.Export(request(span(1, None, **AGENT)), timeout=5)
+    finally:
+        server.stop(None)
+    assert len(stored) == 1 and stored[0].event_id == TRACE.hex() + "-" + (1).to_bytes(8, "big").hex()

@@ -260,6 +260,7 @@ class Collector:
     def pull_bundle(self) -> Any:
         """Fetch, verify and install the cohort's current bundle (BUNDLES' client)."""
         channel = self.channel()
+        assert channel is not None  # channel() raises when none can be made
         if self._bundle_client is None:
             from tenant_agent.bundles import BundleClient
 
@@ -300,17 +301,13 @@ class Collector:
         )
 
     def _active_bundle(self) -> str | None:
-        try:
-            resolver = self.resolver
-        except ImportError:
+        bundle = self.resolver.active()
+        if bundle is None:
             return None
-        for attr in ("active_version", "bundle_version", "installed_version"):
-            value = getattr(resolver, attr, None)
-            if callable(value):
-                value = value()
-            if value is not None:
-                return str(value)
-        return None
+        label = f"version {bundle.version}"
+        if bundle.candidate is not None:
+            label += f" (candidate {bundle.candidate.candidate_id} in rollout)"
+        return label
 
     # -- serving ----------------------------------------------------------------
     def serve(self, stop: threading.Event, *, ready: Callable[[Serving], None] | None = None) -> None:

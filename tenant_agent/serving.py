@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 
+from aggregation.events import DecisionEvent
+
 if TYPE_CHECKING:
+    from tenant_agent.bundles import ResolveServer
     from tenant_agent.collector import Collector
+    from tenant_agent.ingest.otlp_server import OtlpReceiver
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +38,9 @@ class Serving:
     collector: Collector
     otlp_server: grpc.Server
     otlp_port: int
-    resolve_server: Any
-    resolve_port: int | None
+    resolve_server: ResolveServer
+    resolve_port: int
+    receiver: OtlpReceiver
     _last: dict[str, float] = field(default_factory=dict)
 
     def _due(self, name: str, interval: float, now: float) -> bool:
@@ -51,6 +56,8 @@ class Serving:
         loops = c.config.loops
         now = c.clock()
         steps: list[tuple[str, float, Callable[[], object]]] = [
+            # Turns whose trace root never came are due after the mapper's timeout.
+            ("otlp_flush", 1.0, lambda: self.receiver.flush()),
             ("close", loops.close_interval_seconds, lambda: c.close_windows(now)),
             ("deliver", loops.deliver_interval_seconds, lambda: c.deliver(now) if c.config.server else None),
             ("bundle", loops.bundle_interval_seconds, lambda: c.pull_bundle() if c.config.server else None),
@@ -70,12 +77,8 @@ class Serving:
 
     def stop(self, grace: float = 5.0) -> None:
         self.otlp_server.stop(grace).wait()
-        server = self.resolve_server
-        for name in ("shutdown", "stop", "close"):
-            method = getattr(server, name, None)
-            if callable(method):
-                method()
-                break
+        self.receiver.flush(force=True)
+        self.resolve_server.close()
 
 
 def start_serving(collector: Collector) -> Serving:
@@ -85,22 +88,15 @@ def start_serving(collector: Collector) -> Serving:
 
     cfg = collector.config
     otlp = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    add_otlp_services(otlp, collector.record_many)
+
+    def sink(events: Sequence[DecisionEvent]) -> None:
+        collector.record_many(events)  # durable before the Export call answers
+
+    receiver = add_otlp_services(otlp, sink, tenant_id=collector.tenant_id, redactor=collector.redactor)
     otlp_port = otlp.add_insecure_port(cfg.otlp_listen)
     otlp.start()
     host, port = split_listen(cfg.resolve_listen)
     resolve = serve_resolve(collector.resolver, host, port)
-    resolve_port = _port_of(resolve)
+    resolve_port = resolve.port
     log.info("collector %s serving OTLP on port %s, resolve on port %s", collector.tenant_id, otlp_port, resolve_port)
-    return Serving(collector, otlp, otlp_port, resolve, resolve_port)
-
-
-def _port_of(server: Any) -> int | None:
-    for attr in ("port", "server_port"):
-        value = getattr(server, attr, None)
-        if isinstance(value, int):
-            return value
-    address = getattr(server, "server_address", None)
-    if isinstance(address, tuple) and len(address) >= 2:
-        return int(address[1])
-    return None
+    return Serving(collector, otlp, otlp_port, resolve, resolve_port, receiver)

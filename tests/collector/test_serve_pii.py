@@ -1,0 +1,163 @@
+"""`serve` end to end, and the PII scan over every byte written and sent.
+
+Agents send through the real OpenTelemetry SDK and its OTLP/gRPC exporter,
+the Python API (dict events) and a JSON Lines file; the collector restarts,
+seals and delivers to a real gRPC SignalService on loopback. None of the
+seeded personal data may appear in the store (incl. -wal/-shm), any other
+file under state_dir, the logs, or the reports sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import Status, StatusCode
+
+from tenant_agent.collector import Collector
+from tenant_agent.config import LoopConfig
+from tenant_agent.serving import Serving
+
+from .fakes import HOUR, T0, FakeSignalService, make_config, signal_server
+
+PII = {
+    "email": "marguerite.quuxley@example.org",
+    "phone": "+44 20 7946 0958",
+    "ssn": "078-05-1120",
+    "card": "4111 1111 1111 1111",
+    "iban": "GB82 WEST 1234 5698 7654 32",
+    "name": "Zebulon Quartermaine",
+    "ticket": "TCK-734512",
+}
+SEEDED = list(PII.values()) + ["marguerite", "quuxley", "Quartermaine", "4111111111111111", "078051120",
+                                "GB82WEST12345698765432", "734512"]
+
+
+def pii_text(i: int) -> str:
+    return (f"Hi, I am {PII['name']} ({PII['email']}, {PII['phone']}), SSN {PII['ssn']}, "
+            f"card {PII['card']}, IBAN {PII['iban']}, ticket {PII['ticket']}, order #{i}")
+
+
+def dict_event(i: int, at: float) -> dict[str, object]:
+    return {
+        "schema_version": "1",
+        "event_id": f"api-{i}",
+        "session_id": f"sess-{i % 4}",
+        "user_id": PII["email"],
+        "timestamp": at,
+        "intent": "billing",
+        "text": pii_text(i),
+        "tool_calls": [{"name": "lookup_order", "error": "timeout" if i % 2 else None}],
+        "outcome": "failure" if i % 2 else "success",
+    }
+
+
+def assert_clean(blob: bytes, where: str) -> None:
+    lowered = blob.lower()
+    for value in SEEDED:
+        assert value.lower().encode() not in lowered, f"{value!r} found in {where}"
+
+
+def send_otlp_turns(port: int, n: int) -> None:
+    provider = TracerProvider(resource=Resource.create({"service.name": "support-agent"}))
+    provider.add_span_processor(
+        SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True, timeout=10))
+    )
+    tracer = provider.get_tracer("agent")
+    try:
+        for i in range(n):
+            with tracer.start_as_current_span(
+                "invoke_agent support",
+                attributes={
+                    "gen_ai.operation.name": "invoke_agent",
+                    "gen_ai.agent.name": "support",
+                    "gen_ai.conversation.id": f"conv-{i}",
+                    "user.id": PII["email"],
+                    "fedsignal.intent": "refund",
+                    "fedsignal.artifact.version": "baseline",
+                    # Not on the allow-list: must never be read.
+                    "gen_ai.prompt": pii_text(i),
+                    "input.value": pii_text(i),
+                },
+            ), tracer.start_as_current_span(
+                "execute_tool lookup_order",
+                attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "lookup_order",
+                            "error.type": "timeout"},
+            ) as tool:
+                tool.set_status(Status(StatusCode.ERROR, pii_text(i)))
+    finally:
+        provider.shutdown()
+
+
+@pytest.mark.slow
+def test_pipeline_with_restart_writes_and_sends_no_seeded_pii(tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                                              ) -> None:
+    caplog.set_level(logging.DEBUG)
+    state = tmp_path / "state"
+    cfg = make_config(
+        state,
+        otlp_listen="127.0.0.1:0",
+        resolve_listen="127.0.0.1:0",
+        redaction_patterns={"ticket": r"TCK-[0-9]{6}"},
+        redaction_dictionaries={"customer_name": [PII["name"]]},
+        loops=LoopConfig(close_interval_seconds=3600, deliver_interval_seconds=3600, bundle_interval_seconds=3600),
+    )
+    jsonl = tmp_path / "events.jsonl"  # the tenant's own input, outside the collector's state
+    jsonl.write_text("\n".join(json.dumps(dict_event(100 + i, T0 + 60 + i)) for i in range(10))
+                     + "\n{not json " + PII["email"] + "\n")
+    service = FakeSignalService()
+    with signal_server(service) as (_address, channel):
+        with Collector(cfg, channel=channel) as c:
+            stop = threading.Event()
+            ready: list[Serving] = []
+            thread = threading.Thread(target=c.serve, args=(stop,), kwargs={"ready": ready.append})
+            thread.start()
+            try:
+                deadline = time.monotonic() + 30
+                while not ready and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                serving = ready[0]
+                send_otlp_turns(serving.otlp_port, 5)
+                url = f"http://127.0.0.1:{serving.resolve_port}/v1/resolve?artifact=routing&session=s1"
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    assert json.loads(response.read())["version"] == "baseline"
+                c.record_many([dict_event(i, T0 + i) for i in range(10)])
+                result = c.import_jsonl(jsonl)
+                assert (result.imported, len(result.errors)) == (10, 1)
+            finally:
+                stop.set()
+                thread.join(30)
+            assert not thread.is_alive()
+            status = c.status()
+            assert status.counters["events_recorded"] == 25
+            assert sum(status.redaction.values()) > 0
+            # While the store is open its write-ahead log holds the latest pages.
+            live = [p for p in state.rglob("*") if p.is_file()]
+            assert any(p.name == "collector.db-wal" for p in live)
+            for path in live:
+                assert_clean(path.read_bytes(), str(path))
+        # Restart: a new process would see exactly this store.
+        with Collector(cfg, channel=channel) as c:
+            c.record(dict_event(999, T0 + 5))
+            outcomes = c.close_windows(now=time.time() + 2 * HOUR)
+            assert outcomes and all(o.state == "sealed" for o in outcomes)
+            assert c.deliver(now=time.time() + 2 * HOUR).pending == 0
+    with pytest.raises(AssertionError):
+        assert_clean(jsonl.read_bytes(), "the input")  # the scan does find what is there
+    written = [p for p in state.rglob("*") if p.is_file()]
+    assert any(p.name == "collector.db" for p in written)
+    for path in written:
+        assert_clean(path.read_bytes(), str(path))
+    assert service.received
+    for data in service.received:
+        assert_clean(data, "a report sent to the server")
+    assert_clean(caplog.text.encode(), "the collector's logs")

@@ -31,7 +31,12 @@ def register(groups: Any) -> None:
         description="Generate a private key locally (ECDSA P-256), send a CSR with the one-time token, and write "
         "credentials/, trust/root.json, the signal schema and a starter collector.toml under --state-dir.",
     )
-    p.add_argument("--server", required=True, help="server address host:port")
+    p.add_argument("--server", required=True, help="server (mutual-TLS) address host:port the collector reports to")
+    p.add_argument(
+        "--enroll-server",
+        help="enrollment address host:port (default: the --server port + 1, the server's default; "
+        "with --insecure-dev: --server)",
+    )
     p.add_argument("--token", required=True, help="one-time enrollment token from the operator")
     p.add_argument("--state-dir", required=True, type=Path, help="collector state directory")
     trust = p.add_mutually_exclusive_group(required=True)
@@ -98,7 +103,10 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     from tenant_agent.transport import enroll
 
     ca_pem = args.ca_file.read_bytes() if args.ca_file else None
-    result = enroll(args.server, args.token, args.state_dir, ca_pem, insecure=args.insecure_dev)
+    enroll_address = args.enroll_server or (args.server if args.insecure_dev else _next_port(args.server))
+    result = enroll(
+        enroll_address, args.token, args.state_dir, ca_pem, insecure=args.insecure_dev, signals_address=args.server
+    )
     config_path = args.state_dir / CONFIG_FILE
     if not config_path.exists():
         config_path.write_text(
@@ -111,6 +119,13 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     print(f"enrolled tenant {result.tenant_id} in cohort {result.cohort} (schema v{result.schema.version})")
     print(f"credentials written to {args.state_dir / 'credentials'}; config {config_path}")
     return 0
+
+
+def _next_port(address: str) -> str:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"server address {address!r} must be HOST:PORT")
+    return f"{host}:{int(port) + 1}"
 
 
 def cmd_run(args: argparse.Namespace) -> int:

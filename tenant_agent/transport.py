@@ -129,9 +129,15 @@ def enroll(
     ca_pem: bytes | None,
     *,
     insecure: bool = False,
+    signals_address: str | None = None,
     timeout: float = 30.0,
 ) -> Enrollment:
-    """Exchange a one-time token for credentials and write them under ``state_dir``."""
+    """Exchange a one-time token for credentials and write them under ``state_dir``.
+
+    ``address`` is the server's enrollment endpoint (server-authenticated TLS
+    only); ``signals_address`` the mutual-TLS endpoint the collector uses from
+    then on (default: the same address, as in --insecure-dev).
+    """
     if ca_pem is None and not insecure:
         raise TransportError("enrollment needs the server CA (--ca-file) or --insecure-dev")
     key_pem, csr_pem = make_csr()
@@ -150,13 +156,14 @@ def enroll(
     _write(creds / "client.key", key_pem, 0o600)
     _write(creds / "client.crt", bytes(response.client_certificate_pem))
     _write(creds / "ca.crt", bytes(response.ca_certificate_pem))
+    server = signals_address or address
     identity = {
         "tenant_id": response.tenant_id,
         "cohort": response.cohort,
-        "server": address,
+        "server": server,
         "insecure_dev": insecure,
     }
     _write(creds / "identity.json", json.dumps(identity, indent=2, sort_keys=True).encode())
     _write(state_dir / TRUST_ROOT, bytes(response.trust_root))
     _write(state_dir / SCHEMA_FILE, schema.to_json().encode())
-    return Enrollment(response.tenant_id, response.cohort, address, schema, state_dir)
+    return Enrollment(response.tenant_id, response.cohort, server, schema, state_dir)

@@ -1,0 +1,88 @@
+"""Enrollment and mutual TLS against the real server (CA, EnrollmentService, SignalService)."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from fedsignal.v1 import signals_pb2
+from sqlalchemy import select
+
+from aggregation.schema import SignalSchema
+from tenant_agent.collector import Collector
+from tenant_agent.config import CollectorConfig
+from tenant_agent.outbox import SUBMIT_METHOD
+from tenant_agent.store import Release
+from tenant_agent.transport import TransportError, enroll, open_channel
+from tests.server_core.conftest import Credentials, Harness, start_harness
+
+from .fakes import T0, turn
+
+HOUR = 3600
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Harness]:
+    h = start_harness(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server")
+    try:
+        yield h
+    finally:
+        h.running.stop(0)
+        h.ctx.engine.dispose()
+
+
+def test_enrollment_writes_credentials_trust_root_and_schema(server: Harness, tmp_path: Path) -> None:
+    state = tmp_path / "collector"
+    result = enroll(server.enroll_target, server.token("acme", "retail"), state, server.ca.certificate_pem,
+                    signals_address=server.mtls_target)
+    assert (result.tenant_id, result.cohort, result.server) == ("acme", "retail", server.mtls_target)
+    creds = state / "credentials"
+    assert stat.S_IMODE((creds / "client.key").stat().st_mode) == 0o600
+    assert b"PRIVATE KEY" in (creds / "client.key").read_bytes()
+    assert (creds / "ca.crt").read_bytes() == server.ca.certificate_pem
+    assert (state / "trust" / "root.json").read_bytes().startswith(b"{")
+    assert SignalSchema.from_json((state / "schema.json").read_text()).cohort == "retail"
+    # The certificate is the identity the server sees.
+    issued = Credentials((creds / "client.key").read_bytes(), (creds / "client.crt").read_bytes(), "acme")
+    assert server.whoami(issued) == "acme/retail"
+
+
+def test_enrollment_refuses_a_server_whose_ca_is_not_the_pinned_one(server: Harness, tmp_path: Path) -> None:
+    other = start_harness(f"sqlite:///{tmp_path / 'other.db'}", tmp_path / "other")
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            enroll(server.enroll_target, server.token("acme"), tmp_path / "c", other.ca.certificate_pem, timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert not (tmp_path / "c" / "credentials" / "client.key").exists()
+    finally:
+        other.running.stop(0)
+        other.ctx.engine.dispose()
+
+
+def test_open_channel_without_credentials_says_to_enroll(tmp_path: Path) -> None:
+    with pytest.raises(TransportError, match="enroll"):
+        open_channel(tmp_path, "localhost:1")
+
+
+def test_enrolled_collector_reports_to_the_real_server_over_mtls(server: Harness, tmp_path: Path) -> None:
+    state = tmp_path / "collector"
+    enroll(server.enroll_target, server.token("acme", "retail"), state, server.ca.certificate_pem,
+           signals_address=server.mtls_target)
+    with Collector(CollectorConfig(state_dir=state)) as c:
+        assert (c.tenant_id, c.cohort) == ("acme", "retail")
+        start = T0 - T0 % c.schema.window_seconds
+        c.record_many([turn(f"s{i}", start + i, tool_error=i % 3 == 0) for i in range(30)])
+        [outcome] = c.close_windows(now=start + 2 * HOUR)
+        assert outcome.state == "sealed"
+        result = c.deliver(now=start + 2 * HOUR)
+        assert (result.accepted, result.pending, result.rejected) == (1, 0, 0), c.status()
+        # The same sealed bytes again: the server counts them once.
+        with c.store.engine.connect() as conn:
+            data = conn.execute(select(Release.report)).scalar_one()
+        channel = c.channel()
+        assert channel is not None
+        again = channel.unary_unary(SUBMIT_METHOD, None, signals_pb2.SubmitReportResponse.FromString)(data, timeout=10)
+        assert again.outcome == signals_pb2.SubmitReportResponse.DUPLICATE

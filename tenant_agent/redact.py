@@ -181,7 +181,7 @@ _DATE_WORDS = re.compile(
 )
 _PHONE_TAIL = r"[0-9]{2,4}(?:[\s.\-]?[0-9]{2,4}){1,5}"
 _PHONE = re.compile(
-    rf"(?:\+[0-9]{{1,3}}[\s.\-]?(?:\([0-9]{{1,4}}\)[\s.\-]?)?{_PHONE_TAIL}"
+    rf"(?:\+[0-9]{{1,3}}[\s.\-]?(?:\([0-9]{{1,4}}\)[\s.\-]?)?[0-9]{{1,4}}(?:[\s.\-]?[0-9]{{2,4}}){{1,6}}"
     rf"|\([0-9]{{1,4}}\)[\s.\-]?{_PHONE_TAIL}|{_PHONE_TAIL})(?![\w]|[.\-/][0-9])",
     _A,
 )
@@ -199,6 +199,9 @@ _SECRET_HINTS = ("key", "secret", "token", "pass", "pwd")
 
 Match = re.Match[str]
 
+_SSN_SHAPE = re.compile(r"[0-9]{3}-[0-9]{2}-[0-9]{4}")
+_IBAN_HEAD = re.compile(r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4})* ?$", _A)
+
 
 def _phone_ok(m: Match) -> bool:
     start = m.start()
@@ -207,6 +210,10 @@ def _phone_ok(m: Match) -> bool:
         if before in _PHONE_NOT_AFTER or (before == " " and start > 1 and m.string[start - 2] in _DIGITS):
             return False
     found = m.group(0)
+    if _SSN_SHAPE.fullmatch(found):
+        return False  # 3-2-4 is how SSNs are written, not phones; the SSN pass rejected it
+    if start and _IBAN_HEAD.search(m.string, max(0, start - 40), start):
+        return False  # the tail of an IBAN that failed its checksum
     digits = len(found) - sum(found.count(ch) for ch in "+()-. \t")
     if found[0] == "+":
         return 8 <= digits <= 15

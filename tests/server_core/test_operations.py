@@ -142,3 +142,22 @@ def test_missing_service_module_is_skipped_but_a_broken_one_raises(tmp_path: Pat
             load_service_modules(["fedsignal_broken_service"])
     finally:
         sys.path.remove(str(tmp_path))
+
+
+def test_default_build_registers_every_service_module(tmp_path: Path) -> None:
+    from server.app import SERVICE_MODULES, SERVICE_NAMES, build_server
+    from server.context import ServerContext, ServerSettings
+    from server.db import init_db
+    from tests.server_core.conftest import make_pki
+
+    make_pki(tmp_path / "state")
+    ctx = ServerContext.create(ServerSettings(database_url=f"sqlite:///{tmp_path / 's.db'}",
+                                              state_dir=tmp_path / "state", listen="127.0.0.1:0"))
+    init_db(ctx.engine)
+    running = build_server(ctx, jobs=True, job_interval=3600)
+    try:
+        assert running.services == [SERVICE_NAMES[m] for m in SERVICE_MODULES]
+        assert running.port != running.enrollment_port
+    finally:
+        running.stop(0)
+        ctx.engine.dispose()

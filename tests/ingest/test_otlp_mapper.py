@@ -78,7 +78,7 @@ class FakeClock:
         return self.now
 
 
-AGENT = {"gen_ai__operation__name": "invoke_agent"}
+AGENT: dict[str, Any] = {"gen_ai__operation__name": "invoke_agent"}
 
 
 def test_children_before_root_wait_for_the_root() -> None:

@@ -86,3 +86,28 @@ def test_enrolled_collector_reports_to_the_real_server_over_mtls(server: Harness
         assert channel is not None
         again = channel.unary_unary(SUBMIT_METHOD, None, signals_pb2.SubmitReportResponse.FromString)(data, timeout=10)
         assert again.outcome == signals_pb2.SubmitReportResponse.DUPLICATE
+
+
+def test_pull_bundle_installs_the_cohort_bundle_from_the_real_server(tmp_path: Path) -> None:
+    from tests.server_core import conftest as core
+
+    services = [*core.CORE_SERVICES, "server.services.bundles"]
+    original = core.CORE_SERVICES
+    core.CORE_SERVICES = services  # start_harness reads the module global
+    try:
+        h = start_harness(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server")
+    finally:
+        core.CORE_SERVICES = original
+    try:
+        state = tmp_path / "collector"
+        enroll(h.enroll_target, h.token("acme", "retail"), state, h.ca.certificate_pem, signals_address=h.mtls_target)
+        with Collector(CollectorConfig(state_dir=state)) as c:
+            assert c.status().active_bundle is None
+            result = c.pull_bundle()
+            assert result.status == "installed" and result.active_version >= 1
+            assert c.status().active_bundle == f"version {result.active_version}"
+            assert c.resolver.resolve("routing", "session-1").version == "baseline"
+            assert c.pull_bundle().status == "up_to_date"
+    finally:
+        h.running.stop(0)
+        h.ctx.engine.dispose()

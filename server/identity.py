@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from aggregation.errors import FedsignalError
 from server.audit import append_audit
+from server.db import advisory_lock
 from server.models.identity import CertificateRecord, EnrollmentTokenRecord, TenantRecord
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -82,6 +83,11 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
+def _tenant_lock_key(tenant_id: str) -> int:
+    digest = hashlib.blake2b(b"fedsignal.tenant:" + tenant_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 def get_tenant(session: Session, tenant_id: str) -> TenantRecord | None:
     return session.get(TenantRecord, tenant_id)
 
@@ -90,6 +96,8 @@ def ensure_tenant(session: Session, tenant_id: str, cohort: str, now: datetime) 
     """The tenant record, created on first use; refuses a revoked tenant or a cohort change."""
     check_name("tenant id", tenant_id)
     check_name("cohort", cohort)
+    # Two replicas creating the same new tenant at once: the second waits and sees the first's row.
+    advisory_lock(session, _tenant_lock_key(tenant_id))
     tenant = session.get(TenantRecord, tenant_id)
     if tenant is None:
         tenant = TenantRecord(tenant_id=tenant_id, cohort=cohort, created_at=now)

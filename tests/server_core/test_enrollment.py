@@ -133,3 +133,22 @@ def test_token_for_revoked_tenant_cannot_be_created_or_redeemed(harness: Harness
     with pytest.raises(grpc.RpcError) as err:
         harness.token("gone")
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_concurrent_tokens_for_a_new_tenant_all_succeed(harness: Harness) -> None:
+    barrier = threading.Barrier(4)
+    tokens: list[str] = []
+    lock = threading.Lock()
+
+    def create() -> None:
+        barrier.wait()
+        token = harness.token("newco")
+        with lock:
+            tokens.append(token)
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(set(tokens)) == 4

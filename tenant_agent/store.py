@@ -3,7 +3,7 @@
 What it holds, and nothing more:
 
 - ``contributions``: per (window, privacy-unit hash, cell key) counts. The
-  unit hash is an HMAC under a local secret, never the raw id; cell keys hold
+  unit hash is a keyed BLAKE2b MAC under a local secret, never the raw id; cell keys hold
   schema domain values only (labels, never free text).
 - ``seen_events``: keyed hashes of event ids per open window, so an event a
   sender re-sends after a lost acknowledgement counts once.
@@ -252,7 +252,7 @@ class CollectorStore:
 
 
 def _load_or_create_secret(path: Path) -> bytes:
-    """The local HMAC key for privacy-unit hashes (created once, 0600, race-safe)."""
+    """The local MAC key for privacy-unit and event-id hashes (created once, 0600, race-safe)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

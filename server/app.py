@@ -13,7 +13,10 @@ secure server listens twice, on one ``grpc.Server`` (same servicers):
   there; every other method finds no certificate and is refused by
   :func:`server.auth.require` with ``UNAUTHENTICATED``.
 
-With ``settings.insecure_dev`` both are one plaintext port.
+With ``settings.insecure_dev`` both are one plaintext port. Optionally
+(``health_listen``) a third, plaintext port serves only the gRPC health
+service, for orchestrators whose probes speak no TLS (Kubernetes ``grpc``
+probes).
 
 Services come from ``SERVICE_MODULES`` (each exposes
 ``add_to_server(grpc_server, ctx)``); periodic jobs from ``JOB_FUNCTIONS``
@@ -226,6 +229,8 @@ class RunningServer:
     health: health.HealthServicer
     services: list[str]
     metrics_port: int | None = None
+    health_port: int | None = None
+    _health_server: grpc.Server | None = None
     _job_loop: JobLoop | None = None
     _metrics_http: Any = None
     _stopped: threading.Event = field(default_factory=threading.Event)
@@ -246,6 +251,8 @@ class RunningServer:
         if self._job_loop is not None:
             self._job_loop.stop(timeout=grace)
         self.server.stop(grace).wait()
+        if self._health_server is not None:
+            self._health_server.stop(0).wait()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
@@ -270,12 +277,13 @@ def _bind(host: str, port: int) -> str:
 
 def build_server(ctx: ServerContext, *, jobs: bool = True, job_interval: float = 10.0,
                  metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
-                 enrollment_listen: str | None = None, workers: int = 16,
+                 enrollment_listen: str | None = None, health_listen: str | None = None, workers: int = 16,
                  service_modules: list[str] | None = None,
                  extra_servicers: list[Callable[[grpc.Server], None]] | None = None) -> RunningServer:
     """Build, start and return the server described by ``ctx.settings``.
 
     ``metrics_port`` None: no Prometheus HTTP endpoint (0: an ephemeral port).
+    ``health_listen`` HOST:PORT: also serve the health service alone, in plaintext, there.
     ``extra_servicers``: callables that add more servicers to the grpc server (tests).
     """
     settings = ctx.settings
@@ -331,16 +339,26 @@ def build_server(ctx: ServerContext, *, jobs: bool = True, job_interval: float =
         metrics_http, _thread = start_http_server(metrics_port, addr=metrics_host, registry=metrics.registry)
         bound_metrics_port = int(metrics_http.server_port)
 
+    health_server = None
+    bound_health_port = None
+    if health_listen is not None:
+        health_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="fedsignal-health"),
+                                    options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        bound_health_port = health_server.add_insecure_port(_bind(*_split_host_port(health_listen)))
+        health_server.start()
+
     server.start()
     for service in ["", *registered]:
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     running = RunningServer(
         server=server, port=bound_port, enrollment_port=enroll_port, host=host, metrics=metrics,
         health=health_servicer, services=registered, metrics_port=bound_metrics_port, _metrics_http=metrics_http,
+        health_port=bound_health_port, _health_server=health_server,
     )
     if jobs:
         running._job_loop = JobLoop(ctx, load_jobs(), job_interval, metrics)
         running._job_loop.start()
     log_event(log, "server started", port=bound_port, enrollment_port=enroll_port, metrics_port=bound_metrics_port,
-              services=registered, insecure_dev=settings.insecure_dev)
+              health_port=bound_health_port, services=registered, insecure_dev=settings.insecure_dev)
     return running

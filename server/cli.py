@@ -105,6 +105,8 @@ def register(groups: Any) -> None:
                    help="largest accepted request in bytes (default 4 MiB)")
     p.add_argument("--metrics-port", type=int, default=None,
                    help="serve Prometheus metrics over HTTP on this port (default: off)")
+    p.add_argument("--health-listen", default=None,
+                   help="also serve only the gRPC health check, in plaintext, on HOST:PORT (for probes without TLS)")
     p.add_argument("--metrics-host", default="0.0.0.0", help="address of the metrics endpoint (default 0.0.0.0)")
     p.add_argument("--job-interval", type=float, default=10.0,
                    help="seconds between runs of merge, detection and rollout jobs (default 10)")
@@ -203,7 +205,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                    max_message_bytes=args.max_message_bytes)
     running = build_server(
         ctx, jobs=not args.no_jobs, job_interval=args.job_interval, metrics_port=args.metrics_port,
-        metrics_host=args.metrics_host, enrollment_listen=args.enrollment_listen, workers=args.workers,
+        metrics_host=args.metrics_host, enrollment_listen=args.enrollment_listen, health_listen=args.health_listen,
+        workers=args.workers,
     )
     stop = threading.Event()
 

@@ -154,10 +154,17 @@ def test_default_build_registers_every_service_module(tmp_path: Path) -> None:
     ctx = ServerContext.create(ServerSettings(database_url=f"sqlite:///{tmp_path / 's.db'}",
                                               state_dir=tmp_path / "state", listen="127.0.0.1:0"))
     init_db(ctx.engine)
-    running = build_server(ctx, jobs=True, job_interval=3600)
+    running = build_server(ctx, jobs=True, job_interval=3600, health_listen="127.0.0.1:0")
     try:
         assert running.services == [SERVICE_NAMES[m] for m in SERVICE_MODULES]
         assert running.port != running.enrollment_port
+        # The plaintext probe port answers health checks and nothing else.
+        with grpc.insecure_channel(f"127.0.0.1:{running.health_port}") as ch:
+            status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.RpcError) as err:
+                ch.unary_unary("/fedsignal.v1.AdminService/GetAuditLog", None, None)(b"", timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         running.stop(0)
         ctx.engine.dispose()

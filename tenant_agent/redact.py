@@ -306,6 +306,28 @@ class Redactor:
                     stats[name] = stats.get(name, 0) + n
         return text
 
+    def redact_label(self, value: str) -> str:
+        """A short categorical string (intent, tool name, error type, id) redacted,
+        skipping the passes when no entity can be in it: every built-in entity
+        needs ``@``, ``:``, ``/``, ``=``, ``www.``, a secret prefix, more than 40
+        characters, or at least four digits (``1.2.3.4``, ``3/4/21``)."""
+        if (
+            self._tenant_passes
+            or len(value) > 40
+            or "@" in value
+            or ":" in value
+            or "/" in value
+            or "=" in value
+            or "www." in value.lower()
+            or "Bearer" in value
+            or "eyJ" in value
+            or any(hint in value for hint in _API_KEY_HINTS)
+        ):
+            return self.redact(value)
+        if not _DIGITS.isdisjoint(value) and sum(value.count(d) for d in "0123456789") >= 4:
+            return self.redact(value)
+        return value
+
     def redact_many(self, texts: Sequence[str]) -> list[str]:
         return [self.redact(t) for t in texts]
 

@@ -142,7 +142,9 @@ def read_span(span: Any, resource: dict[Slot, Any]) -> SpanView:
                         documents.append((int(index), str(doc)))
             continue
         if slot not in values:
-            values[slot] = any_value(kv.value)
+            value = any_value(kv.value)
+            if value is not None:
+                values[slot] = value
     evaluations = None
     if span.events:  # an evaluation result may ride on a span event
         evaluations = [
@@ -299,18 +301,20 @@ class OtlpMapper:
     ) -> DecisionEvent:
         redactor = self.redactor
 
-        def first(slot: Slot) -> Any:
-            value = turn.values.get(slot)
-            if value is not None:
-                return value
-            for span in members:
-                value = span.values.get(slot)
-                if value is not None:
-                    return value
-            return turn.resource.get(slot)
+        # One merged view: the turn span wins, then its members in order, then
+        # the resource; flags are true when any of them says so.
+        merged = dict(turn.resource)
+        flags = {slot for slot, value in turn.resource.items() if slot in _FLAG_SLOTS and _truthy(value)}
+        for span in reversed(members):
+            merged.update(span.values)
+            for slot, value in span.values.items():
+                if slot in _FLAG_SLOTS and _truthy(value):
+                    flags.add(slot)
+        merged.update(turn.values)
+        first = merged.get
 
         def any_true(slot: Slot) -> bool:
-            return _truthy(turn.resource.get(slot)) or any(_truthy(s.values.get(slot)) for s in members)
+            return slot in flags
 
         def label(slot: Slot) -> str | None:
             value = first(slot)
@@ -382,9 +386,9 @@ class OtlpMapper:
             input_tokens = _int(turn.values.get(Slot.INPUT_TOKENS))
             output_tokens = _int(turn.values.get(Slot.OUTPUT_TOKENS))
 
-        merged = self._evaluations(evaluations)
+        verdicts = self._evaluations(evaluations)
         if any_true(Slot.SAFETY_INCIDENT):
-            merged["safety"] = "unsafe"
+            verdicts["safety"] = "unsafe"
         error_type = turn.values.get(Slot.ERROR_TYPE)
         if not isinstance(error_type, str) or not error_type:
             error_type = next(
@@ -428,7 +432,7 @@ class OtlpMapper:
             input_tokens=input_tokens or None,
             output_tokens=output_tokens or None,
             finish_reasons=tuple(dict.fromkeys(finish_reasons)),
-            evaluations=merged,
+            evaluations=verdicts,
             prompt_version=version(Slot.PROMPT_VERSION),
             policy_version=version(Slot.POLICY_VERSION),
             bundle_version=version(Slot.BUNDLE_VERSION),
@@ -497,6 +501,21 @@ def _turns(trace: _PendingTrace) -> list[tuple[SpanView, list[SpanView], list[di
         owner = owner_of_span.get(span_id, tops[-1])
         evaluations[id(owner)].append(values)
     return [(t, members[id(t)], evaluations[id(t)]) for t in tops]
+
+
+_FLAG_SLOTS = frozenset(
+    {
+        Slot.RETRIEVAL_EMPTY,
+        Slot.FALLBACK,
+        Slot.ESCALATED,
+        Slot.ESCALATION_REQUESTED,
+        Slot.POLICY_BLOCKED,
+        Slot.HUMAN_EDITED,
+        Slot.USER_REASKED,
+        Slot.TIMED_OUT,
+        Slot.SAFETY_INCIDENT,
+    }
+)
 
 
 def _truthy(value: Any) -> bool:

@@ -27,8 +27,6 @@ MAX_TOOL_CALLS = 256
 MAX_RETRIEVAL_IDS = 1024
 MAX_EVALUATIONS = 64
 
-_DIGITS = frozenset("0123456789")
-
 
 class EventFormatError(FedsignalError):
     """A decision-event document that does not follow the event schema."""
@@ -45,9 +43,7 @@ def pseudonymise(user_id: str) -> str:
 def clean_label(value: str, redactor: Redactor) -> str:
     """A categorical string (intent, tool name, error type, label) with any
     personal data redacted; a pure identifier comes back unchanged."""
-    if "@" in value or not _DIGITS.isdisjoint(value) or ":" in value or len(value) > 40:
-        return redactor.redact(value)
-    return value
+    return redactor.redact_label(value)
 
 
 def _kind(value: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import threading
@@ -121,6 +122,18 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log_to_state_dir(config: CollectorConfig) -> None:
+    # Logs never carry event text or ids: only window starts, keys, counts, errors.
+    logs = config.state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(logs / "collector.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+
+
 def _next_port(address: str) -> str:
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
@@ -133,6 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tenant_agent.serving import Serving
 
     config = load_config(args)
+    _log_to_state_dir(config)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:
@@ -192,6 +206,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"windows:  {w['open']} open, {w['sealed']} sealed, {w['withheld']} withheld, {w['delivered']} delivered")
     print(f"outbox:   {st.outbox_depth} waiting, {st.rejected_releases} rejected by the server")
     print(f"bundle:   {st.active_bundle or 'none (baseline)'}")
+    print(f"audit:    {'chain verifies' if st.audit_ok else 'CHAIN BROKEN: the local audit log was altered'}")
     for name, value in sorted(st.counters.items()):
         print(f"counter:  {name} = {value}")
     redaction = ", ".join(f"{k} {v}" for k, v in sorted(st.redaction.items())) or "none"

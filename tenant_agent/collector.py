@@ -27,6 +27,7 @@ import grpc
 from fedsignal.v1 import signals_pb2, signals_pb2_grpc
 from sqlalchemy import Connection, func, select
 
+from aggregation.audit import ChainVerdict, verify_chain
 from aggregation.budget import BudgetLedger, BudgetPolicy, BudgetStatus
 from aggregation.events import DecisionEvent
 from aggregation.schema import SignalSchema, default_schema
@@ -64,6 +65,8 @@ class CollectorStatus:
     windows: dict[str, int]  # open, sealed, withheld, delivered
     outbox_depth: int
     rejected_releases: int
+    # The local audit chain (spends, withheld and delivered releases) verifies.
+    audit_ok: bool
     active_bundle: str | None
     counters: dict[str, int]
     redaction: dict[str, int]
@@ -295,10 +298,15 @@ class Collector:
             windows=windows,
             outbox_depth=self.outbox.depth(),
             rejected_releases=int(rejected),
+            audit_ok=self.verify_audit().ok,
             active_bundle=self._active_bundle(),
             counters={k: v for k, v in counters.items() if not k.startswith("redacted_")},
             redaction=redaction,
         )
+
+    def verify_audit(self) -> ChainVerdict:
+        """Verify the local hash-chained audit log end to end."""
+        return verify_chain(self.store.audit_entries())
 
     def _active_bundle(self) -> str | None:
         bundle = self.resolver.active()

@@ -199,9 +199,9 @@ class CollectorConfig:
             raise ConfigError(f"invalid collector config: {exc}") from exc
 
     def with_identity(self) -> CollectorConfig:
-        """Fill tenant_id, cohort and server from ``credentials/identity.json`` when unset."""
+        """Fill tenant_id, cohort and server from ``credentials/identity.json`` where unset."""
         path = self.state_dir / IDENTITY_FILE
-        if (self.tenant_id and self.cohort) or not path.exists():
+        if not path.exists():
             return self
         ident = json.loads(path.read_text())
         return replace(

@@ -220,4 +220,5 @@ class WindowSealer:
             WindowBook.set_state(conn, window_start, WINDOW_SEALED, release_key=key, withheld_reason=None)
             WindowBook.forget_contributions(conn, window_start)
             CollectorStore.add_counters(conn, {"releases_sealed": 1})
+        log.info("sealed window %s-%s as %s (rho %.6g)", win.window_start, win.window_end, key, loss.rho)
         return WindowOutcome(win.window_start, win.window_end, SEALED, key, loss.rho, loss.epsilon)

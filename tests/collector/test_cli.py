@@ -84,7 +84,8 @@ def test_budget_shows_spent_remaining_renewal_and_lifetime(tmp_path: Path, capsy
     assert "remaining: rho" in out and "renews at:" in out
     assert "lifetime:  rho 1 spent; rho 4 remaining" in out
     assert main(["agent", "status", "--config", str(config)]) == 0
-    assert "0 open, 2 sealed, 1 withheld" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "0 open, 2 sealed, 1 withheld" in out and "audit:    chain verifies" in out
 
 
 def test_missing_identity_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -135,3 +136,4 @@ def test_agent_run_serves_until_sigterm_and_stops_gracefully(tmp_path: Path) -> 
     with Collector(CollectorConfig.load(config)) as c:
         assert c.status().windows["sealed"] == 1
         assert c.status().counters["releases_sealed"] == 1
+    assert "sealed window" in (tmp_path / "state" / "logs" / "collector.log").read_text()

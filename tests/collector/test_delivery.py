@@ -164,3 +164,24 @@ def test_killed_after_the_server_stored_but_before_the_ack_counts_once(tmp_path:
             assert (result.duplicates, result.pending) == (1, 0)
     assert len(service.stored) == 1
     assert len(service.received) == 2 and service.received[0] == service.received[1]
+
+
+def test_close_adopts_the_servers_newer_schema_and_releases_with_it(tmp_path: Path) -> None:
+    from aggregation.schema import default_schema
+
+    v2 = default_schema("cohort-a").with_values("artifact_version", ["baseline", "cand-1"])
+    service = FakeSignalService(schema=v2)
+    with signal_server(service) as (_address, channel), Collector(make_config(tmp_path), channel=channel) as c:
+        assert c.schema.version == 1
+        assert c.refresh_schema() and c.schema.version == v2.version
+        c.record_many([turn("s1", T0 + 1, artifact_version="cand-1"), turn("s2", T0 + 2)])
+        c.close_windows(now=T0 + HOUR)
+        c.deliver(now=T0 + HOUR)
+    [report] = service.reports()
+    assert report.schema_version == v2.version and len(report.cells) == v2.size
+    # An older schema from the server never replaces a newer local one.
+    service.schema = default_schema("cohort-a")
+    with signal_server(service) as (_address, channel), Collector(make_config(tmp_path), channel=channel) as c:
+        assert c.schema.version == v2.version
+        c.refresh_schema()
+        assert c.schema.version == v2.version

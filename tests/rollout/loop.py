@@ -75,6 +75,7 @@ class Loop:
     admin_channel: grpc.Channel
     reviewer: CryptoSigner
     window_start: int
+    admin_credentials: Path
     silenced: set[str] = field(default_factory=set)
     resolved: list[Resolved] = field(default_factory=list)
 
@@ -114,9 +115,14 @@ class Loop:
             collectors[t] = Collector(config, clock=clock)
         tls = grpc.ssl_channel_credentials(ca.certificate_pem, admin_key, admin_cert.certificate_pem)
         admin = grpc.secure_channel(f"localhost:{running.port}", tls)
+        creds = tmp / "admin"
+        creds.mkdir()
+        (creds / "client.key").write_bytes(admin_key)
+        (creds / "client.crt").write_bytes(admin_cert.certificate_pem)
+        (creds / "ca.crt").write_bytes(ca.certificate_pem)
         network = AgentNetwork([SimTenant(t, COHORT, sessions) for t in ids], seed=seed,
                                hotspot=Hotspot(COHORT, intent="refund"))
-        return cls(ctx, running, clock, collectors, network, admin, reviewer, t0)
+        return cls(ctx, running, clock, collectors, network, admin, reviewer, t0, creds)
 
     def close(self) -> None:
         self.admin_channel.close()

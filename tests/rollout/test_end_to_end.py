@@ -18,6 +18,7 @@ from fedsignal.v1 import rollout_pb2
 
 from aggregation.bundle_format import BASELINE
 from aggregation.rollout_plan import session_in_canary, shipped_plans
+from fedsignal_cli.main import main
 from server.audit import iter_audit
 from server.bundles import latest_bundle
 from server.db import transaction
@@ -183,13 +184,21 @@ def test_a_rollout_whose_canary_stops_reporting_pauses_instead_of_promoting(loop
     assert rec.state == "running" and rec.stage_index == 2
 
 
-def test_reviewers_steer_a_rollout_over_the_admin_service(loop: Loop) -> None:
+def test_reviewers_steer_a_rollout_over_the_admin_service(loop: Loop, capsys) -> None:  # type: ignore[no-untyped-def]
     cand = loop.candidate(GOOD, plan(), "steer")
     status = loop.start_rollout(cand)
     paused = loop.rollouts.PauseRollout(rollout_pb2.RolloutRef(rollout_id=status.rollout_id, reason="freeze"))
     assert paused.state == "paused"
     loop.run_window()
     assert loop.record(status.rollout_id).stage_index == 0
+    # The admin CLI's status view, over mutual TLS with an admin certificate.
+    connection = ["--server", f"localhost:{loop.running.port}", "--credentials", str(loop.admin_credentials)]
+    assert main(["admin", "rollout", "status", status.rollout_id, *connection]) == 0
+    out = capsys.readouterr().out
+    assert "stage     #0: 1 % of traffic" in out and "safety_incident" in out
+    assert "paused by a reviewer (freeze)" in out
+    assert main(["admin", "rollout", "resume", "no-such-rollout", *connection]) == 3
+    assert "NOT_FOUND" in capsys.readouterr().err
     listed = loop.rollouts.ListRollouts(rollout_pb2.ListRolloutsRequest(state="paused")).rollouts
     assert [r.rollout_id for r in listed] == [status.rollout_id]
     aborted = loop.rollouts.AbortRollout(rollout_pb2.RolloutRef(rollout_id=status.rollout_id, reason="changed mind"))

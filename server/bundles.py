@@ -26,7 +26,14 @@ from server.audit import append_audit
 from server.context import ServerContext
 from server.db import advisory_lock
 from server.models.review import CandidateRecord, CohortBundleRecord
-from server.review import approval_metadata, artifacts_of, get_candidate, now_text, transition
+from server.review import (
+    approval_metadata,
+    artifacts_of,
+    get_candidate,
+    now_text,
+    serialize_writes,
+    transition,
+)
 from server.trust import current_root, current_root_version, online_signer
 
 __all__ = [
@@ -89,6 +96,9 @@ def issue_cohort_bundle(
     exposure; a bundled candidate becomes rolling_out. Without it only promoted sets are shipped:
     that is both a promotion's and a rollback's bundle.
     """
+    # The audit lock first, always: every writer here appends audit entries, and one global
+    # order (audit, then ours) keeps concurrent transactions from deadlocking.
+    serialize_writes(session)
     advisory_lock(session, _lock_key(cohort))
     now = ctx.clock()
     root = current_root(session)
@@ -148,6 +158,7 @@ def issue_cohort_bundle(
 
 def promote_candidate(session: Session, ctx: ServerContext, candidate_id: str, *, actor: str, detail: dict | None = None) -> IssuedBundle:
     """rolling_out -> promoted, and issue a bundle whose stable includes it (no candidate exposure)."""
+    serialize_writes(session)
     cand = get_candidate(session, candidate_id, for_update=True)
     transition(session, cand, "promoted", actor=actor, now=ctx.clock(), detail=detail)
     return issue_cohort_bundle(session, ctx, cand.cohort, None, actor=actor)
@@ -155,6 +166,7 @@ def promote_candidate(session: Session, ctx: ServerContext, candidate_id: str, *
 
 def roll_back_candidate(session: Session, ctx: ServerContext, candidate_id: str, *, actor: str, detail: dict | None = None) -> IssuedBundle:
     """rolling_out -> rolled_back, and issue a newer bundle pointing back to the promoted sets only."""
+    serialize_writes(session)
     cand = get_candidate(session, candidate_id, for_update=True)
     transition(session, cand, "rolled_back", actor=actor, now=ctx.clock(), detail=detail)
     return issue_cohort_bundle(session, ctx, cand.cohort, None, actor=actor)
@@ -172,20 +184,28 @@ def current_bundle(session: Session, ctx: ServerContext, cohort: str) -> CohortB
     """The cohort's newest bundle, re-issued (same contents, newer version) when missing, past half its
     lifetime, or signed under an older root, so tenants never freeze on an expired bundle."""
     rec = latest_bundle(session, cohort)
-    now = ctx.clock()
-    half = timedelta(days=ctx.settings.bundle_expiry_days) / 2
-    stale = rec is None or datetime.fromisoformat(rec.expires_at) - now < half
-    if rec is not None and not stale:
-        stale = rec.root_version != current_root_version(session)
-    if stale:
-        exposure = exposure_of(rec) if rec is not None else None
-        if exposure is not None and get_candidate(session, exposure.candidate_id).state != "rolling_out":
-            exposure = None
-        issue_cohort_bundle(session, ctx, cohort, exposure, actor="system:refresh")
-        rec = latest_bundle(session, cohort)
+    if _stale(session, ctx, rec):
+        serialize_writes(session)
+        advisory_lock(session, _lock_key(cohort))
+        rec = latest_bundle(session, cohort)  # another replica may have refreshed it meanwhile
+        if _stale(session, ctx, rec):
+            exposure = exposure_of(rec) if rec is not None else None
+            if exposure is not None and get_candidate(session, exposure.candidate_id).state != "rolling_out":
+                exposure = None
+            issue_cohort_bundle(session, ctx, cohort, exposure, actor="system:refresh")
+            rec = latest_bundle(session, cohort)
     if rec is None:
         raise BundleIssueError(f"no bundle could be issued for cohort {cohort}")
     return rec
+
+
+def _stale(session: Session, ctx: ServerContext, rec: CohortBundleRecord | None) -> bool:
+    if rec is None:
+        return True
+    half = timedelta(days=ctx.settings.bundle_expiry_days) / 2
+    if datetime.fromisoformat(rec.expires_at) - ctx.clock() < half:
+        return True
+    return rec.root_version != current_root_version(session)
 
 
 def bundle_artifacts(session: Session, record: CohortBundleRecord) -> list[tuple[str, bytes]]:

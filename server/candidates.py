@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from aggregation.errors import FedsignalError
 from aggregation.rollout_plan import plan_for_candidate
 from aggregation.stats import ratio_interval
+from server.audit import _AUDIT_LOCK as AUDIT_LOCK
 from server.context import ServerContext
 from server.db import advisory_lock, transaction
 from server.models.review import CandidateRecord
@@ -216,6 +217,9 @@ def _evidence(hot: Hotspot, remedies: RemediationMap) -> dict[str, Any]:
 def detect(session: Session, ctx: ServerContext, remedies: RemediationMap | None = None,
            rules: Sequence[HotspotRule] | None = None) -> list[CandidateRecord]:
     """Create candidates for new hotspots (inside the caller's transaction); returns the new ones."""
+    # The audit lock first, always: every writer here appends audit entries, and one global
+    # order (audit, then ours) keeps concurrent transactions from deadlocking.
+    advisory_lock(session, AUDIT_LOCK)
     advisory_lock(session, _DETECT_LOCK)
     remedies = remedies or RemediationMap.load()
     rules = list(rules) if rules is not None else default_rules(remedies, ctx.settings.confidence)

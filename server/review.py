@@ -30,7 +30,9 @@ from tuf.api.metadata import Metadata, Targets
 from aggregation.bundle import build_approval
 from aggregation.errors import FedsignalError
 from aggregation.trust_root import TrustRoot, canonical_signed_bytes, to_json_bytes
+from server.audit import _AUDIT_LOCK as AUDIT_LOCK
 from server.audit import append_audit
+from server.db import advisory_lock
 from server.models.review import CandidateRecord, ReviewerSignature
 
 STATES = ("proposed", "edited", "approved", "rejected", "bundled", "rolling_out", "promoted", "rolled_back")
@@ -59,6 +61,15 @@ class SignatureRejected(FedsignalError):
     """A submitted approval signature that does not count (unknown key, bad signature, stale payload)."""
 
 
+def serialize_writes(session: Session) -> None:
+    """Take the audit lock first in every review/bundle write, before any row or other lock.
+
+    Each of these writes appends audit entries (which takes this lock anyway); taking it up front
+    gives one global lock order (audit, then cohort/root/detection locks, then rows) across replicas.
+    """
+    advisory_lock(session, AUDIT_LOCK)
+
+
 def now_text(now: datetime) -> str:
     return now.astimezone(UTC).isoformat(timespec="seconds")
 
@@ -80,6 +91,7 @@ def transition(
     """Move ``candidate`` to ``to_state`` (refused unless the lifecycle allows it) and audit it."""
     if to_state not in TRANSITIONS.get(candidate.state, frozenset()):
         raise IllegalTransition(f"candidate {candidate.id} is {candidate.state}; it cannot become {to_state}")
+    serialize_writes(session)
     previous = candidate.state
     candidate.state = to_state
     candidate.updated_at = now_text(now)
@@ -124,6 +136,7 @@ def create_candidate(
     dedupe_key: str, now: datetime, actor: str = "system:detector",
 ) -> CandidateRecord | None:
     """A new proposed candidate, or ``None`` when one with ``dedupe_key`` already exists (idempotent)."""
+    serialize_writes(session)
     if session.scalars(select(CandidateRecord.id).where(CandidateRecord.dedupe_key == dedupe_key)).first():
         return None
     rec = CandidateRecord(
@@ -149,6 +162,7 @@ def edit_candidate(
     rollout_plan_json: str | None, actor: str, now: datetime,
 ) -> CandidateRecord:
     """New revision with edited artifacts and/or plan; earlier signatures no longer count."""
+    serialize_writes(session)
     rec = get_candidate(session, candidate_id, for_update=True)
     if rec.state not in REVIEWABLE:
         raise IllegalTransition(f"candidate {rec.id} is {rec.state}; only proposed or edited candidates can be edited")
@@ -179,6 +193,7 @@ def approve_candidate(
     root: TrustRoot, actor: str, now: datetime,
 ) -> CandidateRecord:
     """Record one reviewer signature; approve and bundle once the risk class threshold is met."""
+    serialize_writes(session)
     rec = get_candidate(session, candidate_id, for_update=True)
     if rec.state not in REVIEWABLE:
         raise IllegalTransition(f"candidate {rec.id} is {rec.state}; it can no longer be approved")
@@ -229,6 +244,7 @@ def _approve_if_threshold(session: Session, rec: CandidateRecord, root: TrustRoo
 def reject_candidate(session: Session, candidate_id: str, *, reason: str, actor: str, now: datetime) -> CandidateRecord:
     if not reason.strip():
         raise FedsignalError("a rejection needs a reason (--reason)")
+    serialize_writes(session)
     rec = get_candidate(session, candidate_id, for_update=True)
     rec.reject_reason = reason
     return transition(session, rec, "rejected", actor=actor, now=now, detail={"reason": reason})

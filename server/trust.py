@@ -31,6 +31,7 @@ from aggregation.trust_root import (
     to_json_bytes,
     verify_rotation,
 )
+from server.audit import _AUDIT_LOCK as AUDIT_LOCK
 from server.audit import append_audit
 from server.db import advisory_lock
 from server.models.review import TrustRootRecord
@@ -127,6 +128,9 @@ def draft_root_info(state_dir: Path) -> dict[str, Any]:
 
 def install_root(session: Session, data: bytes, *, actor: str, now: datetime, state_dir: Path) -> TrustRoot:
     """Install version 1 (self-signed threshold) or version N+1 (threshold of N and of itself)."""
+    # The audit lock first, always: every writer here appends audit entries, and one global
+    # order (audit, then ours) keeps concurrent transactions from deadlocking.
+    advisory_lock(session, AUDIT_LOCK)
     advisory_lock(session, _ROOT_LOCK)
     latest = _latest(session)
     try:

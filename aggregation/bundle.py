@@ -200,8 +200,17 @@ class TrustedBundleState:
         return self._bundle.version if self._bundle else self._floor
 
     def update_root(self, data: bytes) -> TrustRoot:
-        """Follow one root rotation (version N -> N+1)."""
-        self._root = verify_rotation(self._root, data)
+        """Follow one root rotation (version N -> N+1).
+
+        When the rotation replaces the server's (freshness) key, the version floor is reset, as
+        python-tuf drops its trusted timestamp/snapshot: a compromised old key may have signed a
+        fast-forwarded version, and metadata signed by the old key no longer verifies anyway.
+        """
+        rotated = verify_rotation(self._root, data)
+        if rotated.server_keyids != self._root.server_keyids:
+            self._floor = 0
+            self._bundle = None
+        self._root = rotated
         return self._root
 
     def update_bundle(self, data: bytes, artifacts: Mapping[str, bytes], now: datetime) -> VerifiedBundle:

@@ -293,3 +293,26 @@ def test_garbage_is_malformed(installed: TrustedBundleState) -> None:
 def test_pinned_root_must_be_self_signed_by_threshold(world: World) -> None:
     with pytest.raises(RootRotationError):
         TrustedBundleState(world.make_root(sign_with=world.reviewers[:1]), "c1")
+
+
+def test_fast_forward_recovery_when_the_server_key_is_rotated(world: World) -> None:
+    """A stolen server key signed version 10**9; reviewers rotate the server key and tenants recover."""
+    state = TrustedBundleState(world.make_root(), "c1")
+    data, arts = world.bundle(10**9, [world.approval("cand-a")])
+    state.update_bundle(data, arts, NOW)
+    old_server = world.server
+    world.server = CryptoSigner.generate_ed25519()
+    state.update_root(world.make_root(version=2))
+    data, arts = world.bundle(7, [world.approval("cand-a")])
+    assert state.update_bundle(data, arts, NOW).version == 7
+    # Metadata still signed by the retired key is refused.
+    forged, arts = world.bundle(10**9 + 1, [world.approval("cand-a")], signer=old_server)
+    with pytest.raises(UntrustedCohortMetadataError):
+        state.update_bundle(forged, arts, NOW)
+
+
+def test_root_rotation_keeping_the_server_key_keeps_the_version_floor(world: World, installed: TrustedBundleState) -> None:
+    installed.update_root(world.make_root(version=2))
+    data, arts = world.bundle(1, [world.approval("cand-b")])
+    with pytest.raises(RollbackError):
+        installed.update_bundle(data, arts, NOW)

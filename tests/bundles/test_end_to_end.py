@@ -107,3 +107,56 @@ def test_review_sign_issue_pull_resolve_and_audit(running, tmp_path: Path, monke
         row.actor = "someone-else"
     assert cli(address, "audit", "verify") == 2
     assert "seq 3" in capsys.readouterr().err
+
+
+def test_cli_root_rotation_with_offline_signatures_reject_and_edit(running, tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    ctx, address = running
+    monkeypatch.setenv("FEDSIGNAL_KEY_PASSPHRASE", "correct horse battery")
+    keys = tmp_path / "keys"
+    for name in ("alice", "bob", "carol"):
+        assert main(["admin", "keygen", "--out", str(keys), "--name", name]) == 0
+    pubs = [f"--reviewer={keys / n}.pub.json" for n in ("alice", "bob")]
+    assert cli(address, "root", "init", *pubs, "--key", str(keys / "alice.key"), "--key", str(keys / "bob.key"),
+               "--root-threshold", "2", "--threshold", "critical=2") == 0
+    # v2 adds carol; written to a file, signed on two machines, then submitted.
+    draft = tmp_path / "root-v2.json"
+    assert cli(address, "root", "rotate", *pubs, f"--reviewer={keys / 'carol'}.pub.json", "--root-threshold", "2",
+               "--key", str(keys / "carol.key"), "--out", str(draft)) == 0
+    capsys.readouterr()
+    assert cli(address, "root", "submit", str(draft)) == 3  # only carol signed: refused by the server
+    assert "keys of v1" in capsys.readouterr().err
+    assert main(["admin", "root", "sign", str(draft), "--key", str(keys / "alice.key")]) == 0
+    assert main(["admin", "root", "sign", str(draft), "--key", str(keys / "bob.key")]) == 0
+    assert cli(address, "root", "submit", str(draft)) == 0
+    capsys.readouterr()
+    assert cli(address, "root", "show") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["version"] == 2 and len(shown["root"]["keyids"]) == 3
+
+    # A wrong passphrase is a one-line error, not a traceback.
+    monkeypatch.setenv("FEDSIGNAL_KEY_PASSPHRASE", "not the passphrase")
+    assert main(["admin", "root", "sign", str(draft), "--key", str(keys / "alice.key")]) == 1
+    assert "wrong passphrase" in capsys.readouterr().err
+    monkeypatch.setenv("FEDSIGNAL_KEY_PASSPHRASE", "correct horse battery")
+
+    from server.review import create_candidate
+
+    with transaction(ctx.sessions) as s:
+        ids = []
+        for k in ("k1", "k2"):
+            rec = create_candidate(s, cohort="c1", category="timeout", kind="timeout_retry_policy", risk_class="low",
+                                   artifacts=[("timeout_retry_policy.billing", "timeout_retry_policy", b"{}")],
+                                   evidence={}, rollout_plan_json="{}", dedupe_key=k, now=ctx.clock())
+            assert rec is not None
+            ids.append(rec.id)
+    assert cli(address, "reject", ids[0], "--reason", "covered by another fix") == 0
+    assert cli(address, "approve", ids[0], "--key", str(keys / "alice.key")) == 3  # FAILED_PRECONDITION
+    new_content = tmp_path / "policy.json"
+    new_content.write_text('{"kind":"timeout_retry_policy","retries":3}')
+    assert cli(address, "edit", ids[1], "--artifact", f"timeout_retry_policy.billing={new_content}") == 0
+    capsys.readouterr()
+    assert cli(address, "candidates", "show", ids[1]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["state"] == "edited" and json.loads(doc["artifacts"][0]["content"])["retries"] == 3
+    assert cli(address, "approve", ids[1], "--key", str(keys / "carol.key")) == 0  # carol counts under root v2
+    assert "bundled" in capsys.readouterr().out

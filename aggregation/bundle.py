@@ -290,9 +290,7 @@ class TrustedBundleState:
     def _check_threshold(
         self, approved: ApprovedSet, payload: bytes, sigs: dict[str, Signature], duplicates: int
     ) -> None:
-        from tuf.api.metadata import DelegatedRole
-
-        role: DelegatedRole = self._root.role(approved.risk_class)
+        role = self._root.role(approved.risk_class)
         result = self._root.verifier().get_verification_result(role.name, payload, sigs)
         if result.verified:
             return

@@ -27,7 +27,7 @@ from securesystemslib.signer import Key, Signature, Signer, SSlibKey
 from tuf.api.metadata import DelegatedRole, Delegations, Metadata, Role, Root, Targets
 from tuf.api.serialization.json import CanonicalJSONSerializer
 
-from aggregation.bundle_errors import MalformedMetadataError, RootRotationError
+from aggregation.bundle_errors import MalformedMetadataError, OversizedArtifactError, RootRotationError
 
 RISK_CLASSES_FIELD = "x-fedsignal-risk-classes"
 RISK_CLASSES = ("low", "high", "critical")
@@ -82,8 +82,6 @@ def parse_metadata(doc: Any, expected_type: str) -> tuple[Metadata[Any], dict[st
 
 def load_json(data: bytes, what: str) -> Any:
     if len(data) > MAX_METADATA_BYTES:
-        from aggregation.bundle_errors import OversizedArtifactError
-
         raise OversizedArtifactError(f"{what} is {len(data)} bytes, over the {MAX_METADATA_BYTES}-byte cap")
     try:
         return json.loads(data)

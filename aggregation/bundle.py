@@ -47,6 +47,7 @@ from aggregation.bundle_format import (
     BUNDLE_FORMAT,
     COHORT_FIELD,
     MAX_ARTIFACT_BYTES,
+    MAX_BUNDLE_BYTES,
     ApprovedSet,
     ArtifactEntry,
     RolloutExposure,
@@ -316,16 +317,22 @@ def _verify_artifacts(approvals: Any, artifacts: Mapping[str, bytes]) -> dict[st
             expected[wire_name(approved.candidate_id, entry.name)] = entry
     if extra := sorted(set(artifacts) - set(expected)):
         raise TamperedArtifactError(f"artifacts not in the signed metadata: {extra}")
-    out: dict[str, bytes] = {}
+    # Lengths of everything first: an endless or padded artifact is refused before anything is hashed.
+    total = 0
     for name, entry in expected.items():
         content = artifacts.get(name)
         if content is None:
             raise TamperedArtifactError(f"artifact {name} is missing from the bundle")
-        # Length first: an endless or padded artifact is refused before it is hashed.
         if len(content) > entry.length or len(content) > MAX_ARTIFACT_BYTES:
             raise OversizedArtifactError(
                 f"artifact {name} is {len(content)} bytes; signed length {entry.length}, cap {MAX_ARTIFACT_BYTES}"
             )
+        total += len(content)
+        if total > MAX_BUNDLE_BYTES:
+            raise OversizedArtifactError(f"bundle artifacts exceed the {MAX_BUNDLE_BYTES}-byte cap")
+    out: dict[str, bytes] = {}
+    for name, entry in expected.items():
+        content = artifacts[name]
         if len(content) != entry.length or sha256_hex(content) != entry.sha256:
             raise TamperedArtifactError(f"artifact {name} does not match its signed SHA-256")
         out[name] = content

@@ -42,6 +42,8 @@ COHORT_FIELD = "x-fedsignal-cohort"
 BASELINE = "baseline"
 #: Hard cap per artifact, whatever the metadata says (endless-data defence).
 MAX_ARTIFACT_BYTES = 1024 * 1024
+#: Hard cap on all artifacts of one bundle together.
+MAX_BUNDLE_BYTES = 16 * 1024 * 1024
 APPROVAL_LIFETIME = timedelta(days=3650)
 
 

@@ -316,3 +316,20 @@ def test_root_rotation_keeping_the_server_key_keeps_the_version_floor(world: Wor
     data, arts = world.bundle(1, [world.approval("cand-b")])
     with pytest.raises(RollbackError):
         installed.update_bundle(data, arts, NOW)
+
+
+def test_oversized_artifact_is_refused_before_any_artifact_is_hashed(
+    world: World, installed: TrustedBundleState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aggregation.bundle as kernel
+
+    arts = [("a_small", "routing_rule", b"{}"), ("z_padded", "routing_rule", b'{"x":1}')]
+    data, contents = world.bundle(2, [world.approval("cand-b", artifacts=arts)])
+    contents["cand-b/z_padded"] += b" " * 50_000
+    hashed: list[int] = []
+    real = kernel.sha256_hex
+    monkeypatch.setattr(kernel, "sha256_hex", lambda b: hashed.append(len(b)) or real(b))
+    with pytest.raises(OversizedArtifactError):
+        installed.update_bundle(data, contents, NOW)
+    assert 2 not in hashed and all(n < 1000 for n in hashed)  # metadata payloads only, no artifact
+    assert_still_v1(installed)

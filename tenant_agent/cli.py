@@ -14,6 +14,7 @@ from tenant_agent.config import CollectorConfig, ConfigError
 
 CONFIG_FILE = "collector.toml"
 CONFIG_ENV = "FEDSIGNAL_AGENT_CONFIG"
+TOKEN_ENV = "FEDSIGNAL_ENROLL_TOKEN"
 
 
 def register(groups: Any) -> None:
@@ -56,7 +57,8 @@ def register(groups: Any) -> None:
         help="serve OTLP and the resolve endpoint; close, release and deliver windows until SIGTERM",
         description="Serve the OTLP TraceService/LogsService and the local artifact-resolve endpoint, and "
         "periodically seal due windows (DP release under the budget ledger), deliver the outbox and pull "
-        "bundles. SIGTERM or Ctrl-C stops gracefully.",
+        f"bundles. SIGTERM or Ctrl-C stops gracefully. Not enrolled yet and {TOKEN_ENV} set: enrolls first "
+        "(config ca_file pins the server CA).",
     )
     add_config(p)
     p.set_defaults(func=cmd_run)
@@ -122,6 +124,25 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def _enroll_from_env(config: CollectorConfig) -> None:
+    """Containers: enroll on first start from FEDSIGNAL_ENROLL_TOKEN (a no-op once enrolled)."""
+    from tenant_agent.config import IDENTITY_FILE
+    from tenant_agent.transport import enroll
+
+    token = os.environ.get(TOKEN_ENV)
+    if not token or (config.state_dir / IDENTITY_FILE).exists():
+        return
+    if not config.server:
+        raise ConfigError(f"{TOKEN_ENV} is set but the config names no server to enroll with")
+    if config.ca_file is None and not config.insecure_dev:
+        raise ConfigError(f"{TOKEN_ENV} is set: the config needs ca_file (the server CA to pin) or insecure_dev")
+    ca_pem = config.ca_file.read_bytes() if config.ca_file is not None else None
+    address = config.enroll_server or (config.server if config.insecure_dev else _next_port(config.server))
+    result = enroll(address, token, config.state_dir, ca_pem, insecure=config.insecure_dev,
+                    signals_address=config.server)
+    print(f"enrolled tenant {result.tenant_id} in cohort {result.cohort}", flush=True)
+
+
 def _log_to_state_dir(config: CollectorConfig) -> None:
     # Logs never carry event text or ids: only window starts, keys, counts, errors.
     logs = config.state_dir / "logs"
@@ -147,6 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args)
     _log_to_state_dir(config)
+    _enroll_from_env(config)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:

@@ -9,6 +9,8 @@ window_seconds = 3600                  # optional override of the schema's windo
 close_grace_seconds = 60               # wait this long after a window ends
 otlp_listen = "127.0.0.1:4317"
 resolve_listen = "127.0.0.1:8787"
+ca_file = "server-ca.pem"               # only for `agent run` self-enrollment
+enroll_server = "signals.example.internal:7444"   # default: server port + 1
 
 [budget]
 rho_per_period = 100.0
@@ -37,7 +39,9 @@ ticket_id = "TCK-[0-9]{6}"
 customer_name = ["Alice Example"]
 ```
 ``tenant_id`` and ``cohort`` come from ``credentials/identity.json`` written
-at enrollment; the file may set them for tests and offline imports.
+at enrollment; the file may set them for tests and offline imports. When the
+state directory holds no identity yet and ``FEDSIGNAL_ENROLL_TOKEN`` is set,
+``agent run`` enrolls first (with ``ca_file``, or plaintext if insecure_dev).
 """
 
 from __future__ import annotations
@@ -111,6 +115,10 @@ class CollectorConfig:
     redaction_dictionaries: dict[str, list[str]] = field(default_factory=dict)
     # Records per store transaction on the import path.
     batch_size: int = 2000
+    # For `agent run` enrolling itself (FEDSIGNAL_ENROLL_TOKEN): the server CA
+    # to pin and the enrollment address (default: server port + 1).
+    ca_file: Path | None = None
+    enroll_server: str | None = None
 
     def __post_init__(self) -> None:
         if self.privacy_unit not in (None, "session", "user"):
@@ -192,6 +200,8 @@ class CollectorConfig:
                 redaction_patterns={str(k): str(v) for k, v in red.get("patterns", {}).items()},
                 redaction_dictionaries={str(k): [str(x) for x in v] for k, v in red.get("dictionaries", {}).items()},
                 batch_size=int(doc.get("batch_size", 2000)),
+                ca_file=_path(doc.get("ca_file"), base),
+                enroll_server=doc.get("enroll_server"),
             )
         except (TypeError, ValueError) as exc:
             if isinstance(exc, ConfigError):
@@ -211,6 +221,13 @@ class CollectorConfig:
             server=self.server or ident.get("server"),
             insecure_dev=self.insecure_dev or bool(ident.get("insecure_dev", False)),
         )
+
+
+def _path(value: Any, base: Path | None) -> Path | None:
+    if not value:
+        return None
+    path = Path(str(value))
+    return base / path if base is not None and not path.is_absolute() else path
 
 
 def _parse_time(value: Any) -> datetime:

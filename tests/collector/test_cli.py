@@ -137,3 +137,31 @@ def test_agent_run_serves_until_sigterm_and_stops_gracefully(tmp_path: Path) -> 
         assert c.status().windows["sealed"] == 1
         assert c.status().counters["releases_sealed"] == 1
     assert "sealed window" in (tmp_path / "state" / "logs" / "collector.log").read_text()
+
+
+@pytest.mark.slow
+def test_agent_run_enrolls_itself_from_the_token_in_the_environment(tmp_path: Path) -> None:
+    h = start_harness(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server")
+    try:
+        (tmp_path / "ca.pem").write_bytes(h.ca.certificate_pem)
+        config = tmp_path / "collector.toml"
+        config.write_text(
+            f'state_dir = "state"\nserver = "{h.mtls_target}"\nenroll_server = "{h.enroll_target}"\n'
+            'ca_file = "ca.pem"\notlp_listen = "127.0.0.1:0"\nresolve_listen = "127.0.0.1:0"\n'
+        )
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), FEDSIGNAL_ENROLL_TOKEN=h.token("initech", "retail"))
+        proc = subprocess.Popen([sys.executable, "-m", "fedsignal_cli", "agent", "run", "--config", str(config)],
+                                cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert "initech" in read_line(proc, "enrolled tenant")
+            read_line(proc, "collector ready")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        identity = json.loads((tmp_path / "state" / "credentials" / "identity.json").read_text())
+        assert (identity["tenant_id"], identity["server"]) == ("initech", h.mtls_target)
+    finally:
+        h.running.stop(0)
+        h.ctx.engine.dispose()

@@ -14,7 +14,7 @@ Three vocabularies feed a decision event:
 This module is also the allow-list: the OTLP mapper reads *only* the keys
 below and skips every other attribute without converting its value (prompts,
 completions, tool arguments are never read). Aliases map several names to
-one :class:`Slot`; when a span carries two, the first on the span wins.
+one :class:`Slot`; when a span carries two, the last on the span wins.
 """
 
 from __future__ import annotations

@@ -75,12 +75,8 @@ def any_value(value: AnyValue) -> Any:
 
 def read_attributes(attributes: Iterable[Any], table: dict[str, Slot]) -> dict[Slot, Any]:
     """The allow-listed attributes of a resource, span, span event or log record."""
-    values: dict[Slot, Any] = {}
-    for kv in attributes:
-        slot = table.get(kv.key)
-        if slot is not None and slot not in values:
-            values[slot] = any_value(kv.value)
-    return values
+    raw = {slot: kv.value for kv in attributes if (slot := table.get(kv.key)) is not None}
+    return {slot: value for slot, any_val in raw.items() if (value := any_value(any_val)) is not None}
 
 
 @dataclass(slots=True)
@@ -99,52 +95,68 @@ class SpanView:
     document_ids: list[tuple[int, str]] | None = None
     evaluations: list[dict[Slot, Any]] | None = None
 
-    @property
-    def operation(self) -> Any:
-        return self.values.get(Slot.OPERATION)
-
-    @property
-    def kind(self) -> Any:
-        return self.values.get(Slot.SPAN_KIND)
+    role: int = 0  # bit set of AGENT, TOOL, LLM, RETRIEVER
 
     @property
     def is_agent(self) -> bool:
-        return self.operation == A.OPERATION_INVOKE_AGENT or self.kind == A.KIND_AGENT
+        return self.role & AGENT != 0
 
     @property
     def is_tool(self) -> bool:
-        return self.operation == A.OPERATION_EXECUTE_TOOL or self.kind == A.KIND_TOOL
+        return self.role & TOOL != 0
 
     @property
     def is_llm(self) -> bool:
-        return self.operation in _LLM_OPERATIONS or self.kind == A.KIND_LLM
+        return self.role & LLM != 0
 
     @property
     def is_retriever(self) -> bool:
-        return self.kind == A.KIND_RETRIEVER or self.operation == "retrieval"
+        return self.role & RETRIEVER != 0
+
+
+AGENT, TOOL, LLM, RETRIEVER = 1, 2, 4, 8
+# What a span is, from gen_ai.operation.name or openinference.span.kind.
+_ROLES: dict[Any, int] = {
+    A.OPERATION_INVOKE_AGENT: AGENT,
+    A.KIND_AGENT: AGENT,
+    A.OPERATION_EXECUTE_TOOL: TOOL,
+    A.KIND_TOOL: TOOL,
+    A.KIND_LLM: LLM,
+    A.KIND_RETRIEVER: RETRIEVER,
+    "retrieval": RETRIEVER,
+    **dict.fromkeys(_LLM_OPERATIONS, LLM),
+}
+
+
+def _role(values: dict[Slot, Any]) -> int:
+    operation = values.get(Slot.OPERATION)
+    kind = values.get(Slot.SPAN_KIND)
+    role = _ROLES.get(operation, 0) if isinstance(operation, str) else 0
+    return role | _ROLES.get(kind, 0) if isinstance(kind, str) else role
 
 
 def read_span(span: Any, resource: dict[Slot, Any]) -> SpanView:
-    """One pass over a span's attributes: dict dispatch on the key, nothing else converted."""
+    """One pass over a span's attributes: dict dispatch on the key; the values of
+    keys off the allow-list are never converted."""
     table = A.SPAN_ATTRIBUTES
+    raw = {slot: kv.value for kv in span.attributes if (slot := table.get(kv.key)) is not None}
     values: dict[Slot, Any] = {}
+    for slot, any_val in raw.items():
+        value = any_value(any_val)
+        if value is not None:
+            values[slot] = value
+    role = _role(values)
     documents: list[tuple[int, str]] | None = None
-    for kv in span.attributes:
-        key = kv.key
-        slot = table.get(key)
-        if slot is None:
+    if role & RETRIEVER:
+        # OpenInference flattens the document list: retrieval.documents.<N>.document.id
+        for kv in span.attributes:
+            key = kv.key
             if key.startswith(_DOCS_PREFIX) and key.endswith(_DOC_ID_SUFFIX):
                 index = key[_DOCS_PREFIX_LEN:-_DOC_ID_SUFFIX_LEN]
-                if index.isdigit():
-                    doc = any_value(kv.value)
-                    if isinstance(doc, str | int):
-                        documents = documents if documents is not None else []
-                        documents.append((int(index), str(doc)))
-            continue
-        if slot not in values:
-            value = any_value(kv.value)
-            if value is not None:
-                values[slot] = value
+                doc = any_value(kv.value)
+                if index.isdigit() and isinstance(doc, str | int):
+                    documents = documents if documents is not None else []
+                    documents.append((int(index), str(doc)))
     evaluations = None
     if span.events:  # an evaluation result may ride on a span event
         evaluations = [
@@ -155,17 +167,18 @@ def read_span(span: Any, resource: dict[Slot, Any]) -> SpanView:
     flags = span.flags
     parent = span.parent_span_id
     return SpanView(
-        trace_id=span.trace_id,
-        span_id=span.span_id,
-        parent_id=parent,
-        local_root=not parent or (flags & _HAS_IS_REMOTE != 0 and flags & _IS_REMOTE != 0),
-        start_ns=span.start_time_unix_nano,
-        end_ns=span.end_time_unix_nano,
-        error=span.status.code == _STATUS_ERROR,
-        values=values,
-        resource=resource,
-        document_ids=documents,
-        evaluations=evaluations,
+        span.trace_id,
+        span.span_id,
+        parent,
+        not parent or (flags & _HAS_IS_REMOTE != 0 and flags & _IS_REMOTE != 0),
+        span.start_time_unix_nano,
+        span.end_time_unix_nano,
+        span.status.code == _STATUS_ERROR,
+        values,
+        resource,
+        documents,
+        evaluations,
+        role,
     )
 
 
@@ -201,6 +214,9 @@ class OtlpMapper:
         self._last_sweep = clock()
         self.late_evaluations = 0
         self.spans_read = 0
+        # Labels (tool names, intents, agents) repeat: remember the ones that
+        # need no redaction, so the redactor sees each only once.
+        self._plain_labels: set[str] = set()
 
     @property
     def pending_traces(self) -> int:
@@ -318,7 +334,7 @@ class OtlpMapper:
 
         def label(slot: Slot) -> str | None:
             value = first(slot)
-            return clean_label(value[:256], redactor) if isinstance(value, str) and value else None
+            return self._label(value[:256]) if isinstance(value, str) and value else None
 
         def version(slot: Slot) -> str | None:
             value = first(slot)
@@ -342,12 +358,10 @@ class OtlpMapper:
                 expected = values.get(Slot.TOOL_EXPECTED)
                 tool_calls.append(
                     ToolCall(
-                        name=clean_label(name[:256], redactor)
-                        if isinstance(name, str) and name
-                        else "unknown",
-                        error=clean_label(error[:256], redactor) if error else None,
+                        name=self._label(name[:256]) if isinstance(name, str) and name else "unknown",
+                        error=self._label(error[:256]) if error else None,
                         latency_ms=max(0.0, (span.end_ns - span.start_ns) / 1e6) if span.end_ns else None,
-                        expected=clean_label(expected[:256], redactor)
+                        expected=self._label(expected[:256])
                         if isinstance(expected, str) and expected
                         else None,
                     )
@@ -360,13 +374,11 @@ class OtlpMapper:
                 if isinstance(reasons, str):
                     reasons = [reasons]
                 if isinstance(reasons, list):
-                    finish_reasons.extend(
-                        clean_label(r[:64], redactor) for r in reasons if isinstance(r, str)
-                    )
+                    finish_reasons.extend(self._label(r[:64]) for r in reasons if isinstance(r, str))
                 if model is None and isinstance(values.get(Slot.MODEL), str):
                     model = values[Slot.MODEL][:256]
             if span.document_ids:
-                retrieval_ids.extend(clean_label(d[:256], redactor) for _, d in sorted(span.document_ids))
+                retrieval_ids.extend(self._label(d[:256]) for _, d in sorted(span.document_ids))
             elif span.is_retriever and not _int(values.get(Slot.RETRIEVAL_DOCUMENT_COUNT)):
                 retrieval_empty = True
             action = values.get(Slot.GUARDRAIL_ACTION)
@@ -426,7 +438,7 @@ class OtlpMapper:
             human_edited=any_true(Slot.HUMAN_EDITED),
             user_reasked=any_true(Slot.USER_REASKED),
             outcome=label(Slot.OUTCOME),
-            error_type=clean_label(error_type[:256], redactor) if error_type else None,
+            error_type=self._label(error_type[:256]) if error_type else None,
             timed_out=any_true(Slot.TIMED_OUT),
             latency_ms=max(0.0, (turn.end_ns - turn.start_ns) / 1e6) if turn.end_ns else None,
             input_tokens=input_tokens or None,
@@ -439,6 +451,17 @@ class OtlpMapper:
             artifact_version=version(Slot.ARTIFACT_VERSION),
             text=redactor.redact(text[:65_536]) if isinstance(text, str) and text else None,
         )
+
+    def _label(self, value: str) -> str:
+        value = value[:256]
+        if value in self._plain_labels:
+            return value
+        cleaned = self.redactor.redact_label(value)
+        if cleaned == value:
+            if len(self._plain_labels) >= 65_536:
+                self._plain_labels.clear()
+            self._plain_labels.add(value)
+        return cleaned
 
     def _evaluations(self, results: list[dict[Slot, Any]]) -> dict[str, Any]:
         merged: dict[str, Any] = {}
@@ -469,6 +492,9 @@ class OtlpMapper:
 def _turns(trace: _PendingTrace) -> list[tuple[SpanView, list[SpanView], list[dict[Slot, Any]]]]:
     """Split a trace into turns: outermost agent spans and the spans below them."""
     spans = trace.spans
+    agents = [s for s in spans if s.role & AGENT]
+    if len(agents) == 1:  # the common case: one agent turn per trace
+        return [(agents[0], spans, [v for _, v in trace.evaluations])]
     by_id = {s.span_id: s for s in spans}
 
     def top_agent(span: SpanView) -> SpanView | None:

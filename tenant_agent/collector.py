@@ -164,6 +164,11 @@ class Collector:
         self.adopt_schema(SignalSchema.from_proto(msg))
         return True
 
+    @property
+    def has_server(self) -> bool:
+        """True when a server channel was given or can be opened from the config."""
+        return self._channel is not None or bool(self.config.server)
+
     def channel(self, *, required: bool = True) -> grpc.Channel | None:
         if self._channel is None and self.config.server:
             self._channel = open_channel(self.config.state_dir, self.config.server, insecure=self.config.insecure_dev)
@@ -318,10 +323,15 @@ class Collector:
         return label
 
     # -- serving ----------------------------------------------------------------
-    def serve(self, stop: threading.Event, *, ready: Callable[[Serving], None] | None = None) -> None:
-        """Serve OTLP and resolve endpoints and run the periodic loops until ``stop`` is set."""
+    def serve(self, stop: threading.Event | None = None, *, ready: Callable[[Serving], None] | None = None) -> None:
+        """Serve OTLP and resolve endpoints and run the periodic loops until ``stop`` is set.
+
+        ``ready`` is called with the running listeners (their bound ports) once
+        they accept calls. Without ``stop`` this serves until the process ends.
+        """
         from tenant_agent.serving import start_serving
 
+        stop = stop or threading.Event()
         serving = start_serving(self)
         try:
             if ready is not None:

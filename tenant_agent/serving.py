@@ -59,8 +59,8 @@ class Serving:
             # Turns whose trace root never came are due after the mapper's timeout.
             ("otlp_flush", 1.0, lambda: self.receiver.flush()),
             ("close", loops.close_interval_seconds, lambda: c.close_windows(now)),
-            ("deliver", loops.deliver_interval_seconds, lambda: c.deliver(now) if c.config.server else None),
-            ("bundle", loops.bundle_interval_seconds, lambda: c.pull_bundle() if c.config.server else None),
+            ("deliver", loops.deliver_interval_seconds, lambda: c.deliver(now) if c.has_server else None),
+            ("bundle", loops.bundle_interval_seconds, lambda: c.pull_bundle() if c.has_server else None),
         ]
         for name, interval, step in steps:
             if not self._due(name, interval, now):

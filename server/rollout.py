@@ -38,6 +38,7 @@ from aggregation.bundle_format import BASELINE, RolloutExposure
 from aggregation.errors import FedsignalError
 from aggregation.rollout_plan import (
     RolloutPlan,
+    exposure,
     participating_tenants,
     plan_for_candidate,
     session_fraction,
@@ -141,6 +142,7 @@ def _stage_audit(rec: RolloutRecord, plan: RolloutPlan) -> dict[str, object]:
         "stage_index": rec.stage_index, "stage_percent": plan.stages[rec.stage_index].percent,
         "participating_tenants": participants(rec), "session_fraction": rec.session_fraction,
         "n_tenants": rec.n_tenants, "stage_window_start": rec.stage_window_start,
+        "exposure": round(exposure(rec.n_tenants, participants(rec), rec.session_fraction), 6),
     }
 
 
@@ -210,6 +212,8 @@ def run_controller(ctx: ServerContext) -> None:
             step_rollout(ctx, rid)
         except FedsignalError as exc:
             log.error("rollout %s: %s", rid, exc)
+        except Exception:  # one broken rollout must not stop the others; the job loop retries
+            log.exception("rollout %s: controller step failed", rid)
 
 
 @dataclass(frozen=True)

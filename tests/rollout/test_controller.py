@@ -147,6 +147,11 @@ def test_a_safety_rise_rolls_back_without_a_human_and_points_back_to_stable(worl
     verdicts = json.loads(event.payload_json)["assessment"]["verdicts"]
     safety = next(v for v in verdicts if v["gate"] == "safety_incident")
     assert safety["verdict"] == "harm" and safety["low"] > 0
+    # The status view of a finished rollout shows the assessment that ended it.
+    with transaction(world.ctx.sessions) as s:
+        status = rollout_status(s, world.ctx, get_rollout(s, rid))
+    assert status.next_decision == "none (rolled_back)"
+    assert {g.gate: g.verdict for g in status.gates}["safety_incident"] == "harm"
 
 
 def test_a_drop_within_the_margin_is_not_harm(world: RolloutWorld) -> None:

@@ -81,7 +81,9 @@ class Taxonomy:
         self.source = source
         self._categories = tuple(categories)
         self.categories: tuple[str, ...] = tuple(c.name for c in self._categories)
-        self._rules: tuple[tuple[str, Predicate], ...] = tuple((c.name, c.predicate) for c in self._categories)
+        self._rules: tuple[tuple[str, Predicate], ...] = tuple(
+            (c.name, c.predicate) for c in self._categories
+        )
 
     # -- loading -------------------------------------------------------------
     @classmethod
@@ -161,7 +163,9 @@ class Taxonomy:
         return frozenset([name for name, predicate in self._rules if predicate(event)])
 
     def __repr__(self) -> str:
-        return f"Taxonomy(version={self.version!r}, categories={len(self.categories)}, source={self.source!r})"
+        return (
+            f"Taxonomy(version={self.version!r}, categories={len(self.categories)}, source={self.source!r})"
+        )
 
 
 def _measure_names() -> frozenset[str]:
@@ -194,9 +198,7 @@ def _compile(spec: Any, reads: set[str], where: str) -> Predicate:
         if not isinstance(items, list) or not items or len(spec) != 1:
             raise TaxonomyError(f"{where}: {op!r} takes a non-empty list and nothing else")
         parts = tuple(_compile(p, reads, where) for p in items)
-        if op == "all":
-            return lambda e: all(p(e) for p in parts)
-        return lambda e: any(p(e) for p in parts)
+        return _all(parts) if op == "all" else _any(parts)
     if "not" in spec:
         if len(spec) != 1:
             raise TaxonomyError(f"{where}: 'not' takes one predicate and nothing else")
@@ -205,7 +207,9 @@ def _compile(spec: Any, reads: set[str], where: str) -> Predicate:
     if "flag" in spec:
         name = spec["flag"]
         if name not in _BOOL_FIELDS or len(spec) != 1:
-            raise TaxonomyError(f"{where}: 'flag' needs one boolean event field, one of {sorted(_BOOL_FIELDS)}")
+            raise TaxonomyError(
+                f"{where}: 'flag' needs one boolean event field, one of {sorted(_BOOL_FIELDS)}"
+            )
         reads.add(name)
         return lambda e: getattr(e, name) is True
     if "field" in spec:
@@ -225,6 +229,29 @@ def _compile(spec: Any, reads: set[str], where: str) -> Predicate:
     if "evaluation" in spec:
         return _compile_evaluation(spec, reads, where)
     raise TaxonomyError(f"{where}: unknown predicate {dict(spec)!r}")
+
+
+# Unrolled for the usual two or three parts: a generator per event costs more
+# than the predicates themselves.
+def _any(parts: tuple[Predicate, ...]) -> Predicate:
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        a, b = parts
+        return lambda e: a(e) or b(e)
+    if len(parts) == 3:
+        a, b, c = parts
+        return lambda e: a(e) or b(e) or c(e)
+    return lambda e: any(p(e) for p in parts)
+
+
+def _all(parts: tuple[Predicate, ...]) -> Predicate:
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        a, b = parts
+        return lambda e: a(e) and b(e)
+    return lambda e: all(p(e) for p in parts)
 
 
 def _compile_field(spec: Mapping[str, Any], reads: set[str], where: str) -> Predicate:

@@ -200,6 +200,7 @@ _LABEL_RISK = re.compile(
     r"[@:/=]|(?i:www\.)|Bearer|Basic|eyJ|sk[-_]|[pr]k_|A(?:KIA|SIA|Iza)|gh[pousr]_|github_pat_|xox|glpat-|PRIVATE KEY"
 )
 _DROP_DIGITS = str.maketrans("", "", "0123456789")
+_PLAIN_LABELS_MAX = 65_536
 _SECRET_HINTS = ("key", "secret", "token", "pass", "pwd")
 
 
@@ -288,6 +289,7 @@ class Redactor:
         self._lock = threading.Lock()
         self._stats: dict[str, int] = {}
         self._tenant_passes = _compile_tenant(self.config)
+        self._plain_labels: set[str] = set()
 
     @property
     def stats(self) -> dict[str, int]:
@@ -316,12 +318,25 @@ class Redactor:
         """A short categorical string (intent, tool name, error type, id) redacted,
         skipping the passes when no entity can be in it: every built-in entity
         needs ``@``, ``:``, ``/``, ``=``, ``www.``, a secret prefix, more than 40
-        characters, or at least four digits (``1.2.3.4``, ``3/4/21``)."""
-        if self._tenant_passes or len(value) > 40 or _LABEL_RISK.search(value):
-            return self.redact(value)
-        if len(value) - len(value.translate(_DROP_DIGITS)) >= 4:
-            return self.redact(value)
-        return value
+        characters, or at least four digits (``1.2.3.4``, ``3/4/21``). Labels
+        repeat, so the ones that come back unchanged are remembered."""
+        plain = self._plain_labels
+        if value in plain:
+            return value
+        if (
+            self._tenant_passes
+            or len(value) > 40
+            or _LABEL_RISK.search(value)
+            or len(value) - len(value.translate(_DROP_DIGITS)) >= 4
+        ):
+            cleaned = self.redact(value)
+        else:
+            cleaned = value
+        if cleaned == value:
+            if len(plain) >= _PLAIN_LABELS_MAX:
+                plain.clear()
+            plain.add(value)
+        return cleaned
 
     def redact_many(self, texts: Sequence[str]) -> list[str]:
         return [self.redact(t) for t in texts]

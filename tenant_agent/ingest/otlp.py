@@ -218,9 +218,6 @@ class OtlpMapper:
         self._last_sweep = clock()
         self.late_evaluations = 0
         self.spans_read = 0
-        # Labels (tool names, intents, agents) repeat: remember the ones that
-        # need no redaction, so the redactor sees each only once.
-        self._plain_labels: set[str] = set()
 
     @property
     def pending_traces(self) -> int:
@@ -458,15 +455,7 @@ class OtlpMapper:
         )
 
     def _label(self, value: str) -> str:
-        value = value[:256]
-        if value in self._plain_labels:
-            return value
-        cleaned = self.redactor.redact_label(value)
-        if cleaned == value:
-            if len(self._plain_labels) >= 65_536:
-                self._plain_labels.clear()
-            self._plain_labels.add(value)
-        return cleaned
+        return self.redactor.redact_label(value[:256])
 
     def _evaluations(self, results: list[dict[Slot, Any]]) -> dict[str, Any]:
         merged: dict[str, Any] = {}

@@ -35,9 +35,10 @@ from opentelemetry.trace import Status, StatusCode
 
 from aggregation.taxonomy import Taxonomy
 from tenant_agent.ingest import otel_attrs
-from tenant_agent.ingest import otlp as otlp_module
-from tenant_agent.ingest.otlp import OtlpMapper, SpanView, any_value
+from tenant_agent.ingest import spans as spans_module
+from tenant_agent.ingest.otlp import OtlpMapper
 from tenant_agent.ingest.records import event_from_dict
+from tenant_agent.ingest.spans import SpanView, any_value
 from tenant_agent.redact import Redactor
 
 INTENTS = [
@@ -285,7 +286,7 @@ def read_everything(span: Any, resource: dict[Any, Any]) -> SpanView:
     attrs = {kv.key: any_value(kv.value) for kv in span.attributes}
     table = otel_attrs.SPAN_ATTRIBUTES
     values = {table[k]: v for k, v in attrs.items() if k in table and v is not None}
-    role = otlp_module._role(values)
+    role = spans_module._role(values)
     documents = [
         (int(k.split(".")[2]), str(v))
         for k, v in attrs.items()

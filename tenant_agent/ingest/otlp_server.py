@@ -42,9 +42,15 @@ class OtlpReceiver:
         self.events_delivered = 0
 
     def _deliver(self, events: Sequence[DecisionEvent]) -> None:
+        # Called under the lock, right after the mapper produced ``events``.
         if events:
-            self.sink(events)
+            try:
+                self.sink(events)
+            except BaseException:
+                self.mapper.restore()  # the retry will complete the same turns
+                raise
             self.events_delivered += len(events)
+        self.mapper.commit()
 
     def receive_traces(self, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
         with self._lock:

@@ -164,7 +164,7 @@ def test_trace_without_agent_span_is_one_turn() -> None:
     assert event.session_id == "trace-" + TRACE.hex()
 
 
-def test_failed_sink_makes_export_unavailable_and_retry_maps_the_same_event() -> None:
+def test_failed_sink_makes_export_unavailable_and_retry_completes_the_same_turn() -> None:
     stored: list[DecisionEvent] = []
     failures = [RuntimeError("disk full")]
 
@@ -177,14 +177,27 @@ def test_failed_sink_makes_export_unavailable_and_retry_maps_the_same_event() ->
     add_otlp_services(server, sink, tenant_id="t")
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
+    tool = span(2, 1, gen_ai__operation__name="execute_tool", gen_ai__tool__name="lookup")
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+            stub.Export(request(tool), timeout=5)  # the child, acknowledged
             with pytest.raises(grpc.RpcError) as failed:
                 stub.Export(request(span(1, None, **AGENT)), timeout=5)
             assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
             assert stored == []
-            stub.Export(request(span(1, None, **AGENT)), timeout=5)
+            stub.Export(request(span(1, None, **AGENT)), timeout=5)  # the exporter's retry
     finally:
         server.stop(None)
-    assert len(stored) == 1 and stored[0].event_id == TRACE.hex() + "-" + (1).to_bytes(8, "big").hex()
+    (event,) = stored
+    assert event.event_id == TRACE.hex() + "-" + (1).to_bytes(8, "big").hex()
+    assert [c.name for c in event.tool_calls] == ["lookup"]
+
+
+def test_resent_spans_count_once_and_late_children_are_dropped() -> None:
+    mapper = OtlpMapper("t", Redactor())
+    child = span(2, 1, gen_ai__operation__name="execute_tool", gen_ai__tool__name="lookup")
+    (event,) = mapper.map_traces(request(child, child, span(1, None, **AGENT)))
+    assert len(event.tool_calls) == 1
+    assert mapper.map_traces(request(span(3, 1, gen_ai__operation__name="chat"))) == []
+    assert mapper.late_spans == 1 and mapper.pending_traces == 0

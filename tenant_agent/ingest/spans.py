@@ -1,0 +1,153 @@
+"""Reading one OTLP span: the allow-listed attributes and nothing else.
+
+:func:`read_span` looks every attribute key up in the table of
+:mod:`tenant_agent.ingest.otel_attrs` and converts only the values of the
+keys it finds there (the costly part of a Python OTLP receiver is turning
+every attribute into Python objects). What it keeps is a :class:`SpanView`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from tenant_agent.ingest import otel_attrs as A
+from tenant_agent.ingest.otel_attrs import Slot
+
+_STATUS_ERROR = 2
+_HAS_IS_REMOTE = 0x100
+_IS_REMOTE = 0x200
+_DOCS_PREFIX = A.OI_RETRIEVAL_DOCUMENTS_PREFIX
+_DOCS_PREFIX_LEN = len(_DOCS_PREFIX)
+_DOC_ID_SUFFIX = A.OI_DOCUMENT_ID_SUFFIX
+_DOC_ID_SUFFIX_LEN = len(_DOC_ID_SUFFIX)
+_LLM_OPERATIONS = frozenset({A.OPERATION_CHAT, A.OPERATION_TEXT_COMPLETION, A.OPERATION_GENERATE_CONTENT})
+
+
+def any_value(value: AnyValue) -> Any:
+    """Python value of an OTLP ``AnyValue`` (only ever called for allow-listed keys)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "double_value":
+        return value.double_value
+    if kind == "array_value":
+        return [any_value(v) for v in value.array_value.values]
+    return None
+
+
+def read_attributes(attributes: Iterable[Any], table: dict[str, Slot]) -> dict[Slot, Any]:
+    """The allow-listed attributes of a resource, span, span event or log record."""
+    raw = {slot: kv.value for kv in attributes if (slot := table.get(kv.key)) is not None}
+    return {slot: value for slot, any_val in raw.items() if (value := any_value(any_val)) is not None}
+
+
+@dataclass(slots=True)
+class SpanView:
+    """What the mapper keeps of one span: ids, times, status, allow-listed values."""
+
+    trace_id: bytes
+    span_id: bytes
+    parent_id: bytes
+    local_root: bool
+    start_ns: int
+    end_ns: int
+    error: bool
+    values: dict[Slot, Any]
+    resource: dict[Slot, Any]
+    document_ids: list[tuple[int, str]] | None = None
+    evaluations: list[dict[Slot, Any]] | None = None
+
+    role: int = 0  # bit set of AGENT, TOOL, LLM, RETRIEVER
+
+    @property
+    def is_agent(self) -> bool:
+        return self.role & AGENT != 0
+
+    @property
+    def is_tool(self) -> bool:
+        return self.role & TOOL != 0
+
+    @property
+    def is_llm(self) -> bool:
+        return self.role & LLM != 0
+
+    @property
+    def is_retriever(self) -> bool:
+        return self.role & RETRIEVER != 0
+
+
+AGENT, TOOL, LLM, RETRIEVER = 1, 2, 4, 8
+# What a span is, from gen_ai.operation.name or openinference.span.kind.
+_ROLES: dict[Any, int] = {
+    A.OPERATION_INVOKE_AGENT: AGENT,
+    A.KIND_AGENT: AGENT,
+    A.OPERATION_EXECUTE_TOOL: TOOL,
+    A.KIND_TOOL: TOOL,
+    A.KIND_LLM: LLM,
+    A.KIND_RETRIEVER: RETRIEVER,
+    "retrieval": RETRIEVER,
+    **dict.fromkeys(_LLM_OPERATIONS, LLM),
+}
+
+
+def _role(values: dict[Slot, Any]) -> int:
+    operation = values.get(Slot.OPERATION)
+    kind = values.get(Slot.SPAN_KIND)
+    role = _ROLES.get(operation, 0) if isinstance(operation, str) else 0
+    return role | _ROLES.get(kind, 0) if isinstance(kind, str) else role
+
+
+def read_span(span: Any, resource: dict[Slot, Any]) -> SpanView:
+    """One pass over a span's attributes: dict dispatch on the key; the values of
+    keys off the allow-list are never converted."""
+    table = A.SPAN_ATTRIBUTES
+    raw = {slot: kv.value for kv in span.attributes if (slot := table.get(kv.key)) is not None}
+    values: dict[Slot, Any] = {}
+    for slot, any_val in raw.items():
+        # Most allow-listed values are strings: read those without WhichOneof.
+        value = any_val.string_value or any_value(any_val)
+        if value is not None:
+            values[slot] = value
+    role = _role(values)
+    documents: list[tuple[int, str]] | None = None
+    if role & RETRIEVER:
+        # OpenInference flattens the document list: retrieval.documents.<N>.document.id
+        for kv in span.attributes:
+            key = kv.key
+            if key.startswith(_DOCS_PREFIX) and key.endswith(_DOC_ID_SUFFIX):
+                index = key[_DOCS_PREFIX_LEN:-_DOC_ID_SUFFIX_LEN]
+                doc = any_value(kv.value)
+                if index.isdigit() and isinstance(doc, str | int):
+                    documents = documents if documents is not None else []
+                    documents.append((int(index), str(doc)))
+    evaluations = None
+    if span.events:  # an evaluation result may ride on a span event
+        evaluations = [
+            read_attributes(event.attributes, A.EVALUATION_ATTRIBUTES)
+            for event in span.events
+            if event.name == A.GEN_AI_EVALUATION_RESULT
+        ] or None
+    flags = span.flags
+    parent = span.parent_span_id
+    return SpanView(
+        span.trace_id,
+        span.span_id,
+        parent,
+        not parent or (flags & _HAS_IS_REMOTE != 0 and flags & _IS_REMOTE != 0),
+        span.start_time_unix_nano,
+        span.end_time_unix_nano,
+        span.status.code == _STATUS_ERROR,
+        values,
+        resource,
+        documents,
+        evaluations,
+        role,
+    )

@@ -1,0 +1,274 @@
+"""One agent turn (a group of spans) → one :class:`DecisionEvent`.
+
+:func:`split_turns` cuts a trace into turns — outermost agent spans and the
+spans below them; a trace without agent spans is one turn — and
+:class:`TurnAssembler` reads a turn's spans into the event's fields (the
+field-by-field mapping is documented in ``docs/event-schema.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from aggregation.events import DecisionEvent, ToolCall
+from tenant_agent.ingest import otel_attrs as A
+from tenant_agent.ingest.otel_attrs import Slot
+from tenant_agent.ingest.records import (
+    EventFormatError,
+    clean_label,
+    clean_session,
+    evaluation_value,
+    pseudonymise,
+)
+from tenant_agent.ingest.spans import AGENT, SpanView
+from tenant_agent.redact import Redactor
+
+Turn = tuple[SpanView, list[SpanView], list[dict[Slot, Any]]]
+
+
+class TurnAssembler:
+    """Builds decision events of one tenant from turns, redacting as it reads."""
+
+    def __init__(self, tenant_id: str, redactor: Redactor) -> None:
+        self.tenant_id = tenant_id
+        self.redactor = redactor
+
+    def event(
+        self, turn: SpanView, members: list[SpanView], evaluations: list[dict[Slot, Any]]
+    ) -> DecisionEvent:
+        redactor = self.redactor
+
+        # One merged view: the turn span wins, then its members in order, then
+        # the resource; flags are true when any of them says so.
+        merged = dict(turn.resource)
+        flags = {slot for slot, value in turn.resource.items() if slot in _FLAG_SLOTS and _truthy(value)}
+        for span in reversed(members):
+            merged.update(span.values)
+            for slot, value in span.values.items():
+                if slot in _FLAG_SLOTS and _truthy(value):
+                    flags.add(slot)
+        merged.update(turn.values)
+        first = merged.get
+
+        def any_true(slot: Slot) -> bool:
+            return slot in flags
+
+        def label(slot: Slot) -> str | None:
+            value = first(slot)
+            return self._label(value[:256]) if isinstance(value, str) and value else None
+
+        def version(slot: Slot) -> str | None:
+            value = first(slot)
+            return value[:256] if isinstance(value, str) and value else None
+
+        tool_calls = []
+        input_tokens = output_tokens = 0
+        saw_llm = False
+        finish_reasons: list[str] = []
+        retrieval_ids: list[str] = []
+        retrieval_empty = any_true(Slot.RETRIEVAL_EMPTY)
+        guardrail_triggered = policy_blocked = False
+        model = None
+        for span in members:
+            values = span.values
+            if span.is_tool:
+                name = values.get(Slot.TOOL_NAME)
+                error = values.get(Slot.ERROR_TYPE)
+                if not isinstance(error, str) or not error:
+                    error = "error" if span.error else None
+                expected = values.get(Slot.TOOL_EXPECTED)
+                tool_calls.append(
+                    ToolCall(
+                        name=self._label(name[:256]) if isinstance(name, str) and name else "unknown",
+                        error=self._label(error[:256]) if error else None,
+                        latency_ms=max(0.0, (span.end_ns - span.start_ns) / 1e6) if span.end_ns else None,
+                        expected=self._label(expected[:256])
+                        if isinstance(expected, str) and expected
+                        else None,
+                    )
+                )
+            if span.is_llm:
+                saw_llm = True
+                input_tokens += _int(values.get(Slot.INPUT_TOKENS))
+                output_tokens += _int(values.get(Slot.OUTPUT_TOKENS))
+                reasons = values.get(Slot.FINISH_REASONS)
+                if isinstance(reasons, str):
+                    reasons = [reasons]
+                if isinstance(reasons, list):
+                    finish_reasons.extend(self._label(r[:64]) for r in reasons if isinstance(r, str))
+                if model is None and isinstance(values.get(Slot.MODEL), str):
+                    model = values[Slot.MODEL][:256]
+            if span.document_ids:
+                retrieval_ids.extend(self._label(d[:256]) for _, d in sorted(span.document_ids))
+            elif span.is_retriever and not _int(values.get(Slot.RETRIEVAL_DOCUMENT_COUNT)):
+                retrieval_empty = True
+            action = values.get(Slot.GUARDRAIL_ACTION)
+            if _truthy(values.get(Slot.GUARDRAIL_TRIGGERED)):
+                guardrail_triggered = True
+            if isinstance(action, str):
+                action = action.lower()
+                if action not in A.GUARDRAIL_PASSING_ACTIONS:
+                    guardrail_triggered = True
+                if action in A.GUARDRAIL_BLOCKING_ACTIONS:
+                    policy_blocked = True
+            if span.evaluations:
+                evaluations = evaluations + span.evaluations
+            if Slot.EVALUATION_NAME in values:  # an EVALUATOR span carrying its verdict
+                evaluations = evaluations + [values]
+        if not saw_llm:
+            input_tokens = _int(turn.values.get(Slot.INPUT_TOKENS))
+            output_tokens = _int(turn.values.get(Slot.OUTPUT_TOKENS))
+
+        verdicts = self._evaluations(evaluations)
+        if any_true(Slot.SAFETY_INCIDENT):
+            verdicts["safety"] = "unsafe"
+        error_type = turn.values.get(Slot.ERROR_TYPE)
+        if not isinstance(error_type, str) or not error_type:
+            error_type = next(
+                (
+                    s.values[Slot.ERROR_TYPE]
+                    for s in members
+                    if not s.is_tool and isinstance(s.values.get(Slot.ERROR_TYPE), str)
+                ),
+                "error" if turn.error else None,
+            )
+        conversation = first(Slot.CONVERSATION_ID)
+        session = (
+            conversation if isinstance(conversation, str) and conversation else "trace-" + turn.trace_id.hex()
+        )
+        user = first(Slot.USER_ID)
+        text = first(Slot.TEXT)
+        end_ns = turn.end_ns or turn.start_ns
+        return DecisionEvent(
+            tenant_id=self.tenant_id,
+            session_id=clean_session(session[:256], redactor),
+            timestamp=end_ns / 1e9,
+            user_id=pseudonymise(str(user)) if user not in (None, "") else None,
+            event_id=f"{turn.trace_id.hex()}-{turn.span_id.hex()}",
+            intent=label(Slot.INTENT),
+            agent=label(Slot.AGENT_NAME),
+            model=model or version(Slot.MODEL),
+            tool_calls=tuple(tool_calls),
+            retrieval_ids=tuple(retrieval_ids),
+            retrieval_empty=retrieval_empty,
+            fallback=any_true(Slot.FALLBACK),
+            escalated=any_true(Slot.ESCALATED),
+            escalation_requested=any_true(Slot.ESCALATION_REQUESTED),
+            policy_blocked=policy_blocked or any_true(Slot.POLICY_BLOCKED),
+            guardrail_triggered=guardrail_triggered,
+            human_edited=any_true(Slot.HUMAN_EDITED),
+            user_reasked=any_true(Slot.USER_REASKED),
+            outcome=label(Slot.OUTCOME),
+            error_type=self._label(error_type[:256]) if error_type else None,
+            timed_out=any_true(Slot.TIMED_OUT),
+            latency_ms=max(0.0, (turn.end_ns - turn.start_ns) / 1e6) if turn.end_ns else None,
+            input_tokens=input_tokens or None,
+            output_tokens=output_tokens or None,
+            finish_reasons=tuple(dict.fromkeys(finish_reasons)),
+            evaluations=verdicts,
+            prompt_version=version(Slot.PROMPT_VERSION),
+            policy_version=version(Slot.POLICY_VERSION),
+            bundle_version=version(Slot.BUNDLE_VERSION),
+            artifact_version=version(Slot.ARTIFACT_VERSION),
+            text=redactor.redact(text[:65_536]) if isinstance(text, str) and text else None,
+        )
+
+    def _label(self, value: str) -> str:
+        return self.redactor.redact_label(value[:256])
+
+    def _evaluations(self, results: list[dict[Slot, Any]]) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for values in results:
+            name = values.get(Slot.EVALUATION_NAME)
+            if not isinstance(name, str) or not name:
+                continue
+            score = values.get(Slot.EVALUATION_SCORE)
+            label = values.get(Slot.EVALUATION_LABEL)
+            raw: dict[str, Any] = {}
+            if isinstance(score, int | float) and not isinstance(score, bool):
+                raw["score"] = score
+            if isinstance(label, str) and label:
+                raw["label"] = label[:256]
+            if not raw:
+                continue
+            clean_name = clean_label(name[:256], self.redactor)
+            try:
+                value = evaluation_value(
+                    clean_name, raw if len(raw) == 2 else next(iter(raw.values())), self.redactor
+                )
+            except EventFormatError:
+                continue  # a non-finite score: no verdict to use
+            merged[clean_name] = value
+        return merged
+
+
+def split_turns(
+    spans: list[SpanView], trace_evaluations: Sequence[tuple[bytes, dict[Slot, Any]]]
+) -> list[Turn]:
+    """Split a trace into turns: outermost agent spans and the spans below them,
+    each with the evaluation results (by evaluated span id) that belong to it."""
+    agents = [s for s in spans if s.role & AGENT]
+    if len(agents) == 1:  # the common case: one agent turn per trace
+        return [(agents[0], spans, [v for _, v in trace_evaluations])]
+    by_id = {s.span_id: s for s in spans}
+
+    def top_agent(span: SpanView) -> SpanView | None:
+        found = None
+        seen = 0
+        node: SpanView | None = span
+        while node is not None and seen <= len(spans):
+            if node.is_agent:
+                found = node
+            node = by_id.get(node.parent_id) if node.parent_id else None
+            seen += 1
+        return found
+
+    owners = [top_agent(s) for s in spans]
+    tops: list[SpanView] = list({id(o): o for o in owners if o is not None}.values())
+    if not tops:
+        roots = [s for s in spans if s.local_root]
+        turn = roots[0] if roots else max(spans, key=lambda s: s.end_ns)
+        return [(turn, spans, [v for _, v in trace_evaluations])]
+    tops.sort(key=lambda s: s.start_ns)
+    members: dict[int, list[SpanView]] = {id(t): [] for t in tops}
+    owner_of_span: dict[bytes, SpanView] = {}
+    for span, owner in zip(spans, owners, strict=True):
+        if owner is None:  # outside every agent: the turn running at that time, else the last
+            owner = next((t for t in tops if t.start_ns <= span.start_ns <= t.end_ns), tops[-1])
+        members[id(owner)].append(span)
+        owner_of_span[span.span_id] = owner
+    evaluations: dict[int, list[dict[Slot, Any]]] = {id(t): [] for t in tops}
+    for span_id, values in trace_evaluations:
+        owner = owner_of_span.get(span_id, tops[-1])
+        evaluations[id(owner)].append(values)
+    return [(t, members[id(t)], evaluations[id(t)]) for t in tops]
+
+
+_FLAG_SLOTS = frozenset(
+    {
+        Slot.RETRIEVAL_EMPTY,
+        Slot.FALLBACK,
+        Slot.ESCALATED,
+        Slot.ESCALATION_REQUESTED,
+        Slot.POLICY_BLOCKED,
+        Slot.HUMAN_EDITED,
+        Slot.USER_REASKED,
+        Slot.TIMED_OUT,
+        Slot.SAFETY_INCIDENT,
+    }
+)
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(0, value)
+    if isinstance(value, float) and value == value:
+        return max(0, int(value))
+    return 0

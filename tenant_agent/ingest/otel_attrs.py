@@ -110,6 +110,8 @@ OI_PROMPT_TEMPLATE_VERSION = "llm.prompt_template.version"
 # OpenInference flattens lists: retrieval.documents.<N>.document.id
 OI_RETRIEVAL_DOCUMENTS_PREFIX = "retrieval.documents."
 OI_DOCUMENT_ID_SUFFIX = ".document.id"
+#: Document ids are read for indices 0..MAX_INDEXED_DOCUMENTS-1.
+MAX_INDEXED_DOCUMENTS = 1024
 
 KIND_LLM = "LLM"
 KIND_TOOL = "TOOL"

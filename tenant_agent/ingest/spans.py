@@ -20,10 +20,6 @@ from tenant_agent.ingest.otel_attrs import Slot
 _STATUS_ERROR = 2
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
-_DOCS_PREFIX = A.OI_RETRIEVAL_DOCUMENTS_PREFIX
-_DOCS_PREFIX_LEN = len(_DOCS_PREFIX)
-_DOC_ID_SUFFIX = A.OI_DOCUMENT_ID_SUFFIX
-_DOC_ID_SUFFIX_LEN = len(_DOC_ID_SUFFIX)
 _LLM_OPERATIONS = frozenset({A.OPERATION_CHAT, A.OPERATION_TEXT_COMPLETION, A.OPERATION_GENERATE_CONTENT})
 
 
@@ -105,29 +101,37 @@ def _role(values: dict[Slot, Any]) -> int:
     return role | _ROLES.get(kind, 0) if isinstance(kind, str) else role
 
 
+# One lookup table for the whole allow-list: named attributes map to their
+# Slot; OpenInference's flattened document ids (retrieval.documents.<N>.document.id)
+# map to DOCUMENT_ID_BASE + N, so even those are found by one dict lookup.
+DOCUMENT_ID_BASE = 1_000
+_KEY_CODES: dict[str, int] = {
+    **A.SPAN_ATTRIBUTES,
+    **{
+        f"{A.OI_RETRIEVAL_DOCUMENTS_PREFIX}{i}{A.OI_DOCUMENT_ID_SUFFIX}": DOCUMENT_ID_BASE + i
+        for i in range(A.MAX_INDEXED_DOCUMENTS)
+    },
+}
+
+
 def read_span(span: Any, resource: dict[Slot, Any]) -> SpanView:
     """One pass over a span's attributes: dict dispatch on the key; the values of
     keys off the allow-list are never converted."""
-    table = A.SPAN_ATTRIBUTES
-    raw = {slot: kv.value for kv in span.attributes if (slot := table.get(kv.key)) is not None}
+    table = _KEY_CODES
+    raw = {code: kv.value for kv in span.attributes if (code := table.get(kv.key)) is not None}
     values: dict[Slot, Any] = {}
-    for slot, any_val in raw.items():
+    documents: list[tuple[int, str]] | None = None
+    for code, any_val in raw.items():
         # Most allow-listed values are strings: read those without WhichOneof.
         value = any_val.string_value or any_value(any_val)
-        if value is not None:
-            values[slot] = value
+        if value is None:
+            continue
+        if code < DOCUMENT_ID_BASE:
+            values[code] = value  # type: ignore[index]  # codes below the base are Slots
+        elif isinstance(value, str | int):
+            documents = documents if documents is not None else []
+            documents.append((code - DOCUMENT_ID_BASE, str(value)))
     role = _role(values)
-    documents: list[tuple[int, str]] | None = None
-    if role & RETRIEVER:
-        # OpenInference flattens the document list: retrieval.documents.<N>.document.id
-        for kv in span.attributes:
-            key = kv.key
-            if key.startswith(_DOCS_PREFIX) and key.endswith(_DOC_ID_SUFFIX):
-                index = key[_DOCS_PREFIX_LEN:-_DOC_ID_SUFFIX_LEN]
-                doc = any_value(kv.value)
-                if index.isdigit() and isinstance(doc, str | int):
-                    documents = documents if documents is not None else []
-                    documents.append((int(index), str(doc)))
     evaluations = None
     if span.events:  # an evaluation result may ride on a span event
         evaluations = [

@@ -2,9 +2,10 @@
 
 What it holds, and nothing more:
 
-- ``contributions``: per (window, privacy-unit hash, cell key) counts. The
-  unit hash is a keyed BLAKE2b MAC under a local secret, never the raw id; cell keys hold
-  schema domain values only (labels, never free text).
+- ``contributions``: per (window, privacy-unit hash, cell) counts. The unit
+  hash is a keyed BLAKE2b MAC under a local secret, never the raw id; cells
+  point into ``cell_keys``, which hold schema domain values only (labels,
+  never free text).
 - ``seen_events``: keyed hashes of event ids per open window, so an event a
   sender re-sends after a lost acknowledgement counts once.
 - ``windows``: one row per window that received events, with its state
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Engine,
     Float,
@@ -61,14 +63,24 @@ class CollectorBase(DeclarativeBase):
     """Declarative base of the collector's tables (separate from the server's)."""
 
 
+class CellKey(CollectorBase):
+    """Interned cell keys: canonical JSON of dimension → domain value (labels only)."""
+
+    __tablename__ = "cell_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(512), nullable=False, unique=True)
+
+
 class Contribution(CollectorBase):
     __tablename__ = "contributions"
-    # Clustered on the key: one B-tree instead of a rowid table plus an index.
+    # Clustered on a compact integer key: one B-tree, cheap upserts.
     __table_args__ = {"sqlite_with_rowid": False}
 
     window_start: Mapped[int] = mapped_column(Integer, primary_key=True)
-    unit_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    cell: Mapped[str] = mapped_column(String(512), primary_key=True)
+    # Keyed 64-bit hash of the privacy unit's id (see WindowBook.unit_hash).
+    unit: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    cell_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     count: Mapped[int] = mapped_column(Integer, nullable=False)
     # Event time of the first contribution: bounding keeps the earliest cells.
     first_seen: Mapped[float] = mapped_column(Float, nullable=False)
@@ -81,7 +93,7 @@ class SeenEvent(CollectorBase):
     __table_args__ = {"sqlite_with_rowid": False}
 
     window_start: Mapped[int] = mapped_column(Integer, primary_key=True)
-    event_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event: Mapped[int] = mapped_column(BigInteger, primary_key=True)
 
 
 class Window(CollectorBase):

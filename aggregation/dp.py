@@ -234,6 +234,19 @@ def privacy_loss(params: ReleaseParams) -> PrivacyLoss:
     return _privacy_loss(params)
 
 
+def epsilon_at_delta(rho: float, delta: float = DEFAULT_DELTA) -> float:
+    """epsilon at ``delta`` of a total zCDP loss ``rho`` (e.g. a ledger's spend), via OpenDP.
+
+    Uses OpenDP's zCDP-to-approxDP conversion on a Gaussian measurement whose
+    map returns exactly ``rho`` (scale 1, d_in = sqrt(2 rho)), so the figure is
+    OpenDP's, not a textbook bound.
+    """
+    if rho <= 0:
+        return 0.0
+    meas = _measurement(Mechanism.DISCRETE_GAUSSIAN, 1.0)
+    return float(opendp.c.make_zCDP_to_approxDP(meas).map(math.sqrt(2.0 * rho)).epsilon(delta))
+
+
 def calibrate_scale(
     mechanism: Mechanism | str,
     l0: int,

@@ -18,6 +18,7 @@ from aggregation.errors import FedsignalError
 
 def build_parser() -> argparse.ArgumentParser:
     from fedsignal import __version__
+
     from fedsignal_cli import demo
     from server import cli as server_cli
     from server.admin_cli import register as register_admin

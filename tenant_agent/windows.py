@@ -68,7 +68,12 @@ class WindowBook:
 
     @property
     def privacy_unit(self) -> str:
-        return self._unit_override or self._schema().privacy_unit
+        """The unit whose contribution is bounded: the config may strengthen the
+        schema's choice (session → user), never weaken it."""
+        declared = self._schema().privacy_unit
+        if declared == "user":
+            return "user"
+        return self._unit_override or declared
 
     def window_of(self, timestamp: float) -> tuple[int, int]:
         w = self.window_seconds

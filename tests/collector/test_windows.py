@@ -131,3 +131,11 @@ def test_table_uses_the_schema_current_at_release(tmp_path: Path) -> None:
         v2 = replace(v1.with_values("artifact_version", ["baseline"]), version=v1.version + 1)
         t = table(c, T0, v2)
         assert t[v2.cell_index({"measure": "turns", "intent": "billing", "artifact_version": "other"})] == 1
+
+
+def test_config_cannot_weaken_a_user_level_schema_to_sessions(tmp_path: Path) -> None:
+    with Collector(make_config(tmp_path, privacy_unit="session")) as c:
+        c.adopt_schema(replace(c.schema, privacy_unit="user", version=c.schema.version + 1))
+        assert c.book.privacy_unit == "user"
+        c.record_many([turn(f"s{i}", T0 + i, user="alice") for i in range(3)])
+        assert table(c, T0)[cell(c, "turns")] == 1

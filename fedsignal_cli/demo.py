@@ -30,8 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aggregation.errors import FedsignalError
 from fedsignal.v1 import admin_pb2, admin_pb2_grpc, review_pb2, review_pb2_grpc, rollout_pb2, rollout_pb2_grpc
+
+from aggregation.errors import FedsignalError
 from fedsignal_cli.simulator import AgentNetwork, Hotspot, SimTenant
 
 TENANTS: tuple[tuple[str, str], ...] = (

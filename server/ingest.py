@@ -24,17 +24,15 @@ from typing import Any
 import grpc
 import numpy as np
 from fedsignal.v1 import common_pb2
-from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 
 from aggregation import dp, stats
 from aggregation.errors import FedsignalError
 from aggregation.schema import SignalSchema
-from server.audit import append_audit
 from server.context import ServerContext
-from server.db import transaction
 from server.metrics import report_outcome
 from server.models.signals import SignalReport
+from server.report_store import ReportStore
 from server.schemas import get_schema
 
 # A collector's clock may run this far ahead of the server's.
@@ -232,6 +230,7 @@ class ReportIngest:
         self._schemas: dict[tuple[str, int], SignalSchema] = {}
         self._loss_checks: dict[tuple[Any, ...], _LossCheck] = {}
         self._lock = threading.Lock()
+        self._store = ReportStore(ctx)
 
     # -- lookups -----------------------------------------------------------
     def _schema(self, cohort: str, version: int) -> SignalSchema:
@@ -387,31 +386,19 @@ class ReportIngest:
             "received_at": self._ctx.clock(),
             "merge_generation": None,
         }
-        try:
-            with transaction(self._ctx.sessions) as session:
-                report_id = session.execute(insert(SignalReport).values(row).returning(SignalReport.id)).scalar_one()
-                # Last statement before commit: the audit lock is held briefly.
-                append_audit(
-                    session,
-                    submitter.tenant_id,
-                    "report.accepted",
-                    {
-                        "report_id": str(report_id),
-                        "tenant": submitter.tenant_id,
-                        "cohort": submitter.cohort,
-                        "window_start": report.window_start,
-                        "schema_version": report.schema_version,
-                        "mechanism": str(mechanism.value),
-                        "noise_scale": report.noise_scale,
-                        "rho": loss.rho,
-                        "epsilon": loss.epsilon,
-                        "delta": loss.delta,
-                    },
-                    at=row["received_at"],
-                )
-        except IntegrityError:
-            pass  # a stored report holds this key or window; resolved outside the handler (no DB traceback)
-        else:
+        audit = {
+            "tenant": submitter.tenant_id,
+            "cohort": submitter.cohort,
+            "window_start": report.window_start,
+            "schema_version": report.schema_version,
+            "mechanism": str(mechanism.value),
+            "noise_scale": report.noise_scale,
+            "rho": loss.rho,
+            "epsilon": loss.epsilon,
+            "delta": loss.delta,
+        }
+        report_id = self._store.store(row, submitter.tenant_id, audit)
+        if report_id is not None:
             return IngestResult(IngestOutcome.ACCEPTED, str(report_id))
         return self._resolve_conflict(submitter, report, digest)
 

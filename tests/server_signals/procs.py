@@ -28,10 +28,10 @@ class ServerProcess:
     """One `fedsignal server serve` replica on an ephemeral port, with merge jobs every ``job_interval``."""
 
     def __init__(self, state_dir: Path, database_url: str, log: Path, *, job_interval: float = 0.3,
-                 min_tenants: int = 2) -> None:
+                 min_tenants: int = 2, workers: int = 8) -> None:
         self.args = [sys.executable, "-m", "fedsignal_cli.main", "server", "serve", "--state-dir", str(state_dir),
                      "--database-url", database_url, "--listen", "127.0.0.1:0", "--job-interval", str(job_interval),
-                     "--min-tenants", str(min_tenants), "--grace", "5", "--workers", "8"]
+                     "--min-tenants", str(min_tenants), "--grace", "5", "--workers", str(workers)]
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0

@@ -3,6 +3,7 @@ resends are acknowledged once; a second, different report for a window is refuse
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import grpc
@@ -193,3 +194,33 @@ def test_window_closing_within_clock_skew_is_accepted(ctx: ServerContext) -> Non
     open_window = make_report(cohort_schema(ctx), TENANT.tenant_id, window_start=start)
     with pytest.raises(ingest.WindowOutOfRange):
         ReportIngest(ctx).submit(TENANT, open_window)
+
+
+def test_concurrent_submissions_are_group_committed_with_an_intact_audit_chain(ctx: ServerContext) -> None:
+    import threading
+
+    from server.audit import verify_audit
+
+    schema = cohort_schema(ctx)
+    ingest_ = ReportIngest(ctx)
+    reports = [make_report(schema, f"t{i}", window_start=WINDOW - 3600 * w, seed=w) for i in range(6) for w in range(5)]
+    outcomes: list[IngestOutcome] = []
+
+    def send(chunk: list[common_pb2.DpReport]) -> None:
+        for r in chunk:
+            outcomes.append(ingest_.submit(Submitter(r.tenant_id, COHORT), r).outcome)
+            outcomes.append(ingest_.submit(Submitter(r.tenant_id, COHORT), r).outcome)  # resend
+
+    threads = [threading.Thread(target=send, args=(reports[i::8],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count(IngestOutcome.ACCEPTED) == len(reports) == outcomes.count(IngestOutcome.DUPLICATE)
+    assert store_counts(ctx) == (len(reports), len(reports))
+    with ctx.sessions() as session:
+        verdict = verify_audit(session)
+        ids = {r.id for r in session.scalars(select(SignalReport))}
+        audited = {json.loads(a.payload_json)["report_id"] for a in session.scalars(select(AuditRecord))}
+    assert verdict.ok and verdict.checked == len(reports)
+    assert audited == {str(i) for i in ids}

@@ -152,3 +152,32 @@ def test_killed_between_seal_and_send_restart_sends_same_bytes_once(tmp_path: Pa
         assert len(spends(c)) == 1
     assert list(service.stored) == [key]
     assert service.received == [stored]
+
+
+def test_lifetime_cap_withholds_for_good_and_says_so(tmp_path: Path) -> None:
+    cfg = make_config(
+        tmp_path,
+        budget=BudgetConfig(rho_per_period=10.0, period=timedelta(days=1), lifetime_rho=1.0),
+        release=ReleaseConfig(rho=0.5),
+    )
+    with Collector(cfg) as c:
+        c.record_many([turn("s", T0 + h * HOUR + 1) for h in range(3)])
+        outcomes = c.close_windows(now=T0 + 3 * HOUR)
+        assert [o.state for o in outcomes] == ["sealed", "sealed", "withheld"]
+        assert "lifetime cap" in (outcomes[2].reason or "") and "never renews" in (outcomes[2].reason or "")
+        assert [o.state for o in c.close_windows(now=T0 + 30 * DAY)] == ["withheld"]
+        status = c.budget_status(now=T0 + 30 * DAY)
+        assert (status.lifetime_spent, status.lifetime_remaining) == (1.0, 0.0)
+
+
+def test_laplace_release_spends_the_rho_of_its_pure_dp_loss(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, release=ReleaseConfig(mechanism="discrete_laplace", epsilon=1.0))
+    with Collector(cfg) as c:
+        c.record_many([turn(f"s{i}", T0 + i) for i in range(10)])
+        [outcome] = c.close_windows(now=T0 + HOUR)
+        loss = dp.privacy_loss(release_params(cfg.release, c.schema))
+        assert loss.epsilon <= 1.0 and loss.delta == 0.0
+        assert spends(c) == [(loss.rho, outcome.release_key)]
+        report = common_pb2.DpReport.FromString(sealed_bytes(c)[int(T0)])
+        assert report.mechanism == common_pb2.DISCRETE_LAPLACE
+        assert report.sensitivity == c.schema.max_cells_per_unit * c.schema.max_count_per_cell

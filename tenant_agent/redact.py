@@ -182,6 +182,7 @@ _DATE_WORDS = re.compile(
 _PHONE_TAIL = r"[0-9]{2,4}(?:[\s.\-]?[0-9]{2,4}){1,5}"
 _PHONE = re.compile(
     rf"(?:\+[0-9]{{1,3}}[\s.\-]?(?:\([0-9]{{1,4}}\)[\s.\-]?)?[0-9]{{1,4}}(?:[\s.\-]?[0-9]{{2,4}}){{1,6}}"
+    rf"|1[\s.\-](?:\([0-9]{{3}}\)|[0-9]{{3}})[\s.\-]?[0-9]{{3}}[\s.\-][0-9]{{4}}"
     rf"|\([0-9]{{1,4}}\)[\s.\-]?{_PHONE_TAIL}|{_PHONE_TAIL})(?![\w]|[.\-/][0-9])",
     _A,
 )
@@ -207,6 +208,7 @@ _SECRET_HINTS = ("key", "secret", "token", "pass", "pwd")
 Match = re.Match[str]
 
 _SSN_SHAPE = re.compile(r"[0-9]{3}-[0-9]{2}-[0-9]{4}")
+_NANP_SHAPE = re.compile(r"(?:1[-. ])?(?:[0-9]{3}[-. ]|\([0-9]{3}\) ?)?[0-9]{3}[-. ][0-9]{4}")
 _IBAN_HEAD = re.compile(r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4})* ?$", _A)
 
 
@@ -222,13 +224,17 @@ def _phone_ok(m: Match) -> bool:
     if start and _IBAN_HEAD.search(m.string, max(0, start - 40), start):
         return False  # the tail of an IBAN that failed its checksum
     digits = len(found) - sum(found.count(ch) for ch in "+()-. \t")
-    if found[0] == "+":
-        return 8 <= digits <= 15
-    # Without a country prefix a phone number is written with separators or
-    # parentheses; a bare run of digits is more likely an order or account number.
-    if not any(ch in " .-(" for ch in found):
+    if found[0] == "+" or found.startswith("00"):  # international: +CC or 00CC
+        return 8 <= digits <= (15 if found[0] == "+" else 17)
+    if not 7 <= digits <= 12:
         return False
-    return 7 <= digits <= 12
+    # Without a country prefix, only the shapes national numbers are written in:
+    # an area code in parentheses, North American 3-3-4 / 3-4, or a trunk "0"
+    # prefix with separators (020 7946 0958, 06 12 34 56 78). Other digit
+    # groups (1234-5678-9012, ZIP+4 94107-1234) are serials, not phones.
+    if "(" in found or _NANP_SHAPE.fullmatch(found):
+        return True
+    return found[0] == "0" and digits >= 9 and any(ch in " .-" for ch in found)
 
 
 def _iban_ok(m: Match) -> bool:

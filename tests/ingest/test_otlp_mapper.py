@@ -201,3 +201,47 @@ def test_resent_spans_count_once_and_late_children_are_dropped() -> None:
     assert len(event.tool_calls) == 1
     assert mapper.map_traces(request(span(3, 1, gen_ai__operation__name="chat"))) == []
     assert mapper.late_spans == 1 and mapper.pending_traces == 0
+
+
+def test_same_turn_from_otlp_and_json_classifies_the_same() -> None:
+    from aggregation.taxonomy import Taxonomy
+    from tenant_agent.ingest import event_from_dict
+
+    taxonomy = Taxonomy.load()
+    (from_otlp,) = OtlpMapper("t", Redactor()).map_traces(
+        request(
+            span(
+                2,
+                1,
+                gen_ai__operation__name="execute_tool",
+                gen_ai__tool__name="lookup",
+                error__type="http_500",
+            ),
+            span(3, 1, openinference__span__kind="RETRIEVER"),
+            span(
+                1,
+                None,
+                **AGENT,
+                gen_ai__conversation__id="c-1",
+                fedsignal__intent="refund",
+                fedsignal__escalation__requested=True,
+                fedsignal__outcome="failure",
+            ),
+        )
+    )
+    from_json = event_from_dict(
+        {
+            "schema_version": "1",
+            "session_id": "c-1",
+            "timestamp": from_otlp.timestamp,
+            "intent": "refund",
+            "tool_calls": [{"name": "lookup", "error": "http_500"}],
+            "retrieval_empty": True,
+            "escalation_requested": True,
+            "outcome": "failure",
+        },
+        "t",
+        Redactor(),
+    )
+    expected = {"tool_error", "missing_context", "poor_escalation"}
+    assert taxonomy.classify(from_otlp) == taxonomy.classify(from_json) == expected

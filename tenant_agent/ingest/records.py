@@ -69,17 +69,6 @@ def _label(doc: Mapping[str, Any], field: str, redactor: Redactor) -> str | None
     return clean_label(value, redactor) if value else None
 
 
-def _version(doc: Mapping[str, Any], field: str) -> str | None:
-    # Artifact and model versions are identifiers the platform assigns, not
-    # user content: kept verbatim so "gpt-4o-2024-08-06" stays itself.
-    value = doc.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > MAX_LABEL:
-        raise _fail(field, f"must be a string of at most {MAX_LABEL} characters")
-    return value or None
-
-
 def _flag(doc: Mapping[str, Any], field: str) -> bool:
     value = doc.get(field, False)
     if value is None:
@@ -252,7 +241,7 @@ def event_from_dict(doc: Any, tenant_id: str, redactor: Redactor) -> DecisionEve
             raise _fail("text", "must be a string")
         if len(text) > MAX_TEXT:
             raise _fail("text", f"longer than {MAX_TEXT} characters")
-    evaluations = _evaluations(doc.get("evaluations"), redactor)
+    evaluations = _evaluations(doc.get("evaluations"), redactor) if "evaluations" in doc else {}
     if _flag(doc, "safety_incident"):
         # The taxonomy reads safety verdicts from evaluations; an explicit flag is one.
         evaluations["safety"] = "unsafe"
@@ -261,41 +250,70 @@ def event_from_dict(doc: Any, tenant_id: str, redactor: Redactor) -> DecisionEve
         raise _fail("event_id", f"must be a string of at most {MAX_LABEL} characters")
 
     def clean(value: str) -> str:
-        return clean_label(value, redactor)
+        return redactor.redact_label(value)
 
+    # Flags, labels and versions in loops over their names: one dict lookup
+    # per field and no call for the (usual) absent or well-typed value.
+    fields: dict[str, Any] = {}
+    get = doc.get
+    for name in _FLAG_FIELDS:
+        value = get(name)
+        if value is True:
+            fields[name] = True
+        elif value is not None and value is not False:
+            raise _fail(name, f"must be true or false, got {type(value).__name__}")
+    for name in _LABEL_FIELDS:
+        value = get(name)
+        if value is None:
+            continue
+        if type(value) is not str:
+            raise _fail(name, f"must be a string, got {type(value).__name__}")
+        if len(value) > MAX_LABEL:
+            raise _fail(name, f"longer than {MAX_LABEL} characters")
+        if value:
+            fields[name] = redactor.redact_label(value)
+    for name in _VERSION_FIELDS:
+        # Artifact and model versions are identifiers the platform assigns, not
+        # user content: kept verbatim so "gpt-4o-2024-08-06" stays itself.
+        value = get(name)
+        if value is None:
+            continue
+        if type(value) is not str or len(value) > MAX_LABEL:
+            raise _fail(name, f"must be a string of at most {MAX_LABEL} characters")
+        if value:
+            fields[name] = value
+    if "tool_calls" in doc:
+        fields["tool_calls"] = _tool_calls(doc["tool_calls"], redactor)
+    if "retrieval_ids" in doc:
+        fields["retrieval_ids"] = _string_list(
+            doc["retrieval_ids"], "retrieval_ids", MAX_RETRIEVAL_IDS, clean
+        )
+    if "finish_reasons" in doc:
+        fields["finish_reasons"] = _string_list(doc["finish_reasons"], "finish_reasons", 16, clean)
+    if "latency_ms" in doc:
+        fields["latency_ms"] = _number(doc, "latency_ms")
+    if "input_tokens" in doc:
+        fields["input_tokens"] = _count(doc, "input_tokens")
+    if "output_tokens" in doc:
+        fields["output_tokens"] = _count(doc, "output_tokens")
     return DecisionEvent(
         tenant_id=tenant_id,
         session_id=clean_session(session_id, redactor),
         timestamp=timestamp,
         user_id=pseudonymise(user_id) if user_id else None,
         event_id=clean(event_id) if event_id else None,
-        intent=_label(doc, "intent", redactor),
-        agent=_label(doc, "agent", redactor),
-        model=_version(doc, "model"),
-        tool_calls=_tool_calls(doc.get("tool_calls"), redactor),
-        retrieval_ids=_string_list(doc.get("retrieval_ids"), "retrieval_ids", MAX_RETRIEVAL_IDS, clean),
-        retrieval_empty=_flag(doc, "retrieval_empty"),
-        fallback=_flag(doc, "fallback"),
-        escalated=_flag(doc, "escalated"),
-        escalation_requested=_flag(doc, "escalation_requested"),
-        policy_blocked=_flag(doc, "policy_blocked"),
-        guardrail_triggered=_flag(doc, "guardrail_triggered"),
-        human_edited=_flag(doc, "human_edited"),
-        user_reasked=_flag(doc, "user_reasked"),
-        outcome=_label(doc, "outcome", redactor),
-        error_type=_label(doc, "error_type", redactor),
-        timed_out=_flag(doc, "timed_out"),
-        latency_ms=_number(doc, "latency_ms"),
-        input_tokens=_count(doc, "input_tokens"),
-        output_tokens=_count(doc, "output_tokens"),
-        finish_reasons=_string_list(doc.get("finish_reasons"), "finish_reasons", 16, clean),
         evaluations=evaluations,
-        prompt_version=_version(doc, "prompt_version"),
-        policy_version=_version(doc, "policy_version"),
-        bundle_version=_version(doc, "bundle_version"),
-        artifact_version=_version(doc, "artifact_version"),
         text=redactor.redact(text) if text else None,
+        **fields,
     )
+
+
+_FLAG_FIELDS = (
+    "retrieval_empty", "fallback", "escalated", "escalation_requested", "policy_blocked",
+    "guardrail_triggered", "human_edited", "user_reasked", "timed_out",
+)  # fmt: skip
+_LABEL_FIELDS = ("intent", "agent", "outcome", "error_type")
+_VERSION_FIELDS = ("model", "prompt_version", "policy_version", "bundle_version", "artifact_version")
 
 
 def clean_session(session_id: str, redactor: Redactor) -> str:

@@ -120,7 +120,8 @@ _API_KEY = re.compile(
     r"|xox[abposr]-[A-Za-z0-9\-]{10,}"
     r"|AIza[0-9A-Za-z_\-]{35}"
     r"|glpat-[A-Za-z0-9_\-]{20,})"
-    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+    # Bounded: an unterminated BEGIN line must not make the scan quadratic.
+    r"|-----BEGIN [A-Z ]{0,20}PRIVATE KEY-----[\s\S]{0,10000}?-----END [A-Z ]{0,20}PRIVATE KEY-----",
     _A,
 )
 # "password=…", "api_key: …": keep the name, redact the value.
@@ -179,9 +180,11 @@ _DATE_WORDS = re.compile(
     rf"|{_MONTH}\.?\s+(?:0?[1-9]|[12][0-9]|3[01])(?:st|nd|rd|th)?,?\s+[0-9]{{4}})\b",
     _A | re.IGNORECASE,
 )
-_PHONE_TAIL = r"[0-9]{2,4}(?:[\s.\-]?[0-9]{2,4}){1,5}"
+# Digit groups are possessive and a number never starts inside a digit run:
+# a long run of digits costs linear time, not a combinatorial search.
+_PHONE_TAIL = r"[0-9](?<![0-9][0-9])[0-9]{1,3}+(?:[\s.\-]?[0-9]{1,4}+){1,5}"
 _PHONE = re.compile(
-    rf"(?:\+[0-9]{{1,3}}[\s.\-]?(?:\([0-9]{{1,4}}\)[\s.\-]?)?[0-9]{{1,4}}(?:[\s.\-]?[0-9]{{2,4}}){{1,6}}"
+    rf"(?:\+[0-9]{{1,3}}[\s.\-]?(?:\([0-9]{{1,4}}\)[\s.\-]?)?[0-9]{{1,5}}+(?:[\s.\-]?[0-9]{{1,5}}+){{1,6}}"
     rf"|1[\s.\-](?:\([0-9]{{3}}\)|[0-9]{{3}})[\s.\-]?[0-9]{{3}}[\s.\-][0-9]{{4}}"
     rf"|\([0-9]{{1,4}}\)[\s.\-]?{_PHONE_TAIL}|{_PHONE_TAIL})(?![\w]|[.\-/][0-9])",
     _A,

@@ -88,16 +88,14 @@ def test_enrolled_collector_reports_to_the_real_server_over_mtls(server: Harness
         assert again.outcome == signals_pb2.SubmitReportResponse.DUPLICATE
 
 
-def test_pull_bundle_installs_the_cohort_bundle_from_the_real_server(tmp_path: Path) -> None:
+def test_pull_bundle_installs_the_cohort_bundle_from_the_real_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.server_core import conftest as core
 
-    services = [*core.CORE_SERVICES, "server.services.bundles"]
-    original = core.CORE_SERVICES
-    core.CORE_SERVICES = services  # start_harness reads the module global
-    try:
-        h = start_harness(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server")
-    finally:
-        core.CORE_SERVICES = original
+    # start_harness registers the services named by this module global.
+    monkeypatch.setattr(core, "CORE_SERVICES", [*core.CORE_SERVICES, "server.services.bundles"])
+    h = start_harness(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server")
     try:
         state = tmp_path / "collector"
         enroll(h.enroll_target, h.token("acme", "retail"), state, h.ca.certificate_pem, signals_address=h.mtls_target)

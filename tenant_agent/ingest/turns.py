@@ -62,7 +62,8 @@ class TurnAssembler:
             value = first(slot)
             return value[:256] if isinstance(value, str) and value else None
 
-        tool_calls = []
+        tool_calls: list[ToolCall] = []
+        calls_by_id: dict[str, int] = {}
         input_tokens = output_tokens = 0
         saw_llm = False
         finish_reasons: list[str] = []
@@ -78,16 +79,23 @@ class TurnAssembler:
                 if not isinstance(error, str) or not error:
                     error = "error" if span.error else None
                 expected = values.get(Slot.TOOL_EXPECTED)
-                tool_calls.append(
-                    ToolCall(
-                        name=self._label(name[:256]) if isinstance(name, str) and name else "unknown",
-                        error=self._label(error[:256]) if error else None,
-                        latency_ms=max(0.0, (span.end_ns - span.start_ns) / 1e6) if span.end_ns else None,
-                        expected=self._label(expected[:256])
-                        if isinstance(expected, str) and expected
-                        else None,
-                    )
+                call = ToolCall(
+                    name=self._label(name[:256]) if isinstance(name, str) and name else "unknown",
+                    error=self._label(error[:256]) if error else None,
+                    latency_ms=max(0.0, (span.end_ns - span.start_ns) / 1e6) if span.end_ns else None,
+                    expected=self._label(expected[:256]) if isinstance(expected, str) and expected else None,
                 )
+                call_id = values.get(Slot.TOOL_CALL_ID)
+                if isinstance(call_id, str) and call_id:
+                    # Nested instrumentations (framework + tool library) may both
+                    # record one call: keep one, with whichever saw the error.
+                    seen = calls_by_id.get(call_id)
+                    if seen is not None:
+                        if call.error and not tool_calls[seen].error:
+                            tool_calls[seen] = call
+                        continue
+                    calls_by_id[call_id] = len(tool_calls)
+                tool_calls.append(call)
             if span.is_llm:
                 saw_llm = True
                 input_tokens += _int(values.get(Slot.INPUT_TOKENS))

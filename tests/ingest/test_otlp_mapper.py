@@ -245,3 +245,21 @@ def test_same_turn_from_otlp_and_json_classifies_the_same() -> None:
     )
     expected = {"tool_error", "missing_context", "poor_escalation"}
     assert taxonomy.classify(from_otlp) == taxonomy.classify(from_json) == expected
+
+
+def test_one_tool_call_recorded_by_two_spans_counts_once() -> None:
+    mapper = OtlpMapper("t", Redactor())
+    tool = {
+        "gen_ai__operation__name": "execute_tool",
+        "gen_ai__tool__name": "lookup",
+        "gen_ai__tool__call__id": "c1",
+    }
+    (event,) = mapper.map_traces(
+        request(
+            span(3, 2, **tool, error__type="http_500"),
+            span(2, 1, **tool),
+            span(4, 1, **{**tool, "gen_ai__tool__call__id": "c2"}),
+            span(1, None, **AGENT),
+        )
+    )
+    assert [(c.name, c.error) for c in event.tool_calls] == [("lookup", "http_500"), ("lookup", None)]

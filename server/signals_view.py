@@ -24,10 +24,13 @@ confidence level. Cells are sorted by ``|z|`` descending; suppressed cells
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import numpy as np
 from fedsignal.v1 import admin_pb2
@@ -88,52 +91,134 @@ class _Accumulator:
     tenants: int = 0
 
 
+@dataclass(frozen=True)
+class _Layout:
+    schema: SignalSchema
+    slices: tuple[SliceKey, ...]
+    digest: bytes
+
+
 @dataclass
 class _Window:
     cohort: str
     window_start: int
     window_end: int
-    cells: dict[tuple[str, SliceKey], _Accumulator] = field(default_factory=lambda: defaultdict(_Accumulator))
+    rows: list[tuple[MergedWindow, _Layout]] = field(default_factory=list)
+
+    def cache_key(self, k: int, confidence: float, reveal: bool) -> bytes:
+        """Content address of this window's views: any change of a row or schema changes it."""
+        h = hashlib.blake2b(repr((self.cohort, self.window_start, self.window_end, k, confidence, reveal)).encode())
+        for row, layout in self.rows:
+            h.update(layout.digest)
+            h.update(repr((row.schema_version, row.variance, row.tenants)).encode())
+            h.update(row.cells)
+        return h.digest()
 
 
-def _slice_keys(schema: SignalSchema) -> list[SliceKey]:
-    """Slice keys of one measure block, in dense order."""
-    keys: list[SliceKey] = []
+# Views of a window only change when one of its merged rows does; merged_cells runs in
+# periodic jobs over the whole history, so each window's views are computed once per
+# content (content-addressed, so several databases in one process never mix).
+_VIEW_CACHE: OrderedDict[bytes, list[MergedCellView]] = OrderedDict()
+_VIEW_CACHE_SIZE = 4096
+_cache_lock = threading.Lock()
+
+
+@lru_cache(maxsize=256)
+def _layout(schema_json: str) -> _Layout:
+    schema = SignalSchema.from_json(schema_json)
+    slices = []
     for i in range(schema.slice_count):
-        key = schema.cell_key(i)  # measure index 0: every slice once
-        keys.append(tuple((d.name, key[d.name]) for d in schema.slice_dimensions))
-    return keys
+        key = schema.cell_key(i)  # measure index 0: every slice once, in dense order
+        slices.append(tuple((d.name, key[d.name]) for d in schema.slice_dimensions))
+    return _Layout(schema, tuple(slices), hashlib.blake2b(schema_json.encode(), digest_size=16).digest())
 
 
-def _combined_windows(session: Session, cohort: str | None, window_start_from: int) -> list[_Window]:
+def _windows(session: Session, cohort: str | None, window_start_from: int) -> list[_Window]:
     stmt = select(MergedWindow).order_by(MergedWindow.cohort, MergedWindow.window_start, MergedWindow.schema_version)
     if cohort:
         stmt = stmt.where(MergedWindow.cohort == cohort)
     if window_start_from:
         stmt = stmt.where(MergedWindow.window_start >= window_start_from)
-    schemas: dict[tuple[str, int], tuple[SignalSchema, list[SliceKey]] | None] = {}
+    layouts: dict[tuple[str, int], _Layout | None] = {}
     windows: dict[tuple[str, int], _Window] = {}
     for row in session.scalars(stmt):
-        layout = schemas.get((row.cohort, row.schema_version))
-        if (row.cohort, row.schema_version) not in schemas:
+        if (row.cohort, row.schema_version) not in layouts:
             schema = get_schema(session, row.cohort, row.schema_version)
-            layout = (schema, _slice_keys(schema)) if schema is not None else None
-            schemas[(row.cohort, row.schema_version)] = layout
+            layouts[(row.cohort, row.schema_version)] = _layout(schema.to_json()) if schema is not None else None
+        layout = layouts[(row.cohort, row.schema_version)]
         if layout is None:
             continue
-        schema, slices = layout
         window = windows.setdefault(
             (row.cohort, row.window_start), _Window(row.cohort, row.window_start, row.window_end)
         )
+        window.rows.append((row, layout))
+    return list(windows.values())
+
+
+def _combine(window: _Window) -> dict[tuple[str, SliceKey], _Accumulator]:
+    """Sum the window's rows by cell key (rows of different schema versions share keys)."""
+    cells: dict[tuple[str, SliceKey], _Accumulator] = defaultdict(_Accumulator)
+    for row, layout in window.rows:
+        schema = layout.schema
         table = np.frombuffer(row.cells, dtype="<i8").reshape(len(schema.measures), schema.slice_count)
         for m, measure in enumerate(schema.measures):
-            values = table[m].tolist()
-            for s, slice_key in enumerate(slices):
-                acc = window.cells[(measure, slice_key)]
-                acc.estimate += values[s]
+            for slice_key, value in zip(layout.slices, table[m].tolist(), strict=True):
+                acc = cells[(measure, slice_key)]
+                acc.estimate += value
                 acc.variance += row.variance
                 acc.tenants += row.tenants
-    return list(windows.values())
+    return cells
+
+
+def _window_views(window: _Window, k: int, confidence: float, reveal: bool) -> list[MergedCellView]:
+    cells = _combine(window)
+    views = []
+    for (measure, slice_key), acc in cells.items():
+        if measure == TURNS:
+            continue
+        turns = cells.get((TURNS, slice_key), _Accumulator())
+        tenants = min(acc.tenants, turns.tenants)
+        suppressed = tenants < k
+        view = MergedCellView(
+            cohort=window.cohort,
+            window_start=window.window_start,
+            window_end=window.window_end,
+            measure=measure,
+            slice=dict(slice_key),
+            estimate=0.0,
+            variance=0.0,
+            rate=0.0,
+            rate_low=0.0,
+            rate_high=0.0,
+            tenants=tenants,
+            turns_estimate=0.0,
+            turns_variance=0.0,
+            suppressed=suppressed,
+        )
+        if not suppressed or reveal:
+            rate, low, high = stats.ratio_interval(acc.estimate, acc.variance, turns.estimate, turns.variance,
+                                                   confidence)
+            view.estimate, view.variance = acc.estimate, acc.variance
+            view.turns_estimate, view.turns_variance = turns.estimate, turns.variance
+            view.rate, view.rate_low, view.rate_high = _finite(rate), _finite(low), _finite(high)
+        views.append(view)
+    return views
+
+
+def _cached_views(window: _Window, k: int, confidence: float, reveal: bool) -> list[MergedCellView]:
+    key = window.cache_key(k, confidence, reveal)
+    with _cache_lock:
+        hit = _VIEW_CACHE.get(key)
+        if hit is not None:
+            _VIEW_CACHE.move_to_end(key)
+    if hit is None:
+        hit = _window_views(window, k, confidence, reveal)
+        with _cache_lock:
+            _VIEW_CACHE[key] = hit
+            while len(_VIEW_CACHE) > _VIEW_CACHE_SIZE:
+                _VIEW_CACHE.popitem(last=False)
+    # callers get their own objects (z is set per call, and callers may mutate)
+    return [replace(v, slice=dict(v.slice)) for v in hit]
 
 
 def merged_cells(
@@ -148,39 +233,9 @@ def merged_cells(
 
     Sorted by significance; see the module docstring for z and suppression.
     """
-    k = settings.min_tenants
     cells: list[MergedCellView] = []
-    for window in _combined_windows(session, cohort, window_start_from):
-        for (measure, slice_key), acc in window.cells.items():
-            if measure == TURNS:
-                continue
-            turns = window.cells.get((TURNS, slice_key), _Accumulator())
-            tenants = min(acc.tenants, turns.tenants)
-            suppressed = tenants < k
-            view = MergedCellView(
-                cohort=window.cohort,
-                window_start=window.window_start,
-                window_end=window.window_end,
-                measure=measure,
-                slice=dict(slice_key),
-                estimate=0.0,
-                variance=0.0,
-                rate=0.0,
-                rate_low=0.0,
-                rate_high=0.0,
-                tenants=tenants,
-                turns_estimate=0.0,
-                turns_variance=0.0,
-                suppressed=suppressed,
-            )
-            if not suppressed or reveal_suppressed:
-                rate, low, high = stats.ratio_interval(
-                    acc.estimate, acc.variance, turns.estimate, turns.variance, settings.confidence
-                )
-                view.estimate, view.variance = acc.estimate, acc.variance
-                view.turns_estimate, view.turns_variance = turns.estimate, turns.variance
-                view.rate, view.rate_low, view.rate_high = _finite(rate), _finite(low), _finite(high)
-            cells.append(view)
+    for window in _windows(session, cohort, window_start_from):
+        cells.extend(_cached_views(window, settings.min_tenants, settings.confidence, reveal_suppressed))
     _score(cells, settings.confidence)
     cells.sort(key=lambda c: (c.suppressed, -abs(c.z_score), c.cohort, c.window_start, c.measure))
     return cells

@@ -181,3 +181,32 @@ def test_laplace_release_spends_the_rho_of_its_pure_dp_loss(tmp_path: Path) -> N
         report = common_pb2.DpReport.FromString(sealed_bytes(c)[int(T0)])
         assert report.mechanism == common_pb2.DISCRETE_LAPLACE
         assert report.sensitivity == c.schema.max_cells_per_unit * c.schema.max_count_per_cell
+
+
+def test_sealing_while_another_process_records_counts_each_event_in_or_out(tmp_path: Path) -> None:
+    stop = tmp_path / "stop"
+    with Collector(make_config(tmp_path)) as c:
+        c.record(turn("seed", T0))
+    proc = spawn_worker("record_until", str(tmp_path), "50", str(stop))
+    acks: list[tuple[int, int]] = []
+    try:
+        for _ in range(3):
+            acks.append(tuple(map(int, read_line(proc, "acked ").split()[1:])))  # type: ignore[arg-type]
+        with Collector(make_config(tmp_path)) as c:
+            assert [o.state for o in c.close_windows(now=T0 + HOUR)] == ["sealed"]
+        while not any(late for _, late in acks):
+            acks.append(tuple(map(int, read_line(proc, "acked ").split()[1:])))  # type: ignore[arg-type]
+        stop.touch()
+        for line in proc.communicate(timeout=60)[0].splitlines():
+            if line.startswith("acked "):
+                acks.append(tuple(map(int, line.split()[1:])))  # type: ignore[arg-type]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    recorded = sum(r for r, _ in acks)
+    assert all(r + late == 50 for r, late in acks)
+    with Collector(make_config(tmp_path)) as c, c.store.engine.connect() as conn:
+        sealed_events = conn.execute(select(Window.events).where(Window.window_start == int(T0))).scalar_one()
+        # Every event the worker was told was recorded is in the sealed window; the rest were refused.
+        assert sealed_events == recorded + 1
+        assert c.status().counters["events_late_dropped"] == sum(late for _, late in acks)

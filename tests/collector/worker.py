@@ -68,6 +68,17 @@ def main(argv: list[str]) -> int:
                 c.record_many(events)
                 say(f"acked {b}")
         return 0
+    if mode == "record_until":
+        # Records into one window until the stop file appears, reporting each ack.
+        size, stop = int(argv[2]), Path(argv[3])
+        with Collector(config(state_dir)) as c:
+            b = 0
+            while not stop.exists():
+                result = c.record_many([turn(f"r{b}-{i}", T0 + (b + i) % 3000) for i in range(size)])
+                say(f"acked {result.recorded} {result.late_dropped}")
+                b += 1
+            say("done")
+        return 0
     raise SystemExit(f"unknown mode {mode}")
 
 

@@ -160,6 +160,8 @@ def main() -> int:
     parser.add_argument("--tenants", type=int, default=256, help="enrolled tenants (default 256)")
     parser.add_argument("--replicas", type=int, default=1, help="server processes on the same database (default 1)")
     parser.add_argument("--workers", type=int, default=64, help="request threads per server (default 64)")
+    parser.add_argument("--job-interval", type=float, default=10.0,
+                        help="seconds between merge/detection/rollout job runs (default 10, the server's default)")
     parser.add_argument("--keep", action="store_true", help="keep the PostgreSQL schema and state directory")
     args = parser.parse_args()
     if not args.database_url or not args.database_url.startswith("postgresql"):
@@ -186,7 +188,8 @@ def main() -> int:
               f"{args.tenants} tenants, {args.clients} concurrent clients, {args.replicas} replica(s), "
               f"{args.seconds:.0f} s, mTLS", flush=True)
         for i in range(args.replicas):
-            server = ServerProcess(state, url, workdir / f"server{i}.log", job_interval=2.0, workers=args.workers)
+            server = ServerProcess(state, url, workdir / f"server{i}.log", job_interval=args.job_interval,
+                                   workers=args.workers)
             servers.append(server.start())
         latencies, errors, elapsed_ms = asyncio.run(
             drive([s.address for s in servers], ca.certificate_pem, creds, outboxes, args.clients, args.seconds)

@@ -29,7 +29,7 @@ import math
 import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -65,6 +65,12 @@ class MergedCellView:
     turns_variance: float
     suppressed: bool
     z_score: float = 0.0
+
+    def copy(self) -> MergedCellView:
+        clone = object.__new__(MergedCellView)
+        clone.__dict__.update(self.__dict__)
+        clone.slice = dict(self.slice)
+        return clone
 
     def to_proto(self) -> admin_pb2.MergedCell:
         return admin_pb2.MergedCell(
@@ -218,7 +224,7 @@ def _cached_views(window: _Window, k: int, confidence: float, reveal: bool) -> l
             while len(_VIEW_CACHE) > _VIEW_CACHE_SIZE:
                 _VIEW_CACHE.popitem(last=False)
     # callers get their own objects (z is set per call, and callers may mutate)
-    return [replace(v, slice=dict(v.slice)) for v in hit]
+    return [v.copy() for v in hit]
 
 
 def merged_cells(

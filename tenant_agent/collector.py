@@ -119,7 +119,7 @@ class Collector:
             cohort=self.cohort,
             taxonomy_version=self.taxonomy.version,
             release_config=config.release,
-            policy=self._budget_policy,
+            policy=lambda conn, now: self._budget_policy(conn, now, persist=True),
             grace_seconds=config.close_grace_seconds,
         )
         self.outbox = Outbox(self.store, config.delivery, rng=rng, audit_actor=self.tenant_id)
@@ -236,7 +236,7 @@ class Collector:
         assert channel is not None
         return self.outbox.deliver(channel, now, force=force)
 
-    def _budget_policy(self, conn: Connection, now: float) -> BudgetPolicy:
+    def _budget_policy(self, conn: Connection, now: float, *, persist: bool = False) -> BudgetPolicy:
         b = self.config.budget
         anchor = b.anchor
         if anchor is None:
@@ -244,7 +244,7 @@ class Collector:
             if stored is None:
                 # The first period starts at the first release decision.
                 stored = repr(float(now))
-                if conn.in_transaction():
+                if persist:
                     CollectorStore.put_setting(conn, "budget_anchor", stored)
             anchor = utc(float(stored))
         return BudgetPolicy(b.rho_per_period, b.period, b.lifetime_rho, anchor)

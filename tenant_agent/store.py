@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +51,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from aggregation.audit import ChainedEntry, chain_next
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: BEGIN IMMEDIATE alone (correct, possibly unfair)
+    fcntl = None  # type: ignore[assignment]
 
 DB_FILE = "collector.db"
 UNIT_KEY_FILE = "unit.key"
@@ -163,8 +169,45 @@ class Setting(CollectorBase):
     value: Mapped[str] = mapped_column(Text, nullable=False)
 
 
-def make_store_engine(path: Path) -> Engine:
-    """An engine on the SQLite file at ``path``: WAL, BEGIN IMMEDIATE, busy timeout."""
+WRITE = "fedsignal_write"
+
+
+class WriterGate:
+    """Hands the database write lock out fairly between processes and threads.
+
+    SQLite's busy handler polls with growing sleeps, so a process that writes
+    in a tight loop re-takes the lock before a waiting process ever sees it
+    free. Writers therefore pass a gate (a thread lock plus ``flock`` on a file
+    next to the database) only while they *acquire* the write lock: a writer
+    waiting on the database holds the gate, so the busy one queues behind it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._thread_lock = threading.Lock()
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def acquire_write_lock(self, conn: Any) -> None:
+        with self._thread_lock:
+            if fcntl is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def make_store_engine(path: Path, gate: WriterGate | None = None) -> Engine:
+    """An engine on the SQLite file at ``path``: WAL and a busy timeout.
+
+    Connections marked with the ``fedsignal_write`` execution option begin
+    with ``BEGIN IMMEDIATE`` (through ``gate`` when given), so writers
+    serialize instead of failing on a lock upgrade; reads begin deferred and
+    see a consistent snapshot without taking the write lock.
+    """
     engine = create_engine(
         f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 60}
     )
@@ -184,7 +227,12 @@ def make_store_engine(path: Path) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if not conn.get_execution_options().get(WRITE):
+            conn.exec_driver_sql("BEGIN")
+        elif gate is not None:
+            gate.acquire_write_lock(conn)
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -196,19 +244,23 @@ class CollectorStore:
         self.state_dir = state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         self.path = state_dir / DB_FILE
-        self.engine = make_store_engine(self.path)
-        with self.engine.begin() as conn:
+        self._gate = WriterGate(state_dir / (DB_FILE + ".gate"))
+        self.engine = make_store_engine(self.path, self._gate)
+        with self.transaction() as conn:
             CollectorBase.metadata.create_all(conn)
         self.unit_key = _load_or_create_secret(state_dir / UNIT_KEY_FILE)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One unit of work under the database write lock (BEGIN IMMEDIATE)."""
-        with self.engine.begin() as conn:
-            yield conn
+        """One unit of work under the database write lock (BEGIN IMMEDIATE): commit or roll back."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                yield conn
 
     def close(self) -> None:
         self.engine.dispose()
+        self._gate.close()
 
     # -- small shared helpers (all take the caller's connection) -------------
     @staticmethod

@@ -127,19 +127,53 @@ def spawn_worker(*args: str) -> Any:
     )
 
 
+def _lines(proc: Any) -> Any:
+    """A queue fed by a thread reading ``proc``'s stdout (None at EOF), made on first use.
+
+    Reading through a thread avoids mixing select() on the pipe with the text
+    wrapper's read-ahead, which can hold complete lines select() never sees.
+    """
+    import queue
+    import threading
+
+    lines = getattr(proc, "_fedsignal_lines", None)
+    if lines is None:
+        lines = queue.Queue()
+
+        def pump() -> None:
+            for line in proc.stdout:
+                lines.put(line.rstrip("\n"))
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        proc._fedsignal_lines = lines
+    return lines
+
+
 def read_line(proc: Any, prefix: str, timeout: float = 60.0) -> str:
     """The next stdout line of ``proc`` starting with ``prefix`` (fails on EOF or timeout)."""
-    import selectors
+    import queue
     import time
 
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
+    lines = _lines(proc)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sel.select(timeout=0.5):
-            line = proc.stdout.readline()
-            if not line:
-                raise AssertionError(f"worker exited before {prefix!r}: {proc.stderr.read()}")
-            if line.startswith(prefix):
-                return line.rstrip("\n")
-    raise AssertionError(f"worker printed no {prefix!r} line in {timeout}s")
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"worker printed no {prefix!r} line in {timeout}s") from None
+        if line is None:
+            raise AssertionError(f"worker exited before {prefix!r}: {proc.stderr.read()}")
+        if line.startswith(prefix):
+            return str(line)
+
+
+def remaining_lines(proc: Any, timeout: float = 60.0) -> list[str]:
+    """Every stdout line not read yet, up to the process's exit."""
+    lines = _lines(proc)
+    out = []
+    while True:
+        line = lines.get(timeout=timeout)
+        if line is None:
+            return out
+        out.append(line)

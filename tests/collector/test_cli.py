@@ -18,7 +18,7 @@ from tenant_agent.collector import Collector
 from tenant_agent.config import BudgetConfig, CollectorConfig, ReleaseConfig
 from tests.server_core.conftest import start_harness
 
-from .fakes import HOUR, REPO_ROOT, T0, make_config, read_line, turn
+from .fakes import HOUR, REPO_ROOT, T0, make_config, read_line, remaining_lines, turn
 
 CONFIG = """
 state_dir = "state"
@@ -127,9 +127,8 @@ def test_agent_run_serves_until_sigterm_and_stops_gracefully(tmp_path: Path) -> 
             while watcher.status().windows["sealed"] == 0 and time.monotonic() < deadline:
                 time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
-        assert "collector stopped" in out
+        assert "collector stopped" in remaining_lines(proc)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()

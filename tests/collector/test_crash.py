@@ -11,7 +11,7 @@ import pytest
 from tenant_agent.collector import Collector
 from tenant_agent.windows import WindowBook
 
-from .fakes import T0, make_config, read_line, spawn_worker, turn
+from .fakes import T0, make_config, read_line, remaining_lines, spawn_worker, turn
 
 SIZE = 200
 
@@ -32,7 +32,7 @@ def test_sigkill_mid_window_loses_no_acknowledged_event_and_counts_none_twice(tm
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         # Acks the worker printed before it died count as acknowledged too.
-        for line in proc.stdout.read().splitlines():
+        for line in remaining_lines(proc):
             if line.startswith("acked "):
                 acked = max(acked, int(line.split()[1]))
     finally:

@@ -18,7 +18,7 @@ from tenant_agent.config import BudgetConfig, ReleaseConfig
 from tenant_agent.release import release_params
 from tenant_agent.store import Contribution, LedgerSpend, Release, Window
 
-from .fakes import HOUR, T0, make_config, read_line, spawn_worker, turn
+from .fakes import HOUR, T0, make_config, read_line, remaining_lines, spawn_worker, turn
 
 DAY = 24 * HOUR
 
@@ -197,9 +197,10 @@ def test_sealing_while_another_process_records_counts_each_event_in_or_out(tmp_p
         while not any(late for _, late in acks):
             acks.append(tuple(map(int, read_line(proc, "acked ").split()[1:])))  # type: ignore[arg-type]
         stop.touch()
-        for line in proc.communicate(timeout=60)[0].splitlines():
+        for line in remaining_lines(proc):
             if line.startswith("acked "):
                 acks.append(tuple(map(int, line.split()[1:])))  # type: ignore[arg-type]
+        assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -54,14 +54,47 @@ class _Pending:
     result: Future[int | None]
 
 
-def _insert_ignoring_conflicts(session: Session) -> Any:
-    dialect = session.get_bind().dialect.name
+_COMPILED: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
+def _insert_statement(dialect: str) -> Any:
     module = postgresql if dialect == "postgresql" else sqlite
-    return (
-        module.insert(SignalReport)
-        .on_conflict_do_nothing()
-        .returning(SignalReport.id, SignalReport.idempotency_key)
-    )
+    return module.insert(SignalReport).on_conflict_do_nothing().returning(SignalReport.id, SignalReport.idempotency_key)
+
+
+def _insert_rows(session: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Insert ``rows`` skipping conflicts; idempotency key → new id of each inserted row.
+
+    PostgreSQL: psycopg's pipelined ``executemany(returning=True)`` of the one-row
+    statement — one network flush for the batch, and one short statement that the
+    driver's query cache and server-side preparation keep warm (a multi-row VALUES
+    statement is re-parsed by the driver on every batch). SQLite is in-process: one
+    execute per row.
+    """
+    connection = session.connection()
+    dialect = connection.dialect
+    stmt = _insert_statement(dialect.name)
+    inserted: dict[str, int] = {}
+    if dialect.name == "postgresql":
+        columns = list(rows[0])
+        sql = _COMPILED.get((dialect.name, tuple(columns)))
+        if sql is None:
+            sql = _COMPILED[(dialect.name, tuple(columns))] = str(stmt.compile(dialect=dialect, column_keys=columns))
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(sql, [{c: row[c] for c in columns} for row in rows], returning=True)
+            while True:
+                for report_id, key in cursor.fetchall():
+                    inserted.setdefault(key, report_id)
+                if not cursor.nextset():
+                    break
+        finally:
+            cursor.close()
+        return inserted
+    for row in rows:
+        for report_id, key in connection.execute(stmt, row):
+            inserted.setdefault(key, report_id)
+    return inserted
 
 
 class ReportStore:
@@ -120,10 +153,7 @@ class ReportStore:
 
     def _write(self, batch: list[_Pending]) -> list[int | None]:
         with transaction(self._ctx.sessions) as session:
-            inserted = dict(
-                (key, rid)
-                for rid, key in session.connection().execute(_insert_ignoring_conflicts(session), [p.row for p in batch])
-            )
+            inserted = _insert_rows(session, [p.row for p in batch])
             ids: list[int | None] = []
             accepted: list[tuple[_Pending, int]] = []
             for p in batch:

@@ -51,3 +51,42 @@ def test_sigkill_mid_window_loses_no_acknowledged_event_and_counts_none_twice(tm
             table = WindowBook.bounded_table(conn, int(T0), c.schema)
         turns = c.schema.cell_index({"measure": "turns", "intent": "billing", "artifact_version": "baseline"})
         assert table[turns] == total  # one session per event: nothing clipped, nothing doubled
+
+
+@pytest.mark.slow
+def test_sigkill_while_serving_otlp_loses_no_acknowledged_turn(tmp_path: Path) -> None:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    proc = spawn_worker("serve", str(tmp_path))
+    acked = 0
+    try:
+        port = int(read_line(proc, "serving ").split()[1])
+        provider = TracerProvider(resource=Resource.create({"service.name": "agent"}))
+        provider.add_span_processor(
+            SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True, timeout=10))
+        )
+        tracer = provider.get_tracer("agent")
+        for i in range(12):
+            with tracer.start_as_current_span(
+                "invoke_agent support",
+                attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.conversation.id": f"conv-{i}",
+                            "fedsignal.intent": "billing"},
+            ), tracer.start_as_current_span(
+                "execute_tool lookup", attributes={"gen_ai.operation.name": "execute_tool",
+                                                   "gen_ai.tool.name": "lookup_order"},
+            ):
+                pass
+            # The root span's Export returned: this turn is acknowledged.
+            acked += 1
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        provider.shutdown()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with Collector(make_config(tmp_path)) as c:
+        assert c.status().counters["events_recorded"] == acked
+        assert c.status().windows["open"] >= 1

@@ -79,6 +79,20 @@ def main(argv: list[str]) -> int:
                 b += 1
             say("done")
         return 0
+    if mode == "serve":
+        # `agent run` in miniature: OTLP + resolve listeners and the loops.
+        from tenant_agent.config import LoopConfig
+
+        cfg = replace(
+            config(state_dir),
+            otlp_listen="127.0.0.1:0",
+            resolve_listen="127.0.0.1:0",
+            loops=LoopConfig(close_interval_seconds=3600, deliver_interval_seconds=3600,
+                             bundle_interval_seconds=3600),
+        )
+        with Collector(cfg) as c:
+            c.serve(ready=lambda serving: say(f"serving {serving.otlp_port}"))
+        return 0
     raise SystemExit(f"unknown mode {mode}")
 
 

@@ -41,6 +41,7 @@ def register(groups: Any) -> None:
     )
     p.add_argument("--token", required=True, help="one-time enrollment token from the operator")
     p.add_argument("--state-dir", required=True, type=Path, help="collector state directory")
+    p.add_argument("--force", action="store_true", help="replace the credentials of an already enrolled state dir")
     trust = p.add_mutually_exclusive_group(required=True)
     trust.add_argument("--ca-file", type=Path, help="PEM of the server CA to pin (from the operator)")
     trust.add_argument("--insecure-dev", action="store_true", help="plaintext, for a development server only")
@@ -108,7 +109,13 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     ca_pem = args.ca_file.read_bytes() if args.ca_file else None
     enroll_address = args.enroll_server or (args.server if args.insecure_dev else _next_port(args.server))
     result = enroll(
-        enroll_address, args.token, args.state_dir, ca_pem, insecure=args.insecure_dev, signals_address=args.server
+        enroll_address,
+        args.token,
+        args.state_dir,
+        ca_pem,
+        insecure=args.insecure_dev,
+        signals_address=args.server,
+        force=args.force,
     )
     config_path = args.state_dir / CONFIG_FILE
     if not config_path.exists():

@@ -131,15 +131,22 @@ def enroll(
     insecure: bool = False,
     signals_address: str | None = None,
     timeout: float = 30.0,
+    force: bool = False,
 ) -> Enrollment:
     """Exchange a one-time token for credentials and write them under ``state_dir``.
 
     ``address`` is the server's enrollment endpoint (server-authenticated TLS
     only); ``signals_address`` the mutual-TLS endpoint the collector uses from
-    then on (default: the same address, as in --insecure-dev).
+    then on (default: the same address, as in --insecure-dev). An enrolled
+    state directory is only re-enrolled with ``force``.
     """
     if ca_pem is None and not insecure:
         raise TransportError("enrollment needs the server CA (--ca-file) or --insecure-dev")
+    if (state_dir / CREDENTIALS / "identity.json").exists() and not force:
+        raise TransportError(
+            f"{state_dir} is already enrolled ({CREDENTIALS}/identity.json exists); its store belongs to that "
+            "identity: use a new state directory, or --force to replace the credentials"
+        )
     key_pem, csr_pem = make_csr()
     if insecure:
         channel = grpc.insecure_channel(address)

@@ -45,6 +45,9 @@ def test_enrollment_writes_credentials_trust_root_and_schema(server: Harness, tm
     assert (creds / "ca.crt").read_bytes() == server.ca.certificate_pem
     assert (state / "trust" / "root.json").read_bytes().startswith(b"{")
     assert SignalSchema.from_json((state / "schema.json").read_text()).cohort == "retail"
+    # Enrolling the same state directory again needs an explicit force.
+    with pytest.raises(TransportError, match="already enrolled"):
+        enroll(server.enroll_target, server.token("other"), state, server.ca.certificate_pem)
     # The certificate is the identity the server sees.
     issued = Credentials((creds / "client.key").read_bytes(), (creds / "client.crt").read_bytes(), "acme")
     assert server.whoami(issued) == "acme/retail"

@@ -5,8 +5,8 @@ The audit chain is a global serialization point (one advisory lock across
 replicas), so committing reports one transaction at a time caps ingest at
 a few hundred per second. :class:`ReportStore` therefore funnels stores
 through one writer thread per process that commits whatever has queued up
-(up to ``max_batch`` reports) in a single transaction: one insert statement,
-one audit lock, one commit. A caller's :meth:`ReportStore.store` returns
+(up to ``max_batch`` reports) in a single transaction: one pipelined insert,
+one audit lock, one bulk audit insert, one commit. A caller's :meth:`ReportStore.store` returns
 only after the transaction holding its row committed, so "acknowledged"
 still means "durable".
 
@@ -19,7 +19,6 @@ resolve.
 from __future__ import annotations
 
 import queue
-import sys
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -37,10 +36,6 @@ from server.db import transaction
 from server.models.audit import AuditRecord
 from server.models.signals import SignalReport
 
-# The writer is latency-critical: every database round trip releases the GIL, and with
-# many request threads busy the default 5 ms switch interval can add up to 5 ms to each
-# round trip before the writer runs again. A shorter interval keeps batches short.
-WRITER_SWITCH_INTERVAL = 0.0005
 # A writer with nothing to do for this long exits; the next store starts a new one.
 IDLE_SECONDS = 5.0
 KIND = "report.accepted"
@@ -106,8 +101,6 @@ class ReportStore:
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._writer: threading.Thread | None = None
-        if sys.getswitchinterval() > WRITER_SWITCH_INTERVAL:
-            sys.setswitchinterval(WRITER_SWITCH_INTERVAL)
 
     def store(self, row: dict[str, Any], actor: str, audit: dict[str, Any]) -> int | None:
         """Insert ``row`` and audit it; the new report id, or None when a stored report conflicts.

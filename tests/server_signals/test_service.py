@@ -100,6 +100,17 @@ def test_bad_calls_get_their_status_and_change_nothing(served: Served) -> None:
     # still serving
     accepted = stub.SubmitReport(make_report(schema, "acme"), timeout=10)
     assert accepted.outcome == signals_pb2.SubmitReportResponse.ACCEPTED
+    registry = served.server.metrics.registry
+
+    def counted(outcome: str, reason: str) -> float | None:
+        return registry.get_sample_value("fedsignal_reports_total", {"outcome": outcome, "reason": reason})
+
+    assert counted("refused", "malformed") == 1
+    assert counted("refused", "vector_length") == 1
+    assert counted("refused", "noise_scale") == 1
+    assert counted("refused", "unknown_schema_version") == 1
+    assert counted("refused", "foreign_tenant") == 1
+    assert counted("accepted", "accepted") == 1
 
 
 def test_replayed_key_for_another_window_is_already_exists(served: Served) -> None:

@@ -15,6 +15,7 @@ from server.auth import forget_cached_revocations, require
 from server.context import ServerContext
 from server.db import transaction
 from server.logs import log_event
+from server.services import status_for
 
 log = logging.getLogger("fedsignal.server.admin")
 
@@ -31,12 +32,6 @@ _STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
 ]
 
 
-def status_for(exc: Exception) -> grpc.StatusCode:
-    for kind, code in _STATUS:
-        if isinstance(exc, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
-
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(self, ctx: ServerContext) -> None:
@@ -52,7 +47,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                     session, request.tenant_id, request.cohort, ttl, caller.actor, self._ctx.clock()
                 )
         except FedsignalError as exc:
-            context.abort(status_for(exc), str(exc))
+            context.abort(status_for(exc, _STATUS), str(exc))
         log_event(log, "enrollment token created", tenant=request.tenant_id, cohort=request.cohort, by=caller.actor)
         return admin_pb2.CreateEnrollmentTokenResponse(
             token=token, expires_at=expires_at.astimezone(UTC).isoformat(timespec="seconds")
@@ -68,7 +63,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 count = identity.revoke_tenant(session, request.tenant_id, request.reason, caller.actor,
                                                self._ctx.clock())
         except FedsignalError as exc:
-            context.abort(status_for(exc), str(exc))
+            context.abort(status_for(exc, _STATUS), str(exc))
         forget_cached_revocations()
         log_event(log, "tenant revoked", tenant=request.tenant_id, certificates=count, by=caller.actor)
         return admin_pb2.RevokeTenantResponse(certificates_revoked=count)
@@ -82,7 +77,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             with self._ctx.sessions() as session:
                 return list_signals(session, self._ctx.settings, request)
         except FedsignalError as exc:
-            context.abort(status_for(exc), str(exc))
+            context.abort(status_for(exc, _STATUS), str(exc))
 
     def GetAuditLog(self, request: admin_pb2.GetAuditLogRequest,
                     context: grpc.ServicerContext) -> admin_pb2.GetAuditLogResponse:

@@ -22,6 +22,7 @@ from server.ca import CertificateAuthority, CertificateAuthorityError, InvalidCs
 from server.context import ServerContext
 from server.db import transaction
 from server.logs import log_event
+from server.services import status_for
 
 log = logging.getLogger("fedsignal.server.enrollment")
 
@@ -38,12 +39,6 @@ _STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
     (FedsignalError, grpc.StatusCode.FAILED_PRECONDITION),
 ]
 
-
-def status_for(exc: Exception) -> grpc.StatusCode:
-    for kind, code in _STATUS:
-        if isinstance(exc, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
 
 
 class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
@@ -76,7 +71,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
                 trust_root = current_root_bytes(session)
                 schema = current_schema(session, grant.cohort).to_proto()
         except FedsignalError as exc:
-            code = status_for(exc)
+            code = status_for(exc, _STATUS)
             log_event(log, "enrollment refused", logging.WARNING, code=code.name, reason=type(exc).__name__)
             context.abort(code, str(exc))
         log_event(log, "tenant enrolled", tenant=grant.tenant_id, cohort=grant.cohort, serial=issued.serial)

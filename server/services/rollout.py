@@ -19,6 +19,7 @@ from server.context import ServerContext
 from server.db import transaction
 from server.models.rollout import RolloutRecord
 from server.review import CandidateNotFound, IllegalTransition
+from server.services import status_for
 
 log = logging.getLogger("fedsignal.server.rollout")
 
@@ -34,12 +35,6 @@ _STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
 
 T = TypeVar("T")
 
-
-def status_for(exc: Exception) -> grpc.StatusCode:
-    for kind, code in _STATUS:
-        if isinstance(exc, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
 
 
 def rollout_status(session: Session, ctx: ServerContext, rec: RolloutRecord) -> rollout_pb2.RolloutStatus:
@@ -90,7 +85,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
                 rec = work(session, caller.actor)
                 return rollout_status(session, self._ctx, rec)
         except FedsignalError as exc:
-            context.abort(status_for(exc), str(exc))
+            context.abort(status_for(exc, _STATUS), str(exc))
             raise  # unreachable: abort raises
 
     def StartRollout(self, request: rollout_pb2.StartRolloutRequest,
@@ -123,7 +118,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
                     rollouts=[rollout_status(session, self._ctx, r) for r in recs]
                 )
         except FedsignalError as exc:
-            context.abort(status_for(exc), str(exc))
+            context.abort(status_for(exc, _STATUS), str(exc))
             raise
 
 

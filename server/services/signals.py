@@ -18,8 +18,9 @@ from google.protobuf.message import DecodeError
 from server.auth import require
 from server.context import ServerContext
 from server.db import transaction
-from server.ingest import IngestOutcome, MalformedReport, ReportIngest, ReportRefused, Submitter
+from server.ingest import IngestOutcome, ReportIngest, Submitter
 from server.metrics import report_outcome
+from server.report_refusals import MalformedReport, ReportRefused
 from server.schemas import current_schema, get_schema
 
 SERVICE_NAME = signals_pb2.DESCRIPTOR.services_by_name["SignalService"].full_name

@@ -5,7 +5,9 @@ it checks a report against the caller's identity, the cohort's signal
 schema and the declared DP metadata, then stores it with its cells packed
 as int64 bytes. Every refusal is its own :class:`ReportRefused` subclass
 carrying the gRPC status the servicer answers with and a metrics reason;
-a refused report leaves the database unchanged.
+a refused report leaves the database unchanged. Accepted reports are
+written by :class:`server.report_store.ReportStore` (group commit, each
+with its ``report.accepted`` audit entry).
 
 Idempotency: the same key with the same content is a duplicate (answered
 with the stored report's id, stored once); the same key with other content,
@@ -21,7 +23,6 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-import grpc
 import numpy as np
 from fedsignal.v1 import common_pb2
 from sqlalchemy import select
@@ -32,6 +33,24 @@ from aggregation.schema import SignalSchema
 from server.context import ServerContext
 from server.metrics import report_outcome
 from server.models.signals import SignalReport
+from server.report_refusals import (
+    CellOutOfRange,
+    ContributionBoundsMismatch,
+    DeclaredLossInvalid,
+    ForeignCohort,
+    ForeignTenant,
+    MechanismMissing,
+    MissingIdempotencyKey,
+    NoiseScaleInvalid,
+    ReportConflict,
+    ReportRefused,
+    ReportTooLarge,
+    SensitivityMismatch,
+    TaxonomyVersionMismatch,
+    UnknownSchemaVersion,
+    VectorLengthMismatch,
+    WindowOutOfRange,
+)
 from server.report_store import ReportStore
 from server.schemas import get_schema
 
@@ -45,84 +64,6 @@ MAX_NOISE_SCALE = 1e6
 # could overflow int64 sums.
 MAX_CELL_MAGNITUDE = 1 << 40
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
-
-
-class ReportRefused(FedsignalError):
-    """A report the server will not store; ``status`` is the gRPC answer."""
-
-    status: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
-    reason: str = "invalid"
-
-
-class ReportTooLarge(ReportRefused):
-    status = grpc.StatusCode.RESOURCE_EXHAUSTED
-    reason = "too_large"
-
-
-class MalformedReport(ReportRefused):
-    reason = "malformed"
-
-
-class ForeignTenant(ReportRefused):
-    status = grpc.StatusCode.PERMISSION_DENIED
-    reason = "foreign_tenant"
-
-
-class ForeignCohort(ReportRefused):
-    status = grpc.StatusCode.PERMISSION_DENIED
-    reason = "foreign_cohort"
-
-
-class MissingIdempotencyKey(ReportRefused):
-    reason = "idempotency_key"
-
-
-class UnknownSchemaVersion(ReportRefused):
-    status = grpc.StatusCode.FAILED_PRECONDITION
-    reason = "unknown_schema_version"
-
-
-class TaxonomyVersionMismatch(ReportRefused):
-    status = grpc.StatusCode.FAILED_PRECONDITION
-    reason = "taxonomy_version"
-
-
-class WindowOutOfRange(ReportRefused):
-    status = grpc.StatusCode.OUT_OF_RANGE
-    reason = "window"
-
-
-class MechanismMissing(ReportRefused):
-    reason = "mechanism"
-
-
-class ContributionBoundsMismatch(ReportRefused):
-    reason = "contribution_bounds"
-
-
-class NoiseScaleInvalid(ReportRefused):
-    reason = "noise_scale"
-
-
-class SensitivityMismatch(ReportRefused):
-    reason = "sensitivity"
-
-
-class DeclaredLossInvalid(ReportRefused):
-    reason = "declared_loss"
-
-
-class VectorLengthMismatch(ReportRefused):
-    reason = "vector_length"
-
-
-class CellOutOfRange(ReportRefused):
-    reason = "cell_value"
-
-
-class ReportConflict(ReportRefused):
-    status = grpc.StatusCode.ALREADY_EXISTS
-    reason = "conflict"
 
 
 class IngestOutcome(Enum):

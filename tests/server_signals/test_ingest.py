@@ -12,7 +12,7 @@ from fedsignal.v1 import common_pb2
 from sqlalchemy import func, select
 
 from aggregation import dp
-from server import ingest
+from server import report_refusals as refusals
 from server.context import ServerContext
 from server.ingest import IngestOutcome, ReportIngest, Submitter
 from server.models.audit import AuditRecord
@@ -64,53 +64,53 @@ def _laplace_with_gaussian_loss(report: common_pb2.DpReport) -> None:
     report.privacy_loss.delta = 0.0
 
 
-BAD_REPORTS: dict[str, tuple[Mutation, type[ingest.ReportRefused], grpc.StatusCode]] = {
-    "vector too short": (_drop_cell, ingest.VectorLengthMismatch, grpc.StatusCode.INVALID_ARGUMENT),
-    "vector too long": (_extra_cell, ingest.VectorLengthMismatch, grpc.StatusCode.INVALID_ARGUMENT),
-    "absurd cell value": (_huge_cell, ingest.CellOutOfRange, grpc.StatusCode.INVALID_ARGUMENT),
-    "unknown schema version": (_set(schema_version=7), ingest.UnknownSchemaVersion, grpc.StatusCode.FAILED_PRECONDITION),
+BAD_REPORTS: dict[str, tuple[Mutation, type[refusals.ReportRefused], grpc.StatusCode]] = {
+    "vector too short": (_drop_cell, refusals.VectorLengthMismatch, grpc.StatusCode.INVALID_ARGUMENT),
+    "vector too long": (_extra_cell, refusals.VectorLengthMismatch, grpc.StatusCode.INVALID_ARGUMENT),
+    "absurd cell value": (_huge_cell, refusals.CellOutOfRange, grpc.StatusCode.INVALID_ARGUMENT),
+    "unknown schema version": (_set(schema_version=7), refusals.UnknownSchemaVersion, grpc.StatusCode.FAILED_PRECONDITION),
     "wrong taxonomy version": (
-        _set(taxonomy_version="0.9.0"), ingest.TaxonomyVersionMismatch, grpc.StatusCode.FAILED_PRECONDITION
+        _set(taxonomy_version="0.9.0"), refusals.TaxonomyVersionMismatch, grpc.StatusCode.FAILED_PRECONDITION
     ),
-    "another tenant's id": (_set(tenant_id="globex"), ingest.ForeignTenant, grpc.StatusCode.PERMISSION_DENIED),
-    "another cohort": (_set(cohort="retail-us"), ingest.ForeignCohort, grpc.StatusCode.PERMISSION_DENIED),
-    "no idempotency key": (_set(idempotency_key=""), ingest.MissingIdempotencyKey, grpc.StatusCode.INVALID_ARGUMENT),
-    "window too long": (_set(window_end=WINDOW + 7200), ingest.WindowOutOfRange, grpc.StatusCode.OUT_OF_RANGE),
+    "another tenant's id": (_set(tenant_id="globex"), refusals.ForeignTenant, grpc.StatusCode.PERMISSION_DENIED),
+    "another cohort": (_set(cohort="retail-us"), refusals.ForeignCohort, grpc.StatusCode.PERMISSION_DENIED),
+    "no idempotency key": (_set(idempotency_key=""), refusals.MissingIdempotencyKey, grpc.StatusCode.INVALID_ARGUMENT),
+    "window too long": (_set(window_end=WINDOW + 7200), refusals.WindowOutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     "window off the grid": (
-        _set(window_start=WINDOW + 60, window_end=WINDOW + 3660), ingest.WindowOutOfRange, grpc.StatusCode.OUT_OF_RANGE
+        _set(window_start=WINDOW + 60, window_end=WINDOW + 3660), refusals.WindowOutOfRange, grpc.StatusCode.OUT_OF_RANGE
     ),
     "window in the future": (
         _set(window_start=WINDOW + 3 * 3600, window_end=WINDOW + 4 * 3600),
-        ingest.WindowOutOfRange,
+        refusals.WindowOutOfRange,
         grpc.StatusCode.OUT_OF_RANGE,
     ),
     "window absurdly old": (
         _set(window_start=WINDOW - 3600 * 24 * 3650, window_end=WINDOW - 3600 * 24 * 3650 + 3600),
-        ingest.WindowOutOfRange,
+        refusals.WindowOutOfRange,
         grpc.StatusCode.OUT_OF_RANGE,
     ),
     "mechanism unset": (
-        _set(mechanism=common_pb2.MECHANISM_UNSPECIFIED), ingest.MechanismMissing, grpc.StatusCode.INVALID_ARGUMENT
+        _set(mechanism=common_pb2.MECHANISM_UNSPECIFIED), refusals.MechanismMissing, grpc.StatusCode.INVALID_ARGUMENT
     ),
     "L0 differs from schema": (
-        _set(max_cells_per_unit=32), ingest.ContributionBoundsMismatch, grpc.StatusCode.INVALID_ARGUMENT
+        _set(max_cells_per_unit=32), refusals.ContributionBoundsMismatch, grpc.StatusCode.INVALID_ARGUMENT
     ),
     "Linf differs from schema": (
-        _set(max_count_per_cell=3), ingest.ContributionBoundsMismatch, grpc.StatusCode.INVALID_ARGUMENT
+        _set(max_count_per_cell=3), refusals.ContributionBoundsMismatch, grpc.StatusCode.INVALID_ARGUMENT
     ),
-    "negative noise scale": (_set(noise_scale=-4.0), ingest.NoiseScaleInvalid, grpc.StatusCode.INVALID_ARGUMENT),
-    "zero noise scale": (_set(noise_scale=0.0), ingest.NoiseScaleInvalid, grpc.StatusCode.INVALID_ARGUMENT),
-    "NaN noise scale": (_set(noise_scale=float("nan")), ingest.NoiseScaleInvalid, grpc.StatusCode.INVALID_ARGUMENT),
-    "absurd noise scale": (_set(noise_scale=1e12), ingest.NoiseScaleInvalid, grpc.StatusCode.INVALID_ARGUMENT),
+    "negative noise scale": (_set(noise_scale=-4.0), refusals.NoiseScaleInvalid, grpc.StatusCode.INVALID_ARGUMENT),
+    "zero noise scale": (_set(noise_scale=0.0), refusals.NoiseScaleInvalid, grpc.StatusCode.INVALID_ARGUMENT),
+    "NaN noise scale": (_set(noise_scale=float("nan")), refusals.NoiseScaleInvalid, grpc.StatusCode.INVALID_ARGUMENT),
+    "absurd noise scale": (_set(noise_scale=1e12), refusals.NoiseScaleInvalid, grpc.StatusCode.INVALID_ARGUMENT),
     "scale inconsistent with declared loss": (
-        _set(noise_scale=2.0), ingest.DeclaredLossInvalid, grpc.StatusCode.INVALID_ARGUMENT
+        _set(noise_scale=2.0), refusals.DeclaredLossInvalid, grpc.StatusCode.INVALID_ARGUMENT
     ),
-    "overstated rho": (_overstated_rho, ingest.DeclaredLossInvalid, grpc.StatusCode.INVALID_ARGUMENT),
-    "understated epsilon": (_understated_epsilon, ingest.DeclaredLossInvalid, grpc.StatusCode.INVALID_ARGUMENT),
+    "overstated rho": (_overstated_rho, refusals.DeclaredLossInvalid, grpc.StatusCode.INVALID_ARGUMENT),
+    "understated epsilon": (_understated_epsilon, refusals.DeclaredLossInvalid, grpc.StatusCode.INVALID_ARGUMENT),
     "mechanism inconsistent with declared loss": (
-        _laplace_with_gaussian_loss, ingest.DeclaredLossInvalid, grpc.StatusCode.INVALID_ARGUMENT
+        _laplace_with_gaussian_loss, refusals.DeclaredLossInvalid, grpc.StatusCode.INVALID_ARGUMENT
     ),
-    "wrong sensitivity": (_set(sensitivity=1.0), ingest.SensitivityMismatch, grpc.StatusCode.INVALID_ARGUMENT),
+    "wrong sensitivity": (_set(sensitivity=1.0), refusals.SensitivityMismatch, grpc.StatusCode.INVALID_ARGUMENT),
 }
 
 
@@ -130,7 +130,7 @@ def test_bad_report_is_refused_with_its_status_and_store_unchanged(ctx: ServerCo
 def test_oversized_report_is_refused(ctx: ServerContext) -> None:
     ctx.settings.max_message_bytes = 200
     report = make_report(cohort_schema(ctx), TENANT.tenant_id)
-    with pytest.raises(ingest.ReportTooLarge) as refused:
+    with pytest.raises(refusals.ReportTooLarge) as refused:
         ReportIngest(ctx).submit(TENANT, report)
     assert refused.value.status == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert store_counts(ctx) == (0, 0)
@@ -167,7 +167,7 @@ def test_different_report_for_the_same_window_is_refused(ctx: ServerContext) -> 
     schema = cohort_schema(ctx)
     ingest_ = ReportIngest(ctx)
     ingest_.submit(TENANT, make_report(schema, TENANT.tenant_id, seed=1))
-    with pytest.raises(ingest.ReportConflict) as refused:
+    with pytest.raises(refusals.ReportConflict) as refused:
         ingest_.submit(TENANT, make_report(schema, TENANT.tenant_id, seed=2))
     assert refused.value.status == grpc.StatusCode.ALREADY_EXISTS
     assert store_counts(ctx) == (1, 1)
@@ -178,10 +178,10 @@ def test_same_key_with_other_content_is_refused(ctx: ServerContext) -> None:
     ingest_ = ReportIngest(ctx)
     ingest_.submit(TENANT, make_report(schema, TENANT.tenant_id, key="k-1", seed=1))
     later = make_report(schema, TENANT.tenant_id, key="k-1", seed=2, window_start=WINDOW - 3600)
-    with pytest.raises(ingest.ReportConflict, match="already used"):
+    with pytest.raises(refusals.ReportConflict, match="already used"):
         ingest_.submit(TENANT, later)
     other_tenant = make_report(schema, "globex", key="k-1", seed=1)
-    with pytest.raises(ingest.ReportConflict):
+    with pytest.raises(refusals.ReportConflict):
         ingest_.submit(Submitter("globex", COHORT), other_tenant)
     assert store_counts(ctx) == (1, 1)
 
@@ -192,7 +192,7 @@ def test_window_closing_within_clock_skew_is_accepted(ctx: ServerContext) -> Non
     report = make_report(cohort_schema(ctx), TENANT.tenant_id, window_start=start - 3600)
     assert ReportIngest(ctx).submit(TENANT, report).outcome is IngestOutcome.ACCEPTED
     open_window = make_report(cohort_schema(ctx), TENANT.tenant_id, window_start=start)
-    with pytest.raises(ingest.WindowOutOfRange):
+    with pytest.raises(refusals.WindowOutOfRange):
         ReportIngest(ctx).submit(TENANT, open_window)
 
 

@@ -9,11 +9,13 @@ deserialization failure would surface as ``INTERNAL``).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import grpc
 from fedsignal.v1 import common_pb2, signals_pb2
 from google.protobuf.message import DecodeError
+from sqlalchemy.exc import SQLAlchemyError
 
 from server.auth import require
 from server.context import ServerContext
@@ -23,6 +25,7 @@ from server.metrics import report_outcome
 from server.report_refusals import MalformedReport, ReportRefused
 from server.schemas import current_schema, get_schema
 
+log = logging.getLogger(__name__)
 SERVICE_NAME = signals_pb2.DESCRIPTOR.services_by_name["SignalService"].full_name
 
 _OUTCOMES = {
@@ -73,6 +76,11 @@ class SignalServicer:
             result = self._ingest.submit(submitter, report)
         except ReportRefused as exc:
             context.abort(exc.status, str(exc))
+        except SQLAlchemyError:
+            # Nothing was acknowledged: the collector's outbox keeps the report and retries.
+            log.exception("report store unavailable")
+            report_outcome("store_unavailable")
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the report store is unavailable; retry the report later")
         return signals_pb2.SubmitReportResponse(outcome=_OUTCOMES[result.outcome], report_id=result.report_id)
 
 

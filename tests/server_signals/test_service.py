@@ -136,3 +136,21 @@ def test_admin_lists_released_signals(served: Served) -> None:
     assert listed.min_tenants == 3
     assert len(listed.cells) == 5
     assert all(c.tenants == 3 and not c.suppressed for c in listed.cells)
+
+
+def test_store_outage_is_unavailable_so_the_collector_retries(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from server.report_store import ReportStore
+
+    def down(self: ReportStore, batch: list[object]) -> list[int | None]:
+        raise OperationalError("INSERT", {}, Exception("connection refused"))
+
+    stub = signals_pb2_grpc.SignalServiceStub(served.channel("acme"))
+    report = make_report(cohort_schema(served.ctx), "acme")
+    monkeypatch.setattr(ReportStore, "_write", down)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.SubmitReport(report, timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    monkeypatch.undo()
+    assert stub.SubmitReport(report, timeout=10).outcome == signals_pb2.SubmitReportResponse.ACCEPTED

@@ -21,12 +21,17 @@ def alembic_config(engine: Engine) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the database to ``revision`` (default: the newest)."""
     command.upgrade(alembic_config(engine), revision)
-    # Development bridge until every model has its migration: create tables
-    # that no migration made yet. Removed once the migrations cover the models.
-    from server.db import Base, load_models
 
-    load_models()
-    Base.metadata.create_all(engine)
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take the database back to ``revision`` (``"base"``: no tables)."""
+    command.downgrade(alembic_config(engine), revision)
+
+
+def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:

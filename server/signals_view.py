@@ -18,8 +18,10 @@ Significance (sort order): ``z = (rate - p0) / se`` where ``p0`` is the
 cohort's overall rate of that measure (sum of its released estimates over
 every window and slice divided by the matching ``turns`` sum) and ``se`` is
 the half-width of the cell's interval divided by the normal quantile of the
-confidence level. Cells are sorted by ``|z|`` descending; suppressed cells
-(z = 0) come last.
+confidence level. Cells are sorted by *harm* first: ``z`` descending for
+failure measures and counters where more is worse, ``-z`` for
+``task_success`` (a drop is the harm), so a hotspot leads the table and an
+unusually clean slice does not; suppressed cells (z = 0) come last.
 """
 
 from __future__ import annotations
@@ -46,6 +48,15 @@ from server.schemas import get_schema
 DEFAULT_LIST_LIMIT = 1000
 
 SliceKey = tuple[tuple[str, str], ...]
+
+
+#: Measures where a higher rate is the good direction.
+HIGHER_IS_BETTER = frozenset({"task_success"})
+
+
+def harm_score(cell: MergedCellView) -> float:
+    """How far a cell's rate deviates in the harmful direction (in standard errors)."""
+    return -cell.z_score if cell.measure in HIGHER_IS_BETTER else cell.z_score
 
 
 @dataclass
@@ -243,7 +254,7 @@ def merged_cells(
     for window in _windows(session, cohort, window_start_from):
         cells.extend(_cached_views(window, settings.min_tenants, settings.confidence, reveal_suppressed))
     _score(cells, settings.confidence)
-    cells.sort(key=lambda c: (c.suppressed, -abs(c.z_score), c.cohort, c.window_start, c.measure))
+    cells.sort(key=lambda c: (c.suppressed, -harm_score(c), c.cohort, c.window_start, c.measure))
     return cells
 
 

@@ -133,9 +133,32 @@ def test_cells_below_k_tenants_are_withheld(ctx: ServerContext) -> None:
     var = 3 * stats.noise_variance("discrete_gaussian", 4.0)
     assert (cell.rate, cell.rate_low, cell.rate_high) == stats.ratio_interval(90, var, 300, var, 0.95)
     assert cell.rate_low < 0.3 < cell.rate_high
-    assert released.cells[0].z_score != 0
-    zs = [abs(c.z_score) for c in released.cells]
-    assert zs == sorted(zs, reverse=True)
+    harms = [-c.z_score if c.measure == "task_success" else c.z_score for c in released.cells]
+    assert harms == sorted(harms, reverse=True)
+
+
+def test_harmful_deviations_lead_the_table(ctx: ServerContext) -> None:
+    """A failure-rate rise and a task-success drop sort above an unusually clean slice."""
+    schema = cohort_schema(ctx)
+    table = _table(schema, {
+        ("turns", "billing", "baseline"): 400, ("wrong_tool", "billing", "baseline"): 160,
+        ("task_success", "billing", "baseline"): 120,
+        ("turns", "refund", "baseline"): 400, ("wrong_tool", "refund", "baseline"): 0,
+        ("task_success", "refund", "baseline"): 390,
+        ("turns", "account", "baseline"): 400, ("wrong_tool", "account", "baseline"): 40,
+        ("task_success", "account", "baseline"): 300,
+    })
+    for tenant in ("a", "b", "c"):
+        submit(ctx, schema, tenant, cells=table)
+    merge_pending(ctx)
+    with ctx.sessions() as session:
+        released = list_signals(session, ctx.settings, admin_pb2.ListSignalsRequest(cohort=COHORT))
+    order = [(c.measure, c.slice["intent"]) for c in released.cells
+             if c.slice["artifact_version"] == "baseline" and c.measure in ("wrong_tool", "task_success")]
+    top = set(order[:2])
+    assert top == {("wrong_tool", "billing"), ("task_success", "billing")}
+    assert order.index(("wrong_tool", "refund")) > order.index(("wrong_tool", "account"))
+    assert order.index(("task_success", "refund")) > order.index(("task_success", "account"))
 
 
 def test_schema_versions_of_one_window_merge_by_cell_key(ctx: ServerContext) -> None:

@@ -18,7 +18,9 @@ Significance (sort order): ``z = (rate - p0) / se`` where ``p0`` is the
 cohort's overall rate of that measure (sum of its released estimates over
 every window and slice divided by the matching ``turns`` sum) and ``se`` is
 the half-width of the cell's interval divided by the normal quantile of the
-confidence level. Cells are sorted by *harm* first: ``z`` descending for
+confidence level; a slice whose ``turns`` estimate is within the noise
+(below ``z·sqrt(turns variance)``) has no measurable traffic and gets z = 0.
+Cells are sorted by *harm* first: ``z`` descending for
 failure measures and counters where more is worse, ``-z`` for
 ``task_success`` (a drop is the harm), so a hotspot leads the table and an
 unusually clean slice does not; suppressed cells (z = 0) come last.
@@ -274,7 +276,10 @@ def _score(cells: Iterable[MergedCellView], confidence: float) -> None:
     z_crit = stats.z_value(confidence)
     for c in cells:
         num, den = totals.get((c.cohort, c.measure), (0.0, 0.0))
-        if c.suppressed or den <= 0:
+        # A slice whose turns are indistinguishable from the DP noise has no
+        # traffic to speak of: its "rate" is noise over noise, not evidence.
+        no_traffic = c.turns_estimate <= z_crit * math.sqrt(max(c.turns_variance, 0.0))
+        if c.suppressed or den <= 0 or no_traffic:
             c.z_score = 0.0
             continue
         overall = num / den

@@ -13,15 +13,15 @@ ca_file = "server-ca.pem"               # only for `agent run` self-enrollment
 enroll_server = "signals.example.internal:7444"   # default: server port + 1
 
 [budget]
-rho_per_period = 100.0
+rho_per_period = 10.0                   # covers 720 hourly windows at rho 0.01, with headroom
 period_days = 30
-lifetime_rho = 1000.0                  # optional
+lifetime_rho = 100.0                   # optional
 anchor = "2026-01-01T00:00:00+00:00"   # optional; default: first start
 
 [release]
 mechanism = "discrete_gaussian"        # or "discrete_laplace"
-rho = 0.1                              # per window (Gaussian)
-epsilon = 1.0                          # per window (Laplace)
+rho = 0.01                             # per window (Gaussian): sigma 28 at L0=16, Linf=1
+epsilon = 0.1                          # per window (Laplace): rho 0.005 on the ledger
 delta = 1e-6
 
 [delivery]
@@ -66,7 +66,7 @@ class ConfigError(FedsignalError):
 
 @dataclass(frozen=True)
 class BudgetConfig:
-    rho_per_period: float = 100.0
+    rho_per_period: float = 10.0
     period: timedelta = timedelta(days=30)
     lifetime_rho: float | None = None
     # Start of the first budget period; None: fixed at the store's first use.
@@ -76,8 +76,8 @@ class BudgetConfig:
 @dataclass(frozen=True)
 class ReleaseConfig:
     mechanism: str = "discrete_gaussian"
-    rho: float = 0.1
-    epsilon: float = 1.0
+    rho: float = 0.01
+    epsilon: float = 0.1
     delta: float = 1e-6
 
 
@@ -157,7 +157,7 @@ class CollectorConfig:
         try:
             b = doc.get("budget", {})
             budget = BudgetConfig(
-                rho_per_period=float(b.get("rho_per_period", 100.0)),
+                rho_per_period=float(b.get("rho_per_period", 10.0)),
                 period=timedelta(days=float(b.get("period_days", 30))),
                 lifetime_rho=float(b["lifetime_rho"]) if b.get("lifetime_rho") is not None else None,
                 anchor=_parse_time(b["anchor"]) if b.get("anchor") else None,
@@ -165,8 +165,8 @@ class CollectorConfig:
             r = doc.get("release", {})
             release = ReleaseConfig(
                 mechanism=str(r.get("mechanism", "discrete_gaussian")),
-                rho=float(r.get("rho", 0.1)),
-                epsilon=float(r.get("epsilon", 1.0)),
+                rho=float(r.get("rho", 0.01)),
+                epsilon=float(r.get("epsilon", 0.1)),
                 delta=float(r.get("delta", 1e-6)),
             )
             d = doc.get("delivery", {})

@@ -33,6 +33,14 @@ from typing import Any
 from fedsignal.v1 import admin_pb2, admin_pb2_grpc, review_pb2, review_pb2_grpc, rollout_pb2, rollout_pb2_grpc
 
 from aggregation.errors import FedsignalError
+from fedsignal_cli.demo_report import (
+    DemoSummary,
+    Printer,
+    arm_rates,
+    evidence_line,
+    print_summary,
+    signals_table,
+)
 from fedsignal_cli.simulator import AgentNetwork, Hotspot, SimTenant
 
 TENANTS: tuple[tuple[str, str], ...] = (
@@ -43,6 +51,10 @@ TENANTS: tuple[tuple[str, str], ...] = (
     ("hooli", "travel"),
 )
 HOTSPOT = Hotspot(cohort="retail", intent="refund")
+WINDOW_SECONDS = 3600
+DELTA = 1e-6
+BUDGET_RHO = 2.0
+__all__ = ["HOTSPOT", "TENANTS", "DemoError", "DemoSummary", "run_demo"]
 
 
 class DemoError(FedsignalError):
@@ -69,46 +81,21 @@ class TenantRun:
     collector: Any
     events: int = 0
     rho_spent: float = 0.0
-    releases: int = 0
     bundle_version: int = 0
     # Per window: sessions whose agents resolved the candidate (canary arm).
     candidate_sessions: list[int] = field(default_factory=list)
 
+    def artifact_source(self) -> Callable[[str], tuple[str, Sequence[Mapping[str, Any]]]]:
+        """What the simulated agents call per session: the local resolve API."""
+        resolver = self.collector.resolver
 
-@dataclass
-class DemoSummary:
-    tenants: int
-    cohorts: int
-    events: int
-    windows: int
-    rho_per_tenant: dict[str, float]
-    epsilon_per_tenant: dict[str, float]
-    delta: float
-    hotspot: dict[str, Any] | None
-    candidate_id: str | None
-    bundle_signed: bool
-    rollout: dict[str, Any] | None
-    bundle_version_per_tenant: dict[str, int]
-    # Per tenant, per rollout window: sessions that resolved the candidate.
-    candidate_sessions_per_window: dict[str, list[int]]
-    first_stage_canaries: list[str]
-    audit_entries: int
-    audit_ok: bool
-    seconds: float
+        def source(session_id: str) -> tuple[str, Sequence[Mapping[str, Any]]]:
+            got = resolver.resolve_session(session_id)
+            if got.arm == "candidate":
+                self.candidate_sessions[-1] += 1
+            return got.label, [json.loads(a.content) for a in got.artifacts if a.content]
 
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-class Printer:
-    def __init__(self, out: Callable[[str], None]) -> None:
-        self.out = out
-
-    def step(self, n: int, total: int, title: str) -> None:
-        self.out(f"\n[{n}/{total}] {title}")
-
-    def line(self, text: str = "") -> None:
-        self.out(f"      {text}" if text else "")
+        return source
 
 
 def _cli(argv: Sequence[str]) -> str:
@@ -123,13 +110,243 @@ def _cli(argv: Sequence[str]) -> str:
     return out.getvalue()
 
 
-def _rho_to_epsilon(rho: float, delta: float) -> float:
-    """(ε, δ) of a total zCDP ρ through OpenDP's conversion (tighter than ρ + 2√(ρ ln 1/δ))."""
-    if rho <= 0:
-        return 0.0
-    from aggregation.dp import epsilon_at_delta
+def _demo_plan(default: Mapping[str, Any]) -> dict[str, Any]:
+    """The candidate's own plan with fewer, larger stages (gates and alpha unchanged)."""
+    plan = dict(default)
+    plan["stages"] = [
+        {"percent": 10, "min_windows": 1, "min_canary_turns": 100, "min_control_turns": 100},
+        {"percent": 50, "min_windows": 1, "min_canary_turns": 300, "min_control_turns": 100},
+        {"percent": 100, "min_windows": 0, "min_canary_turns": 0, "min_control_turns": 0},
+    ]
+    return plan
 
-    return epsilon_at_delta(rho, delta)
+
+class DemoLoop:
+    """One run of the loop; each public method is one printed step."""
+
+    def __init__(self, workdir: Path, p: Printer, *, seed: int, sessions: int, rho_per_window: float,
+                 min_tenants: int, windows_total: int) -> None:
+        self.workdir, self.p = workdir, p
+        self.seed, self.sessions, self.rho, self.min_tenants = seed, sessions, rho_per_window, min_tenants
+        # Simulated time moves one window per step and ends before the real
+        # clock does: certificates are issued at simulated time and TLS checks
+        # them against the real one.
+        self.clock = SimClock((math.floor(time.time() / WINDOW_SECONDS) - windows_total - 1) * WINDOW_SECONDS)
+        self.state = workdir / "server"
+        self.admin_dir = workdir / "admin"
+        self.keys = workdir / "reviewers"
+        self.passphrase = self.keys / "passphrase"
+        self.tenants: list[TenantRun] = []
+        self.ctx: Any = None
+        self.running: Any = None
+        self.net: AgentNetwork | None = None
+        self.first_stage: list[str] = []
+
+    # -- plumbing ---------------------------------------------------------------
+    @property
+    def conn(self) -> list[str]:
+        return ["--server", self.running.address, "--credentials", str(self.admin_dir)]
+
+    def _stub(self, stub_class: Any) -> Any:
+        from server.admin_cli.common import mtls_channel
+
+        return stub_class(mtls_channel(self.running.address, self.admin_dir))
+
+    def close(self) -> None:
+        for run in self.tenants:
+            run.collector.close()
+        if self.running is not None:
+            self.running.stop(grace=2)
+        if self.ctx is not None:
+            self.ctx.engine.dispose()
+
+    # -- steps --------------------------------------------------------------------
+    def start_server(self) -> None:
+        from server.app import build_server
+        from server.context import ServerContext, ServerSettings
+
+        self.p.step("Central server: CA, TLS, SQLite store, gRPC")
+        db_url = f"sqlite:///{self.state / 'server.db'}"
+        _cli(["server", "init", "--state-dir", str(self.state), "--database-url", db_url,
+              "--admin-out", str(self.admin_dir), "--admin-name", "demo-admin"])
+        settings = ServerSettings(database_url=db_url, state_dir=self.state, listen="127.0.0.1:0",
+                                  min_tenants=self.min_tenants)
+        self.ctx = ServerContext.create(settings, clock=self.clock.datetime)
+        self.running = build_server(self.ctx, jobs=False)
+        self.p.line(f"`fedsignal server init`: CA + server certificate (ECDSA P-256), migrations applied to "
+                    f"{self.state / 'server.db'}")
+        self.p.line(f"gRPC with mutual TLS on {self.running.address}; enrollment (server-auth TLS) on "
+                    f"{self.running.enrollment_address}")
+        self.p.line(f"k = {self.min_tenants}: a merged cell is shown only when at least {self.min_tenants} "
+                    "tenants reported its window")
+
+    def sign_trust_root(self) -> None:
+        self.p.step("Reviewers: Ed25519 keys and the signed trust root")
+        self.keys.mkdir()
+        self.passphrase.write_text("demo passphrase\n")
+        self.passphrase.chmod(0o600)
+        for name in ("alice", "bob"):
+            keyid = _cli(["admin", "keygen", "--out", str(self.keys), "--name", name,
+                          "--passphrase-file", str(self.passphrase)])
+            self.p.line(f"{name:<6} {keyid.strip()} (encrypted with a passphrase, stays on the reviewer's machine)")
+        _cli(["admin", "root", "init", "--reviewer", str(self.keys / "alice.pub.json"),
+              "--reviewer", str(self.keys / "bob.pub.json"), "--key", str(self.keys / "alice.key"),
+              "--key", str(self.keys / "bob.key"), "--root-threshold", "2", "--threshold", "low=1",
+              "--threshold", "high=2", "--threshold", "critical=2", "--passphrase-file", str(self.passphrase),
+              *self.conn])
+        self.p.line("trust root v1 signed by alice and bob: low-risk bundles need 1 reviewer signature, "
+                    "high/critical 2")
+
+    def enroll_tenants(self) -> None:
+        from tenant_agent import Collector, CollectorConfig, enroll
+        from tenant_agent.config import BudgetConfig, ReleaseConfig
+
+        self.p.step("Tenants enroll: one-time token -> client certificate, pinned CA, trust root, schema")
+        ca_pem = (self.admin_dir / "ca.crt").read_bytes()
+        for tenant_id, cohort in TENANTS:
+            token = _cli(["admin", "enroll-token", "--tenant", tenant_id, "--cohort", cohort, *self.conn]).split()[0]
+            tdir = self.workdir / "tenants" / tenant_id
+            enrolled = enroll(self.running.enrollment_address, token, tdir, ca_pem)
+            config = CollectorConfig(
+                state_dir=tdir,
+                server=self.running.address,
+                budget=BudgetConfig(rho_per_period=BUDGET_RHO, anchor=self.clock.datetime()),
+                release=ReleaseConfig(mechanism="discrete_gaussian", rho=self.rho, delta=DELTA),
+            )
+            self.tenants.append(TenantRun(tenant_id, cohort, Collector(config, clock=self.clock.time)))
+            self.p.line(f"{tenant_id:<9} cohort {cohort:<7} schema v{enrolled.schema.version} "
+                        f"({enrolled.schema.size} cells), root pinned")
+        self.net = AgentNetwork([SimTenant(t.tenant_id, t.cohort, self.sessions) for t in self.tenants],
+                                seed=self.seed, hotspot=HOTSPOT)
+
+    def announce_telemetry(self) -> None:
+        self.p.step("Agents run; collectors redact, classify, bound contributions, release under DP")
+        self.p.line(f"simulated agents: {self.sessions} sessions per tenant per window; planted hotspot: wrong tool "
+                    f"in '{HOTSPOT.intent}' for cohort '{HOTSPOT.cohort}'")
+        self.p.line(f"each window: discrete Gaussian (OpenDP), rho = {self.rho} per release, "
+                    f"budget rho = {BUDGET_RHO} per 30 days")
+
+    def run_window(self, label: str) -> None:
+        """Agents work for one window; collectors release, deliver; the server's jobs run."""
+        from aggregation.dp import calibrate_scale
+        from server.app import run_jobs_once
+
+        assert self.net is not None
+        start = self.clock.now
+        sims = {s.tenant_id: s for s in self.net.tenants}
+        events = 0
+        for run in self.tenants:
+            run.candidate_sessions.append(0)
+            batch = self.net.window_events(sims[run.tenant_id], start, WINDOW_SECONDS, run.artifact_source())
+            run.collector.record_many(batch)
+            run.events += len(batch)
+            events += len(batch)
+        self.clock.now = start + WINDOW_SECONDS + 1
+        released = 0
+        for run in self.tenants:
+            for outcome in run.collector.close_windows(self.clock.now):
+                if outcome.state != "sealed":
+                    raise DemoError(f"{run.tenant_id}: window withheld: {outcome.reason}")
+                run.rho_spent += outcome.rho
+                released += 1
+            delivered = run.collector.deliver(self.clock.now, force=True)
+            if delivered.pending:
+                raise DemoError(f"{run.tenant_id}: {delivered.pending} report(s) not acknowledged")
+        errors = {k: v for k, v in run_jobs_once(self.ctx).items() if v}
+        if errors:
+            raise DemoError(f"server jobs failed: {errors}")
+        schema = self.tenants[0].collector.schema
+        sigma = calibrate_scale("discrete_gaussian", schema.max_cells_per_unit, schema.max_count_per_cell, rho=self.rho)
+        when = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d %H:%M")
+        self.p.line(f"{label} window {when} UTC: {events:>6,} events -> {released} DP releases (sigma {sigma:.2f}, "
+                    f"L0 {schema.max_cells_per_unit}, Linf {schema.max_count_per_cell}), delivered and merged")
+
+    def show_signals(self) -> None:
+        self.p.step("Server merges cohort signals (noisy sums, variances, k-suppression, intervals)")
+        admin = self._stub(admin_pb2_grpc.AdminServiceStub)
+        signals_table(admin.ListSignals(admin_pb2.ListSignalsRequest(limit=8)).cells, self.p)
+
+    def find_candidate(self) -> review_pb2.Candidate | None:
+        self.p.step("Hotspot rules -> candidate artifact (remediation map)")
+        review = self._stub(review_pb2_grpc.ReviewServiceStub)
+        found = review.ListCandidates(review_pb2.ListCandidatesRequest(state="proposed")).candidates
+        hot = [c for c in found if c.cohort == HOTSPOT.cohort and c.category == "wrong_tool"
+               and any(HOTSPOT.intent in a.name for a in c.artifacts)]
+        if not hot:
+            self.p.line(f"no candidate for the planted hotspot (found {len(found)} other candidate(s))")
+            return None
+        cand = hot[0]
+        artifact = cand.artifacts[0]
+        self.p.line(f"{cand.id}: {cand.category} in cohort {cand.cohort} -> {artifact.kind} '{artifact.name}' "
+                    f"(risk {cand.risk_class}, needs {cand.threshold} signature(s))")
+        self.p.line(f"evidence: {evidence_line(json.loads(cand.evidence_json or '{}'))}")
+        self.p.line(f"artifact: {artifact.content.decode()[:110].replace(chr(10), ' ')}")
+        if len(found) > 1:
+            self.p.line(f"({len(found) - 1} other candidate(s) proposed; left for reviewers)")
+        return cand
+
+    def review(self, cand: review_pb2.Candidate) -> review_pb2.Candidate:
+        self.p.step("Review: alice shortens the rollout plan, then signs on her machine")
+        plan_file = self.workdir / "demo-plan.json"
+        plan_file.write_text(json.dumps(_demo_plan(json.loads(cand.rollout_plan_json))))
+        _cli(["admin", "edit", cand.id, "--plan", str(plan_file), *self.conn])
+        self.p.line("`fedsignal admin edit --plan`: stages 10 % -> 50 % -> 100 %, one window each, same gates "
+                    "(the default low-risk plan starts at 1 %, too little traffic for this small demo)")
+        _cli(["admin", "approve", cand.id, "--key", str(self.keys / "alice.key"),
+              "--passphrase-file", str(self.passphrase), *self.conn])
+        signed = self._stub(review_pb2_grpc.ReviewServiceStub).GetCandidate(review_pb2.GetCandidateRequest(id=cand.id))
+        self.p.line(f"`fedsignal admin approve {cand.id}`: signature by {', '.join(signed.signed_by)} "
+                    f"-> {signed.state}")
+        return signed
+
+    def roll_out(self, cand: review_pb2.Candidate, windows: int) -> rollout_pb2.RolloutStatus:
+        self.p.step("Staged rollout: sticky canary tenants and sessions, DP gates, tenants verify")
+        _cli(["admin", "rollout", "start", cand.id, *self.conn])
+        rollouts = self._stub(rollout_pb2_grpc.RolloutServiceStub)
+        status = rollouts.ListRollouts(rollout_pb2.ListRolloutsRequest()).rollouts[0]
+        self.p.line(f"rollout {status.rollout_id}: stage {status.stage_index + 1} at {status.stage_percent:g} % "
+                    f"-> canary tenants {', '.join(status.canary_tenants)}")
+        first = status
+        self.pull_bundles(verbose=True)
+        for _ in range(windows):
+            self.run_window("rollout ")
+            status = rollouts.GetRolloutStatus(rollout_pb2.RolloutRef(rollout_id=status.rollout_id))
+            gates = "; ".join(f"{g.gate} {g.verdict}" for g in status.gates) or "no gate evidence yet"
+            self.p.line(f"controller: state {status.state}, stage {status.stage_index + 1} "
+                        f"({status.stage_percent:g} %), next: {status.next_decision} [{gates}]")
+            self.pull_bundles(verbose=False)
+        cells = self._stub(admin_pb2_grpc.AdminServiceStub).ListSignals(
+            admin_pb2.ListSignalsRequest(cohort=HOTSPOT.cohort, limit=100_000)).cells
+        self.p.line(f"last window, wrong-tool rate for '{HOTSPOT.intent}' by version: "
+                    f"{arm_rates(cells, 'wrong_tool', HOTSPOT.intent)}")
+        self.first_stage = list(first.canary_tenants)
+        return status
+
+    def pull_bundles(self, *, verbose: bool) -> None:
+        for run in self.tenants:
+            result = run.collector.pull_bundle()
+            run.bundle_version = result.active_version
+            if not verbose:
+                continue
+            bundle = run.collector.resolver.active()
+            exposure = bundle.exposure if bundle is not None else None
+            if result.active_version == 0:
+                role = "no bundle for its cohort"
+            elif exposure is not None and exposure.participates(run.tenant_id):
+                role = f"canary: {float(exposure.session_fraction) * 100:.1f} % of its sessions get the candidate"
+            elif bundle is not None and bundle.candidate is None:
+                role = "no candidate for its cohort"
+            else:
+                role = "control: keeps the stable version"
+            self.p.line(f"{run.tenant_id:<9} pulled + verified bundle v{result.active_version} "
+                        f"({result.status}); {role}")
+
+    def audit(self) -> tuple[int, bool]:
+        from server.audit import iter_audit, verify_audit
+        from server.db import transaction
+
+        with transaction(self.ctx.sessions) as session:
+            return sum(1 for _ in iter_audit(session)), verify_audit(session).ok
 
 
 def run_demo(
@@ -144,340 +361,64 @@ def run_demo(
     out: Callable[[str], None] = print,
 ) -> DemoSummary:
     """Run the loop in ``workdir`` and return what happened (also printed through ``out``)."""
-    from sqlalchemy import select
-
-    from server.app import build_server, run_jobs_once
-    from server.audit import verify_audit
-    from server.context import ServerContext, ServerSettings
-    from server.db import transaction
-    from tenant_agent import Collector, CollectorConfig, enroll
-    from tenant_agent.config import BudgetConfig, ReleaseConfig
+    from aggregation.dp import epsilon_at_delta
 
     started = time.perf_counter()
-    p = Printer(out)
-    total_steps = 8
-    window = 3600
-    # Simulated time moves one window per step and ends before the real clock
-    # does: certificates are issued at simulated time and TLS checks them
-    # against the real one.
-    clock = SimClock((math.floor(time.time() / window) - baseline_windows - rollout_windows - 1) * window)
-    delta = 1e-6
-
-    state = workdir / "server"
-    admin_dir = workdir / "admin"
-    db_url = f"sqlite:///{state / 'server.db'}"
-    common = ["--state-dir", str(state), "--database-url", db_url]
-
-    # -- 1. server ------------------------------------------------------------
-    p.step(1, total_steps, "Central server: CA, TLS, SQLite store, gRPC")
-    _cli(["server", "init", *common, "--admin-out", str(admin_dir), "--admin-name", "demo-admin"])
-    settings = ServerSettings(database_url=db_url, state_dir=state, listen="127.0.0.1:0", min_tenants=min_tenants)
-    ctx = ServerContext.create(settings, clock=clock.datetime)
-    running = build_server(ctx, jobs=False)
-    address = running.address
-    conn = ["--server", address, "--credentials", str(admin_dir)]
-    p.line(f"`fedsignal server init`: CA + server certificate (ECDSA P-256), migrations applied to {state / 'server.db'}")
-    p.line(f"gRPC with mutual TLS on {address}; enrollment (server-auth TLS) on {running.enrollment_address}")
-    p.line(f"k = {min_tenants}: a merged cell is shown only when at least {min_tenants} tenants reported its window")
-
-    collectors: list[TenantRun] = []
+    p = Printer(out, total_steps=8)
+    loop = DemoLoop(workdir, p, seed=seed, sessions=sessions, rho_per_window=rho_per_window,
+                    min_tenants=min_tenants, windows_total=baseline_windows + rollout_windows)
+    hotspot: dict[str, Any] | None = None
+    candidate_id: str | None = None
+    bundle_signed = False
+    rollout: dict[str, Any] | None = None
     first_stage: list[str] = []
     try:
-        # -- 2. reviewers and trust root --------------------------------------
-        p.step(2, total_steps, "Reviewers: Ed25519 keys and the signed trust root")
-        keys = workdir / "reviewers"
-        keys.mkdir()
-        passphrase = keys / "passphrase"
-        passphrase.write_text("demo passphrase\n")
-        passphrase.chmod(0o600)
-        for name in ("alice", "bob"):
-            keyid = _cli(["admin", "keygen", "--out", str(keys), "--name", name, "--passphrase-file", str(passphrase)])
-            p.line(f"{name:<6} {keyid.strip()} (private key encrypted with a passphrase, stays on the reviewer's machine)")
-        _cli(["admin", "root", "init", "--reviewer", str(keys / "alice.pub.json"), "--reviewer", str(keys / "bob.pub.json"),
-              "--key", str(keys / "alice.key"), "--key", str(keys / "bob.key"), "--root-threshold", "2",
-              "--threshold", "low=1", "--threshold", "high=2", "--threshold", "critical=2",
-              "--passphrase-file", str(passphrase), *conn])
-        p.line("trust root v1 signed by alice and bob: low-risk bundles need 1 reviewer signature, high/critical 2")
-
-        # -- 3. enrollment ----------------------------------------------------
-        p.step(3, total_steps, "Tenants enroll: one-time token -> client certificate, pinned CA, trust root, schema")
-        ca_pem = (admin_dir / "ca.crt").read_bytes()
-        for tenant_id, cohort in TENANTS:
-            token = _cli(["admin", "enroll-token", "--tenant", tenant_id, "--cohort", cohort, *conn]).split()[0]
-            tdir = workdir / "tenants" / tenant_id
-            enrolled = enroll(running.enrollment_address, token, tdir, ca_pem)
-            config = CollectorConfig(
-                state_dir=tdir,
-                server=address,
-                budget=BudgetConfig(rho_per_period=2.0, anchor=clock.datetime()),
-                release=ReleaseConfig(mechanism="discrete_gaussian", rho=rho_per_window, delta=delta),
-            )
-            collector = Collector(config, clock=clock.time)
-            collectors.append(TenantRun(tenant_id, cohort, collector))
-            p.line(f"{tenant_id:<9} cohort {cohort:<7} schema v{enrolled.schema.version} "
-                   f"({enrolled.schema.size} cells), root pinned")
-
-        net = AgentNetwork(
-            [SimTenant(t.tenant_id, t.cohort, sessions) for t in collectors], seed=seed, hotspot=HOTSPOT
-        )
-        sims = {s.tenant_id: s for s in net.tenants}
-
-        def artifact_source(run: TenantRun) -> Callable[[str], tuple[str, Sequence[Mapping[str, Any]]]]:
-            resolver = run.collector.resolver
-
-            def source(session_id: str) -> tuple[str, Sequence[Mapping[str, Any]]]:
-                got = resolver.resolve_session(session_id)
-                if got.arm == "candidate":
-                    run.candidate_sessions[-1] += 1
-                return got.label, [json.loads(a.content) for a in got.artifacts if a.content]
-
-            return source
-
-        def one_window(label: str) -> None:
-            start = clock.now
-            counts = {}
-            for run in collectors:
-                run.candidate_sessions.append(0)
-                events = net.window_events(sims[run.tenant_id], start, window, artifact_source(run))
-                run.collector.record_many(events)
-                run.events += len(events)
-                counts[run.tenant_id] = len(events)
-            clock.now = start + window + 1
-            released = 0
-            scale = ""
-            for run in collectors:
-                for outcome in run.collector.close_windows(clock.now):
-                    if outcome.state == "sealed":
-                        run.rho_spent += outcome.rho
-                        run.releases += 1
-                        released += 1
-                    else:
-                        raise DemoError(f"{run.tenant_id}: window withheld: {outcome.reason}")
-                delivered = run.collector.deliver(clock.now, force=True)
-                if getattr(delivered, "pending", 0):
-                    raise DemoError(f"{run.tenant_id}: {delivered.pending} report(s) not acknowledged")
-                if not scale:
-                    scale = _release_scale(run.collector, rho_per_window)
-            errors = {k: v for k, v in run_jobs_once(ctx).items() if v}
-            if errors:
-                raise DemoError(f"server jobs failed: {errors}")
-            when = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d %H:%M")
-            p.line(f"{label} window {when} UTC: {sum(counts.values()):>6,} events -> {released} DP releases "
-                   f"({scale}), delivered and merged")
-
-        # -- 4. telemetry and DP releases -------------------------------------
-        p.step(4, total_steps, "Agents run; collectors redact, classify, bound contributions, release under DP")
-        p.line(f"simulated agents: {sessions} sessions per tenant per window; planted hotspot: wrong tool in "
-               f"'{HOTSPOT.intent}' for cohort '{HOTSPOT.cohort}'")
-        p.line(f"each window: discrete Gaussian (OpenDP), rho = {rho_per_window} per release, budget rho = 2.0 per 30 days")
+        loop.start_server()
+        loop.sign_trust_root()
+        loop.enroll_tenants()
+        loop.announce_telemetry()
         for _ in range(baseline_windows):
-            one_window("baseline")
-
-        # -- 5. merged signals --------------------------------------------------
-        p.step(5, total_steps, "Server merges cohort signals (noisy sums, variances, k-suppression, intervals)")
-        admin = admin_pb2_grpc.AdminServiceStub(_admin_channel(admin_dir, address))
-        signals = admin.ListSignals(admin_pb2.ListSignalsRequest(limit=8))
-        p.line(f"{'cohort':<7} {'window':<16} {'measure':<17} {'intent':<13} {'version':<9} "
-               f"{'rate':>6}  {'95% interval':<15} tenants")
-        for cell in signals.cells[:8]:
-            when = datetime.fromtimestamp(cell.window_start, UTC).strftime("%m-%d %H:%M")
-            p.line(f"{cell.cohort:<7} {when:<16} {cell.measure:<17} {cell.slice.get('intent', ''):<13} "
-                   f"{cell.slice.get('artifact_version', ''):<9} {cell.rate:>6.3f}  "
-                   f"[{cell.rate_low:.3f}, {cell.rate_high:.3f}]  {cell.tenants}")
-
-        # -- 6. candidate ---------------------------------------------------------
-        p.step(6, total_steps, "Hotspot rules -> candidate artifact (remediation map)")
-        review = review_pb2_grpc.ReviewServiceStub(_admin_channel(admin_dir, address))
-        found = review.ListCandidates(review_pb2.ListCandidatesRequest(state="proposed"))
-        hot = [c for c in found.candidates if c.cohort == HOTSPOT.cohort and c.category == "wrong_tool"
-               and HOTSPOT.intent in json.loads(c.evidence_json or "{}").get("artifact_name", c.artifacts[0].name)]
-        hotspot_info: dict[str, Any] | None = None
-        candidate_id: str | None = None
-        if not hot:
-            p.line(f"no candidate for the planted hotspot (found {len(found.candidates)} other candidate(s))")
+            loop.run_window("baseline")
+        loop.show_signals()
+        cand = loop.find_candidate()
+        if cand is None:
+            p.step("Review: nothing to review")
+            p.step("Rollout: nothing to roll out")
         else:
-            cand = hot[0]
             candidate_id = cand.id
-            evidence = json.loads(cand.evidence_json or "{}")
-            hotspot_info = {"cohort": cand.cohort, "category": cand.category, "candidate": cand.id,
-                            "artifact": cand.artifacts[0].name, "evidence": evidence}
-            p.line(f"{cand.id}: {cand.category} in cohort {cand.cohort} -> {cand.artifacts[0].kind} "
-                   f"'{cand.artifacts[0].name}' (risk {cand.risk_class}, needs {cand.threshold} signature(s))")
-            p.line(f"evidence: {_evidence_line(evidence)}")
-            p.line(f"artifact: {cand.artifacts[0].content.decode()[:110].replace(chr(10), ' ')}")
-            others = [c for c in found.candidates if c.id != cand.id]
-            if others:
-                p.line(f"({len(others)} other candidate(s) proposed; left for reviewers)")
-
-        rollout_info: dict[str, Any] | None = None
-        bundle_signed = False
-        if candidate_id is not None:
-            # -- 7. review -----------------------------------------------------
-            p.step(7, total_steps, "Review: alice shortens the rollout plan, then signs on her machine")
-            plan_file = workdir / "demo-plan.json"
-            plan_file.write_text(json.dumps(_demo_plan(json.loads(cand.rollout_plan_json))))
-            _cli(["admin", "edit", candidate_id, "--plan", str(plan_file), *conn])
-            p.line("`fedsignal admin edit --plan`: stages 10 % -> 50 % -> 100 %, one window each, same gates "
-                   "(the default low-risk plan starts at 1 %, too little traffic for this small demo)")
-            _cli(["admin", "approve", candidate_id, "--key", str(keys / "alice.key"),
-                  "--passphrase-file", str(passphrase), *conn])
-            cand = review.GetCandidate(review_pb2.GetCandidateRequest(id=candidate_id))
-            bundle_signed = cand.state == "bundled"
-            p.line(f"`fedsignal admin approve {candidate_id}`: signature by {', '.join(cand.signed_by)} "
-                   f"-> {cand.state}")
-
-            # -- 8. rollout ----------------------------------------------------
-            p.step(8, total_steps, "Staged rollout: sticky canary tenants and sessions, DP gates, tenants verify")
-            _cli(["admin", "rollout", "start", candidate_id, *conn])
-            rollouts = rollout_pb2_grpc.RolloutServiceStub(_admin_channel(admin_dir, address))
-            status = rollouts.ListRollouts(rollout_pb2.ListRolloutsRequest()).rollouts[0]
-            first_stage = list(status.canary_tenants)
-            p.line(f"rollout {status.rollout_id}: stage {status.stage_index + 1} at {status.stage_percent:g} % "
-                   f"-> canary tenants {', '.join(status.canary_tenants)}")
-            _pull_all(collectors, p)
-            for _ in range(rollout_windows):
-                one_window("rollout ")
-                status = rollouts.GetRolloutStatus(rollout_pb2.RolloutRef(rollout_id=status.rollout_id))
-                gates = "; ".join(f"{g.gate} {g.verdict}" for g in status.gates) or "no gate evidence yet"
-                p.line(f"controller: state {status.state}, stage {status.stage_index + 1} "
-                       f"({status.stage_percent:g} %), next: {status.next_decision} [{gates}]")
-                _pull_all(collectors, p, quiet=True)
-            if status.state == "promoted":
-                before = _hotspot_rate(admin, first=True)
-                after = _hotspot_rate(admin, first=False)
-                p.line(f"promoted: wrong-tool rate for '{HOTSPOT.intent}' in {HOTSPOT.cohort}: "
-                       f"{before} in the first window, {after} in the last")
-            rollout_info = {"rollout_id": status.rollout_id, "state": status.state,
-                            "stage_index": status.stage_index, "stage_percent": status.stage_percent,
-                            "canary_tenants": list(status.canary_tenants)}
-        else:
-            p.step(7, total_steps, "Review: nothing to review")
-            p.step(8, total_steps, "Rollout: nothing to roll out")
-
-
-        with transaction(ctx.sessions) as session:
-            verdict = verify_audit(session)
-            from server.models.audit import AuditRecord
-
-            audit_entries = len(session.scalars(select(AuditRecord.seq)).all())
+            hotspot = {"cohort": cand.cohort, "category": cand.category, "candidate": cand.id,
+                       "artifact": cand.artifacts[0].name, "evidence": json.loads(cand.evidence_json or "{}")}
+            signed = loop.review(cand)
+            bundle_signed = signed.state == "bundled"
+            status = loop.roll_out(signed, rollout_windows)
+            first_stage = loop.first_stage
+            rollout = {"rollout_id": status.rollout_id, "state": status.state, "stage_index": status.stage_index,
+                       "stage_percent": status.stage_percent, "canary_tenants": list(status.canary_tenants)}
+        audit_entries, audit_ok = loop.audit()
     finally:
-        for run in collectors:
-            run.collector.close()
-        running.stop(grace=2)
-        ctx.engine.dispose()
+        loop.close()
 
     summary = DemoSummary(
-        tenants=len(collectors),
+        tenants=len(loop.tenants),
         cohorts=len({c for _, c in TENANTS}),
-        events=sum(r.events for r in collectors),
+        events=sum(r.events for r in loop.tenants),
         windows=baseline_windows + (rollout_windows if candidate_id else 0),
-        rho_per_tenant={r.tenant_id: round(r.rho_spent, 6) for r in collectors},
-        epsilon_per_tenant={r.tenant_id: round(_rho_to_epsilon(r.rho_spent, delta), 3) for r in collectors},
-        delta=delta,
-        hotspot=hotspot_info,
+        rho_per_tenant={r.tenant_id: round(r.rho_spent, 6) for r in loop.tenants},
+        epsilon_per_tenant={r.tenant_id: round(epsilon_at_delta(r.rho_spent, DELTA), 3) for r in loop.tenants},
+        delta=DELTA,
+        hotspot=hotspot,
         candidate_id=candidate_id,
         bundle_signed=bundle_signed,
-        rollout=rollout_info,
-        bundle_version_per_tenant={r.tenant_id: r.bundle_version for r in collectors},
-        candidate_sessions_per_window={r.tenant_id: r.candidate_sessions[baseline_windows:] for r in collectors},
+        rollout=rollout,
+        bundle_version_per_tenant={r.tenant_id: r.bundle_version for r in loop.tenants},
+        candidate_sessions_per_window={r.tenant_id: r.candidate_sessions[baseline_windows:] for r in loop.tenants},
         first_stage_canaries=first_stage,
         audit_entries=audit_entries,
-        audit_ok=verdict.ok,
+        audit_ok=audit_ok,
         seconds=time.perf_counter() - started,
     )
-    _print_summary(summary, p)
+    print_summary(summary, p)
     return summary
-
-
-def _demo_plan(default: Mapping[str, Any]) -> dict[str, Any]:
-    """The candidate's own plan with fewer, larger stages (gates and alpha unchanged)."""
-    plan = dict(default)
-    plan["stages"] = [
-        {"percent": 10, "min_windows": 1, "min_canary_turns": 100, "min_control_turns": 100},
-        {"percent": 50, "min_windows": 1, "min_canary_turns": 300, "min_control_turns": 100},
-        {"percent": 100, "min_windows": 0, "min_canary_turns": 0, "min_control_turns": 0},
-    ]
-    return plan
-
-
-def _hotspot_rate(admin: Any, *, first: bool) -> str:
-    """The merged wrong-tool rate of the hotspot slice (all artifact versions) in the first or last window."""
-    cells = admin.ListSignals(admin_pb2.ListSignalsRequest(cohort=HOTSPOT.cohort, limit=100000)).cells
-    windows: dict[int, list[float]] = {}
-    for c in cells:
-        if c.measure == "wrong_tool" and c.slice.get("intent") == HOTSPOT.intent and not c.suppressed:
-            windows.setdefault(c.window_start, []).extend([c.estimate, c.estimate / c.rate if c.rate > 0 else 0.0])
-    if not windows:
-        return "n/a"
-    wrong, turns = 0.0, 0.0
-    pairs = windows[min(windows) if first else max(windows)]
-    for i in range(0, len(pairs), 2):
-        wrong += pairs[i]
-        turns += pairs[i + 1]
-    return f"{wrong / turns:.3f}" if turns > 0 else "n/a"
-
-
-def _admin_channel(admin_dir: Path, address: str) -> Any:
-    from server.admin_cli.common import mtls_channel
-
-    return mtls_channel(address, admin_dir)
-
-
-def _release_scale(collector: Any, rho: float) -> str:
-    from aggregation.dp import calibrate_scale
-
-    schema = collector.schema
-    sigma = calibrate_scale("discrete_gaussian", schema.max_cells_per_unit, schema.max_count_per_cell, rho=rho)
-    return f"sigma {sigma:.2f}, L0 {schema.max_cells_per_unit}, Linf {schema.max_count_per_cell}"
-
-
-def _pull_all(collectors: Sequence[TenantRun], p: Printer, *, quiet: bool = False) -> None:
-    for run in collectors:
-        result = run.collector.pull_bundle()
-        run.bundle_version = result.active_version
-        if quiet:
-            continue
-        bundle = run.collector.resolver.active()
-        exposure = getattr(bundle, "exposure", None) if bundle is not None else None
-        takes_part = bool(exposure is not None and exposure.participates(run.tenant_id))
-        role = (f"canary: {float(exposure.session_fraction) * 100:.1f} % of its sessions get the candidate"
-                if takes_part and exposure is not None else "control: keeps the stable version")
-        if result.active_version == 0:
-            role = "no bundle for its cohort"
-        p.line(f"{run.tenant_id:<9} pulled + verified bundle v{result.active_version} ({result.status}); {role}")
-
-
-def _evidence_line(evidence: Mapping[str, Any]) -> str:
-    cells = evidence.get("cells") or []
-    if cells:
-        c = cells[0]
-        rate = c.get("rate")
-        low, high = c.get("rate_low"), c.get("rate_high")
-        if rate is not None and low is not None:
-            return (f"rate {rate:.3f} [{low:.3f}, {high:.3f}] from {c.get('tenants', '?')} tenants, "
-                    f"rule {evidence.get('rule', '?')}")
-    return json.dumps(evidence)[:120]
-
-
-def _print_summary(s: DemoSummary, p: Printer) -> None:
-    p.out("\nSummary")
-    p.line(f"tenants {s.tenants} in {s.cohorts} cohorts, {s.events:,} agent turns over {s.windows} windows")
-    eps = ", ".join(f"{t} rho {s.rho_per_tenant[t]:.2f} (eps {s.epsilon_per_tenant[t]:.2f})" for t in s.rho_per_tenant)
-    p.line(f"privacy spent per tenant at delta={s.delta:g}: {eps}")
-    if s.hotspot:
-        p.line(f"hotspot found: {s.hotspot['category']} in cohort {s.hotspot['cohort']} "
-               f"-> candidate {s.candidate_id} ({s.hotspot['artifact']})")
-    else:
-        p.line("hotspot: not found")
-    p.line(f"bundle signed by reviewer threshold: {'yes' if s.bundle_signed else 'no'}")
-    if s.rollout:
-        p.line(f"rollout {s.rollout['rollout_id']}: {s.rollout['state']} at stage {s.rollout['stage_index'] + 1} "
-               f"({s.rollout['stage_percent']:g} %), canary tenants {', '.join(s.rollout['canary_tenants'])}")
-    versions = ", ".join(f"{t} v{v} ({sum(s.candidate_sessions_per_window[t])} canary sessions)"
-                         for t, v in s.bundle_version_per_tenant.items())
-    p.line(f"bundle version per tenant: {versions}")
-    p.line(f"audit log: {s.audit_entries} entries, hash chain {'verified' if s.audit_ok else 'BROKEN'}")
-    p.line(f"wall time {s.seconds:.1f} s")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tenant_agent.config import CollectorConfig, ConfigError
+from tenant_agent.config import BudgetConfig, CollectorConfig, ConfigError, ReleaseConfig
 
 CONFIG_FILE = "collector.toml"
 CONFIG_ENV = "FEDSIGNAL_AGENT_CONFIG"
@@ -119,12 +119,16 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     )
     config_path = args.state_dir / CONFIG_FILE
     if not config_path.exists():
+        # The defaults of tenant_agent.config, written out so operators see and tune them.
+        budget, release = BudgetConfig(), ReleaseConfig()
         config_path.write_text(
             'state_dir = "."\n'
             f'server = "{args.server}"\n'
             f"insecure_dev = {'true' if args.insecure_dev else 'false'}\n"
-            "\n[budget]\nrho_per_period = 100.0\nperiod_days = 30\n"
-            '\n[release]\nmechanism = "discrete_gaussian"\nrho = 0.1\n'
+            f"\n[budget]\nrho_per_period = {budget.rho_per_period!r}\n"
+            f"period_days = {budget.period.total_seconds() / 86400:g}\n"
+            f'\n[release]\nmechanism = "{release.mechanism}"\nrho = {release.rho!r}\n'
+            f"epsilon = {release.epsilon!r}\ndelta = {release.delta!r}\n"
         )
     print(f"enrolled tenant {result.tenant_id} in cohort {result.cohort} (schema v{result.schema.version})")
     print(f"credentials written to {args.state_dir / 'credentials'}; config {config_path}")

@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 
 from fedsignal.v1 import admin_pb2
 
-# Series per plot: the slices with the largest |z| in any window.
+from server.signals_view import harm
+
+# Series per plot: the slices with the most harmful deviation in any window.
 MAX_SERIES = 6
 TABLE_ROWS = 60
 WIDTH, HEIGHT = 760, 280
@@ -50,6 +52,10 @@ def _legend_order(item: tuple[str, str]) -> tuple[bool, str]:
     return item[0] == "artifact_version", item[0]
 
 
+def _harm(cell: admin_pb2.MergedCell) -> float:
+    return harm(cell.measure, cell.z_score)
+
+
 def _informative(cell: admin_pb2.MergedCell) -> bool:
     """False when the interval is all of [0, 1]: the slice had no measurable turns."""
     return cell.rate_high - cell.rate_low < 0.999
@@ -72,7 +78,7 @@ def _plot(cohort: str, measure: str, cells: Sequence[admin_pb2.MergedCell]) -> s
     candidates = [s for s in by_slice if any(_informative(c) for c in by_slice[s])]
     if not candidates:
         return None
-    ranked = sorted(candidates, key=lambda s: (-max(abs(c.z_score) for c in by_slice[s]), s))[:MAX_SERIES]
+    ranked = sorted(candidates, key=lambda s: (-max(_harm(c) for c in by_slice[s]), s))[:MAX_SERIES]
     shown = [c for s in ranked for c in by_slice[s]]
     starts = sorted({c.window_start for c in shown})
     x0, x1 = starts[0], starts[-1]
@@ -164,13 +170,17 @@ def render_report(response: admin_pb2.ListSignalsResponse, *, generated_at: date
         f'<p class="meta">Generated {_esc(generated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"))}. '
         f"Cells are shown only when at least k = {response.min_tenants} distinct tenants contributed. "
         "Rates are measure / turns of the same slice; bars are confidence intervals that include the DP "
-        f"noise. Each plot shows the {MAX_SERIES} most significant slices.</p>",
+        f"noise. Measures and slices are ordered by their most harmful deviation from the cohort's rate "
+        f"(rises of failure rates, drops of task success); each plot shows the {MAX_SERIES} most significant "
+        "slices.</p>",
     ]
     if not released:
         body.append("<p>No merged cell has reached k tenants yet.</p>")
     for cohort in sorted(grouped):
         body.append(f"<h2>Cohort {_esc(cohort)}</h2>")
-        for measure in sorted(grouped[cohort]):
+        # The measure with the most harmful deviation first: a hotspot leads the page.
+        measures = grouped[cohort]
+        for measure in sorted(measures, key=lambda m: (-max(_harm(c) for c in measures[m]), m)):
             plot = _plot(cohort, measure, grouped[cohort][measure])
             if plot is not None:
                 body.append(f"<h3>{_esc(measure)}</h3>{plot}")

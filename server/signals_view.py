@@ -56,9 +56,13 @@ SliceKey = tuple[tuple[str, str], ...]
 HIGHER_IS_BETTER = frozenset({"task_success"})
 
 
+def harm(measure: str, z_score: float) -> float:
+    """How far a rate deviates in the harmful direction, in standard errors."""
+    return -z_score if measure in HIGHER_IS_BETTER else z_score
+
+
 def harm_score(cell: MergedCellView) -> float:
-    """How far a cell's rate deviates in the harmful direction (in standard errors)."""
-    return -cell.z_score if cell.measure in HIGHER_IS_BETTER else cell.z_score
+    return harm(cell.measure, cell.z_score)
 
 
 @dataclass

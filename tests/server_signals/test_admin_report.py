@@ -117,3 +117,25 @@ def test_html_report_renders_its_plots_in_headless_chromium(tmp_path: Path) -> N
                    capture_output=True, timeout=120, check=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.stat().st_size > 10_000
+
+
+def test_report_puts_the_most_harmful_measure_first() -> None:
+    from datetime import UTC, datetime
+
+    from fedsignal.v1 import admin_pb2
+
+    from server.report_html import render_report
+
+    def cell(measure: str, z: float, intent: str) -> admin_pb2.MergedCell:
+        return admin_pb2.MergedCell(cohort="c", window_start=0, window_end=3600, measure=measure,
+                                    slice={"intent": intent, "artifact_version": "baseline"}, estimate=10,
+                                    variance=4, rate=0.2, rate_low=0.1, rate_high=0.3, tenants=5, z_score=z)
+
+    response = admin_pb2.ListSignalsResponse(min_tenants=5, cells=[
+        cell("escalated", -6.0, "billing"),      # unusually clean: not harm
+        cell("task_success", -3.0, "billing"),   # a drop: harm 3
+        cell("wrong_tool", 5.0, "refund"),       # a rise: harm 5
+    ])
+    page = render_report(response, generated_at=datetime.now(UTC))
+    order = [page.index(f"<h3>{m}</h3>") for m in ("wrong_tool", "task_success", "escalated")]
+    assert order == sorted(order)

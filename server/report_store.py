@@ -5,8 +5,9 @@ The audit chain is a global serialization point (one advisory lock across
 replicas), so committing reports one transaction at a time caps ingest at
 a few hundred per second. :class:`ReportStore` therefore funnels stores
 through one writer thread per process that commits whatever has queued up
-(up to ``max_batch`` reports) in a single transaction: one pipelined insert,
-one audit lock, one bulk audit insert, one commit. A caller's :meth:`ReportStore.store` returns
+(up to ``max_batch`` reports) in a single transaction on a Core connection: one
+pipelined insert, one audit lock, one read of the chain's tail, one bulk audit
+insert, one commit. A caller's :meth:`ReportStore.store` returns
 only after the transaction holding its row committed, so "acknowledged"
 still means "durable".
 
@@ -25,14 +26,12 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 from aggregation.audit import ChainedEntry, chain_next
-from server.audit import append_audit
+from server.audit import _AUDIT_LOCK
 from server.context import ServerContext
-from server.db import transaction
 from server.models.audit import AuditRecord
 from server.models.signals import SignalReport
 
@@ -57,7 +56,7 @@ def _insert_statement(dialect: str) -> Any:
     return module.insert(SignalReport).on_conflict_do_nothing().returning(SignalReport.id, SignalReport.idempotency_key)
 
 
-def _insert_rows(session: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
+def _insert_rows(connection: Connection, rows: list[dict[str, Any]]) -> dict[str, int]:
     """Insert ``rows`` skipping conflicts; idempotency key → new id of each inserted row.
 
     PostgreSQL: psycopg's pipelined ``executemany(returning=True)`` of the one-row
@@ -66,7 +65,6 @@ def _insert_rows(session: Session, rows: list[dict[str, Any]]) -> dict[str, int]
     statement is re-parsed by the driver on every batch). SQLite is in-process: one
     execute per row.
     """
-    connection = session.connection()
     dialect = connection.dialect
     stmt = _insert_statement(dialect.name)
     inserted: dict[str, int] = {}
@@ -145,8 +143,8 @@ class ReportStore:
             p.result.set_result(report_id)
 
     def _write(self, batch: list[_Pending]) -> list[int | None]:
-        with transaction(self._ctx.sessions) as session:
-            inserted = _insert_rows(session, [p.row for p in batch])
+        with self._ctx.engine.begin() as connection:
+            inserted = _insert_rows(connection, [p.row for p in batch])
             ids: list[int | None] = []
             accepted: list[tuple[_Pending, int]] = []
             for p in batch:
@@ -155,31 +153,38 @@ class ReportStore:
                 if report_id is not None:
                     accepted.append((p, report_id))
             # Inside the same transaction: a report is never stored without its audit entry.
-            _audit_accepted(session, accepted)
+            _audit_accepted(connection, accepted)
         return ids
 
 
-def _audit_accepted(session: Session, accepted: list[tuple[_Pending, int]]) -> None:
+_TAIL = select(
+    AuditRecord.seq, AuditRecord.at, AuditRecord.actor, AuditRecord.kind, AuditRecord.payload_json,
+    AuditRecord.prev_hash, AuditRecord.hash,
+).order_by(AuditRecord.seq.desc()).limit(1)
+_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+
+
+def _audit_accepted(connection: Connection, accepted: list[tuple[_Pending, int]]) -> None:
     """One ``report.accepted`` entry per report, chained in one go.
 
-    The first entry goes through :func:`server.audit.append_audit` (which takes
-    the chain lock and reads the tail); the rest follow it with the chain
-    kernel and one bulk insert, so a batch costs a fixed number of round trips.
+    Same protocol as :func:`server.audit.append_audit` (the chain's advisory lock,
+    held until commit, then the tail read under it), done once per batch in Core:
+    the entries follow the tail with the chain kernel and go in as one bulk insert,
+    so a batch costs a fixed number of round trips.
     """
     if not accepted:
         return
+    if connection.dialect.name == "postgresql":
+        connection.execute(_LOCK, {"k": _AUDIT_LOCK})  # SQLite: BEGIN IMMEDIATE already serializes writers
+    tail = connection.execute(_TAIL).first()
+    prev: ChainedEntry | None = ChainedEntry(*tail) if tail is not None else None
     entries = []
-    prev: ChainedEntry | None = None
     for p, report_id in accepted:
         payload = {**p.audit, "report_id": str(report_id)}
-        if prev is None:
-            prev = append_audit(session, p.actor, KIND, payload, at=p.row["received_at"])
-            continue
         at = p.row["received_at"].astimezone(UTC).isoformat(timespec="microseconds")  # as append_audit writes it
         prev = chain_next(prev, at, p.actor, KIND, payload)
         entries.append(
             {"seq": prev.seq, "at": prev.at, "actor": prev.actor, "kind": prev.kind,
              "payload_json": prev.payload_json, "prev_hash": prev.prev_hash, "hash": prev.hash}
         )
-    if entries:
-        session.execute(insert(AuditRecord), entries)
+    connection.execute(insert(AuditRecord), entries)

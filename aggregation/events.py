@@ -7,6 +7,8 @@ classification, so they never reach disk or the wire.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,3 +64,41 @@ class DecisionEvent:
     artifact_version: str | None = None
     # Redacted free text (user input, agent output); never persisted.
     text: str | None = None
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> DecisionEvent:
+        """The same event as ``DecisionEvent(**fields)``, built about three times faster.
+
+        A frozen dataclass's generated ``__init__`` assigns each of the 31 fields
+        through ``object.__setattr__``; on the ingest path that was a tenth of the
+        cost of an event. Here the defaults and ``fields`` go into the new
+        instance's ``__dict__`` in one update (the instance is still frozen: only
+        ``__setattr__`` is blocked). Anything the constructor would reject (a
+        missing required field, an unknown name) goes through the constructor, so
+        its errors are unchanged. tests/ingest/test_event_fast_paths.py proves
+        the two paths equal.
+        """
+        keys = fields.keys()
+        if not (_REQUIRED_FIELDS <= keys <= _FIELD_NAMES):
+            return cls(**fields)
+        event = object.__new__(cls)
+        values = event.__dict__
+        values.update(_FIELD_DEFAULTS)
+        values.update(fields)
+        for name, factory in _FIELD_FACTORIES:
+            if name not in keys:
+                values[name] = factory()  # e.g. a fresh ``evaluations`` dict per event
+        return event
+
+
+_FIELDS = dataclasses.fields(DecisionEvent)
+_FIELD_NAMES = frozenset(f.name for f in _FIELDS)
+_REQUIRED_FIELDS = frozenset(
+    f.name for f in _FIELDS if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+)
+_FIELD_DEFAULTS = {f.name: f.default for f in _FIELDS if f.default is not dataclasses.MISSING}
+_FIELD_FACTORIES = tuple(
+    (f.name, f.default_factory) for f in _FIELDS if f.default_factory is not dataclasses.MISSING
+)
+# from_fields skips the generated __init__, so it would skip a __post_init__ too.
+assert not hasattr(DecisionEvent, "__post_init__"), "DecisionEvent.from_fields must call __post_init__"

@@ -123,25 +123,48 @@ def _tool_calls(raw: Any, redactor: Redactor) -> tuple[ToolCall, ...]:
     if not isinstance(raw, list) or len(raw) > MAX_TOOL_CALLS:
         raise _fail("tool_calls", f"must be a list of at most {MAX_TOOL_CALLS} objects")
     calls = []
+    clean = redactor.redact_label
     for i, item in enumerate(raw):
-        where = f"tool_calls[{i}]"
-        if not isinstance(item, Mapping):
-            raise _fail(where, "must be an object with at least 'name'")
-        unknown = item.keys() - _TOOL_CALL_FIELDS
-        if unknown:
-            raise _fail(where, f"unknown field(s) {sorted(redactor.redact(str(k)[:40]) for k in unknown)}")
-        name = _label(item, "name", redactor)
-        if name is None:
-            raise _fail(f"{where}.name", "is required")
-        calls.append(
-            ToolCall(
-                name=name,
-                error=_label(item, "error", redactor),
-                latency_ms=_number(item, "latency_ms"),
-                expected=_label(item, "expected", redactor),
-            )
-        )
+        # Fast path for the usual call: a dict of known fields whose labels are
+        # all well-formed, with a non-empty name. It cleans the same labels as
+        # the general path below, which handles everything else and raises its
+        # errors (the latency, checked last by both, is the only one left here).
+        if type(item) is dict and item.keys() <= _TOOL_CALL_FIELDS:
+            name, error, expected = item.get("name"), item.get("error"), item.get("expected")
+            if (
+                type(name) is str
+                and 0 < len(name) <= MAX_LABEL
+                and (error is None or (type(error) is str and len(error) <= MAX_LABEL))
+                and (expected is None or (type(expected) is str and len(expected) <= MAX_LABEL))
+            ):
+                calls.append(
+                    ToolCall(
+                        clean(name),
+                        clean(error) if error else None,
+                        _number(item, "latency_ms"),
+                        clean(expected) if expected else None,
+                    )
+                )
+                continue
+        calls.append(_tool_call(item, f"tool_calls[{i}]", redactor))
     return tuple(calls)
+
+
+def _tool_call(item: Any, where: str, redactor: Redactor) -> ToolCall:
+    if not isinstance(item, Mapping):
+        raise _fail(where, "must be an object with at least 'name'")
+    unknown = item.keys() - _TOOL_CALL_FIELDS
+    if unknown:
+        raise _fail(where, f"unknown field(s) {sorted(redactor.redact(str(k)[:40]) for k in unknown)}")
+    name = _label(item, "name", redactor)
+    if name is None:
+        raise _fail(f"{where}.name", "is required")
+    return ToolCall(
+        name=name,
+        error=_label(item, "error", redactor),
+        latency_ms=_number(item, "latency_ms"),
+        expected=_label(item, "expected", redactor),
+    )
 
 
 _TOOL_CALL_FIELDS = frozenset({"name", "error", "latency_ms", "expected"})
@@ -249,9 +272,7 @@ def event_from_dict(doc: Any, tenant_id: str, redactor: Redactor) -> DecisionEve
     if event_id is not None and (not isinstance(event_id, str) or len(event_id) > MAX_LABEL):
         raise _fail("event_id", f"must be a string of at most {MAX_LABEL} characters")
 
-    def clean(value: str) -> str:
-        return redactor.redact_label(value)
-
+    clean = redactor.redact_label
     # Flags, labels and versions in loops over their names: one dict lookup
     # per field and no call for the (usual) absent or well-typed value.
     fields: dict[str, Any] = {}
@@ -296,16 +317,19 @@ def event_from_dict(doc: Any, tenant_id: str, redactor: Redactor) -> DecisionEve
         fields["input_tokens"] = _count(doc, "input_tokens")
     if "output_tokens" in doc:
         fields["output_tokens"] = _count(doc, "output_tokens")
-    return DecisionEvent(
-        tenant_id=tenant_id,
-        session_id=clean_session(session_id, redactor),
-        timestamp=timestamp,
-        user_id=pseudonymise(user_id) if user_id else None,
-        event_id=clean(event_id) if event_id else None,
-        evaluations=evaluations,
-        text=redactor.redact(text) if text else None,
-        **fields,
-    )
+    fields["tenant_id"] = tenant_id
+    fields["session_id"] = clean_session(session_id, redactor)
+    fields["timestamp"] = timestamp
+    if user_id:
+        fields["user_id"] = pseudonymise(user_id)
+    if event_id:
+        fields["event_id"] = clean(event_id)
+    fields["evaluations"] = evaluations
+    if text:
+        fields["text"] = redactor.redact(text)
+    # from_fields: the same event as DecisionEvent(**fields), without the frozen
+    # dataclass's per-field object.__setattr__ (a tenth of this function's cost).
+    return DecisionEvent.from_fields(fields)
 
 
 _FLAG_FIELDS = (

@@ -13,12 +13,16 @@ the cohort metadata pins by version and hash (mix-and-match); each approval
 names the same cohort and carries the threshold of distinct reviewer
 signatures its risk class needs (the server key never counts); each artifact
 no longer than signed and the hard cap (endless data), then its SHA-256.
+Per artifact name, the approval that wins it (the newest stable set shipping
+it, and the candidate for its arm) needs a risk class threshold at least as
+high as every approval it overrides (no downgrade by a cheaper approval).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,6 +38,7 @@ from aggregation.bundle_errors import (
     MalformedMetadataError,
     MixAndMatchError,
     OversizedArtifactError,
+    RiskClassDowngradeError,
     RollbackError,
     ServerKeyOnlyError,
     TamperedArtifactError,
@@ -241,10 +246,11 @@ class TrustedBundleState:
         if snap.is_expired(now):
             raise ExpiredMetadataError(f"bundle v{snap.version} expired at {snap.expires.isoformat()} (freeze)")
         approvals = self._verify_approvals(snap, info, raw_approvals, now)
-        verified_artifacts = _verify_artifacts(approvals.values(), artifacts)
         # Later stable approvals override earlier ones for the same artifact name (promotion order).
         stable = tuple(approvals[c] for c in info["stable"])
         candidate_id = info.get("candidate")
+        self._check_overrides(stable, approvals[candidate_id] if candidate_id else None)
+        verified_artifacts = _verify_artifacts(approvals.values(), artifacts)
         bundle = VerifiedBundle(
             cohort=info["cohort"],
             version=snap.version,
@@ -287,6 +293,34 @@ class TrustedBundleState:
         if missing := [c for c in named if c not in found]:
             raise MixAndMatchError(f"approvals pinned by cohort metadata v{snap.version} are missing: {missing}")
         return found
+
+    def _check_overrides(self, stable: Sequence[ApprovedSet], candidate: ApprovedSet | None) -> None:
+        """Per artifact name, the approval that wins it must need at least the signatures of all it overrides.
+
+        Stable sets: the newest one shipping a name wins it (for every session) and must be at least as
+        demanding as every older stable set shipping that name. The candidate wins its names for canary
+        sessions and must be at least as demanding as every stable set shipping them. (A stable set may
+        be *less* demanding than the candidate: the candidate is not trusted for control sessions yet.)
+        """
+
+        def need(approved: ApprovedSet) -> int:
+            return self._root.threshold(approved.risk_class)
+
+        shippers: dict[str, list[ApprovedSet]] = defaultdict(list)
+        for approved in stable:
+            for name in approved.artifacts:
+                shippers[name].append(approved)
+        contests = [(sets[-1], name, sets[:-1]) for name, sets in shippers.items()]
+        if candidate is not None:
+            contests += [(candidate, name, shippers.get(name, [])) for name in candidate.artifacts]
+        for winner, name, others in contests:
+            for other in others:
+                if need(winner) < need(other):
+                    raise RiskClassDowngradeError(
+                        f"approval {winner.candidate_id} ({winner.risk_class} risk, {need(winner)} signature(s)) "
+                        f"would override artifact {name!r} approved by {other.candidate_id} ({other.risk_class} "
+                        f"risk, {need(other)} signature(s)); a cheaper approval cannot replace it"
+                    )
 
     def _check_threshold(
         self, approved: ApprovedSet, payload: bytes, sigs: dict[str, Signature], duplicates: int

@@ -88,3 +88,14 @@ class RootRotationError(BundleRefused):
     """A new trust root not signed by the old root's threshold and its own, or not version N+1."""
 
     code = "root_rotation"
+
+
+class RiskClassDowngradeError(BundleRefused):
+    """An approval would win an artifact name over another approval of a more demanding risk class.
+
+    Per artifact name the approval agents use (the newest stable set shipping it; the candidate in its
+    arm) must need at least as many reviewer signatures as every approval it overrides, so one low-risk
+    signature cannot replace content approved at high or critical.
+    """
+
+    code = "risk_class_downgrade"

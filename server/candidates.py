@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,10 +43,26 @@ from server.signals_view import MergedCellView, merged_cells
 
 _DETECT_LOCK = 0x46534344  # "FSCD"
 OPEN_STATES = ("proposed", "edited", "approved", "bundled", "rolling_out")
+#: Risk classes, least to most demanding.
+RISK_ORDER = ("low", "high", "critical")
 
 
 class RemediationMapError(FedsignalError):
     pass
+
+
+class UnknownArtifactKind(FedsignalError):
+    """An artifact kind the remediation map does not know (so no risk class can be derived for it)."""
+
+
+def risk_rank(risk_class: str) -> int:
+    if risk_class not in RISK_ORDER:
+        raise FedsignalError(f"unknown risk class {risk_class!r} (one of {', '.join(RISK_ORDER)})")
+    return RISK_ORDER.index(risk_class)
+
+
+def highest_risk_class(*classes: str) -> str:
+    return max(classes, key=risk_rank)
 
 
 @dataclass(frozen=True)
@@ -88,6 +105,18 @@ class RemediationMap:
                 raise RemediationMapError(f"category {r.category}: unknown risk class {r.risk_class!r}")
         return out
 
+    def kind_risk_class(self, kind: str) -> str:
+        """The highest risk class any category of the map assigns to artifacts of ``kind``."""
+        classes = [r.risk_class for r in self.remedies.values() if r.kind == kind]
+        if not classes:
+            known = sorted({r.kind for r in self.remedies.values()})
+            raise UnknownArtifactKind(f"unknown artifact kind {kind!r} (the remediation map knows {', '.join(known)})")
+        return highest_risk_class(*classes)
+
+    def required_risk_class(self, kinds: Iterable[str], at_least: str = RISK_ORDER[0]) -> str:
+        """The least risk class a candidate shipping ``kinds`` may have (never below ``at_least``)."""
+        return highest_risk_class(at_least, *(self.kind_risk_class(k) for k in kinds))
+
     def render(self, remedy: Remedy, intent: str) -> tuple[str, bytes]:
         """Artifact name and JSON content for ``remedy`` applied to ``intent``."""
         values = {"intent": intent, "tool": self.intent_tools.get(intent, "the documented tool")}
@@ -103,6 +132,12 @@ class RemediationMap:
 
         content = fill(dict(self.templates[remedy.template]))
         return f"{remedy.kind}.{intent}", json.dumps(content, sort_keys=True, indent=1).encode("utf-8")
+
+
+@lru_cache(maxsize=1)
+def default_remediation_map() -> RemediationMap:
+    """The shipped remediation map (``server/data/remediation_v1.json``), loaded once."""
+    return RemediationMap.load()
 
 
 @dataclass(frozen=True)
@@ -244,11 +279,13 @@ def detect(session: Session, ctx: ServerContext, remedies: RemediationMap | None
         if hot is None:
             continue
         evidence = _evidence(hot, remedies) | {"artifact_name": name}
-        plan = plan_for_candidate(remedy.risk_class, None)
+        # The kind's highest class in the map, not just this category's (e.g. a guardrail is critical).
+        risk_class = remedies.required_risk_class([remedy.kind], at_least=remedy.risk_class)
+        plan = plan_for_candidate(risk_class, None)
         rec = create_candidate(
-            session, cohort=cell.cohort, category=cell.measure, kind=remedy.kind, risk_class=remedy.risk_class,
+            session, cohort=cell.cohort, category=cell.measure, kind=remedy.kind, risk_class=risk_class,
             artifacts=[(name, remedy.kind, content)], evidence=evidence, rollout_plan_json=plan.to_json(),
-            dedupe_key=f"{cell.cohort}|{name}|{cell.window_start}"[:200], now=ctx.clock(),
+            dedupe_key=f"{cell.cohort}|{name}|{cell.window_start}"[:200], now=ctx.clock(), remedies=remedies,
         )
         if rec is not None:
             created.append(rec)

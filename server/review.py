@@ -10,6 +10,11 @@ currently trusted reviewer keys is met, the candidate is approved and its
 signed approval metadata is assembled (bundled). An edit creates a new
 revision: signatures over the old payload stop counting. Every transition is
 one audit event in the caller's transaction; illegal transitions raise.
+
+A candidate's risk class is never below the highest class the remediation map
+assigns to any of its artifact kinds (unknown kinds are refused): it is raised
+on create and on every edit, never lowered. The risk class is part of the
+signed payload, so raising it on edit also voids earlier signatures.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from securesystemslib.exceptions import UnverifiedSignatureError
 from securesystemslib.signer import Signature
@@ -34,6 +39,9 @@ from server.audit import _AUDIT_LOCK as AUDIT_LOCK
 from server.audit import append_audit
 from server.db import advisory_lock
 from server.models.review import CandidateRecord, ReviewerSignature
+
+if TYPE_CHECKING:
+    from server.candidates import RemediationMap
 
 STATES = ("proposed", "edited", "approved", "rejected", "bundled", "rolling_out", "promoted", "rolled_back")
 TRANSITIONS: Mapping[str, frozenset[str]] = {
@@ -130,12 +138,31 @@ def _payload(candidate: CandidateRecord, artifacts: Sequence[tuple[str, str, byt
     return canonical_signed_bytes(md).decode("utf-8")
 
 
+def required_risk_class(
+    risk_class: str, kinds: Sequence[str], remedies: RemediationMap | None = None
+) -> str:
+    """``risk_class`` raised to the highest class the remediation map gives any of ``kinds``.
+
+    Raises :class:`~server.candidates.UnknownArtifactKind` for a kind the map does not know.
+    """
+    from server.candidates import default_remediation_map
+
+    return (remedies or default_remediation_map()).required_risk_class(kinds, at_least=risk_class)
+
+
 def create_candidate(
     session: Session, *, cohort: str, category: str, kind: str, risk_class: str,
     artifacts: Sequence[tuple[str, str, bytes]], evidence: Mapping[str, Any], rollout_plan_json: str,
-    dedupe_key: str, now: datetime, actor: str = "system:detector",
+    dedupe_key: str, now: datetime, actor: str = "system:detector", remedies: RemediationMap | None = None,
 ) -> CandidateRecord | None:
-    """A new proposed candidate, or ``None`` when one with ``dedupe_key`` already exists (idempotent)."""
+    """A new proposed candidate, or ``None`` when one with ``dedupe_key`` already exists (idempotent).
+
+    The stored risk class is ``risk_class`` raised to what the artifacts' kinds require.
+    """
+    if not artifacts:
+        raise FedsignalError("a candidate needs at least one artifact")
+    requested = risk_class
+    risk_class = required_risk_class(risk_class, [kind, *(k for _, k, _ in artifacts)], remedies)
     serialize_writes(session)
     if session.scalars(select(CandidateRecord.id).where(CandidateRecord.dedupe_key == dedupe_key)).first():
         return None
@@ -151,7 +178,7 @@ def create_candidate(
     append_audit(
         session, actor, "candidate.proposed",
         {"candidate_id": rec.id, "cohort": cohort, "category": category, "kind": kind, "risk_class": risk_class,
-         "evidence": dict(evidence)},
+         **({"risk_class_requested": requested} if requested != risk_class else {}), "evidence": dict(evidence)},
         at=now,
     )
     return rec
@@ -167,16 +194,27 @@ def edit_candidate(
     if rec.state not in REVIEWABLE:
         raise IllegalTransition(f"candidate {rec.id} is {rec.state}; only proposed or edited candidates can be edited")
     new_artifacts = list(artifacts) if artifacts else artifacts_of(rec)
-    if rollout_plan_json:
-        from aggregation.rollout_plan import plan_for_candidate
+    # Re-derive the risk class from the (new) artifacts' kinds: upward only, never below what it was.
+    previous_class = rec.risk_class
+    new_class = required_risk_class(previous_class, [k for _, k, _ in new_artifacts])
+    from aggregation.rollout_plan import plan_for_candidate
 
-        plan_for_candidate(rec.risk_class, rollout_plan_json)  # validates; raises RolloutPlanError
+    if rollout_plan_json:
+        plan_for_candidate(new_class, rollout_plan_json)  # validates; raises RolloutPlanError
         rec.rollout_plan_json = rollout_plan_json
+    elif new_class != previous_class and rec.rollout_plan_json and (
+        rec.rollout_plan_json == plan_for_candidate(previous_class, None).to_json()
+    ):
+        # The stored plan was just the shipped plan of the old class: take the new class's.
+        rec.rollout_plan_json = plan_for_candidate(new_class, None).to_json()
+    rec.risk_class = new_class
     rec.artifacts_json = _encode_artifacts(new_artifacts)
     rec.revision += 1
     rec.signing_payload = _payload(rec, new_artifacts)
-    return transition(session, rec, "edited", actor=actor, now=now,
-                      detail={"artifacts": [n for n, _, _ in new_artifacts]})
+    detail: dict[str, Any] = {"artifacts": [n for n, _, _ in new_artifacts]}
+    if new_class != previous_class:
+        detail["risk_class"] = {"from": previous_class, "to": new_class}
+    return transition(session, rec, "edited", actor=actor, now=now, detail=detail)
 
 
 def signed_by(session: Session, rec: CandidateRecord) -> list[str]:

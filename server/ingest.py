@@ -227,9 +227,15 @@ class ReportIngest:
         return result
 
     # -- validation ----------------------------------------------------------
-    def validate(self, submitter: Submitter, report: common_pb2.DpReport) -> tuple[SignalSchema, _LossCheck]:
-        """Raise the first :class:`ReportRefused` that applies; return the report's schema."""
-        size = report.ByteSize()
+    def validate(
+        self, submitter: Submitter, report: common_pb2.DpReport, wire_size: int | None = None
+    ) -> tuple[SignalSchema, _LossCheck]:
+        """Raise the first :class:`ReportRefused` that applies; return the report's schema.
+
+        ``wire_size``: the length of the bytes ``report`` was parsed from, when the caller
+        has them (saves re-measuring the parsed message).
+        """
+        size = report.ByteSize() if wire_size is None else wire_size
         if size > self._ctx.settings.max_message_bytes:
             raise ReportTooLarge(
                 f"the report is {size} bytes; the server accepts at most {self._ctx.settings.max_message_bytes}"
@@ -290,18 +296,20 @@ class ReportIngest:
         return schema, check
 
     # -- storing -------------------------------------------------------------
-    def submit(self, submitter: Submitter, report: common_pb2.DpReport) -> IngestResult:
-        """Validate and store ``report``; durable when this returns."""
+    def submit(
+        self, submitter: Submitter, report: common_pb2.DpReport, wire_size: int | None = None
+    ) -> IngestResult:
+        """Validate and store ``report``; durable when this returns (``wire_size``: see :meth:`validate`)."""
         try:
-            result = self._submit(submitter, report)
+            result = self._submit(submitter, report, wire_size)
         except ReportRefused as exc:
             report_outcome(exc.reason)
             raise
         report_outcome(result.outcome.value)
         return result
 
-    def _submit(self, submitter: Submitter, report: common_pb2.DpReport) -> IngestResult:
-        schema, check = self.validate(submitter, report)
+    def _submit(self, submitter: Submitter, report: common_pb2.DpReport, wire_size: int | None) -> IngestResult:
+        schema, check = self.validate(submitter, report, wire_size)
         cells = _decode_cells(report, schema).tobytes()
         digest = content_digest(submitter.tenant_id, report, cells)
         loss = report.privacy_loss

@@ -73,7 +73,7 @@ class SignalServicer:
             report_outcome(MalformedReport.reason)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid DpReport message: {exc}")
         try:
-            result = self._ingest.submit(submitter, report)
+            result = self._ingest.submit(submitter, report, len(request))
         except ReportRefused as exc:
             context.abort(exc.status, str(exc))
         except SQLAlchemyError:

@@ -17,12 +17,15 @@ Pure: bytes in, typed objects out. The clock is passed in.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from securesystemslib.formats import encode_canonical
 from securesystemslib.signer import Key, Signature, Signer, SSlibKey
 from tuf.api.metadata import DelegatedRole, Delegations, Metadata, Role, Root, Targets
 from tuf.api.serialization.json import CanonicalJSONSerializer
@@ -89,6 +92,49 @@ def load_json(data: bytes, what: str) -> Any:
         raise MalformedMetadataError(f"{what} is not JSON: {exc}") from exc
 
 
+def compute_keyid(key: Key) -> str:
+    """The TUF/securesystemslib key id: SHA-256 of the canonical JSON of keytype, scheme and keyval."""
+    data = encode_canonical({"keytype": key.keytype, "scheme": key.scheme, "keyval": key.keyval})
+    assert isinstance(data, str)
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+def key_material(key: Key) -> bytes:
+    """The public key's value, normalized (so one key in two spellings or schemes compares equal)."""
+    public = key.keyval.get("public") if isinstance(key.keyval, Mapping) else None
+    if isinstance(public, str):
+        if key.keytype == "ed25519":
+            try:
+                return b"ed25519:" + bytes.fromhex(public)
+            except ValueError:
+                pass
+        if public.lstrip().startswith("-----BEGIN"):
+            try:
+                loaded = serialization.load_pem_public_key(public.encode("utf-8"))
+                return b"spki:" + loaded.public_bytes(
+                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            except (ValueError, TypeError):
+                pass
+    return b"raw:" + str(encode_canonical(dict(key.keyval))).encode("utf-8")
+
+
+def check_keys(keys: Mapping[str, Key], what: str) -> None:
+    """Every key id is the one computed from its key, and no key value is listed twice.
+
+    Without this, one reviewer's key listed under two key ids would count twice toward a threshold.
+    """
+    seen: dict[bytes, str] = {}
+    for keyid, key in keys.items():
+        computed = compute_keyid(key)
+        if keyid != computed or key.keyid != computed:
+            raise MalformedMetadataError(f"{what}: key id {keyid} does not match its key (computed {computed})")
+        value = key_material(key)
+        if value in seen:
+            raise MalformedMetadataError(f"{what}: key ids {seen[value]} and {keyid} list the same key")
+        seen[value] = keyid
+
+
 @dataclass(frozen=True)
 class TrustRoot:
     """A verified root: its metadata and the per-risk-class roles."""
@@ -151,10 +197,18 @@ def _risk_roles(root: Root) -> Delegations:
 
 
 def _check_shape(root: Root) -> Delegations:
-    server = set(root.roles["snapshot"].keyids)
-    if server & set(root.roles["root"].keyids):
+    check_keys(root.keys, f"trust root v{root.version}")
+    server = set(root.roles["snapshot"].keyids) | set(root.roles["timestamp"].keyids)
+    # By value, not by id (ids are checked above, but the guarantee must not rest on ids alone).
+    server_values = {key_material(root.keys[k]) for k in server if k in root.keys}
+    root_values = {key_material(root.keys[k]) for k in root.roles["root"].keyids if k in root.keys}
+    if server & set(root.roles["root"].keyids) or server_values & root_values:
         raise MalformedMetadataError("the server's online key may not be a root key")
-    return _risk_roles(root)
+    delegations = _risk_roles(root)
+    reviewer_values = {key_material(k) for k in delegations.keys.values()}
+    if server_values & reviewer_values:
+        raise MalformedMetadataError("a risk class lists the server's online key as a reviewer")
+    return delegations
 
 
 def load_trusted_root(data: bytes) -> TrustRoot:
@@ -203,8 +257,16 @@ def build_root(
     lifetime: timedelta = timedelta(days=365),
 ) -> Metadata[Root]:
     """Unsigned root metadata: reviewers approve (per risk class) and sign roots; the server key freshens."""
-    reviewers = {k.keyid: k for k in reviewer_keys}
-    if server_key.keyid in reviewers:
+    reviewer_list = list(reviewer_keys)
+    reviewers = {k.keyid: k for k in reviewer_list}
+    if len(reviewers) != len(reviewer_list):
+        raise ValueError("a reviewer key is listed twice")
+    try:
+        check_keys(reviewers, "reviewer keys")
+        check_keys({server_key.keyid: server_key}, "server key")
+    except MalformedMetadataError as exc:
+        raise ValueError(str(exc)) from exc
+    if server_key.keyid in reviewers or key_material(server_key) in {key_material(k) for k in reviewer_list}:
         raise ValueError("the server's online key cannot also be a reviewer key")
     wanted = dict(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
     for cls, t in wanted.items():

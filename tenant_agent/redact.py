@@ -203,6 +203,17 @@ _API_KEY_HINTS = (
 _LABEL_RISK = re.compile(
     r"[@:/=]|(?i:www\.)|Bearer|Basic|eyJ|sk[-_]|[pr]k_|A(?:KIA|SIA|Iza)|gh[pousr]_|github_pat_|xox|glpat-|PRIVATE KEY"
 )
+# What a short, otherwise plain label with four to six digits must contain to
+# hold a numeric entity (see Redactor.redact_label): a digit, '.' or '-' and a
+# digit (IPv4 addresses, numeric dates), two capitals and two digits (an IBAN's
+# head), a keyword the MRN and written-date passes need, or whitespace other
+# than space and tab (the phone check counts it as a digit). Every other
+# numeric entity needs seven digits or more: phones (7 nationally, 8 with +),
+# SSNs (9), cards (13); MRNs and written dates need five.
+_LABEL_NUMERIC_RISK = re.compile(
+    r"[0-9][.\-][0-9]|[A-Z]{2}[0-9]{2}|[\n\r\f\v]"
+    r"|(?i:mrn|medical record|patient|jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
+)
 _DROP_DIGITS = str.maketrans("", "", "0123456789")
 _PLAIN_LABELS_MAX = 65_536
 _SECRET_HINTS = ("key", "secret", "token", "pass", "pwd")
@@ -327,16 +338,20 @@ class Redactor:
         """A short categorical string (intent, tool name, error type, id) redacted,
         skipping the passes when no entity can be in it: every built-in entity
         needs ``@``, ``:``, ``/``, ``=``, ``www.``, a secret prefix, more than 40
-        characters, or at least four digits (``1.2.3.4``, ``3/4/21``). Labels
-        repeat, so the ones that come back unchanged are remembered."""
+        characters, or at least four digits (``1.2.3.4``, ``3/4/21``); with four
+        to six digits, also one of the shapes of ``_LABEL_NUMERIC_RISK``, so an
+        id such as ``sess-4711`` skips the passes too (ids are unique: the cache
+        below does not help them). Labels repeat, so the ones that come back
+        unchanged are remembered."""
         plain = self._plain_labels
         if value in plain:
             return value
+        digits = len(value) - len(value.translate(_DROP_DIGITS))
         if (
             self._tenant_passes
             or len(value) > 40
             or _LABEL_RISK.search(value)
-            or len(value) - len(value.translate(_DROP_DIGITS)) >= 4
+            or (digits >= 4 and (digits >= 7 or _LABEL_NUMERIC_RISK.search(value)))
         ):
             cleaned = self.redact(value)
         else:

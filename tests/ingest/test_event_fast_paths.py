@@ -129,3 +129,61 @@ def test_tool_call_fast_path_equals_the_general_path(tenant_patterns: bool) -> N
         slow = outcome(lambda *args: (_tool_call(*args),), item, "tool_calls[0]", slow_redactor)
         assert fast == slow, item
         assert fast_redactor.stats == slow_redactor.stats, item
+
+
+# -- label redaction --------------------------------------------------------------
+
+# Pieces that make numeric entities or come close: digit runs, the separators
+# the numeric passes use, capitals (IBAN heads), keywords (MRN, written dates),
+# and whitespace the phone check counts as digits.
+LABEL_PIECES = [
+    *"0123456789", "12", "345", "4711", "0958", "2020", "19", "255",
+    ".", "-", " ", "  ", "\t", "\n", "\r", "\v", "\f", "(", ")", "+", "_", "#", ",",
+    "sess", "s", "c", "GB", "DE", "X", "AB", "gb", "T", "Z",
+    "mrn", "MRN", "patient id", "Patient", "medical record", "may", "Mar", "DEC", "June", "st", "of",
+    "ssn", "SSN", "id", "order",
+]  # fmt: skip
+
+
+def random_labels(rng: random.Random, count: int) -> list[str]:
+    labels = []
+    for _ in range(count):
+        label = "".join(rng.choice(LABEL_PIECES) for _ in range(rng.randrange(1, 16)))
+        labels.append(label[: rng.randrange(1, 41)])
+    return labels
+
+
+ADVERSARIAL_LABELS = [
+    "sess-4711", "sess-123456", "c-81", "(12)\n34\n56", "(1)\n23\n4\n5", "(12) 34\n56", "+1 23 45", "+12\n34\n56",
+    "mrn 12345", "MRN12345", "patient id 123456", "1 may 2020", "May 1 2020", "GB82WEST1234",
+    "GB82 WEST 12", "10.1.2.7", "1.2.3.4", "12-34-56", "2020-1-2", "1-2-2020", "1234567", "123 4567",
+    "(123) 4567", "020 7946 09", "4111 1111", "123-45-6789", "ssn 1234", "order 4711", "4711",
+    "123456", "12 34 56", "12\t34\t56", "T-1234", "v1234", "build 123456",
+    "GB29WESTABCDEFGHIJKL12",  # a (made-up) IBAN with a valid checksum and four digits
+]  # fmt: skip
+
+
+def test_label_fast_path_equals_full_redaction() -> None:
+    labels = ADVERSARIAL_LABELS + random_labels(random.Random(3), 60_000)
+    skipped = 0
+    for label in labels:
+        fast_redactor, slow_redactor = Redactor(), Redactor()
+        assert fast_redactor.redact_label(label) == slow_redactor.redact(label), repr(label)
+        assert fast_redactor.stats == slow_redactor.stats, repr(label)
+        digits = sum(ch in "0123456789" for ch in label)
+        if digits >= 4 and label in fast_redactor._plain_labels:
+            skipped += 1
+    # The generator reaches the four-to-six-digit fast path often, not by luck.
+    assert skipped > 2_000
+
+
+def test_label_fast_path_still_redacts_ids_with_personal_data() -> None:
+    redactor = Redactor()
+    # Six and five digits, but the phone pass counts the newlines as digits.
+    assert redactor.redact_label("(12)\n34\n56") == "<PHONE>"
+    assert redactor.redact_label("(1)\n23\n4\n5") == "<PHONE>"
+    assert redactor.redact_label("mrn 12345") == "mrn <MRN>"
+    assert redactor.redact_label("1 may 2020") == "<DATE>"
+    assert redactor.redact_label("10.1.2.7") == "<IP_ADDRESS>"
+    assert redactor.redact_label("GB29WESTABCDEFGHIJKL12") == "<IBAN>"
+    assert redactor.redact_label("sess-4711") == "sess-4711"

@@ -9,6 +9,14 @@ development), and writes what the server returns:
 - ``credentials/identity.json``: tenant_id, cohort, server address
 - ``trust/root.json``: the pinned trust root of reviewer keys
 - ``schema.json``: the cohort's signal schema at enrollment
+
+The trust root is verified before anything is written: a first root must be
+well formed and signed by its own root threshold; on re-enrollment
+(``force``, e.g. renewing the certificate) an already pinned root is only
+replaced by a byte-identical root or by its verified successor (version N+1
+signed by N's threshold and its own). A newer root that is not directly N+1
+leaves the pinned root in place (the bundle client follows the rotation chain
+on its next pull); anything else is refused.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from fedsignal.v1 import enrollment_pb2, enrollment_pb2_grpc
 
 from aggregation.errors import FedsignalError
 from aggregation.schema import SignalSchema
+from aggregation.trust_root import load_trusted_root, verify_rotation
 
 CREDENTIALS = "credentials"
 TRUST_ROOT = "trust/root.json"
@@ -108,6 +117,48 @@ def open_channel(state_dir: Path, address: str, *, insecure: bool = False) -> gr
     return grpc.secure_channel(address, channel_creds)
 
 
+def accept_trust_root(state_dir: Path, offered: bytes) -> bytes | None:
+    """The root bytes to pin from an Enroll response, ``None`` to keep the pinned root as it is.
+
+    Raises :class:`TransportError` when the offered root cannot be trusted.
+    """
+    path = state_dir / TRUST_ROOT
+    try:
+        candidate = load_trusted_root(offered)
+    except FedsignalError as exc:
+        raise TransportError(
+            f"the server sent a trust root that does not verify ({exc}); not enrolling"
+        ) from exc
+    if not path.exists():
+        return offered  # first enrollment: trust on first use of a well-formed, self-signed root
+    pinned_bytes = path.read_bytes()
+    if pinned_bytes == offered:
+        return None
+    try:
+        pinned = load_trusted_root(pinned_bytes)
+    except FedsignalError as exc:
+        raise TransportError(
+            f"the pinned trust root {path} does not load ({exc}); refusing to replace it with the server's: "
+            "restore it, or remove it deliberately to re-anchor trust"
+        ) from exc
+    if candidate.version <= pinned.version:
+        raise TransportError(
+            f"the server sent trust root v{candidate.version}, which is not the pinned v{pinned.version} nor newer; "
+            "not enrolling (a different root for a version already pinned, or a rollback)"
+        )
+    if candidate.version > pinned.version + 1:
+        # Only the newest root is in the response; the bundle client follows the chain N+1, N+2, ...
+        return None
+    try:
+        verify_rotation(pinned, offered)
+    except FedsignalError as exc:
+        raise TransportError(
+            f"the server sent trust root v{candidate.version}, which is not a valid rotation of the pinned "
+            f"v{pinned.version} ({exc}); not enrolling"
+        ) from exc
+    return offered
+
+
 def make_csr() -> tuple[bytes, bytes]:
     """A fresh ECDSA P-256 private key (PEM, unencrypted) and its CSR (PEM)."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -158,6 +209,7 @@ def enroll(
         response = stub.Enroll(enrollment_pb2.EnrollRequest(token=token, csr_pem=csr_pem), timeout=timeout)
     if ca_pem is not None and response.ca_certificate_pem.strip() != ca_pem.strip():
         raise TransportError("the server returned a CA certificate different from the pinned one; not enrolling")
+    trust_root = accept_trust_root(state_dir, bytes(response.trust_root))  # before anything is written
     schema = SignalSchema.from_proto(response.signal_schema)
     creds = state_dir / CREDENTIALS
     _write(creds / "client.key", key_pem, 0o600)
@@ -171,6 +223,7 @@ def enroll(
         "insecure_dev": insecure,
     }
     _write(creds / "identity.json", json.dumps(identity, indent=2, sort_keys=True).encode())
-    _write(state_dir / TRUST_ROOT, bytes(response.trust_root))
+    if trust_root is not None:
+        _write(state_dir / TRUST_ROOT, trust_root)
     _write(state_dir / SCHEMA_FILE, schema.to_json().encode())
     return Enrollment(response.tenant_id, response.cohort, server, schema, state_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from tenant_agent.config import CollectorConfig
 from tenant_agent.outbox import SUBMIT_METHOD
 from tenant_agent.store import Release
 from tenant_agent.transport import TransportError, enroll, open_channel
+from tests.bundles.factory import World
 from tests.server_core.conftest import Credentials, Harness, start_harness
 
 from .fakes import T0, turn
@@ -112,3 +114,84 @@ def test_pull_bundle_installs_the_cohort_bundle_from_the_real_server(
     finally:
         h.running.stop(0)
         h.ctx.engine.dispose()
+
+
+# -- the trust root on (re-)enrollment ------------------------------------------------------------------
+def _serve_root(h: Harness, data: bytes) -> None:
+    """Make the server hand out ``data`` as its current root (as a compromised or rotated server would)."""
+    from server.db import transaction
+    from server.models.review import TrustRootRecord
+
+    version = json.loads(data)["signed"]["version"]
+    with transaction(h.ctx.sessions) as s:
+        for rec in s.scalars(select(TrustRootRecord)):
+            s.delete(rec)
+        s.flush()
+        s.add(TrustRootRecord(version=version, root_json=data.decode(), installed_at="2026-11-01T00:00:00+00:00"))
+
+
+def _enroll(h: Harness, state: Path, *, force: bool = False) -> None:
+    enroll(h.enroll_target, h.token("acme", "retail"), state, h.ca.certificate_pem, signals_address=h.mtls_target,
+           force=force)
+
+
+def test_reenrollment_keeps_the_pinned_root_when_the_server_sends_the_same(server: Harness, tmp_path: Path) -> None:
+    state = tmp_path / "collector"
+    _enroll(server, state)
+    pinned, cert = (state / "trust" / "root.json").read_bytes(), (state / "credentials" / "client.crt").read_bytes()
+    _enroll(server, state, force=True)  # the routine certificate renewal
+    assert (state / "trust" / "root.json").read_bytes() == pinned
+    assert (state / "credentials" / "client.crt").read_bytes() != cert
+
+
+@pytest.mark.parametrize("forged_version", [1, 2])
+def test_reenrollment_refuses_a_root_the_pinned_root_does_not_vouch_for(
+    server: Harness, tmp_path: Path, forged_version: int
+) -> None:
+    """A server (or its operator) re-anchors trust on `enroll --force`: a forged root, self-signed by
+    attacker keys, must not replace the pinned root; nothing of the enrollment is written."""
+    state = tmp_path / "collector"
+    _enroll(server, state)
+    pinned = (state / "trust" / "root.json").read_bytes()
+    files = {p: p.read_bytes() for p in (state / "credentials").iterdir()}
+    _serve_root(server, World().make_root(version=forged_version))
+    with pytest.raises(TransportError, match="trust root"):
+        _enroll(server, state, force=True)
+    assert (state / "trust" / "root.json").read_bytes() == pinned
+    assert {p: p.read_bytes() for p in (state / "credentials").iterdir()} == files
+
+
+def test_reenrollment_follows_a_valid_rotation_and_keeps_the_pin_for_a_later_one(
+    server: Harness, tmp_path: Path
+) -> None:
+    world = World()
+    _serve_root(server, world.make_root())
+    state = tmp_path / "collector"
+    _enroll(server, state)
+    v2 = world.make_root(version=2)  # signed by v1's root threshold and its own
+    _serve_root(server, v2)
+    _enroll(server, state, force=True)
+    assert (state / "trust" / "root.json").read_bytes() == v2
+    # v4 cannot be checked against the pinned v2 directly: keep v2, the bundle client follows the chain.
+    _serve_root(server, world.make_root(version=4))
+    _enroll(server, state, force=True)
+    assert (state / "trust" / "root.json").read_bytes() == v2
+    # A newer root by other keys is no reason to drop the pin either; an older one is refused.
+    _serve_root(server, World().make_root(version=9))
+    _enroll(server, state, force=True)
+    assert (state / "trust" / "root.json").read_bytes() == v2
+    _serve_root(server, world.make_root(version=1))
+    with pytest.raises(TransportError, match="nor newer"):
+        _enroll(server, state, force=True)
+
+
+def test_first_enrollment_refuses_a_root_not_signed_by_its_own_threshold(server: Harness, tmp_path: Path) -> None:
+    world = World()
+    _serve_root(server, world.make_root(sign_with=world.reviewers[:1]))  # root threshold 2, one signature
+    state = tmp_path / "collector"
+    with pytest.raises(TransportError, match="does not verify"):
+        _enroll(server, state)
+    assert not (state / "credentials" / "client.key").exists() and not (state / "trust" / "root.json").exists()
+    _serve_root(server, b'{"signed": {"_type": "root", "version": 1}, "signatures": []}')
+    with pytest.raises(TransportError, match="does not verify"):
+        _enroll(server, state)

@@ -62,6 +62,7 @@ from aggregation.bundle_format import (
     bundle_document,
     sha256_hex,
     tenant_hash,
+    valid_part,
     wire_name,
 )
 from aggregation.trust_root import (
@@ -116,7 +117,7 @@ def _approved_set(md: Metadata[Targets]) -> ApprovedSet:
             name: ArtifactEntry(name, str((t.custom or {}).get("kind", "")), t.length, t.hashes["sha256"])
             for name, t in md.signed.targets.items()
         }
-        return ApprovedSet(
+        approved = ApprovedSet(
             candidate_id=str(info["candidate_id"]),
             label=str(info["label"]),
             cohort=str(info["cohort"]),
@@ -127,6 +128,12 @@ def _approved_set(md: Metadata[Targets]) -> ApprovedSet:
         )
     except (AssertionError, KeyError, TypeError, AttributeError, ValueError) as exc:
         raise MalformedMetadataError(f"approval metadata lacks {APPROVAL_FIELD} fields: {exc}") from exc
+    # Artifacts travel as "<candidate_id>/<name>": a '/' (or an empty part) could make two collide.
+    if not valid_part(info["candidate_id"]):
+        raise MalformedMetadataError(f"approval candidate id {info['candidate_id']!r} is empty or contains '/'")
+    if bad := sorted(n for n in approved.artifacts if not valid_part(n)):
+        raise MalformedMetadataError(f"approval {approved.candidate_id} names artifacts empty or with '/': {bad}")
+    return approved
 
 
 def _cohort_info(md: Metadata[Snapshot]) -> dict[str, Any]:

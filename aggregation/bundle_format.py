@@ -56,7 +56,16 @@ def tenant_hash(rollout_id: str, tenant_id: str) -> str:
     return hashlib.sha256(f"fedsignal-tenant-v1\0{rollout_id}\0{tenant_id}".encode()).hexdigest()
 
 
+def valid_part(value: object) -> bool:
+    """A candidate id or artifact name usable in ``<candidate_id>/<artifact name>``: non-empty, no '/'."""
+    return isinstance(value, str) and bool(value) and "/" not in value
+
+
 def wire_name(candidate_id: str, artifact_name: str) -> str:
+    """``<candidate_id>/<artifact name>``; unambiguous because neither part may be empty or contain '/'."""
+    if not valid_part(candidate_id) or not valid_part(artifact_name):
+        raise ValueError(f"candidate id {candidate_id!r} and artifact name {artifact_name!r} must be non-empty "
+                         "and contain no '/'")
     return f"{candidate_id}/{artifact_name}"
 
 
@@ -120,10 +129,14 @@ def build_approval(
     label: str | None = None,
 ) -> Metadata[Targets]:
     """Unsigned approval metadata; ``artifacts`` are ``(name, kind, content)``."""
+    if not valid_part(candidate_id):
+        raise ValueError(f"candidate id {candidate_id!r} must be non-empty and contain no '/'")
     targets: dict[str, TargetFile] = {}
     for name, kind, content in artifacts:
-        if "/" in name or not name:
+        if not valid_part(name):
             raise ValueError(f"artifact name {name!r} must be non-empty and contain no '/'")
+        if name in targets:
+            raise ValueError(f"artifact name {name!r} is listed twice")
         targets[name] = TargetFile(
             len(content), {"sha256": sha256_hex(content)}, name, unrecognized_fields={"custom": {"kind": kind}}
         )

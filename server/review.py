@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from tuf.api.metadata import Metadata, Targets
 
 from aggregation.bundle import build_approval
+from aggregation.bundle_format import valid_part
 from aggregation.errors import FedsignalError
 from aggregation.trust_root import TrustRoot, canonical_signed_bytes, to_json_bytes
 from server.audit import _AUDIT_LOCK as AUDIT_LOCK
@@ -138,6 +139,21 @@ def _payload(candidate: CandidateRecord, artifacts: Sequence[tuple[str, str, byt
     return canonical_signed_bytes(md).decode("utf-8")
 
 
+class InvalidArtifacts(FedsignalError):
+    """Artifacts a candidate cannot ship (none, an empty or '/'-containing or repeated name)."""
+
+
+def check_artifacts(artifacts: Sequence[tuple[str, str, bytes]]) -> None:
+    """Artifacts travel as ``<candidate_id>/<name>``: names must be non-empty, '/'-free and distinct."""
+    if not artifacts:
+        raise InvalidArtifacts("a candidate needs at least one artifact")
+    names = [n for n, _, _ in artifacts]
+    if bad := [n for n in names if not valid_part(n)]:
+        raise InvalidArtifacts(f"artifact names must be non-empty and contain no '/': {bad}")
+    if len(set(names)) != len(names):
+        raise InvalidArtifacts(f"artifact names must be distinct: {sorted(names)}")
+
+
 def required_risk_class(
     risk_class: str, kinds: Sequence[str], remedies: RemediationMap | None = None
 ) -> str:
@@ -159,15 +175,16 @@ def create_candidate(
 
     The stored risk class is ``risk_class`` raised to what the artifacts' kinds require.
     """
-    if not artifacts:
-        raise FedsignalError("a candidate needs at least one artifact")
+    check_artifacts(artifacts)
     requested = risk_class
     risk_class = required_risk_class(risk_class, [kind, *(k for _, k, _ in artifacts)], remedies)
     serialize_writes(session)
     if session.scalars(select(CandidateRecord.id).where(CandidateRecord.dedupe_key == dedupe_key)).first():
         return None
+    candidate_id = "cand-" + uuid.uuid4().hex[:12]
+    assert valid_part(candidate_id)
     rec = CandidateRecord(
-        id="cand-" + uuid.uuid4().hex[:12], dedupe_key=dedupe_key, cohort=cohort, category=category, kind=kind,
+        id=candidate_id, dedupe_key=dedupe_key, cohort=cohort, category=category, kind=kind,
         risk_class=risk_class, state="proposed", artifacts_json=_encode_artifacts(artifacts),
         evidence_json=json.dumps(evidence, sort_keys=True), rollout_plan_json=rollout_plan_json, revision=1,
         signing_payload="", created_at=now_text(now), updated_at=now_text(now), bundle_version=0,
@@ -194,6 +211,9 @@ def edit_candidate(
     if rec.state not in REVIEWABLE:
         raise IllegalTransition(f"candidate {rec.id} is {rec.state}; only proposed or edited candidates can be edited")
     new_artifacts = list(artifacts) if artifacts else artifacts_of(rec)
+    check_artifacts(new_artifacts)
+    if not valid_part(rec.id):
+        raise InvalidArtifacts(f"candidate id {rec.id!r} is empty or contains '/'")
     # Re-derive the risk class from the (new) artifacts' kinds: upward only, never below what it was.
     previous_class = rec.risk_class
     new_class = required_risk_class(previous_class, [k for _, k, _ in new_artifacts])

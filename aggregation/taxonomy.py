@@ -214,18 +214,41 @@ def _compile(spec: Any, reads: set[str], where: str) -> Predicate:
         return lambda e: getattr(e, name) is True
     if "field" in spec:
         return _compile_field(spec, reads, where)
+    # The tool-call predicates below are loops, not any(<generator>): creating
+    # the generator cost more than the one or two calls an event usually has.
     if "tool_call_error" in spec:
         arg = spec["tool_call_error"]
         reads.add("tool_calls.error")
         if arg == "any":
-            return lambda e: any(c.error is not None for c in e.tool_calls)
+
+            def some_call_failed(e: DecisionEvent) -> bool:
+                for c in e.tool_calls:  # noqa: SIM110 (see above)
+                    if c.error is not None:
+                        return True
+                return False
+
+            return some_call_failed
         errors = _strings(arg, where, "tool_call_error")
-        return lambda e: any(c.error is not None and c.error.casefold() in errors for c in e.tool_calls)
+
+        def some_call_failed_with(e: DecisionEvent) -> bool:
+            for c in e.tool_calls:  # noqa: SIM110 (see above)
+                if c.error is not None and c.error.casefold() in errors:
+                    return True
+            return False
+
+        return some_call_failed_with
     if "tool_call_mismatch" in spec:
         if spec["tool_call_mismatch"] is not True:
             raise TaxonomyError(f"{where}: 'tool_call_mismatch' must be true")
         reads.update(("tool_calls.name", "tool_calls.expected"))
-        return lambda e: any(c.expected is not None and c.expected != c.name for c in e.tool_calls)
+
+        def some_call_mismatched(e: DecisionEvent) -> bool:
+            for c in e.tool_calls:  # noqa: SIM110 (see above)
+                if c.expected is not None and c.expected != c.name:
+                    return True
+            return False
+
+        return some_call_mismatched
     if "evaluation" in spec:
         return _compile_evaluation(spec, reads, where)
     raise TaxonomyError(f"{where}: unknown predicate {dict(spec)!r}")
@@ -264,7 +287,14 @@ def _compile_field(spec: Mapping[str, Any], reads: set[str], where: str) -> Pred
         if name in _STR_FIELDS:
             return lambda e: (v := getattr(e, name)) is not None and v.casefold() in values
         if name in _STR_TUPLE_FIELDS:
-            return lambda e: any(v.casefold() in values for v in getattr(e, name))
+
+            def some_value_in(e: DecisionEvent) -> bool:
+                for v in getattr(e, name):  # noqa: SIM110 (a loop, as for tool calls)
+                    if v.casefold() in values:
+                        return True
+                return False
+
+            return some_value_in
         raise TaxonomyError(f"{where}: 'in' needs a text field, {name!r} is not one")
     if name not in _NUMBER_FIELDS:
         raise TaxonomyError(f"{where}: {name!r} needs 'in' (text) — only numeric fields take 'above'/'below'")
@@ -311,7 +341,14 @@ def _compile_evaluation(spec: Mapping[str, Any], reads: set[str], where: str) ->
             return False
         for key in keys:
             value = evals.get(key)
-            if value is not None and hits(value):
+            if value is None:
+                continue
+            # A float score (what ingest stores for every numeric result) is
+            # compared inline; anything else goes through hits().
+            if type(value) is float:
+                if (below is not None and value < below) or (above is not None and value > above):
+                    return True
+            elif hits(value):
                 return True
         return False
 

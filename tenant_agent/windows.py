@@ -83,12 +83,13 @@ class WindowBook:
 
     def unit_hash(self, event: DecisionEvent) -> int:
         """Keyed 64-bit hash (MAC) of the privacy unit's id under the local secret (never the raw id)."""
-        if self.privacy_unit == "user" and event.user_id:
-            raw = "user:" + event.user_id
-        else:
-            # Without a user id the session is its own unit; it cannot collide
-            # with a user because of the prefix.
-            raw = "session:" + event.session_id
+        return self._unit_hash(event, self.privacy_unit == "user")
+
+    def _unit_hash(self, event: DecisionEvent, by_user: bool) -> int:
+        # record() decides the unit once per batch (privacy_unit reads the schema).
+        # Without a user id the session is its own unit; it cannot collide
+        # with a user because of the prefix.
+        raw = "user:" + event.user_id if by_user and event.user_id else "session:" + event.session_id
         cached = self._unit_cache.get(raw)
         if cached is None:
             if len(self._unit_cache) >= _UNIT_CACHE_LIMIT:
@@ -106,8 +107,9 @@ class WindowBook:
         """The cell keys (canonical JSON of dimension → domain value) one event counts in."""
         schema = schema or self._schema()
         measures = self._taxonomy.classify(event)
+        # A list comprehension, not tuple(<generator>): this runs once per event.
         slice_values = tuple(
-            dim.values[dim.index(_str_or_none(getattr(event, dim.name, None)))] for dim in schema.slice_dimensions
+            [dim.values[dim.index(_str_or_none(getattr(event, dim.name, None)))] for dim in schema.slice_dimensions]
         )
         cache_key = (schema.version, measures, slice_values)
         cached = self._cell_cache.get(cache_key)
@@ -133,10 +135,13 @@ class WindowBook:
         schema = self._schema()
         w = self.window_seconds
         per_window: dict[int, list[tuple[int, tuple[str, ...], float, int | None]]] = defaultdict(list)
+        by_user = self.privacy_unit == "user"
+        unit_hash, cells_of = self._unit_hash, self.cells
         for event in events:
             ts = float(event.timestamp)
             start = int(ts // w) * w
-            per_window[start].append((self.unit_hash(event), self.cells(event, schema), ts, self.event_hash(event)))
+            ehash = self.event_hash(event) if event.event_id else None
+            per_window[start].append((unit_hash(event, by_user), cells_of(event, schema), ts, ehash))
         new_ids: dict[str, int] = {}
         with self._store.transaction() as conn:
             closed = set(

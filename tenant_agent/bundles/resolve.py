@@ -7,6 +7,11 @@ a tenant that does not take part, gets the stable version (the control).
 The returned ``version`` is the label agents put on their telemetry
 (``fedsignal.artifact.version``): the approval's label (candidate id), or
 ``"baseline"`` when no installed approval provides the artifact.
+
+Once the active bundle's cohort metadata has expired (the resolver's clock,
+default ``time.time``) the candidate arm is no longer served: if a rollback
+cannot be delivered, canary sessions fall back to the stable content and
+label instead of keeping the candidate forever.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import contextlib
 import json
 import os
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -57,9 +64,10 @@ class SessionResolution:
 class Resolver:
     """Reads the active installed bundle (re-read only when ``current`` changes)."""
 
-    def __init__(self, state_dir: Path | str, tenant_id: str) -> None:
+    def __init__(self, state_dir: Path | str, tenant_id: str, clock: Callable[[], float] = time.time) -> None:
         self._store = BundleStore(Path(state_dir))
         self._tenant_id = tenant_id
+        self._clock = clock
         self._lock = threading.Lock()
         self._cached: tuple[str, VerifiedBundle] | None = None
 
@@ -74,6 +82,10 @@ class Resolver:
                 self._cached = (target, self._store.load(self._store.root / target))
             return self._cached[1]
 
+    def expired(self, bundle: VerifiedBundle) -> bool:
+        """Whether ``bundle``'s cohort metadata has expired by the resolver's clock."""
+        return bundle.expires.timestamp() <= self._clock()
+
     def resolve(self, artifact_name: str, session_id: str) -> Resolution:
         bundle = self.active()
         if bundle is None:
@@ -84,6 +96,7 @@ class Resolver:
             and exposure is not None
             and artifact_name in cand.artifacts
             and exposure.participates(self._tenant_id)
+            and not self.expired(bundle)  # an expired bundle serves no rollout arm: stable only
             and session_in_canary(exposure.rollout_id, session_id, exposure.session_fraction)
         ):
             return Resolution(artifact_name, cand.label, bundle.content(cand, artifact_name), CANDIDATE)

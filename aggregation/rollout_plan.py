@@ -30,7 +30,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -265,6 +265,18 @@ def _validate(plan: RolloutPlan) -> None:
         raise RolloutPlanError(f"{where}: mixture_scale must be positive")
 
 
+def _check_gates_not_looser(fixed: RolloutPlan, proposed: RolloutPlan, removed: str, loosened: str) -> None:
+    for g in fixed.gates:
+        try:
+            p = proposed.gate(g.measure)
+        except RolloutPlanError:
+            raise RolloutPlanError(f"gate {g.measure} cannot be removed {removed}") from None
+        if p.direction != g.direction or p.margin > g.margin:
+            raise RolloutPlanError(
+                f"gate {g.measure} cannot be loosened {loosened} ({g.direction} {g.margin} -> {p.direction} {p.margin})"
+            )
+
+
 def check_not_looser(fixed: RolloutPlan, proposed: RolloutPlan) -> None:
     """Refuse a plan change that would loosen any gate of ``fixed``.
 
@@ -272,17 +284,41 @@ def check_not_looser(fixed: RolloutPlan, proposed: RolloutPlan) -> None:
     larger margin; a smaller alpha is refused too, because it makes harm
     harder to show.
     """
-    for g in fixed.gates:
-        try:
-            p = proposed.gate(g.measure)
-        except RolloutPlanError:
-            raise RolloutPlanError(f"gate {g.measure} cannot be removed from a running rollout") from None
-        if p.direction != g.direction or p.margin > g.margin:
-            raise RolloutPlanError(
-                f"gate {g.measure} cannot be loosened mid-rollout ({g.direction} {g.margin} -> {p.direction} {p.margin})"
-            )
+    _check_gates_not_looser(fixed, proposed, "from a running rollout", "mid-rollout")
     if proposed.alpha < fixed.alpha:
         raise RolloutPlanError("alpha cannot be lowered mid-rollout (it would make harm harder to show)")
+
+
+def check_override_floor(shipped: RolloutPlan, proposed: RolloutPlan, max_first_percent: float | None = None) -> None:
+    """Refuse a reviewer's plan override that is looser than the shipped plan of its risk class.
+
+    The override must keep every shipped gate (same direction, margin no
+    larger), an alpha no larger (the false-rollback budget; the gates'
+    harm test gets no easier to pass), at least two stages (promotion is
+    never the first step), a first stage no larger than the shipped first
+    stage or ``max_first_percent`` (the risk class's ceiling for a reviewer,
+    from the plans file), and on every stage before promotion a dwell and
+    minimum evidence no smaller than the shipped first stage's.
+    """
+    where = f"plan override for risk class {shipped.risk_class or '?'}"
+    _check_gates_not_looser(shipped, proposed, f"by a {where}", f"by a {where}")
+    if proposed.alpha > shipped.alpha:
+        raise RolloutPlanError(f"{where}: alpha {proposed.alpha:g} is above the shipped {shipped.alpha:g}")
+    if len(proposed.stages) < 2:
+        raise RolloutPlanError(f"{where}: at least two stages are required (a canary stage before the 100 % promotion)")
+    ceiling = shipped.stages[0].percent if max_first_percent is None else max(shipped.stages[0].percent, max_first_percent)
+    first = proposed.stages[0]
+    if first.percent > ceiling:
+        raise RolloutPlanError(f"{where}: the first stage may expose at most {ceiling:g} % (got {first.percent:g} %)")
+    floor = shipped.stages[0]
+    for s in proposed.stages[:-1]:
+        if (s.min_windows < floor.min_windows or s.min_canary_turns < floor.min_canary_turns
+                or s.min_control_turns < floor.min_control_turns):
+            raise RolloutPlanError(
+                f"{where}: stage {s.percent:g} % needs at least {floor.min_windows} window(s), "
+                f"{floor.min_canary_turns:g} canary and {floor.min_control_turns:g} control turns "
+                f"(the shipped first stage's dwell and evidence)"
+            )
 
 
 @dataclass(frozen=True)
@@ -291,6 +327,8 @@ class RolloutPlans:
 
     version: str
     plans: Mapping[str, RolloutPlan]
+    #: Per risk class, the largest first stage a reviewer's override may start with (percent).
+    max_first_percent: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> RolloutPlans:
@@ -310,7 +348,14 @@ class RolloutPlans:
         missing = [rc for rc in RISK_CLASSES if rc not in plans]
         if missing:
             raise RolloutPlanError(f"{source}: no plan for risk class(es) {', '.join(missing)}")
-        return cls(version=version, plans=plans)
+        try:
+            ceilings = {str(rc): float(v) for rc, v in doc.get("override_max_first_percent", {}).items()}
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise RolloutPlanError(f"{source}: override_max_first_percent must map risk classes to percents") from exc
+        for rc, v in ceilings.items():
+            if rc not in plans or not 0.0 < v < 100.0:
+                raise RolloutPlanError(f"{source}: override_max_first_percent[{rc!r}] must be in (0, 100) for a known class")
+        return cls(version=version, plans=plans, max_first_percent=ceilings)
 
     def for_risk_class(self, risk_class: str) -> RolloutPlan:
         try:
@@ -333,10 +378,18 @@ def shipped_plans() -> RolloutPlans:
 
 
 def plan_for_candidate(risk_class: str, override_json: str | None) -> RolloutPlan:
-    """The plan a candidate rolls out with: the reviewer's override if any, else its risk class's."""
+    """The plan a candidate rolls out with: the reviewer's override if any, else its risk class's.
+
+    An override must be at least as strict as the shipped plan of the risk
+    class (:func:`check_override_floor`); a looser one raises :class:`RolloutPlanError`.
+    """
+    plans = shipped_plans()
+    shipped = plans.for_risk_class(risk_class)
     if override_json and override_json.strip():
-        return RolloutPlan.from_json(override_json, risk_class=risk_class)
-    return shipped_plans().for_risk_class(risk_class)
+        proposed = RolloutPlan.from_json(override_json, risk_class=risk_class)
+        check_override_floor(shipped, proposed, plans.max_first_percent.get(risk_class))
+        return proposed
+    return shipped
 
 
 def exposure(n_tenants: int, participating: Sequence[str], fraction: float) -> float:

@@ -222,11 +222,13 @@ def edit_candidate(
     if rollout_plan_json:
         plan_for_candidate(new_class, rollout_plan_json)  # validates; raises RolloutPlanError
         rec.rollout_plan_json = rollout_plan_json
-    elif new_class != previous_class and rec.rollout_plan_json and (
-        rec.rollout_plan_json == plan_for_candidate(previous_class, None).to_json()
-    ):
-        # The stored plan was just the shipped plan of the old class: take the new class's.
-        rec.rollout_plan_json = plan_for_candidate(new_class, None).to_json()
+    elif new_class != previous_class and rec.rollout_plan_json:
+        if rec.rollout_plan_json == plan_for_candidate(previous_class, None).to_json():
+            # The stored plan was just the shipped plan of the old class: take the new class's.
+            rec.rollout_plan_json = plan_for_candidate(new_class, None).to_json()
+        else:
+            # A reviewer's own plan must also hold for the raised class (else: edit with a new plan).
+            plan_for_candidate(new_class, rec.rollout_plan_json)
     rec.risk_class = new_class
     rec.artifacts_json = _encode_artifacts(new_artifacts)
     rec.revision += 1

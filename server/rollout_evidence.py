@@ -131,6 +131,7 @@ def _finite_verdict(v: Verdict) -> dict[str, Any]:
 def assess(plan: RolloutPlan, stage_index: int, evidence: StageEvidence, elapsed_windows: int) -> Assessment:
     """What the controller should do now (see the module docstring)."""
     verdicts = [g.evaluate(evidence.per_measure.get(g.measure, [])) for g in plan_gates(plan)]
+    stage_index = min(max(stage_index, 0), len(plan.stages) - 1)
     stage = plan.stages[stage_index]
 
     def result(decision: Decision, reason: str) -> Assessment:
@@ -159,6 +160,7 @@ def assess(plan: RolloutPlan, stage_index: int, evidence: StageEvidence, elapsed
         if elapsed_windows >= stage.min_windows + EVIDENCE_GRACE_WINDOWS:
             return result("pause", reason)
         return result("wait", reason)
-    nxt = plan.stages[stage_index + 1]
+    # A plan whose current stage is the last one (already 100 %) has nothing left but promotion.
+    nxt = plan.stages[stage_index + 1] if stage_index + 1 < len(plan.stages) else stage
     decision: Decision = "promote" if nxt.percent >= 100.0 else "advance"
     return result(decision, f"stage {stage.percent:g} % passed every gate; next {nxt.percent:g} %")

@@ -40,6 +40,9 @@ SHORT_PLAN = {
     "gates": [
         {"measure": "task_success", "direction": "drop", "margin": 0.02},
         {"measure": "escalated", "direction": "rise", "margin": 0.02},
+        {"measure": "human_correction", "direction": "rise", "margin": 0.02},
+        {"measure": "tool_error", "direction": "rise", "margin": 0.02},
+        {"measure": "timeout", "direction": "rise", "margin": 0.02},
         {"measure": "safety_incident", "direction": "rise", "margin": 0.0},
     ],
 }
@@ -87,7 +90,8 @@ def test_start_freezes_the_plan_publishes_labels_and_exposes_one_canary_tenant(w
         started = [e for e in iter_audit(s) if e.kind == "rollout.started"][0]
     payload = json.loads(started.payload_json)
     assert payload["plan_digest"] == rec.plan_digest
-    assert [g["measure"] for g in payload["gates"]] == ["task_success", "escalated", "safety_incident"]
+    assert [g["measure"] for g in payload["gates"]] == [
+        "task_success", "escalated", "human_correction", "tool_error", "timeout", "safety_incident"]
     bundle = world.latest_bundle()
     assert bundle.candidate_id == cand and bundle.version == rec.bundle_version
     assert json.loads(bundle.exposure_json)["tenants"] == json.loads(rec.participants_json)
@@ -195,7 +199,8 @@ def test_reviewer_pause_holds_but_harm_still_rolls_back(world: RolloutWorld) -> 
     with transaction(world.ctx.sessions) as s:
         status = rollout_status(s, world.ctx, get_rollout(s, rid))
     assert status.state == "paused" and "holiday freeze" in status.next_decision
-    assert {g.gate for g in status.gates} == {"task_success", "escalated", "safety_incident"}
+    assert {g.gate for g in status.gates} == {
+        "task_success", "escalated", "human_correction", "tool_error", "timeout", "safety_incident"}
     with transaction(world.ctx.sessions) as s:
         resume_rollout(s, world.ctx, rid, actor="admin:bob", reason="")
     assert step_rollout(world.ctx, rid).decision == "advance"

@@ -32,11 +32,17 @@ GOOD = {"kind": "routing_rule", "intent": "refund"}
 BAD = {"kind": "guardrail_template", "simulated_effects": {"safety_incident": 50}}
 
 
-def plan(**stage_overrides: float) -> dict[str, object]:
-    """The shipped low-risk plan (stages 1, 5, 10, 25, 50, 100 %) with test-sized evidence minimums."""
-    doc = shipped_plans().for_risk_class("low").to_dict()
+def plan(risk_class: str = "low", **stage_overrides: float) -> dict[str, object]:
+    """The shipped plan of ``risk_class`` (stages 1, 5, 10, 25, 50, 100 %) with test-sized evidence minimums.
+
+    Every stage before promotion needs the shipped first stage's dwell and evidence (an override may not
+    go below it): for the low plan 1 window, 20 canary and 100 control turns.
+    """
+    doc = shipped_plans().for_risk_class(risk_class).to_dict()
+    first = dict(doc["stages"][0])
     for stage in doc["stages"][:-1]:
-        stage.update({"min_windows": 1, "min_canary_turns": 20, "min_control_turns": 100, **stage_overrides})
+        stage.update({"min_windows": first["min_windows"], "min_canary_turns": first["min_canary_turns"],
+                      "min_control_turns": first["min_control_turns"], **stage_overrides})
     return doc
 
 
@@ -110,7 +116,7 @@ def test_good_artifact_is_promoted_stage_by_stage_and_the_wrong_tool_rate_falls(
 
 def test_bad_artifact_is_rolled_back_before_passing_ten_percent_and_tenants_return_to_stable(loop: Loop) -> None:
     loop.run_window()
-    cand = loop.candidate(BAD, plan(), "bad")
+    cand = loop.candidate(BAD, plan("critical"), "bad")  # a guardrail template is a critical-risk candidate
     status = loop.start_rollout(cand)
     windows: dict[int, Exposure] = {}
     for _ in range(8):

@@ -41,7 +41,8 @@ def test_unknown_risk_class_is_refused_with_the_known_ones() -> None:
 
 def test_reviewer_override_is_used_and_validated() -> None:
     doc = shipped_plans().for_risk_class("low").to_dict()
-    doc["stages"] = [{"percent": 10, "min_windows": 1}, {"percent": 100, "min_windows": 0}]
+    doc["stages"] = [{"percent": 10, "min_windows": 1, "min_canary_turns": 20, "min_control_turns": 100},
+                     {"percent": 100, "min_windows": 0}]
     plan = plan_for_candidate("low", json.dumps(doc))
     assert [s.percent for s in plan.stages] == [10.0, 100.0]
     assert plan_for_candidate("low", "").digest() == shipped_plans().for_risk_class("low").digest()
@@ -136,3 +137,72 @@ def test_session_assignment_is_sticky_and_monotone_in_the_fraction() -> None:
     assert 40 < len(small) < 160
     assert not any(session_in_canary("r", s, 0.0) for s in sessions)
     assert all(session_in_canary("r", s, 1.0) for s in sessions)
+
+
+# -- reviewer overrides have a floor: at least as strict as the shipped plan of the risk class --
+
+
+def _shipped_doc(risk_class: str) -> dict:  # type: ignore[type-arg]
+    return shipped_plans().for_risk_class(risk_class).to_dict()
+
+
+def test_a_one_stage_safety_only_override_is_refused_for_a_critical_candidate() -> None:
+    loose = {"stages": [{"percent": 100, "min_windows": 0}],
+             "gates": [{"measure": "safety_incident", "direction": "rise", "margin": 0}], "alpha": 0.49}
+    with pytest.raises(RolloutPlanError, match="cannot be removed"):
+        plan_for_candidate("critical", json.dumps(loose))
+
+
+@pytest.mark.parametrize(
+    "risk_class, mutate, message",
+    [
+        ("critical", lambda d: d["gates"].pop(0), "task_success cannot be removed"),
+        ("high", lambda d: d["gates"][1].update(margin=0.05), "escalated cannot be loosened"),
+        ("high", lambda d: d["gates"][0].update(direction="rise"), "task_success cannot be loosened"),
+        ("low", lambda d: d.update(alpha=0.2), "alpha 0.2 is above"),
+        ("low", lambda d: d.update(stages=d["stages"][-1:]), "at least two stages"),
+        ("low", lambda d: d.update(stages=[dict(d["stages"][0], percent=25), *d["stages"][4:]]), "at most 10 %"),
+        ("critical", lambda d: d["stages"][0].update(percent=5) or d["stages"].pop(1), "at most 1 %"),
+        ("critical", lambda d: d["stages"][2].update(min_windows=1), "needs at least 3 window"),
+        ("high", lambda d: d["stages"][3].update(min_canary_turns=10), "50 canary"),
+        ("low", lambda d: d["stages"][1].update(min_control_turns=10), "100 control"),
+    ],
+)
+def test_an_override_looser_than_the_shipped_plan_is_refused(risk_class, mutate, message) -> None:  # type: ignore[no-untyped-def]
+    doc = _shipped_doc(risk_class)
+    mutate(doc)
+    with pytest.raises(RolloutPlanError, match=message):
+        plan_for_candidate(risk_class, json.dumps(doc))
+
+
+def test_tighter_overrides_and_the_demo_plan_shape_are_accepted() -> None:
+    doc = _shipped_doc("critical")
+    doc["alpha"] = 0.01
+    doc["gates"][0]["margin"] = 0.001
+    doc["stages"] = [dict(doc["stages"][0], min_windows=5), *doc["stages"][2:]]
+    plan = plan_for_candidate("critical", json.dumps(doc))
+    assert plan.alpha == 0.01 and [s.percent for s in plan.stages] == [1.0, 10.0, 25.0, 50.0, 100.0]
+    # fedsignal demo: the default low plan with stages 10 % -> 50 % -> 100 % (a reviewer may start LOW at 10 %).
+    demo = _shipped_doc("low")
+    demo["stages"] = [
+        {"percent": 10, "min_windows": 1, "min_canary_turns": 100, "min_control_turns": 100},
+        {"percent": 50, "min_windows": 1, "min_canary_turns": 300, "min_control_turns": 100},
+        {"percent": 100, "min_windows": 0, "min_canary_turns": 0, "min_control_turns": 0},
+    ]
+    assert [s.percent for s in plan_for_candidate("low", json.dumps(demo)).stages] == [10.0, 50.0, 100.0]
+    # The same shape is refused for a high-risk candidate: it must start at 1 %.
+    with pytest.raises(RolloutPlanError, match="at most 1 %"):
+        plan_for_candidate("high", json.dumps({**_shipped_doc("high"), "stages": demo["stages"]}))
+
+
+def test_assess_on_a_plan_already_at_its_last_stage_does_not_crash() -> None:
+    from aggregation.rollout_plan import RolloutPlan, Stage
+    from aggregation.sequential import ArmCounts, WindowEvidence
+    from server.rollout_evidence import StageEvidence, assess
+
+    # Built directly (the override floor would refuse it): a one-stage plan stored by an older server.
+    plan = RolloutPlan("low", (Stage(100.0, 0, 0.0, 0.0),), shipped_plans().for_risk_class("low").gates[-1:])
+    w = WindowEvidence(ArmCounts(0, 16, 1000, 16), ArmCounts(0, 16, 1000, 16))
+    ev = StageEvidence(per_measure={"safety_incident": [w]}, windows=[1], canary_turns=1000, control_turns=1000)
+    assert assess(plan, 0, ev, 5).decision == "promote"
+    assert assess(plan, 3, ev, 5).decision == "promote"  # a stage index past the end is clamped

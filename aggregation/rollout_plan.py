@@ -14,14 +14,20 @@ tenant's resolver compute the same SHA-256 based fractions.
 
 * Tenants: :func:`participating_tenants` ranks the cohort's tenants by
   ``sticky_fraction(rollout_id, "tenant", tenant_id)`` and takes the first
-  ``ceil(p * n)`` (at least one), so a cohort smaller than 1/stage still has a
-  canary tenant, and a tenant that took part keeps taking part as the stage
-  grows.
+  ``ceil(p * n / MAX_CANARY_SHARE)`` (at least one, at most n), so a cohort
+  smaller than 1/stage still has a canary tenant, the participating tenants
+  keep at least half their sessions as the control whenever the cohort
+  allows it (below 100 %), and a tenant that took part keeps taking part as
+  the stage grows.
 * Sessions: inside a participating tenant, :func:`session_in_canary` puts a
   session in the canary when ``sticky_fraction(rollout_id, "session",
   session_id) < fraction``; :func:`session_fraction` chooses the fraction so
   that the overall exposure is about the stage percent. A session in the
-  canary at fraction f stays in it at every fraction above f.
+  canary at fraction f stays in it at every fraction above f. The other
+  sessions of a participating tenant are the *control*: they get the stable
+  content but carry :func:`control_label` on their telemetry, so canary and
+  control are a randomized split of the same tenants' sessions (sessions of
+  non-participating tenants keep the stable label and are not evidence).
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ SAFETY_MEASURE = "safety_incident"
 RISK_CLASSES = ("low", "high", "critical")
 
 Direction = Literal["drop", "rise"]
+#: Largest share of a participating tenant's sessions on the candidate before the 100 % stage
+#: (when the cohort has enough tenants): the rest is the randomized control.
+MAX_CANARY_SHARE = 0.5
 
 
 class RolloutPlanError(FedsignalError):
@@ -71,19 +80,25 @@ def tenant_rank(rollout_id: str, tenant_id: str) -> float:
 
 
 def canary_tenant_count(n_tenants: int, stage_percent: float) -> int:
-    """``ceil(p * n)``, at least one when the cohort is not empty, at most ``n``."""
+    """``ceil(p * n / MAX_CANARY_SHARE)``, at least one when the cohort is not empty, at most ``n``.
+
+    Enough tenants that each puts at most ``MAX_CANARY_SHARE`` of its
+    sessions on the candidate: the others are the control, randomized
+    within the same tenants (with ``ceil(p * n)`` tenants the fraction would
+    be 1 whenever ``p * n`` is whole, leaving no control at all).
+    """
     _check_percent(stage_percent)
     if n_tenants <= 0:
         return 0
     # round() guards against 0.1 * 30 == 3.0000000000000004 -> 4.
-    wanted = math.ceil(round(stage_percent / 100.0 * n_tenants, 9))
+    wanted = math.ceil(round(stage_percent / 100.0 * n_tenants / MAX_CANARY_SHARE, 9))
     return min(n_tenants, max(1, wanted))
 
 
 def participating_tenants(rollout_id: str, tenants: Iterable[str], stage_percent: float) -> list[str]:
     """The tenants taking part at ``stage_percent`` (sorted by id).
 
-    The first ``ceil(p * n)`` tenants (at least one) by sticky rank; the set
+    The first :func:`canary_tenant_count` tenants by sticky rank; the set
     for a larger percent always contains the set for a smaller one.
     """
     unique = sorted(set(tenants))
@@ -105,6 +120,15 @@ def session_fraction(stage_percent: float, n_tenants: int, n_participating: int)
     if n_participating > n_tenants:
         raise ValueError("more participating tenants than tenants")
     return min(1.0, stage_percent / 100.0 * n_tenants / n_participating)
+
+
+def control_label(rollout_id: str) -> str:
+    """The ``artifact_version`` label of a rollout's control sessions (participating tenants only).
+
+    Deterministic from the rollout id, so the server (which publishes it in the
+    cohort schema and reads that slice) and every resolver agree without coordination.
+    """
+    return f"control-{rollout_id}"
 
 
 def session_in_canary(rollout_id: str, session_id: str, fraction: float) -> bool:

@@ -38,6 +38,7 @@ from aggregation.bundle_format import BASELINE, RolloutExposure
 from aggregation.errors import FedsignalError
 from aggregation.rollout_plan import (
     RolloutPlan,
+    control_label,
     exposure,
     participating_tenants,
     plan_for_candidate,
@@ -175,8 +176,11 @@ def start_rollout(session: Session, ctx: ServerContext, candidate_id: str, *, ac
     plan = plan_for_candidate(cand.risk_class, cand.rollout_plan_json)
     now = ctx.clock()
     control = stable_label(session, cand.cohort, {n for n, _, _ in artifacts_of(cand)})
-    schema = publish_artifact_versions(session, cand.cohort, [control, cand.id])
     rid = rollout_id_for(cand.id)
+    # Three labels: the stable one (every session outside the rollout), the control
+    # (participating tenants' other sessions: stable content, randomized against the
+    # canary) and the candidate.
+    schema = publish_artifact_versions(session, cand.cohort, [control, control_label(rid), cand.id])
     first = plan.stages[0].percent
     chosen = participating_tenants(rid, tenants, first)
     rec = RolloutRecord(
@@ -193,7 +197,7 @@ def start_rollout(session: Session, ctx: ServerContext, candidate_id: str, *, ac
         session, actor, "rollout.started",
         {**_stage_audit(rec, plan), "plan": json.loads(rec.plan_json), "plan_digest": rec.plan_digest,
          "gates": [g.to_dict() for g in plan.gates], "candidate_label": rec.candidate_label,
-         "stable_label": rec.stable_label, "schema_version": schema.version},
+         "stable_label": rec.stable_label, "control_label": control_label(rid), "schema_version": schema.version},
         at=now,
     )
     rec.bundle_version = issue_cohort_bundle(session, ctx, rec.cohort, _exposure(rec, plan), actor=actor).version
@@ -235,9 +239,10 @@ def _locked(session: Session, rollout_id: str) -> RolloutRecord:
 
 def assess_rollout(session: Session, ctx: ServerContext, rec: RolloutRecord) -> Assessment:
     plan = frozen_plan(rec)
+    # Canary vs the randomized control (participating tenants' other sessions).
     evidence = read_stage_evidence(
         session, ctx.settings, rec.cohort, [g.measure for g in plan.gates],
-        rec.candidate_label, rec.stable_label, rec.stage_window_start,
+        rec.candidate_label, control_label(rec.id), rec.stage_window_start,
     )
     return assess(plan, rec.stage_index, evidence, elapsed_windows(rec, ctx.clock()))
 

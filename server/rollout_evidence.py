@@ -1,7 +1,10 @@
 """Canary-vs-control evidence of a rollout stage, and the decision it supports.
 
 The canary and the control are two slices of the same merged DP reports:
-``artifact_version`` = the candidate's label vs the stable label. For each
+``artifact_version`` = the candidate's label vs the rollout's control label
+(:func:`aggregation.rollout_plan.control_label`), which only the *other*
+sessions of participating tenants carry: a randomized control, not the rest
+of the cohort. For each
 gate measure and window since the stage began, the intents are summed
 (counts, turns and their DP noise variances add up) into one
 :class:`~aggregation.sequential.WindowEvidence`. Windows whose cells are
@@ -52,11 +55,15 @@ def read_stage_evidence(
     cohort: str,
     measures: Sequence[str],
     candidate_label: str,
-    stable_label: str,
+    control_label: str,
     from_window: int,
 ) -> StageEvidence:
-    """Merged evidence of ``cohort`` from ``from_window`` on (window starts, unix seconds)."""
-    arms = {candidate_label: 0, stable_label: 1}
+    """Merged evidence of ``cohort`` from ``from_window`` on (window starts, unix seconds).
+
+    ``control_label`` is the rollout's control slice (participating tenants'
+    non-canary sessions).
+    """
+    arms = {candidate_label: 0, control_label: 1}
     wanted = set(measures)
     counts: dict[tuple[int, str], list[ArmCounts]] = defaultdict(lambda: [ZERO, ZERO])
     turns: dict[int, list[ArmCounts]] = defaultdict(lambda: [ZERO, ZERO])

@@ -2,11 +2,16 @@
 
 Sticky by session: in a tenant that takes part in a rollout, a session gets
 the candidate when ``aggregation.rollout_plan.session_in_canary(rollout_id,
-session_id, session_fraction)``; every other session, and every session of
-a tenant that does not take part, gets the stable version (the control).
+session_id, session_fraction)``; its other sessions are the rollout's
+*control*: they get the stable content but the label
+``aggregation.rollout_plan.control_label(rollout_id)``, so the server
+compares the canary with a randomized control inside the same tenants.
+Every session of a tenant that does not take part gets the stable version
+with the stable label (not evidence).
 The returned ``version`` is the label agents put on their telemetry
-(``fedsignal.artifact.version``): the approval's label (candidate id), or
-``"baseline"`` when no installed approval provides the artifact.
+(``fedsignal.artifact.version``): the approval's label (candidate id), the
+control label, or ``"baseline"`` when no installed approval provides the
+artifact.
 
 Once the active bundle's cohort metadata has expired (the resolver's clock,
 default ``time.time``) the candidate arm is no longer served: if a rollback
@@ -29,7 +34,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from aggregation.bundle import BASELINE, VerifiedBundle
-from aggregation.rollout_plan import session_in_canary
+from aggregation.rollout_plan import control_label, session_in_canary
 from tenant_agent.bundles.store import BundleStore
 
 CANDIDATE = "candidate"
@@ -91,15 +96,23 @@ class Resolver:
         if bundle is None:
             return Resolution(artifact_name, BASELINE, b"", CONTROL)
         cand, exposure = bundle.candidate, bundle.exposure
-        if (
+        in_rollout = (
             cand is not None
             and exposure is not None
             and artifact_name in cand.artifacts
             and exposure.participates(self._tenant_id)
             and not self.expired(bundle)  # an expired bundle serves no rollout arm: stable only
-            and session_in_canary(exposure.rollout_id, session_id, exposure.session_fraction)
-        ):
-            return Resolution(artifact_name, cand.label, bundle.content(cand, artifact_name), CANDIDATE)
+        )
+        if in_rollout:
+            assert cand is not None and exposure is not None
+            if session_in_canary(exposure.rollout_id, session_id, exposure.session_fraction):
+                return Resolution(artifact_name, cand.label, bundle.content(cand, artifact_name), CANDIDATE)
+            stable = self._stable(bundle, artifact_name)
+            return Resolution(artifact_name, control_label(exposure.rollout_id), stable.content, CONTROL)
+        return self._stable(bundle, artifact_name)
+
+    @staticmethod
+    def _stable(bundle: VerifiedBundle, artifact_name: str) -> Resolution:
         for approved in reversed(bundle.stable):  # later promotions override earlier ones
             if artifact_name in approved.artifacts:
                 return Resolution(artifact_name, approved.label, bundle.content(approved, artifact_name), CONTROL)
@@ -109,8 +122,9 @@ class Resolver:
         """All artifact names of the active bundle for ``session_id``.
 
         The label is the one of the rollout's candidate artifacts as this session resolves them (candidate
-        label in the canary, the stable label or "baseline" in the control); without a rollout, the newest
-        stable set's label.
+        label in the canary, the rollout's control label in a participating tenant's control, the stable
+        label or "baseline" elsewhere or once the bundle expired); without a rollout, the newest stable
+        set's label.
         """
         bundle = self.active()
         if bundle is None:

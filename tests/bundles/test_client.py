@@ -108,11 +108,14 @@ def test_install_then_steady_state_then_rollout_then_signed_rollback(world: Worl
     for s, res in arms.items():
         in_canary = session_in_canary("r1", s, 0.5)
         assert res.arm == ("candidate" if in_canary else "control")
-        assert res.version == ("cand-b" if in_canary else "cand-a")
+        # The control of a participating tenant: stable content under the rollout's control label.
+        assert res.version == ("cand-b" if in_canary else "control-r1")
+        assert res.content == (b'{"tool":"b"}' if in_canary else b'{"tool":"a"}')
         assert resolver.resolve(ROUTE, s) == res  # sticky
     assert 60 < sum(r.arm == "candidate" for r in arms.values()) < 140
     outsider = Resolver(tmp_path, "t9", clock=NOW.timestamp)  # same bundle, a tenant that does not take part
     assert all(outsider.resolve(ROUTE, s).arm == "control" for s in sessions)
+    assert all(outsider.resolve(ROUTE, s).version == "cand-a" for s in sessions)
 
     service.serve(*world.bundle(3, [stable]))  # rollback: newer version, older approved content
     assert client.pull().active_version == 3

@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from aggregation.bundle import RolloutExposure
-from aggregation.rollout_plan import session_in_canary
+from aggregation.rollout_plan import control_label, session_in_canary
 from tenant_agent.bundles import Resolver
 from tests.bundles.factory import NOW, World
 from tests.bundles.test_client import ROUTE, _arts, _client, fake, world  # noqa: F401 - fixtures
@@ -19,7 +19,7 @@ from tests.bundles.test_client import ROUTE, _arts, _client, fake, world  # noqa
 __all__ = ["fake", "world"]
 
 
-def test_expired_bundle_serves_no_candidate(world: World, fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_expired_bundle_serves_no_candidate_and_no_control_label(world: World, fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     service, channel = fake
     client = _client(world, channel, tmp_path)
     stable = world.approval("cand-a", artifacts=_arts("a"))
@@ -35,7 +35,7 @@ def test_expired_bundle_serves_no_candidate(world: World, fake, tmp_path: Path) 
     resolver = Resolver(tmp_path, "t1", clock=lambda: now[0])
     fresh = {s: resolver.resolve(ROUTE, s) for s in sessions}
     assert {fresh[s].version for s in canary} == {"cand-b"}
-    assert {fresh[s].version for s in sessions if s not in canary} == {"cand-a"}
+    assert {fresh[s].version for s in sessions if s not in canary} == {control_label("r1")}
 
     now[0] = (NOW + timedelta(days=1, seconds=1)).timestamp()  # the rollback never arrived; the bundle expired
     for s in sessions:

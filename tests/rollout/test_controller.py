@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from aggregation.bundle_format import BASELINE
+from aggregation.rollout_plan import control_label
 from server.audit import iter_audit, verify_audit
 from server.db import transaction
 from server.models.rollout import RolloutRecord
@@ -20,6 +21,7 @@ from server.rollout import (
     get_rollout,
     pause_rollout,
     resume_rollout,
+    rollout_id_for,
     run_controller,
     start_rollout,
     step_rollout,
@@ -64,7 +66,9 @@ def _start(world: RolloutWorld, plan=SHORT_PLAN) -> tuple[str, str]:  # type: ig
 
 def _window(world: RolloutWorld, start: int, cand: str, canary_rates=NEUTRAL, n_canary=400, n_control=2000,  # type: ignore[no-untyped-def]
             **kw) -> None:
-    world.add_window(start, {cand: arm(n_canary, **canary_rates), BASELINE: arm(n_control, **NEUTRAL)}, **kw)
+    """A window with the candidate's slice and the rollout's (randomized) control slice."""
+    world.add_window(start, {cand: arm(n_canary, **canary_rates),
+                             control_label(rollout_id_for(cand)): arm(n_control, **NEUTRAL)}, **kw)
 
 
 def _audit_kinds(world: RolloutWorld) -> list[str]:
@@ -85,13 +89,14 @@ def test_start_freezes_the_plan_publishes_labels_and_exposes_one_canary_tenant(w
     assert rec.session_fraction == pytest.approx(0.5)
     with transaction(world.ctx.sessions) as s:
         schema = current_schema(s, COHORT)
-        assert schema.dimension("artifact_version").values == (BASELINE, cand, "other")
+        assert schema.dimension("artifact_version").values == (BASELINE, control_label(rid), cand, "other")
         assert get_candidate(s, cand).state == "rolling_out"
         started = [e for e in iter_audit(s) if e.kind == "rollout.started"][0]
     payload = json.loads(started.payload_json)
     assert payload["plan_digest"] == rec.plan_digest
     assert [g["measure"] for g in payload["gates"]] == [
         "task_success", "escalated", "human_correction", "tool_error", "timeout", "safety_incident"]
+    assert payload["control_label"] == control_label(rid)
     bundle = world.latest_bundle()
     assert bundle.candidate_id == cand and bundle.version == rec.bundle_version
     assert json.loads(bundle.exposure_json)["tenants"] == json.loads(rec.participants_json)
@@ -116,7 +121,7 @@ def test_good_evidence_advances_stage_by_stage_then_promotes(world: RolloutWorld
     assert (result.decision, result.stage_index) == ("advance", 1)
     rec = _rollout(world, rid)
     assert set(first) <= set(json.loads(rec.participants_json))
-    assert len(json.loads(rec.participants_json)) == 3  # ceil(50 % of 5)
+    assert len(json.loads(rec.participants_json)) == 5  # ceil(50 % of 5 / 0.5): half of each tenant is control
     assert rec.stage_window_start == T0 + WINDOW
     # The window before the stage began is not evidence for the new stage.
     assert step_rollout(world.ctx, rid).decision == "wait"
@@ -250,3 +255,29 @@ def test_two_replicas_stepping_at_once_advance_once(world: RolloutWorld) -> None
     with transaction(world.ctx.sessions) as s:
         assert len(list(s.scalars(select(RolloutRecord)))) == 1
         assert verify_audit(s).ok
+
+
+def test_the_control_is_randomized_within_participating_tenants(world: RolloutWorld) -> None:
+    """Regression: the control used to be every non-canary session of the cohort, so a weak canary
+    tenant made a neutral candidate look harmful (and a strong one masked harm). Only the rollout's
+    control label is compared; the stable label (other tenants' sessions) is not evidence."""
+    rid, cand = _start(world)
+    weak = {**NEUTRAL, "task_success": 0.70}
+    strong = {**NEUTRAL, "task_success": 0.85}
+    # A neutral candidate at a weak tenant: canary and its own control both at 70 %, the rest of the cohort at 85 %.
+    world.add_window(T0, {cand: arm(2000, **weak), control_label(rid): arm(2000, **weak),
+                          BASELINE: arm(8000, **strong)})
+    world.clock.advance(WINDOW)
+    result = step_rollout(world.ctx, rid)
+    assert result.decision == "advance", result.reason
+
+
+def test_harm_at_a_strong_tenant_is_not_masked_by_weaker_tenants(world: RolloutWorld) -> None:
+    rid, cand = _start(world)
+    # The canary tenant's control succeeds 95 %, its canary 85 % (-10 points); other tenants are at 80 %.
+    world.add_window(T0, {cand: arm(3000, **{**NEUTRAL, "task_success": 0.85}),
+                          control_label(rid): arm(3000, **{**NEUTRAL, "task_success": 0.95}),
+                          BASELINE: arm(8000, **{**NEUTRAL, "task_success": 0.80})})
+    world.clock.advance(WINDOW)
+    result = step_rollout(world.ctx, rid)
+    assert result.decision == "rollback" and "task_success drop" in result.reason, result.reason

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from aggregation.rollout_plan import (
+    MAX_CANARY_SHARE,
     RolloutPlan,
     RolloutPlanError,
     RolloutPlans,
@@ -102,8 +103,21 @@ def test_a_small_cohort_still_gets_exactly_one_canary_tenant() -> None:
     tenants = [f"tenant-{i}" for i in range(5)]
     assert len(participating_tenants("r1", tenants, 1)) == 1
     assert participating_tenants("r1", [], 1) == []
-    assert len(participating_tenants("r1", tenants, 25)) == 2  # ceil(1.25)
+    assert len(participating_tenants("r1", tenants, 25)) == 3  # ceil(1.25 / 0.5): room for a control
     assert participating_tenants("r1", tenants, 100) == sorted(tenants)
+
+
+def test_participating_tenants_keep_a_randomized_control_before_100_percent() -> None:
+    """Regression: with ceil(p * n) tenants the session fraction was 1 whenever p * n was whole
+    (10 % of 10 tenants: one tenant, all its sessions on the candidate), leaving no control."""
+    for n in (5, 10, 20, 37, 200):
+        tenants = [f"t{i}" for i in range(n)]
+        for p in STAGES:
+            if p >= 100:
+                continue
+            m = len(participating_tenants("r", tenants, p))
+            f = session_fraction(p, n, m)
+            assert f <= MAX_CANARY_SHARE or m == n, (n, p, m, f)
 
 
 def test_participating_tenants_only_grow_with_the_stage_and_differ_per_rollout() -> None:

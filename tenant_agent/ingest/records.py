@@ -214,12 +214,17 @@ def _evaluations(raw: Any, redactor: Redactor) -> dict[str, Any]:
         return {}
     if not isinstance(raw, Mapping) or len(raw) > MAX_EVALUATIONS:
         raise _fail("evaluations", f"must be an object of at most {MAX_EVALUATIONS} evaluator results")
-    out = {}
+    out: dict[str, Any] = {}
     for name, value in raw.items():
         if not isinstance(name, str) or not name or len(name) > MAX_LABEL:
             raise _fail("evaluations", "evaluator names must be non-empty strings")
-        clean_name = clean_label(name, redactor)
-        out[clean_name] = evaluation_value(clean_name, value, redactor)
+        clean_name = redactor.redact_label(name)
+        # Fast path for the usual finite float score: evaluation_value would
+        # return it unchanged.
+        if type(value) is float and math.isfinite(value):
+            out[clean_name] = value
+        else:
+            out[clean_name] = evaluation_value(clean_name, value, redactor)
     return out
 
 
@@ -240,13 +245,14 @@ def event_from_dict(doc: Any, tenant_id: str, redactor: Redactor) -> DecisionEve
 
     The tenant comes from the collector, never from the document.
     """
-    if not isinstance(doc, Mapping):
+    # type() first: isinstance against the Mapping ABC is slow for the usual dict.
+    if type(doc) is not dict and not isinstance(doc, Mapping):
         raise EventFormatError("a decision event must be a JSON object")
     version = doc.get("schema_version")
     if version != EVENT_SCHEMA_VERSION:
         raise _fail("schema_version", f"must be {EVENT_SCHEMA_VERSION!r}, got {_kind(version)}")
-    unknown = doc.keys() - KNOWN_FIELDS
-    if unknown:
+    if not doc.keys() <= KNOWN_FIELDS:  # a subset test allocates nothing
+        unknown = doc.keys() - KNOWN_FIELDS
         names = sorted(redactor.redact(str(k)[:40]) for k in unknown)
         raise EventFormatError(f"unknown field(s) {names} (schema_version {EVENT_SCHEMA_VERSION})")
     session_id = doc.get("session_id")

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 
 from aggregation.events import DecisionEvent, ToolCall
-from tenant_agent.ingest.records import _tool_call, _tool_calls
+from tenant_agent.ingest.records import (
+    EventFormatError,
+    _evaluations,
+    _tool_call,
+    _tool_calls,
+    evaluation_value,
+    event_from_dict,
+)
 from tenant_agent.redact import RedactionConfig, Redactor
 
 FIELDS = {f.name: f for f in dataclasses.fields(DecisionEvent)}
@@ -187,3 +195,47 @@ def test_label_fast_path_still_redacts_ids_with_personal_data() -> None:
     assert redactor.redact_label("10.1.2.7") == "<IP_ADDRESS>"
     assert redactor.redact_label("GB29WESTABCDEFGHIJKL12") == "<IBAN>"
     assert redactor.redact_label("sess-4711") == "sess-4711"
+
+
+# -- evaluations and documents ----------------------------------------------------
+
+EVALUATION_VALUES: list[Any] = [
+    0.3, 0.0, -1.5, 1e300, float("nan"), float("inf"), 3, True, "off_brand", "user jane@example.org",
+    {"score": 0.2}, {"score": float("nan")}, {"label": "x"}, {}, None, [0.1],
+]  # fmt: skip
+
+
+def reference_evaluations(raw: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
+    out = {}
+    for name, value in raw.items():
+        clean_name = redactor.redact_label(name)
+        out[clean_name] = evaluation_value(clean_name, value, redactor)
+    return out
+
+
+def test_evaluation_score_fast_path_equals_evaluation_value() -> None:
+    rng = random.Random(4)
+    for _ in range(3000):
+        raw = {
+            rng.choice(["groundedness", "tone", "call jane@example.org"]): rng.choice(EVALUATION_VALUES)
+            for _ in range(rng.randrange(1, 4))
+        }
+        fast_redactor, slow_redactor = Redactor(), Redactor()
+        fast = outcome(_evaluations, raw, fast_redactor)
+        slow = outcome(reference_evaluations, raw, slow_redactor)
+        # repr: NaN != NaN, but the same repr means the same normalised value.
+        assert repr(fast) == repr(slow), raw
+        assert fast_redactor.stats == slow_redactor.stats
+
+
+def test_any_mapping_is_read_like_a_dict() -> None:
+    doc: dict[Any, Any] = {
+        "schema_version": "1", "session_id": "sess-4711", "timestamp": 1.0, "intent": "refund",
+        "evaluations": {"groundedness": 0.3}, "tool_calls": [{"name": "lookup", "error": "timeout"}],
+    }  # fmt: skip
+    assert event_from_dict(MappingProxyType(doc), "t", Redactor()) == event_from_dict(doc, "t", Redactor())
+    for bad in ({**doc, "bogus": 1}, {**doc, 7: 1}):
+        with pytest.raises(EventFormatError, match="unknown field"):
+            event_from_dict(bad, "t", Redactor())
+        with pytest.raises(EventFormatError, match="unknown field"):
+            event_from_dict(MappingProxyType(bad), "t", Redactor())

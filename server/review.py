@@ -12,8 +12,10 @@ revision: signatures over the old payload stop counting. Every transition is
 one audit event in the caller's transaction; illegal transitions raise.
 
 A candidate's risk class is never below the highest class the remediation map
-assigns to any of its artifact kinds (unknown kinds are refused): it is raised
-on create and on every edit, never lowered. The risk class is part of the
+assigns to any of its artifact kinds (unknown kinds are refused), nor below the
+class of any approved/bundled/rolling-out/promoted candidate of its cohort that
+ships one of its artifact names: it is raised on create and on every edit,
+never lowered. The risk class is part of the
 signed payload, so raising it on edit also voids earlier signatures.
 """
 
@@ -166,6 +168,31 @@ def required_risk_class(
     return (remedies or default_remediation_map()).required_risk_class(kinds, at_least=risk_class)
 
 
+#: Candidates whose artifacts are (or may become) stable or the candidate of a cohort's bundle.
+SHIPPING_STATES = ("approved", "bundled", "rolling_out", "promoted")
+
+
+def shipped_names_floor(
+    session: Session, cohort: str, names: Sequence[str], risk_class: str, *, exclude: str | None = None
+) -> str:
+    """``risk_class`` raised to the class of every shipping candidate of ``cohort`` that ships one of ``names``.
+
+    Tenants refuse a bundle in which an approval wins an artifact name over one of a more demanding
+    risk class (``RiskClassDowngradeError``); raising the class here keeps the server from approving
+    a candidate whose bundle every tenant would refuse.
+    """
+    from server.candidates import highest_risk_class
+
+    wanted = set(names)
+    stmt = select(CandidateRecord).where(CandidateRecord.cohort == cohort, CandidateRecord.state.in_(SHIPPING_STATES))
+    if exclude is not None:
+        stmt = stmt.where(CandidateRecord.id != exclude)
+    for other in session.scalars(stmt):
+        if wanted & {a["name"] for a in json.loads(other.artifacts_json)}:
+            risk_class = highest_risk_class(risk_class, other.risk_class)
+    return risk_class
+
+
 def create_candidate(
     session: Session, *, cohort: str, category: str, kind: str, risk_class: str,
     artifacts: Sequence[tuple[str, str, bytes]], evidence: Mapping[str, Any], rollout_plan_json: str,
@@ -181,6 +208,12 @@ def create_candidate(
     serialize_writes(session)
     if session.scalars(select(CandidateRecord.id).where(CandidateRecord.dedupe_key == dedupe_key)).first():
         return None
+    risk_class = shipped_names_floor(session, cohort, [n for n, _, _ in artifacts], risk_class)
+    if risk_class != requested and rollout_plan_json:
+        from aggregation.rollout_plan import plan_for_candidate
+
+        if rollout_plan_json == plan_for_candidate(requested, None).to_json():
+            rollout_plan_json = plan_for_candidate(risk_class, None).to_json()  # the raised class's shipped plan
     candidate_id = "cand-" + uuid.uuid4().hex[:12]
     assert valid_part(candidate_id)
     rec = CandidateRecord(
@@ -201,6 +234,14 @@ def create_candidate(
     return rec
 
 
+def _has_plan(text: str | None) -> bool:
+    """A stored plan override ("" and "{}" mean: the risk class's shipped plan)."""
+    try:
+        return bool(text and text.strip() and json.loads(text) != {})
+    except json.JSONDecodeError:
+        return True
+
+
 def edit_candidate(
     session: Session, candidate_id: str, *, artifacts: Sequence[tuple[str, str, bytes]] | None,
     rollout_plan_json: str | None, actor: str, now: datetime,
@@ -217,12 +258,13 @@ def edit_candidate(
     # Re-derive the risk class from the (new) artifacts' kinds: upward only, never below what it was.
     previous_class = rec.risk_class
     new_class = required_risk_class(previous_class, [k for _, k, _ in new_artifacts])
+    new_class = shipped_names_floor(session, rec.cohort, [n for n, _, _ in new_artifacts], new_class, exclude=rec.id)
     from aggregation.rollout_plan import plan_for_candidate
 
     if rollout_plan_json:
         plan_for_candidate(new_class, rollout_plan_json)  # validates; raises RolloutPlanError
         rec.rollout_plan_json = rollout_plan_json
-    elif new_class != previous_class and rec.rollout_plan_json:
+    elif new_class != previous_class and _has_plan(rec.rollout_plan_json):
         if rec.rollout_plan_json == plan_for_candidate(previous_class, None).to_json():
             # The stored plan was just the shipped plan of the old class: take the new class's.
             rec.rollout_plan_json = plan_for_candidate(new_class, None).to_json()

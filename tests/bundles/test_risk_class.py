@@ -142,3 +142,19 @@ def test_kernel_accepts_equal_or_stricter_overrides(kernel: World) -> None:
     # A low stable set with a stricter candidate for the same name rolls out fine.
     data, arts = kernel.bundle(2, [low], high)
     assert state.update_bundle(data, arts, NOW).version == 2
+
+
+def test_a_name_shipped_at_a_higher_class_raises_new_candidates_for_it(server: ServerWorld) -> None:
+    """Tenants would refuse a bundle where a low approval overrides a critical one for the same name, so the
+    server raises a new candidate for that name (create or edit) to the shipping candidate's class."""
+    crit = server.approved(risk="critical", name="routing_rule.billing", key="crit")
+    with transaction(server.ctx.sessions) as s:
+        assert get_candidate(s, crit).state == "bundled"
+    low = server.propose(risk="low", name="routing_rule.billing", key="low")
+    other = server.propose(risk="low", name="routing_rule.refund", key="other")
+    with transaction(server.ctx.sessions) as s:
+        assert get_candidate(s, low).risk_class == "critical"
+        assert get_candidate(s, other).risk_class == "low"
+        rec = edit_candidate(s, other, artifacts=[("routing_rule.billing", "routing_rule", b"{}")],
+                             rollout_plan_json=None, actor="admin:a", now=server.clock())
+        assert rec.risk_class == "critical"

@@ -328,7 +328,12 @@ def test_oversized_artifact_is_refused_before_any_artifact_is_hashed(
     contents["cand-b/z_padded"] += b" " * 50_000
     hashed: list[int] = []
     real = kernel.sha256_hex
-    monkeypatch.setattr(kernel, "sha256_hex", lambda b: (hashed.append(len(b)), real(b))[1])
+
+    def spy(b: bytes) -> str:
+        hashed.append(len(b))
+        return real(b)
+
+    monkeypatch.setattr(kernel, "sha256_hex", spy)
     with pytest.raises(OversizedArtifactError):
         installed.update_bundle(data, contents, NOW)
     assert 2 not in hashed and all(n < 1000 for n in hashed)  # metadata payloads only, no artifact

@@ -214,6 +214,9 @@ _LABEL_NUMERIC_RISK = re.compile(
     r"[0-9][.\-][0-9]|[A-Z]{2}[0-9]{2}|[\n\r\f\v]"
     r"|(?i:mrn|medical record|patient|jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
 )
+# An IBAN can carry as few as two digits (its check digits): a label with an
+# IBAN's shape always runs the full passes, whatever its digit count.
+_LABEL_IBAN_SHAPE = re.compile(r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,}")
 _DROP_DIGITS = str.maketrans("", "", "0123456789")
 _PLAIN_LABELS_MAX = 65_536
 _SECRET_HINTS = ("key", "secret", "token", "pass", "pwd")
@@ -352,6 +355,7 @@ class Redactor:
             or len(value) > 40
             or _LABEL_RISK.search(value)
             or (digits >= 4 and (digits >= 7 or _LABEL_NUMERIC_RISK.search(value)))
+            or (digits >= 2 and _LABEL_IBAN_SHAPE.search(value))
         ):
             cleaned = self.redact(value)
         else:

@@ -239,3 +239,11 @@ def test_any_mapping_is_read_like_a_dict() -> None:
             event_from_dict(bad, "t", Redactor())
         with pytest.raises(EventFormatError, match="unknown field"):
             event_from_dict(MappingProxyType(bad), "t", Redactor())
+
+
+def test_a_label_shaped_like_an_iban_with_only_its_check_digits_is_redacted() -> None:
+    from tenant_agent.redact import Redactor
+
+    value = "GB75WESTABCDEFGHIJKLMN"  # valid mod-97 checksum, two digits only
+    assert Redactor().redact(value) == "<IBAN>"
+    assert Redactor().redact_label(value) == "<IBAN>"

@@ -179,7 +179,8 @@ class RolloutPlan:
     risk_class: str
     stages: tuple[Stage, ...]
     gates: tuple[GateSpec, ...]
-    #: Total false-rollback probability of a rollout, split evenly over the gates.
+    #: Total false-rollback probability of a rollout, split evenly over the gates
+    #: (each gate's confidence sequence covers the whole rollout, every stage).
     alpha: float = 0.05
     #: Rate difference the mixture of the sequential test is tuned for.
     mixture_scale: float = 0.05

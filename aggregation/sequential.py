@@ -41,9 +41,14 @@ A gate shows *harm* when the whole interval lies beyond its margin: for a
 (safety incidents: margin 0, any significant rise). If the canary is no
 worse than the margin, the probability that the gate *ever* shows harm is at
 most ``alpha`` (in fact about ``alpha/2``: one side of a symmetric mixture).
-The controller gives each (gate, stage) pair ``alpha / (gates x stages)``,
-so the probability of any false rollback over a whole rollout is at most the
-plan's ``alpha`` (Bonferroni over the union). A real harm of size
+The controller runs one sequence per gate over the whole rollout (evidence
+accumulates across stages; the sequence is valid at any stopping time) and
+gives each gate ``alpha / gates``, so the probability of any false rollback
+over a whole rollout is at most the plan's ``alpha`` (Bonferroni over the
+gates). The same sequence bounds the other side: before promotion the
+controller asks every gate with a positive margin for non-inferiority (the
+interval excludes harm beyond the margin), so a candidate worse than a
+margin is promoted with probability at most ``alpha / gates`` per gate. A real harm of size
 ``h > margin`` is detected with probability one as evidence grows; the time
 needed scales as ``log(1/alpha) / (h - margin)^2`` in units of 1/v.
 

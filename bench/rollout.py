@@ -11,7 +11,15 @@ and carries the declared noise variance, and the gate of
    events) the sequential gate needs to roll back, against the windows a
    fixed-horizon z-test needs at the same alpha and a power of 0.9.
 2. False-rollback rate over 200 simulated rollouts of a neutral artifact
-   through the whole default plan (every gate, every stage).
+   through the whole default plan (every gate, every stage; evidence
+   accumulated over the rollout, as the controller does).
+3. Outcomes of whole rollouts through the shipped low-risk plan driven by
+   the controller's own decision (``server.rollout_evidence.assess``: dwell,
+   minimum evidence, non-inferiority before promotion): how often a neutral
+   artifact and 2 / 5-point task-success drops are promoted or rolled back.
+
+The control is randomized: the non-canary sessions of the participating
+tenants only (other tenants' sessions carry the stable label, not evidence).
 
 Prints a table only. Usage: ``python bench/rollout.py [--quick]``.
 """
@@ -30,6 +38,7 @@ import numpy as np
 from aggregation import dp
 from aggregation.rollout_plan import participating_tenants, session_fraction, shipped_plans
 from aggregation.sequential import ArmCounts, Gate, WindowEvidence, fixed_horizon_windows, rate_difference
+from server.rollout_evidence import StageEvidence, assess, plan_gates
 
 BASE_RATES = {
     "task_success": 0.80,
@@ -60,12 +69,17 @@ class Cohort:
     def window(
         self, rng: np.random.Generator, canary: Sequence[bool], fraction: float, rates: dict[str, tuple[float, float]]
     ) -> dict[str, WindowEvidence]:
-        """Merged evidence of one window per measure; rates[m] = (control rate, canary rate)."""
+        """Merged evidence of one window per measure; rates[m] = (control rate, canary rate).
+
+        Only participating tenants have sessions in the canary and control
+        slices; every tenant still releases its (noisy) cells, so the merged
+        noise variance covers all tenants.
+        """
         measures = list(rates)
         merged = np.zeros(2 + 2 * len(measures))
         for takes_part in canary:
             n_c = int(rng.binomial(self.sessions, fraction)) if takes_part else 0
-            n_k = self.sessions - n_c
+            n_k = self.sessions - n_c if takes_part else 0
             table = [n_c, n_k]
             for m in measures:
                 p_k, p_c = rates[m]
@@ -113,26 +127,29 @@ def window_variance(cohort: Cohort, percent: float, p: float) -> tuple[float, fl
     """Variance of one window's rate difference at a stage, and the expected canary turns."""
     canary, fraction = assignment(cohort.tenants, percent, "bench-design")
     n_c = sum(canary) * cohort.sessions * fraction
-    n_k = cohort.tenants * cohort.sessions - n_c
+    n_k = sum(canary) * cohort.sessions - n_c
     v = cohort.noise_var * cohort.tenants
     _, var = rate_difference(ArmCounts(p * n_c, v, n_c, v), ArmCounts(p * n_k, v, n_k, v))
     return var, n_c
 
 
 def false_rollbacks(cohort: Cohort, runs: int, dwell: int, seed: int) -> tuple[int, int]:
-    """Neutral artifact through every gated stage of the low-risk plan: (rollouts rolled back, runs)."""
+    """Neutral artifact through every gated stage of the low-risk plan: (rollouts rolled back, runs).
+
+    Evidence accumulates over the whole rollout (one confidence sequence per
+    gate at alpha / gates), as the controller does.
+    """
     plan = shipped_plans().for_risk_class("low")
     stages = [s for s in plan.stages if s.percent < 100]
-    alpha = plan.alpha / (len(plan.gates) * len(stages))
-    gates = [Gate(g.measure, g.direction, g.margin, alpha, plan.mixture_scale) for g in plan.gates]
+    gates = plan_gates(plan)
     rates = {m: (p, p) for m, p in BASE_RATES.items()}
     rng = np.random.default_rng(seed)
     rolled_back = 0
     for r in range(runs):
         harmed = False
+        seen: dict[str, list[WindowEvidence]] = {m: [] for m in rates}
         for stage in stages:
             canary, fraction = assignment(cohort.tenants, stage.percent, f"neutral-{seed}-{r}")
-            seen: dict[str, list[WindowEvidence]] = {m: [] for m in rates}
             for _ in range(dwell):
                 for m, ev in cohort.window(rng, canary, fraction, rates).items():
                     seen[m].append(ev)
@@ -143,6 +160,33 @@ def false_rollbacks(cohort: Cohort, runs: int, dwell: int, seed: int) -> tuple[i
                 break
         rolled_back += harmed
     return rolled_back, runs
+
+
+def controlled_rollout(cohort: Cohort, drop: float, rollout_id: str, rng: np.random.Generator,
+                       cap: int) -> tuple[str, int]:
+    """One rollout through the shipped low plan, decided by ``assess`` after every window: (outcome, windows)."""
+    plan = shipped_plans().for_risk_class("low")
+    rates = {m: (p, p - drop if m == "task_success" else p) for m, p in BASE_RATES.items()}
+    ev = StageEvidence(per_measure={m: [] for m in rates}, stage_window_start=0)
+    stage = 0
+    for w in range(cap):
+        canary, fraction = assignment(cohort.tenants, plan.stages[stage].percent, rollout_id)
+        window = cohort.window(rng, canary, fraction, rates)
+        for m, e in window.items():
+            ev.per_measure[m].append(e)
+        turns = window["task_success"]
+        ev.windows.append(w)
+        ev.window_turns[w] = (turns.canary.turns, turns.control.turns)
+        assert ev.stage_window_start is not None
+        a = assess(plan, stage, ev, w + 1 - ev.stage_window_start)
+        if a.decision == "rollback":
+            return f"rolled back at {plan.stages[stage].percent:g} %", w + 1
+        if a.decision == "promote":
+            return "promoted", w + 1
+        if a.decision == "advance":
+            stage += 1
+            ev.stage_window_start = w + 1
+    return f"still at {plan.stages[stage].percent:g} %", cap
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cohort = Cohort(args.tenants, args.sessions, params, discrete_gaussian_variance(scale))
     plan = shipped_plans().for_risk_class("low")
     gated_stages = sum(1 for s in plan.stages if s.percent < 100)
-    alpha = plan.alpha / (len(plan.gates) * gated_stages)
+    alpha = plan_gates(plan)[0].alpha  # plan alpha / gates: one confidence sequence per gate per rollout
     gate = Gate("task_success", "drop", 0.0, alpha, plan.mixture_scale)
     var, canary_per_window = window_variance(cohort, args.stage, BASE_RATES["task_success"])
 
@@ -168,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"cohort: {args.tenants} tenants x {args.sessions} sessions/window; stage {args.stage:g} % "
         f"(~{canary_per_window:.0f} canary sessions/window); discrete Gaussian sigma={scale:g} per cell "
         f"(rho={RHO_PER_RELEASE} per release); task_success gate margin 0, alpha per test {alpha:.5f} "
-        f"(plan alpha {plan.alpha} / {len(plan.gates)} gates / {gated_stages} stages); {runs} runs per row"
+        f"(plan alpha {plan.alpha} / {len(plan.gates)} gates); {runs} runs per row"
     )
     print()
     header = (
@@ -196,6 +240,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"neutral artifact, low-risk plan (6 gates, {gated_stages} stages x {dwell} windows): "
         f"false rollbacks {bad}/{total} = {bad / total:.3f} (bound: plan alpha {plan.alpha})"
     )
+    print()
+    whole = 20 if args.quick else 60
+    cap = 150
+    print(f"whole rollouts through the low-risk plan, decided by the controller's assess ({whole} runs, "
+          f"at most {cap} windows):")
+    for points in (0, 2, 5):
+        rng = np.random.default_rng(1000 + points)
+        runs_out = [controlled_rollout(cohort, points / 100, f"whole-{points}-{r}", rng, cap) for r in range(whole)]
+        outcomes: dict[str, int] = {}
+        for o, _ in runs_out:
+            outcomes[o] = outcomes.get(o, 0) + 1
+        med = statistics.median(w for _, w in runs_out)
+        summary = ", ".join(f"{o}: {n}" for o, n in sorted(outcomes.items()))
+        print(f"  task-success drop {points:>2} pt: {summary}; median windows {med:g}")
     return 0
 
 

@@ -112,6 +112,12 @@ def _next_window(now: datetime, window_seconds: int) -> int:
     return math.ceil(now.timestamp() / window_seconds) * window_seconds
 
 
+def rollout_window_start(rec: RolloutRecord) -> int:
+    """The rollout's first evidence window (the stage-0 window start; evidence accumulates from there)."""
+    started = datetime.fromisoformat(rec.created_at)
+    return min(rec.stage_window_start, _next_window(started, rec.window_seconds))
+
+
 def elapsed_windows(rec: RolloutRecord, now: datetime) -> int:
     return max(0, int((now.timestamp() - rec.stage_window_start) // rec.window_seconds))
 
@@ -239,10 +245,12 @@ def _locked(session: Session, rollout_id: str) -> RolloutRecord:
 
 def assess_rollout(session: Session, ctx: ServerContext, rec: RolloutRecord) -> Assessment:
     plan = frozen_plan(rec)
-    # Canary vs the randomized control (participating tenants' other sessions).
+    # Canary vs the randomized control, accumulated over the whole rollout (the
+    # stage's own windows decide only its dwell and minimum evidence).
     evidence = read_stage_evidence(
         session, ctx.settings, rec.cohort, [g.measure for g in plan.gates],
-        rec.candidate_label, control_label(rec.id), rec.stage_window_start,
+        rec.candidate_label, control_label(rec.id), rollout_window_start(rec),
+        stage_window_start=rec.stage_window_start,
     )
     return assess(plan, rec.stage_index, evidence, elapsed_windows(rec, ctx.clock()))
 

@@ -1,19 +1,23 @@
-"""Canary-vs-control evidence of a rollout stage, and the decision it supports.
+"""Canary-vs-control evidence of a rollout, and the decision it supports.
 
 The canary and the control are two slices of the same merged DP reports:
 ``artifact_version`` = the candidate's label vs the rollout's control label
 (:func:`aggregation.rollout_plan.control_label`), which only the *other*
 sessions of participating tenants carry: a randomized control, not the rest
-of the cohort. For each
-gate measure and window since the stage began, the intents are summed
-(counts, turns and their DP noise variances add up) into one
-:class:`~aggregation.sequential.WindowEvidence`. Windows whose cells are
+of the cohort. For each gate measure and window since the rollout began
+(evidence accumulates over stages: the labels do not change between stages
+and each gate's confidence sequence is valid at any stopping time), the
+intents are summed (counts, turns and their DP noise variances add up) into
+one :class:`~aggregation.sequential.WindowEvidence`. Windows whose cells are
 k-suppressed (fewer than ``min_tenants`` tenants reported) are not evidence.
 
 :func:`assess` turns the plan, the stage and that evidence into one
 decision: ``rollback`` as soon as any gate shows harm; ``wait`` during the
-dwell; ``pause`` when evidence is still missing one window after the dwell;
-``advance`` (or ``promote`` into the 100 % stage) otherwise.
+stage's dwell; ``pause`` when the stage's evidence is still missing one
+window after the dwell; ``advance`` otherwise, and ``promote`` into the
+100 % stage only once every gate with a positive margin shows
+non-inferiority (the interval excludes harm beyond the margin) — until then
+``wait`` ("evidence for promotion").
 """
 
 from __future__ import annotations
@@ -40,13 +44,33 @@ Decision = Literal["advance", "promote", "rollback", "pause", "wait"]
 
 @dataclass
 class StageEvidence:
-    """Per gate measure, the windows (in time order) with canary and control counts."""
+    """Per gate measure, the windows (in time order) with canary and control counts.
+
+    ``per_measure`` holds the evidence the gates judge (from the rollout's
+    first window on). When ``stage_window_start`` is set, the stage's dwell
+    and minimum evidence are judged on the windows from that start only
+    (``window_turns`` gives each window's canary and control turns);
+    otherwise every window counts as the stage's.
+    """
 
     per_measure: dict[str, list[WindowEvidence]]
     windows: list[int] = field(default_factory=list)
     suppressed_windows: list[int] = field(default_factory=list)
     canary_turns: float = 0.0
     control_turns: float = 0.0
+    stage_window_start: int | None = None
+    window_turns: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+    def stage_view(self) -> tuple[list[int], list[int], float, float]:
+        """(usable windows, suppressed windows, canary turns, control turns) of the current stage."""
+        start = self.stage_window_start
+        if start is None:
+            return self.windows, self.suppressed_windows, self.canary_turns, self.control_turns
+        windows = [w for w in self.windows if w >= start]
+        suppressed = [w for w in self.suppressed_windows if w >= start]
+        canary = sum(self.window_turns.get(w, (0.0, 0.0))[0] for w in windows)
+        control = sum(self.window_turns.get(w, (0.0, 0.0))[1] for w in windows)
+        return windows, suppressed, canary, control
 
 
 def read_stage_evidence(
@@ -57,11 +81,13 @@ def read_stage_evidence(
     candidate_label: str,
     control_label: str,
     from_window: int,
+    stage_window_start: int | None = None,
 ) -> StageEvidence:
     """Merged evidence of ``cohort`` from ``from_window`` on (window starts, unix seconds).
 
     ``control_label`` is the rollout's control slice (participating tenants'
-    non-canary sessions).
+    non-canary sessions); ``stage_window_start`` marks where the current
+    stage's windows begin (see :class:`StageEvidence`).
     """
     arms = {candidate_label: 0, control_label: 1}
     wanted = set(measures)
@@ -89,11 +115,12 @@ def read_stage_evidence(
             t[arm] = t[arm] + ArmCounts(0.0, 0.0, cell.turns_estimate, cell.turns_variance)
     usable = sorted(w for w in windows if w not in suppressed)
     evidence = StageEvidence(per_measure={m: [] for m in measures}, windows=usable,
-                             suppressed_windows=sorted(suppressed))
+                             suppressed_windows=sorted(suppressed), stage_window_start=stage_window_start)
     for w in usable:
         canary_turns, control_turns = turns[w]
         evidence.canary_turns += canary_turns.turns
         evidence.control_turns += control_turns.turns
+        evidence.window_turns[w] = (canary_turns.turns, control_turns.turns)
         for m in measures:
             canary, control = counts[(w, m)]
             evidence.per_measure[m].append(WindowEvidence(
@@ -104,9 +131,13 @@ def read_stage_evidence(
 
 
 def plan_gates(plan: RolloutPlan) -> list[Gate]:
-    """The plan's gates, each at ``alpha / (gates x gated stages)`` (Bonferroni over the rollout)."""
-    gated_stages = max(1, sum(1 for s in plan.stages if s.percent < 100.0))
-    alpha = plan.alpha / (len(plan.gates) * gated_stages)
+    """The plan's gates, each at ``alpha / gates`` (Bonferroni over the gates).
+
+    Each gate runs one confidence sequence over the whole rollout (evidence
+    accumulates across stages), valid at every look and any stopping time,
+    so no split over stages is needed.
+    """
+    alpha = plan.alpha_per_gate
     return [Gate(g.measure, g.direction, g.margin, alpha, plan.mixture_scale) for g in plan.gates]
 
 
@@ -135,15 +166,25 @@ def _finite_verdict(v: Verdict) -> dict[str, Any]:
     return d
 
 
+def non_inferior(v: Verdict) -> bool:
+    """Whether the interval excludes harm beyond the gate's margin (margin 0: only "no harm shown")."""
+    if v.margin <= 0.0:
+        return v.verdict != "harm"
+    if v.verdict == "insufficient":
+        return False
+    return v.low > -v.margin if v.direction == "drop" else v.high < v.margin
+
+
 def assess(plan: RolloutPlan, stage_index: int, evidence: StageEvidence, elapsed_windows: int) -> Assessment:
     """What the controller should do now (see the module docstring)."""
     verdicts = [g.evaluate(evidence.per_measure.get(g.measure, [])) for g in plan_gates(plan)]
     stage_index = min(max(stage_index, 0), len(plan.stages) - 1)
     stage = plan.stages[stage_index]
+    windows, suppressed, canary_turns, control_turns = evidence.stage_view()
 
     def result(decision: Decision, reason: str) -> Assessment:
-        return Assessment(decision, reason, verdicts, elapsed_windows, len(evidence.windows),
-                          len(evidence.suppressed_windows), evidence.canary_turns, evidence.control_turns)
+        return Assessment(decision, reason, verdicts, elapsed_windows, len(windows),
+                          len(suppressed), canary_turns, control_turns)
 
     harm = [v for v in verdicts if v.verdict == "harm"]
     if harm:
@@ -151,14 +192,14 @@ def assess(plan: RolloutPlan, stage_index: int, evidence: StageEvidence, elapsed
     if elapsed_windows < stage.min_windows:
         return result("wait", f"dwell: {elapsed_windows}/{stage.min_windows} windows of stage {stage.percent:g} %")
     missing = []
-    if len(evidence.windows) < max(1, stage.min_windows):
-        missing.append(f"{len(evidence.windows)}/{max(1, stage.min_windows)} windows with reports")
-    if evidence.suppressed_windows:
-        missing.append(f"{len(evidence.suppressed_windows)} window(s) below k tenants")
-    if evidence.canary_turns < stage.min_canary_turns:
-        missing.append(f"canary turns {evidence.canary_turns:.0f} < {stage.min_canary_turns:g}")
-    if evidence.control_turns < stage.min_control_turns:
-        missing.append(f"control turns {evidence.control_turns:.0f} < {stage.min_control_turns:g}")
+    if len(windows) < max(1, stage.min_windows):
+        missing.append(f"{len(windows)}/{max(1, stage.min_windows)} windows with reports")
+    if suppressed:
+        missing.append(f"{len(suppressed)} window(s) below k tenants")
+    if canary_turns < stage.min_canary_turns:
+        missing.append(f"canary turns {canary_turns:.0f} < {stage.min_canary_turns:g}")
+    if control_turns < stage.min_control_turns:
+        missing.append(f"control turns {control_turns:.0f} < {stage.min_control_turns:g}")
     thin = [v.gate for v in verdicts if v.verdict == "insufficient"]
     if thin:
         missing.append(f"no usable batch yet for {', '.join(thin)}")
@@ -169,5 +210,12 @@ def assess(plan: RolloutPlan, stage_index: int, evidence: StageEvidence, elapsed
         return result("wait", reason)
     # A plan whose current stage is the last one (already 100 %) has nothing left but promotion.
     nxt = plan.stages[stage_index + 1] if stage_index + 1 < len(plan.stages) else stage
-    decision: Decision = "promote" if nxt.percent >= 100.0 else "advance"
-    return result(decision, f"stage {stage.percent:g} % passed every gate; next {nxt.percent:g} %")
+    if nxt.percent < 100.0:
+        return result("advance", f"stage {stage.percent:g} % passed every gate; next {nxt.percent:g} %")
+    unproven = [v for v in verdicts if not non_inferior(v)]
+    if unproven:
+        return result("wait", "evidence for promotion: " + "; ".join(
+            f"{v.gate} interval [{v.low:+.4f}, {v.high:+.4f}] does not yet exclude a "
+            f"{v.direction} beyond {v.margin:g}" for v in unproven))
+    return result("promote", f"stage {stage.percent:g} % passed every gate and every margin is shown; "
+                             f"next {nxt.percent:g} % (promotion)")

@@ -127,6 +127,13 @@ def test_good_evidence_advances_stage_by_stage_then_promotes(world: RolloutWorld
     assert step_rollout(world.ctx, rid).decision == "wait"
     _window(world, T0 + WINDOW, cand)
     world.clock.advance(WINDOW)
+    # Dwell and evidence of the 50 % stage are met, but promotion needs every margin shown:
+    # the intervals (over both stages' windows) do not yet exclude a 2-point harm.
+    result = step_rollout(world.ctx, rid)
+    assert (result.decision, result.state, result.stage_index) == ("wait", "running", 1)
+    assert result.reason.startswith("evidence for promotion") and "task_success" in result.reason
+    _window(world, T0 + 2 * WINDOW, cand, n_canary=30000, n_control=30000)
+    world.clock.advance(WINDOW)
     assert step_rollout(world.ctx, rid).decision == "promote"
     rec = _rollout(world, rid)
     assert rec.state == "promoted"
@@ -281,3 +288,22 @@ def test_harm_at_a_strong_tenant_is_not_masked_by_weaker_tenants(world: RolloutW
     world.clock.advance(WINDOW)
     result = step_rollout(world.ctx, rid)
     assert result.decision == "rollback" and "task_success drop" in result.reason, result.reason
+
+
+def test_evidence_accumulates_across_stages(world: RolloutWorld) -> None:
+    """Each stage alone is too thin to show a 10-point drop; together they are not (the labels do not change)."""
+    rid, cand = _start(world)
+    drop = {**NEUTRAL, "task_success": 0.70}
+    _window(world, T0, cand, canary_rates=drop, n_canary=1000, n_control=1000)
+    world.clock.advance(WINDOW)
+    first = step_rollout(world.ctx, rid)
+    assert first.decision == "advance", first.reason  # one window is not enough to show harm
+    _window(world, T0 + WINDOW, cand, canary_rates=drop, n_canary=1000, n_control=1000)
+    world.clock.advance(WINDOW)
+    result = step_rollout(world.ctx, rid)
+    assert result.decision == "rollback", result.reason
+    with transaction(world.ctx.sessions) as s:
+        rec = get_rollout(s, rid)
+        assessment = json.loads(rec.last_assessment_json)
+    gate = next(v for v in assessment["verdicts"] if v["gate"] == "task_success")
+    assert gate["batches"] == 2  # both stages' windows

@@ -56,14 +56,27 @@ def _insert_statement(dialect: str) -> Any:
     return module.insert(SignalReport).on_conflict_do_nothing().returning(SignalReport.id, SignalReport.idempotency_key)
 
 
-def _insert_rows(connection: Connection, rows: list[dict[str, Any]]) -> dict[str, int]:
-    """Insert ``rows`` skipping conflicts; idempotency key → new id of each inserted row.
+_TAIL = select(
+    AuditRecord.seq, AuditRecord.at, AuditRecord.actor, AuditRecord.kind, AuditRecord.payload_json,
+    AuditRecord.prev_hash, AuditRecord.hash,
+).order_by(AuditRecord.seq.desc()).limit(1)
+_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+_UNREAD: Any = object()  # the audit tail was not read with the insert (SQLite)
+_PG_LOCK = "SELECT pg_advisory_xact_lock(%s)"
+
+
+def _insert_rows(connection: Connection, rows: list[dict[str, Any]]) -> tuple[dict[str, int], Any]:
+    """Insert ``rows`` skipping conflicts; (idempotency key → new id of each inserted row, audit tail).
 
     PostgreSQL: psycopg's pipelined ``executemany(returning=True)`` of the one-row
     statement — one network flush for the batch, and one short statement that the
     driver's query cache and server-side preparation keep warm (a multi-row VALUES
-    statement is re-parsed by the driver on every batch). SQLite is in-process: one
-    execute per row.
+    statement is re-parsed by the driver on every batch). The same pipeline then takes
+    the audit chain's advisory lock and reads the chain's tail (the row, or None), so
+    the batch costs one round trip up to there: PostgreSQL runs a pipeline's statements
+    in order and a read-committed statement takes its snapshot when it starts, so the
+    tail is read with the lock held, as :func:`server.audit.append_audit` reads it.
+    SQLite is in-process: one execute per row; the tail is left ``_UNREAD``.
     """
     dialect = connection.dialect
     stmt = _insert_statement(dialect.name)
@@ -73,21 +86,27 @@ def _insert_rows(connection: Connection, rows: list[dict[str, Any]]) -> dict[str
         sql = _COMPILED.get((dialect.name, tuple(columns)))
         if sql is None:
             sql = _COMPILED[(dialect.name, tuple(columns))] = str(stmt.compile(dialect=dialect, column_keys=columns))
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.executemany(sql, [{c: row[c] for c in columns} for row in rows], returning=True)
+        tail_sql = _COMPILED.get(("audit-tail", ()))
+        if tail_sql is None:
+            tail_sql = _COMPILED[("audit-tail", ())] = str(
+                _TAIL.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+            )
+        driver = connection.connection.driver_connection
+        with driver.cursor() as cursor, driver.cursor() as lock, driver.cursor() as tail:  # type: ignore[union-attr]
+            with driver.pipeline():  # type: ignore[union-attr]
+                cursor.executemany(sql, [{c: row[c] for c in columns} for row in rows], returning=True)
+                lock.execute(_PG_LOCK, (_AUDIT_LOCK,))
+                tail.execute(tail_sql)
             while True:
                 for report_id, key in cursor.fetchall():
                     inserted.setdefault(key, report_id)
                 if not cursor.nextset():
                     break
-        finally:
-            cursor.close()
-        return inserted
+            return inserted, tail.fetchone()
     for row in rows:
         for report_id, key in connection.execute(stmt, row):
             inserted.setdefault(key, report_id)
-    return inserted
+    return inserted, _UNREAD
 
 
 class ReportStore:
@@ -144,7 +163,7 @@ class ReportStore:
 
     def _write(self, batch: list[_Pending]) -> list[int | None]:
         with self._ctx.engine.begin() as connection:
-            inserted = _insert_rows(connection, [p.row for p in batch])
+            inserted, tail = _insert_rows(connection, [p.row for p in batch])
             ids: list[int | None] = []
             accepted: list[tuple[_Pending, int]] = []
             for p in batch:
@@ -153,30 +172,26 @@ class ReportStore:
                 if report_id is not None:
                     accepted.append((p, report_id))
             # Inside the same transaction: a report is never stored without its audit entry.
-            _audit_accepted(connection, accepted)
+            _audit_accepted(connection, accepted, tail)
         return ids
 
 
-_TAIL = select(
-    AuditRecord.seq, AuditRecord.at, AuditRecord.actor, AuditRecord.kind, AuditRecord.payload_json,
-    AuditRecord.prev_hash, AuditRecord.hash,
-).order_by(AuditRecord.seq.desc()).limit(1)
-_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
 
-
-def _audit_accepted(connection: Connection, accepted: list[tuple[_Pending, int]]) -> None:
+def _audit_accepted(connection: Connection, accepted: list[tuple[_Pending, int]], tail: Any = _UNREAD) -> None:
     """One ``report.accepted`` entry per report, chained in one go.
 
     Same protocol as :func:`server.audit.append_audit` (the chain's advisory lock,
-    held until commit, then the tail read under it), done once per batch in Core:
+    held until commit, then the tail read under it; ``tail`` when the insert's
+    pipeline already did both), done once per batch in Core:
     the entries follow the tail with the chain kernel and go in as one bulk insert,
     so a batch costs a fixed number of round trips.
     """
     if not accepted:
         return
-    if connection.dialect.name == "postgresql":
-        connection.execute(_LOCK, {"k": _AUDIT_LOCK})  # SQLite: BEGIN IMMEDIATE already serializes writers
-    tail = connection.execute(_TAIL).first()
+    if tail is _UNREAD:
+        if connection.dialect.name == "postgresql":
+            connection.execute(_LOCK, {"k": _AUDIT_LOCK})  # SQLite: BEGIN IMMEDIATE already serializes writers
+        tail = connection.execute(_TAIL).first()
     prev: ChainedEntry | None = ChainedEntry(*tail) if tail is not None else None
     entries = []
     for p, report_id in accepted:

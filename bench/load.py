@@ -147,7 +147,7 @@ async def drive(addresses: list[str], ca_pem: bytes, creds: dict[str, tuple[byte
     await asyncio.gather(*(collector(n) for n in range(clients)))
     elapsed = time.perf_counter() - started
     for ch in channels.values():
-        await ch.close()
+        await ch.close(None)
     return latencies, errors, int(elapsed * 1000)
 
 

@@ -94,7 +94,7 @@ def build_reports(schema: SignalSchema, tenant: str, windows: list[int], seed: i
     out = []
     for w in windows:
         msg = common_pb2.DpReport(
-            idempotency_key=f"{tenant}-{w}", tenant_id=tenant, cohort=COHORT, schema_version=schema.version,
+            idempotency_key=f"{tenant}/{w}", tenant_id=tenant, cohort=COHORT, schema_version=schema.version,
             taxonomy_version=schema.taxonomy_version, window_start=w, window_end=w + schema.window_seconds,
             mechanism=dp.mechanism_to_proto(params.mechanism), noise_scale=params.scale,
             sensitivity=params.sensitivity, max_cells_per_unit=schema.max_cells_per_unit,

@@ -111,13 +111,19 @@ def _check_window(report: common_pb2.DpReport, schema: SignalSchema, now: float)
         )
 
 
-def _check_key(report: common_pb2.DpReport) -> None:
+def _check_key(report: common_pb2.DpReport, tenant_id: str) -> None:
     key = report.idempotency_key
     if not key:
         raise MissingIdempotencyKey("the report has no idempotency_key; every release needs a unique key")
     if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or not key.isprintable():
         raise MissingIdempotencyKey(
             f"idempotency_key must be printable and at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters"
+        )
+    # Keys live in the submitting tenant's namespace, so no tenant can occupy
+    # (and so block) a key another tenant's collector will use.
+    if not key.startswith(f"{tenant_id}/"):
+        raise MissingIdempotencyKey(
+            f"idempotency_key must start with {tenant_id + '/'!r}, the submitting tenant's namespace"
         )
 
 
@@ -250,7 +256,7 @@ class ReportIngest:
                 f"the report is for cohort {report.cohort!r} but the certificate is enrolled in "
                 f"{submitter.cohort!r}"
             )
-        _check_key(report)
+        _check_key(report, submitter.tenant_id)
         schema = self._schema(submitter.cohort, report.schema_version)
         if report.taxonomy_version != schema.taxonomy_version:
             raise TaxonomyVersionMismatch(

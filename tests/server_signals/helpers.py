@@ -51,7 +51,8 @@ def make_report(
     if cells is None:
         cells = np.random.default_rng(seed).integers(-5, 40, size=schema.size)
     return common_pb2.DpReport(
-        idempotency_key=key or f"{tenant}-{window_start}-{uuid.uuid4().hex[:8]}",
+        # Keys live in the tenant's namespace ("<tenant>/..."), as the server requires.
+        idempotency_key=f"{tenant}/{key or f'{window_start}-{uuid.uuid4().hex[:8]}'}",
         tenant_id=tenant,
         cohort=schema.cohort,
         schema_version=schema.version,

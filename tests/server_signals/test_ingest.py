@@ -180,10 +180,25 @@ def test_same_key_with_other_content_is_refused(ctx: ServerContext) -> None:
     later = make_report(schema, TENANT.tenant_id, key="k-1", seed=2, window_start=WINDOW - 3600)
     with pytest.raises(refusals.ReportConflict, match="already used"):
         ingest_.submit(TENANT, later)
-    other_tenant = make_report(schema, "globex", key="k-1", seed=1)
-    with pytest.raises(refusals.ReportConflict):
-        ingest_.submit(Submitter("globex", COHORT), other_tenant)
     assert store_counts(ctx) == (1, 1)
+
+
+def test_a_tenant_cannot_occupy_another_tenants_key(ctx: ServerContext) -> None:
+    """Keys are per tenant: globex cannot squat acme's future key and block acme's report."""
+    schema = cohort_schema(ctx)
+    ingest_ = ReportIngest(ctx)
+    squat = make_report(schema, "globex", seed=1, window_start=WINDOW - 3600)
+    squat.idempotency_key = f"{TENANT.tenant_id}/{WINDOW}-k"
+    with pytest.raises(refusals.MissingIdempotencyKey, match="namespace") as refused:
+        ingest_.submit(Submitter("globex", COHORT), squat)
+    assert refused.value.status == grpc.StatusCode.INVALID_ARGUMENT
+    assert store_counts(ctx) == (0, 0)
+    genuine = make_report(schema, TENANT.tenant_id, key=f"{WINDOW}-k", seed=2)
+    assert ingest_.submit(TENANT, genuine).outcome is IngestOutcome.ACCEPTED
+    # The same suffix in globex's own namespace is a different key.
+    assert ingest_.submit(Submitter("globex", COHORT), make_report(schema, "globex", key=f"{WINDOW}-k", seed=3)
+                          ).outcome is IngestOutcome.ACCEPTED
+    assert store_counts(ctx)[0] == 2
 
 
 def test_window_closing_within_clock_skew_is_accepted(ctx: ServerContext) -> None:

@@ -454,7 +454,9 @@ def register(groups: Any) -> None:
     p.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
     p.add_argument("--sessions", type=int, default=1500, help="sessions per tenant per window (default 1500)")
     p.add_argument("--windows", type=int, default=3, help="baseline windows before review (default 3)")
-    p.add_argument("--rollout-windows", type=int, default=4, help="windows run during the rollout (default 4)")
+    p.add_argument("--rollout-windows", type=int, default=4,
+                   help="windows run during the rollout (default 4); promotion needs evidence that no gate "
+                        "is worse by more than its margin: try --sessions 6000 --rollout-windows 8")
     p.add_argument("--workdir", default=None, help="keep everything in this (empty) directory")
     p.add_argument("--keep", action="store_true", help="keep the temporary work directory")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the summary as JSON")

@@ -64,8 +64,10 @@ def signals_table(cells: Iterable[admin_pb2.MergedCell], p: Printer) -> None:
 
 def arm_rates(cells: Iterable[admin_pb2.MergedCell], measure: str, intent: str) -> str:
     """``measure``'s rate for ``intent`` per artifact version in the last window: canary vs stable."""
+    # Slices whose interval is all of [0, 1] had no traffic (e.g. the stable label once every
+    # tenant takes part and labels its control sessions with the rollout's control label).
     chosen = [c for c in cells if c.measure == measure and c.slice.get("intent") == intent and not c.suppressed
-              and c.slice.get("artifact_version") != "other"]
+              and c.slice.get("artifact_version") != "other" and c.rate_high - c.rate_low < 0.999]
     if not chosen:
         return "n/a"
     last = max(c.window_start for c in chosen)

@@ -262,7 +262,7 @@ class Collector:
         if self._resolver is None:
             from tenant_agent.bundles import Resolver
 
-            self._resolver = Resolver(self.config.state_dir, self.tenant_id)
+            self._resolver = Resolver(self.config.state_dir, self.tenant_id, clock=self.clock)
         return self._resolver
 
     def pull_bundle(self) -> Any:

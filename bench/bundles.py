@@ -21,10 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aggregation.bundle import RolloutExposure, TrustedBundleState  # noqa: E402
 from server.admin_cli.common import insecure_identity_channel  # noqa: E402
 from server.app import build_server  # noqa: E402
-from server.bundles import issue_cohort_bundle  # noqa: E402
 from server.context import ServerContext, ServerSettings  # noqa: E402
-from server.db import init_db, transaction  # noqa: E402
-from server.trust import current_root_bytes  # noqa: E402
+from server.db import transaction  # noqa: E402
+from server.migrate import init_db  # noqa: E402
+from server.review.bundles import issue_cohort_bundle  # noqa: E402
+from server.review.trust_root import current_root_bytes  # noqa: E402
 from tenant_agent.bundles import BundleClient  # noqa: E402
 from tenant_agent.bundles.store import BundleStore  # noqa: E402
 from tests.bundles.factory import NOW, World  # noqa: E402

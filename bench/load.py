@@ -35,11 +35,11 @@ from fedsignal.v1 import common_pb2, signals_pb2  # noqa: E402
 
 from aggregation import dp  # noqa: E402
 from aggregation.schema import SignalSchema  # noqa: E402
-from server.ca import CertificateAuthority  # noqa: E402
 from server.context import ServerContext, ServerSettings  # noqa: E402
 from server.db import transaction  # noqa: E402
-from server.identity import ensure_tenant, record_certificate  # noqa: E402
-from server.schemas import publish_artifact_versions  # noqa: E402
+from server.identity.ca import CertificateAuthority  # noqa: E402
+from server.identity.enrollment import ensure_tenant, record_certificate  # noqa: E402
+from server.signals.schemas import publish_artifact_versions  # noqa: E402
 from tests.server_signals.procs import ServerProcess, fedsignal_cli  # noqa: E402
 
 COHORT = "bench"

@@ -14,7 +14,7 @@ and carries the declared noise variance, and the gate of
    through the whole default plan (every gate, every stage; evidence
    accumulated over the rollout, as the controller does).
 3. Outcomes of whole rollouts through the shipped low-risk plan driven by
-   the controller's own decision (``server.rollout_evidence.assess``: dwell,
+   the controller's own decision (``server.rollout.evidence.assess``: dwell,
    minimum evidence, non-inferiority before promotion): how often a neutral
    artifact and 2 / 5-point task-success drops are promoted or rolled back.
 
@@ -38,7 +38,7 @@ import numpy as np
 from aggregation import dp
 from aggregation.rollout_plan import participating_tenants, session_fraction, shipped_plans
 from aggregation.sequential import ArmCounts, Gate, WindowEvidence, fixed_horizon_windows, rate_difference
-from server.rollout_evidence import StageEvidence, assess, plan_gates
+from server.rollout.evidence import StageEvidence, assess, plan_gates
 
 BASE_RATES = {
     "task_success": 0.80,

@@ -11,26 +11,24 @@ secure server listens twice, on one ``grpc.Server`` (same servicers):
   or an ephemeral port when listening on port 0): server-authenticated TLS
   without a client certificate. Only ``Enroll`` and the health check succeed
   there; every other method finds no certificate and is refused by
-  :func:`server.auth.require` with ``UNAUTHENTICATED``.
+  :func:`server.identity.auth.require` with ``UNAUTHENTICATED``.
 
 With ``settings.insecure_dev`` both are one plaintext port. Optionally
 (``health_listen``) a third, plaintext port serves only the gRPC health
 service, for orchestrators whose probes speak no TLS (Kubernetes ``grpc``
 probes).
 
-Services come from ``SERVICE_MODULES`` (each exposes
-``add_to_server(grpc_server, ctx)``); periodic jobs from ``JOB_FUNCTIONS``
-(``"module:function"``, each ``fn(ctx)``, safe under concurrent replicas).
+Services and periodic jobs are listed as code in ``SERVICES`` and ``JOBS``: a
+service whose module is missing fails the import at start, never silently.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,31 +38,20 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from server import metrics as metrics_mod
-from server.ca import server_tls_files
+from server.admin import service as admin_service
 from server.context import ServerContext
+from server.identity import service as identity_service
+from server.identity.ca import server_tls_files
 from server.logs import log_event
+from server.review import bundle_service
+from server.review import service as review_service
+from server.review.candidates import run_detection
+from server.rollout import service as rollout_service
+from server.rollout.controller import run_controller
+from server.signals import service as signals_service
+from server.signals.merge import run_merge
 
 log = logging.getLogger("fedsignal.server")
-
-SERVICE_MODULES = [
-    "server.services.enrollment",
-    "server.services.admin",
-    "server.services.signals",
-    "server.services.review",
-    "server.services.bundles",
-    "server.services.rollout",
-]
-JOB_FUNCTIONS = ["server.merge:run_merge", "server.candidates:run_detection", "server.rollout:run_controller"]
-
-#: The gRPC services each module registers (for health status and reflection).
-SERVICE_NAMES = {
-    "server.services.enrollment": "fedsignal.v1.EnrollmentService",
-    "server.services.admin": "fedsignal.v1.AdminService",
-    "server.services.signals": "fedsignal.v1.SignalService",
-    "server.services.review": "fedsignal.v1.ReviewService",
-    "server.services.bundles": "fedsignal.v1.BundleService",
-    "server.services.rollout": "fedsignal.v1.RolloutService",
-}
 
 INSECURE_WARNING = (
     "*** fedsignal server running with --insecure-dev: NO TLS, NO client certificates; callers "
@@ -74,48 +61,39 @@ INSECURE_WARNING = (
 Job = Callable[[ServerContext], None]
 
 
-def _missing(exc: ModuleNotFoundError, module: str) -> bool:
-    """True when ``module`` itself (not one of its imports) does not exist."""
-    return exc.name is not None and (module == exc.name or module.startswith(exc.name + "."))
+@dataclass(frozen=True)
+class Service:
+    """One gRPC service: its full name (health, reflection) and how to add its servicer."""
+
+    name: str
+    add_to_server: Callable[[grpc.Server, ServerContext], None]
 
 
-def load_service_modules(modules: list[str] = SERVICE_MODULES) -> list[tuple[str, Any]]:
-    """Import each service module; a module that does not exist yet is skipped with a warning."""
-    loaded = []
-    for name in modules:
-        try:
-            loaded.append((name, importlib.import_module(name)))
-        except ModuleNotFoundError as exc:
-            if not _missing(exc, name):
-                raise
-            log_event(log, "service module not available; its service is not served", logging.WARNING,
-                      module=name)
-    return loaded
+ENROLLMENT = Service("fedsignal.v1.EnrollmentService", identity_service.add_to_server)
+ADMIN = Service("fedsignal.v1.AdminService", admin_service.add_to_server)
+SIGNALS = Service("fedsignal.v1.SignalService", signals_service.add_to_server)
+REVIEW = Service("fedsignal.v1.ReviewService", review_service.add_to_server)
+BUNDLES = Service("fedsignal.v1.BundleService", bundle_service.add_to_server)
+ROLLOUT = Service("fedsignal.v1.RolloutService", rollout_service.add_to_server)
+
+#: Every service the server runs, registered explicitly: a missing module is an import error at start.
+SERVICES: tuple[Service, ...] = (ENROLLMENT, ADMIN, SIGNALS, REVIEW, BUNDLES, ROLLOUT)
+
+#: The periodic jobs, in the order one pass runs them; each is safe under concurrent replicas.
+JOBS: tuple[tuple[str, Job], ...] = (
+    ("merge", run_merge),
+    ("detect", run_detection),
+    ("rollout", run_controller),
+)
 
 
-def load_jobs(specs: list[str] = JOB_FUNCTIONS) -> list[tuple[str, Job]]:
-    """Resolve ``module:function`` job specs; a module that does not exist yet is skipped with a warning."""
-    jobs: list[tuple[str, Job]] = []
-    for spec in specs:
-        module_name, _, func_name = spec.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if not _missing(exc, module_name):
-                raise
-            log_event(log, "job module not available; job not scheduled", logging.WARNING, job=spec)
-            continue
-        jobs.append((spec, getattr(module, func_name)))
-    return jobs
-
-
-def run_jobs_once(ctx: ServerContext, jobs: list[tuple[str, Job]] | None = None) -> dict[str, str | None]:
+def run_jobs_once(ctx: ServerContext, jobs: Sequence[tuple[str, Job]] | None = None) -> dict[str, str | None]:
     """Run every periodic job once, in order; returns job → error text (None when it succeeded).
 
     A failing job is logged and does not stop the others.
     """
     outcome: dict[str, str | None] = {}
-    for spec, fn in jobs if jobs is not None else load_jobs():
+    for spec, fn in jobs if jobs is not None else JOBS:
         started = time.perf_counter()
         try:
             fn(ctx)
@@ -197,7 +175,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 class JobLoop:
     """Runs the periodic jobs every ``interval`` seconds on a daemon thread."""
 
-    def __init__(self, ctx: ServerContext, jobs: list[tuple[str, Job]], interval: float,
+    def __init__(self, ctx: ServerContext, jobs: Sequence[tuple[str, Job]], interval: float,
                  metrics: metrics_mod.ServerMetrics) -> None:
         self._ctx, self._jobs, self._interval, self._metrics = ctx, jobs, interval, metrics
         self._stop = threading.Event()
@@ -278,7 +256,7 @@ def _bind(host: str, port: int) -> str:
 def build_server(ctx: ServerContext, *, jobs: bool = True, job_interval: float = 10.0,
                  metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
                  enrollment_listen: str | None = None, health_listen: str | None = None, workers: int = 16,
-                 service_modules: list[str] | None = None,
+                 services: Sequence[Service] = SERVICES,
                  extra_servicers: list[Callable[[grpc.Server], None]] | None = None) -> RunningServer:
     """Build, start and return the server described by ``ctx.settings``.
 
@@ -300,10 +278,9 @@ def build_server(ctx: ServerContext, *, jobs: bool = True, job_interval: float =
         ],
     )
     registered: list[str] = []
-    for name, module in load_service_modules(service_modules if service_modules is not None else SERVICE_MODULES):
-        module.add_to_server(server, ctx)
-        if name in SERVICE_NAMES:
-            registered.append(SERVICE_NAMES[name])
+    for service in services:
+        service.add_to_server(server, ctx)
+        registered.append(service.name)
     for add in extra_servicers or []:
         add(server)
 
@@ -349,15 +326,15 @@ def build_server(ctx: ServerContext, *, jobs: bool = True, job_interval: float =
         health_server.start()
 
     server.start()
-    for service in ["", *registered]:
-        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    for service_name in ["", *registered]:
+        health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
     running = RunningServer(
         server=server, port=bound_port, enrollment_port=enroll_port, host=host, metrics=metrics,
         health=health_servicer, services=registered, metrics_port=bound_metrics_port, _metrics_http=metrics_http,
         health_port=bound_health_port, _health_server=health_server,
     )
     if jobs:
-        running._job_loop = JobLoop(ctx, load_jobs(), job_interval, metrics)
+        running._job_loop = JobLoop(ctx, JOBS, job_interval, metrics)
         running._job_loop.start()
     log_event(log, "server started", port=bound_port, enrollment_port=enroll_port, metrics_port=bound_metrics_port,
               health_port=bound_health_port, services=registered, insecure_dev=settings.insecure_dev)

@@ -6,14 +6,27 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import BigInteger, String, Text, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from aggregation.audit import ChainedEntry, ChainVerdict, chain_next, verify_chain
-from server.db import advisory_lock
-from server.models.audit import AuditRecord
+from server.db import Base, advisory_lock
 
 _AUDIT_LOCK = 0x46534155  # "FSAU"
+
+
+class AuditRecord(Base):
+    """One entry of the hash-chained audit log (see :mod:`aggregation.audit`)."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(100), index=True)
+    payload_json: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
 
 
 def _to_entry(r: AuditRecord) -> ChainedEntry:

@@ -149,9 +149,10 @@ def register(groups: Any) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from server import identity
-    from server.ca import CertificateAuthority, write_credentials_dir
-    from server.db import init_db, transaction
+    from server.db import transaction
+    from server.identity import enrollment as identity
+    from server.identity.ca import CertificateAuthority, write_credentials_dir
+    from server.migrate import init_db
 
     state = _state_dir(args)
     admin_out: Path = args.admin_out
@@ -175,7 +176,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_init_db(args: argparse.Namespace) -> int:
-    from server.db import init_db
+    from server.migrate import init_db
 
     ctx = _context(args)
     init_db(ctx.engine)
@@ -225,8 +226,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_enroll_token(args: argparse.Namespace) -> int:
-    from server import identity
     from server.db import transaction
+    from server.identity import enrollment as identity
 
     ctx = _context(args)
     with transaction(ctx.sessions) as session:
@@ -241,9 +242,9 @@ def cmd_enroll_token(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_cert(args: argparse.Namespace) -> int:
-    from server import identity
-    from server.ca import CertificateAuthority, write_credentials_dir
     from server.db import transaction
+    from server.identity import enrollment as identity
+    from server.identity.ca import CertificateAuthority, write_credentials_dir
 
     if (args.out / "client.key").exists():
         raise ServerCliError(f"{args.out} already holds credentials; choose another --out")
@@ -261,8 +262,8 @@ def cmd_admin_cert(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from server import identity
     from server.db import transaction
+    from server.identity import enrollment as identity
 
     ctx = _context(args)
     now = datetime.now(UTC)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 
 class Base(DeclarativeBase):
-    """Declarative base of every server table (see ``server/models``)."""
+    """Declarative base of every server table (each domain package keeps its own ``models``)."""
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -70,21 +70,3 @@ def advisory_lock(session: Session, key: int) -> None:
     """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
-
-
-def load_models() -> None:
-    """Import every model module so ``Base.metadata`` knows every table."""
-    import importlib
-    import pkgutil
-
-    import server.models as models
-
-    for info in pkgutil.iter_modules(models.__path__):
-        importlib.import_module(f"server.models.{info.name}")
-
-
-def init_db(engine: Engine) -> None:
-    """Create or upgrade the schema to the newest migration."""
-    from server.migrate import upgrade
-
-    upgrade(engine)

@@ -6,7 +6,17 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, MetaData
+
+# Every domain's models, so that Base.metadata knows every table.
+from server import audit as _audit  # noqa: F401
+from server.db import Base
+from server.identity import models as _identity_models  # noqa: F401
+from server.review import models as _review_models  # noqa: F401
+from server.rollout import models as _rollout_models  # noqa: F401
+from server.signals import models as _signals_models  # noqa: F401
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -28,14 +38,20 @@ def downgrade(engine: Engine, revision: str) -> None:
     command.downgrade(alembic_config(engine), revision)
 
 
-def head_revision() -> str | None:
-    from alembic.script import ScriptDirectory
+def metadata() -> MetaData:
+    """The metadata of every server table (what the migrations must produce)."""
+    return Base.metadata
 
+
+def init_db(engine: Engine) -> None:
+    """Create or upgrade the schema to the newest migration."""
+    upgrade(engine)
+
+
+def head_revision() -> str | None:
     return ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()

@@ -171,7 +171,7 @@ def _list_signals(args: argparse.Namespace, include_suppressed: bool) -> admin_p
 def cmd_signals(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from server.report_html import slice_label
+    from server.signals.report_html import slice_label
 
     response = _list_signals(args, args.include_suppressed)
     if args.json:
@@ -203,7 +203,7 @@ def cmd_signals(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from server.report_html import render_report
+    from server.signals.report_html import render_report
 
     response = _list_signals(args, include_suppressed=False)
     args.html.parent.mkdir(parents=True, exist_ok=True)

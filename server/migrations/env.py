@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
-from server.db import Base, load_models
+from server.migrate import metadata
 
-load_models()
-target_metadata = Base.metadata
+target_metadata = metadata()
 config = context.config
 
 

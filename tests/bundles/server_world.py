@@ -9,10 +9,11 @@ from pathlib import Path
 from securesystemslib.signer import CryptoSigner
 
 from server.context import ServerContext, ServerSettings
-from server.db import init_db, transaction
-from server.models.review import CandidateRecord
-from server.review import approve_candidate, create_candidate
-from server.trust import bootstrap_root, current_root
+from server.db import transaction
+from server.migrate import init_db
+from server.review.models import CandidateRecord
+from server.review.trust_root import bootstrap_root, current_root
+from server.review.workflow import approve_candidate, create_candidate
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

@@ -7,18 +7,19 @@ from pathlib import Path
 
 import pytest
 
-import server.candidates as candidates
-from server.candidates import (
+import server.review.candidates as candidates
+from server.db import transaction
+from server.review import remediation
+from server.review.candidates import (
     AboveThreshold,
     CellHistory,
-    RemediationMap,
     RiseOverOtherVersions,
     RiseOverPreviousWindows,
     detect,
 )
-from server.db import transaction
-from server.review import get_candidate
-from server.signals_view import MergedCellView
+from server.review.remediation import RemediationMap
+from server.review.workflow import get_candidate
+from server.signals.views import MergedCellView
 from tests.bundles.server_world import ServerWorld
 
 
@@ -67,11 +68,11 @@ def test_remediation_map_is_data_and_renders_a_routing_rule() -> None:
 
 
 def test_broken_remediation_map_is_refused(tmp_path: Path) -> None:
-    doc = json.loads(Path(candidates.__file__).with_name("data").joinpath("remediation_v1.json").read_text())
+    doc = json.loads(Path(remediation.__file__).with_name("data").joinpath("remediation_v1.json").read_text())
     doc["categories"]["wrong_tool"]["template"] = "nope"
     p = tmp_path / "m.json"
     p.write_text(json.dumps(doc))
-    with pytest.raises(candidates.RemediationMapError, match="nope"):
+    with pytest.raises(remediation.RemediationMapError, match="nope"):
         RemediationMap.load(p)
 
 
@@ -136,7 +137,7 @@ def test_concurrent_detection_on_two_replicas_creates_one_candidate(
     assert errors == []
     from sqlalchemy import func, select
 
-    from server.models.review import CandidateRecord
+    from server.review.models import CandidateRecord
 
     with transaction(world.ctx.sessions) as s:
         assert s.scalar(select(func.count()).select_from(CandidateRecord)) == 1

@@ -17,11 +17,12 @@ from aggregation.bundle import RolloutExposure
 from fedsignal_cli.main import main
 from server.admin_cli.common import insecure_identity_channel
 from server.app import build_server
-from server.bundles import issue_cohort_bundle
+from server.audit import AuditRecord
 from server.context import ServerContext, ServerSettings
-from server.db import init_db, transaction
-from server.models.audit import AuditRecord
-from server.trust import current_root_bytes
+from server.db import transaction
+from server.migrate import init_db
+from server.review.bundles import issue_cohort_bundle
+from server.review.trust_root import current_root_bytes
 from tenant_agent.bundles import BundleClient, Resolver, serve_resolve
 from tests.bundles.server_world import FakeClock
 
@@ -53,7 +54,7 @@ def test_review_sign_issue_pull_resolve_and_audit(running, tmp_path: Path, monke
     assert cli(address, "root", "init", "--reviewer", str(keys / "alice.pub.json"), "--reviewer",
                str(keys / "bob.pub.json"), "--key", str(keys / "alice.key"), "--threshold", "critical=2") == 0
 
-    from server.review import create_candidate
+    from server.review.workflow import create_candidate
 
     with transaction(ctx.sessions) as s:
         rec = create_candidate(s, cohort="c1", category="wrong_tool", kind="routing_rule", risk_class="high",
@@ -139,7 +140,7 @@ def test_cli_root_rotation_with_offline_signatures_reject_and_edit(running, tmp_
     assert "wrong passphrase" in capsys.readouterr().err
     monkeypatch.setenv("FEDSIGNAL_KEY_PASSPHRASE", "correct horse battery")
 
-    from server.review import create_candidate
+    from server.review.workflow import create_candidate
 
     with transaction(ctx.sessions) as s:
         ids = []

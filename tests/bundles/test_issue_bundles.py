@@ -11,16 +11,15 @@ from securesystemslib.signer import CryptoSigner
 from aggregation.bundle import RolloutExposure, TrustedBundleState
 from aggregation.bundle_errors import RollbackError
 from aggregation.trust_root import build_root, to_json_bytes
-from server.bundles import (
+from server.db import transaction
+from server.review.bundles import (
     bundle_artifacts,
     current_bundle,
     issue_cohort_bundle,
     promote_candidate,
     roll_back_candidate,
 )
-from server.db import transaction
-from server.review import get_candidate
-from server.trust import (
+from server.review.trust_root import (
     TrustRootRejected,
     current_root,
     current_root_bytes,
@@ -28,6 +27,7 @@ from server.trust import (
     root_chain,
     server_public_key,
 )
+from server.review.workflow import get_candidate
 from tests.bundles.server_world import ServerWorld
 
 
@@ -127,7 +127,7 @@ def test_root_rotation_on_the_server_needs_old_threshold_and_its_own(world: Serv
 
 
 def _v1(world: ServerWorld) -> bytes:
-    from server.trust import root_bytes
+    from server.review.trust_root import root_bytes
 
     with transaction(world.ctx.sessions) as s:
         data = root_bytes(s, 1)

@@ -9,8 +9,9 @@ from securesystemslib.signer import CryptoSigner
 
 from server.audit import iter_audit, verify_audit
 from server.db import transaction
-from server.models.review import CandidateRecord
-from server.review import (
+from server.review.models import CandidateRecord
+from server.review.trust_root import current_root
+from server.review.workflow import (
     IllegalTransition,
     SignatureRejected,
     approve_candidate,
@@ -20,7 +21,6 @@ from server.review import (
     signed_by,
     transition,
 )
-from server.trust import current_root
 from tests.bundles.server_world import ServerWorld
 
 
@@ -126,7 +126,7 @@ def test_audit_chain_covers_every_transition_and_detects_edits(world: ServerWorl
         assert verify_audit(s).ok
         rec = s.get(CandidateRecord, cid)
         assert rec is not None
-    from server.models.audit import AuditRecord
+    from server.audit import AuditRecord
 
     with transaction(world.ctx.sessions) as s:
         row = s.get(AuditRecord, 2)

@@ -12,9 +12,9 @@ from aggregation.bundle import TrustedBundleState
 from aggregation.bundle_errors import RiskClassDowngradeError
 from aggregation.rollout_plan import plan_for_candidate
 from server.audit import iter_audit
-from server.candidates import RemediationMap, UnknownArtifactKind
 from server.db import transaction
-from server.review import create_candidate, edit_candidate, get_candidate, signed_by
+from server.review.remediation import RemediationMap, UnknownArtifactKind
+from server.review.workflow import create_candidate, edit_candidate, get_candidate, signed_by
 from tests.bundles.factory import NOW, World
 from tests.bundles.server_world import ServerWorld
 

@@ -12,7 +12,7 @@ from aggregation.bundle import TrustedBundleState
 from aggregation.bundle_errors import MalformedMetadataError
 from aggregation.bundle_format import APPROVAL_FIELD, build_approval, sha256_hex, wire_name
 from server.db import transaction
-from server.review import InvalidArtifacts, create_candidate, edit_candidate
+from server.review.workflow import InvalidArtifacts, create_candidate, edit_candidate
 from tests.bundles.factory import NOW, World
 from tests.bundles.server_world import ServerWorld
 

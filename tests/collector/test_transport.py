@@ -13,13 +13,14 @@ from fedsignal.v1 import signals_pb2
 from sqlalchemy import select
 
 from aggregation.schema import SignalSchema
+from server.app import BUNDLES
 from tenant_agent.collector import Collector
 from tenant_agent.config import CollectorConfig
 from tenant_agent.outbox import SUBMIT_METHOD
 from tenant_agent.store import Release
 from tenant_agent.transport import TransportError, enroll, open_channel
 from tests.bundles.factory import World
-from tests.server_core.conftest import Credentials, Harness, start_harness
+from tests.server_core.conftest import CORE_SERVICES, Credentials, Harness, start_harness
 
 from .fakes import T0, turn
 
@@ -96,11 +97,7 @@ def test_enrolled_collector_reports_to_the_real_server_over_mtls(server: Harness
 def test_pull_bundle_installs_the_cohort_bundle_from_the_real_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.server_core import conftest as core
-
-    # start_harness registers the services named by this module global.
-    monkeypatch.setattr(core, "CORE_SERVICES", [*core.CORE_SERVICES, "server.services.bundles"])
-    h = start_harness(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server")
+    h = start_harness(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server", services=[*CORE_SERVICES, BUNDLES])
     try:
         state = tmp_path / "collector"
         enroll(h.enroll_target, h.token("acme", "retail"), state, h.ca.certificate_pem, signals_address=h.mtls_target)
@@ -120,7 +117,7 @@ def test_pull_bundle_installs_the_cohort_bundle_from_the_real_server(
 def _serve_root(h: Harness, data: bytes) -> None:
     """Make the server hand out ``data`` as its current root (as a compromised or rotated server would)."""
     from server.db import transaction
-    from server.models.review import TrustRootRecord
+    from server.review.models import TrustRootRecord
 
     version = json.loads(data)["signed"]["version"]
     with transaction(h.ctx.sessions) as s:

@@ -20,8 +20,8 @@ from sqlalchemy import func, select
 from fedsignal_cli.simulator import AgentNetwork, SimTenant
 from server.context import ServerContext, ServerSettings
 from server.db import transaction
-from server.models.signals import SignalReport
-from server.trust import bootstrap_root
+from server.review.trust_root import bootstrap_root
+from server.signals.models import SignalReport
 from tenant_agent import Collector, CollectorConfig, enroll
 from tenant_agent.config import BudgetConfig, ReleaseConfig
 from tenant_agent.store import Release

@@ -22,18 +22,19 @@ from fedsignal.v1 import rollout_pb2, rollout_pb2_grpc
 from securesystemslib.signer import CryptoSigner
 
 from fedsignal_cli.simulator import AgentNetwork, Hotspot, SimTenant
-from server import identity
 from server.app import RunningServer, build_server
-from server.auth import forget_cached_revocations
-from server.ca import CertificateAuthority
 from server.context import ServerContext, ServerSettings
-from server.db import init_db, transaction
-from server.merge import run_merge
-from server.models.rollout import RolloutRecord
-from server.review import approve_candidate, create_candidate
-from server.rollout import run_controller
-from server.signals_view import merged_cells
-from server.trust import bootstrap_root, current_root
+from server.db import transaction
+from server.identity import enrollment as identity
+from server.identity.auth import forget_cached_revocations
+from server.identity.ca import CertificateAuthority
+from server.migrate import init_db
+from server.review.trust_root import bootstrap_root, current_root
+from server.review.workflow import approve_candidate, create_candidate
+from server.rollout.controller import run_controller
+from server.rollout.models import RolloutRecord
+from server.signals.merge import run_merge
+from server.signals.views import merged_cells
 from tenant_agent.collector import Collector
 from tenant_agent.config import BudgetConfig, CollectorConfig, ReleaseConfig
 from tenant_agent.transport import enroll

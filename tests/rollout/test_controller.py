@@ -12,9 +12,8 @@ from aggregation.bundle_format import BASELINE
 from aggregation.rollout_plan import control_label
 from server.audit import iter_audit, verify_audit
 from server.db import transaction
-from server.models.rollout import RolloutRecord
-from server.review import get_candidate
-from server.rollout import (
+from server.review.workflow import get_candidate
+from server.rollout.controller import (
     RolloutConflict,
     RolloutStateError,
     abort_rollout,
@@ -26,8 +25,9 @@ from server.rollout import (
     start_rollout,
     step_rollout,
 )
-from server.schemas import current_schema
-from server.services.rollout import rollout_status
+from server.rollout.models import RolloutRecord
+from server.rollout.service import rollout_status
+from server.signals.schemas import current_schema
 from tests.rollout.world import COHORT, NEUTRAL, START, WINDOW, RolloutWorld, arm
 
 T0 = int(START.timestamp())

@@ -21,8 +21,8 @@ from aggregation.bundle_format import BASELINE
 from aggregation.rollout_plan import session_in_canary, shipped_plans
 from fedsignal_cli.main import main
 from server.audit import iter_audit
-from server.bundles import latest_bundle
 from server.db import transaction
+from server.review.bundles import latest_bundle
 from tests.rollout.loop import ARTIFACT, COHORT, Loop
 
 pytestmark = pytest.mark.slow

@@ -212,7 +212,7 @@ def test_tighter_overrides_and_the_demo_plan_shape_are_accepted() -> None:
 def test_assess_on_a_plan_already_at_its_last_stage_does_not_crash() -> None:
     from aggregation.rollout_plan import RolloutPlan, Stage
     from aggregation.sequential import ArmCounts, WindowEvidence
-    from server.rollout_evidence import StageEvidence, assess
+    from server.rollout.evidence import StageEvidence, assess
 
     # Built directly (the override floor would refuse it): a one-stage plan stored by an older server.
     plan = RolloutPlan("low", (Stage(100.0, 0, 0.0, 0.0),), shipped_plans().for_risk_class("low").gates[-1:])

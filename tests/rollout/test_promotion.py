@@ -3,7 +3,7 @@
 Regression for a harmful canary promoted under the shipped low-risk plan: with
 evidence restarting at every stage and a dwell of one window, a 5-point drop in
 task success (margin 2 points) was promoted in 39 of 40 simulated rollouts.
-The simulation drives :func:`server.rollout_evidence.assess` the way the
+The simulation drives :func:`server.rollout.evidence.assess` the way the
 controller does: every window since the rollout began is evidence for the
 gates, the stage's own windows decide its dwell and minimum evidence, and the
 next stage starts with the next window.
@@ -15,7 +15,7 @@ import numpy as np
 
 from aggregation.rollout_plan import shipped_plans
 from aggregation.sequential import ArmCounts, WindowEvidence
-from server.rollout_evidence import StageEvidence, assess, non_inferior, plan_gates
+from server.rollout.evidence import StageEvidence, assess, non_inferior, plan_gates
 
 PLAN = shipped_plans().for_risk_class("low")
 MEASURES = [g.measure for g in PLAN.gates]

@@ -12,15 +12,16 @@ import numpy as np
 from securesystemslib.signer import CryptoSigner
 from sqlalchemy import select
 
-from server.bundles import latest_bundle
 from server.context import ServerContext, ServerSettings
-from server.db import init_db, make_engine, make_sessionmaker, transaction
-from server.identity import ensure_tenant
-from server.models.identity import TenantRecord
-from server.models.signals import MergedWindow
-from server.review import approve_candidate, create_candidate, get_candidate
-from server.schemas import current_schema
-from server.trust import bootstrap_root, current_root
+from server.db import make_engine, make_sessionmaker, transaction
+from server.identity.enrollment import ensure_tenant
+from server.identity.models import TenantRecord
+from server.migrate import init_db
+from server.review.bundles import latest_bundle
+from server.review.trust_root import bootstrap_root, current_root
+from server.review.workflow import approve_candidate, create_candidate, get_candidate
+from server.signals.models import MergedWindow
+from server.signals.schemas import current_schema
 
 COHORT = "retail-eu"
 START = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
-from server.audit import append_audit, verify_audit
-from server.db import init_db, make_engine, make_sessionmaker, transaction
-from server.models.audit import AuditRecord
+from server.audit import AuditRecord, append_audit, verify_audit
+from server.db import make_engine, make_sessionmaker, transaction
+from server.migrate import init_db
 
 
 def _store(url: str):  # type: ignore[no-untyped-def]

@@ -6,15 +6,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from server.db import Base, load_models, make_engine
-from server.migrate import current_revision, downgrade, head_revision, upgrade
+from server.db import make_engine
+from server.migrate import current_revision, downgrade, head_revision, metadata, upgrade
 
 
 def _diff(engine) -> list:  # type: ignore[no-untyped-def]
-    load_models()
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
-        return list(compare_metadata(ctx, Base.metadata))
+        return list(compare_metadata(ctx, metadata()))
 
 
 def test_upgrade_matches_the_models(database_url: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,15 +13,16 @@ import pytest
 from fedsignal.v1 import admin_pb2, admin_pb2_grpc, enrollment_pb2, enrollment_pb2_grpc
 from securesystemslib.signer import CryptoSigner
 
-from server import identity
-from server.app import RunningServer, build_server
-from server.auth import forget_cached_revocations, require
-from server.ca import CertificateAuthority, generate_key, key_pem, make_csr
+from server.app import ADMIN, ENROLLMENT, SIGNALS, RunningServer, Service, build_server
 from server.context import ServerContext, ServerSettings
-from server.db import init_db, transaction
+from server.db import transaction
+from server.identity import enrollment as identity
+from server.identity.auth import forget_cached_revocations, require
+from server.identity.ca import CertificateAuthority, generate_key, key_pem, make_csr
 from server.metrics import report_outcome
+from server.migrate import init_db
 
-CORE_SERVICES = ["server.services.enrollment", "server.services.admin", "server.services.signals"]
+CORE_SERVICES = [ENROLLMENT, ADMIN, SIGNALS]
 
 
 @dataclass
@@ -120,8 +121,9 @@ def make_pki(state_dir: Path) -> CertificateAuthority:
     return ca
 
 
-def start_harness(database_url: str, state_dir: Path, **settings_overrides: object) -> Harness:
-    from server.trust import bootstrap_root
+def start_harness(database_url: str, state_dir: Path, *, services: Sequence[Service] = CORE_SERVICES,
+                  **settings_overrides: object) -> Harness:
+    from server.review.trust_root import bootstrap_root
 
     ca = make_pki(state_dir)
     settings = ServerSettings(database_url=database_url, state_dir=state_dir, listen="127.0.0.1:0",
@@ -135,7 +137,7 @@ def start_harness(database_url: str, state_dir: Path, **settings_overrides: obje
         bootstrap_root(session, state_dir=state_dir, reviewers=[CryptoSigner.generate_ed25519() for _ in range(3)],
                        now=now)
     started, release = threading.Event(), threading.Event()
-    running = build_server(ctx, jobs=False, metrics_port=0, service_modules=CORE_SERVICES,
+    running = build_server(ctx, jobs=False, metrics_port=0, services=services,
                            extra_servicers=[probe_servicer(ctx, (started, release))])
     forget_cached_revocations()
     return Harness(ctx, running, ca, state_dir, Credentials(key, issued.certificate_pem, "root-admin"),

@@ -9,11 +9,11 @@ import pytest
 from fedsignal.v1 import admin_pb2, common_pb2, signals_pb2_grpc
 from sqlalchemy import func, select
 
-from server import identity
-from server.auth import REVOCATION_CACHE_SECONDS
-from server.ca import CertificateAuthority
 from server.db import transaction
-from server.models.identity import EnrollmentTokenRecord, TenantRecord
+from server.identity import enrollment as identity
+from server.identity.auth import REVOCATION_CACHE_SECONDS
+from server.identity.ca import CertificateAuthority
+from server.identity.models import EnrollmentTokenRecord, TenantRecord
 from tests.server_core.conftest import Credentials, Harness
 
 
@@ -125,7 +125,7 @@ def test_revoked_admin_certificate_is_refused(harness: Harness) -> None:
     harness.admin_stub(second).GetAuditLog(admin_pb2.GetAuditLogRequest(), timeout=10)
     with transaction(harness.ctx.sessions) as s:
         assert identity.revoke_certificate(s, issued.serial, "lost laptop", "admin:root-admin", harness.ctx.clock())
-    from server.auth import forget_cached_revocations
+    from server.identity.auth import forget_cached_revocations
 
     forget_cached_revocations()
     with pytest.raises(grpc.RpcError) as err:

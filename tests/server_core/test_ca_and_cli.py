@@ -14,10 +14,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fedsignal.v1 import admin_pb2, admin_pb2_grpc
 
 from fedsignal_cli.main import main
-from server import identity
 from server.admin_cli.common import insecure_identity_channel
-from server.app import build_server
-from server.ca import (
+from server.app import ADMIN, build_server
+from server.context import ServerContext, ServerSettings
+from server.db import transaction
+from server.identity import enrollment as identity
+from server.identity.ca import (
     CertificateAuthority,
     CertificateAuthorityError,
     InvalidCsr,
@@ -25,9 +27,8 @@ from server.ca import (
     make_csr,
     parse_client_certificate,
 )
-from server.context import ServerContext, ServerSettings
-from server.db import init_db, transaction
-from server.models.identity import CertificateRecord
+from server.identity.models import CertificateRecord
+from server.migrate import init_db
 
 
 def test_ca_files_are_private_and_the_ca_is_not_overwritten(tmp_path: Path) -> None:
@@ -77,7 +78,7 @@ def test_insecure_dev_takes_identity_from_metadata(tmp_path: Path, capsys: pytes
                               insecure_dev=True)
     ctx = ServerContext.create(settings)
     init_db(ctx.engine)
-    running = build_server(ctx, jobs=False, service_modules=["server.services.admin"])
+    running = build_server(ctx, jobs=False, services=[ADMIN])
     try:
         assert "insecure-dev" in capsys.readouterr().err
         address = f"127.0.0.1:{running.port}"

@@ -12,11 +12,11 @@ from fedsignal.v1 import enrollment_pb2, enrollment_pb2_grpc
 from sqlalchemy import func, select
 
 from aggregation.schema import SignalSchema
-from server import identity
 from server.audit import iter_audit, verify_audit
-from server.ca import generate_key, make_csr, parse_client_certificate
 from server.db import transaction
-from server.models.identity import CertificateRecord, EnrollmentTokenRecord
+from server.identity import enrollment as identity
+from server.identity.ca import generate_key, make_csr, parse_client_certificate
+from server.identity.models import CertificateRecord, EnrollmentTokenRecord
 from tests.server_core.conftest import Harness
 
 

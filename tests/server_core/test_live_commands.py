@@ -14,7 +14,7 @@ from fedsignal.v1 import admin_pb2, admin_pb2_grpc
 
 from fedsignal_cli.main import main
 from server.admin_cli.common import mtls_channel
-from server.ca import write_credentials_dir
+from server.identity.ca import write_credentials_dir
 from tests.server_core.conftest import Harness
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,8 +13,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sqlalchemy import func, select
 
-from server.app import load_service_modules, run_jobs_once
-from server.models.audit import AuditRecord
+from server.app import run_jobs_once
+from server.audit import AuditRecord
 from tests.server_core.conftest import PROBE_SLOW, Harness, start_harness
 
 
@@ -130,24 +130,10 @@ def test_run_jobs_once_isolates_a_failing_job(harness: Harness) -> None:
     assert seen == ["ran"]
 
 
-def test_missing_service_module_is_skipped_but_a_broken_one_raises(tmp_path: Path) -> None:
-    assert load_service_modules(["server.services.no_such_module"]) == []
-    broken = tmp_path / "fedsignal_broken_service.py"
-    broken.write_text("import fedsignal_module_that_does_not_exist\n")
-    import sys
-
-    sys.path.insert(0, str(tmp_path))
-    try:
-        with pytest.raises(ModuleNotFoundError):
-            load_service_modules(["fedsignal_broken_service"])
-    finally:
-        sys.path.remove(str(tmp_path))
-
-
 def test_default_build_registers_every_service_module(tmp_path: Path) -> None:
-    from server.app import SERVICE_MODULES, SERVICE_NAMES, build_server
+    from server.app import SERVICES, build_server
     from server.context import ServerContext, ServerSettings
-    from server.db import init_db
+    from server.migrate import init_db
     from tests.server_core.conftest import make_pki
 
     make_pki(tmp_path / "state")
@@ -156,7 +142,11 @@ def test_default_build_registers_every_service_module(tmp_path: Path) -> None:
     init_db(ctx.engine)
     running = build_server(ctx, jobs=True, job_interval=3600, health_listen="127.0.0.1:0")
     try:
-        assert running.services == [SERVICE_NAMES[m] for m in SERVICE_MODULES]
+        assert running.services == [
+            "fedsignal.v1.EnrollmentService", "fedsignal.v1.AdminService", "fedsignal.v1.SignalService",
+            "fedsignal.v1.ReviewService", "fedsignal.v1.BundleService", "fedsignal.v1.RolloutService",
+        ]
+        assert running.services == [s.name for s in SERVICES]
         assert running.port != running.enrollment_port
         # The plaintext probe port answers health checks and nothing else.
         with grpc.insecure_channel(f"127.0.0.1:{running.health_port}") as ch:

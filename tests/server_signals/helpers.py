@@ -12,8 +12,9 @@ from fedsignal.v1 import common_pb2
 from aggregation import dp
 from aggregation.schema import SignalSchema
 from server.context import ServerContext, ServerSettings
-from server.db import init_db, make_engine, make_sessionmaker, transaction
-from server.schemas import current_schema
+from server.db import make_engine, make_sessionmaker, transaction
+from server.migrate import init_db
+from server.signals.schemas import current_schema
 
 COHORT = "retail-eu"
 # A fixed "now": windows are hourly; NOW sits well after WINDOW.

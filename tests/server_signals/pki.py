@@ -8,10 +8,10 @@ from pathlib import Path
 
 import grpc
 
-from server.ca import CertificateAuthority, write_credentials_dir
 from server.context import ServerContext
 from server.db import transaction
-from server.identity import ensure_tenant, record_certificate
+from server.identity.ca import CertificateAuthority, write_credentials_dir
+from server.identity.enrollment import ensure_tenant, record_certificate
 
 
 @dataclass

@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import select
 
 from server.context import ServerContext
-from server.models.signals import MergedWindow, SignalReport
+from server.signals.models import MergedWindow, SignalReport
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,10 +14,10 @@ import pytest
 
 from aggregation.schema import SignalSchema
 from fedsignal_cli.main import main as fedsignal
-from server.app import RunningServer, build_server
+from server.app import ADMIN, RunningServer, build_server
 from server.context import ServerContext
-from server.ingest import ReportIngest, Submitter
-from server.merge import merge_pending
+from server.signals.ingest import ReportIngest, Submitter
+from server.signals.merge import merge_pending
 from tests.server_signals.helpers import COHORT, WINDOW, cohort_schema, make_context, make_report
 from tests.server_signals.pki import Pki
 
@@ -56,7 +56,7 @@ def serve(ctx: ServerContext, tmp_path: Path) -> tuple[RunningServer, Path]:
     ctx.settings.insecure_dev = False
     admin_dir = tmp_path / "admin"
     pki.issue(ctx, "ops", role="admin", directory=admin_dir)
-    return build_server(ctx, jobs=False, service_modules=["server.services.admin"]), admin_dir
+    return build_server(ctx, jobs=False, services=[ADMIN]), admin_dir
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def test_report_puts_the_most_harmful_measure_first() -> None:
 
     from fedsignal.v1 import admin_pb2
 
-    from server.report_html import render_report
+    from server.signals.report_html import render_report
 
     def cell(measure: str, z: float, intent: str) -> admin_pb2.MergedCell:
         return admin_pb2.MergedCell(cohort="c", window_start=0, window_end=3600, measure=measure,

@@ -12,11 +12,11 @@ from fedsignal.v1 import common_pb2
 from sqlalchemy import func, select
 
 from aggregation import dp
-from server import report_refusals as refusals
+from server.audit import AuditRecord
 from server.context import ServerContext
-from server.ingest import IngestOutcome, ReportIngest, Submitter
-from server.models.audit import AuditRecord
-from server.models.signals import SignalReport
+from server.signals import refusals
+from server.signals.ingest import IngestOutcome, ReportIngest, Submitter
+from server.signals.models import SignalReport
 from tests.server_signals.helpers import COHORT, NOW, WINDOW, cohort_schema, make_report
 
 TENANT = Submitter("acme", COHORT)

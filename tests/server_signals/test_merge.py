@@ -13,11 +13,11 @@ from aggregation import stats
 from aggregation.schema import SignalSchema
 from server.context import ServerContext
 from server.db import transaction
-from server.ingest import ReportIngest, Submitter
-from server.merge import merge_pending
-from server.models.signals import MergedWindow, SignalReport
-from server.schemas import publish_artifact_versions
-from server.signals_view import list_signals, merged_cells
+from server.signals.ingest import ReportIngest, Submitter
+from server.signals.merge import merge_pending
+from server.signals.models import MergedWindow, SignalReport
+from server.signals.schemas import publish_artifact_versions
+from server.signals.views import list_signals, merged_cells
 from tests.server_signals.helpers import COHORT, WINDOW, cohort_schema, make_report
 
 

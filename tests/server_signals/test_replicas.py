@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from aggregation.schema import SignalSchema
 from server.context import ServerContext, ServerSettings
-from server.models.signals import SignalReport
+from server.signals.models import SignalReport
 from tests.server_signals.helpers import make_report
 from tests.server_signals.pki import Pki
 from tests.server_signals.procs import (

@@ -8,8 +8,8 @@ from sqlalchemy import func, select
 
 from server.context import ServerContext
 from server.db import transaction
-from server.models.signals import SignalSchemaVersion
-from server.schemas import current_schema, get_schema, publish_artifact_versions
+from server.signals.models import SignalSchemaVersion
+from server.signals.schemas import current_schema, get_schema, publish_artifact_versions
 
 
 def test_first_use_creates_version_one_from_the_template(ctx: ServerContext) -> None:

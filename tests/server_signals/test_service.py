@@ -11,9 +11,9 @@ import grpc
 import pytest
 from fedsignal.v1 import admin_pb2, admin_pb2_grpc, signals_pb2, signals_pb2_grpc
 
-from server.app import RunningServer, build_server
+from server.app import ADMIN, SIGNALS, RunningServer, build_server
 from server.context import ServerContext
-from server.merge import merge_pending
+from server.signals.merge import merge_pending
 from tests.server_signals.helpers import COHORT, cohort_schema, make_report
 from tests.server_signals.pki import Pki
 from tests.server_signals.test_ingest import store_counts
@@ -37,7 +37,7 @@ def served(ctx: ServerContext, tmp_path: Path) -> Iterator[Served]:
     ctx.settings.listen = "127.0.0.1:0"
     ctx.settings.insecure_dev = False
     ctx.settings.max_message_bytes = 64 * 1024
-    running = build_server(ctx, jobs=False, service_modules=["server.services.signals", "server.services.admin"])
+    running = build_server(ctx, jobs=False, services=[SIGNALS, ADMIN])
     try:
         yield Served(ctx, running, pki)
     finally:
@@ -141,7 +141,7 @@ def test_admin_lists_released_signals(served: Served) -> None:
 def test_store_outage_is_unavailable_so_the_collector_retries(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     from sqlalchemy.exc import OperationalError
 
-    from server.report_store import ReportStore
+    from server.signals.store import ReportStore
 
     def down(self: ReportStore, batch: list[object]) -> list[int | None]:
         raise OperationalError("INSERT", {}, Exception("connection refused"))

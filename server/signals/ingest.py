@@ -6,7 +6,7 @@ schema and the declared DP metadata, then stores it with its cells packed
 as int64 bytes. Every refusal is its own :class:`ReportRefused` subclass
 carrying the gRPC status the servicer answers with and a metrics reason;
 a refused report leaves the database unchanged. Accepted reports are
-written by :class:`server.report_store.ReportStore` (group commit, each
+written by :class:`server.signals.store.ReportStore` (group commit, each
 with its ``report.accepted`` audit entry).
 
 Idempotency: the same key with the same content is a duplicate (answered
@@ -32,8 +32,8 @@ from aggregation.errors import FedsignalError
 from aggregation.schema import SignalSchema
 from server.context import ServerContext
 from server.metrics import report_outcome
-from server.models.signals import SignalReport
-from server.report_refusals import (
+from server.signals.models import SignalReport
+from server.signals.refusals import (
     CellOutOfRange,
     ContributionBoundsMismatch,
     DeclaredLossInvalid,
@@ -51,8 +51,8 @@ from server.report_refusals import (
     VectorLengthMismatch,
     WindowOutOfRange,
 )
-from server.report_store import ReportStore
-from server.schemas import get_schema
+from server.signals.schemas import get_schema
+from server.signals.store import ReportStore
 
 # A collector's clock may run this far ahead of the server's.
 MAX_CLOCK_SKEW_SECONDS = 300

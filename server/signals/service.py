@@ -1,7 +1,7 @@
 """SignalService: tenants fetch their cohort's schema and submit DP reports.
 
-A thin servicer over :mod:`server.schemas` and :mod:`server.ingest`. The
-caller's tenant and cohort come from its certificate (``server.auth``).
+A thin servicer over :mod:`server.signals.schemas` and :mod:`server.signals.ingest`. The
+caller's tenant and cohort come from its certificate (``server.identity.auth``).
 ``SubmitReport`` receives the raw request bytes and parses them itself, so
 malformed protobuf is answered ``INVALID_ARGUMENT`` (gRPC's own
 deserialization failure would surface as ``INTERNAL``).
@@ -17,13 +17,13 @@ from fedsignal.v1 import common_pb2, signals_pb2
 from google.protobuf.message import DecodeError
 from sqlalchemy.exc import SQLAlchemyError
 
-from server.auth import require
 from server.context import ServerContext
 from server.db import transaction
-from server.ingest import IngestOutcome, ReportIngest, Submitter
+from server.identity.auth import require
 from server.metrics import report_outcome
-from server.report_refusals import MalformedReport, ReportRefused
-from server.schemas import current_schema, get_schema
+from server.signals.ingest import IngestOutcome, ReportIngest, Submitter
+from server.signals.refusals import MalformedReport, ReportRefused
+from server.signals.schemas import current_schema, get_schema
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = signals_pb2.DESCRIPTOR.services_by_name["SignalService"].full_name

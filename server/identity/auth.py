@@ -28,8 +28,8 @@ from typing import Literal, NoReturn
 import grpc
 from sqlalchemy import Engine
 
-from server.ca import ROLES, CertificateAuthorityError, ClientClaims, parse_client_certificate
 from server.context import ServerContext
+from server.identity.ca import ROLES, CertificateAuthorityError, ClientClaims, parse_client_certificate
 
 REVOCATION_CACHE_SECONDS = 2.0
 INSECURE_SERIAL = "insecure-dev"
@@ -106,7 +106,7 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -
 
 def _refusal(ctx: ServerContext, identity: Identity) -> str | None:
     """Why this identity may not act now, or None. Cached for a few seconds."""
-    from server.identity import certificate_refusal, tenant_refusal
+    from server.identity.enrollment import certificate_refusal, tenant_refusal
 
     key = identity.serial if identity.serial != INSECURE_SERIAL else f"{INSECURE_SERIAL}:{identity.subject}"
     hit, refusal = _cache.get(ctx.engine, key)

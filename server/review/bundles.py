@@ -25,8 +25,9 @@ from aggregation.errors import FedsignalError
 from server.audit import append_audit
 from server.context import ServerContext
 from server.db import advisory_lock
-from server.models.review import CandidateRecord, CohortBundleRecord
-from server.review import (
+from server.review.models import CandidateRecord, CohortBundleRecord
+from server.review.trust_root import current_root, current_root_version, online_signer
+from server.review.workflow import (
     approval_metadata,
     artifacts_of,
     get_candidate,
@@ -34,7 +35,6 @@ from server.review import (
     serialize_writes,
     transition,
 )
-from server.trust import current_root, current_root_version, online_signer
 
 __all__ = [
     "IssuedBundle",

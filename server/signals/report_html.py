@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from fedsignal.v1 import admin_pb2
 
-from server.signals_view import harm
+from server.signals.views import harm
 
 # Series per plot: the slices with the most harmful deviation in any window.
 MAX_SERIES = 6

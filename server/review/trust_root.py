@@ -34,7 +34,7 @@ from aggregation.trust_root import (
 from server.audit import _AUDIT_LOCK as AUDIT_LOCK
 from server.audit import append_audit
 from server.db import advisory_lock
-from server.models.review import TrustRootRecord
+from server.review.models import TrustRootRecord
 
 ONLINE_KEY_FILE = Path("bundle-keys") / "online_ed25519.pem"
 _ROOT_LOCK = 0x46535254  # "FSRT"

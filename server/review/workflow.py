@@ -26,7 +26,7 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from securesystemslib.exceptions import UnverifiedSignatureError
 from securesystemslib.signer import Signature
@@ -37,14 +37,13 @@ from tuf.api.metadata import Metadata, Targets
 from aggregation.bundle import build_approval
 from aggregation.bundle_format import valid_part
 from aggregation.errors import FedsignalError
+from aggregation.rollout_plan import plan_for_candidate
 from aggregation.trust_root import TrustRoot, canonical_signed_bytes, to_json_bytes
 from server.audit import _AUDIT_LOCK as AUDIT_LOCK
 from server.audit import append_audit
 from server.db import advisory_lock
-from server.models.review import CandidateRecord, ReviewerSignature
-
-if TYPE_CHECKING:
-    from server.candidates import RemediationMap
+from server.review.models import CandidateRecord, ReviewerSignature
+from server.review.remediation import RemediationMap, default_remediation_map, highest_risk_class
 
 STATES = ("proposed", "edited", "approved", "rejected", "bundled", "rolling_out", "promoted", "rolled_back")
 TRANSITIONS: Mapping[str, frozenset[str]] = {
@@ -161,9 +160,8 @@ def required_risk_class(
 ) -> str:
     """``risk_class`` raised to the highest class the remediation map gives any of ``kinds``.
 
-    Raises :class:`~server.candidates.UnknownArtifactKind` for a kind the map does not know.
+    Raises :class:`~server.review.remediation.UnknownArtifactKind` for a kind the map does not know.
     """
-    from server.candidates import default_remediation_map
 
     return (remedies or default_remediation_map()).required_risk_class(kinds, at_least=risk_class)
 
@@ -181,7 +179,6 @@ def shipped_names_floor(
     risk class (``RiskClassDowngradeError``); raising the class here keeps the server from approving
     a candidate whose bundle every tenant would refuse.
     """
-    from server.candidates import highest_risk_class
 
     wanted = set(names)
     stmt = select(CandidateRecord).where(CandidateRecord.cohort == cohort, CandidateRecord.state.in_(SHIPPING_STATES))
@@ -209,11 +206,8 @@ def create_candidate(
     if session.scalars(select(CandidateRecord.id).where(CandidateRecord.dedupe_key == dedupe_key)).first():
         return None
     risk_class = shipped_names_floor(session, cohort, [n for n, _, _ in artifacts], risk_class)
-    if risk_class != requested and rollout_plan_json:
-        from aggregation.rollout_plan import plan_for_candidate
-
-        if rollout_plan_json == plan_for_candidate(requested, None).to_json():
-            rollout_plan_json = plan_for_candidate(risk_class, None).to_json()  # the raised class's shipped plan
+    if risk_class != requested and rollout_plan_json == plan_for_candidate(requested, None).to_json():
+        rollout_plan_json = plan_for_candidate(risk_class, None).to_json()  # the raised class's shipped plan
     candidate_id = "cand-" + uuid.uuid4().hex[:12]
     assert valid_part(candidate_id)
     rec = CandidateRecord(
@@ -259,7 +253,6 @@ def edit_candidate(
     previous_class = rec.risk_class
     new_class = required_risk_class(previous_class, [k for _, k, _ in new_artifacts])
     new_class = shipped_names_floor(session, rec.cohort, [n for n, _, _ in new_artifacts], new_class, exclude=rec.id)
-    from aggregation.rollout_plan import plan_for_candidate
 
     if rollout_plan_json:
         plan_for_candidate(new_class, rollout_plan_json)  # validates; raises RolloutPlanError

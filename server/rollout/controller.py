@@ -7,7 +7,7 @@ candidate to a sticky share of their sessions; the rest is the control.
 
 :func:`run_controller` (a server job, safe on any number of replicas) looks
 at every running or controller-paused rollout in its own transaction, under
-a row lock and an advisory lock, and applies :func:`server.rollout_evidence.assess`:
+a row lock and an advisory lock, and applies :func:`server.rollout.evidence.assess`:
 
 * ``rollback`` — a gate shows harm: at any stage, without a human, the
   candidate is rolled back and a newer bundle pointing at the promoted sets
@@ -45,15 +45,15 @@ from aggregation.rollout_plan import (
     session_fraction,
 )
 from server.audit import append_audit
-from server.bundles import issue_cohort_bundle, promote_candidate, roll_back_candidate
 from server.context import ServerContext
 from server.db import advisory_lock, transaction
-from server.identity import cohort_tenants
-from server.models.review import CandidateRecord
-from server.models.rollout import RolloutRecord
-from server.review import artifacts_of, get_candidate
-from server.rollout_evidence import Assessment, assess, read_stage_evidence
-from server.schemas import publish_artifact_versions
+from server.identity.enrollment import cohort_tenants
+from server.review.bundles import issue_cohort_bundle, promote_candidate, roll_back_candidate
+from server.review.models import CandidateRecord
+from server.review.workflow import artifacts_of, get_candidate
+from server.rollout.evidence import Assessment, assess, read_stage_evidence
+from server.rollout.models import RolloutRecord
+from server.signals.schemas import publish_artifact_versions
 
 log = logging.getLogger(__name__)
 

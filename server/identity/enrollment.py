@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from aggregation.errors import FedsignalError
 from server.audit import append_audit
 from server.db import advisory_lock
-from server.models.identity import CertificateRecord, EnrollmentTokenRecord, TenantRecord
+from server.identity.models import CertificateRecord, EnrollmentTokenRecord, TenantRecord
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_TOKEN_TTL = timedelta(days=30)

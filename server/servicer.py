@@ -2,7 +2,7 @@
 
 Each module exposes ``add_to_server(grpc_server, ctx)``; :mod:`server.app`
 registers every module listed in ``SERVICE_MODULES``. Every method starts by
-authenticating its caller with :func:`server.auth.require`.
+authenticating its caller with :func:`server.identity.auth.require`.
 """
 
 from __future__ import annotations

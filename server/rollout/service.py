@@ -13,15 +13,15 @@ from sqlalchemy.orm import Session
 
 from aggregation.errors import FedsignalError
 from aggregation.rollout_plan import RolloutPlan, RolloutPlanError
-from server import rollout
-from server.auth import require
 from server.context import ServerContext
 from server.db import transaction
-from server.models.rollout import RolloutRecord
-from server.review import CandidateNotFound, IllegalTransition
-from server.services import status_for
+from server.identity.auth import require
+from server.review.workflow import CandidateNotFound, IllegalTransition
+from server.rollout import controller as rollout
+from server.rollout.models import RolloutRecord
+from server.servicer import status_for
 
-log = logging.getLogger("fedsignal.server.rollout")
+log = logging.getLogger("fedsignal.server.rollout.controller")
 
 _STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
     (rollout.RolloutNotFound, grpc.StatusCode.NOT_FOUND),

@@ -30,10 +30,9 @@ from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from aggregation.audit import ChainedEntry, chain_next
-from server.audit import _AUDIT_LOCK
+from server.audit import _AUDIT_LOCK, AuditRecord
 from server.context import ServerContext
-from server.models.audit import AuditRecord
-from server.models.signals import SignalReport
+from server.signals.models import SignalReport
 
 # A writer with nothing to do for this long exits; the next store starts a new one.
 IDLE_SECONDS = 5.0

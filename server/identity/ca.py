@@ -7,7 +7,7 @@ Layout of ``state_dir/ca/`` (created by ``fedsignal server init``)::
     server.key    server TLS private key, PEM, mode 0600
     server.crt    server TLS certificate, PEM, signed by the CA
 
-Certificate encoding (what :mod:`server.auth` relies on):
+Certificate encoding (what :mod:`server.identity.auth` relies on):
 
 * every key is ECDSA P-256, every signature ECDSA-SHA256;
 * client certificates carry ``CN=<subject>`` (the tenant id, or the admin's

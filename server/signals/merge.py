@@ -31,7 +31,7 @@ from server import metrics
 from server.context import ServerContext
 from server.db import transaction
 from server.logs import log_event
-from server.models.signals import MergedWindow, SignalReport
+from server.signals.models import MergedWindow, SignalReport
 
 log = logging.getLogger(__name__)
 

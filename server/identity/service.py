@@ -17,12 +17,12 @@ import grpc
 from fedsignal.v1 import enrollment_pb2, enrollment_pb2_grpc
 
 from aggregation.errors import FedsignalError
-from server import identity
-from server.ca import CertificateAuthority, CertificateAuthorityError, InvalidCsr
 from server.context import ServerContext
 from server.db import transaction
+from server.identity import enrollment as identity
+from server.identity.ca import CertificateAuthority, CertificateAuthorityError, InvalidCsr
 from server.logs import log_event
-from server.services import status_for
+from server.servicer import status_for
 
 log = logging.getLogger("fedsignal.server.enrollment")
 
@@ -54,8 +54,8 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             return self._ca
 
     def Enroll(self, request: enrollment_pb2.EnrollRequest, context: grpc.ServicerContext) -> enrollment_pb2.EnrollResponse:
-        from server.schemas import current_schema
-        from server.trust import current_root_bytes
+        from server.review.trust_root import current_root_bytes
+        from server.signals.schemas import current_schema
 
         if not request.token or len(request.token) > MAX_TOKEN_CHARS:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an enrollment token is required")

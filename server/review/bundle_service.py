@@ -12,13 +12,13 @@ from fedsignal.v1 import bundles_pb2, bundles_pb2_grpc
 
 from aggregation.errors import FedsignalError
 from server.audit import append_audit
-from server.auth import require
-from server.bundles import bundle_artifacts, current_bundle
 from server.context import ServerContext
 from server.db import transaction
-from server.models.review import TenantBundleStatus
-from server.review import now_text
-from server.trust import TrustRootMissing, current_root_version, root_chain
+from server.identity.auth import require
+from server.review.bundles import bundle_artifacts, current_bundle
+from server.review.models import TenantBundleStatus
+from server.review.trust_root import TrustRootMissing, current_root_version, root_chain
+from server.review.workflow import now_text
 
 
 class BundleServicer(bundles_pb2_grpc.BundleServiceServicer):

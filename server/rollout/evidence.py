@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from aggregation.rollout_plan import RolloutPlan
 from aggregation.sequential import ZERO, ArmCounts, Gate, Verdict, WindowEvidence
 from server.context import ServerSettings
-from server.signals_view import merged_cells
+from server.signals.views import merged_cells
 
 ARTIFACT_VERSION = "artifact_version"
 #: Windows of grace after the dwell before missing evidence pauses the rollout

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from aggregation.errors import FedsignalError
 from aggregation.schema import SignalSchema, default_schema
 from server.db import advisory_lock
-from server.models.signals import SignalSchemaVersion
+from server.signals.models import SignalSchemaVersion
 
 ARTIFACT_VERSION = "artifact_version"
 

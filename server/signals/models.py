@@ -96,7 +96,7 @@ class MergedWindow(Base):
     """Sum of every merged report of one (cohort, window, schema version).
 
     Versions of one window are combined by cell key when read
-    (:mod:`server.signals_view`); each row stays dense in its own layout.
+    (:mod:`server.signals.views`); each row stays dense in its own layout.
     """
 
     __tablename__ = "merged_windows"

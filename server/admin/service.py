@@ -9,13 +9,13 @@ import grpc
 from fedsignal.v1 import admin_pb2, admin_pb2_grpc, common_pb2
 
 from aggregation.errors import FedsignalError
-from server import identity
 from server.audit import iter_audit
-from server.auth import forget_cached_revocations, require
 from server.context import ServerContext
 from server.db import transaction
+from server.identity import enrollment as identity
+from server.identity.auth import forget_cached_revocations, require
 from server.logs import log_event
-from server.services import status_for
+from server.servicer import status_for
 
 log = logging.getLogger("fedsignal.server.admin")
 
@@ -70,7 +70,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     def ListSignals(self, request: admin_pb2.ListSignalsRequest,
                     context: grpc.ServicerContext) -> admin_pb2.ListSignalsResponse:
-        from server.signals_view import list_signals
+        from server.signals.views import list_signals
 
         require(context, self._ctx, "admin")
         try:

@@ -44,8 +44,8 @@ from sqlalchemy.orm import Session
 from aggregation import stats
 from aggregation.schema import TURNS, SignalSchema
 from server.context import ServerSettings
-from server.models.signals import MergedWindow
-from server.schemas import get_schema
+from server.signals.models import MergedWindow
+from server.signals.schemas import get_schema
 
 DEFAULT_LIST_LIMIT = 1000
 

@@ -1,6 +1,6 @@
 """ReviewService: candidates, reviewer signatures and the trust root (admin certificates only).
 
-A thin servicer over :mod:`server.review` and :mod:`server.trust`; domain
+A thin servicer over :mod:`server.review.workflow` and :mod:`server.review.trust_root`; domain
 errors map to status codes, every change runs in one transaction.
 """
 
@@ -19,11 +19,19 @@ from sqlalchemy.orm import Session
 from aggregation.bundle_format import sha256_hex
 from aggregation.errors import FedsignalError
 from aggregation.rollout_plan import RolloutPlanError
-from server.auth import require
 from server.context import ServerContext
 from server.db import transaction
-from server.models.review import CandidateRecord
-from server.review import (
+from server.identity.auth import require
+from server.review.models import CandidateRecord
+from server.review.trust_root import (
+    TrustRootMissing,
+    TrustRootRejected,
+    current_root,
+    draft_root_info,
+    install_root,
+    root_bytes,
+)
+from server.review.workflow import (
     CandidateNotFound,
     IllegalTransition,
     SignatureRejected,
@@ -33,14 +41,6 @@ from server.review import (
     get_candidate,
     reject_candidate,
     signed_by,
-)
-from server.trust import (
-    TrustRootMissing,
-    TrustRootRejected,
-    current_root,
-    draft_root_info,
-    install_root,
-    root_bytes,
 )
 
 T = TypeVar("T")

@@ -28,8 +28,8 @@ from server.review.bundles import issue_cohort_bundle  # noqa: E402
 from server.review.trust_root import current_root_bytes  # noqa: E402
 from tenant_agent.bundles import BundleClient  # noqa: E402
 from tenant_agent.bundles.store import BundleStore  # noqa: E402
-from tests.bundles.factory import NOW, World  # noqa: E402
-from tests.bundles.server_world import ServerWorld  # noqa: E402
+from tests.bundle_factory import NOW, World  # noqa: E402
+from tests.server.review.world import ServerWorld  # noqa: E402
 
 ARTIFACT = b'{"kind":"routing_rule","intent":"billing","tool":"invoice_lookup","note":"' + b"x" * 2000 + b'"}'
 

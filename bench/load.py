@@ -40,7 +40,7 @@ from server.db import transaction  # noqa: E402
 from server.identity.ca import CertificateAuthority  # noqa: E402
 from server.identity.enrollment import ensure_tenant, record_certificate  # noqa: E402
 from server.signals.schemas import publish_artifact_versions  # noqa: E402
-from tests.server_signals.procs import ServerProcess, fedsignal_cli  # noqa: E402
+from tests.server.signals.procs import ServerProcess, fedsignal_cli  # noqa: E402
 
 COHORT = "bench"
 SUBMIT = "/fedsignal.v1.SignalService/SubmitReport"

@@ -12,9 +12,12 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+
+from tests.harness import Harness, start_harness
 
 PG_ENV = "FEDSIGNAL_TEST_DATABASE_URL"
 
@@ -64,3 +67,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # 
         yield f"sqlite:///{tmp_path / 'server.db'}"
     else:
         yield request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def harness(database_url: str, tmp_path: Path) -> Iterator[Harness]:
+    """A real server (mTLS on loopback) over ``database_url``, with an admin and a probe servicer."""
+
+    h = start_harness(database_url, tmp_path / "state")
+    try:
+        yield h
+    finally:
+        h.probe_release.set()
+        h.running.stop(0)
+        h.ctx.engine.dispose()

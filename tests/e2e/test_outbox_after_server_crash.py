@@ -25,7 +25,7 @@ from server.signals.models import SignalReport
 from tenant_agent import Collector, CollectorConfig, enroll
 from tenant_agent.config import BudgetConfig, ReleaseConfig
 from tenant_agent.store import Release
-from tests.server_signals.procs import ServerProcess, fedsignal_cli
+from tests.server.signals.procs import ServerProcess, fedsignal_cli
 
 pytestmark = pytest.mark.slow
 TENANTS = ("t-one", "t-two", "t-three")

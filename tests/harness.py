@@ -1,0 +1,143 @@
+"""A real server on loopback with real TLS, on both stores, plus credentials helpers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+from fedsignal.v1 import admin_pb2, admin_pb2_grpc, enrollment_pb2, enrollment_pb2_grpc
+from securesystemslib.signer import CryptoSigner
+
+from server.app import ADMIN, ENROLLMENT, SIGNALS, RunningServer, Service, build_server
+from server.context import ServerContext, ServerSettings
+from server.db import transaction
+from server.identity import enrollment as identity
+from server.identity.auth import forget_cached_revocations, require
+from server.identity.ca import CertificateAuthority, generate_key, key_pem, make_csr
+from server.metrics import report_outcome
+from server.migrate import init_db
+
+CORE_SERVICES = [ENROLLMENT, ADMIN, SIGNALS]
+
+
+@dataclass
+class Credentials:
+    key: bytes
+    cert: bytes
+    subject: str
+
+
+@dataclass
+class Harness:
+    ctx: ServerContext
+    running: RunningServer
+    ca: CertificateAuthority
+    state_dir: Path
+    admin: Credentials
+    probe_started: threading.Event = field(default_factory=threading.Event)
+    probe_release: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def mtls_target(self) -> str:
+        return f"localhost:{self.running.port}"
+
+    @property
+    def enroll_target(self) -> str:
+        return f"localhost:{self.running.enrollment_port}"
+
+    def channel(self, creds: Credentials | None, *, ca_pem: bytes | None = None, port: int | None = None,
+                options: list[tuple[str, object]] | None = None) -> grpc.Channel:
+        ca = ca_pem or self.ca.certificate_pem
+        tls = grpc.ssl_channel_credentials(ca, creds.key, creds.cert) if creds else grpc.ssl_channel_credentials(ca)
+        return grpc.secure_channel(f"localhost:{port or self.running.port}", tls, options=options or [])
+
+    def enroll_channel(self) -> grpc.Channel:
+        return self.channel(None, port=self.running.enrollment_port)
+
+    def admin_stub(self, creds: Credentials | None = None) -> admin_pb2_grpc.AdminServiceStub:
+        return admin_pb2_grpc.AdminServiceStub(self.channel(creds or self.admin))
+
+    def token(self, tenant: str, cohort: str = "retail", ttl: int = 3600) -> str:
+        resp = self.admin_stub().CreateEnrollmentToken(
+            admin_pb2.CreateEnrollmentTokenRequest(tenant_id=tenant, cohort=cohort, ttl_seconds=ttl), timeout=10
+        )
+        return str(resp.token)
+
+    def enroll(self, token: str, name: str = "x") -> tuple[Credentials, enrollment_pb2.EnrollResponse]:
+        key = generate_key()
+        with self.enroll_channel() as ch:
+            resp = enrollment_pb2_grpc.EnrollmentServiceStub(ch).Enroll(
+                enrollment_pb2.EnrollRequest(token=token, csr_pem=make_csr(key, name)), timeout=10
+            )
+        return Credentials(key_pem(key), resp.client_certificate_pem, resp.tenant_id), resp
+
+    def tenant(self, tenant: str, cohort: str = "retail") -> Credentials:
+        return self.enroll(self.token(tenant, cohort), tenant)[0]
+
+    def whoami(self, creds: Credentials | None, claimed: str = "", port: int | None = None) -> str:
+        with self.channel(creds, port=port) as ch:
+            return bytes(ch.unary_unary(PROBE_WHOAMI, None, None)(claimed.encode(), timeout=10)).decode()
+
+
+PROBE_WHOAMI = "/fedsignal.test.Probe/WhoAmI"
+PROBE_SLOW = "/fedsignal.test.Probe/Slow"
+
+
+def probe_servicer(ctx: ServerContext, harness_events: tuple[threading.Event, threading.Event]) -> Callable[
+        [grpc.Server], None]:
+    """A tiny service: WhoAmI answers the certificate's tenant, ignoring the tenant named in the request."""
+    started, release = harness_events
+
+    def whoami(request: bytes, context: grpc.ServicerContext) -> bytes:
+        who = require(context, ctx, "tenant")
+        report_outcome("accepted")
+        return f"{who.subject}/{who.cohort}".encode()
+
+    def slow(request: bytes, context: grpc.ServicerContext) -> bytes:
+        require(context, ctx, "any")
+        started.set()
+        release.wait(10)
+        return b"finished"
+
+    def add(server: grpc.Server) -> None:
+        server.add_generic_rpc_handlers([
+            grpc.method_handlers_generic_handler("fedsignal.test.Probe", {
+                "WhoAmI": grpc.unary_unary_rpc_method_handler(whoami),
+                "Slow": grpc.unary_unary_rpc_method_handler(slow),
+            })
+        ])
+
+    return add
+
+
+def make_pki(state_dir: Path) -> CertificateAuthority:
+    ca = CertificateAuthority.create(state_dir)
+    ca.write_server_cert(state_dir)
+    return ca
+
+
+def start_harness(database_url: str, state_dir: Path, *, services: Sequence[Service] = CORE_SERVICES,
+                  **settings_overrides: object) -> Harness:
+    from server.review.trust_root import bootstrap_root
+
+    ca = make_pki(state_dir)
+    settings = ServerSettings(database_url=database_url, state_dir=state_dir, listen="127.0.0.1:0",
+                              **settings_overrides)  # type: ignore[arg-type]
+    ctx = ServerContext.create(settings)
+    init_db(ctx.engine)
+    now = datetime.now(UTC)
+    key, issued = ca.issue_key_and_cert("root-admin", None, "admin", now=now)
+    with transaction(ctx.sessions) as session:
+        identity.record_admin_certificate(session, "root-admin", issued.serial, issued.not_after, "test", now)
+        bootstrap_root(session, state_dir=state_dir, reviewers=[CryptoSigner.generate_ed25519() for _ in range(3)],
+                       now=now)
+    started, release = threading.Event(), threading.Event()
+    running = build_server(ctx, jobs=False, metrics_port=0, services=services,
+                           extra_servicers=[probe_servicer(ctx, (started, release))])
+    forget_cached_revocations()
+    return Harness(ctx, running, ca, state_dir, Credentials(key, issued.certificate_pem, "root-admin"),
+                   started, release)

@@ -1,0 +1,179 @@
+"""Test doubles for the collector's tests: a real gRPC SignalService on loopback.
+
+The real server is written concurrently; this servicer implements the wire
+contract's idempotency (same key + same bytes: DUPLICATE) and records every
+byte it receives, so tests can check exactly-once arrival and scan for PII.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from fedsignal.v1 import common_pb2, signals_pb2, signals_pb2_grpc
+
+from aggregation.events import DecisionEvent, ToolCall
+from aggregation.schema import SignalSchema, default_schema
+from tenant_agent.config import BudgetConfig, CollectorConfig, DeliveryConfig, ReleaseConfig
+
+HOUR = 3600.0
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a window boundary
+
+
+@dataclass
+class FakeSignalService(signals_pb2_grpc.SignalServiceServicer):
+    schema: SignalSchema = field(default_factory=lambda: default_schema("cohort-a"))
+    available: bool = True
+    # idempotency key -> report bytes as received (first time).
+    stored: dict[str, bytes] = field(default_factory=dict)
+    # Every SubmitReport payload received, in order, including duplicates.
+    received: list[bytes] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def GetSignalSchema(self, request: Any, context: grpc.ServicerContext) -> common_pb2.SignalSchema:
+        if not self.available:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "server down")
+        return self.schema.to_proto()
+
+    def SubmitReport(self, request: common_pb2.DpReport, context: grpc.ServicerContext) -> Any:
+        if not self.available:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "server down")
+        data = request.SerializeToString(deterministic=True)
+        with self.lock:
+            self.received.append(data)
+            previous = self.stored.get(request.idempotency_key)
+            if previous is None:
+                self.stored[request.idempotency_key] = data
+                outcome = signals_pb2.SubmitReportResponse.ACCEPTED
+            elif previous == data:
+                outcome = signals_pb2.SubmitReportResponse.DUPLICATE
+            else:
+                context.abort(grpc.StatusCode.ALREADY_EXISTS, "same key, different content")
+        return signals_pb2.SubmitReportResponse(outcome=outcome, report_id=request.idempotency_key)
+
+    def reports(self) -> list[common_pb2.DpReport]:
+        return [common_pb2.DpReport.FromString(b) for b in self.stored.values()]
+
+
+@contextmanager
+def signal_server(service: FakeSignalService) -> Iterator[tuple[str, grpc.Channel]]:
+    """A real gRPC server on a loopback port (port 0) and a channel to it."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    signals_pb2_grpc.add_SignalServiceServicer_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    address = f"127.0.0.1:{port}"
+    channel = grpc.insecure_channel(address)
+    try:
+        yield address, channel
+    finally:
+        channel.close()
+        server.stop(0).wait()
+
+
+def make_config(state_dir: Path, **overrides: Any) -> CollectorConfig:
+    doc: dict[str, Any] = {
+        "state_dir": state_dir,
+        "tenant_id": "tenant-1",
+        "cohort": "cohort-a",
+        "budget": BudgetConfig(rho_per_period=10.0),
+        "release": ReleaseConfig(rho=0.5),
+        "delivery": DeliveryConfig(backoff_base_seconds=60.0, backoff_cap_seconds=4 * HOUR, rpc_timeout_seconds=5.0),
+    }
+    doc.update(overrides)
+    return CollectorConfig(**doc)
+
+
+def turn(session: str, at: float, *, intent: str | None = "billing", tool_error: bool = False,
+         user: str | None = None, text: str | None = None, artifact_version: str | None = "baseline") -> DecisionEvent:
+    calls = (ToolCall("lookup_order", error="http_500" if tool_error else None),)
+    return DecisionEvent(
+        tenant_id="tenant-1",
+        session_id=session,
+        timestamp=at,
+        user_id=user,
+        intent=intent,
+        tool_calls=calls,
+        outcome="failure" if tool_error else "success",
+        error_type="http_500" if tool_error else None,
+        artifact_version=artifact_version,
+        text=text,
+    )
+
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def spawn_worker(*args: str) -> Any:
+    """Start ``tests.tenant_agent.collector.worker`` in a real subprocess (stdout piped, line-buffered text)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.tenant_agent.collector.worker", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _lines(proc: Any) -> Any:
+    """A queue fed by a thread reading ``proc``'s stdout (None at EOF), made on first use.
+
+    Reading through a thread avoids mixing select() on the pipe with the text
+    wrapper's read-ahead, which can hold complete lines select() never sees.
+    """
+    import queue
+    import threading
+
+    lines = getattr(proc, "_fedsignal_lines", None)
+    if lines is None:
+        lines = queue.Queue()
+
+        def pump() -> None:
+            for line in proc.stdout:
+                lines.put(line.rstrip("\n"))
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        proc._fedsignal_lines = lines
+    return lines
+
+
+def read_line(proc: Any, prefix: str, timeout: float = 60.0) -> str:
+    """The next stdout line of ``proc`` starting with ``prefix`` (fails on EOF or timeout)."""
+    import queue
+    import time
+
+    lines = _lines(proc)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"worker printed no {prefix!r} line in {timeout}s") from None
+        if line is None:
+            raise AssertionError(f"worker exited before {prefix!r}: {proc.stderr.read()}")
+        if line.startswith(prefix):
+            return str(line)
+
+
+def remaining_lines(proc: Any, timeout: float = 60.0) -> list[str]:
+    """Every stdout line not read yet, up to the process's exit."""
+    lines = _lines(proc)
+    out = []
+    while True:
+        line = lines.get(timeout=timeout)
+        if line is None:
+            return out
+        out.append(line)

@@ -213,7 +213,7 @@ class DemoLoop:
                 budget=BudgetConfig(rho_per_period=BUDGET_RHO, anchor=self.clock.datetime()),
                 release=ReleaseConfig(mechanism="discrete_gaussian", rho=self.rho, delta=DELTA),
             )
-            self.tenants.append(TenantRun(tenant_id, cohort, Collector(config, clock=self.clock.time)))
+            self.tenants.append(TenantRun(tenant_id, cohort, Collector(config, clock=self.clock.datetime)))
             self.p.line(f"{tenant_id:<9} cohort {cohort:<7} schema v{enrolled.schema.version} "
                         f"({enrolled.schema.size} cells), root pinned")
         self.net = AgentNetwork([SimTenant(t.tenant_id, t.cohort, self.sessions) for t in self.tenants],
@@ -244,12 +244,12 @@ class DemoLoop:
         self.clock.now = start + WINDOW_SECONDS + 1
         released = 0
         for run in self.tenants:
-            for outcome in run.collector.close_windows(self.clock.now):
+            for outcome in run.collector.close_windows(self.clock.datetime()):
                 if outcome.state != "sealed":
                     raise DemoError(f"{run.tenant_id}: window withheld: {outcome.reason}")
                 run.rho_spent += outcome.rho
                 released += 1
-            delivered = run.collector.deliver(self.clock.now, force=True)
+            delivered = run.collector.deliver(self.clock.datetime(), force=True)
             if delivered.pending:
                 raise DemoError(f"{run.tenant_id}: {delivered.pending} report(s) not acknowledged")
         errors = {k: v for k, v in run_jobs_once(self.ctx).items() if v}

@@ -6,6 +6,13 @@ and the server answers DUPLICATE, which counts as delivered. Failures back
 off exponentially with jitter (clock and random source injected). A report
 the server rejects as invalid stops being retried and is kept with the
 server's reason for the operator.
+
+A report the server refuses *for good* (the codes of :data:`PERMANENT_CODES`:
+it will never accept those bytes) moves to the dead-letter state: it is no
+longer retried, the server's code and reason are logged at ERROR and kept on
+the row, and ``fedsignal agent status`` lists it. The state is a value of
+the release row's ``outcome`` column (``"dead_letter"``; stores written
+before it say ``"rejected"``, read the same way).
 """
 
 from __future__ import annotations
@@ -14,12 +21,13 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import grpc
 from fedsignal.v1 import signals_pb2
 from sqlalchemy import func, select, update
 
+from aggregation.clock import from_unix, to_unix
 from tenant_agent.config import DeliveryConfig
 from tenant_agent.store import CollectorStore, Release
 
@@ -29,9 +37,26 @@ SUBMIT_METHOD = "/fedsignal.v1.SignalService/SubmitReport"
 
 # The server will never accept these reports as they are: stop retrying.
 PERMANENT_CODES = frozenset(
-    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION}
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+    }
 )
-REJECTED = "rejected"
+DEAD_LETTER = "dead_letter"
+#: Outcome values of dead letters (``rejected``: the name stores used before the dead-letter state).
+DEAD_LETTER_OUTCOMES = (DEAD_LETTER, "rejected")
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A sealed report the server refused for good, with the server's code and reason."""
+
+    release_key: str
+    window_start: datetime
+    window_end: datetime
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -78,8 +103,22 @@ class Outbox:
                 ).scalar_one()
             )
 
-    def deliver(self, channel: grpc.Channel, now: float, *, force: bool = False) -> DeliveryResult:
-        """Send every report whose next attempt is due (``force``: all pending ones)."""
+    def dead_letters(self) -> tuple[DeadLetter, ...]:
+        """Reports refused for good, newest window first."""
+        with self._store.engine.connect() as conn:
+            rows = conn.execute(
+                select(Release.release_key, Release.window_start, Release.window_end, Release.last_error)
+                .where(Release.outcome.in_(DEAD_LETTER_OUTCOMES))
+                .order_by(Release.window_start.desc())
+            ).all()
+        return tuple(
+            DeadLetter(key, from_unix(start), from_unix(end), error or "no reason recorded")
+            for key, start, end, error in rows
+        )
+
+    def deliver(self, channel: grpc.Channel, at: datetime, *, force: bool = False) -> DeliveryResult:
+        """Send every report whose next attempt is due at ``at`` (``force``: all pending ones)."""
+        now = to_unix(at)  # the outbox rows keep unix seconds
         submit: Callable[..., signals_pb2.SubmitReportResponse] = channel.unary_unary(
             SUBMIT_METHOD,
             request_serializer=None,  # the sealed bytes go out exactly as stored
@@ -107,8 +146,8 @@ class Outbox:
                 details = exc.details() if hasattr(exc, "details") else str(exc)
                 message = f"{code.name}: {details}"
                 if code in PERMANENT_CODES:
-                    self._mark(key, now, REJECTED, message)
-                    log.error("server rejected report %s: %s", key, message)
+                    self._mark(key, now, DEAD_LETTER, message)
+                    log.error("server refused report %s for good, moved to the dead letters: %s", key, message)
                     rejected += 1
                 else:
                     self._reschedule(key, attempts + 1, now, message)
@@ -149,7 +188,7 @@ class Outbox:
                 update(Release)
                 .where(Release.release_key == key, Release.delivered_at.is_(None), Release.outcome.is_(None))
                 .values(
-                    delivered_at=None if outcome == REJECTED else now,
+                    delivered_at=None if outcome == DEAD_LETTER else now,
                     outcome=outcome,
                     last_error=error,
                     attempts=Release.attempts + 1,
@@ -160,12 +199,9 @@ class Outbox:
                 CollectorStore.add_counters(conn, {f"releases_{outcome}": 1})
                 CollectorStore.append_audit(
                     conn,
-                    _iso(now),
+                    from_unix(now).isoformat(),
                     self._actor,
-                    "release.rejected" if outcome == REJECTED else "release.delivered",
+                    "release.dead_letter" if outcome == DEAD_LETTER else "release.delivered",
                     {"release_key": key, "outcome": outcome, "error": error},
                 )
 
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat()

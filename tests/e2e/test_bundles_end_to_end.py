@@ -83,12 +83,12 @@ def test_review_sign_issue_pull_resolve_and_audit(running, tmp_path: Path, monke
         client = BundleClient(channel, state, tenant, cohort, ctx.clock)
         assert client.pull().status == "installed"
         assert client.pull().status == "up_to_date"
-    t1 = Resolver(tmp_path / "t1", "t1", clock=lambda: ctx.clock().timestamp()).resolve("routing_rule.billing", "s1")
+    t1 = Resolver(tmp_path / "t1", "t1", clock=ctx.clock).resolve("routing_rule.billing", "s1")
     assert (t1.version, t1.arm) == (cid, "candidate")
     # t2 is in another cohort: it gets its own cohort's (empty) bundle, never c1's candidate.
-    assert Resolver(tmp_path / "t2", "t2", clock=lambda: ctx.clock().timestamp()).resolve("routing_rule.billing", "s1").version == "baseline"
+    assert Resolver(tmp_path / "t2", "t2", clock=ctx.clock).resolve("routing_rule.billing", "s1").version == "baseline"
 
-    http = serve_resolve(Resolver(tmp_path / "t1", "t1", clock=lambda: ctx.clock().timestamp()), "127.0.0.1", 0)
+    http = serve_resolve(Resolver(tmp_path / "t1", "t1", clock=ctx.clock), "127.0.0.1", 0)
     try:
         import urllib.request
 

@@ -113,7 +113,7 @@ class Loop:
                 state_dir=sd, server=f"localhost:{running.port}",
                 release=ReleaseConfig(rho=rho), budget=BudgetConfig(rho_per_period=1e6),
             )
-            collectors[t] = Collector(config, clock=clock)
+            collectors[t] = Collector(config, clock=clock.dt)
         tls = grpc.ssl_channel_credentials(ca.certificate_pem, admin_key, admin_cert.certificate_pem)
         admin = grpc.secure_channel(f"localhost:{running.port}", tls)
         creds = tmp / "admin"

@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 
+from aggregation.clock import from_unix
 from tenant_agent.collector import Collector
 from tenant_agent.config import BudgetConfig, DeliveryConfig
 from tenant_agent.outbox import backoff_delay
@@ -41,7 +42,7 @@ def test_server_down_for_a_simulated_day_every_window_arrives_exactly_once(tmp_p
     now = [T0]
     with signal_server(service) as (_address, channel):
         cfg = make_config(tmp_path, budget=BudgetConfig(rho_per_period=100.0))
-        with Collector(cfg, channel=channel, clock=lambda: now[0], rng=random.Random(7)) as c:
+        with Collector(cfg, channel=channel, clock=lambda: from_unix(now[0]), rng=random.Random(7)) as c:
             for hour in range(24):
                 now[0] = T0 + hour * HOUR
                 c.record_many([turn(f"s{hour}-{i}", now[0] + i, tool_error=i % 4 == 0) for i in range(10)])
@@ -76,12 +77,12 @@ def test_nothing_listening_is_retried_with_backoff(tmp_path: Path) -> None:
                                                         rpc_timeout_seconds=2))
     with Collector(cfg, channel=channel, rng=FixedRandom(1.0)) as c:
         c.record(turn("s", T0 + 1))
-        c.close_windows(now=T0 + HOUR)
-        first = c.deliver(now=T0 + HOUR)
+        c.close_windows(now=from_unix(T0 + HOUR))
+        first = c.deliver(now=from_unix(T0 + HOUR))
         assert (first.failed, first.pending, first.next_attempt_at) == (1, 1, T0 + HOUR + 60)
         # Not due yet: no attempt.
-        assert c.deliver(now=T0 + HOUR + 30).failed == 0
-        second = c.deliver(now=T0 + HOUR + 60)
+        assert c.deliver(now=from_unix(T0 + HOUR + 30)).failed == 0
+        second = c.deliver(now=from_unix(T0 + HOUR + 60))
         assert second.next_attempt_at == T0 + HOUR + 60 + 120
     channel.close()
 
@@ -90,7 +91,7 @@ def test_duplicate_answer_counts_as_delivered(tmp_path: Path) -> None:
     service = FakeSignalService()
     with signal_server(service) as (_address, channel), Collector(make_config(tmp_path), channel=channel) as c:
         c.record(turn("s", T0 + 1))
-        c.close_windows(now=T0 + HOUR)
+        c.close_windows(now=from_unix(T0 + HOUR))
         with c.store.engine.connect() as conn:
             from sqlalchemy import select
 
@@ -101,7 +102,7 @@ def test_duplicate_answer_counts_as_delivered(tmp_path: Path) -> None:
 
         # The server already holds it (e.g. our reply got lost last time).
         service.SubmitReport(common_pb2.DpReport.FromString(data), None)  # type: ignore[arg-type]
-        result = c.deliver(now=T0 + HOUR)
+        result = c.deliver(now=from_unix(T0 + HOUR))
         assert (result.accepted, result.duplicates, result.pending) == (0, 1, 0)
         assert c.status().windows["delivered"] == 1
     assert len(service.stored) == 1
@@ -116,12 +117,13 @@ def test_rejected_report_is_kept_with_the_reason_and_not_retried(tmp_path: Path)
     service = RejectingService()
     with signal_server(service) as (_address, channel), Collector(make_config(tmp_path), channel=channel) as c:
         c.record(turn("s", T0 + 1))
-        c.close_windows(now=T0 + HOUR)
-        assert c.deliver(now=T0 + HOUR).rejected == 1
-        assert c.deliver(now=T0 + 5 * HOUR, force=True).rejected == 0
+        c.close_windows(now=from_unix(T0 + HOUR))
+        assert c.deliver(now=from_unix(T0 + HOUR)).rejected == 1
+        assert c.deliver(now=from_unix(T0 + 5 * HOUR), force=True).rejected == 0
         status = c.status()
-        assert (status.outbox_depth, status.rejected_releases) == (0, 1)
-        assert any(e.kind == "release.rejected" and "declared loss" in e.payload_json
+        assert (status.outbox_depth, len(status.dead_letters)) == (0, 1)
+        assert "INVALID_ARGUMENT" in status.dead_letters[0].reason
+        assert any(e.kind == "release.dead_letter" and "declared loss" in e.payload_json
                    for e in c.store.audit_entries())
 
 
@@ -145,7 +147,7 @@ class HoldingService(FakeSignalService):
 def test_killed_after_the_server_stored_but_before_the_ack_counts_once(tmp_path: Path) -> None:
     with Collector(make_config(tmp_path)) as c:
         c.record_many([turn(f"s{i}", T0 + i) for i in range(5)])
-        c.close_windows(now=T0 + HOUR)
+        c.close_windows(now=from_unix(T0 + HOUR))
     service = HoldingService()
     with signal_server(service) as (address, channel):
         proc = spawn_worker("deliver_hang", str(tmp_path), address)
@@ -160,7 +162,7 @@ def test_killed_after_the_server_stored_but_before_the_ack_counts_once(tmp_path:
                 proc.kill()
         with Collector(make_config(tmp_path), channel=channel) as c:
             assert c.status().outbox_depth == 1  # the ack never reached the store
-            result = c.deliver(now=T0 + HOUR, force=True)
+            result = c.deliver(now=from_unix(T0 + HOUR), force=True)
             assert (result.duplicates, result.pending) == (1, 0)
     assert len(service.stored) == 1
     assert len(service.received) == 2 and service.received[0] == service.received[1]
@@ -175,8 +177,8 @@ def test_close_adopts_the_servers_newer_schema_and_releases_with_it(tmp_path: Pa
         assert c.schema.version == 1
         assert c.refresh_schema() and c.schema.version == v2.version
         c.record_many([turn("s1", T0 + 1, artifact_version="cand-1"), turn("s2", T0 + 2)])
-        c.close_windows(now=T0 + HOUR)
-        c.deliver(now=T0 + HOUR)
+        c.close_windows(now=from_unix(T0 + HOUR))
+        c.deliver(now=from_unix(T0 + HOUR))
     [report] = service.reports()
     assert report.schema_version == v2.version and len(report.cells) == v2.size
     # An older schema from the server never replaces a newer local one.

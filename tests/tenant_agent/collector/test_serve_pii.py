@@ -23,9 +23,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
+from aggregation.clock import from_unix
 from tenant_agent.collector import Collector
-from tenant_agent.config import LoopConfig
-from tenant_agent.serving import Serving
+from tenant_agent.config import LoopConfig, RedactionSettings
+from tenant_agent.serving import Serving, serve
 
 from .fakes import HOUR, T0, FakeSignalService, make_config, signal_server
 
@@ -107,8 +108,8 @@ def test_pipeline_with_restart_writes_and_sends_no_seeded_pii(tmp_path: Path, ca
         state,
         otlp_listen="127.0.0.1:0",
         resolve_listen="127.0.0.1:0",
-        redaction_patterns={"ticket": r"TCK-[0-9]{6}"},
-        redaction_dictionaries={"customer_name": [PII["name"]]},
+        redaction=RedactionSettings(patterns={"ticket": r"TCK-[0-9]{6}"},
+                                    dictionaries={"customer_name": [PII["name"]]}),
         loops=LoopConfig(close_interval_seconds=3600, deliver_interval_seconds=3600, bundle_interval_seconds=3600),
     )
     jsonl = tmp_path / "events.jsonl"  # the tenant's own input, outside the collector's state
@@ -119,7 +120,7 @@ def test_pipeline_with_restart_writes_and_sends_no_seeded_pii(tmp_path: Path, ca
         with Collector(cfg, channel=channel) as c:
             stop = threading.Event()
             ready: list[Serving] = []
-            thread = threading.Thread(target=c.serve, args=(stop,), kwargs={"ready": ready.append})
+            thread = threading.Thread(target=serve, args=(c, stop), kwargs={"ready": ready.append})
             thread.start()
             try:
                 deadline = time.monotonic() + 30
@@ -148,9 +149,9 @@ def test_pipeline_with_restart_writes_and_sends_no_seeded_pii(tmp_path: Path, ca
         # Restart: a new process would see exactly this store.
         with Collector(cfg, channel=channel) as c:
             c.record(dict_event(999, T0 + 5))
-            outcomes = c.close_windows(now=time.time() + 2 * HOUR)
+            outcomes = c.close_windows(now=from_unix(time.time() + 2 * HOUR))
             assert outcomes and all(o.state == "sealed" for o in outcomes)
-            assert c.deliver(now=time.time() + 2 * HOUR).pending == 0
+            assert c.deliver(now=from_unix(time.time() + 2 * HOUR)).pending == 0
     with pytest.raises(AssertionError):
         assert_clean(jsonl.read_bytes(), "the input")  # the scan does find what is there
     written = [p for p in state.rglob("*") if p.is_file()]

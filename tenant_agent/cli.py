@@ -43,7 +43,9 @@ def _one_line_errors(func: Command) -> Command:
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
         try:
-            return func(args)
+            code = func(args)
+            sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+            return code
         except BrokenPipeError:
             # The reader is gone: send the rest of stdout nowhere so the interpreter's final flush is quiet.
             devnull = os.open(os.devnull, os.O_WRONLY)
@@ -125,11 +127,12 @@ def register(groups: Any) -> None:
 
     p = sub.add_parser(
         "flush",
-        help="close the current window now and deliver it (for trying things out)",
+        help="close the current window now (for trying things out) and deliver what the server accepts",
         description="Seal every window that has started, the current one included, as a DP release under the "
         "budget ledger (the same spend as at the window's end; later events for it are dropped as late), then "
-        "deliver the outbox when a server is configured. Windows are hours long by default (the cohort "
-        "schema's); this shows results without waiting.",
+        "deliver the outbox when a server is configured. Windows are an hour long by default (the cohort "
+        "schema's). The server accepts a window only once it has ended: a report sealed early waits in the "
+        "outbox until then and `agent run` (or another flush) delivers it.",
     )
     add_config(p)
     p.add_argument("--no-deliver", action="store_true", help="seal only; leave the reports in the outbox")
@@ -325,7 +328,7 @@ def cmd_flush(args: argparse.Namespace) -> int:
             return 0
         result = collector.deliver(force=True)
     print(f"delivered {result.delivered}, failed {result.failed}, dead-lettered {result.rejected}; "
-          f"{result.pending} waiting")
+          f"{result.pending} waiting (a window that has not ended yet is delivered once it ends)")
     return 0 if result.failed == 0 and result.rejected == 0 else 1
 
 

@@ -257,7 +257,8 @@ class Collector:
 
         Seals every window that has started by ``now`` (the current one included) as if it had ended: the
         release spends the same budget as at the window's end, and events arriving later for that window are
-        dropped as late. Windows stay aligned to the schema's window length.
+        dropped as late. Windows stay aligned to the schema's window length. The server accepts a window only
+        once it has ended, so the outbox holds an early-sealed report until then (``deliver`` sends it after).
         """
         now = self.clock() if now is None else now
         self.refresh_schema()

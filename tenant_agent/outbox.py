@@ -13,6 +13,10 @@ longer retried, the server's code and reason are logged at ERROR and kept on
 the row, and ``fedsignal agent status`` lists it. The state is a value of
 the release row's ``outcome`` column (``"dead_letter"``; stores written
 before it say ``"rejected"``, read the same way).
+
+A report is never sent before its window has ended by the collector's clock
+(a window sealed early by ``agent flush`` waits for its end): the server
+refuses a window that has not ended yet.
 """
 
 from __future__ import annotations
@@ -126,7 +130,11 @@ class Outbox:
         )
         with self._store.engine.connect() as conn:
             query = select(Release.release_key, Release.report, Release.attempts).where(
-                Release.delivered_at.is_(None), Release.outcome.is_(None)
+                Release.delivered_at.is_(None),
+                Release.outcome.is_(None),
+                # The server accepts a window only once it has ended (it answers OUT_OF_RANGE, for good, before):
+                # a window sealed early (`agent flush`) waits here for its end.
+                Release.window_end <= now,
             )
             if not force:
                 query = query.where(Release.next_attempt_at <= now)

@@ -23,7 +23,7 @@ from typing import Any
 
 from aggregation.clock import from_unix
 from aggregation.errors import FedsignalError
-from tenant_agent.config import BudgetConfig, CollectorConfig, ConfigError, ReleaseConfig
+from tenant_agent.config import IDENTITY_FILE, BudgetConfig, CollectorConfig, ConfigError, ReleaseConfig
 from tenant_agent.files import FILE_MODE, private_dir, write_atomic
 
 CONFIG_FILE = "collector.toml"
@@ -233,7 +233,6 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def _enroll_from_env(config: CollectorConfig) -> None:
     """Containers: enroll on first start from FEDSIGNAL_ENROLL_TOKEN (a no-op once enrolled)."""
-    from tenant_agent.config import IDENTITY_FILE
     from tenant_agent.transport import enroll
 
     token = os.environ.get(TOKEN_ENV)

@@ -1,7 +1,8 @@
 """Test doubles for the collector's tests: a real gRPC SignalService on loopback.
 
-The real server is written concurrently; this servicer implements the wire
-contract's idempotency (same key + same bytes: DUPLICATE) and records every
+Tests that need a server the real one cannot play (one that is down, or
+holds a call open) use this servicer: it implements the wire contract's
+idempotency (same key + same bytes: DUPLICATE) and records every
 byte it receives, so tests can check exactly-once arrival and scan for PII.
 """
 

@@ -204,6 +204,11 @@ def enroll(
             f"{state_dir} is already enrolled ({CREDENTIALS}/identity.json exists); its store belongs to that "
             "identity: use a new state directory, or --force to replace the credentials"
         )
+    if ca_pem is not None and not insecure:
+        try:
+            x509.load_pem_x509_certificates(ca_pem)
+        except ValueError:
+            raise TransportError("the server CA file is not a PEM certificate (-----BEGIN CERTIFICATE-----)") from None
     key_pem, csr_pem = make_csr()
     if insecure or ca_pem is None:
         channel = grpc.insecure_channel(address)

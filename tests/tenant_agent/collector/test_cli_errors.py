@@ -14,6 +14,7 @@ import pytest
 
 from fedsignal_cli.main import main
 from tenant_agent.cli import TOKEN_ENV
+from server.identity.ca import CertificateAuthority
 from tests.harness import start_harness
 
 from .fakes import REPO_ROOT, T0
@@ -35,9 +36,17 @@ def test_enroll_with_a_missing_ca_file_is_one_line(tmp_path: Path, capsys: pytes
     assert "cannot read the server CA file" in one_line_error(capsys)
 
 
+def test_a_ca_file_that_is_not_a_certificate_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not a certificate\n")
+    assert main(["agent", "enroll", "--server", "127.0.0.1:1", "--token", "t", "--state-dir", str(tmp_path / "s"),
+                 "--ca-file", str(ca)]) != 0
+    assert "not a PEM certificate" in one_line_error(capsys)
+
+
 def test_an_unreachable_server_is_not_called_a_refusal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ca = tmp_path / "ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    ca.write_bytes(CertificateAuthority.create(tmp_path / "ca").certificate_pem)
     code = main(["agent", "enroll", "--server", "127.0.0.1:1", "--token", "t", "--state-dir", str(tmp_path / "s"),
                  "--ca-file", str(ca)])
     assert code != 0

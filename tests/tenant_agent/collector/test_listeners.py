@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,8 @@ def test_agent_run_on_a_taken_port_is_one_line_and_non_zero(tmp_path: Path, caps
             serving.stop(0)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "address is in use" in err and "Traceback" not in err
+    # What `agent run` created before it stopped is private.
+    logs = tmp_path / "b" / "logs"
+    assert stat.S_IMODE(logs.stat().st_mode) == 0o700
+    assert stat.S_IMODE((logs / "collector.log").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "b").stat().st_mode) == 0o700

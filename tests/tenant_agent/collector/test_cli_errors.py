@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from fedsignal_cli.main import main
-from tenant_agent.cli import TOKEN_ENV
 from server.identity.ca import CertificateAuthority
+from tenant_agent.cli import TOKEN_ENV
 from tests.harness import start_harness
 
 from .fakes import REPO_ROOT, T0

@@ -55,6 +55,9 @@ def test_a_report_refused_for_good_is_a_dead_letter_with_the_servers_reason(
         status = c.status()
         assert status.outbox_depth == 0 and len(status.dead_letters) == 1
         assert status.dead_letters[0].reason.startswith("OUT_OF_RANGE:") and "120 s long" in status.dead_letters[0].reason
+        assert any(e.kind == "release.dead_letter" and "OUT_OF_RANGE" in e.payload_json
+                   for e in c.store.audit_entries())
+        assert c.verify_audit().ok
     assert main(["agent", "status", "--state-dir", str(state)]) == 0
     out = capsys.readouterr().out
     assert "0 waiting, 1 dead letters" in out

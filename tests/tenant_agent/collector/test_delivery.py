@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import signal
 import socket
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from sqlalchemy import select
 
-from aggregation.clock import from_unix
+from aggregation.clock import FakeClock, from_unix, to_unix
+from server.db import transaction
+from server.signals.models import SignalReport
+from server.signals.schemas import publish_artifact_versions
 from tenant_agent.collector import Collector
-from tenant_agent.config import BudgetConfig, DeliveryConfig
+from tenant_agent.config import BudgetConfig, CollectorConfig, DeliveryConfig
 from tenant_agent.outbox import backoff_delay
+from tenant_agent.transport import enroll
+from tests.harness import Harness
 
 from .fakes import HOUR, T0, FakeSignalService, make_config, read_line, signal_server, spawn_worker, turn
 
@@ -108,25 +116,6 @@ def test_duplicate_answer_counts_as_delivered(tmp_path: Path) -> None:
     assert len(service.stored) == 1
 
 
-class RejectingService(FakeSignalService):
-    def SubmitReport(self, request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "declared loss does not match the mechanism")
-
-
-def test_rejected_report_is_kept_with_the_reason_and_not_retried(tmp_path: Path) -> None:
-    service = RejectingService()
-    with signal_server(service) as (_address, channel), Collector(make_config(tmp_path), channel=channel) as c:
-        c.record(turn("s", T0 + 1))
-        c.close_windows(now=from_unix(T0 + HOUR))
-        assert c.deliver(now=from_unix(T0 + HOUR)).rejected == 1
-        assert c.deliver(now=from_unix(T0 + 5 * HOUR), force=True).rejected == 0
-        status = c.status()
-        assert (status.outbox_depth, len(status.dead_letters)) == (0, 1)
-        assert "INVALID_ARGUMENT" in status.dead_letters[0].reason
-        assert any(e.kind == "release.dead_letter" and "declared loss" in e.payload_json
-                   for e in c.store.audit_entries())
-
-
 class HoldingService(FakeSignalService):
     """Stores the report, then holds the call open until released."""
 
@@ -168,22 +157,28 @@ def test_killed_after_the_server_stored_but_before_the_ack_counts_once(tmp_path:
     assert len(service.received) == 2 and service.received[0] == service.received[1]
 
 
-def test_close_adopts_the_servers_newer_schema_and_releases_with_it(tmp_path: Path) -> None:
-    from aggregation.schema import default_schema
-
-    v2 = default_schema("cohort-a").with_values("artifact_version", ["baseline", "cand-1"])
-    service = FakeSignalService(schema=v2)
-    with signal_server(service) as (_address, channel), Collector(make_config(tmp_path), channel=channel) as c:
-        assert c.schema.version == 1
+def test_close_adopts_the_servers_newer_schema_and_releases_with_it(harness: Harness, tmp_path: Path) -> None:
+    state = tmp_path / "collector"
+    enroll(harness.enroll_target, harness.token("acme", "retail"), state, harness.ca.certificate_pem,
+           signals_address=harness.mtls_target)
+    with transaction(harness.ctx.sessions) as session:  # a rollout publishes a new artifact-version label
+        v2 = publish_artifact_versions(session, "retail", ["cand-1"])
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    with Collector(CollectorConfig(state_dir=state), clock=FakeClock(hour + timedelta(hours=1))) as c:
+        assert c.schema.version == v2.version - 1  # the schema of the enrollment
         assert c.refresh_schema() and c.schema.version == v2.version
-        c.record_many([turn("s1", T0 + 1, artifact_version="cand-1"), turn("s2", T0 + 2)])
-        c.close_windows(now=from_unix(T0 + HOUR))
-        c.deliver(now=from_unix(T0 + HOUR))
-    [report] = service.reports()
-    assert report.schema_version == v2.version and len(report.cells) == v2.size
-    # An older schema from the server never replaces a newer local one.
-    service.schema = default_schema("cohort-a")
-    with signal_server(service) as (_address, channel), Collector(make_config(tmp_path), channel=channel) as c:
+        start = to_unix(hour)
+        c.record_many([dataclasses.replace(turn("s1", start + 1, artifact_version="cand-1"), tenant_id="acme"),
+                       dataclasses.replace(turn("s2", start + 2), tenant_id="acme")])
+        c.close_windows()
+        assert c.deliver().accepted == 1
+        # An older schema never replaces a newer local one.
+        c.adopt_schema(dataclasses.replace(v2, version=v2.version - 1))
         assert c.schema.version == v2.version
-        c.refresh_schema()
-        assert c.schema.version == v2.version
+    with harness.ctx.engine.connect() as conn:
+        [(schema_version, window_start)] = conn.execute(
+            select(SignalReport.schema_version, SignalReport.window_start).where(SignalReport.tenant_id == "acme")
+        ).all()
+    assert (schema_version, window_start) == (v2.version, int(start))
+    with Collector(CollectorConfig(state_dir=state)) as restarted:
+        assert restarted.schema.version == v2.version  # persisted

@@ -26,6 +26,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 import grpc
 from fedsignal.v1 import signals_pb2
@@ -48,9 +49,17 @@ PERMANENT_CODES = frozenset(
         grpc.StatusCode.FAILED_PRECONDITION,
     }
 )
-DEAD_LETTER = "dead_letter"
-#: Outcome values of dead letters (``rejected``: the name stores used before the dead-letter state).
-DEAD_LETTER_OUTCOMES = (DEAD_LETTER, "rejected")
+class Outcome(StrEnum):
+    """The ``outcome`` column of a release row once the outbox is done with it (NULL while pending)."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"  # the server had it already: delivered
+    DEAD_LETTER = "dead_letter"  # refused for good; kept with the server's reason
+    REJECTED = "rejected"  # what stores written before the dead-letter state say for one
+
+
+DEAD_LETTER = Outcome.DEAD_LETTER
+DEAD_LETTER_OUTCOMES = (Outcome.DEAD_LETTER.value, Outcome.REJECTED.value)
 
 
 @dataclass(frozen=True)
@@ -164,10 +173,10 @@ class Outbox:
                 continue
             if response.outcome == signals_pb2.SubmitReportResponse.DUPLICATE:
                 duplicates += 1
-                self._mark(key, now, "duplicate", None)
+                self._mark(key, now, Outcome.DUPLICATE, None)
             else:
                 accepted += 1
-                self._mark(key, now, "accepted", None)
+                self._mark(key, now, Outcome.ACCEPTED, None)
         pending, next_at = self._pending()
         return DeliveryResult(accepted, duplicates, failed, rejected, pending, next_at)
 
@@ -190,7 +199,7 @@ class Outbox:
             )
             CollectorStore.add_counters(conn, {"delivery_failures": 1})
 
-    def _mark(self, key: str, now: float, outcome: str, error: str | None) -> None:
+    def _mark(self, key: str, now: float, outcome: Outcome, error: str | None) -> None:
         with self._store.transaction() as conn:
             result = conn.execute(
                 update(Release)

@@ -3,6 +3,7 @@
 from aggregation.bundle_errors import BundleRefused
 from tenant_agent.bundles.client import BundleClient, PullResult, TrustRootNotPinned
 from tenant_agent.bundles.resolve import (
+    Arm,
     InstalledBundleRefused,
     Resolution,
     Resolver,
@@ -13,6 +14,7 @@ from tenant_agent.bundles.resolve import (
 from tenant_agent.bundles.store import BundleStore
 
 __all__ = [
+    "Arm",
     "BundleClient",
     "BundleRefused",
     "BundleStore",

@@ -37,6 +37,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -49,10 +50,18 @@ from tenant_agent.bundles.store import BundleStore
 
 log = logging.getLogger(__name__)
 
-CANDIDATE = "candidate"
-CONTROL = "control"
-#: A session outside any rollout (tenant not participating, no rollout, expired bundle): not evidence.
-STABLE = "stable"
+class Arm(StrEnum):
+    """Which side of a rollout a session is on (the ``arm`` of a resolution)."""
+
+    #: In the rollout's canary: the candidate's content and label.
+    CANDIDATE = "candidate"
+    #: In the rollout, outside the canary: stable content under the rollout's control label.
+    CONTROL = "control"
+    #: Outside any rollout (tenant not participating, no rollout, expired bundle): not evidence.
+    STABLE = "stable"
+
+
+CANDIDATE, CONTROL, STABLE = Arm.CANDIDATE, Arm.CONTROL, Arm.STABLE
 
 
 class InstalledBundleRefused(BundleRefused):
@@ -66,11 +75,10 @@ class Resolution:
     name: str
     version: str
     content: bytes
-    #: "candidate" (the session is in the canary), "control" (the rollout's control) or "stable".
-    arm: str
+    arm: Arm
 
     def to_json(self) -> dict[str, str]:
-        doc = {"name": self.name, "version": self.version, "arm": self.arm,
+        doc = {"name": self.name, "version": self.version, "arm": self.arm.value,
                "content_b64": base64.b64encode(self.content).decode("ascii")}
         with contextlib.suppress(UnicodeDecodeError):
             doc["content"] = self.content.decode("utf-8")
@@ -82,7 +90,7 @@ class SessionResolution:
     """Every installed artifact as one session sees it, and the label its telemetry carries."""
 
     label: str
-    arm: str
+    arm: Arm
     artifacts: tuple[Resolution, ...]
 
 

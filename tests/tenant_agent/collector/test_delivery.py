@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+from fedsignal.v1 import signals_pb2
 from sqlalchemy import select
 
 from aggregation.clock import FakeClock, from_unix, to_unix
@@ -21,7 +22,8 @@ from server.signals.models import SignalReport
 from server.signals.schemas import publish_artifact_versions
 from tenant_agent.collector import Collector
 from tenant_agent.config import BudgetConfig, CollectorConfig, DeliveryConfig
-from tenant_agent.outbox import backoff_delay
+from tenant_agent.outbox import SUBMIT_METHOD, backoff_delay
+from tenant_agent.store import Release
 from tenant_agent.transport import enroll
 from tests.harness import Harness
 
@@ -95,25 +97,26 @@ def test_nothing_listening_is_retried_with_backoff(tmp_path: Path) -> None:
     channel.close()
 
 
-def test_duplicate_answer_counts_as_delivered(tmp_path: Path) -> None:
-    service = FakeSignalService()
-    with signal_server(service) as (_address, channel), Collector(make_config(tmp_path), channel=channel) as c:
-        c.record(turn("s", T0 + 1))
-        c.close_windows(now=from_unix(T0 + HOUR))
+def test_duplicate_answer_counts_as_delivered(harness: Harness, tmp_path: Path) -> None:
+    state = tmp_path / "collector"
+    enroll(harness.enroll_target, harness.token("acme", "retail"), state, harness.ca.certificate_pem,
+           signals_address=harness.mtls_target)
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    with Collector(CollectorConfig(state_dir=state), clock=FakeClock(hour + timedelta(hours=1))) as c:
+        c.record(dataclasses.replace(turn("s", to_unix(hour) + 1), tenant_id="acme"))
+        c.close_windows()
         with c.store.engine.connect() as conn:
-            from sqlalchemy import select
-
-            from tenant_agent.store import Release
-
             data = conn.execute(select(Release.report)).scalar_one()
-        from fedsignal.v1 import common_pb2
-
-        # The server already holds it (e.g. our reply got lost last time).
-        service.SubmitReport(common_pb2.DpReport.FromString(data), None)  # type: ignore[arg-type]
-        result = c.deliver(now=from_unix(T0 + HOUR))
+        # The server already holds it (e.g. our reply got lost last time): the same bytes, sent directly.
+        channel = c.channel()
+        assert channel is not None
+        submit = channel.unary_unary(SUBMIT_METHOD, None, signals_pb2.SubmitReportResponse.FromString)
+        assert submit(data, timeout=10).outcome == signals_pb2.SubmitReportResponse.ACCEPTED
+        result = c.deliver()
         assert (result.accepted, result.duplicates, result.pending) == (0, 1, 0)
         assert c.status().windows["delivered"] == 1
-    assert len(service.stored) == 1
+    with harness.ctx.engine.connect() as conn:
+        assert len(conn.execute(select(SignalReport.id).where(SignalReport.tenant_id == "acme")).all()) == 1
 
 
 class HoldingService(FakeSignalService):

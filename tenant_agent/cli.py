@@ -337,6 +337,7 @@ def cmd_budget(args: argparse.Namespace) -> int:
     with Collector(load_config(args)) as collector:
         status = collector.budget_status()
         policy = collector.config.budget
+        delta = collector.config.release.delta
     print(f"period:    {status.period_start.isoformat()} .. {status.renews_at.isoformat()}"
           f" ({policy.period.total_seconds() / 86400:g} days, rho {policy.rho_per_period:g} per period)")
     print(f"spent:     rho {status.spent:.6g}")
@@ -344,7 +345,27 @@ def cmd_budget(args: argparse.Namespace) -> int:
     print(f"renews at: {status.renews_at.isoformat()}")
     lifetime = "no cap" if status.lifetime_remaining is None else f"rho {status.lifetime_remaining:.6g} remaining"
     print(f"lifetime:  rho {status.lifetime_spent:.6g} spent; {lifetime}")
+    _print_budget_extras(status, delta)
     return 0
+
+
+def _print_budget_extras(status: Any, delta: float) -> None:
+    """The totals in (epsilon, delta) and the ledger's clock check, where the ledger reports them.
+
+    ``BudgetStatus.in_epsilon`` and ``clock_behind`` come with the ledger's high-water mark and epsilon view
+    (aggregation.budget); a ledger without them prints rho only.
+    """
+    in_epsilon = getattr(status, "in_epsilon", None)
+    if in_epsilon is not None:
+        e = in_epsilon(delta)
+        cap = "no cap" if e.lifetime_cap is None else f"cap epsilon {e.lifetime_cap:.3g}"
+        print(f"epsilon:   at delta {e.delta:g}: period limit {e.period_limit:.3g}, spent {e.period_spent:.3g}; "
+              f"lifetime spent {e.lifetime_spent:.3g}, {cap}")
+        print("           (rho is what the ledger adds up: zCDP composes in rho, so epsilons of parts do not sum)")
+    if getattr(status, "clock_behind", False):
+        high_water = getattr(status, "high_water", None)
+        mark = high_water.isoformat() if high_water is not None else "the latest time it has seen"
+        print(f"clock:     BEHIND the ledger's high-water mark {mark}: releases are refused until it catches up")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -181,13 +181,15 @@ class Outbox:
         return DeliveryResult(accepted, duplicates, failed, rejected, pending, next_at)
 
     def _pending(self) -> tuple[int, float | None]:
+        """How many reports wait, and when the first may go (its backoff over and its window ended)."""
         with self._store.engine.connect() as conn:
-            count, next_at = conn.execute(
-                select(func.count(), func.min(Release.next_attempt_at)).where(
+            rows = conn.execute(
+                select(Release.next_attempt_at, Release.window_end).where(
                     Release.delivered_at.is_(None), Release.outcome.is_(None)
                 )
-            ).one()
-        return int(count), (float(next_at) if next_at is not None else None)
+            ).all()
+        due = [max(float(next_at), float(end)) for next_at, end in rows]
+        return len(due), (min(due) if due else None)
 
     def _reschedule(self, key: str, attempts: int, now: float, error: str) -> None:
         next_at = now + backoff_delay(attempts, self._cfg, self._rng)

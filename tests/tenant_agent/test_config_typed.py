@@ -94,3 +94,13 @@ def test_the_cli_prints_a_config_error_on_one_line_and_exits_non_zero(tmp_path: 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("fedsignal: error:") and "otlp_lsiten" in err
     assert "Traceback" not in err
+
+
+def test_the_documented_example_is_a_valid_config(tmp_path: Path) -> None:
+    import tenant_agent.config as module
+
+    doc = module.__doc__ or ""
+    example = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = CollectorConfig.load(write(tmp_path, example))
+    assert config.close_grace_seconds == 60 and config.redaction.patterns == {"ticket_id": "TCK-[0-9]{6}"}
+    assert config.budget.anchor is not None and config.budget.anchor.utcoffset() is not None

@@ -15,6 +15,7 @@ import pytest
 
 from aggregation.bundle import TrustedBundleState, VerifiedBundle
 from aggregation.bundle_errors import BundleRefused, TamperedArtifactError
+from fedsignal_cli.main import main
 from tenant_agent.bundles import InstalledBundleRefused, Resolver, serve_resolve
 from tenant_agent.bundles.store import BundleStore
 from tests.bundle_factory import NOW, World
@@ -137,3 +138,15 @@ def test_two_processes_on_one_state_dir_install_without_breaking_each_other(tmp_
     assert store.load(current).version == store.active_version()
     leftovers = [p.name for p in (tmp_path / "bundles").iterdir() if p.name.startswith(".staging")]
     assert leftovers == []
+
+
+def test_status_says_a_damaged_install_is_not_served(tmp_path: Path, installed: tuple[World, TrustedBundleState],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "collector.toml").write_text('state_dir = "."\ntenant_id = "t1"\ncohort = "c1"\n')
+    config = str(tmp_path / "collector.toml")
+    assert main(["agent", "status", "--config", config]) == 0
+    assert "bundle:   version 1" in capsys.readouterr().out
+    _flip_one_byte(_artifact_file(tmp_path, 1))
+    assert main(["agent", "status", "--config", config]) == 0
+    out = capsys.readouterr().out
+    assert "bundle:   NOT SERVED: the installed bundle (versions/1) fails verification" in out

@@ -113,7 +113,11 @@ class Collector:
         self._redaction_seen: dict[str, int] = {}
         self._lock = threading.Lock()
         self._schema = self._initial_schema()
-        self._check_window(self._schema)
+        try:
+            self._check_window(self._schema)
+        except ConfigError:
+            self.store.close()  # refused before use: release the store's file and locks
+            raise
         self.book = WindowBook(
             self.store,
             self.taxonomy,

@@ -10,9 +10,8 @@ from sqlalchemy import BigInteger, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from aggregation.audit import ChainedEntry, ChainVerdict, chain_next, verify_chain
+from server import locks
 from server.db import Base, advisory_lock
-
-_AUDIT_LOCK = 0x46534155  # "FSAU"
 
 
 class AuditRecord(Base):
@@ -39,7 +38,7 @@ def append_audit(session: Session, actor: str, kind: str, payload: Any, at: date
     Appends are serialized across replicas with an advisory lock held until
     the caller commits, so the chain never forks.
     """
-    advisory_lock(session, _AUDIT_LOCK)
+    advisory_lock(session, locks.AUDIT)
     last = session.scalars(select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(1)).first()
     when = (at or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="microseconds")
     entry = chain_next(_to_entry(last) if last else None, when, actor, kind, payload)

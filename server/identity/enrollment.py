@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from aggregation.errors import FedsignalError
+from server import locks
 from server.audit import append_audit
 from server.db import advisory_lock
 from server.identity.models import CertificateRecord, EnrollmentTokenRecord, TenantRecord
@@ -83,21 +84,12 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
-def _tenant_lock_key(tenant_id: str) -> int:
-    digest = hashlib.blake2b(b"fedsignal.tenant:" + tenant_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-def get_tenant(session: Session, tenant_id: str) -> TenantRecord | None:
-    return session.get(TenantRecord, tenant_id)
-
-
 def ensure_tenant(session: Session, tenant_id: str, cohort: str, now: datetime) -> TenantRecord:
     """The tenant record, created on first use; refuses a revoked tenant or a cohort change."""
     check_name("tenant id", tenant_id)
     check_name("cohort", cohort)
     # Two replicas creating the same new tenant at once: the second waits and sees the first's row.
-    advisory_lock(session, _tenant_lock_key(tenant_id))
+    advisory_lock(session, locks.tenant(tenant_id))
     tenant = session.get(TenantRecord, tenant_id)
     if tenant is None:
         tenant = TenantRecord(tenant_id=tenant_id, cohort=cohort, created_at=now)

@@ -12,7 +12,6 @@ each of which issues a newer version pointing at reviewer-approved sets only.
 from __future__ import annotations
 
 import json
-import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,6 +21,7 @@ from tuf.api.metadata import Metadata, Targets
 
 from aggregation.bundle import RolloutExposure, build_cohort_metadata, bundle_document, wire_name
 from aggregation.errors import FedsignalError
+from server import locks
 from server.audit import append_audit
 from server.context import ServerContext
 from server.db import advisory_lock
@@ -60,10 +60,6 @@ class IssuedBundle:
     candidate_id: str | None
 
 
-def _lock_key(cohort: str) -> int:
-    return 0x46534200000000 + zlib.crc32(cohort.encode("utf-8"))
-
-
 def latest_bundle(session: Session, cohort: str) -> CohortBundleRecord | None:
     return session.scalars(
         select(CohortBundleRecord).where(CohortBundleRecord.cohort == cohort).order_by(CohortBundleRecord.version.desc()).limit(1)
@@ -99,7 +95,7 @@ def issue_cohort_bundle(
     # The audit lock first, always: every writer here appends audit entries, and one global
     # order (audit, then ours) keeps concurrent transactions from deadlocking.
     serialize_writes(session)
-    advisory_lock(session, _lock_key(cohort))
+    advisory_lock(session, locks.bundle(cohort))
     now = ctx.clock()
     root = current_root(session)
     stable_recs = _stable(session, cohort)
@@ -186,7 +182,7 @@ def current_bundle(session: Session, ctx: ServerContext, cohort: str) -> CohortB
     rec = latest_bundle(session, cohort)
     if _stale(session, ctx, rec):
         serialize_writes(session)
-        advisory_lock(session, _lock_key(cohort))
+        advisory_lock(session, locks.bundle(cohort))
         rec = latest_bundle(session, cohort)  # another replica may have refreshed it meanwhile
         if _stale(session, ctx, rec):
             exposure = exposure_of(rec) if rec is not None else None

@@ -31,13 +31,12 @@ from aggregation.trust_root import (
     to_json_bytes,
     verify_rotation,
 )
-from server.audit import _AUDIT_LOCK as AUDIT_LOCK
+from server import locks
 from server.audit import append_audit
 from server.db import advisory_lock
 from server.review.models import TrustRootRecord
 
 ONLINE_KEY_FILE = Path("bundle-keys") / "online_ed25519.pem"
-_ROOT_LOCK = 0x46535254  # "FSRT"
 
 
 class TrustRootMissing(FedsignalError):
@@ -130,8 +129,8 @@ def install_root(session: Session, data: bytes, *, actor: str, now: datetime, st
     """Install version 1 (self-signed threshold) or version N+1 (threshold of N and of itself)."""
     # The audit lock first, always: every writer here appends audit entries, and one global
     # order (audit, then ours) keeps concurrent transactions from deadlocking.
-    advisory_lock(session, AUDIT_LOCK)
-    advisory_lock(session, _ROOT_LOCK)
+    advisory_lock(session, locks.AUDIT)
+    advisory_lock(session, locks.TRUST_ROOT)
     latest = _latest(session)
     try:
         if latest is None:

@@ -39,7 +39,7 @@ from aggregation.bundle_format import valid_part
 from aggregation.errors import FedsignalError
 from aggregation.rollout_plan import plan_for_candidate
 from aggregation.trust_root import TrustRoot, canonical_signed_bytes, to_json_bytes
-from server.audit import _AUDIT_LOCK as AUDIT_LOCK
+from server import locks
 from server.audit import append_audit
 from server.db import advisory_lock
 from server.review.models import CandidateRecord, ReviewerSignature
@@ -77,7 +77,7 @@ def serialize_writes(session: Session) -> None:
     Each of these writes appends audit entries (which takes this lock anyway); taking it up front
     gives one global lock order (audit, then cohort/root/detection locks, then rows) across replicas.
     """
-    advisory_lock(session, AUDIT_LOCK)
+    advisory_lock(session, locks.AUDIT)
 
 
 def now_text(now: datetime) -> str:

@@ -27,7 +27,6 @@ import hashlib
 import json
 import logging
 import math
-import zlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -44,6 +43,7 @@ from aggregation.rollout_plan import (
     plan_for_candidate,
     session_fraction,
 )
+from server import locks
 from server.audit import append_audit
 from server.context import ServerContext
 from server.db import advisory_lock, transaction
@@ -84,10 +84,6 @@ class FrozenPlanTampered(RolloutError):
 
 def _iso(now: datetime) -> str:
     return now.isoformat(timespec="seconds")
-
-
-def _lock_key(rollout_id: str) -> int:
-    return 0x46535200000000 + zlib.crc32(rollout_id.encode())
 
 
 def rollout_id_for(candidate_id: str) -> str:
@@ -164,7 +160,7 @@ def start_rollout(session: Session, ctx: ServerContext, candidate_id: str, *, ac
     tenants and issues the stage-0 bundle.
     """
     cand = get_candidate(session, candidate_id, for_update=True)
-    advisory_lock(session, _lock_key("cohort:" + cand.cohort))
+    advisory_lock(session, locks.rollout_cohort(cand.cohort))
     if cand.state != "bundled":
         raise RolloutStateError(
             f"candidate {cand.id} is {cand.state}; only a bundled (reviewer-approved) candidate can roll out"
@@ -236,7 +232,7 @@ class StepResult:
 
 
 def _locked(session: Session, rollout_id: str) -> RolloutRecord:
-    advisory_lock(session, _lock_key(rollout_id))
+    advisory_lock(session, locks.rollout(rollout_id))
     rec = session.scalars(select(RolloutRecord).where(RolloutRecord.id == rollout_id).with_for_update()).first()
     if rec is None:
         raise RolloutNotFound(f"no rollout {rollout_id!r}; `fedsignal admin rollout list` shows them")

@@ -10,7 +10,6 @@ so two replicas asking at once create version 1 once.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -19,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from aggregation.errors import FedsignalError
 from aggregation.schema import SignalSchema, default_schema
+from server import locks
 from server.db import advisory_lock
 from server.signals.models import SignalSchemaVersion
 
@@ -27,11 +27,6 @@ ARTIFACT_VERSION = "artifact_version"
 
 class UnknownCohortSchema(FedsignalError):
     """A cohort name that cannot carry a schema."""
-
-
-def _cohort_lock_key(cohort: str) -> int:
-    digest = hashlib.blake2b(b"fedsignal.schema:" + cohort.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 def _latest(session: Session, cohort: str) -> SignalSchemaVersion | None:
@@ -66,7 +61,7 @@ def current_schema(session: Session, cohort: str) -> SignalSchema:
     row = _latest(session, cohort)
     if row is not None:
         return SignalSchema.from_json(row.document)
-    advisory_lock(session, _cohort_lock_key(cohort))
+    advisory_lock(session, locks.schema(cohort))
     row = _latest(session, cohort)  # another replica may have created it meanwhile
     if row is not None:
         return SignalSchema.from_json(row.document)
@@ -85,23 +80,13 @@ def get_schema(session: Session, cohort: str, version: int) -> SignalSchema | No
     return SignalSchema.from_json(row.document) if row is not None else None
 
 
-def list_schemas(session: Session, cohort: str) -> list[SignalSchema]:
-    """Every published version of ``cohort``, oldest first."""
-    rows = session.scalars(
-        select(SignalSchemaVersion)
-        .where(SignalSchemaVersion.cohort == cohort)
-        .order_by(SignalSchemaVersion.version)
-    )
-    return [SignalSchema.from_json(r.document) for r in rows]
-
-
 def publish_artifact_versions(session: Session, cohort: str, labels: Sequence[str]) -> SignalSchema:
     """Publish a schema version whose artifact_version domain is ``labels + ["other"]``.
 
     Returns the current schema unchanged when its domain already is exactly
     that. Runs inside the caller's transaction; the caller commits.
     """
-    advisory_lock(session, _cohort_lock_key(cohort))
+    advisory_lock(session, locks.schema(cohort))
     current = current_schema(session, cohort)  # read under the lock: the newest version
     updated = current.with_values(ARTIFACT_VERSION, list(labels))
     if updated is current:

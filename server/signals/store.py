@@ -30,7 +30,8 @@ from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from aggregation.audit import ChainedEntry, chain_next
-from server.audit import _AUDIT_LOCK, AuditRecord
+from server import locks
+from server.audit import AuditRecord
 from server.context import ServerContext
 from server.signals.models import SignalReport
 
@@ -111,7 +112,7 @@ def _insert_rows(
                 if lz4:
                     lock.execute("SET LOCAL default_toast_compression = 'lz4'")
                 cursor.executemany(sql, [{c: row[c] for c in columns} for row in rows], returning=True)
-                lock.execute(_PG_LOCK, (_AUDIT_LOCK,))
+                lock.execute(_PG_LOCK, (locks.AUDIT,))
                 tail.execute(tail_sql)
             while True:
                 for report_id, key in cursor.fetchall():
@@ -209,7 +210,7 @@ def _audit_accepted(connection: Connection, accepted: list[tuple[_Pending, int]]
         return
     if tail is _UNREAD:
         if connection.dialect.name == "postgresql":
-            connection.execute(_LOCK, {"k": _AUDIT_LOCK})  # SQLite: BEGIN IMMEDIATE already serializes writers
+            connection.execute(_LOCK, {"k": locks.AUDIT})  # SQLite: BEGIN IMMEDIATE already serializes writers
         tail = connection.execute(_TAIL).first()
     prev: ChainedEntry | None = ChainedEntry(*tail) if tail is not None else None
     entries = []

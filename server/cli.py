@@ -51,8 +51,8 @@ def _context(args: argparse.Namespace, **overrides: Any) -> Any:
     from server.context import ServerContext, ServerSettings
 
     _state_dir(args).mkdir(parents=True, exist_ok=True)
-    settings = ServerSettings(database_url=_database_url(args), state_dir=_state_dir(args), **overrides)
-    return ServerContext.create(settings)
+    doc = {"database_url": _database_url(args), "state_dir": str(_state_dir(args)), **overrides}
+    return ServerContext.create(ServerSettings.parse(doc, source="fedsignal server (command line)"))
 
 
 def register(groups: Any) -> None:
@@ -107,14 +107,18 @@ def register(groups: Any) -> None:
                    help="serve Prometheus metrics over HTTP on this port (default: off)")
     p.add_argument("--health-listen", default=None,
                    help="also serve only the gRPC health check, in plaintext, on HOST:PORT (for probes without TLS)")
-    p.add_argument("--metrics-host", default="0.0.0.0", help="address of the metrics endpoint (default 0.0.0.0)")
+    p.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address of the metrics endpoint (default 127.0.0.1; 0.0.0.0 to expose it)")
     p.add_argument("--job-interval", type=float, default=10.0,
                    help="seconds between runs of merge, detection and rollout jobs (default 10)")
     p.add_argument("--no-jobs", action="store_true", help="do not run periodic jobs on this replica")
     p.add_argument("--grace", type=float, default=30.0, help="seconds in-flight calls get at shutdown (default 30)")
     p.add_argument("--workers", type=int, default=16, help="request worker threads (default 16)")
     p.add_argument("--insecure-dev", action="store_true",
-                   help="DEVELOPMENT ONLY: plaintext, identity taken from x-fedsignal-* metadata")
+                   help="DEVELOPMENT ONLY: plaintext, identity taken from x-fedsignal-* metadata; "
+                        "only on a loopback --listen and a SQLite database")
+    p.add_argument("--insecure-dev-anywhere", action="store_true",
+                   help="allow --insecure-dev on a non-loopback address or a non-SQLite database (dangerous)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)
 
@@ -202,7 +206,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_json_logging(getattr(logging, args.log_level.upper()))
     if args.min_tenants < 1:
         raise ServerCliError("--min-tenants must be at least 1")
-    ctx = _context(args, listen=args.listen, insecure_dev=args.insecure_dev, min_tenants=args.min_tenants,
+    ctx = _context(args, listen=args.listen, insecure_dev=args.insecure_dev,
+                   insecure_dev_anywhere=args.insecure_dev_anywhere, min_tenants=args.min_tenants,
                    max_message_bytes=args.max_message_bytes)
     running = build_server(
         ctx, jobs=not args.no_jobs, job_interval=args.job_interval, metrics_port=args.metrics_port,

@@ -16,9 +16,8 @@ from server.app import ADMIN, ENROLLMENT, SIGNALS, RunningServer, Service, build
 from server.context import ServerContext, ServerSettings
 from server.db import transaction
 from server.identity import enrollment as identity
-from server.identity.auth import forget_cached_revocations, require
+from server.identity.auth import require
 from server.identity.ca import CertificateAuthority, generate_key, key_pem, make_csr
-from server.metrics import report_outcome
 from server.migrate import init_db
 
 CORE_SERVICES = [ENROLLMENT, ADMIN, SIGNALS]
@@ -94,7 +93,7 @@ def probe_servicer(ctx: ServerContext, harness_events: tuple[threading.Event, th
 
     def whoami(request: bytes, context: grpc.ServicerContext) -> bytes:
         who = require(context, ctx, "tenant")
-        report_outcome("accepted")
+        ctx.metrics.report_outcome("accepted")
         return f"{who.subject}/{who.cohort}".encode()
 
     def slow(request: bytes, context: grpc.ServicerContext) -> bytes:
@@ -138,6 +137,6 @@ def start_harness(database_url: str, state_dir: Path, *, services: Sequence[Serv
     started, release = threading.Event(), threading.Event()
     running = build_server(ctx, jobs=False, metrics_port=0, services=services,
                            extra_servicers=[probe_servicer(ctx, (started, release))])
-    forget_cached_revocations()
+    ctx.revocations.clear()
     return Harness(ctx, running, ca, state_dir, Credentials(key, issued.certificate_pem, "root-admin"),
                    started, release)

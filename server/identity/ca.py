@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from aggregation.errors import FedsignalError
+from aggregation.errors import InvalidRequest, PreconditionFailed
 
 Role = Literal["tenant", "admin"]
 ROLES: tuple[str, ...] = ("tenant", "admin")
@@ -51,11 +51,11 @@ DEFAULT_SERVER_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 URI_SCHEME = "fedsignal"
 
 
-class CertificateAuthorityError(FedsignalError):
+class CertificateAuthorityError(PreconditionFailed):
     """The CA is missing, unreadable, or refused to sign a request."""
 
 
-class InvalidCsr(CertificateAuthorityError):
+class InvalidCsr(InvalidRequest, CertificateAuthorityError):
     """A certificate signing request is malformed or its signature does not verify."""
 
 

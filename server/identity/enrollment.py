@@ -17,7 +17,15 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from aggregation.errors import FedsignalError
+from aggregation.errors import (
+    AlreadyExists,
+    FedsignalError,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+    Unauthenticated,
+)
 from server import locks
 from server.audit import append_audit
 from server.db import advisory_lock
@@ -31,31 +39,39 @@ class IdentityError(FedsignalError):
     """Base of the enrollment and revocation errors."""
 
 
-class InvalidName(IdentityError):
+class InvalidIdentityRequest(InvalidRequest, IdentityError):
+    """A token lifetime or certificate serial that cannot be acted on."""
+
+
+class InvalidName(InvalidRequest, IdentityError):
     """A tenant id or cohort name is not acceptable."""
 
 
-class UnknownToken(IdentityError):
+class UnknownToken(Unauthenticated, IdentityError):
     """No such enrollment token."""
 
 
-class ExpiredToken(IdentityError):
+class ExpiredToken(PreconditionFailed, IdentityError):
     """The enrollment token's lifetime is over."""
 
 
-class TokenAlreadyUsed(IdentityError):
+class TokenAlreadyUsed(AlreadyExists, IdentityError):
     """The enrollment token was redeemed before; tokens are single use."""
 
 
-class TenantRevoked(IdentityError):
-    """The tenant was revoked and may not enroll or act."""
+class TenantRevoked(PermissionDenied, IdentityError):
+    """The tenant was revoked: its tokens are void, it may not enroll or act."""
 
 
-class UnknownTenant(IdentityError):
+class RevokedTenantId(PreconditionFailed, IdentityError):
+    """A revoked tenant's id cannot be given new tokens or enrolled again."""
+
+
+class UnknownTenant(NotFound, IdentityError):
     """No tenant of that id."""
 
 
-class CohortMismatch(IdentityError):
+class CohortMismatch(PreconditionFailed, IdentityError):
     """The tenant already belongs to another cohort."""
 
 
@@ -97,7 +113,7 @@ def ensure_tenant(session: Session, tenant_id: str, cohort: str, now: datetime) 
         session.flush()
         return tenant
     if tenant.revoked_at is not None:
-        raise TenantRevoked(f"tenant {tenant_id!r} was revoked; it cannot be enrolled again under that id")
+        raise RevokedTenantId(f"tenant {tenant_id!r} was revoked; it cannot be enrolled again under that id")
     if tenant.cohort != cohort:
         raise CohortMismatch(f"tenant {tenant_id!r} belongs to cohort {tenant.cohort!r}, not {cohort!r}")
     return tenant
@@ -110,7 +126,7 @@ def create_enrollment_token(session: Session, tenant_id: str, cohort: str, ttl: 
     The token itself is returned once and never stored or logged.
     """
     if ttl <= timedelta(0) or ttl > MAX_TOKEN_TTL:
-        raise IdentityError(f"token lifetime must be between 1 second and {MAX_TOKEN_TTL.days} days")
+        raise InvalidIdentityRequest(f"token lifetime must be between 1 second and {MAX_TOKEN_TTL.days} days")
     ensure_tenant(session, tenant_id, cohort, now)
     token = "fst_" + secrets.token_urlsafe(32)
     expires_at = now + ttl
@@ -212,7 +228,7 @@ def revoke_certificate(session: Session, serial: str, reason: str, actor: str, n
     """Revoke one certificate (e.g. an admin's); False when it was already revoked."""
     cert = session.get(CertificateRecord, serial.lower())
     if cert is None:
-        raise IdentityError(f"no certificate with serial {serial!r}")
+        raise InvalidIdentityRequest(f"no certificate with serial {serial!r}")
     if cert.revoked_at is not None:
         return False
     cert.revoked_at = now

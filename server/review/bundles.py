@@ -20,13 +20,13 @@ from sqlalchemy.orm import Session
 from tuf.api.metadata import Metadata, Targets
 
 from aggregation.bundle import RolloutExposure, build_cohort_metadata, bundle_document, wire_name
-from aggregation.errors import FedsignalError
+from aggregation.errors import PreconditionFailed
 from server import locks
 from server.audit import append_audit
 from server.context import ServerContext
 from server.db import advisory_lock
 from server.review.models import CandidateRecord, CohortBundleRecord
-from server.review.trust_root import current_root, current_root_version, online_signer
+from server.review.trust_root import current_root, current_root_version
 from server.review.workflow import (
     approval_metadata,
     artifacts_of,
@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 
-class BundleIssueError(FedsignalError):
+class BundleIssueError(PreconditionFailed):
     pass
 
 
@@ -117,7 +117,7 @@ def issue_cohort_bundle(
         cohort=cohort, version=version, now=now, lifetime=lifetime, root_version=root.version,
         stable=stable_mds, candidate=candidate_md, rollout=rollout,
     )
-    md.sign(online_signer(ctx.settings.state_dir), append=True)
+    md.sign(ctx.online_signer, append=True)
     approvals = [*stable_mds, *([candidate_md] if candidate_md is not None else [])]
     document = bundle_document(md, approvals)
     exposure = None

@@ -22,7 +22,7 @@ from securesystemslib.signer import CryptoSigner, Signer, SSlibKey
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from aggregation.errors import FedsignalError
+from aggregation.errors import FedsignalError, InvalidRequest, PreconditionFailed
 from aggregation.trust_root import (
     TrustRoot,
     build_root,
@@ -39,11 +39,11 @@ from server.review.models import TrustRootRecord
 ONLINE_KEY_FILE = Path("bundle-keys") / "online_ed25519.pem"
 
 
-class TrustRootMissing(FedsignalError):
+class TrustRootMissing(PreconditionFailed):
     """No trust root installed yet: run `fedsignal admin root init` first."""
 
 
-class TrustRootRejected(FedsignalError):
+class TrustRootRejected(InvalidRequest):
     """A submitted root that does not verify (message says why)."""
 
 

@@ -36,7 +36,7 @@ from tuf.api.metadata import Metadata, Targets
 
 from aggregation.bundle import build_approval
 from aggregation.bundle_format import valid_part
-from aggregation.errors import FedsignalError
+from aggregation.errors import FedsignalError, InvalidRequest, NotFound, PermissionDenied, PreconditionFailed
 from aggregation.rollout_plan import plan_for_candidate
 from aggregation.trust_root import TrustRoot, canonical_signed_bytes, to_json_bytes
 from server import locks
@@ -59,15 +59,15 @@ TRANSITIONS: Mapping[str, frozenset[str]] = {
 REVIEWABLE = frozenset({"proposed", "edited"})
 
 
-class CandidateNotFound(FedsignalError):
+class CandidateNotFound(NotFound):
     pass
 
 
-class IllegalTransition(FedsignalError):
+class IllegalTransition(PreconditionFailed):
     """The candidate's state does not allow this step (message names both states)."""
 
 
-class SignatureRejected(FedsignalError):
+class SignatureRejected(PermissionDenied):
     """A submitted approval signature that does not count (unknown key, bad signature, stale payload)."""
 
 
@@ -140,7 +140,7 @@ def _payload(candidate: CandidateRecord, artifacts: Sequence[tuple[str, str, byt
     return canonical_signed_bytes(md).decode("utf-8")
 
 
-class InvalidArtifacts(FedsignalError):
+class InvalidArtifacts(InvalidRequest):
     """Artifacts a candidate cannot ship (none, an empty or '/'-containing or repeated name)."""
 
 

@@ -34,7 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aggregation.bundle_format import BASELINE, RolloutExposure
-from aggregation.errors import FedsignalError
+from aggregation.errors import AlreadyExists, FedsignalError, NotFound, PreconditionFailed
 from aggregation.rollout_plan import (
     RolloutPlan,
     control_label,
@@ -66,15 +66,15 @@ class RolloutError(FedsignalError):
     """A rollout request that cannot be carried out (the message says why)."""
 
 
-class RolloutNotFound(RolloutError):
+class RolloutNotFound(NotFound, RolloutError):
     pass
 
 
-class RolloutConflict(RolloutError):
+class RolloutConflict(AlreadyExists, RolloutError):
     """Another rollout already runs in the cohort, or the candidate already had one."""
 
 
-class RolloutStateError(RolloutError):
+class RolloutStateError(PreconditionFailed, RolloutError):
     """The rollout's state does not allow the request."""
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from aggregation.errors import FedsignalError
+from aggregation.errors import InvalidRequest
 from aggregation.schema import SignalSchema, default_schema
 from server import locks
 from server.db import advisory_lock
@@ -25,7 +25,7 @@ from server.signals.models import SignalSchemaVersion
 ARTIFACT_VERSION = "artifact_version"
 
 
-class UnknownCohortSchema(FedsignalError):
+class UnknownCohortSchema(InvalidRequest):
     """A cohort name that cannot carry a schema."""
 
 

@@ -33,10 +33,8 @@ class Served:
 @pytest.fixture
 def served(ctx: ServerContext, tmp_path: Path) -> Iterator[Served]:
     pki = Pki.create(tmp_path / "state")
-    ctx.settings.state_dir = pki.state_dir
-    ctx.settings.listen = "127.0.0.1:0"
-    ctx.settings.insecure_dev = False
-    ctx.settings.max_message_bytes = 64 * 1024
+    ctx.settings = ctx.settings.with_changes(state_dir=pki.state_dir, listen="127.0.0.1:0", insecure_dev=False,
+                                             max_message_bytes=64 * 1024)
     running = build_server(ctx, jobs=False, services=[SIGNALS, ADMIN])
     try:
         yield Served(ctx, running, pki)

@@ -190,12 +190,12 @@ class ReportIngest:
     declared loss), which keeps the OpenDP privacy map off the hot path.
     """
 
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: ServerContext, store: ReportStore | None = None) -> None:
         self._ctx = ctx
         self._schemas: dict[tuple[str, int], SignalSchema] = {}
         self._loss_checks: dict[tuple[Any, ...], _LossCheck] = {}
         self._lock = threading.Lock()
-        self._store = ReportStore(ctx)
+        self._store = store if store is not None else ReportStore(ctx)
 
     # -- lookups -----------------------------------------------------------
     def _schema(self, cohort: str, version: int) -> SignalSchema:

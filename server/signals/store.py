@@ -11,6 +11,10 @@ insert, one commit. A caller's :meth:`ReportStore.store` returns
 only after the transaction holding its row committed, so "acknowledged"
 still means "durable".
 
+A row the database refuses (it cannot fail validation, but a driver may still
+raise) fails only its own report: the batch is retried one report per
+transaction, so its batch-mates are stored and acknowledged as usual.
+
 Conflicts never abort a batch: rows go in with ``ON CONFLICT DO NOTHING``
 and a row that was not inserted (its key or tenant window already stored,
 possibly by the same batch) is reported back as ``None`` for the caller to
@@ -172,10 +176,20 @@ class ReportStore:
     def _commit(self, batch: list[_Pending]) -> None:
         try:
             ids = self._write(batch)
-        except BaseException as exc:  # every waiter learns the batch failed; nothing was acknowledged
+        except Exception as exc:
+            if len(batch) > 1:
+                # One bad row must not fail its batch-mates: the batch rolled back as a whole,
+                # so each report is written again in its own transaction and only the one(s)
+                # the database refuses learn of it.
+                for p in batch:
+                    self._commit([p])
+                return
+            batch[0].result.set_exception(exc)  # nothing was acknowledged
+            return
+        except BaseException as exc:
             for p in batch:
                 p.result.set_exception(exc)
-            return
+            raise
         for p, report_id in zip(batch, ids, strict=True):
             p.result.set_result(report_id)
 

@@ -73,15 +73,13 @@ class Service:
     add_to_server: Callable[[grpc.Server, ServerContext], None]
 
 
-#: What enrollment hands a new tenant besides its certificate: the trust root and its cohort's schema.
-ENROLLMENT_PACKAGE = identity_service.EnrollmentPackage(
-    trust_root=current_root_bytes,
-    signal_schema=lambda session, cohort: current_schema(session, cohort).to_proto(),
-)
-
-
 def _add_enrollment(grpc_server: grpc.Server, ctx: ServerContext) -> None:
-    identity_service.add_to_server(grpc_server, ctx, ENROLLMENT_PACKAGE)
+    """Enrollment hands a new tenant the trust root and its cohort's schema besides its certificate."""
+    package = identity_service.EnrollmentPackage(
+        trust_root=current_root_bytes,
+        signal_schema=lambda session, cohort: current_schema(session, cohort, clock=ctx.clock).to_proto(),
+    )
+    identity_service.add_to_server(grpc_server, ctx, package)
 
 
 ENROLLMENT = Service("fedsignal.v1.EnrollmentService", _add_enrollment)

@@ -32,15 +32,15 @@ def _to_entry(r: AuditRecord) -> ChainedEntry:
     return ChainedEntry(r.seq, r.at, r.actor, r.kind, r.payload_json, r.prev_hash, r.hash)
 
 
-def append_audit(session: Session, actor: str, kind: str, payload: Any, at: datetime | None = None) -> ChainedEntry:
-    """Append one entry inside the caller's transaction.
+def append_audit(session: Session, actor: str, kind: str, payload: Any, *, at: datetime) -> ChainedEntry:
+    """Append one entry, dated ``at`` (the caller's clock), inside the caller's transaction.
 
     Appends are serialized across replicas with an advisory lock held until
     the caller commits, so the chain never forks.
     """
     advisory_lock(session, locks.AUDIT)
     last = session.scalars(select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(1)).first()
-    when = (at or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="microseconds")
+    when = at.astimezone(UTC).isoformat(timespec="microseconds")
     entry = chain_next(_to_entry(last) if last else None, when, actor, kind, payload)
     session.add(
         AuditRecord(

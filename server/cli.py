@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +166,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     ca.write_server_cert(state, args.host)
     ctx = _context(args)
     init_db(ctx.engine)
-    now = datetime.now(UTC)
+    now = ctx.clock()
     key, issued = ca.issue_key_and_cert(args.admin_name, None, "admin", now=now)
     with transaction(ctx.sessions) as session:
         identity.record_admin_certificate(session, args.admin_name, issued.serial, issued.not_after,
@@ -237,7 +237,7 @@ def cmd_enroll_token(args: argparse.Namespace) -> int:
     ctx = _context(args)
     with transaction(ctx.sessions) as session:
         token, expires_at = identity.create_enrollment_token(
-            session, args.tenant, args.cohort, timedelta(seconds=args.ttl), "operator:cli", datetime.now(UTC)
+            session, args.tenant, args.cohort, timedelta(seconds=args.ttl), "operator:cli", ctx.clock()
         )
     ctx.engine.dispose()
     print(token)
@@ -255,7 +255,7 @@ def cmd_admin_cert(args: argparse.Namespace) -> int:
         raise ServerCliError(f"{args.out} already holds credentials; choose another --out")
     ca = CertificateAuthority.load(_state_dir(args))
     ctx = _context(args)
-    now = datetime.now(UTC)
+    now = ctx.clock()
     key, issued = ca.issue_key_and_cert(args.name, None, "admin", now=now, days=args.days)
     with transaction(ctx.sessions) as session:
         identity.record_admin_certificate(session, args.name, issued.serial, issued.not_after, "operator:cli", now)
@@ -271,7 +271,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     from server.identity import enrollment as identity
 
     ctx = _context(args)
-    now = datetime.now(UTC)
+    now = ctx.clock()
     with transaction(ctx.sessions) as session:
         if args.tenant:
             count = identity.revoke_tenant(session, args.tenant, args.reason, "operator:cli", now)

@@ -53,7 +53,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
     def _authority(self) -> CertificateAuthority:
         with self._ca_lock:
             if self._ca is None:
-                self._ca = CertificateAuthority.load(self._ctx.settings.state_dir)
+                self._ca = CertificateAuthority.load(self._ctx.settings.state_dir, clock=self._ctx.clock)
             return self._ca
 
     def Enroll(self, request: enrollment_pb2.EnrollRequest, context: grpc.ServicerContext) -> enrollment_pb2.EnrollResponse:

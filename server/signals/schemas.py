@@ -11,11 +11,12 @@ so two replicas asking at once create version 1 once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aggregation.clock import Clock, system_clock
 from aggregation.errors import InvalidRequest
 from aggregation.schema import SignalSchema, default_schema
 from server import locks
@@ -39,19 +40,19 @@ def _latest(session: Session, cohort: str) -> SignalSchemaVersion | None:
     return session.scalars(stmt).first()
 
 
-def _store(session: Session, schema: SignalSchema) -> None:
+def _store(session: Session, schema: SignalSchema, now: datetime) -> None:
     session.add(
         SignalSchemaVersion(
             cohort=schema.cohort,
             version=schema.version,
             document=schema.to_json(),
-            created_at=datetime.now(UTC),
+            created_at=now,
         )
     )
     session.flush()
 
 
-def current_schema(session: Session, cohort: str) -> SignalSchema:
+def current_schema(session: Session, cohort: str, *, clock: Clock = system_clock) -> SignalSchema:
     """The newest schema version of ``cohort``; version 1 is created on first use.
 
     Runs inside the caller's transaction; the caller commits.
@@ -66,7 +67,7 @@ def current_schema(session: Session, cohort: str) -> SignalSchema:
     if row is not None:
         return SignalSchema.from_json(row.document)
     schema = default_schema(cohort, version=1)
-    _store(session, schema)
+    _store(session, schema, clock())
     return schema
 
 
@@ -80,16 +81,18 @@ def get_schema(session: Session, cohort: str, version: int) -> SignalSchema | No
     return SignalSchema.from_json(row.document) if row is not None else None
 
 
-def publish_artifact_versions(session: Session, cohort: str, labels: Sequence[str]) -> SignalSchema:
+def publish_artifact_versions(
+    session: Session, cohort: str, labels: Sequence[str], *, clock: Clock = system_clock
+) -> SignalSchema:
     """Publish a schema version whose artifact_version domain is ``labels + ["other"]``.
 
     Returns the current schema unchanged when its domain already is exactly
     that. Runs inside the caller's transaction; the caller commits.
     """
     advisory_lock(session, locks.schema(cohort))
-    current = current_schema(session, cohort)  # read under the lock: the newest version
+    current = current_schema(session, cohort, clock=clock)  # read under the lock: the newest version
     updated = current.with_values(ARTIFACT_VERSION, list(labels))
     if updated is current:
         return current
-    _store(session, updated)
+    _store(session, updated, clock())
     return updated

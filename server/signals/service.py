@@ -46,7 +46,7 @@ class SignalServicer:
     ) -> common_pb2.SignalSchema:
         with unit_of_work(context, self._ctx, "tenant") as call:
             if request.version == 0:
-                return current_schema(call.session, call.cohort).to_proto()
+                return current_schema(call.session, call.cohort, clock=self._ctx.clock).to_proto()
             found = get_schema(call.session, call.cohort, request.version)
             if found is None:
                 raise UnknownSchema(f"cohort {call.cohort!r} has no signal schema version {request.version}")

@@ -41,6 +41,7 @@ from grpc_reflection.v1alpha import reflection
 from aggregation.errors import FedsignalError
 from server import metrics as metrics_mod
 from server.admin import service as admin_service
+from server.audit import run_audit_checkpoint
 from server.context import ServerContext, ServerSettings
 from server.identity import service as identity_service
 from server.identity.ca import server_tls_files
@@ -97,6 +98,7 @@ JOBS: tuple[tuple[str, Job], ...] = (
     ("merge", run_merge),
     ("detect", run_detection),
     ("rollout", run_controller),
+    ("audit-head", run_audit_checkpoint),
 )
 
 

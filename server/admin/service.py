@@ -8,7 +8,7 @@ from datetime import UTC, timedelta
 import grpc
 from fedsignal.v1 import admin_pb2, admin_pb2_grpc, common_pb2
 
-from server.audit import iter_audit
+from server.audit import iter_audit, latest_head, verify_and_checkpoint
 from server.context import ServerContext
 from server.identity import enrollment as identity
 from server.logs import log_event
@@ -63,6 +63,26 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 for e in iter_audit(call.session, after_seq=request.after_seq, limit=limit)
             ]
         return admin_pb2.GetAuditLogResponse(entries=entries)
+
+    def GetAuditHead(self, request: admin_pb2.GetAuditHeadRequest,
+                     context: grpc.ServicerContext) -> admin_pb2.GetAuditHeadResponse:
+        signer = self._ctx.online_signer
+        with unit_of_work(context, self._ctx, "admin") as call:
+            before = latest_head(call.session)
+            verdict = None
+            heads = [before] if before is not None else []
+            if request.checkpoint:
+                check = verify_and_checkpoint(call.session, signer, at=self._ctx.clock())
+                verdict = check.verdict
+                if check.head is not None and check.head != before:
+                    heads.append(check.head)
+        return admin_pb2.GetAuditHeadResponse(
+            heads=[admin_pb2.SignedAuditHead(seq=h.seq, hash=h.hash, at=h.at, keyid=h.keyid, signature=h.signature)
+                   for h in heads],
+            public_key=signer.public_key.keyval["public"],
+            verified=verdict.ok if verdict is not None else False,
+            problem=(verdict.reason or "") if verdict is not None else "not checked (no checkpoint asked for)",
+        )
 
 
 def add_to_server(grpc_server: grpc.Server, ctx: ServerContext) -> None:

@@ -109,3 +109,35 @@ class GetAuditLogResponse(_message.Message):
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[_common_pb2.AuditEntry]
     def __init__(self, entries: _Optional[_Iterable[_Union[_common_pb2.AuditEntry, _Mapping]]] = ...) -> None: ...
+
+class SignedAuditHead(_message.Message):
+    __slots__ = ("seq", "hash", "at", "keyid", "signature")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    KEYID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    hash: str
+    at: str
+    keyid: str
+    signature: str
+    def __init__(self, seq: _Optional[int] = ..., hash: _Optional[str] = ..., at: _Optional[str] = ..., keyid: _Optional[str] = ..., signature: _Optional[str] = ...) -> None: ...
+
+class GetAuditHeadRequest(_message.Message):
+    __slots__ = ("checkpoint",)
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    checkpoint: bool
+    def __init__(self, checkpoint: _Optional[bool] = ...) -> None: ...
+
+class GetAuditHeadResponse(_message.Message):
+    __slots__ = ("heads", "public_key", "verified", "problem")
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    heads: _containers.RepeatedCompositeFieldContainer[SignedAuditHead]
+    public_key: str
+    verified: bool
+    problem: str
+    def __init__(self, heads: _Optional[_Iterable[_Union[SignedAuditHead, _Mapping]]] = ..., public_key: _Optional[str] = ..., verified: _Optional[bool] = ..., problem: _Optional[str] = ...) -> None: ...

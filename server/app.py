@@ -37,6 +37,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
 
 from aggregation.errors import FedsignalError
 from server import metrics as metrics_mod
@@ -356,8 +357,6 @@ def build_server(ctx: ServerContext, *, jobs: bool = True, job_interval: float =
     metrics_http = None
     bound_metrics_port = None
     if metrics_port is not None:
-        from prometheus_client import start_http_server
-
         metrics_http, _thread = start_http_server(metrics_port, addr=metrics_host, registry=metrics.registry)
         bound_metrics_port = int(metrics_http.server_port)
 

@@ -3,6 +3,10 @@
 Commands that touch the database directly (``init``, ``init-db``,
 ``upgrade``, ``enroll-token``, ``admin-cert``, ``revoke``) are for operators on
 the server's host; everyone else uses ``fedsignal admin`` over mutual TLS.
+
+The commands import the server's modules inside their functions on purpose: every
+``fedsignal`` invocation (``agent``, ``admin``, ...) registers this group, and
+loading gRPC, SQLAlchemy and the domain packages for those would cost start-up time.
 """
 
 from __future__ import annotations

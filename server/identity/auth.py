@@ -28,6 +28,7 @@ import grpc
 
 from server.context import ServerContext
 from server.identity.ca import ROLES, CertificateAuthorityError, ClientClaims, parse_client_certificate
+from server.identity.enrollment import certificate_refusal, tenant_refusal
 
 INSECURE_SERIAL = "insecure-dev"
 SUBJECT_HEADER = "x-fedsignal-subject"
@@ -68,8 +69,6 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -
 
 def _refusal(ctx: ServerContext, identity: Identity) -> str | None:
     """Why this identity may not act now, or None. Cached for a few seconds."""
-    from server.identity.enrollment import certificate_refusal, tenant_refusal
-
     key = identity.serial if identity.serial != INSECURE_SERIAL else f"{INSECURE_SERIAL}:{identity.subject}"
     hit, refusal = ctx.revocations.get(key)
     if hit:

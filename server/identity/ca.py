@@ -26,6 +26,7 @@ years and the server certificate one year.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -354,8 +355,6 @@ def server_tls_files(state_dir: Path) -> tuple[bytes, bytes, bytes]:
 def write_credentials_dir(directory: Path, key_pem_bytes: bytes, cert_pem: bytes, ca_pem: bytes,
                           identity: dict[str, str]) -> None:
     """Write ``client.key`` (0600), ``client.crt``, ``ca.crt`` and ``identity.json`` into ``directory``."""
-    import json
-
     directory.mkdir(parents=True, exist_ok=True)
     write_private(directory / "client.key", key_pem_bytes)
     (directory / "client.crt").write_bytes(cert_pem)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, timedelta
 
 import grpc
@@ -13,12 +14,27 @@ from server.context import ServerContext
 from server.identity import enrollment as identity
 from server.logs import log_event
 from server.servicer import unit_of_work
-from server.signals.views import list_signals
+from server.signals.views import DEFAULT_LIST_LIMIT, list_signals
 
 log = logging.getLogger("fedsignal.server.admin")
 
 AUDIT_PAGE_DEFAULT = 100
 AUDIT_PAGE_MAX = 1000
+#: Room left in a ListSignals answer for everything but the cells (field tags, k, next_offset).
+PAGE_HEADROOM_BYTES = 16 * 1024
+
+
+def signal_page(cells: Sequence[admin_pb2.MergedCell], budget: int) -> list[admin_pb2.MergedCell]:
+    """The longest prefix of ``cells`` whose encoding fits ``budget`` bytes (at least one cell)."""
+    page: list[admin_pb2.MergedCell] = []
+    used = 0
+    for cell in cells:
+        size = cell.ByteSize() + 6  # the field's tag and length prefix
+        if page and used + size > budget:
+            break
+        page.append(cell)
+        used += size
+    return page
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
@@ -50,8 +66,19 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     def ListSignals(self, request: admin_pb2.ListSignalsRequest,
                     context: grpc.ServicerContext) -> admin_pb2.ListSignalsResponse:
+        """One page of the ordered cells: at most ``limit``, and never more than fits the message limit."""
+        wanted = request.limit or DEFAULT_LIST_LIMIT
+        upto = admin_pb2.ListSignalsRequest()
+        upto.CopyFrom(request)
+        upto.offset = 0
+        upto.limit = request.offset + wanted
         with unit_of_work(context, self._ctx, "admin") as call:
-            return list_signals(call.session, self._ctx.settings, request)
+            full = list_signals(call.session, self._ctx.settings, upto)
+        cells = full.cells[request.offset:]
+        page = signal_page(cells, self._ctx.settings.max_message_bytes - PAGE_HEADROOM_BYTES)
+        more = len(page) < len(cells)
+        return admin_pb2.ListSignalsResponse(cells=page, min_tenants=full.min_tenants,
+                                             next_offset=request.offset + len(page) if more else 0)
 
     def GetAuditLog(self, request: admin_pb2.GetAuditLogRequest,
                     context: grpc.ServicerContext) -> admin_pb2.GetAuditLogResponse:

@@ -115,11 +115,21 @@ def _add_signal_filters(p: argparse.ArgumentParser, default_limit: int = 50) -> 
 
 
 def _list_signals(args: argparse.Namespace, include_suppressed: bool) -> admin_pb2.ListSignalsResponse:
+    """Every cell up to ``--limit``, over as many pages as the server's message limit needs."""
     request = admin_pb2.ListSignalsRequest(cohort=args.cohort, window_start_from=max(0, args.since),
                                            limit=max(0, args.limit), include_suppressed=include_suppressed)
+    response = admin_pb2.ListSignalsResponse()
     with admin_channel(args) as channel:
-        response: admin_pb2.ListSignalsResponse = admin_pb2_grpc.AdminServiceStub(channel).ListSignals(request)
-    return response
+        stub = admin_pb2_grpc.AdminServiceStub(channel)
+        while True:
+            page: admin_pb2.ListSignalsResponse = stub.ListSignals(request)
+            response.cells.extend(page.cells)
+            response.min_tenants = page.min_tenants
+            if not page.next_offset or not page.cells:
+                return response
+            request.offset = page.next_offset
+            if args.limit > 0:
+                request.limit = max(1, args.limit - len(response.cells))
 
 
 def cmd_signals(args: argparse.Namespace) -> int:

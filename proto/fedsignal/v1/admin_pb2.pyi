@@ -40,16 +40,18 @@ class RevokeTenantResponse(_message.Message):
     def __init__(self, certificates_revoked: _Optional[int] = ...) -> None: ...
 
 class ListSignalsRequest(_message.Message):
-    __slots__ = ("cohort", "window_start_from", "limit", "include_suppressed")
+    __slots__ = ("cohort", "window_start_from", "limit", "include_suppressed", "offset")
     COHORT_FIELD_NUMBER: _ClassVar[int]
     WINDOW_START_FROM_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
     cohort: str
     window_start_from: int
     limit: int
     include_suppressed: bool
-    def __init__(self, cohort: _Optional[str] = ..., window_start_from: _Optional[int] = ..., limit: _Optional[int] = ..., include_suppressed: _Optional[bool] = ...) -> None: ...
+    offset: int
+    def __init__(self, cohort: _Optional[str] = ..., window_start_from: _Optional[int] = ..., limit: _Optional[int] = ..., include_suppressed: _Optional[bool] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class MergedCell(_message.Message):
     __slots__ = ("cohort", "window_start", "window_end", "measure", "slice", "estimate", "variance", "rate", "rate_low", "rate_high", "tenants", "suppressed", "z_score")
@@ -89,12 +91,14 @@ class MergedCell(_message.Message):
     def __init__(self, cohort: _Optional[str] = ..., window_start: _Optional[int] = ..., window_end: _Optional[int] = ..., measure: _Optional[str] = ..., slice: _Optional[_Mapping[str, str]] = ..., estimate: _Optional[float] = ..., variance: _Optional[float] = ..., rate: _Optional[float] = ..., rate_low: _Optional[float] = ..., rate_high: _Optional[float] = ..., tenants: _Optional[int] = ..., suppressed: _Optional[bool] = ..., z_score: _Optional[float] = ...) -> None: ...
 
 class ListSignalsResponse(_message.Message):
-    __slots__ = ("cells", "min_tenants")
+    __slots__ = ("cells", "min_tenants", "next_offset")
     CELLS_FIELD_NUMBER: _ClassVar[int]
     MIN_TENANTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
     cells: _containers.RepeatedCompositeFieldContainer[MergedCell]
     min_tenants: int
-    def __init__(self, cells: _Optional[_Iterable[_Union[MergedCell, _Mapping]]] = ..., min_tenants: _Optional[int] = ...) -> None: ...
+    next_offset: int
+    def __init__(self, cells: _Optional[_Iterable[_Union[MergedCell, _Mapping]]] = ..., min_tenants: _Optional[int] = ..., next_offset: _Optional[int] = ...) -> None: ...
 
 class GetAuditLogRequest(_message.Message):
     __slots__ = ("after_seq", "limit")

@@ -26,6 +26,7 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from securesystemslib.exceptions import UnverifiedSignatureError
@@ -45,7 +46,21 @@ from server.db import advisory_lock
 from server.review.models import CandidateRecord, ReviewerSignature
 from server.review.remediation import RemediationMap, default_remediation_map, highest_risk_class
 
-STATES = ("proposed", "edited", "approved", "rejected", "bundled", "rolling_out", "promoted", "rolled_back")
+
+class CandidateState(StrEnum):
+    """A candidate's lifecycle state (stored as its string value)."""
+
+    PROPOSED = "proposed"
+    EDITED = "edited"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    BUNDLED = "bundled"
+    ROLLING_OUT = "rolling_out"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+
+
+STATES = tuple(CandidateState)
 TRANSITIONS: Mapping[str, frozenset[str]] = {
     "proposed": frozenset({"edited", "approved", "rejected"}),
     "edited": frozenset({"edited", "approved", "rejected"}),

@@ -29,6 +29,7 @@ import logging
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -57,8 +58,18 @@ from server.signals.schemas import publish_artifact_versions
 
 log = logging.getLogger(__name__)
 
-ACTIVE_STATES = ("running", "paused")
-FINAL_STATES = ("promoted", "rolled_back", "aborted")
+class RolloutState(StrEnum):
+    """A rollout's state (stored as its string value)."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    ABORTED = "aborted"
+
+
+ACTIVE_STATES = (RolloutState.RUNNING, RolloutState.PAUSED)
+FINAL_STATES = (RolloutState.PROMOTED, RolloutState.ROLLED_BACK, RolloutState.ABORTED)
 CONTROLLER = "system:rollout-controller"
 
 

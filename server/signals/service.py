@@ -37,9 +37,9 @@ _OUTCOMES = {
 
 
 class SignalServicer:
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: ServerContext, ingest: ReportIngest | None = None) -> None:
         self._ctx = ctx
-        self._ingest = ReportIngest(ctx)
+        self._ingest = ingest if ingest is not None else ReportIngest(ctx)
 
     def GetSignalSchema(  # noqa: N802 - gRPC method name
         self, request: signals_pb2.GetSignalSchemaRequest, context: grpc.ServicerContext
@@ -69,8 +69,9 @@ def _raw(data: bytes) -> bytes:
     return data
 
 
-def add_to_server(grpc_server: grpc.Server, ctx: ServerContext) -> None:
-    servicer = SignalServicer(ctx)
+def add_to_server(grpc_server: grpc.Server, ctx: ServerContext, ingest: ReportIngest | None = None) -> None:
+    """Serve SignalService; ``ingest``: the report kernel to use (default: one on ``ctx``'s own store)."""
+    servicer = SignalServicer(ctx, ingest)
     handlers: dict[str, Any] = {
         "GetSignalSchema": grpc.unary_unary_rpc_method_handler(
             servicer.GetSignalSchema,

@@ -54,3 +54,11 @@ class OutOfRange(FedsignalError):
 
 class Unavailable(FedsignalError):
     """A dependency (the database) is unavailable; the same request may succeed later."""
+
+
+class Aborted(FedsignalError):
+    """A concurrent change won (e.g. two replicas raced on one row); retrying the request is safe."""
+
+
+class DeadlineExceeded(FedsignalError):
+    """The request came after the deadline the protocol set for it (e.g. a round message too late)."""

@@ -32,7 +32,9 @@ from sqlalchemy.orm import Session
 
 from aggregation.clock import Clock
 from aggregation.errors import (
+    Aborted,
     AlreadyExists,
+    DeadlineExceeded,
     FedsignalError,
     InvalidRequest,
     NotFound,
@@ -61,6 +63,8 @@ STATUS: tuple[tuple[type[FedsignalError], grpc.StatusCode], ...] = (
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (Aborted, grpc.StatusCode.ABORTED),
+    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
 )
 _BY_KIND = dict(STATUS)
 

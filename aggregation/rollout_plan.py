@@ -41,7 +41,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from aggregation.errors import FedsignalError
+from aggregation.errors import InvalidRequest
 
 PLANS_RESOURCE = "data/rollout_plans_v1.json"
 GATE_MEASURES = ("task_success", "escalated", "human_correction", "tool_error", "timeout", "safety_incident")
@@ -54,7 +54,7 @@ Direction = Literal["drop", "rise"]
 MAX_CANARY_SHARE = 0.5
 
 
-class RolloutPlanError(FedsignalError):
+class RolloutPlanError(InvalidRequest):
     """A rollout plan document that cannot be used (the message says which field)."""
 
 

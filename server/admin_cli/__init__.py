@@ -11,7 +11,7 @@ from typing import Any
 
 
 def register(groups: Any) -> None:
-    from server.admin_cli import review, rollout, signals
+    from server.admin_cli import audit, review, rollout, signals
 
     parser: argparse.ArgumentParser = groups.add_parser(
         "admin", help="review signals, sign approvals, steer rollouts (admin certificate)",
@@ -19,5 +19,6 @@ def register(groups: Any) -> None:
     )
     sub = parser.add_subparsers(dest="admin_command", metavar="COMMAND", required=True)
     signals.register(sub)
+    audit.register(sub)
     review.register(sub)
     rollout.register(sub)

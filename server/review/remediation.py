@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from aggregation.errors import FedsignalError
+from aggregation.errors import FedsignalError, InvalidRequest
 
 #: Risk classes, least to most demanding.
 RISK_ORDER = ("low", "high", "critical")
@@ -23,7 +23,7 @@ class RemediationMapError(FedsignalError):
     pass
 
 
-class UnknownArtifactKind(FedsignalError):
+class UnknownArtifactKind(InvalidRequest):
     """An artifact kind the remediation map does not know (so no risk class can be derived for it)."""
 
 

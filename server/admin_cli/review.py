@@ -20,13 +20,9 @@ from tuf.api.metadata import Metadata
 
 from aggregation.audit import ChainedEntry, verify_chain
 from aggregation.errors import FedsignalError
-from aggregation.trust_root import (
-    DEFAULT_THRESHOLDS,
-    build_root,
-    key_from_public_json,
-    public_key_json,
-    to_json_bytes,
-)
+from aggregation.risk import RISK_ORDER, RiskClass, UnknownRiskClass
+from aggregation.trust_root import to_json_bytes
+from aggregation.trust_root_build import build_root, key_from_public_json, public_key_json
 from server.admin_cli import reviewer_keys
 from server.admin_cli.common import add_connection_args, admin_channel, print_json
 
@@ -55,9 +51,11 @@ def register(sub: Any) -> None:
                        help="a reviewer public key file (repeat for each reviewer)")
         p.add_argument("--key", type=Path, action="append", default=[], metavar="KEY",
                        help="a private key to sign with here (repeat); others can add theirs with `root sign`")
-        p.add_argument("--root-threshold", type=int, default=1, help="signatures needed for the next root (default 1)")
+        p.add_argument("--root-threshold", type=int, default=None,
+                       help="signatures needed for the next root (default and minimum: the highest class threshold)")
         p.add_argument("--threshold", action="append", default=[], metavar="CLASS=N",
-                       help="signatures per risk class (default low=1, high=2, critical=3)")
+                       help="signatures per risk class (default low=1, high=2, critical=3; each at most the "
+                            "number of --reviewer keys)")
         p.add_argument("--server-key", type=Path, default=None, help="server public key file (default: the server's)")
         p.add_argument("--days", type=int, default=365, help="root lifetime in days")
         p.add_argument("--out", type=Path, default=None, help="write the (partly) signed root here instead of submitting")
@@ -136,12 +134,17 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def _thresholds(items: Sequence[str]) -> dict[str, int]:
-    out = dict(DEFAULT_THRESHOLDS)
+    """``--threshold CLASS=N`` options (classes not named keep their defaults in ``build_root``)."""
+    out: dict[str, int] = {}
     for item in items:
         cls, _, n = item.partition("=")
-        if cls not in DEFAULT_THRESHOLDS or not n.isdigit():
-            raise FedsignalError(f"--threshold {item!r}: expected low|high|critical=N")
-        out[cls] = int(n)
+        try:
+            name = RiskClass.parse(cls)
+        except UnknownRiskClass:
+            name = None
+        if name is None or not n.isdigit():
+            raise FedsignalError(f"--threshold {item!r}: expected {'|'.join(RISK_ORDER)}=N")
+        out[name.value] = int(n)
     return out
 
 

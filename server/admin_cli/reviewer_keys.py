@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
 from aggregation.errors import FedsignalError
-from aggregation.trust_root import key_from_public_json, public_key_json
+from aggregation.trust_root_build import key_from_public_json, public_key_json
 
 PASSPHRASE_ENV = "FEDSIGNAL_KEY_PASSPHRASE"
 

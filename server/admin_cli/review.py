@@ -1,14 +1,16 @@
 """``fedsignal admin`` review commands: reviewer keys, trust root, candidates, approvals, audit verify.
 
-Signing happens here, on the reviewer's machine: the server sends the
-canonical payload, this process signs it with the reviewer's decrypted key
-and sends back only the signature.
+Signing happens here, on the reviewer's machine, over approval bytes this
+process builds from the candidate it shows (:mod:`server.admin_cli.approval`):
+the server's payload must equal them, and the reviewer must have been shown
+that exact content; only the signature is sent back.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +25,7 @@ from aggregation.errors import FedsignalError
 from aggregation.risk import RISK_ORDER, RiskClass, UnknownRiskClass
 from aggregation.trust_root import to_json_bytes
 from aggregation.trust_root_build import build_root, key_from_public_json, public_key_json
-from server.admin_cli import reviewer_keys
+from server.admin_cli import approval, reviewer_keys
 from server.admin_cli.common import add_connection_args, admin_channel, print_json
 
 
@@ -84,13 +86,19 @@ def register(sub: Any) -> None:
     p.add_argument("--state", default="")
     p.add_argument("--cohort", default="")
     p.add_argument("--json", action="store_true")
+    _review_state_arg(p)
     add_connection_args(p)
     p.set_defaults(func=cmd_candidates)
 
-    p = sub.add_parser("approve", help="sign a candidate's bundle metadata with your key and submit the signature")
+    p = sub.add_parser(
+        "approve", help="sign a candidate you were shown with your key and submit the signature",
+        description="Builds the approval from the artifacts, risk class, cohort and plan it shows, refuses when the "
+                    "server's payload differs, and signs only content you were shown unchanged before (by "
+                    "`candidates show` or an earlier `approve`); a changed candidate is shown as a diff first.")
     p.add_argument("id")
     p.add_argument("--key", type=Path, required=True, help="your reviewer private key file")
     p.add_argument("--passphrase-file", type=Path, default=None)
+    _review_state_arg(p)
     add_connection_args(p)
     p.set_defaults(func=cmd_approve)
 
@@ -121,6 +129,16 @@ def _audit_subparsers(sub: Any) -> Any:
         parser = sub.add_parser("audit", help="read the hash-chained audit log")
         return parser.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
     return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def _review_state_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--review-state", type=Path, default=None, metavar="DIR",
+                   help="where this reviewer's record of what they were shown lives (default: "
+                        f"${approval.REVIEW_STATE_ENV} or ~/.local/state/fedsignal/reviews)")
+
+
+def _records(args: argparse.Namespace) -> approval.ReviewRecords:
+    return approval.ReviewRecords(args.review_state or approval.default_review_state(), args.server)
 
 
 def _review(args: argparse.Namespace) -> review_pb2_grpc.ReviewServiceStub:
@@ -236,7 +254,11 @@ def cmd_candidates(args: argparse.Namespace) -> int:
         if not args.id:
             raise FedsignalError("`candidates show` needs a candidate id")
         c = stub.GetCandidate(review_pb2.GetCandidateRequest(id=args.id))
-        print_json(_candidate_doc(c))
+        if args.json:
+            print_json(_candidate_doc(c))
+            return 0
+        text, _previous, _current = approval.show_and_record(c, _records(args), datetime.now(UTC))
+        print(text)
         return 0
     got = stub.ListCandidates(review_pb2.ListCandidatesRequest(state=args.state, cohort=args.cohort))
     if args.json:
@@ -249,11 +271,32 @@ def cmd_candidates(args: argparse.Namespace) -> int:
     return 0
 
 
+def _confirm_on_terminal(text: str) -> bool:
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return False
+    print(text)
+    try:
+        return input("sign exactly this content? [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
 def cmd_approve(args: argparse.Namespace) -> int:
     stub = _review(args)
-    signer = reviewer_keys.load_signer(args.key, reviewer_keys.passphrase(args.passphrase_file))
     c = stub.GetCandidate(review_pb2.GetCandidateRequest(id=args.id))
-    payload = bytes(c.signing_payload)
+    prompted: list[bool] = []
+
+    def confirm(text: str) -> bool:
+        prompted.append(True)
+        return _confirm_on_terminal(text)
+
+    decision = approval.decide(c, _records(args), datetime.now(UTC), confirm=confirm)
+    if not (prompted and sys.stdin.isatty() and sys.stdout.isatty()):
+        print(decision.text)
+    if decision.payload is None:
+        raise decision.refusal or approval.NotYetReviewed(f"candidate {c.id}: nothing was signed")
+    payload = decision.payload
+    signer = reviewer_keys.load_signer(args.key, reviewer_keys.passphrase(args.passphrase_file))
     sig = signer.sign(payload)
     done = stub.ApproveCandidate(review_pb2.ApproveCandidateRequest(
         id=c.id, keyid=sig.keyid, signature=bytes.fromhex(sig.signature), signing_payload=payload))

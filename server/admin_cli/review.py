@@ -23,7 +23,7 @@ from tuf.api.metadata import Metadata
 from aggregation.audit import ChainedEntry, verify_chain
 from aggregation.errors import FedsignalError
 from aggregation.risk import RISK_ORDER, RiskClass, UnknownRiskClass
-from aggregation.trust_root import to_json_bytes
+from aggregation.trust_root import RISK_CLASSES_FIELD, to_json_bytes
 from aggregation.trust_root_build import build_root, key_from_public_json, public_key_json
 from server.admin_cli import approval, reviewer_keys
 from server.admin_cli.common import add_connection_args, admin_channel, print_json
@@ -31,6 +31,15 @@ from server.admin_cli.common import add_connection_args, admin_channel, print_js
 
 class AuditChainBroken(FedsignalError):
     exit_code = 2
+
+
+class CandidateNotReviewable(FedsignalError):
+    """The server reports the candidate past review (same exit status as a server refusal)."""
+
+    exit_code = 3
+
+
+REVIEWABLE_STATES = ("proposed", "edited")
 
 
 def register(sub: Any) -> None:
@@ -56,8 +65,8 @@ def register(sub: Any) -> None:
         p.add_argument("--root-threshold", type=int, default=None,
                        help="signatures needed for the next root (default and minimum: the highest class threshold)")
         p.add_argument("--threshold", action="append", default=[], metavar="CLASS=N",
-                       help="signatures per risk class (default low=1, high=2, critical=3; each at most the "
-                            "number of --reviewer keys)")
+                       help="signatures per risk class (init: default low=1, high=2, critical=3; rotate: "
+                            "the current root's); each at most the number of --reviewer keys")
         p.add_argument("--server-key", type=Path, default=None, help="server public key file (default: the server's)")
         p.add_argument("--days", type=int, default=365, help="root lifetime in days")
         p.add_argument("--out", type=Path, default=None, help="write the (partly) signed root here instead of submitting")
@@ -173,6 +182,7 @@ def cmd_root_build(args: argparse.Namespace) -> int:
         raise FedsignalError(f"a trust root (v{current.version}) is installed; use `admin root rotate`")
     if args.root_version_mode == "rotate" and current.version == 0:
         raise FedsignalError("no trust root installed yet; use `admin root init`")
+    thresholds = _thresholds(args.threshold)
     server_key: Key
     if args.server_key:
         server_key = reviewer_keys.load_public(args.server_key)
@@ -181,10 +191,13 @@ def cmd_root_build(args: argparse.Namespace) -> int:
     else:
         root = Metadata.from_bytes(bytes(current.root)).signed
         server_key = root.keys[root.roles["snapshot"].keyids[0]]
+        # A rotation keeps the current class thresholds unless --threshold changes them.
+        current_classes = root.unrecognized_fields.get(RISK_CLASSES_FIELD) or {}
+        thresholds = {c: int(spec["threshold"]) for c, spec in current_classes.items()} | thresholds
     md = build_root(
         [reviewer_keys.load_public(p) for p in args.reviewer], server_key,
         now=datetime.now(UTC), version=current.version + 1, root_threshold=args.root_threshold,
-        thresholds=_thresholds(args.threshold), lifetime=_days(args.days),
+        thresholds=thresholds, lifetime=_days(args.days),
     )
     if args.key:
         secret = reviewer_keys.passphrase(args.passphrase_file)
@@ -226,7 +239,7 @@ def cmd_root_show(args: argparse.Namespace) -> int:
     print_json({
         "version": root.version, "expires": root.expires.isoformat(),
         "root": {"keyids": root.roles["root"].keyids, "threshold": root.roles["root"].threshold},
-        "risk_classes": root.unrecognized_fields.get("x-fedsignal-risk-classes"),
+        "risk_classes": root.unrecognized_fields.get(RISK_CLASSES_FIELD),
         "server_keys": [public_key_json(root.keys[k]) for k in root.roles["snapshot"].keyids],
     })
     return 0
@@ -284,6 +297,10 @@ def _confirm_on_terminal(text: str) -> bool:
 def cmd_approve(args: argparse.Namespace) -> int:
     stub = _review(args)
     c = stub.GetCandidate(review_pb2.GetCandidateRequest(id=args.id))
+    if c.state not in REVIEWABLE_STATES:
+        raise CandidateNotReviewable(
+            f"candidate {c.id} is {c.state}; only proposed or edited candidates can be approved"
+        )
     prompted: list[bool] = []
 
     def confirm(text: str) -> bool:

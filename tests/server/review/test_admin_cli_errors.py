@@ -13,6 +13,7 @@ import pytest
 
 from fedsignal_cli.main import main
 from server.admin_cli import EXIT_BROKEN_PIPE, reviewer_keys
+from tests.harness import Harness
 from tests.server.review.cli_world import PASSPHRASE, ReviewCliWorld, review_cli_world
 
 
@@ -83,3 +84,14 @@ def test_an_unreadable_passphrase_file_and_a_missing_public_key_are_one_line(
         reviewer_keys.load_public(tmp_path / "missing.pub.json")
     assert len(PASSPHRASE) >= 8
 
+
+
+def test_a_tenant_calling_an_admin_method_is_told_it_needs_an_admin_certificate(harness: Harness) -> None:
+    import grpc
+    from fedsignal.v1 import admin_pb2
+
+    tenant = harness.tenant("acme")
+    with pytest.raises(grpc.RpcError) as caught:
+        harness.admin_stub(tenant).ListSignals(admin_pb2.ListSignalsRequest(), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "needs an admin certificate; the caller holds a tenant certificate" in (caught.value.details() or "")

@@ -27,7 +27,7 @@ COMPOSE = "docker compose -f deploy/compose.yaml"
 
 
 def _header_steps() -> list[str]:
-    steps = []
+    steps: list[str] = []
     for raw in (DEPLOY / "compose.yaml").read_text().splitlines():
         if not raw.startswith("#   "):
             if steps:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 from concurrent import futures
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -99,7 +100,7 @@ def test_the_server_refuses_a_signature_over_a_payload_that_is_not_the_current_c
         rec = get_candidate(s, cid)
         forged = build_approval(cohort=rec.cohort, candidate_id=rec.id, risk_class="low", category=rec.category,
                                 artifacts=[("routing_rule.billing", "routing_rule", b'{"tool": "wire_transfer"}')],
-                                rollout_plan={}, created_at=__import__("datetime").datetime.fromisoformat(
+                                rollout_plan={}, created_at=datetime.fromisoformat(
                                     rec.created_at), revision=rec.revision)
         payload = canonical_signed_bytes(forged)
         s.execute(update(CandidateRecord).where(CandidateRecord.id == cid).values(signing_payload=payload.decode()))
@@ -120,7 +121,7 @@ class _LyingReviewService(review_pb2_grpc.ReviewServiceServicer):
         signed = [("guardrail.refund", "guardrail_template", b'{"block": []}')]
         payload = canonical_signed_bytes(build_approval(
             cohort="retail", candidate_id="cand-lie", risk_class="low", category="unsupported_claim",
-            artifacts=signed, rollout_plan={}, created_at=__import__("datetime").datetime.fromisoformat(created)))
+            artifacts=signed, rollout_plan={}, created_at=datetime.fromisoformat(created)))
         self.candidate = review_pb2.Candidate(
             id="cand-lie", cohort="retail", state="proposed", category="unsupported_claim", risk_class="critical",
             artifacts=[review_pb2.ArtifactSpec(name=n, kind=k, content=c) for n, k, c in shown],
@@ -181,3 +182,46 @@ def test_candidates_show_is_readable_with_iso_times(
     assert CONTENT.decode() in out
     assert main(["admin", "candidates", "show", cid, "--json", *world.conn()]) == 0
     assert json.loads(capsys.readouterr().out)["id"] == cid
+
+
+def _honest_candidate() -> review_pb2.Candidate:
+    created = "2026-11-01T12:00:00+00:00"
+    arts = [("routing_rule.billing", "routing_rule", CONTENT)]
+    payload = canonical_signed_bytes(build_approval(
+        cohort="retail", candidate_id="cand-ok", risk_class="low", category="wrong_tool", artifacts=arts,
+        rollout_plan={}, created_at=datetime.fromisoformat(created)))
+    return review_pb2.Candidate(
+        id="cand-ok", cohort="retail", state="proposed", category="wrong_tool", risk_class="low",
+        artifacts=[review_pb2.ArtifactSpec(name=n, kind=k, content=c) for n, k, c in arts], evidence_json="{}",
+        rollout_plan_json="{}", signing_payload=payload, threshold=1, created_at=created)
+
+
+def test_on_a_terminal_the_reviewer_confirms_exactly_the_content_shown(tmp_path: Path) -> None:
+    from server.admin_cli.approval import ReviewRecords, decide
+
+    c = _honest_candidate()
+    asked: list[str] = []
+
+    def no(text: str) -> bool:
+        asked.append(text)
+        return False
+
+    refused = decide(c, ReviewRecords(tmp_path / "r1", "srv"), datetime.now(UTC), confirm=no)
+    assert refused.payload is None and refused.refusal is not None
+    assert CONTENT.decode() in asked[0] and "risk class:  low" in asked[0]
+    accepted = decide(c, ReviewRecords(tmp_path / "r2", "srv"), datetime.now(UTC), confirm=lambda text: True)
+    assert accepted.payload == bytes(c.signing_payload) and accepted.refusal is None
+
+
+def test_the_review_record_is_private_to_the_reviewer(tmp_path: Path) -> None:
+    import stat
+
+    from server.admin_cli.approval import ReviewRecords, show_and_record
+
+    records = ReviewRecords(tmp_path / "reviews", "localhost:7443")
+    show_and_record(_honest_candidate(), records, datetime.now(UTC))
+    files = list(records.directory.iterdir())
+    assert len(files) == 1
+    assert stat.S_IMODE(records.directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
+    assert records.last_seen("cand-ok") is not None and records.last_seen("cand-other") is None

@@ -21,6 +21,7 @@ from aggregation.errors import FedsignalError
 from aggregation.risk import RiskClass
 from aggregation.risk import highest_risk_class as _highest
 from aggregation.typed import DataFileError, Problem, StrictModel, load_json
+from server.signals.views import DEFAULT_EVIDENCE_FLOOR
 
 SHIPPED = "data/remediation_v1.json"
 
@@ -48,10 +49,10 @@ class RuleSettings(StrictModel):
     min_previous_windows: int = Field(ge=0)
     #: A slice proposes nothing unless its noisy ``turns`` estimate is at least this many noise
     #: standard deviations (sqrt of the DP variance) and at least ``min_turns``.
-    min_turns_sigmas: float = Field(default=5.0, gt=0)
-    min_turns: float = Field(default=20.0, ge=0)
+    min_turns_sigmas: float = Field(default=DEFAULT_EVIDENCE_FLOOR.min_turns_sigmas, gt=0)
+    min_turns: float = Field(default=DEFAULT_EVIDENCE_FLOOR.min_turns, ge=0)
     #: ... and its rate interval is at most this wide (a [0 %, 100 %] interval is no evidence).
-    max_interval_width: float = Field(default=0.3, gt=0, le=1)
+    max_interval_width: float = Field(default=DEFAULT_EVIDENCE_FLOOR.max_interval_width, gt=0, le=1)
 
 
 class CategoryRemedy(StrictModel):

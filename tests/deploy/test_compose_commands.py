@@ -11,9 +11,11 @@ ports, and PostgreSQL is SQLite (the postgres service itself is skipped).
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +172,12 @@ def test_the_compose_files_commands_bring_up_a_working_loop(tmp_path: Path) -> N
         assert all(tokens) and tokens[0] != tokens[1]
         shown = host.run_once("admin", ["admin", "root", "show"])
         assert '"version": 1' in shown
+        # Each collector serves its agents: the resolve API answers (no bundle yet: the baseline).
+        for tenant in ("acme", "globex"):
+            port = host.ports[f"collector-{tenant}-resolve"]
+            url = f"http://127.0.0.1:{port}/v1/resolve?artifact=routing_rule.billing&session=s1"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                assert json.loads(response.read())["version"] == "baseline"
     finally:
         codes = host.run.stop_all()
     assert codes == [0] * len(codes), f"background services did not stop cleanly: {codes}"

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 
-from aggregation.errors import FedsignalError
+from aggregation.errors import InvalidRequest
 
 
-class UnknownRiskClass(FedsignalError, ValueError):
+class UnknownRiskClass(InvalidRequest, ValueError):
     """A risk class name that is not one of :class:`RiskClass` (message lists the known ones)."""
 
 

@@ -41,7 +41,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from aggregation.errors import FedsignalError
+from aggregation.errors import InvalidRequest
 from aggregation.risk import RISK_ORDER
 
 PLANS_RESOURCE = "data/rollout_plans_v1.json"
@@ -55,7 +55,7 @@ Direction = Literal["drop", "rise"]
 MAX_CANARY_SHARE = 0.5
 
 
-class RolloutPlanError(FedsignalError):
+class RolloutPlanError(InvalidRequest):
     """A rollout plan document that cannot be used (the message says which field)."""
 
 

@@ -21,7 +21,7 @@ from securesystemslib.signer import Key, Signature, Signer, SSlibKey
 from tuf.api.metadata import Metadata, Role, Root
 
 from aggregation.bundle_errors import MalformedMetadataError
-from aggregation.errors import FedsignalError
+from aggregation.errors import InvalidRequest
 from aggregation.risk import DEFAULT_THRESHOLDS, RISK_ORDER, RiskClass, UnknownRiskClass
 from aggregation.trust_root import RISK_CLASSES_FIELD, check_keys, check_root_threshold, expiry, key_material
 
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 
-class RootBuildError(FedsignalError, ValueError):
+class RootBuildError(InvalidRequest, ValueError):
     """Inputs that cannot make a valid trust root (message says which and how to fix them)."""
 
 

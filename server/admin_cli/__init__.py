@@ -18,7 +18,7 @@ EXIT_BROKEN_PIPE = 141
 
 
 def register(groups: Any) -> None:
-    from server.admin_cli import review, rollout, signals
+    from server.admin_cli import audit, review, rollout, signals
 
     parser: argparse.ArgumentParser = groups.add_parser(
         "admin", help="review signals, sign approvals, steer rollouts (admin certificate)",
@@ -26,6 +26,7 @@ def register(groups: Any) -> None:
     )
     sub = parser.add_subparsers(dest="admin_command", metavar="COMMAND", required=True)
     signals.register(sub)
+    audit.register(sub)
     review.register(sub)
     rollout.register(sub)
     _guard_output(parser)

@@ -1,4 +1,4 @@
-"""``fedsignal admin`` review commands: reviewer keys, trust root, candidates, approvals, audit verify.
+"""``fedsignal admin`` review commands: reviewer keys, trust root, candidates, approvals (audit verify lives in server.admin_cli.audit).
 
 Signing happens here, on the reviewer's machine, over approval bytes this
 process builds from the candidate it shows (:mod:`server.admin_cli.approval`):
@@ -16,12 +16,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fedsignal.v1 import admin_pb2, admin_pb2_grpc, review_pb2, review_pb2_grpc
+from fedsignal.v1 import review_pb2, review_pb2_grpc
 from securesystemslib.signer import Key
 from tuf.api.metadata import Metadata
 
-from aggregation.audit import ChainedEntry, verify_chain
-from aggregation.errors import FedsignalError
+from aggregation.errors import FedsignalError, PreconditionFailed
 from aggregation.risk import RISK_ORDER, RiskClass, UnknownRiskClass
 from aggregation.trust_root import RISK_CLASSES_FIELD, to_json_bytes
 from aggregation.trust_root_build import build_root, key_from_public_json, public_key_json
@@ -29,11 +28,7 @@ from server.admin_cli import approval, reviewer_keys
 from server.admin_cli.common import add_connection_args, admin_channel, print_json
 
 
-class AuditChainBroken(FedsignalError):
-    exit_code = 2
-
-
-class CandidateNotReviewable(FedsignalError):
+class CandidateNotReviewable(PreconditionFailed):
     """The server reports the candidate past review (same exit status as a server refusal)."""
 
     exit_code = 3
@@ -123,21 +118,6 @@ def register(sub: Any) -> None:
     p.add_argument("--plan", type=Path, default=None, help="rollout plan JSON file")
     add_connection_args(p)
     p.set_defaults(func=cmd_edit)
-
-    p = _audit_subparsers(sub).add_parser(
-        "verify", help="fetch the whole audit log and verify its hash chain end to end",
-        description="Exit status 2 and the first broken entry's sequence number when any entry was edited.")
-    add_connection_args(p)
-    p.set_defaults(func=cmd_audit_verify)
-
-
-def _audit_subparsers(sub: Any) -> Any:
-    """The `admin audit` group (created by the server-core commands when registered first)."""
-    parser = sub.choices.get("audit")
-    if parser is None:
-        parser = sub.add_parser("audit", help="read the hash-chained audit log")
-        return parser.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
-    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 
 
 def _review_state_arg(p: argparse.ArgumentParser) -> None:
@@ -340,28 +320,4 @@ def cmd_edit(args: argparse.Namespace) -> int:
     done = stub.EditCandidate(review_pb2.EditCandidateRequest(
         id=args.id, artifacts=specs, rollout_plan_json=args.plan.read_text() if args.plan else ""))
     print(_summary(done))
-    return 0
-
-
-def fetch_audit(stub: admin_pb2_grpc.AdminServiceStub, page: int = 1000) -> list[ChainedEntry]:
-    entries: list[ChainedEntry] = []
-    after = 0
-    while True:
-        got = stub.GetAuditLog(admin_pb2.GetAuditLogRequest(after_seq=after, limit=page))
-        if not got.entries:
-            return entries
-        for e in got.entries:
-            entries.append(ChainedEntry(e.seq, e.at, e.actor, e.kind, e.payload_json, e.prev_hash, e.hash))
-        after = entries[-1].seq
-
-
-def cmd_audit_verify(args: argparse.Namespace) -> int:
-    entries = fetch_audit(admin_pb2_grpc.AdminServiceStub(admin_channel(args)))
-    verdict = verify_chain(entries)
-    if not verdict.ok:
-        raise AuditChainBroken(
-            f"audit chain BROKEN at entry seq {verdict.first_broken_seq}: {verdict.reason} "
-            f"({verdict.checked} entries before it verified)"
-        )
-    print(f"audit chain verified end to end: {verdict.checked} entries")
     return 0

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from aggregation.rollout_plan import plan_for_candidate
 from aggregation.stats import ratio_interval
-from server.audit import _AUDIT_LOCK as AUDIT_LOCK
+from server import locks
 from server.context import ServerContext
 from server.db import advisory_lock, transaction
 from server.review.models import CandidateRecord
@@ -44,7 +44,6 @@ from server.review.remediation import RemediationMap
 from server.review.workflow import create_candidate
 from server.signals.views import EvidenceFloor, MergedCellView, merged_cells
 
-_DETECT_LOCK = 0x46534344  # "FSCD"
 OPEN_STATES = ("proposed", "edited", "approved", "bundled", "rolling_out")
 @dataclass(frozen=True)
 class Hotspot:
@@ -167,8 +166,8 @@ def detect(session: Session, ctx: ServerContext, remedies: RemediationMap | None
     """Create candidates for new hotspots (inside the caller's transaction); returns the new ones."""
     # The audit lock first, always: every writer here appends audit entries, and one global
     # order (audit, then ours) keeps concurrent transactions from deadlocking.
-    advisory_lock(session, AUDIT_LOCK)
-    advisory_lock(session, _DETECT_LOCK)
+    advisory_lock(session, locks.AUDIT)
+    advisory_lock(session, locks.DETECT)
     remedies = remedies or RemediationMap.load()
     rules = list(rules) if rules is not None else default_rules(remedies, ctx.settings.confidence)
     floor = evidence_floor(remedies)

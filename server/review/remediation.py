@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import Field
 
-from aggregation.errors import FedsignalError
+from aggregation.errors import InvalidRequest
 from aggregation.risk import RiskClass
 from aggregation.risk import highest_risk_class as _highest
 from aggregation.typed import DataFileError, Problem, StrictModel, load_json
@@ -30,7 +30,7 @@ class RemediationMapError(DataFileError):
     """A remediation map that does not load (each problem names the file, key and line)."""
 
 
-class UnknownArtifactKind(FedsignalError):
+class UnknownArtifactKind(InvalidRequest):
     """An artifact kind the remediation map does not know (so no risk class can be derived for it)."""
 
 

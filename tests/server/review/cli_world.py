@@ -19,7 +19,6 @@ from server.app import ADMIN, REVIEW, RunningServer, build_server
 from server.context import ServerContext, ServerSettings
 from server.db import transaction
 from server.identity import enrollment as identity
-from server.identity.auth import forget_cached_revocations
 from server.identity.ca import write_credentials_dir
 from server.migrate import init_db
 from server.review.trust_root import bootstrap_root
@@ -84,7 +83,7 @@ def review_cli_world(database_url: str, tmp_path: Path, reviewers: tuple[str, ..
     write_credentials_dir(credentials, key, issued.certificate_pem, ca.certificate_pem,
                           {"subject": "root-admin", "role": "admin"})
     running = build_server(ctx, jobs=False, metrics_port=0, services=[ADMIN, REVIEW])
-    forget_cached_revocations()
+    ctx.revocations.clear()
     try:
         yield ReviewCliWorld(ctx, running, credentials, keys, signers, passphrase_file)
     finally:

@@ -42,11 +42,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aggregation.errors import InvalidRequest
+from aggregation.risk import RISK_ORDER
 
 PLANS_RESOURCE = "data/rollout_plans_v1.json"
 GATE_MEASURES = ("task_success", "escalated", "human_correction", "tool_error", "timeout", "safety_incident")
 SAFETY_MEASURE = "safety_incident"
-RISK_CLASSES = ("low", "high", "critical")
+RISK_CLASSES = RISK_ORDER  # the one risk-class order (aggregation.risk.RiskClass)
 
 Direction = Literal["drop", "rise"]
 #: Largest share of a participating tenant's sessions on the candidate before the 100 % stage

@@ -292,8 +292,10 @@ class DemoLoop:
         _cli(["admin", "edit", cand.id, "--plan", str(plan_file), *self.conn])
         self.p.line("`fedsignal admin edit --plan`: stages 10 % -> 50 % -> 100 %, one window each, same gates "
                     "(the default low-risk plan starts at 1 %, too little traffic for this small demo)")
+        seen = ["--review-state", str(self.workdir / "reviews-alice")]  # what alice was shown, on her machine
+        _cli(["admin", "candidates", "show", cand.id, *seen, *self.conn])
         _cli(["admin", "approve", cand.id, "--key", str(self.keys / "alice.key"),
-              "--passphrase-file", str(self.passphrase), *self.conn])
+              "--passphrase-file", str(self.passphrase), *seen, *self.conn])
         signed = self._stub(review_pb2_grpc.ReviewServiceStub).GetCandidate(review_pb2.GetCandidateRequest(id=cand.id))
         self.p.line(f"`fedsignal admin approve {cand.id}`: signature by {', '.join(signed.signed_by)} "
                     f"-> {signed.state}")

@@ -133,9 +133,7 @@ def _list_signals(args: argparse.Namespace, include_suppressed: bool) -> admin_p
 
 
 def cmd_signals(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    from server.signals.report_html import slice_label
+    from server.signals.views import DEFAULT_EVIDENCE_FLOOR
 
     response = _list_signals(args, args.include_suppressed)
     if args.json:
@@ -144,24 +142,37 @@ def cmd_signals(args: argparse.Namespace) -> int:
                               "category": c.measure, "slice": dict(c.slice), "estimate": c.estimate,
                               "variance": c.variance, "rate": c.rate, "rate_low": c.rate_low,
                               "rate_high": c.rate_high, "tenants": c.tenants, "suppressed": c.suppressed,
+                              "enough_data": not c.suppressed and DEFAULT_EVIDENCE_FLOOR.shown_enough(
+                                  c.estimate, c.rate_low, c.rate_high),
                               "z": c.z_score}, sort_keys=True))
         return 0
+    print(format_signals(response))
+    return 0
+
+
+def format_signals(response: admin_pb2.ListSignalsResponse) -> str:
+    """The `admin signals` table: withheld cells say so, cells below the evidence floor say "not enough data"."""
+    from datetime import UTC, datetime
+
+    from server.signals.report_html import slice_label
+    from server.signals.views import DEFAULT_EVIDENCE_FLOOR, NOT_ENOUGH_DATA
+
     header = ("cohort", "window (UTC)", "category", "slice", "estimate", "rate [interval]", "tenants", "z")
     rows = []
     for c in response.cells:
         when = datetime.fromtimestamp(c.window_start, UTC).strftime("%Y-%m-%d %H:%M")
         if c.suppressed:
             estimate, rate = "—", f"withheld (< k={response.min_tenants})"
+        elif not DEFAULT_EVIDENCE_FLOOR.shown_enough(c.estimate, c.rate_low, c.rate_high):
+            estimate, rate = "—", NOT_ENOUGH_DATA
         else:
             estimate, rate = f"{c.estimate:.0f}", f"{c.rate:.1%} [{c.rate_low:.1%}, {c.rate_high:.1%}]"
-        rows.append((c.cohort, when, c.measure, slice_label(c), estimate, rate, str(c.tenants), f"{c.z_score:+.2f}"))
+        z = f"{c.z_score:+.2f}" if rate != NOT_ENOUGH_DATA else "—"
+        rows.append((c.cohort, when, c.measure, slice_label(c), estimate, rate, str(c.tenants), z))
     if not rows:
-        print(f"no merged cell has reached k = {response.min_tenants} tenants yet")
-        return 0
+        return f"no merged cell has reached k = {response.min_tenants} tenants yet"
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, *rows]:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
-    return 0
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows])
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -119,6 +119,11 @@ def peer_identity(context: grpc.ServicerContext, ctx: ServerContext) -> Identity
     return identity
 
 
+def _a(word: str) -> str:
+    """``word`` with its indefinite article ("an admin", "a tenant")."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
 def require(context: grpc.ServicerContext, ctx: ServerContext, role: str) -> Identity:
     """Authenticate the caller and check it holds ``role`` ("tenant", "admin" or "any").
 
@@ -129,6 +134,6 @@ def require(context: grpc.ServicerContext, ctx: ServerContext, role: str) -> Ide
     if role != "any" and identity.role != role:
         _abort(
             context, grpc.StatusCode.PERMISSION_DENIED,
-            f"this method needs a {role} certificate; the caller holds a {identity.role} certificate",
+            f"this method needs {_a(role)} certificate; the caller holds {_a(identity.role)} certificate",
         )
     return identity

@@ -20,14 +20,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from aggregation.errors import FedsignalError, InvalidRequest, PreconditionFailed
-from aggregation.trust_root import (
-    TrustRoot,
-    build_root,
-    load_trusted_root,
-    public_key_json,
-    to_json_bytes,
-    verify_rotation,
-)
+from aggregation.trust_root import TrustRoot, load_trusted_root, to_json_bytes, verify_rotation
+from aggregation.trust_root_build import build_root, default_root_threshold, public_key_json
 from server import locks
 from server.audit import append_audit
 from server.context import load_online_signer
@@ -55,7 +49,8 @@ def online_signer(state_dir: Path) -> CryptoSigner:
 
 def server_public_key(state_dir: Path) -> SSlibKey:
     key = online_signer(state_dir).public_key
-    assert isinstance(key, SSlibKey)
+    if not isinstance(key, SSlibKey):
+        raise FedsignalError(f"the online key in {state_dir} is not a key securesystemslib can list in a root")
     return key
 
 
@@ -155,11 +150,16 @@ def bootstrap_root(
     state_dir: Path,
     reviewers: Sequence[Signer],
     now: datetime,
-    root_threshold: int = 1,
+    root_threshold: int | None = None,
     thresholds: Mapping[str, int] | None = None,
     actor: str = "bootstrap",
 ) -> TrustRoot:
-    """Build, sign and install root v1 in one process (demo and tests hold the reviewer keys there)."""
+    """Build, sign and install root v1 in one process (demo and tests hold the reviewer keys there).
+
+    ``root_threshold`` defaults to the highest class threshold (the least a root may have).
+    """
+    if root_threshold is None:
+        root_threshold = default_root_threshold(thresholds)
     md = build_root(
         [s.public_key for s in reviewers],
         server_public_key(state_dir),

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from tuf.api.metadata import Metadata, Targets
 
 from aggregation.bundle import build_approval
-from aggregation.bundle_format import valid_part
+from aggregation.bundle_format import sha256_hex, valid_part
 from aggregation.errors import FedsignalError, InvalidRequest, NotFound, PermissionDenied, PreconditionFailed
 from aggregation.rollout_plan import plan_for_candidate
 from aggregation.trust_root import TrustRoot, canonical_signed_bytes, to_json_bytes
@@ -224,7 +224,8 @@ def create_candidate(
     if risk_class != requested and rollout_plan_json == plan_for_candidate(requested, None).to_json():
         rollout_plan_json = plan_for_candidate(risk_class, None).to_json()  # the raised class's shipped plan
     candidate_id = "cand-" + uuid.uuid4().hex[:12]
-    assert valid_part(candidate_id)
+    if not valid_part(candidate_id):
+        raise InvalidArtifacts(f"generated candidate id {candidate_id!r} is not a valid name part")
     rec = CandidateRecord(
         id=candidate_id, dedupe_key=dedupe_key, cohort=cohort, category=category, kind=kind,
         risk_class=risk_class, state="proposed", artifacts_json=_encode_artifacts(artifacts),
@@ -307,8 +308,19 @@ def approve_candidate(
     rec = get_candidate(session, candidate_id, for_update=True)
     if rec.state not in REVIEWABLE:
         raise IllegalTransition(f"candidate {rec.id} is {rec.state}; it can no longer be approved")
-    if signing_payload != rec.signing_payload.encode("utf-8"):
-        raise SignatureRejected(f"candidate {rec.id} changed (revision {rec.revision}); fetch it again and re-sign")
+    # The payload is rebuilt from the candidate's current content, not read back: a signature counts
+    # only over exactly the artifacts, risk class, cohort and plan the candidate holds now.
+    current = _payload(rec, artifacts_of(rec))
+    if rec.signing_payload != current:
+        raise SignatureRejected(
+            f"candidate {rec.id}'s stored signing payload does not match its content (revision {rec.revision}); "
+            "edit it to make a new revision"
+        )
+    if signing_payload != current.encode("utf-8"):
+        raise SignatureRejected(
+            f"candidate {rec.id} changed since that payload was built (now revision {rec.revision}, content digest "
+            f"{sha256_hex(current.encode('utf-8'))[:16]}); show it again and re-sign"
+        )
     keys = root.reviewer_keys(rec.risk_class)
     if keyid not in keys:
         raise SignatureRejected(

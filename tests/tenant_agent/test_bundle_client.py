@@ -164,7 +164,7 @@ def test_client_follows_root_rotation_and_persists_it(world: World, fake, tmp_pa
     service, channel = fake
     client = _client(world, channel, tmp_path)
     newcomers = [CryptoSigner.generate_ed25519() for _ in range(3)]
-    v2 = world.make_root(version=2, reviewers=newcomers, sign_with=[*world.reviewers[:2], *newcomers[:2]])
+    v2 = world.make_root(version=2, reviewers=newcomers, sign_with=[*world.reviewers[:3], *newcomers[:3]])
     world.reviewers = newcomers
     service.serve(*world.bundle(1, [world.approval("cand-n", artifacts=_arts("n"))]), roots=[v2])
     assert client.pull().root_version == 2

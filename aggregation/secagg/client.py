@@ -110,6 +110,8 @@ class ClientRound:
         self._noise = noise
         self._rng: RandomBytes = rng if rng is not None else os.urandom
         self._verify = verify
+        # X25519 results for this round's peers (memory only; recomputed after a restart).
+        self._secrets: dict[str, bytes] = {}
         self.phase = Phase.NEW
         self.answered_digest: bytes | None = None
         #: This tenant's own noise share, in memory after ``submit`` (never persisted or sent).
@@ -204,7 +206,10 @@ class ClientRound:
         )
 
     def _pair_key(self, peer: str, purpose: bytes) -> bytes:
-        secret = crypto.pairwise_secret(self._private, self.ctx.public_key_of(peer))
+        secret = self._secrets.get(peer)
+        if secret is None:
+            secret = crypto.pairwise_secret(self._private, self.ctx.public_key_of(peer))
+            self._secrets[peer] = secret
         return crypto.derive_pair_key(secret, self.ctx, self.tenant_id, peer, purpose)
 
     # -- phase 3: consistency --------------------------------------------------------------------

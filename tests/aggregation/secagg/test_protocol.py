@@ -196,7 +196,7 @@ def test_restored_client_keeps_its_answer_and_cannot_submit() -> None:
     req = cohort.server.unmask_request_for(tid)
     first = cohort.clients[tid].unmask(req, atts)
     restored = ClientRound.from_bytes(cohort.clients[tid].to_bytes(), cohort.keys[tid], verify=fake_verify)
-    assert restored.answered_digest == first.survivors_digest
+    assert restored.committed_digest == first.survivors_digest
     assert restored.unmask(req, atts) == first  # the same set again: the same answer
     with pytest.raises(WrongPhase):
         restored.submit(cohort.tables[tid])

@@ -11,7 +11,7 @@ plus their noise shares.
 Printed per configuration: per-tenant CPU (mean and max) of submit and of
 restore + attest + unmask, server CPU of all add_input calls, of close + unmask requests, of
 all add_unmask calls and of result(); bytes per table value up (masked input
-+ unmask response) and down (unmask request + relayed attestations); and the
++ unmask response) and down (unmask request + the t relayed attestations); and the
 round's critical path with tenants running in parallel (slowest submit +
 server add_input + slowest unmask + server unmask work + result). Nothing is
 asserted about time.
@@ -124,7 +124,7 @@ def run(n: int, length: int, degree: int | None, dropouts: tuple[float, ...]) ->
             digest = clients[tid].attest(wire_requests[tid])
             unmask_cpu[tid] = time.process_time() - c0
             server.add_attestation(Attestation(tid, digest, digest))
-        attestations = server.attestations()
+        attestations = server.attestations(limit=threshold)
         att_bytes = sum(len(a.to_bytes()) for a in attestations)
 
         # ... and unmasks once the server relays the attestations.

@@ -60,7 +60,8 @@ class RoundContext:
     ``length`` is the number of cells of the window table, ``modulus_bits`` the
     b of Z_{2^b} (see ``modulus_bits()``), ``threshold`` the t below which the
     round aborts (and with which the noise shares are calibrated, see
-    ``plan_noise``). ``neighbour_degree`` selects the graph: ``None`` picks the
+    ``plan_noise``); t must exceed half the roster (see ``docs/secagg.md``
+    for the choice of t against colluding tenants). ``neighbour_degree`` selects the graph: ``None`` picks the
     default (complete up to ``COMPLETE_GRAPH_MAX`` tenants, SecAgg+ sparse
     above), a value >= ``len(roster) - 1`` forces the complete graph. The
     roster is kept sorted by tenant id, so two parties that list the same
@@ -103,9 +104,13 @@ class RoundContext:
         if len({e.public_key for e in roster}) != len(roster):
             raise InvalidRoundParams("roster lists one public key for two tenants")
         object.__setattr__(self, "roster", roster)
-        if not 2 <= self.threshold <= len(roster):
+        if not (2 <= self.threshold <= len(roster) and 2 * self.threshold > len(roster)):
+            # 2t > n: two survivor sets shown to different tenants can then never both collect t
+            # attestations from tenants that each attest once (the consistency check of Bonawitz et al. 2017's
+            # active-adversary protocol).
             raise InvalidRoundParams(
-                f"threshold must lie in [2, roster size {len(roster)}], got {self.threshold}"
+                f"threshold must lie in ({len(roster) // 2}, {len(roster)}] (more than half the roster, "
+                f"at least 2), got {self.threshold}"
             )
         if self.neighbour_degree is not None and (
             isinstance(self.neighbour_degree, bool)

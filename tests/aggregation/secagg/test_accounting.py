@@ -99,6 +99,20 @@ def test_own_worst_case_loss_is_opendps_map_of_the_single_share() -> None:
     assert plan.own_worst_case_loss.rho == pytest.approx(4 * plan.central_loss.rho, rel=1e-9)
 
 
+def test_colluders_weaken_the_cohort_guarantee_as_computed() -> None:
+    plan = plan_noise(8.0, 2, 1, roster_size=10, threshold=6)
+    assert plan.loss_with_honest_shares(6) == plan.cohort_loss
+    assert plan.loss_with_honest_shares(1) == plan.own_worst_case_loss
+    rhos = [plan.loss_with_honest_shares(h).rho for h in range(2, 7)]
+    assert rhos == sorted(rhos, reverse=True)  # fewer honest shares, more loss
+    honest = 3
+    log_p = _log_sum_pmf(plan.sigma_share, honest, plan.scale_factor)
+    worst = _max_ratio(log_p, plan.scale_factor, coords=2)
+    assert worst <= plan.loss_with_honest_shares(honest).rho * (1 + 1e-9) <= TIGHTNESS * worst
+    with pytest.raises(InvalidRoundParams):
+        plan.loss_with_honest_shares(0)
+
+
 def test_share_calibration_and_scaling() -> None:
     plan = plan_noise(10.0, 4, 1, roster_size=100, threshold=25)
     assert plan.scale_factor == 1
@@ -111,6 +125,9 @@ def test_share_calibration_and_scaling() -> None:
     unscaled = dp.privacy_loss(dp.ReleaseParams(dp.Mechanism.DISCRETE_GAUSSIAN, 10.0, 4, 1))
     assert small.central_loss.rho == pytest.approx(unscaled.rho, rel=1e-9)
     assert small.sigma_sum(50) == pytest.approx(2 * 10.0, rel=1e-12)
+    table = np.array([0, 3, -1], dtype=np.int64)
+    np.testing.assert_array_equal(small.scale_table(table), 2 * table)
+    np.testing.assert_array_equal(small.unscale(small.scale_table(table)), table.astype(np.float64))
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,7 @@ def test_honest_response_never_reveals_both_secrets_of_a_peer() -> None:
 def test_client_refuses_a_second_different_survivor_set() -> None:
     # The server shows tenant 0 the set without tenant 5, later a set without 5 and 6: answering both
     # would hand out 6's seed share and 6's pairwise key. The second request is refused.
-    cohort = _closed(8, threshold=4)
+    cohort = _closed(8, threshold=5)
     me = cohort.ids[0]
     first = tuple(t for t in cohort.ids if t != cohort.ids[5])
     second = tuple(t for t in first if t != cohort.ids[6])
@@ -66,7 +66,7 @@ def test_client_refuses_a_second_different_survivor_set() -> None:
 
 
 def test_client_refuses_a_peer_in_both_roles() -> None:
-    cohort = _closed(6, threshold=3)
+    cohort = _closed(6, threshold=4)
     me, ghost = cohort.ids[0], cohort.ids[5]
     shown = tuple(t for t in cohort.ids if t != ghost)
     inbox = cohort.server.unmask_request_for(me).shares  # includes ghost's share: ghost did submit
@@ -77,7 +77,7 @@ def test_client_refuses_a_peer_in_both_roles() -> None:
 
 
 def test_client_refuses_when_a_listed_survivor_share_is_missing() -> None:
-    cohort = _closed(6, threshold=3)
+    cohort = _closed(6, threshold=4)
     me = cohort.ids[0]
     req = cohort.server.unmask_request_for(me)
     cut = UnmaskRequest(req.context_digest, me, req.survivors, req.shares[1:])
@@ -147,7 +147,7 @@ def test_client_without_verifier_refuses_and_unsubmitted_client_refuses() -> Non
 
 
 def test_server_refuses_attestations_and_responses_for_another_set() -> None:
-    cohort = _closed(6, threshold=3, senders=5)
+    cohort = _closed(6, threshold=4, senders=5)
     s = tuple(sorted(cohort.server.survivors))
     with pytest.raises(InconsistentSurvivors):
         cohort.server.add_attestation(_attest(cohort, s[:-1], s[:1])[0])
@@ -168,7 +168,7 @@ def test_server_refuses_attestations_and_responses_for_another_set() -> None:
 
 
 def test_client_attests_one_survivor_set_only_even_after_a_restart() -> None:
-    cohort = _closed(6, threshold=3)
+    cohort = _closed(6, threshold=4)
     me = cohort.ids[0]
     full = cohort.server.unmask_request_for(me)
     smaller = tuple(full.survivors[:-1])
@@ -187,7 +187,7 @@ def test_client_attests_one_survivor_set_only_even_after_a_restart() -> None:
 
 
 def test_server_refuses_a_response_that_reveals_both_secrets_of_a_peer() -> None:
-    cohort = _closed(6, threshold=3, senders=5)
+    cohort = _closed(6, threshold=4, senders=5)
     atts = cohort.attest()
     me = sorted(cohort.server.survivors)[0]
     honest = cohort.clients[me].unmask(cohort.server.unmask_request_for(me), atts)
@@ -201,3 +201,14 @@ def test_server_refuses_a_response_that_reveals_both_secrets_of_a_peer() -> None
     cohort.server.add_unmask(honest)
     with pytest.raises(DuplicateInput):
         cohort.server.add_unmask(honest)
+
+
+def test_relaying_threshold_attestations_is_enough() -> None:
+    cohort = _closed(7, threshold=5)
+    cohort.attest()
+    relayed = cohort.server.attestations(limit=cohort.ctx.threshold)
+    assert len(relayed) == 5 and len(cohort.server.attestations()) == 7
+    me = cohort.ids[6]  # not among the relayed attesters: it still unmasks
+    cohort.clients[me].unmask(cohort.server.unmask_request_for(me), relayed)
+    with pytest.raises(InconsistentSurvivors, match="only 4"):
+        cohort.clients[cohort.ids[0]].unmask(cohort.server.unmask_request_for(cohort.ids[0]), relayed[:4])

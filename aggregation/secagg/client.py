@@ -246,10 +246,14 @@ class ClientRound:
         2017, round 4: one bad signature is proof the server equivocated or
         relayed garbage).
         """
+        return self._check_consistency(request, self.survivors_digest(request), attestations, verify)
+
+    def _check_consistency(
+        self, request: UnmaskRequest, digest: bytes, attestations: Iterable[Attestation], verify: Verifier | None
+    ) -> frozenset[str]:
         verifier = verify if verify is not None else self._verify
         if verifier is None:
             raise SecAggError("no attestation verifier: pass verify= to ClientRound or unmask")
-        digest = self.survivors_digest(request)
         survivors = frozenset(request.survivors)
         attested: set[str] = set()
         for att in attestations:
@@ -294,7 +298,7 @@ class ClientRound:
         digest = survivor_set_digest(self.ctx, request.survivors)
         if self.committed_digest is not None and self.committed_digest != digest:
             raise InconsistentSurvivors("this tenant already attested or unmasked for a different survivor set")
-        self.check_consistency(request, attestations, verify)
+        self._check_consistency(request, digest, attestations, verify)
 
         ctx, me = self.ctx, self.tenant_id
         survivors = frozenset(request.survivors)

@@ -192,6 +192,16 @@ class RoundContext:
         """SHA-256 of the canonical encoding: the round's identity in every key, AD and message."""
         return self._digest
 
+    # Equality and hashing by digest: the canonical encoding covers every field, and a roster of
+    # thousands of entries is then hashed once, not at every cache lookup.
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RoundContext):
+            return NotImplemented
+        return self is other or self._digest == other._digest
+
+    def __hash__(self) -> int:
+        return hash(self._digest)
+
     @cached_property
     def _digest(self) -> bytes:
         return hashlib.sha256(_DIGEST_DOMAIN + self.to_bytes()).digest()
@@ -204,11 +214,10 @@ def survivor_set_digest(ctx: RoundContext, survivors: Iterable[str]) -> bytes:
     tenant ids; every id must be in the roster.
     """
     ids = sorted(set(survivors))
-    h = hashlib.sha256(_SURVIVORS_DOMAIN)
-    h.update(ctx.digest())
-    h.update(len(ids).to_bytes(4, "big"))
+    index = ctx._index
     for tid in ids:
-        ctx.index_of(tid)
-        raw = tid.encode("utf-8")
-        h.update(len(raw).to_bytes(4, "big") + raw)
-    return h.digest()
+        if tid not in index:
+            ctx.index_of(tid)  # raises UnknownParticipant
+    encoded = [tid.encode("utf-8") for tid in ids]
+    body = b"".join(len(raw).to_bytes(4, "big") + raw for raw in encoded)
+    return hashlib.sha256(_SURVIVORS_DOMAIN + ctx.digest() + len(ids).to_bytes(4, "big") + body).digest()

@@ -23,6 +23,7 @@ from aggregation.errors import FedsignalError
 from tenant_agent.redaction.recognizers import (
     BUILTIN,
     CONTEXT_WINDOW,
+    G_DIGIT,
     URL,
     Features,
     Recognizer,
@@ -233,18 +234,24 @@ def _builtin(text: str, counts: dict[str, int]) -> str:
         constant(_JWT, "BEARER_TOKEN", "<BEARER_TOKEN>")
     if "@" in text:
         constant(_EMAIL, "EMAIL", "<EMAIL>")
-    features = Features.of(text, lowered)
-    keywords = features.keywords
-    if "ssn" in keywords or "social security" in keywords:
-        text = _SSN_LABELLED.sub(_labelled_ssn(counts), text)
-    if "mrn" in keywords or "medical record" in keywords or "patient" in keywords or "chart" in keywords:
-        constant(_MRN, "MRN", r"\1<MRN>")
-    gates = features.gates
-    for rec in BUILTIN:
-        if rec.gates & ~gates or (rec.keywords and keywords.isdisjoint(rec.keywords)):
+    gates = Features.of(text).gates
+    if gates & G_DIGIT:
+        if "ssn" in lowered or "social security" in lowered:
+            text = _SSN_LABELLED.sub(_labelled_ssn(counts), text)
+        if "mrn" in lowered or "medical record" in lowered or "patient" in lowered or "chart" in lowered:
+            constant(_MRN, "MRN", r"\1<MRN>")
+    runnable = _RUNNABLE.get(gates)
+    if runnable is None:
+        runnable = _RUNNABLE[gates] = tuple(rec for rec in BUILTIN if not rec.gates & ~gates)
+    for rec in runnable:
+        if rec.keywords and not any(k in lowered for k in rec.keywords):
             continue
         text = rec.pattern.sub(_replacer(rec.entity, rec.validate, rec.replace, rec.context, rec.group, counts), text)
     return text
+
+
+# The recognizers whose gates a feature set opens, per feature set (at most 2**10 entries).
+_RUNNABLE: dict[int, tuple[Recognizer, ...]] = {}
 
 
 def _replacer(

@@ -45,35 +45,17 @@ G_MAC = 512  # five ':' or '-', or two '.'
 
 # Digits with up to three separators between them: every numeric entity's digits lie in one run.
 _RUN = re.compile(r"[0-9](?:[\s.\-/()]{0,3}[0-9])*+")
-_MIXED = re.compile(r"[A-Z]-?[0-9]|[0-9]-?[A-Z]")
-_DOMAIN_GATE = re.compile(r"[A-Za-z0-9]\.[A-Za-z]{2}")
-
-# Every keyword any gate or context rule looks for, found with one scan of the lower-cased text.
-KEYWORDS = (
-    "ssn", "social security", "ss#", "itin", "taxpayer", "passport", "driver", "driving", "dl#", "dl no",
-    "dln", "licen", "routing", "aba", "rtn", "transit", "account", "acct", "a/c", "npi", "provider",
-    "nhs", "sin", "social insurance", "tfn", "tax file", "abn", "business number", "medicare", "aadhaar",
-    "aadhar", "uidai", "steuer", "idnr", "identifikationsnummer", "tax id", "tin", "bsn",
-    "burgerservicenummer", "sofinummer", "pesel", "member", "insurance", "insured", "policy", "subscriber",
-    "medicaid", "health plan", "mrn", "medical record", "patient", "chart", "jan", "feb", "mar", "apr",
-    "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec", "dr", "mr", "mrs", "ms", "mx", "miss", "prof",
-    "nurse", "doctor", "physician", "name", "signed", "dear", "herr", "frau", "mme", "sr", "sra",
-    "dott", "dob", "born", "birth", "date", "on", "since", "from", "until", "exp", "dated", "visit",
-    "admitted", "discharged", "seen", "medical", "customer", "client", "caller", "user", "caregiver",
-    "guardian", "by", "contact", "attending", "spoke", "talked", "assigned",
-)  # fmt: skip
-_KEYWORDS = re.compile("|".join(re.escape(k) for k in sorted(KEYWORDS, key=len, reverse=True)))
-
+_MIXED = re.compile(r"[A-Z0-9](?:(?<=[A-Z])-?[0-9]|(?<=[0-9])-?[A-Z])")
+_DOMAIN_GATE = re.compile(r"\.(?<=[A-Za-z0-9]\.)[A-Za-z]{2}")
 
 @dataclass(frozen=True, slots=True)
 class Features:
     """What the gates look at, computed once per text."""
 
     gates: int
-    keywords: frozenset[str]
 
     @staticmethod
-    def of(text: str, lowered: str) -> Features:
+    def of(text: str) -> Features:
         gates = 0
         if not _DIGITS.isdisjoint(text):
             gates |= G_DIGIT
@@ -105,7 +87,7 @@ class Features:
             gates |= G_DOMAIN
         if text.count(":") >= 5 or text.count("-") >= 5 or text.count(".") >= 2:
             gates |= G_MAC
-        return Features(gates, frozenset(_KEYWORDS.findall(lowered)))
+        return Features(gates)
 
 
 _DIGITS = frozenset("0123456789")
@@ -124,7 +106,9 @@ class Recognizer:
     pattern: re.Pattern[str]
     validate: Callable[[str], bool] | None = None
     gates: int = 0
-    keywords: frozenset[str] = frozenset()  # one must occur in the text (a cheap superset of context)
+    # One must occur in the lower-cased text (a cheap superset of the context rule), checked
+    # only once the gates are open.
+    keywords: tuple[str, ...] = ()
     context: re.Pattern[str] | None = None  # must match in the window before the value
     group: int = 0
     # A callback that returns the replacement itself (keep part of the match), used instead of validate.
@@ -194,6 +178,8 @@ def _card_replace(m: re.Match[str]) -> str | None:
     """Find card numbers inside a run of digit groups: a valid card next to another
     group (an expiry, a CVV, an order number) is replaced and the neighbour kept."""
     run = m.group(0)
+    if len(run) < 12:
+        return None
     if m.start() and _IBAN_HEAD.search(m.string, max(0, m.start() - 40), m.start()):
         return None  # the tail of an IBAN that failed its checksum
     parts = _CARD_SPLIT.split(run)  # '', group, sep, group, ..., ''
@@ -296,22 +282,29 @@ def _date_numeric_replace(m: re.Match[str]) -> str | None:
     return "<DATE>"
 
 
-DATE_WORDS = re.compile(
-    rf"\b(?:{_DAY}(?:st|nd|rd|th)?(?:\s+(?:of\s+)?|-|/|\.\s*){_MONTH}\.?(?:,?\s+|-|/)(?:[0-9]{{4}}|[0-9]{{2}})"
-    rf"|{_MONTH}\.?\s+{_DAY}(?:st|nd|rd|th)?,?\s+[0-9]{{4}}"
-    rf"|{_MONTH}\.?(?:\s+|-|/|,\s*)[12][0-9]{{3}})\b",
+# A month name after its first letter, for patterns that start with the letter (see fast_start).
+_MONTH_TAIL = (
+    r"(?:(?<=[Jj])(?:an(?:uary)?|une?|uly?)|(?<=[Ff])eb(?:ruary)?|(?<=[Mm])(?:ar(?:ch)?|ay)"
+    r"|(?<=[Aa])(?:pr(?:il)?|ug(?:ust)?)|(?<=[Ss])ep(?:t(?:ember)?)?|(?<=[Oo])ct(?:ober)?"
+    r"|(?<=[Nn])ov(?:ember)?|(?<=[Dd])ec(?:ember)?)"
+)
+# 5 May 2021, 5-May-2021, 5th of May, 2021, 05/May/21.
+DATE_DAY_MONTH = re.compile(
+    rf"[0-9](?<!\w.)[0-9]?(?:st|nd|rd|th)?(?:\s+(?:of\s+)?|-|/|\.\s*){_MONTH}\.?(?:,?\s+|-|/)"
+    rf"(?:[0-9]{{4}}|[0-9]{{2}})\b",
     _A | re.IGNORECASE,
 )
-_MONTH_WORD = re.compile(rf"^{_MONTH}\.?$", re.IGNORECASE)
+# May 5, 2021; May 2021; May-2021; Sept. 2023 (the month capitalised: "may 2021" is a verb).
+DATE_MONTH_FIRST = re.compile(
+    rf"[JFMASOND](?<!\w.)(?i:{_MONTH_TAIL})\.?(?:\s+(?:0?[1-9]|[12][0-9]|3[01])(?:st|nd|rd|th)?,?\s+[0-9]{{4}}"
+    rf"|(?:\s+|-|/|,\s*)[12][0-9]{{3}})\b",
+    _A,
+)
 
 
-def _date_words_replace(m: re.Match[str]) -> str | None:
-    found = m.group(0)
-    if found[0].isalpha():
-        head = re.split(r"[\s\-/.,]", found, maxsplit=1)[0]
-        if not _MONTH_WORD.match(head) or not head[0].isupper():
-            return None  # "may 2021" in lower case is a verb; month-year forms need a capital
-    return "<DATE>"
+def _day_ok(value: str) -> bool:
+    day = int("".join(ch for ch in value[:2] if ch.isdigit()))
+    return 1 <= day <= 31
 
 
 # Month and year in digits (05/2021, 5/21): a fraction or a ratio as often as a date.
@@ -354,7 +347,8 @@ def _ipv4_ok(value: str) -> bool:
 
 
 IPV6 = re.compile(
-    r"(?<![\w:.])(?:[0-9A-Fa-f]{1,4}|:)?(?::[0-9A-Fa-f]{0,4}){2,7}+"
+    r"[0-9A-Fa-f:](?<![\w:.].)(?:(?<=[0-9A-Fa-f])[0-9A-Fa-f]{0,3}(?::[0-9A-Fa-f]{0,4}){2,7}+"
+    r"|(?<=:)[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){1,7}+)"
     r"(?:(?<=:)(?:[0-9]{1,3}\.){3}[0-9]{1,3})?(?:%[A-Za-z0-9_.\-]{1,32}+)?(?:/[0-9]{1,3}(?![0-9]))?(?![\w:])",
     _A,
 )
@@ -372,8 +366,8 @@ def _ipv6_ok(value: str) -> bool:
 
 
 MAC = re.compile(
-    r"(?<![\w:\-.])(?:[0-9A-Fa-f]{2}([:\-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}"
-    r"|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})(?![\w:\-]|\.[0-9A-Fa-f])",
+    r"[0-9A-Fa-f](?<![\w:\-.].)[0-9A-Fa-f](?:([:\-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}"
+    r"|[0-9A-Fa-f]{2}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})(?![\w:\-]|\.[0-9A-Fa-f])",
     _A,
 )
 
@@ -385,7 +379,8 @@ def _mac_ok(value: str) -> bool:
 
 
 DOMAIN = re.compile(
-    r"(?<![\w.@\-/])(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)++[A-Za-z]{2,63}+(?![\w\-@]|\.[A-Za-z0-9])",
+    r"[A-Za-z0-9](?<![\w.@\-/].)(?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\."
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)*+[A-Za-z]{2,63}+(?![\w\-@]|\.[A-Za-z0-9])",
     _A,
 )
 
@@ -407,10 +402,17 @@ def _url_replace(m: re.Match[str]) -> str | None:
 
 _PHONE_TAIL = r"[0-9](?<![0-9][0-9])[0-9]{1,3}+(?:[\s.\-]?[0-9]{1,4}+){1,5}"
 _EXTENSION = r"(?:\s?(?:x|ext\.?|extension)\s?[0-9]{1,5}+)?"
+_INTL_REST = (
+    r"[0-9]{1,3}[\s.\-]?(?:\(0\)[\s.\-]?)?(?:\([0-9]{1,4}\)[\s.\-]?)?[0-9]{1,5}+(?:[\s.\-]?[0-9]{1,5}+){1,6}"
+)
+# The first character is consumed by a class and each branch checks it by look-behind, so
+# re can skip ahead to candidates (see fast_start).
 PHONE = re.compile(
-    rf"(?:(?:\+|00)[0-9]{{1,3}}[\s.\-]?(?:\(0\)[\s.\-]?)?(?:\([0-9]{{1,4}}\)[\s.\-]?)?[0-9]{{1,5}}+(?:[\s.\-]?[0-9]{{1,5}}+){{1,6}}"
-    rf"|1[\s.\-](?:\([0-9]{{3}}\)|[0-9]{{3}})[\s.\-]?[0-9]{{3}}[\s.\-][0-9]{{4}}"
-    rf"|\([0-9]{{1,5}}\)[\s.\-]?{_PHONE_TAIL}|{_PHONE_TAIL}){_EXTENSION}(?![\w]|[.\-/][0-9])",
+    rf"[+(0-9](?:(?<=\+){_INTL_REST}|(?<=0)0{_INTL_REST}"
+    rf"|(?<=1)[\s.\-](?:\([0-9]{{3}}\)|[0-9]{{3}})[\s.\-]?[0-9]{{3}}[\s.\-][0-9]{{4}}"
+    rf"|(?<=\()[0-9]{{1,5}}\)[\s.\-]?{_PHONE_TAIL}"
+    rf"|(?<=[0-9])(?<![0-9][0-9])[0-9]{{1,3}}+(?:[\s.\-]?[0-9]{{1,4}}+){{1,5}})"
+    rf"{_EXTENSION}(?![\w]|[.\-/][0-9])",
     _A,
 )
 _PHONE_NOT_AFTER = frozenset("+-./_#") | _DIGITS | frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -461,18 +463,23 @@ def _phone_replace(m: re.Match[str]) -> str | None:
 
 _NAME_TOKEN = r"[A-Z\u00c0-\u00de][a-z\u00df-\u00ff'’]+(?:-[A-Z\u00c0-\u00de][a-z\u00df-\u00ff'’]+)?"
 _PARTICLE = r"(?:(?:van|von|der|den|de|la|le|du|da|di|del|dos|das|ter|bin|al)\s+)"
-_NAME = rf"{_NAME_TOKEN}(?:\s+(?:[A-Z]\.\s+)?{_PARTICLE}{{0,2}}{_NAME_TOKEN}){{0,2}}"
 _TITLES = (
-    r"Dr|Mr|Mrs|Ms|Mx|Miss|Prof|Herr|Frau|Mme|Mlle|Sr|Sra|Srta|Dott|Dott\.ssa|Sig|Sig\.ra|Pan|Pani|Fru|Dhr"
-    r"|Mevr|Nurse|Doctor|Dra"
+    "dr dr.ssa dra mr mrs ms mx miss prof herr frau mme mlle sr sra srta dott dott.ssa sig sig.ra pan pani fru"
+    " dhr mevr nurse doctor"
 )
-PERSON_TITLE = re.compile(rf"\b(?:{_TITLES})\.?\s+({_NAME})")
-_ROLE = (
-    r"patient|customer|client|caller|member|user|physician|doctor|nurse|caregiver|guardian|referred by|"
-    r"signed by|attending|seen by|contact|dear|name is|name:|name =|named|spoke with|spoke to|talked to|"
-    r"assigned to"
+_ROLES = (
+    "patient customer client caller member user physician nurse caregiver guardian attending contact dear"
+    " named name"
 )
-PERSON_ROLE = re.compile(rf"(?i:\b(?:{_ROLE}))\s*:?\s+({_NAME})")
+CUE_PHRASES = frozenset(
+    ["referred by", "signed by", "seen by", "spoke with", "spoke to", "talked to", "assigned to", "name is"]
+)
+CUE_WORDS = frozenset(_TITLES.split(" ") + _ROLES.split(" "))
+# Capitalised words, one to four (with particles: van der Berg, de la Cruz).
+PERSON = re.compile(
+    rf"[A-Z\u00c0-\u00de](?<![\w].)[a-z\u00df-\u00ff'’]*\.?"
+    rf"(?:\s+(?:[A-Z]\.\s+)?{_PARTICLE}{{0,2}}{_NAME_TOKEN}){{0,3}}"
+)
 # Capitalised words that follow a role word without being a name (telemetry is Title Case).
 NOT_NAMES = frozenset(
     ["Agent", "Id", "Interface", "Service", "Support", "Data", "Account", "Session", "Request", "Error", "Profile", "Portal", "Record", "Records", "Chart", "Number", "Name", "Names", "Message", "Messages", "Input", "Output", "Id", "Api", "Tool", "Tools", "Feedback", "Query", "Intent", "Consent", "History", "Details", "Info", "Information", "Notes", "Note", "Summary", "Status", "Data", "Settings", "Team", "Group", "Admin", "Manager", "Success", "Failure", "Timeout", "The", "This", "That", "These", "Those", "A", "An", "And", "Or", "Of", "On", "In", "At", "To", "For", "With", "From", "By", "Is", "Was", "Services", "Care", "Portal", "Id", "Login", "Logout", "Token", "Key", "Email", "Phone", "Address", "Date", "Time", "Today", "Tomorrow", "Yesterday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December", "Hospital", "Clinic", "Health", "Medical", "Insurance", "Plan", "Please", "Thanks", "Thank", "Hello", "Hi", "Hey", "Dear", "Sir", "Madam", "Team", "Staff", "Unknown", "None", "Null", "True", "False", "Yes", "No", "Ok", "Okay", "New", "Old", "Main", "Default", "Test", "Demo", "Production", "Staging", "Local", "Remote", "Server", "Client", "Customer", "Patient", "User", "Member", "Doctor", "Nurse", "Physician", "Provider", "Pharmacy", "Lab", "Laboratory", "Department", "Room", "Ward", "Bed", "Unit", "Floor", "Queue"],
@@ -480,18 +487,30 @@ NOT_NAMES = frozenset(
 
 
 def _person_replace(m: re.Match[str]) -> str | None:
-    name = m.group(1)
-    tokens = [t for t in re.split(r"\s+", name) if t]
+    """A capitalised run is a name when a title or a role word stands before it (or opens
+    it: "Patient John Smith", "Dr. Jane Roe"); words that are not names are left out."""
+    found = m.group(0)
+    tokens = found.split()
+    cued = False
+    while tokens and tokens[0].rstrip(".:").lower() in CUE_WORDS:
+        tokens.pop(0)
+        cued = True
+    if not cued:
+        before = m.string[max(0, m.start() - 24) : m.start()].split()
+        if not before or not (
+            before[-1].rstrip(".:").lower() in CUE_WORDS
+            or (len(before) > 1 and f"{before[-2]} {before[-1]}".lower().rstrip(":=") in CUE_PHRASES)
+        ):
+            return None
     while tokens and tokens[-1] in NOT_NAMES:
         tokens.pop()
-    if not tokens or tokens[0] in NOT_NAMES:
+    if not tokens or tokens[0] in NOT_NAMES or not tokens[0][:1].isupper() or len(tokens[0]) < 2:
         return None
-    kept = " ".join(tokens)
-    end = m.start(1) + len(name)
-    # Keep the role word and anything after the name that was not part of it.
-    head = m.string[m.start() : m.start(1)]
-    cut = name.find(kept) + len(kept)
-    return head + "<PERSON>" + m.string[m.start(1) + cut : end]
+    if tokens[0].endswith("."):
+        return None
+    start = found.index(tokens[0])
+    end = found.index(tokens[-1], start) + len(tokens[-1])
+    return found[:start] + "<PERSON>" + found[end:]
 
 
 # -- the list, in the order the passes run ------------------------------------------------
@@ -551,6 +570,31 @@ def _fr_ok(value: str) -> bool:
     return ck.fr_nir_valid(value.replace(" ", ""))
 
 
+_LEAD = re.compile(r"(\[[^\]]+\]|[0-9A-Za-z])(?:\{([0-9]+)(?:,([0-9]+))?\})?")
+
+
+def fast_start(pattern: str) -> str:
+    """Move a leading boundary assertion behind the first character class.
+
+    ``re`` skips ahead to candidates only when a pattern starts with a character
+    (class); a pattern that starts with a look-behind or ``\\b`` is tried at every
+    position, ten times slower on a 300-character text. ``(?<![\\w\\-])[0-9]{3}…``
+    becomes ``[0-9](?<![\\w\\-].)[0-9]{2}…``: the same matches."""
+    for boundary, behind in ((_B, r"(?<![\w\-].)"), (r"\b", r"(?<!\w.)")):
+        if pattern.startswith(boundary):
+            rest = pattern[len(boundary) :]
+            lead = _LEAD.match(rest)
+            if lead is None or (lead.group(2) is not None and int(lead.group(2)) < 1):
+                raise ValueError(f"cannot move the boundary of {pattern!r}")
+            atom, low, high = lead.group(1), lead.group(2), lead.group(3)
+            tail = rest[lead.end() :]
+            if low is None:
+                return atom + behind + tail
+            repeat = f"{{{int(low) - 1}}}" if high is None else f"{{{int(low) - 1},{int(high) - 1}}}"
+            return atom + behind + atom + repeat + tail
+    return pattern
+
+
 def R(
     entity: str,
     pattern: str,
@@ -565,10 +609,10 @@ def R(
 ) -> Recognizer:
     return Recognizer(
         entity=entity,
-        pattern=re.compile(pattern, flags),
+        pattern=re.compile(fast_start(pattern), flags),
         validate=validate,
         gates=gates,
-        keywords=frozenset(keywords or context),
+        keywords=tuple(k.lower() for k in (keywords or context)),
         context=_context(*context) if context else None,
         group=group,
         replace=replace,
@@ -604,21 +648,22 @@ BUILTIN: tuple[Recognizer, ...] = (
     R("NPI", _B + r"[12][0-9]{9}" + _E, ck.npi_valid, gates=G_NUM9, context=("npi", "provider")),
     R("ABA_ROUTING", _B + r"[0-9]{4}-?[0-9]{4}-?[0-9]" + _E, _digits_then(ck.aba_routing_valid), gates=G_NUM9,
       context=("routing", "aba", "rtn", "transit")),
-    R("MEDICAL_LICENSE", _B + r"[A-Z]{0,3}[\-]?[0-9]{4,10}" + _E, gates=G_DIGIT,
+    R("MEDICAL_LICENSE", r"[A-Z0-9](?<![\w\-].)(?:(?<=[A-Z])[A-Z]{0,2}-?[0-9]{4,10}|(?<=[0-9])[0-9]{3,9})" + _E, gates=G_DIGIT,
       context=("medical licen", "medical lic", "license to practice", "physician licen", "state medical licen",
                "medical board"), keywords=("licen", "medical")),
     R("PASSPORT", _B + r"[A-Z0-9]{6,9}" + _E, _at_least_digits(2), gates=G_DIGIT, context=("passport",)),
     R("DRIVER_LICENSE", _B + r"[A-Z0-9](?:[A-Z0-9]|-(?=[A-Z0-9])){4,17}" + _E, _at_least_digits(4),
       gates=G_DIGIT, context=("driver", "driving", "dl#", "dl no", "dln")),
-    R("INSURANCE_ID", _B + r"[A-Z]{0,4}[0-9][A-Z0-9\-]{5,15}" + _E, _at_least_digits(4), gates=G_DIGIT,
-      context=("member", "insurance", "insured", "policy", "subscriber", "medicaid", "health plan")),
+    R("INSURANCE_ID", r"[A-Z0-9](?<![\w\-].)(?:(?<=[A-Z])[A-Z]{0,3}[0-9]|(?<=[0-9]))[A-Z0-9\-]{5,15}" + _E, _at_least_digits(4), gates=G_DIGIT,
+      context=("member id", "member no", "member number", "member #", "insurance", "insured", "policy n",
+               "policy #", "policy id", "subscriber", "medicaid", "health plan")),
     R("BANK_ACCOUNT", _B + r"[0-9]{8,17}" + _E, gates=G_NUM6, context=("account", "acct", "a/c")),
     # Identifiers whose shape and check digits are enough.
-    R("CRYPTO_WALLET", r"\b(?:bc|tb)1[02-9ac-hj-np-z]{11,87}+\b", ck.bech32_valid, gates=G_DIGIT, flags=_A),
+    R("CRYPTO_WALLET", r"\b[bt][bc]1[02-9ac-hj-np-z]{11,87}+\b", ck.bech32_valid, gates=G_DIGIT, flags=_A),
     R("CRYPTO_WALLET", r"\b[13][1-9A-HJ-NP-Za-km-z]{25,34}+\b", ck.base58check_valid, gates=G_MIXED),
     R("CRYPTO_WALLET", r"\b0x[0-9a-fA-F]{40}\b", gates=G_DIGIT),
     R("IBAN", _IBAN_RUN.pattern, gates=G_MIXED, replace=_iban_replace),
-    R("VAT_ID", r"\b(?:AT|BE|DE|DK|ES|FI|FR|IT|NL|PL|PT|SE)[0-9A-Z]{8,12}\b", ck.vat_valid,
+    R("VAT_ID", r"\b[ABDEFINPS][A-Z][0-9A-Z]{8,12}\b", ck.vat_valid,
       gates=G_MIXED),
     R("IN_GSTIN", r"\b[0-3][0-9][A-Z]{5}[0-9]{4}[A-Z][1-9A-Z]Z[0-9A-Z]\b", ck.gstin_valid, gates=G_MIXED),
     R("IN_PAN", r"\b[A-Z]{3}[ABCFGHLJPT][A-Z][0-9]{4}[A-Z]\b", gates=G_MIXED),
@@ -632,30 +677,24 @@ BUILTIN: tuple[Recognizer, ...] = (
       gates=G_MIXED),
     R("NATIONAL_ID", r"\b[A-Z]{6}[0-9LMNP-V]{2}[A-EHLMPR-T][0-9LMNP-V]{2}[A-Z][0-9LMNP-V]{3}[A-Z]\b",
       ck.it_fiscal_code_valid, gates=G_MIXED),
-    R("NATIONAL_ID", _B + r"(?:[0-9]{8}|[XYZ]-?[0-9]{7})-?[A-Z]\b", _stripped_then(ck.es_dni_valid), gates=G_MIXED),
+    R("NATIONAL_ID", r"[0-9XYZ](?<![\w\-].)(?:(?<=[0-9])[0-9]{7}|(?<=[XYZ])-?[0-9]{7})-?[A-Z]\b", _stripped_then(ck.es_dni_valid), gates=G_MIXED),
     R("NATIONAL_ID", _B + r"[0-3][0-9][01][0-9]{3}[-+A-FU-Y][0-9]{3}[0-9A-Y]\b", _fi_ok, gates=G_NUM6),
-    R("NATIONAL_ID", _B + r"(?:1[89]|20)?[0-9]{6}[-+][0-9]{4}" + _E, _se_ok, gates=G_NUM6),
+    R("NATIONAL_ID", _B + r"[0-9]{6}(?:[0-9]{2})?[-+][0-9]{4}" + _E, _se_ok, gates=G_NUM6),
     R("NATIONAL_ID", _B + r"[1278] ?[0-9]{2} ?[0-9]{2} ?(?:[0-9]{2}|2[AB]) ?[0-9]{3} ?[0-9]{3} ?[0-9]{2}" + _E, _fr_ok,
       gates=G_NUM12),
     R("KR_RRN", _B + r"[0-9]{6}-?[0-9]{7}" + _E, _rrn_ok, gates=G_NUM12),
     R("CREDIT_CARD", _CARD_RUN.pattern, gates=G_NUM12, replace=_card_replace),
     R("US_SSN", _B + r"[0-9]{3}([- ])[0-9]{2}\1[0-9]{4}" + _E, _ssn_ok, gates=G_NUM9),
     R("US_ITIN", _B + r"9[0-9]{2}([- ])[0-9]{2}\1[0-9]{4}" + _E, _itin_ok, gates=G_NUM9),
-    R("UK_POSTCODE", r"\b(?:[A-PR-UWYZ][A-HK-Y]?[0-9][A-HJKPS-UW0-9]?) ?[0-9][ABD-HJLNP-UW-Z]{2}\b", gates=G_MIXED),
+    R("UK_POSTCODE", r"\b[A-PR-UWYZ](?:[A-HK-Y]?[0-9][A-HJKPS-UW0-9]?) ?[0-9][ABD-HJLNP-UW-Z]{2}\b", gates=G_MIXED),
     R("MAC_ADDRESS", MAC.pattern, _mac_ok, gates=G_MAC),
     R("IP_ADDRESS", IPV6.pattern, _ipv6_ok, gates=G_COLON2),
     R("IP_ADDRESS", IPV4.pattern, _ipv4_ok, gates=G_DOT_NUM),
     R("DATE", DATE_NUMERIC.pattern, gates=G_DOT_NUM, replace=_date_numeric_replace),
     R("DATE", DATE_MONTH_YEAR.pattern, gates=G_DOT_NUM, replace=_date_month_year_replace),
-    R("DATE", DATE_WORDS.pattern, gates=G_DIGIT, flags=_A | re.IGNORECASE, replace=_date_words_replace,
-      keywords=("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
+    R("DATE", DATE_DAY_MONTH.pattern, _day_ok, gates=G_DIGIT, flags=_A | re.IGNORECASE),
+    R("DATE", DATE_MONTH_FIRST.pattern, gates=G_DIGIT),
     R("PHONE", PHONE.pattern, gates=G_NUM7, replace=_phone_replace),
     R("URL", DOMAIN.pattern, is_domain, gates=G_DOMAIN),
-    R("PERSON", PERSON_TITLE.pattern, flags=0, replace=_person_replace,
-      keywords=("dr", "mr", "mrs", "ms", "mx", "miss", "prof", "herr", "frau", "mme", "sr", "sra", "dott",
-                "nurse", "doctor")),
-    R("PERSON", PERSON_ROLE.pattern, flags=0, replace=_person_replace,
-      keywords=("patient", "customer", "client", "caller", "member", "user", "physician", "doctor", "nurse",
-                "caregiver", "guardian", "by", "attending", "contact", "dear", "name", "spoke", "talked",
-                "assigned")),
+    R("PERSON", PERSON.pattern, flags=0, replace=_person_replace),
 )  # fmt: skip

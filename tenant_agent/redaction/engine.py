@@ -28,6 +28,7 @@ from tenant_agent.redaction.recognizers import (
     Features,
     Recognizer,
     _url_replace,
+    combined_scanner,
 )
 
 #: Every built-in entity type; each is replaced by ``<TYPE>``. See docs/redaction.md.
@@ -115,6 +116,16 @@ _API_KEY_HINTS = (
     "xox", "AIza", "glpat-", "PRIVATE KEY",
 )  # fmt: skip
 _SECRET_HINTS = ("key", "secret", "token", "pass", "pwd")
+
+
+def _api_key_hint(text: str) -> bool:
+    """True when one of ``_API_KEY_HINTS`` may be in ``text`` (a superset, in a few substring
+    searches: most texts have no '_' or '-' and none of the capitalised prefixes)."""
+    if "_" in text and ("k_" in text or "gh" in text):
+        return True
+    if "-" in text and ("sk-" in text or "glpat-" in text):
+        return True
+    return "AKIA" in text or "ASIA" in text or "AIza" in text or "xox" in text or "PRIVATE KEY" in text
 _PLAIN_LABELS_MAX = 65_536
 _PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*>")
 
@@ -223,7 +234,7 @@ def _builtin(text: str, counts: dict[str, int]) -> str:
 
     if "://" in text or "www." in text or "WWW." in text:
         text = URL.sub(_replacer("URL", None, _url_replace, None, 0, counts), text)
-    if any(hint in text for hint in _API_KEY_HINTS):
+    if _api_key_hint(text):
         constant(_API_KEY, "API_KEY", "<API_KEY>")
     lowered = text.lower()
     if ("=" in text or ":" in text) and any(hint in lowered for hint in _SECRET_HINTS):
@@ -240,18 +251,85 @@ def _builtin(text: str, counts: dict[str, int]) -> str:
             text = _SSN_LABELLED.sub(_labelled_ssn(counts), text)
         if "mrn" in lowered or "medical record" in lowered or "patient" in lowered or "chart" in lowered:
             constant(_MRN, "MRN", r"\1<MRN>")
-    runnable = _RUNNABLE.get(gates)
-    if runnable is None:
-        runnable = _RUNNABLE[gates] = tuple(rec for rec in BUILTIN if not rec.gates & ~gates)
-    for rec in runnable:
-        if rec.keywords and not any(k in lowered for k in rec.keywords):
-            continue
-        text = rec.pattern.sub(_replacer(rec.entity, rec.validate, rec.replace, rec.context, rec.group, counts), text)
+    for rec in _BEFORE:
+        if not rec.gates & ~gates and (not rec.keywords or any(k in lowered for k in rec.keywords)):
+            text = rec.pattern.sub(_replacer(rec.entity, rec.validate, rec.replace, rec.context, rec.group, counts), text)
+    text = _scan(text, gates, counts)
+    for rec in _AFTER:
+        if not rec.gates & ~gates and (not rec.keywords or any(k in lowered for k in rec.keywords)):
+            text = rec.pattern.sub(_replacer(rec.entity, rec.validate, rec.replace, rec.context, rec.group, counts), text)
     return text
 
 
-# The recognizers whose gates a feature set opens, per feature set (at most 2**10 entries).
-_RUNNABLE: dict[int, tuple[Recognizer, ...]] = {}
+_BEFORE = tuple(rec for rec in BUILTIN if rec.stage == "before")
+_AFTER = tuple(rec for rec in BUILTIN if rec.stage == "after")
+_COMBINED = tuple(rec for rec in BUILTIN if rec.stage == "combined")
+# Per feature set (the gates: ten bits), the single scan over the recognizers they open.
+# Context words are checked per candidate (``_apply``), not here: a text's keywords would
+# multiply the scanners, and a context check costs less than a scan.
+_SCANNERS: dict[int, tuple[re.Pattern[str] | None, tuple[Recognizer, ...]]] = {}
+
+
+def _scan(text: str, gates: int, counts: dict[str, int]) -> str:
+    """The single scan: leftmost candidate first, the alternatives at one position in priority
+    order; a candidate whose validation fails is retried with the later alternatives there,
+    then the scan moves on by one character (so an entity inside a refused one is still found)."""
+    entry = _SCANNERS.get(gates)
+    if entry is None:
+        recs = tuple(rec for rec in _COMBINED if not rec.gates & ~gates)
+        entry = _SCANNERS[gates] = (combined_scanner(recs) if recs else None, recs)
+    scanner, recs = entry
+    if scanner is None:
+        return text
+    search = scanner.search
+    m = search(text)
+    if m is None:
+        return text
+    out: list[str] = []
+    last = 0
+    while m is not None:
+        start = m.start()
+        first = int(m.lastgroup[1:].partition("_")[0]) if m.lastgroup else 0
+        done = None
+        for rec in recs[first:]:
+            real = rec.pattern.match(text, start)
+            if real is None:
+                continue
+            replacement = _apply(rec, real, counts)
+            if replacement is not None:
+                done = (real.end(), replacement)
+                break
+        if done is None:
+            m = search(text, start + 1)
+            continue
+        end, replacement = done
+        out.append(text[last:start])
+        out.append(replacement)
+        last = end
+        m = search(text, end) if end > start else search(text, start + 1)
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _apply(rec: Recognizer, m: re.Match[str], counts: dict[str, int]) -> str | None:
+    """The replacement of one candidate match, or None when it is not this entity."""
+    if rec.context is not None:
+        start = m.start()
+        if not rec.context.search(m.string, max(0, start - CONTEXT_WINDOW), start):
+            return None
+    placeholder = f"<{rec.entity}>"
+    if rec.replace is not None:
+        out = rec.replace(m)
+        if out is not None:
+            counts[rec.entity] = counts.get(rec.entity, 0) + out.count(placeholder)
+        return out
+    if rec.validate is not None and not rec.validate(m.group(rec.group)):
+        return None
+    counts[rec.entity] = counts.get(rec.entity, 0) + 1
+    if rec.group == 0:
+        return placeholder
+    whole, offset = m.group(0), m.start()
+    return whole[: m.start(rec.group) - offset] + placeholder + whole[m.end(rec.group) - offset :]
 
 
 def _replacer(

@@ -40,7 +40,7 @@ G_DOT_NUM = 32  # a digit, '.', '/' or '-', a digit
 G_COLON2 = 64  # two ':' (IPv6, MAC)
 G_DOMAIN = 128  # a letter or digit, '.', two letters
 G_NUM7 = 256  # ... >= 7 digits
-G_MAC = 512  # five ':' or '-', or two '.'
+G_MAC = 512  # five ':'; or a digit and five '-' or two '.'
 
 
 # Digits with up to three separators between them: every numeric entity's digits lie in one run.
@@ -57,7 +57,7 @@ class Features:
     @staticmethod
     def of(text: str) -> Features:
         gates = 0
-        if not _DIGITS.isdisjoint(text):
+        if _has_digit(text):
             gates |= G_DIGIT
             most = 0
             for run in _RUN.findall(text):
@@ -85,12 +85,23 @@ class Features:
             gates |= G_COLON2
         if "." in text and _DOMAIN_GATE.search(text):
             gates |= G_DOMAIN
-        if text.count(":") >= 5 or text.count("-") >= 5 or text.count(".") >= 2:
+        colons = text.count(":")
+        if colons >= 5 or (gates & G_DIGIT and (text.count("-") >= 5 or text.count(".") >= 2)):
             gates |= G_MAC
         return Features(gates)
 
 
 _DIGITS = frozenset("0123456789")
+
+
+def _has_digit(text: str) -> bool:
+    # Ten substring searches (memchr in C) beat one pass over the characters in Python's set.
+    return (
+        "0" in text or "1" in text or "2" in text or "3" in text or "4" in text
+        or "5" in text or "6" in text or "7" in text or "8" in text or "9" in text
+    )  # fmt: skip
+
+
 _DROP_SEPARATORS = str.maketrans("", "", "()-. \t/")
 _DOT_NUM = re.compile(r"[0-9][.\-/][0-9]")
 
@@ -113,6 +124,11 @@ class Recognizer:
     group: int = 0
     # A callback that returns the replacement itself (keep part of the match), used instead of validate.
     replace: Callable[[re.Match[str]], str | None] | None = None
+    # "combined": one alternative of the single scan (see combined_scanner); "before"/"after": a pass
+    # of its own around it (patterns whose first character may be any letter would make every word
+    # a candidate of the single scan).
+    stage: str = "combined"
+    flags: int = _A
 
 
 def _context(*words: str) -> re.Pattern[str]:
@@ -245,10 +261,14 @@ def _iban_replace(m: re.Match[str]) -> str | None:
     # A registry length mismatch with a valid mod-97 checksum (a generator bug, a country that
     # changed its format) is still an IBAN when the run ends at a word boundary.
     compact = run.replace(" ", "").replace("-", "")
-    if 15 <= len(compact) <= 34 and (m.end() == len(m.string) or not m.string[m.end()].isalnum()):
-        if int((compact[4:] + compact[:4]).translate(_LETTER_DIGITS)) % 97 == 1:
-            return "<IBAN>"
+    at_boundary = m.end() == len(m.string) or not m.string[m.end()].isalnum()
+    if 15 <= len(compact) <= 34 and at_boundary and _mod97(compact):
+        return "<IBAN>"
     return None
+
+
+def _mod97(compact: str) -> bool:
+    return int((compact[4:] + compact[:4]).translate(_LETTER_DIGITS)) % 97 == 1
 
 
 _LETTER_DIGITS = {ord(ch): str(ord(ch) - 55) for ch in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
@@ -510,23 +530,27 @@ def _person_replace(m: re.Match[str]) -> str | None:
     """A capitalised run is a name when a title or a role word stands before it (or opens
     it: "Patient John Smith", "Dr. Jane Roe"); words that are not names are left out."""
     found = m.group(0)
+    if found in NOT_NAMES:
+        return None
     tokens = found.split()
     cued = False
     while tokens and tokens[0].rstrip(".:").lower() in CUE_WORDS:
         tokens.pop(0)
         cued = True
     if not cued:
-        before = [w.strip("\"'([{,;") for w in m.string[max(0, m.start() - 24) : m.start()].split()]
-        if not before or not (
-            before[-1].rstrip(".:").lower() in CUE_WORDS
-            or (len(before) > 1 and f"{before[-2]} {before[-1]}".lower().rstrip(":=") in CUE_PHRASES)
+        before = m.string[max(0, m.start() - 24) : m.start()].split()
+        if not before:
+            return None
+        last = before[-1].strip("\"'([{,;").rstrip(".:").lower()
+        if last not in CUE_WORDS and (
+            len(before) < 2 or f"{before[-2].strip(chr(34) + '([{,;')} {last}".lower() not in CUE_PHRASES
         ):
             return None
     while tokens and tokens[-1] in NOT_NAMES:
         tokens.pop()
     if not tokens or tokens[0] in NOT_NAMES or not tokens[0][:1].isupper() or len(tokens[0]) < 2:
         return None
-    if not tokens[0][1:2].islower() and not tokens[0][1:2] in "'’":
+    if not tokens[0][1:2].islower() and tokens[0][1:2] not in "'’":
         return None
     if tokens[0].endswith("."):
         return None
@@ -636,6 +660,7 @@ def R(
     group: int = 0,
     flags: int = _A,
     replace: Callable[[re.Match[str]], str | None] | None = None,
+    stage: str = "combined",
 ) -> Recognizer:
     return Recognizer(
         entity=entity,
@@ -646,6 +671,8 @@ def R(
         context=_context(*context) if context else None,
         group=group,
         replace=replace,
+        stage=stage,
+        flags=flags,
     )
 
 
@@ -690,7 +717,8 @@ BUILTIN: tuple[Recognizer, ...] = (
                "policy #", "policy id", "subscriber", "medicaid", "health plan")),
     R("BANK_ACCOUNT", _B + r"[0-9]{8,17}" + _E, gates=G_NUM6, context=("account", "acct", "a/c")),
     # Identifiers whose shape and check digits are enough.
-    R("CRYPTO_WALLET", r"\b[bt][bc]1[02-9ac-hj-np-z]{11,87}+\b", ck.bech32_valid, gates=G_DIGIT, flags=_A),
+    R("CRYPTO_WALLET", r"\b[bt][bc]1[02-9ac-hj-np-z]{11,87}+\b", ck.bech32_valid, gates=G_DIGIT, flags=_A,
+      keywords=("bc1", "tb1"), stage="before"),
     R("CRYPTO_WALLET", r"\b[13][1-9A-HJ-NP-Za-km-z]{25,34}+\b", ck.base58check_valid, gates=G_MIXED),
     R("CRYPTO_WALLET", r"\b0x[0-9a-fA-F]{40}\b", gates=G_DIGIT),
     R("IBAN", _IBAN_RUN.pattern, gates=G_MIXED, replace=_iban_replace),
@@ -718,14 +746,97 @@ BUILTIN: tuple[Recognizer, ...] = (
     R("US_SSN", _B + r"[0-9]{3}([- ])[0-9]{2}\1[0-9]{4}" + _E, _ssn_ok, gates=G_NUM9),
     R("US_ITIN", _B + r"9[0-9]{2}([- ])[0-9]{2}\1[0-9]{4}" + _E, _itin_ok, gates=G_NUM9),
     R("UK_POSTCODE", r"\b[A-PR-UWYZ](?:[A-HK-Y]?[0-9][A-HJKMNPR-Y0-9]?) ?[0-9][ABD-HJLNP-UW-Z]{2}\b", gates=G_MIXED),
-    R("MAC_ADDRESS", MAC.pattern, _mac_ok, gates=G_MAC),
-    R("IP_ADDRESS", IPV6.pattern, _ipv6_ok, gates=G_COLON2),
+    R("MAC_ADDRESS", MAC.pattern, _mac_ok, gates=G_MAC, stage="before"),
+    R("IP_ADDRESS", IPV6.pattern, _ipv6_ok, gates=G_COLON2, stage="before"),
     R("IP_ADDRESS", IPV4.pattern, _ipv4_ok, gates=G_DOT_NUM),
     R("DATE", DATE_NUMERIC.pattern, gates=G_DOT_NUM, replace=_date_numeric_replace),
     R("DATE", DATE_MONTH_YEAR.pattern, gates=G_DOT_NUM, replace=_date_month_year_replace),
     R("DATE", DATE_DAY_MONTH.pattern, _day_ok, gates=G_DIGIT, flags=_A | re.IGNORECASE),
     R("DATE", DATE_MONTH_FIRST.pattern, gates=G_DIGIT),
     R("PHONE", PHONE.pattern, gates=G_NUM7, replace=_phone_replace),
-    R("URL", DOMAIN.pattern, is_domain, gates=G_DOMAIN),
+    R("URL", DOMAIN.pattern, is_domain, gates=G_DOMAIN, stage="after"),
     R("PERSON", PERSON.pattern, flags=0, replace=_person_replace),
 )  # fmt: skip
+
+
+# -- the single scan ---------------------------------------------------------------------
+
+_FIRST = re.compile(r"(\[(?:\\.|[^\]\\])+\]|\\?[^\\\[(?*+{])(?![*+?{])")
+
+
+def split_first(pattern: str) -> tuple[str, str]:
+    """A pattern's first atom (one character or class, no quantifier) and the rest."""
+    lead = _FIRST.match(pattern)
+    if lead is None:
+        raise ValueError(f"pattern must start with one character or class: {pattern[:40]!r}")
+    return lead.group(1), pattern[lead.end() :]
+
+
+def _rename_groups(pattern: str, prefix: str) -> str:
+    """Number-free copy of ``pattern``: capturing groups become ``(?P<prefix_n>`` and
+    back-references ``\\n`` become ``(?P=prefix_n)``, so alternatives can share one regex."""
+    out: list[str] = []
+    i, n, in_class = 0, 0, False
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            nxt = pattern[i + 1 : i + 2]
+            if not in_class and nxt.isdigit() and nxt != "0":
+                out.append(f"(?P={prefix}_{nxt})")
+            else:
+                out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+            if pattern[i + 1 : i + 2] == "]" or pattern[i + 1 : i + 3] == "^]":
+                out.append(pattern[i : i + 2])
+                i += 2
+                continue
+        elif ch == "(" and pattern[i + 1 : i + 2] != "?":
+            n += 1
+            out.append(f"(?P<{prefix}_{n}>")
+            i += 1
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+# The first characters the single scan dispatches on: within one family the alternatives share
+# the family's class, so re tries only the recognizers a candidate's first character can start.
+_FAMILIES = (
+    ("d", "0-9", "0123456789"),
+    ("u", "A-Z", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+    ("p", "+(", "+("),
+    ("x", "\u00c0-\u00de\u0100-\u024f\u0370-\u03ff\u0400-\u042f",
+     "".join(chr(c) for c in (*range(0xC0, 0xDF), *range(0x100, 0x250), *range(0x370, 0x400), *range(0x400, 0x430)))),
+)
+
+
+def combined_scanner(recognizers: tuple[Recognizer, ...]) -> re.Pattern[str]:
+    """One regex whose alternatives ``a<i>_<family>`` are recognizer ``i``: candidates start
+    at a character of one family (digits, capitals, '+' or '(', other capitals) that does not
+    follow a word character (every recognizer's own boundary implies it); each alternative
+    checks its own first character by look-behind and continues with the rest of its pattern.
+    At one position the alternatives are tried in order, so the order of ``recognizers`` is
+    their priority; ``m.lastgroup`` names the one that matched."""
+    branches, classes = [], []
+    for family, family_class, members in _FAMILIES:
+        alternatives = []
+        for i, rec in enumerate(recognizers):
+            first, rest = split_first(rec.pattern.pattern)
+            first_re = re.compile(first, rec.flags)
+            if not any(first_re.fullmatch(ch) for ch in members):
+                continue
+            covers = all(first_re.fullmatch(ch) for ch in members)
+            inline = ("a" if rec.flags & re.ASCII else "") + ("i" if rec.flags & re.IGNORECASE else "")
+            body = ("" if covers else f"(?<={first})") + _rename_groups(rest, f"g{i}{family}")
+            alternatives.append(f"(?P<a{i}_{family}>{f'(?{inline}:{body})' if inline else body})")
+        if alternatives:
+            classes.append(family_class)
+            branches.append(f"(?<=[{family_class}])(?:{'|'.join(alternatives)})")
+    # One leading class (re skips ahead to it), then the family branch by look-behind.
+    return re.compile(f"[{''.join(classes)}](?<!\\w.)(?:{'|'.join(branches)})")

@@ -1,0 +1,196 @@
+"""Redaction quality and speed, in one process, side by side.
+
+    .venv/bin/python -m bench.redaction [--per-type 120] [--negatives 1500] [--seed 14] [--repeat 3]
+                                        [--no-presidio] [--no-baseline]
+
+Prints, on the labelled corpus of ``bench/pii_corpus.py`` (deterministic, Faker):
+precision and recall per entity type for this redactor, the first redactor
+(``git show main:tenant_agent/redact.py``, loaded as a module beside the new one)
+and — when ``presidio-analyzer`` is installed (the ``bench`` extra) — Presidio's
+pattern recognizers (no NLP model: ``NoOpNlpEngine``) plus its anonymizer; the
+share of hard negatives each one touches; and texts/s of each on the corpus
+texts and on the 300-character texts of ``bench/collector.py`` (no PII, 30 %
+PII, all PII). Absolute figures move a lot on a shared machine: compare within
+one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import random
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+
+from bench.pii_corpus import UNCOVERED, Doc, Score, generate, score
+from tenant_agent.redact import ENTITY_TYPES, Redactor
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Presidio's entity names -> ours (the types that mean the same identifier).
+PRESIDIO_TYPES = {
+    "EMAIL_ADDRESS": "EMAIL", "PHONE_NUMBER": "PHONE", "IBAN_CODE": "IBAN", "DATE_TIME": "DATE",
+    "US_PASSPORT": "PASSPORT", "US_DRIVER_LICENSE": "DRIVER_LICENSE", "US_BANK_NUMBER": "BANK_ACCOUNT",
+    "ABA_ROUTING_NUMBER": "ABA_ROUTING", "SG_NRIC_FIN": "SG_NRIC", "IT_FISCAL_CODE": "NATIONAL_ID",
+    "ES_NIF": "NATIONAL_ID", "ES_NIE": "NATIONAL_ID", "PL_PESEL": "NATIONAL_ID",
+    "FI_PERSONAL_IDENTITY_CODE": "NATIONAL_ID", "CRYPTO": "CRYPTO_WALLET", "IN_VEHICLE_REGISTRATION": "IN_VEHICLE",
+    "UK_POSTCODE": "UK_POSTCODE", "MAC_ADDRESS": "MAC_ADDRESS", "IN_GSTIN": "IN_GSTIN",
+}  # fmt: skip
+_PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*)>")
+
+
+def load_baseline() -> ModuleType | None:
+    """The first redactor, from the main branch, as a module of its own."""
+    try:
+        source = subprocess.run(
+            ["git", "show", "main:tenant_agent/redact.py"], cwd=ROOT, check=True, capture_output=True, text=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    path = Path("/tmp") / "fedsignal_redact_main.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("fedsignal_redact_main", path)
+    if spec is None or spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def presidio_redact() -> tuple[Callable[[str], str], str] | None:
+    """Presidio's pattern recognizers (no NLP model) and its anonymizer, as a text -> text function."""
+    try:
+        from presidio_analyzer import AnalyzerEngine, PatternRecognizer, RecognizerRegistry
+        from presidio_analyzer.nlp_engine import NoOpNlpEngine
+        from presidio_anonymizer import AnonymizerEngine
+    except ImportError:
+        return None
+    import logging
+
+    logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
+    nlp = NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}])
+    nlp.load()
+    registry = RecognizerRegistry()
+    registry.load_predefined_recognizers(nlp_engine=nlp)
+    registry.recognizers = [r for r in registry.recognizers if isinstance(r, PatternRecognizer)]
+    analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp, supported_languages=["en"])
+    anonymizer = AnonymizerEngine()
+
+    def rename(m: re.Match[str]) -> str:
+        return f"<{PRESIDIO_TYPES.get(m.group(1), m.group(1))}>"
+
+    def redact(text: str) -> str:
+        results = analyzer.analyze(text=text, language="en")
+        return _PLACEHOLDER.sub(rename, anonymizer.anonymize(text=text, analyzer_results=results).text)  # type: ignore[arg-type]
+
+    import presidio_analyzer
+
+    version = getattr(presidio_analyzer, "__version__", "")
+    names = sorted({e for r in registry.recognizers for e in r.supported_entities})
+    return redact, f"Presidio {version} ({len(registry.recognizers)} pattern recognizers: {', '.join(names)})"
+
+
+def texts_per_second(redact: Callable[[str], str], texts: Sequence[str], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for text in texts:
+            redact(text)
+        best = min(best, time.perf_counter() - start)
+    return len(texts) / best
+
+
+def collector_texts(seed: int, n: int) -> dict[str, list[str]]:
+    from bench.collector import text_300
+
+    rng = random.Random(seed)
+    return {
+        "300 chars, no PII": [text_300(rng, False) for _ in range(n)],
+        "300 chars, 30 % PII": [text_300(rng, rng.random() < 0.3) for _ in range(n)],
+        "300 chars, all PII": [text_300(rng, True) for _ in range(n)],
+    }
+
+
+def print_quality(scores: dict[str, Score]) -> None:
+    names = list(scores)
+    ours = scores[names[0]]
+    labels = [label for label in ours.labels() if ours.tp[label] + ours.fn[label]]
+    head = f"{'entity':<16}{'n':>5}  {'precision':>9} {'recall':>7} {'any':>6}"
+    for name in names[1:]:
+        head += f" | {name[:12]:>12} rec"
+    print(head)
+    for label in labels:
+        covered = label not in UNCOVERED
+        line = (
+            f"{label:<16}{ours.tp[label] + ours.fn[label]:>5}  {ours.precision(label):>9.3f} "
+            f"{ours.recall(label):>7.3f} {ours.any_recall(label):>6.3f}"
+        )
+        for name in names[1:]:
+            line += f" | {scores[name].recall(label):>16.3f}"
+        print(line + ("" if covered else "   (no recognizer)"))
+    print()
+    for name, result in scores.items():
+        covered = [lb for lb in labels if lb not in UNCOVERED]
+        own = [lb for lb in covered if result.tp[lb]]
+        tp = sum(result.tp[lb] for lb in labels)
+        support = sum(result.tp[lb] + result.fn[lb] for lb in labels)
+        print(
+            f"{name:<24} hard negatives touched {result.negatives_touched}/{result.negatives} "
+            f"({result.negative_rate:.2%}); recall over every type {tp / support:.3f}; "
+            f"types with any hit {len(own)}/{len(covered)}; worst covered type "
+            f"{min(covered, key=result.recall)} {min(result.recall(lb) for lb in covered):.3f}"
+        )
+        if result.touched_families:
+            print(f"{'':<24} hard negatives touched by family: {dict(result.touched_families.most_common())}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-type", type=int, default=120)
+    parser.add_argument("--negatives", type=int, default=1500)
+    parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--collector-texts", type=int, default=3000)
+    parser.add_argument("--no-presidio", action="store_true")
+    parser.add_argument("--no-baseline", action="store_true")
+    args = parser.parse_args(argv)
+
+    docs: list[Doc] = generate(args.seed, args.per_type, args.negatives)
+    print(f"corpus: {len(docs)} texts (seed {args.seed}), {len(ENTITY_TYPES)} built-in entity types\n")
+    redactors: dict[str, Callable[[str], str]] = {"fedsignal": Redactor().redact}
+    baseline = None if args.no_baseline else load_baseline()
+    if baseline is not None:
+        redactors["fedsignal main"] = baseline.Redactor().redact
+    presidio = None if args.no_presidio else presidio_redact()
+    if presidio is not None:
+        redactors["presidio"] = presidio[0]
+        print(presidio[1] + "\n")
+    elif not args.no_presidio:
+        print("presidio-analyzer not installed (pip install -e '.[bench]'): its columns are left out\n")
+
+    scores = {name: score(redact, docs) for name, redact in redactors.items()}
+    print_quality(scores)
+
+    print("\nthroughput (texts/s, best of", args.repeat, "runs)")
+    sets = {"corpus texts": [d.text for d in docs], **collector_texts(args.seed, args.collector_texts)}
+    rates: dict[str, dict[str, float]] = {}
+    for set_name, texts in sets.items():
+        rates[set_name] = {}
+        for name, redact in redactors.items():
+            sample = texts if name != "presidio" else texts[:2000]
+            rates[set_name][name] = texts_per_second(redact, sample, args.repeat if name != "presidio" else 1)
+        line = f"  {set_name:<22}" + "".join(f"{name} {rate:>10,.0f}   " for name, rate in rates[set_name].items())
+        if "presidio" in rates[set_name]:
+            line += f"fedsignal/presidio {rates[set_name]['fedsignal'] / rates[set_name]['presidio']:.0f}x"
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -74,6 +74,9 @@ def presidio_redact() -> tuple[Callable[[str], str], str] | None:
     import logging
 
     logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
+    # Presidio's URL recognizer asks tldextract for the suffix list; without network it falls
+    # back to its bundled snapshot after logging the failed fetch.
+    logging.getLogger("tldextract").setLevel(logging.CRITICAL)
     nlp = NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}])
     nlp.load()
     registry = RecognizerRegistry()
@@ -97,12 +100,14 @@ def presidio_redact() -> tuple[Callable[[str], str], str] | None:
 
 
 def texts_per_second(redact: Callable[[str], str], texts: Sequence[str], repeat: int) -> float:
+    """Texts per CPU second of this process (best of ``repeat``): on a shared machine CPU time
+    moves far less than wall time, and both redactors run in the same process."""
     best = float("inf")
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = time.process_time()
         for text in texts:
             redact(text)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     return len(texts) / best
 
 
@@ -177,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     scores = {name: score(redact, docs) for name, redact in redactors.items()}
     print_quality(scores)
 
-    print("\nthroughput (texts/s, best of", args.repeat, "runs)")
+    print(f"\nthroughput (texts per CPU second, best of {args.repeat} runs; Presidio: one run of 2,000 texts)")
     sets = {"corpus texts": [d.text for d in docs], **collector_texts(args.seed, args.collector_texts)}
     rates: dict[str, dict[str, float]] = {}
     for set_name, texts in sets.items():

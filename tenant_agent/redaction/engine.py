@@ -251,7 +251,7 @@ def _builtin(text: str, counts: dict[str, int]) -> str:
             text = _SSN_LABELLED.sub(_labelled_ssn(counts), text)
         if "mrn" in lowered or "medical record" in lowered or "patient" in lowered or "chart" in lowered:
             constant(_MRN, "MRN", r"\1<MRN>")
-    for rec in _BEFORE:
+    for rec in _CONTEXT + _BEFORE:
         if not rec.gates & ~gates and (not rec.keywords or any(k in lowered for k in rec.keywords)):
             text = rec.pattern.sub(_replacer(rec.entity, rec.validate, rec.replace, rec.context, rec.group, counts), text)
     text = _scan(text, gates, counts)
@@ -261,13 +261,14 @@ def _builtin(text: str, counts: dict[str, int]) -> str:
     return text
 
 
+_CONTEXT = tuple(rec for rec in BUILTIN if rec.stage == "context")
 _BEFORE = tuple(rec for rec in BUILTIN if rec.stage == "before")
 _AFTER = tuple(rec for rec in BUILTIN if rec.stage == "after")
 _COMBINED = tuple(rec for rec in BUILTIN if rec.stage == "combined")
 # Per feature set (the gates: ten bits), the single scan over the recognizers they open.
 # Context words are checked per candidate (``_apply``), not here: a text's keywords would
 # multiply the scanners, and a context check costs less than a scan.
-_SCANNERS: dict[int, tuple[re.Pattern[str] | None, tuple[Recognizer, ...]]] = {}
+_SCANNERS: dict[int, tuple[re.Pattern[str] | None, tuple[Recognizer, ...], dict[str, tuple[int, ...]]]] = {}
 
 
 def _scan(text: str, gates: int, counts: dict[str, int]) -> str:
@@ -277,8 +278,9 @@ def _scan(text: str, gates: int, counts: dict[str, int]) -> str:
     entry = _SCANNERS.get(gates)
     if entry is None:
         recs = tuple(rec for rec in _COMBINED if not rec.gates & ~gates)
-        entry = _SCANNERS[gates] = (combined_scanner(recs) if recs else None, recs)
-    scanner, recs = entry
+        scanner_, families = combined_scanner(recs) if recs else (None, {})
+        entry = _SCANNERS[gates] = (scanner_, recs, families)
+    scanner, recs, families = entry
     if scanner is None:
         return text
     search = scanner.search
@@ -289,9 +291,12 @@ def _scan(text: str, gates: int, counts: dict[str, int]) -> str:
     last = 0
     while m is not None:
         start = m.start()
-        first = int(m.lastgroup[1:].partition("_")[0]) if m.lastgroup else 0
+        index, _, family = (m.lastgroup or "a0_d")[1:].partition("_")
+        first = int(index)
+        later = families[family]
         done = None
-        for rec in recs[first:]:
+        for i in later[later.index(first) :]:
+            rec = recs[i]
             real = rec.pattern.match(text, start)
             if real is None:
                 continue

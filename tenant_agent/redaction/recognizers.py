@@ -124,9 +124,9 @@ class Recognizer:
     group: int = 0
     # A callback that returns the replacement itself (keep part of the match), used instead of validate.
     replace: Callable[[re.Match[str]], str | None] | None = None
-    # "combined": one alternative of the single scan (see combined_scanner); "before"/"after": a pass
-    # of its own around it (patterns whose first character may be any letter would make every word
-    # a candidate of the single scan).
+    # "combined": one alternative of the single scan (see combined_scanner); "context", "before",
+    # "after": passes of their own, in that order around it (context-bound ones, and patterns whose
+    # first character may be any letter, which would make every word a candidate of the scan).
     stage: str = "combined"
     flags: int = _A
 
@@ -660,7 +660,7 @@ def R(
     group: int = 0,
     flags: int = _A,
     replace: Callable[[re.Match[str]], str | None] | None = None,
-    stage: str = "combined",
+    stage: str = "",
 ) -> Recognizer:
     return Recognizer(
         entity=entity,
@@ -671,7 +671,10 @@ def R(
         context=_context(*context) if context else None,
         group=group,
         replace=replace,
-        stage=stage,
+        # Context-bound recognizers run as passes of their own, and only when one of their
+        # words is in the text: in the single scan every bare number would first be offered
+        # to them and refused.
+        stage=stage or ("context" if context else "combined"),
         flags=flags,
     )
 
@@ -816,27 +819,51 @@ _FAMILIES = (
 )
 
 
-def combined_scanner(recognizers: tuple[Recognizer, ...]) -> re.Pattern[str]:
+_BODIES: dict[tuple[int, str], tuple[str, bool] | None] = {}
+
+
+def _alternative(rec: Recognizer, index: int, family: str, members: str) -> str | None:
+    """Recognizer ``rec`` as alternative ``a<index>_<family>`` (None when its first character
+    is never in the family); the group-free rest of its pattern is rendered once."""
+    key = (id(rec), family)
+    if key not in _BODIES:
+        first, rest = split_first(rec.pattern.pattern)
+        first_re = re.compile(first, rec.flags)
+        hits = [bool(first_re.fullmatch(ch)) for ch in members]
+        if not any(hits):
+            _BODIES[key] = None
+        else:
+            inline = ("a" if rec.flags & re.ASCII else "") + ("i" if rec.flags & re.IGNORECASE else "")
+            body = ("" if all(hits) else f"(?<={first})") + _rename_groups(rest, "G")
+            _BODIES[key] = (f"(?{inline}:{body})" if inline else body, True)
+    rendered = _BODIES[key]
+    if rendered is None:
+        return None
+    # Group names must be unique in the whole scanner: G_n -> g<index><family>_n.
+    body = rendered[0].replace("(?P<G_", f"(?P<g{index}{family}_").replace("(?P=G_", f"(?P=g{index}{family}_")
+    return f"(?P<a{index}_{family}>{body})"
+
+
+def combined_scanner(recognizers: tuple[Recognizer, ...]) -> tuple[re.Pattern[str], dict[str, tuple[int, ...]]]:
     """One regex whose alternatives ``a<i>_<family>`` are recognizer ``i``: candidates start
     at a character of one family (digits, capitals, '+' or '(', other capitals) that does not
     follow a word character (every recognizer's own boundary implies it); each alternative
     checks its own first character by look-behind and continues with the rest of its pattern.
     At one position the alternatives are tried in order, so the order of ``recognizers`` is
-    their priority; ``m.lastgroup`` names the one that matched."""
+    their priority; ``m.lastgroup`` names the one that matched. Also returns, per family, the
+    recognizer indices in it (in order), for retrying the later ones at a refused candidate."""
     branches, classes = [], []
+    members_of: dict[str, tuple[int, ...]] = {}
     for family, family_class, members in _FAMILIES:
-        alternatives = []
+        alternatives, indices = [], []
         for i, rec in enumerate(recognizers):
-            first, rest = split_first(rec.pattern.pattern)
-            first_re = re.compile(first, rec.flags)
-            if not any(first_re.fullmatch(ch) for ch in members):
-                continue
-            covers = all(first_re.fullmatch(ch) for ch in members)
-            inline = ("a" if rec.flags & re.ASCII else "") + ("i" if rec.flags & re.IGNORECASE else "")
-            body = ("" if covers else f"(?<={first})") + _rename_groups(rest, f"g{i}{family}")
-            alternatives.append(f"(?P<a{i}_{family}>{f'(?{inline}:{body})' if inline else body})")
+            alternative = _alternative(rec, i, family, members)
+            if alternative is not None:
+                alternatives.append(alternative)
+                indices.append(i)
         if alternatives:
             classes.append(family_class)
             branches.append(f"(?<=[{family_class}])(?:{'|'.join(alternatives)})")
+            members_of[family] = tuple(indices)
     # One leading class (re skips ahead to it), then the family branch by look-behind.
-    return re.compile(f"[{''.join(classes)}](?<!\\w.)(?:{'|'.join(branches)})")
+    return re.compile(f"[{''.join(classes)}](?<!\\w.)(?:{'|'.join(branches)})"), members_of

@@ -29,7 +29,9 @@ def _digits(value: str, length: int | None = None) -> list[int] | None:
 
 
 def luhn_valid(digits: str) -> bool:
-    """True when ``digits`` (only 0-9) passes the Luhn check."""
+    """True when ``digits`` (only 0-9, at least one) passes the Luhn check."""
+    if not digits or not digits.isascii() or not digits.isdigit():
+        return False
     total = 0
     for i, ch in enumerate(reversed(digits)):
         d = ord(ch) - 48

@@ -60,6 +60,7 @@ class PublicSuffixList:
 
     def __init__(self, lines: list[str]) -> None:
         self.rules: set[str] = set()
+        self.max_labels = 1
         self.wildcards: set[str] = set()
         self.exceptions: set[str] = set()
         for raw in lines:
@@ -67,6 +68,7 @@ class PublicSuffixList:
             if not line or line.startswith("//"):
                 continue
             rule = line.split()[0].lower()
+            self.max_labels = max(self.max_labels, rule.count(".") + 1)
             if rule.startswith("!"):
                 self.exceptions.add(rule[1:])
             elif rule.startswith("*."):
@@ -77,7 +79,8 @@ class PublicSuffixList:
     def suffix_length(self, labels: list[str]) -> int:
         """Number of trailing ``labels`` (lower-case) that form the longest matching public suffix."""
         best = 0
-        for n in range(1, len(labels) + 1):
+        # No rule is longer than max_labels (+1 for a wildcard's label): the work is bounded.
+        for n in range(1, min(len(labels), self.max_labels + 1) + 1):
             candidate = ".".join(labels[-n:])
             if candidate in self.exceptions:
                 return n - 1
@@ -105,6 +108,8 @@ def public_suffix_list() -> PublicSuffixList:
 
 def is_domain(host: str) -> bool:
     """True when ``host`` ends in a public suffix with a registrable label before it."""
+    if len(host) > 253:  # the DNS limit: longer is not a host name
+        return False
     labels = host.lower().rstrip(".").split(".")
     if len(labels) < 2 or any(not label or len(label) > 63 for label in labels):
         return False

@@ -187,7 +187,10 @@ def _card_shape_ok(groups: list[str]) -> bool:
     return sizes in ([4, 6, 5], [4, 6, 4])
 
 
-_CARD_RUN = re.compile(r"[0-9](?<![\w.\-/][0-9])[0-9]*+(?:(?:[ \-]|, )[0-9]++)*+(?![\w]|[.\-/][0-9])", _A)
+# Any run of digit groups; the callback finds the cards in it (an expiry or CVV may follow).
+# Bounded (eight groups of at most nineteen digits): the single scan retries inside a refused
+# candidate, so an unbounded run would cost quadratic time on "1 1 1 1 …".
+_CARD_RUN = re.compile(r"[0-9](?<![\w.\-/][0-9])[0-9]{0,18}+(?:(?:[ \-]|, )[0-9]{1,19}+){0,7}+(?![A-Za-z_])", _A)
 _CARD_SPLIT = re.compile(r"([0-9]+)")
 
 
@@ -571,7 +574,12 @@ def _ssn_ok(value: str) -> bool:
     area, group, serial = digits[:3], digits[3:5], digits[5:]
     return (
         len(digits) == 9 and area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+        and digits not in _PUBLISHED_SSNS
     )
+
+
+# Numbers the SSA voided after they were printed in advertising (078-05-1120, 219-09-9999).
+_PUBLISHED_SSNS = frozenset({"078051120", "219099999"})
 
 
 def _itin_ok(value: str) -> bool:

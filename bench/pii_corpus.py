@@ -452,6 +452,7 @@ def generate(seed: int = 14, per_type: int = 120, negatives: int = 1500) -> list
             locale = rng.choice(LOCALES)
             fake = fakers[locale]
             ctx, value = gen(fake, rng)
+            value = " ".join(value.split())  # Faker pads some values ("… Apt. 49 ")
             template = rng.choice(TEMPLATES)
             head, tail = template.split("{value}")
             prefix = head.format(ctx=ctx).replace("{{", "{")

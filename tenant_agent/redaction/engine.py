@@ -252,11 +252,11 @@ def _builtin(text: str, counts: dict[str, int]) -> str:
         if "mrn" in lowered or "medical record" in lowered or "patient" in lowered or "chart" in lowered:
             constant(_MRN, "MRN", r"\1<MRN>")
     for rec in _CONTEXT + _BEFORE:
-        if not rec.gates & ~gates and (not rec.keywords or any(k in lowered for k in rec.keywords)):
+        if not rec.gates & ~gates and _has_keyword(rec.keywords, lowered):
             text = rec.pattern.sub(_replacer(rec.entity, rec.validate, rec.replace, rec.context, rec.group, counts), text)
     text = _scan(text, gates, counts)
     for rec in _AFTER:
-        if not rec.gates & ~gates and (not rec.keywords or any(k in lowered for k in rec.keywords)):
+        if not rec.gates & ~gates and _has_keyword(rec.keywords, lowered):
             text = rec.pattern.sub(_replacer(rec.entity, rec.validate, rec.replace, rec.context, rec.group, counts), text)
     return text
 
@@ -268,7 +268,16 @@ _COMBINED = tuple(rec for rec in BUILTIN if rec.stage == "combined")
 # Per feature set (the gates: ten bits), the single scan over the recognizers they open.
 # Context words are checked per candidate (``_apply``), not here: a text's keywords would
 # multiply the scanners, and a context check costs less than a scan.
-_SCANNERS: dict[int, tuple[re.Pattern[str] | None, tuple[Recognizer, ...], dict[str, tuple[int, ...]]]] = {}
+_SCANNERS: dict[int, tuple[re.Pattern[str] | None, dict[str, tuple[Recognizer, ...]]]] = {}
+
+
+def _has_keyword(keywords: tuple[str, ...], lowered: str) -> bool:
+    if not keywords:
+        return True
+    for keyword in keywords:  # a plain loop: a generator costs more than the searches
+        if keyword in lowered:
+            return True
+    return False
 
 
 def _scan(text: str, gates: int, counts: dict[str, int]) -> str:
@@ -279,8 +288,14 @@ def _scan(text: str, gates: int, counts: dict[str, int]) -> str:
     if entry is None:
         recs = tuple(rec for rec in _COMBINED if not rec.gates & ~gates)
         scanner_, families = combined_scanner(recs) if recs else (None, {})
-        entry = _SCANNERS[gates] = (scanner_, recs, families)
-    scanner, recs, families = entry
+        # For each alternative's group name, the recognizers to try at its position, in order.
+        tails = {
+            f"a{i}_{family}": tuple(recs[j] for j in members[k:])
+            for family, members in families.items()
+            for k, i in enumerate(members)
+        }
+        entry = _SCANNERS[gates] = (scanner_, tails)
+    scanner, tails = entry
     if scanner is None:
         return text
     search = scanner.search
@@ -291,12 +306,16 @@ def _scan(text: str, gates: int, counts: dict[str, int]) -> str:
     last = 0
     while m is not None:
         start = m.start()
-        index, _, family = (m.lastgroup or "a0_d")[1:].partition("_")
-        first = int(index)
-        later = families[family]
         done = None
-        for i in later[later.index(first) :]:
-            rec = recs[i]
+        for position, rec in enumerate(tails[m.lastgroup or ""]):
+            if position == 0 and rec.replace is None and rec.group == 0 and rec.context is None:
+                # The scanner's own match is this recognizer's match: no second regex run.
+                end = m.end()
+                if rec.validate is None or rec.validate(text[start:end]):
+                    counts[rec.entity] = counts.get(rec.entity, 0) + 1
+                    done = (end, rec.placeholder)
+                    break
+                continue
             real = rec.pattern.match(text, start)
             if real is None:
                 continue
@@ -322,7 +341,7 @@ def _apply(rec: Recognizer, m: re.Match[str], counts: dict[str, int]) -> str | N
         start = m.start()
         if not rec.context.search(m.string, max(0, start - CONTEXT_WINDOW), start):
             return None
-    placeholder = f"<{rec.entity}>"
+    placeholder = rec.placeholder
     if rec.replace is not None:
         out = rec.replace(m)
         if out is not None:

@@ -129,6 +129,7 @@ class Recognizer:
     # first character may be any letter, which would make every word a candidate of the scan).
     stage: str = "combined"
     flags: int = _A
+    placeholder: str = ""
 
 
 def _context(*words: str) -> re.Pattern[str]:
@@ -684,6 +685,7 @@ def R(
         # to them and refused.
         stage=stage or ("context" if context else "combined"),
         flags=flags,
+        placeholder=f"<{entity}>",
     )
 
 

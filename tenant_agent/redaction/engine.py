@@ -272,12 +272,7 @@ _SCANNERS: dict[int, tuple[re.Pattern[str] | None, dict[str, tuple[Recognizer, .
 
 
 def _has_keyword(keywords: tuple[str, ...], lowered: str) -> bool:
-    if not keywords:
-        return True
-    for keyword in keywords:  # a plain loop: a generator costs more than the searches
-        if keyword in lowered:
-            return True
-    return False
+    return not keywords or any(keyword in lowered for keyword in keywords)
 
 
 def _scan(text: str, gates: int, counts: dict[str, int]) -> str:

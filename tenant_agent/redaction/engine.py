@@ -127,6 +127,18 @@ def _api_key_hint(text: str) -> bool:
         return True
     return "AKIA" in text or "ASIA" in text or "AIza" in text or "xox" in text or "PRIVATE KEY" in text
 _PLAIN_LABELS_MAX = 65_536
+# What a lower-case label without whitespace must contain to hold an entity at all (see
+# Redactor.redact_label); with four to six digits, also one of _LABEL_NUMERIC_RISK. Every
+# built-in entity with seven digits or more runs the passes.
+_LABEL_RISK = re.compile(
+    r"[@:/=+(]|\.[a-z]|www\.|sk[-_]|[pr]k_|gh[pousr]_|github_pat_|xox|glpat-|bc1|tb1|0x|private key"
+)
+_LABEL_NUMERIC_RISK = re.compile(
+    r"[0-9][.\-][0-9]|mrn|medical|patient|chart|ssn|jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec"
+    # the context words of the recognizers that take four to six digits
+    r"|passport|licen|driv|dl|member|insur|polic|subscriber|medicaid|health plan|physician"
+)
+_DROP_DIGITS = str.maketrans("", "", "0123456789")
 _PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*>")
 
 
@@ -180,17 +192,31 @@ class Redactor:
 
     def redact_label(self, value: str) -> str:
         """A short categorical string (intent, tool name, error type, id) redacted.
-        Labels repeat, so the ones that come back unchanged are remembered and
-        returned without a second pass; the gates make the first pass cheap."""
+
+        Ids are unique, so the common shape of one — lower case, no whitespace, at most
+        forty characters, fewer than seven digits (``sess-4711``, ``lookup_order``) — skips
+        the passes when it has none of the marks an entity needs (``_LABEL_RISK``: ``@ : / =``,
+        a dotted name, a secret or wallet prefix; and with four to six digits
+        ``_LABEL_NUMERIC_RISK``: digits around ``.``/``-``, a keyword of the MRN and date
+        passes, or of the context-bound recognizers that take so few digits). Labels repeat,
+        so the ones that come back unchanged are remembered."""
         plain = self._plain_labels
         if value in plain:
             return value
-        cleaned = self.redact(value)
+        cleaned = value if self._plain_shape(value) else self.redact(value)
         if cleaned == value:
             if len(plain) >= _PLAIN_LABELS_MAX:
                 plain.clear()
             plain.add(value)
         return cleaned
+
+    def _plain_shape(self, value: str) -> bool:
+        if self._tenant_passes or self._detectors or len(value) > 40 or " " in value or not value.isprintable():
+            return False
+        if value.lower() != value or _LABEL_RISK.search(value):
+            return False
+        digits = len(value) - len(value.translate(_DROP_DIGITS))
+        return digits < 4 or (digits < 7 and not _LABEL_NUMERIC_RISK.search(value))
 
     def redact_many(self, texts: Sequence[str]) -> list[str]:
         return [self.redact(t) for t in texts]

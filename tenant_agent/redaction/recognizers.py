@@ -191,7 +191,8 @@ def _card_shape_ok(groups: list[str]) -> bool:
 # Any run of digit groups; the callback finds the cards in it (an expiry or CVV may follow).
 # Bounded (eight groups of at most nineteen digits): the single scan retries inside a refused
 # candidate, so an unbounded run would cost quadratic time on "1 1 1 1 …".
-_CARD_RUN = re.compile(r"[0-9](?<![\w.\-/][0-9])[0-9]{0,18}+(?:(?:[ \-]|, )[0-9]{1,19}+){0,7}+(?![A-Za-z_])", _A)
+# The look-ahead (eleven more digits or separators) turns short numbers away inside re.
+_CARD_RUN = re.compile(r"[0-9](?<![\w.\-/][0-9])(?=[0-9 ,\-]{11})[0-9]{0,18}+(?:(?:[ \-]|, )[0-9]{1,19}+){0,7}+(?![A-Za-z_])", _A)
 _CARD_SPLIT = re.compile(r"([0-9]+)")
 
 
@@ -449,7 +450,7 @@ PHONE = re.compile(
     rf"[+(0-9](?:(?<=\+){_INTL_REST}|(?<=0)0{_INTL_REST}"
     rf"|(?<=1)[\s.\-](?:\([0-9]{{3}}\)|[0-9]{{3}})[\s.\-]?[0-9]{{3}}[\s.\-][0-9]{{4}}"
     rf"|(?<=\()\+?[0-9]{{1,5}}\)[\s.\-]?{_PHONE_TAIL}"
-    rf"|(?<=[0-9])(?<![0-9][0-9])[0-9]{{1,3}}+(?:[\s.\-]?[0-9]{{1,4}}+){{1,5}})"
+    rf"|(?<=[0-9])(?<![0-9][0-9])(?=[0-9\s.\-]{{6}})[0-9]{{1,3}}+(?:[\s.\-]?[0-9]{{1,4}}+){{1,5}})"
     rf"{_EXTENSION}(?![\w]|[.\-/][0-9])",
     _A,
 )

@@ -77,3 +77,19 @@ def test_labels_are_cached_only_when_unchanged() -> None:
     assert "refund" in redactor._plain_labels
     assert redactor.redact_label("call 020 7946 0958") == "call <PHONE>"
     assert "call 020 7946 0958" not in redactor._plain_labels
+
+
+def test_the_label_fast_path_equals_the_passes_for_the_new_recognizers() -> None:
+    import random
+
+    pieces = [
+        "bc1", "tb1", "q", "0x", "ff", ".", ".com", "example", "-", "_", "may", "5", "21", "4711", "2020",
+        "sess", "ssn", "nhs", "npi", "passport", "aadhaar", "member", "license", "driver", "policy", "medical",
+        "mrn", "a", "x", "9", "00", "1", "fe80", "::", "/",
+    ]  # fmt: skip
+    rng = random.Random(11)
+    for _ in range(20_000):
+        label = "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 9)))[:40]
+        fast, slow = Redactor(), Redactor()
+        assert fast.redact_label(label) == slow.redact(label), label
+        assert fast.stats == slow.stats, label

@@ -59,18 +59,9 @@ class Features:
         gates = 0
         if _has_digit(text):
             gates |= G_DIGIT
-            most = 0
-            for run in _RUN.findall(text):
-                if run.isdigit():
-                    count = len(run)
-                else:
-                    # Digits plus the whitespace other than space and tab, which the phone
-                    # check has always counted as digits ("(12)\n34\n56").
-                    count = len(run.translate(_DROP_SEPARATORS))
-                    if count >= 2 and _DOT_NUM.search(run):
-                        gates |= G_DOT_NUM
-                if count > most:
-                    most = count
+            # The longest run in characters bounds its digits from above: a superset, as gates
+            # must be, at the price of opening a gate for "1 - 2 - 3" now and then.
+            most = max(map(len, _RUN.findall(text)))
             if most >= 6:
                 gates |= G_NUM6
                 if most >= 7:
@@ -79,13 +70,15 @@ class Features:
                         gates |= G_NUM9
                         if most >= 12:
                             gates |= G_NUM12
+            if _DOT_NUM.search(text):
+                gates |= G_DOT_NUM
             if _MIXED.search(text):
                 gates |= G_MIXED
-        if text.count(":") >= 2:
+        colons = text.count(":")
+        if colons >= 2:
             gates |= G_COLON2
         if "." in text and _DOMAIN_GATE.search(text):
             gates |= G_DOMAIN
-        colons = text.count(":")
         if colons >= 5 or (gates & G_DIGIT and (text.count("-") >= 5 or text.count(".") >= 2)):
             gates |= G_MAC
         return Features(gates)
@@ -102,7 +95,6 @@ def _has_digit(text: str) -> bool:
     )  # fmt: skip
 
 
-_DROP_SEPARATORS = str.maketrans("", "", "()-. \t/")
 _DOT_NUM = re.compile(r"[0-9][.\-/][0-9]")
 
 
@@ -522,7 +514,8 @@ CUE_PHRASES = frozenset(
 CUE_WORDS = frozenset(_TITLES.split(" ") + _ROLES.split(" "))
 # Capitalised words, one to four (with particles: van der Berg, de la Cruz).
 PERSON = re.compile(
-    rf"[{_UPPER}](?<![\w].)(?:[^\W\d_]|['’])*\.?"
+    # A lower-case letter (or an apostrophe) second: acronyms (IBAN, SSN, GB82) are no names.
+    rf"[{_UPPER}](?<![\w].)(?=[a-z\u00df-\u024f\u03ac-\u03ff\u0430-\u045f'’])(?:[^\W\d_]|['’])*\.?"
     rf"(?:\s+(?:[A-Z]\.\s+)?{_PARTICLE}{{0,2}}{_NAME_TOKEN}){{0,3}}"
 )
 # Capitalised words that follow a role word without being a name (telemetry is Title Case).

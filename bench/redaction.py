@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any, cast
 
 from bench.pii_corpus import UNCOVERED, Doc, Score, generate, score
 from tenant_agent.redact import ENTITY_TYPES, Redactor
@@ -104,7 +105,7 @@ def presidio_redact(every_recognizer: bool) -> tuple[Callable[[str], str], str] 
         cls = getattr(predefined, name)
         if isinstance(cls, type) and issubclass(cls, PatternRecognizer) and cls is not PatternRecognizer and cls not in loaded:
             try:
-                recognizers.append(cls(supported_language="en"))
+                recognizers.append(cast(Any, cls)(supported_language="en"))
             except TypeError:
                 continue
     registry.recognizers = recognizers
@@ -157,14 +158,14 @@ def print_quality(scores: dict[str, Score]) -> None:
         head += f" | {name[:12]:>12} rec"
     print(head)
     for label in labels:
-        covered = label not in UNCOVERED
+        has_recognizer = label not in UNCOVERED
         line = (
             f"{label:<16}{ours.tp[label] + ours.fn[label]:>5}  {ours.precision(label):>9.3f} "
             f"{ours.recall(label):>7.3f} {ours.any_recall(label):>6.3f}"
         )
         for name in names[1:]:
             line += f" | {scores[name].recall(label):>16.3f}"
-        print(line + ("" if covered else "   (no recognizer)"))
+        print(line + ("" if has_recognizer else "   (no recognizer)"))
     print()
     for name, result in scores.items():
         covered = [lb for lb in labels if lb not in UNCOVERED]

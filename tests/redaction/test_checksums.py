@@ -61,7 +61,7 @@ def test_published_examples_hold(valid: Callable[[str], bool], examples: list[st
 def corruptions(value: str) -> list[str]:
     """Every string that differs from ``value`` in one digit, or in its last character when
     that is a check letter: the substitutions check digits exist to catch."""
-    out = []
+    out: list[str] = []
     for i, ch in enumerate(value):
         if ch.isdigit():
             alphabet = "0123456789"

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.redaction [--per-type 120] [--negatives 1500] [--seed 14] [--repeat 3]
                                         [--no-presidio] [--no-baseline]
 
-Prints, on the labelled corpus of ``bench/pii_corpus.py`` (deterministic, Faker):
+Prints, on the labelled corpus of ``tests/redaction/corpus.py`` (deterministic, Faker):
 precision and recall per entity type for this redactor, the first redactor
 (``git show main:tenant_agent/redact.py``, loaded as a module beside the new one)
 and — when ``presidio-analyzer`` is installed (the ``bench`` extra) — Presidio's
@@ -28,8 +28,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, cast
 
-from bench.pii_corpus import UNCOVERED, Doc, Score, generate, score
 from tenant_agent.redact import ENTITY_TYPES, Redactor
+from tests.redaction.corpus import UNCOVERED, Doc, Score, generate, score
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from bench import pii_corpus as gen
 from tenant_agent.redaction import checksums as ck
+from tests.redaction import corpus as gen
 
 # (validator, published or generated valid examples)
 VALID: list[tuple[Callable[[str], bool], list[str]]] = [
@@ -41,7 +41,7 @@ VALID: list[tuple[Callable[[str], bool], list[str]]] = [
                     "FI20774740", "BE0403019261", "ATU13585627", "FR40303265045", "PT501964843", "DK13585628"]),
 ]  # fmt: skip
 
-# Generated identifiers (bench/pii_corpus.py finds their check digits by searching with the
+# Generated identifiers (tests/redaction/corpus.py finds their check digits by searching with the
 # validators, or, for VAT, SE and the wallets, by computing them itself): both agree.
 GENERATED: list[tuple[Callable[[str], bool], Callable[[random.Random], str]]] = [
     (ck.nhs_valid, gen.nhs), (ck.npi_valid, gen.npi), (ck.dea_valid, gen.dea), (ck.aba_routing_valid, gen.aba),

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.pii_corpus import GENERATORS, UNCOVERED, Score, generate, score
 from tenant_agent.redact import ENTITY_TYPES, Redactor
+from tests.redaction.corpus import GENERATORS, UNCOVERED, Score, generate, score
 
 MIN_RECALL = 0.97
 MIN_PRECISION = 0.97

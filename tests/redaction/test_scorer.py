@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.pii_corpus import Doc, generate, matches, redacted_spans, score
+from tests.redaction.corpus import Doc, generate, matches, redacted_spans, score
 
 TEXT = "call +44 20 7946 0958 or mail jane@example.org today"
 PHONE = (5, 21, "PHONE")

@@ -139,8 +139,15 @@ def texts_per_second(redact: Callable[[str], str], texts: Sequence[str], repeat:
 
 
 def collector_texts(seed: int, n: int) -> dict[str, list[str]]:
-    from bench.collector import text_300
-
+    """The 300-character texts of bench/collector.py (loaded from its file: bench is no package,
+    and importing it by two names would trip mypy)."""
+    spec = importlib.util.spec_from_file_location("fedsignal_bench_collector", ROOT / "bench" / "collector.py")
+    if spec is None or spec.loader is None:
+        raise RuntimeError("bench/collector.py not found")
+    collector = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = collector
+    spec.loader.exec_module(collector)
+    text_300 = collector.text_300
     rng = random.Random(seed)
     return {
         "300 chars, no PII": [text_300(rng, False) for _ in range(n)],

@@ -223,11 +223,11 @@ class Collector:
         return ImportResult(lines, imported, late, tuple(errors))
 
     # -- release and delivery -------------------------------------------------
-    def close_windows(self, now: float | None = None) -> list[WindowOutcome]:
-        """Seal every due window (schema refreshed first when connected)."""
+    def close_windows(self, now: float | None = None, *, force: bool = False) -> list[WindowOutcome]:
+        """Seal every due window (schema refreshed first when connected); ``force``: the current one too."""
         now = self.clock() if now is None else now
         self.refresh_schema()
-        return self._sealer.close_due(now, self._schema)
+        return self._sealer.close_due(now, self._schema, force=force)
 
     def deliver(self, now: float | None = None, *, force: bool = False) -> DeliveryResult:
         """Send due reports from the outbox (``force``: ignore backoff)."""

@@ -53,6 +53,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from aggregation.budget import DEFAULT_LIFETIME_RHO
 from aggregation.errors import FedsignalError
 
 IDENTITY_FILE = "credentials/identity.json"
@@ -68,7 +69,7 @@ class ConfigError(FedsignalError):
 class BudgetConfig:
     rho_per_period: float = 10.0
     period: timedelta = timedelta(days=30)
-    lifetime_rho: float | None = None
+    lifetime_rho: float | None = DEFAULT_LIFETIME_RHO
     # Start of the first budget period; None: fixed at the store's first use.
     anchor: datetime | None = None
 
@@ -159,7 +160,7 @@ class CollectorConfig:
             budget = BudgetConfig(
                 rho_per_period=float(b.get("rho_per_period", 10.0)),
                 period=timedelta(days=float(b.get("period_days", 30))),
-                lifetime_rho=float(b["lifetime_rho"]) if b.get("lifetime_rho") is not None else None,
+                lifetime_rho=float(b.get("lifetime_rho", DEFAULT_LIFETIME_RHO)),
                 anchor=_parse_time(b["anchor"]) if b.get("anchor") else None,
             )
             r = doc.get("release", {})

@@ -94,14 +94,14 @@ class Outbox:
             due = conn.execute(query.order_by(Release.window_start)).all()
         accepted = duplicates = failed = rejected = 0
         unavailable = False
-        for key, data, attempts in due:
+        for key, _data, attempts in due:
             if unavailable:
                 # The server is down: do not hammer it report by report.
                 self._reschedule(key, attempts + 1, now, "not attempted: server unavailable")
                 failed += 1
                 continue
             try:
-                response = submit(data, timeout=self._cfg.rpc_timeout_seconds)
+                response = submit(self._store.verified_report_bytes(key), timeout=self._cfg.rpc_timeout_seconds)
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
                 details = exc.details() if hasattr(exc, "details") else str(exc)

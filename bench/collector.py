@@ -19,7 +19,11 @@ Every figure is the best of ``--repeat`` runs, by wall clock and by CPU time.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -124,7 +128,54 @@ def best_rate(count: int, run: Callable[[], object], repeat: int) -> str:
 # -- 1. redact + classify + aggregate ----------------------------------------------
 
 
-def bench_events(n: int, repeat: int) -> None:
+def _stub_redaction(redactor: Any) -> None:
+    """Bench only: make the redactor the identity, to show the record path's own cost."""
+    redactor.redact = lambda text: text
+    redactor.redact_label = lambda value: value
+
+
+def record_many_rates(n: int, repeat: int, *, stub_redaction: bool) -> tuple[float, float]:
+    """Best events/s (wall, cpu) of ``Collector.record_many`` in batches of 2,000 on a fresh store."""
+    from tenant_agent.collector import Collector
+    from tenant_agent.config import CollectorConfig
+
+    rng = random.Random(7)
+    t0 = 1_764_000_000.0
+    docs = event_docs(n, rng, t0)
+    batch = 2000
+    wall = cpu = float("inf")
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            config = CollectorConfig(state_dir=Path(tmp), tenant_id="tenant-a", cohort="cohort-a")
+            with Collector(config, clock=lambda: t0) as collector:
+                if stub_redaction:
+                    _stub_redaction(collector.redactor)
+                started, started_cpu = time.perf_counter(), time.process_time()
+                for i in range(0, n, batch):
+                    collector.record_many(docs[i : i + batch])
+                wall = min(wall, time.perf_counter() - started)
+                cpu = min(cpu, time.process_time() - started_cpu)
+    return n / wall, n / max(cpu, 1e-9)
+
+
+def _rates(wall: float, cpu: float) -> str:
+    return f"{wall:>10,.0f}/s wall {cpu:>10,.0f}/s cpu"
+
+
+def _baseline_rates(tree: Path, n: int, repeat: int, stub_redaction: bool) -> tuple[float, float]:
+    """The same measurement with the collector code of another checkout (``git worktree``)."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    args = [sys.executable, __file__, "--record-only", "--events", str(n), "--repeat", str(repeat)]
+    if stub_redaction:
+        args.append("--stub-redaction")
+    out = subprocess.run(args, env=env, cwd=tree, check=True, capture_output=True, text=True).stdout
+    doc = json.loads(out.strip().splitlines()[-1])
+    if Path(doc["tenant_agent"]).resolve().parent != tree.resolve():
+        raise SystemExit(f"the baseline run imported {doc['tenant_agent']}, not {tree}")
+    return float(doc["wall"]), float(doc["cpu"])
+
+
+def bench_events(n: int, repeat: int, baseline: Path | None) -> None:
     rng = random.Random(7)
     t0 = 1_764_000_000.0
     docs = event_docs(n, rng, t0)
@@ -136,24 +187,14 @@ def bench_events(n: int, repeat: int) -> None:
             taxonomy.classify(event_from_dict(doc, "tenant-a", redactor))
 
     print(f"events, redact+classify (in memory, no store)    {best_rate(n, in_memory, repeat)}")
-
-    try:
-        from tenant_agent.collector import Collector
-        from tenant_agent.config import CollectorConfig
-    except ImportError:
-        print("redact+classify+aggregate (Collector)       n/a: tenant_agent.collector not importable")
-        return
-    batch = 2000
-
-    def through_collector() -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            config = CollectorConfig(state_dir=Path(tmp), tenant_id="tenant-a", cohort="cohort-a")
-            with Collector(config, clock=lambda: t0) as collector:
-                for i in range(0, n, batch):
-                    collector.record_many(docs[i : i + batch])
-
-    # Includes opening a fresh state directory per run (a few ms).
-    print(f"events, redact+classify+aggregate (record_many)  {best_rate(n, through_collector, repeat)}")
+    for stub in (False, True):
+        label = "redaction stubbed out (bench only)" if stub else "with redaction"
+        after = record_many_rates(n, repeat, stub_redaction=stub)
+        print(f"events, record_many, {label:<36}  {_rates(*after)}")
+        if baseline is not None:
+            before = _baseline_rates(baseline, n, repeat, stub)
+            print(f"  same, code of {baseline} {'':<8} {_rates(*before)}")
+            print(f"  speed-up: {after[0] / before[0]:.2f}x wall, {after[1] / before[1]:.2f}x cpu")
 
 
 # -- 2. OTLP decode + map ------------------------------------------------------------
@@ -365,8 +406,19 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=400)
     parser.add_argument("--texts", type=int, default=6_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a checkout of the code before the change (git worktree add --detach DIR COMMIT): "
+                             "record_many is measured with it too, back to back")
+    parser.add_argument("--record-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--stub-redaction", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    bench_events(args.events, args.repeat)
+    if args.record_only:
+        import tenant_agent
+
+        wall, cpu = record_many_rates(args.events, args.repeat, stub_redaction=args.stub_redaction)
+        print(json.dumps({"wall": wall, "cpu": cpu, "tenant_agent": str(Path(tenant_agent.__file__).parent)}))
+        return
+    bench_events(args.events, args.repeat, args.baseline)
     bench_otlp(args.turns, args.repeat)
     bench_redaction(args.texts, args.repeat)
 

@@ -46,6 +46,7 @@ from tenant_agent.store import (
     Release,
     Window,
 )
+from tenant_agent.store_models import LOCK_LEDGER, advisory_lock
 from tenant_agent.windows import WindowBook
 
 log = logging.getLogger(__name__)
@@ -161,8 +162,13 @@ class WindowSealer:
         params = release_params(self._cfg, schema)
         loss = dp.privacy_loss(params)
         with self._store.transaction() as conn:
+            # One sealer at a time per store (the ledger must see every spend), and
+            # the window's row locked against replicas recording into it.
+            advisory_lock(conn, LOCK_LEDGER)
             win = conn.execute(
-                select(Window.window_start, Window.window_end, Window.state).where(Window.window_start == window_start)
+                select(Window.window_start, Window.window_end, Window.state)
+                .where(Window.window_start == window_start)
+                .with_for_update()
             ).one_or_none()
             # Another process may have sealed it since we listed it.
             if win is None or win.state == WINDOW_SEALED:

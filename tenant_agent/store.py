@@ -57,6 +57,9 @@ from tenant_agent.store_models import (
     DB_FILE,
     IDENTITY_FILE,
     LEDGER_HEAD,
+    LOCK_AUDIT,
+    LOCK_LEDGER,
+    LOCK_STORE_UPGRADE,
     STORE_MARKER_FILE,
     UNIT_KEY_FILE,
     WINDOW_OPEN,
@@ -75,6 +78,7 @@ from tenant_agent.store_models import (
     StoreIntegrityError,
     StoreMissingError,
     Window,
+    advisory_lock,
     get_setting,
     put_setting,
     spend_entry,
@@ -85,7 +89,8 @@ __all__ = [
     "CLOCK_HIGH_WATER", "DB_FILE", "LEDGER_HEAD", "UNIT_KEY_FILE", "WINDOW_OPEN", "WINDOW_SEALED",
     "WINDOW_WITHHELD", "AuditRecord", "CellKey", "CollectorBase", "CollectorStore", "Contribution",
     "ContributionBatch", "Counter", "LedgerSpend", "Release", "SeenEvent", "Setting", "StoreIntegrityError",
-    "StoreMissingError", "Window", "WriterGate", "make_store_engine", "spend_entry",
+    "StoreMissingError", "Window", "WriterGate", "make_store_engine", "spend_entry", "advisory_lock",
+    "LOCK_LEDGER",
 ]  # fmt: skip
 
 try:
@@ -183,10 +188,20 @@ class CollectorStore:
     ``StoreIntegrityError`` when the ledger does not verify.
     """
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, database_url: str | None = None) -> None:
         self.state_dir = state_dir
         private_dir(state_dir)
         self.path = state_dir / DB_FILE
+        self.database_url = database_url
+        if database_url is not None:
+            if not database_url.startswith(("postgresql://", "postgresql+psycopg://")):
+                raise ValueError(
+                    f"store URL {database_url.split(':', 1)[0]}:… is not PostgreSQL: leave it unset for the "
+                    "SQLite store in the state directory, or give a postgresql:// URL"
+                )
+            self._open_shared(database_url)
+            return
+        self.is_shared = False
         marker = state_dir / CREDENTIALS_DIR / STORE_MARKER_FILE
         enrolled = (state_dir / CREDENTIALS_DIR / IDENTITY_FILE).exists()
         if not self.path.exists():
@@ -198,7 +213,7 @@ class CollectorStore:
                     "again into a new state directory"
                 )
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
-        self._gate = WriterGate(state_dir / (DB_FILE + ".gate"))
+        self._gate: WriterGate | None = WriterGate(state_dir / (DB_FILE + ".gate"))
         self.engine = make_store_engine(self.path, self._gate)
         with self.transaction() as conn:
             store_migrations.upgrade(conn)
@@ -211,6 +226,28 @@ class CollectorStore:
         with self.engine.connect() as conn:
             self.verify_ledger(conn)
 
+    def _open_shared(self, url: str) -> None:
+        """A store on PostgreSQL, shared by several collector processes of one tenant.
+
+        The unit key lives in the database (every replica must hash a privacy
+        unit the same way, or one unit's events recorded by two replicas would
+        escape the contribution bound); writers run under READ COMMITTED and
+        take the advisory locks and row locks named in ``store_models``.
+        """
+        self.is_shared = True
+        self._gate = None
+        self.engine = create_engine(_sqlalchemy_url(url), pool_pre_ping=True)
+        with self.transaction() as conn:
+            advisory_lock(conn, LOCK_STORE_UPGRADE)
+            store_migrations.upgrade(conn)
+            if get_setting(conn, UNIT_KEY_SETTING) is None:
+                put_setting(conn, UNIT_KEY_SETTING, secrets.token_bytes(32).hex())
+        with self.engine.connect() as conn:
+            self.unit_key = bytes.fromhex(get_setting(conn, UNIT_KEY_SETTING) or "")
+            self.verify_ledger(conn)
+        if len(self.unit_key) != 32:
+            raise StoreIntegrityError("the shared store's unit key is not 32 bytes")
+
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """One unit of work under the database write lock (BEGIN IMMEDIATE): commit or roll back."""
@@ -221,7 +258,8 @@ class CollectorStore:
 
     def close(self) -> None:
         self.engine.dispose()
-        self._gate.close()
+        if self._gate is not None:
+            self._gate.close()
 
     # -- small shared helpers (all take the caller's connection) -------------
     get_setting = staticmethod(get_setting)
@@ -229,7 +267,8 @@ class CollectorStore:
 
     @staticmethod
     def add_counters(conn: Connection, deltas: dict[str, int]) -> None:
-        rows = [{"name": k, "value": v} for k, v in deltas.items() if v]
+        # Sorted: concurrent writers of a shared store lock the rows in one order.
+        rows = [{"name": k, "value": v} for k, v in sorted(deltas.items()) if v]
         if not rows:
             return
         stmt = upsert(conn)(Counter)
@@ -245,6 +284,7 @@ class CollectorStore:
     @staticmethod
     def append_audit(conn: Connection, at: str, actor: str, kind: str, payload: Any) -> ChainedEntry:
         """Append one entry to the local audit chain inside the caller's transaction."""
+        advisory_lock(conn, LOCK_AUDIT)
         row = conn.execute(select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(1)).first()
         prev = None
         if row is not None:
@@ -351,6 +391,16 @@ class CollectorStore:
         with self.engine.connect() as conn:
             rows = conn.execute(select(AuditRecord).order_by(AuditRecord.seq)).all()
         return [ChainedEntry(r.seq, r.at, r.actor, r.kind, r.payload_json, r.prev_hash, r.hash) for r in rows]
+
+
+#: settings key of a shared (PostgreSQL) store's unit key, hex.
+UNIT_KEY_SETTING = "unit_key"
+
+
+def _sqlalchemy_url(url: str) -> str:
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
 
 
 def _load_or_create_secret(path: Path) -> bytes:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    func,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -179,6 +180,22 @@ def spend_entry(prev: ChainedEntry | None, seq: int, at: float, rho: float, rele
     if entry.seq != seq:
         raise StoreIntegrityError(f"ledger chain out of order: spend {seq} follows entry {entry.seq - 1}")
     return entry
+
+
+#: Advisory-lock keys of a PostgreSQL store (one namespace per store; SQLite's
+#: BEGIN IMMEDIATE already serializes every writer). Lock order, when a
+#: transaction takes several: STORE_UPGRADE, then LEDGER, then AUDIT; row
+#: locks on ``windows`` (ascending window_start) come after LEDGER.
+LOCK_NAMESPACE = 0x66730000  # "fs\0\0"
+LOCK_STORE_UPGRADE = 1
+LOCK_LEDGER = 2
+LOCK_AUDIT = 3
+
+
+def advisory_lock(conn: Connection, key: int) -> None:
+    """Take a transaction-scoped advisory lock on a PostgreSQL store (a no-op on SQLite)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(LOCK_NAMESPACE, key)))
 
 
 def get_setting(conn: Connection, name: str) -> str | None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from aggregation.events import DecisionEvent
 from aggregation.schema import MEASURE, TURNS, SignalSchema
@@ -187,12 +187,18 @@ class WindowBook:
                     slot[1] = ts
         new_ids: dict[str, int] = {}
         with self._store.transaction() as conn:
-            starts = list(sums.keys() | with_ids.keys())
-            closed = set(
-                conn.execute(
-                    select(Window.window_start).where(Window.window_start.in_(starts), Window.state != WINDOW_OPEN)
-                ).scalars()
+            starts = sorted(sums.keys() | with_ids.keys())
+            # Lock the batch's window rows (creating the missing ones, open) and read
+            # their state under the lock: a replica sealing one of them holds the same
+            # row lock, so a batch lands either before its seal or counts as late.
+            ins = upsert(conn)(Window).values(
+                [{"window_start": start, "window_end": start + w, "events": 0, "state": WINDOW_OPEN} for start in starts]
             )
+            states = conn.execute(
+                ins.on_conflict_do_update(index_elements=[Window.window_start], set_={"events": Window.events})
+                .returning(Window.window_start, Window.state)
+            ).all()
+            closed = {int(start) for start, state in states if state != WINDOW_OPEN}
             late = duplicates = 0
             for start, items in with_ids.items():
                 if start in closed:
@@ -211,7 +217,7 @@ class WindowBook:
                         slot[0] += 1
                         if ts < slot[1]:
                             slot[1] = ts
-            window_rows, batches = [], []
+            counted: list[dict[str, int]] = []
             keys_needed: set[str] = set()
             for start in starts:
                 if start in closed:
@@ -219,24 +225,21 @@ class WindowBook:
                     continue
                 per = sums.get(start)
                 if per:
-                    window_rows.append(
-                        {"window_start": start, "window_end": start + w, "events": int(sum(v[0] for v in per.values()))}
-                    )
+                    counted.append({"start": start, "n": int(sum(v[0] for v in per.values()))})
                     for _unit, cells in per:
                         keys_needed.update(cells)
-            if window_rows:
-                ins = upsert(conn)(Window).values(state=WINDOW_OPEN)
+            if counted:
                 conn.execute(
-                    ins.on_conflict_do_update(
-                        index_elements=[Window.window_start], set_={"events": Window.events + ins.excluded.events}
-                    ),
-                    window_rows,
+                    update(Window)
+                    .where(Window.window_start == bindparam("start"))
+                    .values(events=Window.events + bindparam("n")),
+                    counted,
                 )
                 ids = self._cell_ids_for(conn, keys_needed, new_ids)
-                for row in window_rows:
-                    start = row["window_start"]
-                    packed = _pack(sums[start], ids)
-                    batches.append({"window_start": start, "rows": len(packed), "data": packed.tobytes()})
+                batches = []
+                for row in counted:
+                    packed = _pack(sums[row["start"]], ids)
+                    batches.append({"window_start": row["start"], "rows": len(packed), "data": packed.tobytes()})
                 conn.execute(insert(ContributionBatch), batches)
             recorded = len(events) - late - duplicates
             deltas = dict(counters or {})
@@ -251,7 +254,7 @@ class WindowBook:
     def _cell_ids_for(self, conn: Connection, keys: set[str], new_ids: dict[str, int]) -> dict[str, int]:
         """Ids of ``keys`` in ``cell_keys``, interning missing ones in the caller's transaction."""
         ids = {k: self._cell_ids[k] for k in keys if k in self._cell_ids}
-        missing = [k for k in keys if k not in ids]
+        missing = sorted(k for k in keys if k not in ids)
         if missing:
             stmt = upsert(conn)(CellKey).on_conflict_do_nothing(index_elements=[CellKey.key])
             conn.execute(stmt, [{"key": k} for k in missing])
@@ -389,32 +392,23 @@ def _pack(per: dict[tuple[int, tuple[str, ...]], list[float]], ids: dict[str, in
 def _claim_event_ids(conn: Connection, window_start: int, hashes: list[int]) -> set[int]:
     """Record event-id hashes; return those that were new (each counts once).
 
-    Fast path: one INSERT OR IGNORE of the batch; when it inserted every row
-    there was no duplicate. Otherwise undo it (savepoint) and look the
-    existing ones up first.
+    One INSERT ... ON CONFLICT DO NOTHING RETURNING per chunk: the rows it
+    returns are the ones this transaction inserted. On a shared store a
+    replica inserting the same id concurrently makes this wait for its commit,
+    then skip the row, so the event counts in exactly one of them.
     """
-    if not hashes:
-        return set()
     unique = list(dict.fromkeys(hashes))
-    rows = [{"window_start": window_start, "event": h} for h in unique]
-    stmt = upsert(conn)(SeenEvent).on_conflict_do_nothing(index_elements=[SeenEvent.window_start, SeenEvent.event])
-    savepoint = conn.begin_nested()
-    if conn.execute(stmt, rows).rowcount == len(unique):
-        savepoint.commit()
-        return set(unique)
-    savepoint.rollback()
-    existing: set[int] = set()
-    for i in range(0, len(unique), 500):
-        chunk = unique[i : i + 500]
-        existing.update(
-            conn.execute(
-                select(SeenEvent.event).where(SeenEvent.window_start == window_start, SeenEvent.event.in_(chunk))
-            ).scalars()
+    fresh: set[int] = set()
+    insert_stmt = upsert(conn)(SeenEvent)
+    for i in range(0, len(unique), 5000):
+        chunk = unique[i : i + 5000]
+        stmt = (
+            insert_stmt.values([{"window_start": window_start, "event": h} for h in chunk])
+            .on_conflict_do_nothing(index_elements=[SeenEvent.window_start, SeenEvent.event])
+            .returning(SeenEvent.event)
         )
-    new = [h for h in unique if h not in existing]
-    if new:
-        conn.execute(stmt, [{"window_start": window_start, "event": h} for h in new])
-    return set(new)
+        fresh.update(int(h) for h in conn.execute(stmt).scalars())
+    return fresh
 
 
 def _str_or_none(value: object) -> str | None:

@@ -137,17 +137,25 @@ def _tool_calls(raw: Any, redactor: Redactor) -> tuple[ToolCall, ...]:
                 and (error is None or (type(error) is str and len(error) <= MAX_LABEL))
                 and (expected is None or (type(expected) is str and len(expected) <= MAX_LABEL))
             ):
-                calls.append(
-                    ToolCall(
-                        clean(name),
-                        clean(error) if error else None,
-                        _number(item, "latency_ms"),
-                        clean(expected) if expected else None,
-                    )
-                )
+                # The same order as the general path: name, error, latency (which may raise), expected.
+                name = clean(name)
+                error = clean(error) if error else None
+                latency = item.get("latency_ms")
+                if latency is not None and not (type(latency) is float and 0 <= latency < math.inf):
+                    latency = _number(item, "latency_ms")
+                calls.append(_tool_call_fast(name, error, latency, clean(expected) if expected else None))
                 continue
         calls.append(_tool_call(item, f"tool_calls[{i}]", redactor))
     return tuple(calls)
+
+
+def _tool_call_fast(name: str, error: str | None, latency_ms: float | None, expected: str | None) -> ToolCall:
+    """``ToolCall(name, error, latency_ms, expected)`` without the frozen dataclass's
+    per-field ``object.__setattr__`` (as ``DecisionEvent.from_fields`` does; the
+    instance is as frozen and equal as the constructor's, see test_throughput_paths.py)."""
+    call = object.__new__(ToolCall)
+    call.__dict__.update(name=name, error=error, latency_ms=latency_ms, expected=expected)
+    return call
 
 
 def _tool_call(item: Any, where: str, redactor: Redactor) -> ToolCall:

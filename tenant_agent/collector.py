@@ -96,7 +96,7 @@ class Collector:
         self.clock = clock
         self._channel = channel
         self._owns_channel = False
-        self.store = CollectorStore(config.state_dir)
+        self.store = CollectorStore(config.state_dir, database_url=config.store_url)
         self.taxonomy = taxonomy or Taxonomy.load()
         self.redactor = Redactor(
             RedactionConfig(patterns=dict(config.redaction_patterns),

@@ -120,6 +120,9 @@ class CollectorConfig:
     # to pin and the enrollment address (default: server port + 1).
     ca_file: Path | None = None
     enroll_server: str | None = None
+    # A PostgreSQL store shared by several collector processes of this tenant
+    # (replicas); None: the SQLite file in state_dir.
+    store_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.privacy_unit not in (None, "session", "user"):
@@ -203,6 +206,7 @@ class CollectorConfig:
                 batch_size=int(doc.get("batch_size", 2000)),
                 ca_file=_path(doc.get("ca_file"), base),
                 enroll_server=doc.get("enroll_server"),
+                store_url=doc.get("store_url"),
             )
         except (TypeError, ValueError) as exc:
             if isinstance(exc, ConfigError):

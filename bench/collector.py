@@ -197,6 +197,70 @@ def bench_events(n: int, repeat: int, baseline: Path | None) -> None:
             print(f"  speed-up: {after[0] / before[0]:.2f}x wall, {after[1] / before[1]:.2f}x cpu")
 
 
+def _replica_worker(url: str, replica: int, replicas: int, n: int, go: Path) -> None:
+    """One replica of ``--replicas``: records its share of the events, prints its elapsed time."""
+    from tenant_agent.collector import Collector
+    from tenant_agent.config import CollectorConfig
+
+    t0 = 1_764_000_000.0
+    docs = event_docs(n, random.Random(7), t0)
+    batch = 2000
+    mine = [docs[i : i + batch] for i in range(0, n, batch)][replica::replicas]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = CollectorConfig(state_dir=Path(tmp), tenant_id="tenant-a", cohort="cohort-a", store_url=url)
+        with Collector(config, clock=lambda: t0) as collector:
+            print("ready", flush=True)
+            while not go.exists():
+                time.sleep(0.001)
+            started = time.time()
+            for chunk in mine:
+                collector.record_many(chunk)
+            print(json.dumps({"start": started, "end": time.time(), "events": sum(len(c) for c in mine)}), flush=True)
+
+
+def bench_replicas(url: str, replicas: int, n: int) -> None:
+    """Combined record_many rate of ``replicas`` processes on one PostgreSQL store (a fresh schema)."""
+    import uuid
+    from urllib.parse import quote
+
+    from sqlalchemy import create_engine, text
+
+    sa_url = url.replace("postgresql://", "postgresql+psycopg://", 1) if url.startswith("postgresql://") else url
+    schema = "bench_" + uuid.uuid4().hex[:10]
+    admin = create_engine(sa_url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in url else "?"
+    store_url = url + f"{sep}options={quote(f'-csearch_path={schema}')}"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            go = Path(tmp) / "go"
+            # The first process creates the store; the others find it.
+            procs = []
+            for i in range(replicas):
+                args = [sys.executable, __file__, "--replica-worker", str(i), "--replicas", str(replicas),
+                        "--database-url", store_url, "--events", str(n), "--go", str(go)]
+                procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, text=True))
+                assert procs[-1].stdout is not None
+                if procs[-1].stdout.readline().strip() != "ready":
+                    raise SystemExit("a replica did not start")
+            go.touch()
+            results = []
+            for p in procs:
+                out, _ = p.communicate(timeout=600)
+                results.append(json.loads(out.strip().splitlines()[-1]))
+        events = sum(r["events"] for r in results)
+        wall = max(r["end"] for r in results) - min(r["start"] for r in results)
+        print(f"events, record_many, {replicas} replicas on one PostgreSQL store {events / wall:>10,.0f}/s wall "
+              f"(combined, {events} events)")
+        for i, r in enumerate(results):
+            print(f"  replica {i}: {r['events'] / (r['end'] - r['start']):>10,.0f}/s")
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
 # -- 2. OTLP decode + map ------------------------------------------------------------
 
 
@@ -409,9 +473,19 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, default=None,
                         help="a checkout of the code before the change (git worktree add --detach DIR COMMIT): "
                              "record_many is measured with it too, back to back")
+    parser.add_argument("--replicas", type=int, default=0,
+                        help="also measure N collector processes recording into one PostgreSQL store")
+    parser.add_argument("--database-url", default=None, help="postgresql://... for --replicas")
+    parser.add_argument("--replica-worker", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--go", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--record-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--stub-redaction", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.replica_worker is not None:
+        _replica_worker(args.database_url, args.replica_worker, args.replicas, args.events, args.go)
+        return
+    if args.replicas and not args.database_url:
+        parser.error("--replicas needs --database-url postgresql://...")
     if args.record_only:
         import tenant_agent
 
@@ -419,6 +493,9 @@ def main() -> None:
         print(json.dumps({"wall": wall, "cpu": cpu, "tenant_agent": str(Path(tenant_agent.__file__).parent)}))
         return
     bench_events(args.events, args.repeat, args.baseline)
+    if args.replicas:
+        bench_replicas(args.database_url, 1, args.events)
+        bench_replicas(args.database_url, args.replicas, args.events)
     bench_otlp(args.turns, args.repeat)
     bench_redaction(args.texts, args.repeat)
 

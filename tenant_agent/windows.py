@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -78,7 +79,8 @@ class WindowBook:
         self._unit_cache: dict[str, int] = {}
         # Interned cell keys; only ids committed to the store are cached.
         self._cell_ids: dict[str, int] = {}
-        self._cell_cache: dict[tuple[int, frozenset[str], tuple[str, ...]], tuple[str, ...]] = {}
+        self._cell_cache: dict[tuple[int, frozenset[str], tuple[object, ...]], tuple[str, ...]] = {}
+        self._slice_getter: tuple[SignalSchema, Callable[[DecisionEvent], tuple[object, ...]]] | None = None
 
     # -- layout --------------------------------------------------------------
     @property
@@ -129,25 +131,41 @@ class WindowBook:
         """The cell keys (canonical JSON of dimension → domain value) one event counts in."""
         schema = schema or self._schema()
         measures = self._taxonomy.classify(event)
-        # A list comprehension, not tuple(<generator>): this runs once per event.
-        slice_values = tuple(
-            [dim.values[dim.index(_str_or_none(getattr(event, dim.name, None)))] for dim in schema.slice_dimensions]
-        )
-        cache_key = (schema.version, measures, slice_values)
-        cached = self._cell_cache.get(cache_key)
-        if cached is None:
+        getter = self._slice_getter
+        if getter is None or getter[0] is not schema:
             names = [d.name for d in schema.slice_dimensions]
-            measure_dim = schema.dimensions[0]
-            keys = []
-            for m in [TURNS, *sorted(measures - {TURNS})]:
-                doc = dict(zip(names, slice_values, strict=True))
-                doc[MEASURE] = measure_dim.values[measure_dim.index(m)]
-                keys.append(json.dumps(doc, sort_keys=True, separators=(",", ":")))
-            cached = tuple(dict.fromkeys(keys))
+            # attrgetter reads every slice field in one C call; one name gives a bare value.
+            read = operator.attrgetter(*names) if len(names) > 1 else _single_getter(names)
+            getter = self._slice_getter = (schema, read)
+        # Keyed on the raw field values: the domain mapping runs once per distinct combination.
+        try:
+            raw = getter[1](event)
+        except AttributeError:  # a dimension that is not an event field: always "other"
+            raw = tuple([getattr(event, d.name, None) for d in schema.slice_dimensions])
+        cache_key = (schema.version, measures, raw)
+        try:
+            cached = self._cell_cache.get(cache_key)
+        except TypeError:  # a slice field holding an unhashable value
+            return self._cells_of(schema, measures, raw)
+        if cached is None:
+            cached = self._cells_of(schema, measures, raw)
             if len(self._cell_cache) > 50_000:
                 self._cell_cache.clear()
             self._cell_cache[cache_key] = cached
         return cached
+
+    @staticmethod
+    def _cells_of(schema: SignalSchema, measures: frozenset[str], raw: tuple[object, ...]) -> tuple[str, ...]:
+        dims = schema.slice_dimensions
+        slice_values = [dim.values[dim.index(_str_or_none(v))] for dim, v in zip(dims, raw, strict=True)]
+        names = [d.name for d in dims]
+        measure_dim = schema.dimensions[0]
+        keys = []
+        for m in [TURNS, *sorted(measures - {TURNS})]:
+            doc = dict(zip(names, slice_values, strict=True))
+            doc[MEASURE] = measure_dim.values[measure_dim.index(m)]
+            keys.append(json.dumps(doc, sort_keys=True, separators=(",", ":")))
+        return tuple(dict.fromkeys(keys))
 
     # -- record path ---------------------------------------------------------
     def record(self, events: Sequence[DecisionEvent], counters: dict[str, int] | None = None) -> RecordResult:
@@ -409,6 +427,14 @@ def _claim_event_ids(conn: Connection, window_start: int, hashes: list[int]) -> 
         )
         fresh.update(int(h) for h in conn.execute(stmt).scalars())
     return fresh
+
+
+def _single_getter(names: list[str]) -> Callable[[DecisionEvent], tuple[object, ...]]:
+    """A reader of the slice fields as a tuple when the schema has zero or one slice dimension."""
+    if not names:
+        return lambda _event: ()
+    name = names[0]
+    return lambda event: (getattr(event, name, None),)
 
 
 def _str_or_none(value: object) -> str | None:

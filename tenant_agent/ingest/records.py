@@ -82,6 +82,8 @@ def _number(doc: Mapping[str, Any], field: str) -> float | None:
     value = doc.get(field)
     if value is None:
         return None
+    if type(value) is float and 0.0 <= value < math.inf:  # the usual case, without the isinstance chain
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
         raise _fail(field, f"must be a non-negative number, got {_kind(value)}")
     return float(value)

@@ -70,6 +70,8 @@ class ContributionBatch(CollectorBase):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     window_start: Mapped[int] = mapped_column(Integer, nullable=False, index=True)
     rows: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Events the batch counted in this window (folded into windows.events at sealing).
+    events: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
 
@@ -103,6 +105,7 @@ class Window(CollectorBase):
     window_start: Mapped[int] = mapped_column(Integer, primary_key=True)
     window_end: Mapped[int] = mapped_column(Integer, nullable=False)
     state: Mapped[str] = mapped_column(String(16), nullable=False, default=WINDOW_OPEN)
+    # Events counted, as of sealing (an open window's are in its contribution batches).
     events: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     withheld_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     release_key: Mapped[str | None] = mapped_column(String(256), nullable=True)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from aggregation.events import DecisionEvent
 from aggregation.schema import MEASURE, TURNS, SignalSchema
@@ -206,15 +206,18 @@ class WindowBook:
         new_ids: dict[str, int] = {}
         with self._store.transaction() as conn:
             starts = sorted(sums.keys() | with_ids.keys())
-            # Lock the batch's window rows (creating the missing ones, open) and read
-            # their state under the lock: a replica sealing one of them holds the same
-            # row lock, so a batch lands either before its seal or counts as late.
+            # Create the batch's missing windows (open), then read every one's state under a
+            # shared row lock: a replica sealing one of them holds the row exclusively, so a
+            # batch lands either before its seal or after it, as late. Recorders share the lock.
             ins = upsert(conn)(Window).values(
                 [{"window_start": start, "window_end": start + w, "events": 0, "state": WINDOW_OPEN} for start in starts]
             )
+            conn.execute(ins.on_conflict_do_nothing(index_elements=[Window.window_start]))
             states = conn.execute(
-                ins.on_conflict_do_update(index_elements=[Window.window_start], set_={"events": Window.events})
-                .returning(Window.window_start, Window.state)
+                select(Window.window_start, Window.state)
+                .where(Window.window_start.in_(starts))
+                .order_by(Window.window_start)
+                .with_for_update(read=True)
             ).all()
             closed = {int(start) for start, state in states if state != WINDOW_OPEN}
             late = duplicates = 0
@@ -247,17 +250,13 @@ class WindowBook:
                     for _unit, cells in per:
                         keys_needed.update(cells)
             if counted:
-                conn.execute(
-                    update(Window)
-                    .where(Window.window_start == bindparam("start"))
-                    .values(events=Window.events + bindparam("n")),
-                    counted,
-                )
                 ids = self._cell_ids_for(conn, keys_needed, new_ids)
                 batches = []
                 for row in counted:
                     packed = _pack(sums[row["start"]], ids)
-                    batches.append({"window_start": row["start"], "rows": len(packed), "data": packed.tobytes()})
+                    batches.append(
+                        {"window_start": row["start"], "rows": len(packed), "events": row["n"], "data": packed.tobytes()}
+                    )
                 conn.execute(insert(ContributionBatch), batches)
             recorded = len(events) - late - duplicates
             deltas = dict(counters or {})
@@ -369,7 +368,18 @@ class WindowBook:
 
     @staticmethod
     def forget_contributions(conn: Connection, window_start: int) -> None:
-        """Drop a sealed window's per-unit rows: the sealed report is all that remains."""
+        """Drop a sealed window's per-unit rows: the sealed report is all that remains.
+
+        The window keeps its event count (the batches' counts added to it).
+        """
+        counted = conn.execute(
+            select(func.coalesce(func.sum(ContributionBatch.events), 0)).where(
+                ContributionBatch.window_start == window_start
+            )
+        ).scalar_one()
+        conn.execute(
+            update(Window).where(Window.window_start == window_start).values(events=Window.events + int(counted))
+        )
         conn.execute(delete(ContributionBatch).where(ContributionBatch.window_start == window_start))
         conn.execute(delete(Contribution).where(Contribution.window_start == window_start))
         conn.execute(delete(SeenEvent).where(SeenEvent.window_start == window_start))

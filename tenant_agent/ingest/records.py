@@ -145,13 +145,13 @@ def _tool_calls(raw: Any, redactor: Redactor) -> tuple[ToolCall, ...]:
                 latency = item.get("latency_ms")
                 if latency is not None and not (type(latency) is float and 0 <= latency < math.inf):
                     latency = _number(item, "latency_ms")
-                calls.append(_tool_call_fast(name, error, latency, clean(expected) if expected else None))
+                calls.append(tool_call(name, error, latency, clean(expected) if expected else None))
                 continue
         calls.append(_tool_call(item, f"tool_calls[{i}]", redactor))
     return tuple(calls)
 
 
-def _tool_call_fast(name: str, error: str | None, latency_ms: float | None, expected: str | None) -> ToolCall:
+def tool_call(name: str, error: str | None, latency_ms: float | None, expected: str | None) -> ToolCall:
     """``ToolCall(name, error, latency_ms, expected)`` without the frozen dataclass's
     per-field ``object.__setattr__`` (as ``DecisionEvent.from_fields`` does; the
     instance is as frozen and equal as the constructor's, see test_throughput_paths.py)."""

@@ -23,7 +23,7 @@ from sqlalchemy import insert
 from aggregation.events import ToolCall
 from aggregation.schema import MEASURE, TURNS, SignalSchema, default_schema
 from tenant_agent.collector import Collector
-from tenant_agent.ingest.records import _tool_call_fast
+from tenant_agent.ingest.records import tool_call
 from tenant_agent.store import CellKey, ContributionBatch, Window
 from tenant_agent.windows import BATCH_DTYPE, WindowBook
 
@@ -104,7 +104,7 @@ def test_many_small_batches_and_one_big_batch_give_one_table(tmp_path: Path) -> 
 
 
 def test_the_tool_call_shortcut_builds_an_equal_frozen_tool_call() -> None:
-    fast = _tool_call_fast("lookup", "timeout", 12.5, None)
+    fast = tool_call("lookup", "timeout", 12.5, None)
     slow = ToolCall("lookup", "timeout", 12.5, None)
     assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
     with pytest.raises(dataclasses.FrozenInstanceError):

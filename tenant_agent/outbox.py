@@ -79,7 +79,18 @@ class Outbox:
             )
 
     def deliver(self, channel: grpc.Channel, now: float, *, force: bool = False) -> DeliveryResult:
-        """Send every report whose next attempt is due (``force``: all pending ones)."""
+        """Send every report whose next attempt is due (``force``: all pending ones).
+
+        One process sends at a time (``CollectorStore.sender``): a replica that
+        finds another sending skips this pass, so each report goes out once.
+        """
+        with self._store.sender() as sending:
+            if not sending:
+                pending, next_at = self._pending()
+                return DeliveryResult(pending=pending, next_attempt_at=next_at)
+            return self._deliver(channel, now, force=force)
+
+    def _deliver(self, channel: grpc.Channel, now: float, *, force: bool = False) -> DeliveryResult:
         submit: Callable[..., signals_pb2.SubmitReportResponse] = channel.unary_unary(
             SUBMIT_METHOD,
             request_serializer=None,  # the sealed bytes go out exactly as stored

@@ -47,7 +47,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, insert, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select
 
 from aggregation.audit import GENESIS, ChainedEntry, chain_next, verify_chain
 from tenant_agent import store_migrations
@@ -59,6 +59,8 @@ from tenant_agent.store_models import (
     LEDGER_HEAD,
     LOCK_AUDIT,
     LOCK_LEDGER,
+    LOCK_NAMESPACE,
+    LOCK_SENDER,
     LOCK_STORE_UPGRADE,
     STORE_MARKER_FILE,
     UNIT_KEY_FILE,
@@ -363,6 +365,40 @@ class CollectorStore:
         current = CollectorStore.clock_high_water(conn)
         if current is None or now > current:
             CollectorStore.put_setting(conn, CLOCK_HIGH_WATER, repr(float(now)))
+
+    # -- the outbox's sender ------------------------------------------------------------
+    @contextmanager
+    def sender(self) -> Iterator[bool]:
+        """Try to become the one process that sends the outbox now; yields whether it did.
+
+        A shared store uses a session-level PostgreSQL advisory lock, the
+        SQLite store a non-blocking ``flock`` next to the database; either is
+        released on exit (and by the operating system or server if the process
+        dies). A process that does not get it skips this delivery pass: the
+        holder sends every due report, so each goes out once.
+        """
+        if self.is_shared:
+            with self.engine.connect() as conn:
+                got = bool(conn.execute(select(func.pg_try_advisory_lock(LOCK_NAMESPACE, LOCK_SENDER))).scalar())
+                conn.commit()
+                try:
+                    yield got
+                finally:
+                    if got:
+                        conn.execute(select(func.pg_advisory_unlock(LOCK_NAMESPACE, LOCK_SENDER)))
+                        conn.commit()
+            return
+        fd = os.open(self.state_dir / (DB_FILE + ".sender"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            got = True
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    got = False
+            yield got
+        finally:
+            os.close(fd)  # releases the flock
 
     # -- sealed reports --------------------------------------------------------------
     def verified_report_bytes(self, release_key: str, conn: Connection | None = None) -> bytes:

@@ -193,6 +193,8 @@ LOCK_NAMESPACE = 0x66730000  # "fs\0\0"
 LOCK_STORE_UPGRADE = 1
 LOCK_LEDGER = 2
 LOCK_AUDIT = 3
+#: Held for a whole delivery pass (session level, tried, never waited for): one replica sends the outbox.
+LOCK_SENDER = 4
 
 
 def advisory_lock(conn: Connection, key: int) -> None:

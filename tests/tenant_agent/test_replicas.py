@@ -146,3 +146,32 @@ def test_the_shared_store_keeps_one_unit_key_for_every_replica(tmp_path: Path, p
     finally:
         a.close()
         b.close()
+
+
+def _sends_once_while_another_holds_the_sender(tmp_path: Path, url: str | None) -> None:
+    from .collector.fakes import FakeSignalService, signal_server, turn
+
+    service = FakeSignalService()
+    with (
+        signal_server(service) as (_address, channel),
+        Collector(make_config(tmp_path / "a", store_url=url)) as a,
+        Collector(make_config(tmp_path / ("b" if url else "a"), store_url=url), channel=channel) as b,
+    ):
+        a.record(turn("s1", T0 + 1))
+        [outcome] = a.close_windows(now=T0 + HOUR)
+        with a.store.sender() as sending:
+            assert sending
+            skipped = b.deliver(now=T0 + HOUR)
+            assert (skipped.accepted, skipped.pending) == (0, 1)
+            assert service.received == []
+        sent = b.deliver(now=T0 + HOUR)
+        assert (sent.accepted, sent.pending) == (1, 0)
+    assert list(service.stored) == [outcome.release_key]
+
+
+def test_one_replica_sends_the_outbox_at_a_time(tmp_path: Path, postgres_url: str) -> None:
+    _sends_once_while_another_holds_the_sender(tmp_path, postgres_url)
+
+
+def test_one_process_sends_a_sqlite_outbox_at_a_time(tmp_path: Path) -> None:
+    _sends_once_while_another_holds_the_sender(tmp_path, None)

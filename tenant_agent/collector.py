@@ -28,14 +28,14 @@ from fedsignal.v1 import signals_pb2, signals_pb2_grpc
 from sqlalchemy import Connection, func, select
 
 from aggregation.audit import ChainVerdict, verify_chain
-from aggregation.budget import BudgetLedger, BudgetPolicy, BudgetStatus
+from aggregation.budget import BudgetPolicy, BudgetStatus
 from aggregation.events import DecisionEvent
 from aggregation.schema import SignalSchema, default_schema
 from aggregation.taxonomy import Taxonomy
 from tenant_agent.config import CollectorConfig, ConfigError
 from tenant_agent.outbox import DeliveryResult, Outbox
 from tenant_agent.redact import RedactionConfig, Redactor
-from tenant_agent.release import WindowOutcome, WindowSealer, load_spends, utc
+from tenant_agent.release import WindowOutcome, WindowSealer, load_ledger, utc
 from tenant_agent.store import CollectorStore, Release, Window
 from tenant_agent.transport import SCHEMA_FILE, TransportError, open_channel
 from tenant_agent.windows import RecordResult, WindowBook
@@ -252,9 +252,8 @@ class Collector:
     def budget_status(self, now: float | None = None) -> BudgetStatus:
         now = self.clock() if now is None else now
         with self.store.engine.connect() as conn:
-            policy = self._budget_policy(conn, now)
-            spends = load_spends(conn)
-        return BudgetLedger(policy, spends).status(utc(now))
+            ledger = load_ledger(conn, self._budget_policy(conn, now))
+        return ledger.status(utc(now))
 
     # -- bundles ----------------------------------------------------------------
     @property

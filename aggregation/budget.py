@@ -42,9 +42,17 @@ from aggregation.errors import FedsignalError
 #: Relative tolerance of budget comparisons (see module docstring).
 BUDGET_RTOL = 1e-9
 
-#: Lifetime cap shipped by default: ten periods of the default rho 10 per 30 days
-#: (epsilon ~ 174 at delta 1e-6 over the store's whole life, instead of no bound).
+#: Lifetime cap shipped by default, in periods' budgets: ten periods (with the
+#: default rho 10 per 30 days, rho 100 = epsilon ~ 174 at delta 1e-6 over the
+#: store's whole life, instead of no bound at all).
+DEFAULT_LIFETIME_PERIODS = 10
+#: The default cap for the default period budget (rho 10).
 DEFAULT_LIFETIME_RHO = 100.0
+
+
+def default_lifetime_rho(rho_per_period: float) -> float:
+    """The lifetime cap a tenant gets unless it sets one: ``DEFAULT_LIFETIME_PERIODS`` periods' budgets."""
+    return DEFAULT_LIFETIME_PERIODS * _positive_finite("rho_per_period", rho_per_period)
 
 #: How far the clock may lag the ledger's high-water mark before releases stop.
 DEFAULT_MAX_CLOCK_SKEW = timedelta(minutes=5)

@@ -53,7 +53,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aggregation.budget import DEFAULT_LIFETIME_RHO
+from aggregation.budget import default_lifetime_rho
 from aggregation.errors import FedsignalError
 
 IDENTITY_FILE = "credentials/identity.json"
@@ -65,13 +65,22 @@ class ConfigError(FedsignalError):
     exit_code = 2
 
 
+#: ``BudgetConfig.lifetime_rho`` left unset: the default cap (ten periods' budgets).
+DEFAULT_LIFETIME = -1.0
+
+
 @dataclass(frozen=True)
 class BudgetConfig:
     rho_per_period: float = 10.0
     period: timedelta = timedelta(days=30)
-    lifetime_rho: float | None = DEFAULT_LIFETIME_RHO
+    # Unset: aggregation.budget.default_lifetime_rho(rho_per_period); None: no cap (say so explicitly).
+    lifetime_rho: float | None = DEFAULT_LIFETIME
     # Start of the first budget period; None: fixed at the store's first use.
     anchor: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.lifetime_rho == DEFAULT_LIFETIME:
+            object.__setattr__(self, "lifetime_rho", default_lifetime_rho(self.rho_per_period))
 
 
 @dataclass(frozen=True)
@@ -163,7 +172,7 @@ class CollectorConfig:
             budget = BudgetConfig(
                 rho_per_period=float(b.get("rho_per_period", 10.0)),
                 period=timedelta(days=float(b.get("period_days", 30))),
-                lifetime_rho=float(b.get("lifetime_rho", DEFAULT_LIFETIME_RHO)),
+                lifetime_rho=float(b.get("lifetime_rho", DEFAULT_LIFETIME)),
                 anchor=_parse_time(b["anchor"]) if b.get("anchor") else None,
             )
             r = doc.get("release", {})

@@ -177,10 +177,12 @@ def test_the_high_water_mark_persists_without_any_spend(tmp_path: Path) -> None:
 
 
 def test_a_lifetime_cap_ships_by_default_and_status_says_it_in_epsilon(tmp_path: Path) -> None:
-    assert BudgetConfig().lifetime_rho == DEFAULT_LIFETIME_RHO
+    assert BudgetConfig().lifetime_rho == DEFAULT_LIFETIME_RHO == 10 * BudgetConfig().rho_per_period
+    assert BudgetConfig(rho_per_period=2.0).lifetime_rho == 20.0
+    assert BudgetConfig(lifetime_rho=None).lifetime_rho is None  # no cap only when asked for
     toml = tmp_path / "collector.toml"
     toml.write_text(f'state_dir = "{tmp_path / "state"}"\ntenant_id = "t"\ncohort = "c"\n[budget]\nrho_per_period = 2.0\n')
-    assert CollectorConfig.load(toml).budget.lifetime_rho == DEFAULT_LIFETIME_RHO
+    assert CollectorConfig.load(toml).budget.lifetime_rho == 20.0
     sealed(tmp_path / "s", windows=1)
     with Collector(make_config(tmp_path / "s")) as c:
         status = c.budget_status(T0 + 2 * HOUR)

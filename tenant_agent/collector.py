@@ -183,8 +183,9 @@ class Collector:
 
     def record_many(self, events: Iterable[DecisionEvent | Mapping[str, Any]]) -> RecordResult:
         """Record events in one transaction; every event is durable when this returns."""
-        batch = [e if isinstance(e, DecisionEvent) else self._from_dict(e) for e in events]
-        return self.book.record(batch, self._redaction_deltas())
+        # A generator: each event is summed and dropped as it is parsed (see WindowBook.record).
+        batch = (e if isinstance(e, DecisionEvent) else self._from_dict(e) for e in events)
+        return self.book.record(batch, self._redaction_deltas)
 
     def _from_dict(self, doc: Mapping[str, Any]) -> DecisionEvent:
         from tenant_agent.ingest.records import event_from_dict

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,8 +168,18 @@ class WindowBook:
         return tuple(dict.fromkeys(keys))
 
     # -- record path ---------------------------------------------------------
-    def record(self, events: Sequence[DecisionEvent], counters: dict[str, int] | None = None) -> RecordResult:
+    def record(
+        self,
+        events: Iterable[DecisionEvent],
+        counters: dict[str, int] | Callable[[], dict[str, int]] | None = None,
+    ) -> RecordResult:
         """Store the contributions of ``events`` in one transaction; durable on return.
+
+        ``events`` may be a generator (each event is summed and dropped as it
+        comes, so a batch never holds thousands of live event objects: the
+        cyclic GC had to walk them all); ``counters`` may be a callable, called
+        once every event is read (e.g. redaction counts of this very batch).
+        Nothing is written when reading ``events`` raises.
 
         The batch is summed in memory per (window, unit, cells of an event)
         and appended as one packed row per window (``contribution_batches``);
@@ -177,8 +187,6 @@ class WindowBook:
         with an id are claimed in ``seen_events`` first, so a resent event
         counts once.
         """
-        if not events:
-            return RecordResult(0, 0)
         schema = self._schema()
         w = schema.window_seconds
         by_user = self.privacy_unit == "user"
@@ -186,7 +194,9 @@ class WindowBook:
         # window start -> (unit, cells) -> [count, first seen]; and the events with ids.
         sums: dict[int, dict[tuple[int, tuple[str, ...]], list[float]]] = {}
         with_ids: dict[int, list[tuple[int, tuple[str, ...], float, int]]] = {}
+        total = 0
         for event in events:
+            total += 1
             ts = float(event.timestamp)
             start = int(ts // w) * w
             key = (unit_hash(event, by_user), cells_of(event, schema))
@@ -203,6 +213,10 @@ class WindowBook:
                 slot[0] += 1
                 if ts < slot[1]:
                     slot[1] = ts
+        if total == 0:
+            return RecordResult(0, 0)
+        if callable(counters):
+            counters = counters()
         new_ids: dict[str, int] = {}
         with self._store.transaction() as conn:
             starts = sorted(sums.keys() | with_ids.keys())
@@ -258,7 +272,7 @@ class WindowBook:
                         {"window_start": row["start"], "rows": len(packed), "events": row["n"], "data": packed.tobytes()}
                     )
                 conn.execute(insert(ContributionBatch), batches)
-            recorded = len(events) - late - duplicates
+            recorded = total - late - duplicates
             deltas = dict(counters or {})
             deltas["events_recorded"] = deltas.get("events_recorded", 0) + recorded
             deltas["events_late_dropped"] = deltas.get("events_late_dropped", 0) + late

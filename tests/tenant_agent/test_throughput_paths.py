@@ -109,3 +109,24 @@ def test_the_tool_call_shortcut_builds_an_equal_frozen_tool_call() -> None:
     assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.name = "other"  # type: ignore[misc]
+
+
+def doc(i: int, **extra: object) -> dict[str, object]:
+    return {"schema_version": "1", "session_id": f"s{i}", "timestamp": T0 + i, "intent": "billing", **extra}
+
+
+def test_a_bad_document_mid_batch_records_nothing_of_the_batch(tmp_path: Path) -> None:
+    from tenant_agent.ingest.records import EventFormatError
+
+    with Collector(make_config(tmp_path)) as c:
+        with pytest.raises(EventFormatError):
+            c.record_many([doc(1), doc(2), doc(3, escalated="yes"), doc(4)])
+        assert c.status().counters.get("events_recorded", 0) == 0
+        with c.store.engine.connect() as conn:
+            assert WindowBook.contributions(conn, int(T0)).size == 0
+
+
+def test_redaction_counts_of_a_batch_land_with_that_batch(tmp_path: Path) -> None:
+    with Collector(make_config(tmp_path)) as c:
+        c.record_many([doc(1, text="mail jane.roe@example.org now"), doc(2)])
+        assert c.status().redaction.get("EMAIL") == 1

@@ -258,8 +258,8 @@ def bench_replicas(url: str, replicas: int, n: int) -> None:
                 args = [sys.executable, __file__, "--replica-worker", str(i), "--replicas", str(replicas),
                         "--database-url", store_url, "--events", str(n), "--go", str(go)]
                 procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, text=True))
-                assert procs[-1].stdout is not None
-                if procs[-1].stdout.readline().strip() != "ready":
+                out = procs[-1].stdout
+                if out is None or out.readline().strip() != "ready":
                     raise SystemExit("a replica did not start")
             go.touch()
             results = []

@@ -145,6 +145,16 @@ def best_rate(count: int, run: Callable[[], object], repeat: int) -> str:
 # -- 1. redact + classify + aggregate ----------------------------------------------
 
 
+def _fixed_clock(t0: float) -> Callable[[], Any]:
+    """The collector's clock at ``t0``; a float clock for a baseline checkout from before ``aggregation.clock``."""
+    try:
+        from aggregation.clock import from_unix
+    except ImportError:
+        return lambda: t0
+    moment = from_unix(t0)
+    return lambda: moment
+
+
 def _stub_redaction(redactor: Any) -> None:
     """Bench only: make the redactor the identity, to show the record path's own cost."""
     redactor.redact = lambda text: text
@@ -164,7 +174,7 @@ def record_many_rates(n: int, repeat: int, *, stub_redaction: bool) -> tuple[flo
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as tmp:
             config = CollectorConfig(state_dir=Path(tmp), tenant_id="tenant-a", cohort="cohort-a")
-            with Collector(config, clock=lambda: t0) as collector:
+            with Collector(config, clock=_fixed_clock(t0)) as collector:
                 if stub_redaction:
                     _stub_redaction(collector.redactor)
                 started, started_cpu = time.perf_counter(), time.process_time()
@@ -225,7 +235,7 @@ def _replica_worker(url: str, replica: int, replicas: int, n: int, go: Path) -> 
     mine = [docs[i : i + batch] for i in range(0, n, batch)][replica::replicas]
     with tempfile.TemporaryDirectory() as tmp:
         config = CollectorConfig(state_dir=Path(tmp), tenant_id="tenant-a", cohort="cohort-a", store_url=url)
-        with Collector(config, clock=lambda: t0) as collector:
+        with Collector(config, clock=_fixed_clock(t0)) as collector:
             print("ready", flush=True)
             while not go.exists():
                 time.sleep(0.001)
@@ -258,8 +268,8 @@ def bench_replicas(url: str, replicas: int, n: int) -> None:
                 args = [sys.executable, __file__, "--replica-worker", str(i), "--replicas", str(replicas),
                         "--database-url", store_url, "--events", str(n), "--go", str(go)]
                 procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, text=True))
-                out = procs[-1].stdout
-                if out is None or out.readline().strip() != "ready":
+                pipe = procs[-1].stdout
+                if pipe is None or pipe.readline().strip() != "ready":
                     raise SystemExit("a replica did not start")
             go.touch()
             results = []

@@ -18,6 +18,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from aggregation.clock import from_unix
 from aggregation.events import DecisionEvent
 from tenant_agent.collector import Collector
 
@@ -81,7 +82,7 @@ def main(argv: list[str]) -> int:
         if mode == "close":
             now, go = float(argv[3]), Path(argv[4])
             wait_for(go)
-            outcomes = c.close_windows(now=now)
+            outcomes = c.close_windows(now=from_unix(now))
             say(json.dumps([[o.window_start, o.state, o.release_key] for o in outcomes]))
             return 0
     raise SystemExit(f"unknown mode {mode}")

@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 from fedsignal.v1 import common_pb2
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from aggregation import dp
 from aggregation.budget import DEFAULT_LIFETIME_RHO, BudgetLedger, BudgetPolicy
+from aggregation.clock import from_unix
+from aggregation.schema import default_schema
+from aggregation.taxonomy import Taxonomy
 from tenant_agent.collector import Collector
-from tenant_agent.config import BudgetConfig, CollectorConfig, ReleaseConfig
+from tenant_agent.config import BudgetConfig, CollectorConfig, ConfigError, ReleaseConfig
 from tenant_agent.release import utc
 from tenant_agent.store import (
     DB_FILE,
@@ -25,7 +28,7 @@ from tenant_agent.store import (
     StoreMissingError,
     Window,
 )
-from tenant_agent.windows import WindowLengthMismatch
+from tenant_agent.windows import WindowBook, WindowLengthMismatch
 
 from .collector.fakes import HOUR, T0, FakeSignalService, make_config, signal_server, turn
 
@@ -36,7 +39,7 @@ def sealed(tmp_path: Path, windows: int = 2, **overrides: object) -> None:
     """A store with ``windows`` hourly windows sealed (one spend each)."""
     with Collector(make_config(tmp_path, **overrides)) as c:
         c.record_many([turn(f"s{w}-{i}", T0 + w * HOUR + i) for w in range(windows) for i in range(5)])
-        outcomes = c.close_windows(now=T0 + windows * HOUR)
+        outcomes = c.close_windows(now=from_unix(T0 + windows * HOUR))
         assert [o.state for o in outcomes] == ["sealed"] * windows
 
 
@@ -63,7 +66,7 @@ def test_a_removed_last_spend_is_refused_when_the_store_opens(tmp_path: Path) ->
     store = CollectorStore(tmp_path)
     with store.transaction() as conn:
         last = conn.execute(select(func.max(LedgerSpend.id))).scalar_one()
-        conn.execute(LedgerSpend.__table__.delete().where(LedgerSpend.id == last))
+        conn.execute(delete(LedgerSpend).where(LedgerSpend.id == last))
     store.close()
     with pytest.raises(StoreIntegrityError, match="recorded head"):
         Collector(make_config(tmp_path))
@@ -73,7 +76,7 @@ def test_the_ledger_chain_extends_across_restarts(tmp_path: Path) -> None:
     sealed(tmp_path)
     with Collector(make_config(tmp_path)) as c:
         c.record(turn("later", T0 + 5 * HOUR))
-        assert [o.state for o in c.close_windows(now=T0 + 6 * HOUR)] == ["sealed"]
+        assert [o.state for o in c.close_windows(now=from_unix(T0 + 6 * HOUR))] == ["sealed"]
         with c.store.engine.connect() as conn:
             assert CollectorStore.verify_ledger(conn) == 3
 
@@ -96,7 +99,7 @@ def test_altered_report_bytes_that_still_parse_are_not_sent(tmp_path: Path) -> N
         Collector(make_config(tmp_path), channel=channel) as c,
         pytest.raises(StoreIntegrityError, match="altered on disk"),
     ):
-        c.deliver(now=T0 + 2 * HOUR)
+        c.deliver(now=from_unix(T0 + 2 * HOUR))
     assert service.received == []
 
 
@@ -133,29 +136,29 @@ def test_an_enrolled_state_dir_whose_store_and_key_were_deleted_is_refused(tmp_p
 
 def test_a_fresh_state_dir_gets_a_new_store(tmp_path: Path) -> None:
     with Collector(make_config(tmp_path / "new")) as c:
-        assert c.budget_status(T0).spent == 0.0
+        assert c.budget_status(from_unix(T0)).spent == 0.0
 
 
 # -- the clock -------------------------------------------------------------------------
 
 
 def test_a_clock_stepped_back_one_period_does_not_release_the_budget_twice(tmp_path: Path) -> None:
-    budget = BudgetConfig(rho_per_period=1.0, period=timedelta(days=1))
+    budget = BudgetConfig(rho_per_period=1.0, period_days=1.0)
     cfg = make_config(tmp_path, budget=budget, release=ReleaseConfig(rho=0.5))
     with Collector(cfg) as c:
         c.record_many([turn(f"s{w}", T0 + w * HOUR + 1) for w in range(2)])
-        assert [o.state for o in c.close_windows(now=T0 + 2 * HOUR)] == ["sealed", "sealed"]
+        assert [o.state for o in c.close_windows(now=from_unix(T0 + 2 * HOUR))] == ["sealed", "sealed"]
         # The clock is stepped back one period; events stamped by it fill two more windows.
         back = T0 - DAY
         c.record_many([turn(f"b{w}", back + w * HOUR + 1) for w in range(2)])
-        outcomes = c.close_windows(now=back + 2 * HOUR)
+        outcomes = c.close_windows(now=from_unix(back + 2 * HOUR))
         assert [o.state for o in outcomes] == ["withheld", "withheld"]
         assert outcomes[0].reason is not None and "behind the latest time this ledger has seen" in outcomes[0].reason
         assert spend_count(c) == 2
-        status = c.budget_status(back + 2 * HOUR)
+        status = c.budget_status(from_unix(back + 2 * HOUR))
         assert status.clock_behind
         # Once the clock has caught up, the period's budget is already spent.
-        later = c.close_windows(now=T0 + 3 * HOUR)
+        later = c.close_windows(now=from_unix(T0 + 3 * HOUR))
         assert [o.state for o in later] == ["withheld", "withheld"]
         assert later[0].reason is not None and "privacy budget exhausted" in later[0].reason
         assert spend_count(c) == 2
@@ -165,10 +168,10 @@ def test_the_high_water_mark_persists_without_any_spend(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, budget=BudgetConfig(rho_per_period=0.1), release=ReleaseConfig(rho=0.5))
     with Collector(cfg) as c:
         c.record(turn("s1", T0 + 1))
-        [first] = c.close_windows(now=T0 + DAY)  # over budget: withheld, nothing spent
+        [first] = c.close_windows(now=from_unix(T0 + DAY))  # over budget: withheld, nothing spent
         assert "privacy budget exhausted" in (first.reason or "")
     with Collector(cfg) as c:
-        [again] = c.close_windows(now=T0 + 2 * HOUR)
+        [again] = c.close_windows(now=from_unix(T0 + 2 * HOUR))
         assert "behind the latest time" in (again.reason or "")
         assert spend_count(c) == 0
 
@@ -185,7 +188,7 @@ def test_a_lifetime_cap_ships_by_default_and_status_says_it_in_epsilon(tmp_path:
     assert CollectorConfig.load(toml).budget.lifetime_rho == 20.0
     sealed(tmp_path / "s", windows=1)
     with Collector(make_config(tmp_path / "s")) as c:
-        status = c.budget_status(T0 + 2 * HOUR)
+        status = c.budget_status(from_unix(T0 + 2 * HOUR))
     assert (status.rho_per_period, status.lifetime_rho, status.spent) == (10.0, DEFAULT_LIFETIME_RHO, 0.5)
     eps = status.in_epsilon(1e-6)
     assert eps.lifetime_cap == pytest.approx(dp.epsilon_at_delta(DEFAULT_LIFETIME_RHO, 1e-6))
@@ -212,8 +215,15 @@ def test_state_dir_is_0700_and_store_files_0600(tmp_path: Path) -> None:
 
 
 def test_a_window_length_that_disagrees_with_the_schema_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(WindowLengthMismatch, match="120"):
+    with pytest.raises(ConfigError, match="120"):
         Collector(make_config(tmp_path, window_seconds=120))
+    # The window book refuses it too, whoever builds one.
+    store = CollectorStore(tmp_path / "book")
+    try:
+        with pytest.raises(WindowLengthMismatch, match="120"):
+            WindowBook(store, Taxonomy.load(), lambda: default_schema("cohort-a"), window_seconds=120)
+    finally:
+        store.close()
 
 
 def test_a_window_of_another_length_is_withheld_without_a_spend(tmp_path: Path) -> None:
@@ -221,7 +231,7 @@ def test_a_window_of_another_length_is_withheld_without_a_spend(tmp_path: Path) 
         c.record(turn("s1", T0 + 1))
         # The cohort moves to 10-minute windows while the hourly window is open.
         c.adopt_schema(replace(c.schema, window_seconds=600, version=c.schema.version + 1))
-        [outcome] = c.close_windows(now=T0 + 2 * HOUR)
+        [outcome] = c.close_windows(now=from_unix(T0 + 2 * HOUR))
         assert outcome.state == "withheld"
         assert outcome.reason is not None and "3600 s long" in outcome.reason and "600 s windows" in outcome.reason
         assert spend_count(c) == 0
@@ -233,8 +243,8 @@ def test_a_window_of_another_length_is_withheld_without_a_spend(tmp_path: Path) 
 def test_force_closes_the_current_window_now(tmp_path: Path) -> None:
     with Collector(make_config(tmp_path)) as c:
         c.record_many([turn("s1", T0 + 10), turn("s2", T0 + 20)])
-        assert c.close_windows(now=T0 + 30) == []
-        [outcome] = c.close_windows(now=T0 + 30, force=True)
+        assert c.close_windows(now=from_unix(T0 + 30)) == []
+        [outcome] = c.flush(now=from_unix(T0 + 30))
         assert (outcome.state, outcome.window_start) == ("sealed", int(T0))
         late = c.record(turn("s3", T0 + 40))
         assert late.late_dropped == 1

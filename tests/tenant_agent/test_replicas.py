@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from aggregation.clock import from_unix
 from tenant_agent.collector import Collector
 from tenant_agent.store import CollectorStore, LedgerSpend, Release
 from tenant_agent.windows import WindowBook
@@ -91,7 +92,7 @@ def test_two_replicas_record_into_one_table_and_one_seals_each_window(tmp_path: 
             assert conn.execute(select(func.count()).select_from(Release)).scalar_one() == len(WINDOWS)
             keys = conn.execute(select(LedgerSpend.release_key)).scalars().all()
         assert len(set(keys)) == len(WINDOWS)
-        assert shared.close_windows(now=T0 + 4 * HOUR) == []
+        assert shared.close_windows(now=from_unix(T0 + 4 * HOUR)) == []
 
 
 @pytest.mark.parametrize("killed", [0, 1])
@@ -133,7 +134,7 @@ def test_sigkill_of_either_replica_mid_batch_loses_no_acknowledged_event(
         turns = c.schema.cell_index({"measure": "turns", "intent": "billing", "artifact_version": "baseline"})
         # One session per event: nothing clipped, nothing lost, nothing doubled.
         assert tables(c)[int(T0)][turns] == total
-        [outcome] = c.close_windows(now=T0 + HOUR)
+        [outcome] = c.close_windows(now=from_unix(T0 + HOUR))
         assert outcome.state == "sealed"
 
 
@@ -158,13 +159,13 @@ def _sends_once_while_another_holds_the_sender(tmp_path: Path, url: str | None) 
         Collector(make_config(tmp_path / ("b" if url else "a"), store_url=url), channel=channel) as b,
     ):
         a.record(turn("s1", T0 + 1))
-        [outcome] = a.close_windows(now=T0 + HOUR)
+        [outcome] = a.close_windows(now=from_unix(T0 + HOUR))
         with a.store.sender() as sending:
             assert sending
-            skipped = b.deliver(now=T0 + HOUR)
+            skipped = b.deliver(now=from_unix(T0 + HOUR))
             assert (skipped.accepted, skipped.pending) == (0, 1)
             assert service.received == []
-        sent = b.deliver(now=T0 + HOUR)
+        sent = b.deliver(now=from_unix(T0 + HOUR))
         assert (sent.accepted, sent.pending) == (1, 0)
     assert list(service.stored) == [outcome.release_key]
 

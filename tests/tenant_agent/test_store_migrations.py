@@ -17,6 +17,7 @@ from fedsignal.v1 import common_pb2
 from sqlalchemy import select
 
 from aggregation.audit import verify_chain
+from aggregation.clock import from_unix
 from tenant_agent.collector import Collector
 from tenant_agent.store import CollectorStore, Release
 from tenant_agent.store_migrations import STORE_SCHEMA_VERSION, VERSION_KEY, StoreVersionError, store_version
@@ -61,7 +62,7 @@ def test_a_store_of_the_previous_release_upgrades_keeping_ledger_outbox_and_wind
             assert CollectorStore.verify_ledger(conn) == 2
             keys = dict(conn.execute(select(Release.window_start, Release.release_key)).all())
         # Ledger: both spends kept.
-        status = c.budget_status(T0 + 3 * HOUR)
+        status = c.budget_status(from_unix(T0 + 3 * HOUR))
         assert (status.spent, status.lifetime_spent) == (1.0, 1.0)
         # Windows: two sealed (one delivered), one open with its per-unit rows.
         assert c.status().windows == {"open": 1, "sealed": 2, "withheld": 0, "delivered": 1}
@@ -72,17 +73,17 @@ def test_a_store_of_the_previous_release_upgrades_keeping_ledger_outbox_and_wind
         assert verify_chain(c.store.audit_entries()).ok
         # Outbox: the undelivered report goes out with its sealed bytes, once.
         assert c.store.verified_report_bytes(keys[int(T0 + HOUR)]) == before[int(T0 + HOUR)]
-        result = c.deliver(now=T0 + 4 * HOUR)
+        result = c.deliver(now=from_unix(T0 + 4 * HOUR))
         assert (result.accepted, result.pending) == (1, 0)
         assert service.received == [before[int(T0 + HOUR)]]
         # The open window seals on the upgraded store and extends the chained ledger.
-        [outcome] = c.close_windows(now=T0 + 4 * HOUR + 61)
+        [outcome] = c.close_windows(now=from_unix(T0 + 4 * HOUR + 61))
         assert outcome.state == "sealed"
         with c.store.engine.connect() as conn:
             assert CollectorStore.verify_ledger(conn) == 3
         report = common_pb2.DpReport.FromString(c.store.verified_report_bytes(outcome.release_key or ""))
         assert report.window_start == int(T0 + 3 * HOUR)
-        assert c.budget_status(T0 + 5 * HOUR).spent == 1.5
+        assert c.budget_status(from_unix(T0 + 5 * HOUR)).spent == 1.5
 
 
 def test_an_upgraded_store_opens_again_without_change(old_store: Path) -> None:

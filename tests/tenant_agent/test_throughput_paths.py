@@ -37,7 +37,7 @@ def reference_table(rows: list[tuple[int, str, int, float]], schema: SignalSchem
     """Per unit: map keys to cells (summing counts, keeping the earliest first seen, turns first
     on ties), clamp each cell to L∞, keep the unit's first L0 cells."""
     table = np.zeros(schema.size, dtype=np.int64)
-    per_unit: dict[int, dict[int, list[float]]] = defaultdict(dict)
+    per_unit: dict[int, dict[int, list[float]]] = defaultdict(dict)  # index -> [count, first, not turns]
     for unit, key, count, first in rows:
         doc = json.loads(key)
         index, not_turns = schema.cell_index(doc), float(doc.get(MEASURE) != TURNS)
@@ -50,8 +50,8 @@ def reference_table(rows: list[tuple[int, str, int, float]], schema: SignalSchem
             slot[2] = min(slot[2], not_turns)
     for cells in per_unit.values():
         ranked = sorted(cells.items(), key=lambda kv: (kv[1][1], kv[1][2], kv[0]))
-        for index, (count, _first, _nt) in ranked[: schema.max_cells_per_unit]:
-            table[index] += min(int(count), schema.max_count_per_cell)
+        for index, (total, _first, _nt) in ranked[: schema.max_cells_per_unit]:
+            table[index] += min(int(total), schema.max_count_per_cell)
     return table
 
 

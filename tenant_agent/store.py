@@ -51,6 +51,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, func, insert, s
 
 from aggregation.audit import GENESIS, ChainedEntry, chain_next, verify_chain
 from tenant_agent import store_migrations
+from tenant_agent.files import FILE_MODE, private_dir
 from tenant_agent.store_models import (
     CLOCK_HIGH_WATER,
     CREDENTIALS_DIR,
@@ -168,17 +169,11 @@ def make_store_engine(path: Path, gate: WriterGate | None = None) -> Engine:
     return engine
 
 
-def private_dir(path: Path) -> None:
-    """Create ``path`` (and parents) and make it 0700."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
-
-
 def private_files(*paths: Path) -> None:
     """Make the files that exist among ``paths`` 0600."""
     for p in paths:
         with suppress(FileNotFoundError):
-            os.chmod(p, 0o600)
+            os.chmod(p, FILE_MODE)
 
 
 class CollectorStore:

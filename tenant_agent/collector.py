@@ -30,7 +30,7 @@ from fedsignal.v1 import signals_pb2, signals_pb2_grpc
 from sqlalchemy import Connection, func, select
 
 from aggregation.audit import ChainVerdict, verify_chain
-from aggregation.budget import BudgetLedger, BudgetPolicy, BudgetStatus
+from aggregation.budget import BudgetPolicy, BudgetStatus
 from aggregation.bundle import VerifiedBundle
 from aggregation.bundle_errors import BundleRefused
 from aggregation.clock import Clock, from_unix, system_clock, to_unix
@@ -44,7 +44,7 @@ from tenant_agent.ingest.jsonl import LineError, read_jsonl
 from tenant_agent.ingest.records import event_from_dict
 from tenant_agent.outbox import DeadLetter, DeliveryResult, Outbox
 from tenant_agent.redact import RedactionConfig, Redactor
-from tenant_agent.release import WindowOutcome, WindowSealer, load_spends
+from tenant_agent.release import WindowOutcome, WindowSealer, load_ledger
 from tenant_agent.store import CollectorStore, Release, Window
 from tenant_agent.transport import SCHEMA_FILE, TransportError, open_channel, rpc_failure
 from tenant_agent.windows import RecordResult, WindowBook
@@ -104,7 +104,7 @@ class Collector:
         self._channel = channel
         self._owns_channel = False
         private_dir(config.state_dir)
-        self.store = CollectorStore(config.state_dir)
+        self.store = CollectorStore(config.state_dir, database_url=config.store_url)
         self.taxonomy = taxonomy or Taxonomy.load()
         self.redactor = Redactor(
             RedactionConfig(patterns=dict(config.redaction.patterns),
@@ -214,8 +214,9 @@ class Collector:
 
     def record_many(self, events: Iterable[DecisionEvent | Mapping[str, Any]]) -> RecordResult:
         """Record events in one transaction; every event is durable when this returns."""
-        batch = [e if isinstance(e, DecisionEvent) else self._from_dict(e) for e in events]
-        return self.book.record(batch, self._redaction_deltas())
+        # A generator: each event is summed and dropped as it is parsed (see WindowBook.record).
+        batch = (e if isinstance(e, DecisionEvent) else self._from_dict(e) for e in events)
+        return self.book.record(batch, self._redaction_deltas)
 
     def _from_dict(self, doc: Mapping[str, Any]) -> DecisionEvent:
         return event_from_dict(dict(doc), self.tenant_id, self.redactor)
@@ -295,9 +296,8 @@ class Collector:
     def budget_status(self, now: datetime | None = None) -> BudgetStatus:
         now = self.clock() if now is None else now
         with self.store.engine.connect() as conn:
-            policy = self._budget_policy(conn, to_unix(now))
-            spends = load_spends(conn)
-        return BudgetLedger(policy, spends).status(now)
+            ledger = load_ledger(conn, self._budget_policy(conn, to_unix(now)))
+        return ledger.status(now)
 
     # -- bundles ----------------------------------------------------------------
     @property

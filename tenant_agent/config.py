@@ -56,8 +56,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
+from aggregation.budget import default_lifetime_rho
 from aggregation.errors import FedsignalError
 from aggregation.typed import DataFileError, StrictModel, load_toml, validate
 
@@ -78,6 +79,8 @@ class BudgetConfig(StrictModel):
 
     rho_per_period: PositiveFloat = 10.0
     period_days: PositiveFloat = 30.0
+    # Unset: aggregation.budget.default_lifetime_rho(rho_per_period), ten periods' budgets;
+    # None (in code) removes the cap, only when asked for.
     lifetime_rho: PositiveFloat | None = None
     # Start of the first budget period; None: fixed at the store's first use.
     anchor: datetime | None = None
@@ -89,6 +92,12 @@ class BudgetConfig(StrictModel):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+    @model_validator(mode="after")
+    def _default_lifetime_cap(self) -> BudgetConfig:
+        if "lifetime_rho" not in self.model_fields_set:
+            object.__setattr__(self, "lifetime_rho", default_lifetime_rho(self.rho_per_period))
+        return self
 
     @property
     def period(self) -> timedelta:
@@ -152,6 +161,9 @@ class CollectorConfig(StrictModel):
     # to pin and the enrollment address (default: server port + 1).
     ca_file: Path | None = None
     enroll_server: str | None = None
+    # A PostgreSQL store shared by several collector processes of this tenant
+    # (replicas); None: the SQLite file in state_dir.
+    store_url: str | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> CollectorConfig:

@@ -130,7 +130,18 @@ class Outbox:
         )
 
     def deliver(self, channel: grpc.Channel, at: datetime, *, force: bool = False) -> DeliveryResult:
-        """Send every report whose next attempt is due at ``at`` (``force``: all pending ones)."""
+        """Send every report whose next attempt is due at ``at`` (``force``: all pending ones).
+
+        One process sends at a time (``CollectorStore.sender``): a replica that
+        finds another sending skips this pass, so each report goes out once.
+        """
+        with self._store.sender() as sending:
+            if not sending:
+                pending, next_at = self._pending()
+                return DeliveryResult(pending=pending, next_attempt_at=next_at)
+            return self._deliver(channel, at, force=force)
+
+    def _deliver(self, channel: grpc.Channel, at: datetime, *, force: bool = False) -> DeliveryResult:
         now = to_unix(at)  # the outbox rows keep unix seconds
         submit: Callable[..., signals_pb2.SubmitReportResponse] = channel.unary_unary(
             SUBMIT_METHOD,
@@ -150,14 +161,14 @@ class Outbox:
             due = conn.execute(query.order_by(Release.window_start)).all()
         accepted = duplicates = failed = rejected = 0
         unavailable = False
-        for key, data, attempts in due:
+        for key, _data, attempts in due:
             if unavailable:
                 # The server is down: do not hammer it report by report.
                 self._reschedule(key, attempts + 1, now, "not attempted: server unavailable")
                 failed += 1
                 continue
             try:
-                response = submit(data, timeout=self._cfg.rpc_timeout_seconds)
+                response = submit(self._store.verified_report_bytes(key), timeout=self._cfg.rpc_timeout_seconds)
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
                 details = exc.details() if hasattr(exc, "details") else str(exc)

@@ -1,9 +1,12 @@
 """Sealing windows: the write-ahead DP release under the budget ledger.
 
 A due window is sealed in ONE store transaction (``BEGIN IMMEDIATE``): load
-every spend, check the ledger, draw the noise with OpenDP, write the spend,
-the sealed report (exact wire bytes + idempotency key) and an audit entry,
-mark the window sealed and forget its per-unit rows, commit. So:
+every spend (the chained ledger, verified), spend through
+``BudgetLedger.spend`` (its checks: period budget, lifetime cap, the clock's
+high-water mark, one charge per release key), draw the noise with OpenDP,
+write the spend, the sealed report (exact wire bytes, their SHA-256 and the
+idempotency key) and an audit entry, mark the window sealed and forget its
+per-unit rows, commit. So:
 
 - a crash before the commit leaves no trace of the draw (nothing left the
   process), a crash after it leaves a sealed report that is only ever
@@ -11,7 +14,10 @@ mark the window sealed and forget its per-unit rows, commit. So:
 - two collector processes on one store serialize on the write lock and the
   second sees the first's spend, so they cannot overspend;
 - a window the ledger refuses is kept, marked withheld with the ledger's
-  message (remaining budget, renewal time), and retried on the next close.
+  message (remaining budget, renewal time, or a clock behind the ledger's
+  high-water mark), and retried on the next close;
+- a window whose length is not the schema's is withheld without a spend (the
+  server would refuse its report, so the budget must not pay for it).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from tenant_agent.store import (
     Release,
     Window,
 )
+from tenant_agent.store_models import LOCK_LEDGER, advisory_lock
 from tenant_agent.windows import WindowBook
 
 log = logging.getLogger(__name__)
@@ -96,8 +103,16 @@ def release_params(cfg: ReleaseConfig, schema: SignalSchema) -> dp.ReleaseParams
 
 
 def load_spends(conn: Connection) -> list[Spend]:
+    """Every recorded spend, after verifying the ledger chain (``StoreIntegrityError`` if it does not)."""
+    CollectorStore.verify_ledger(conn)
     rows = conn.execute(select(LedgerSpend.at, LedgerSpend.rho, LedgerSpend.release_key).order_by(LedgerSpend.id))
     return [Spend(at=utc(at), rho=rho, release_key=key) for at, rho, key in rows]
+
+
+def load_ledger(conn: Connection, policy: BudgetPolicy) -> BudgetLedger:
+    """The verified ledger with the store's persisted clock high-water mark."""
+    mark = CollectorStore.clock_high_water(conn)
+    return BudgetLedger(policy, load_spends(conn), high_water=None if mark is None else utc(mark))
 
 
 class WindowSealer:
@@ -124,10 +139,18 @@ class WindowSealer:
         self._policy = policy
         self._grace = grace_seconds
 
-    def close_due(self, now: float, schema: SignalSchema) -> list[WindowOutcome]:
-        """Seal (or withhold) every window that ended at least ``grace`` before ``now``."""
+    def close_due(self, now: float, schema: SignalSchema, *, force: bool = False) -> list[WindowOutcome]:
+        """Seal (or withhold) every window that ended at least ``grace`` before ``now``.
+
+        ``force`` (``fedsignal agent flush``): also seal every window that has
+        begun by ``now``, the current one included; events that arrive for a
+        window after it was sealed are counted as late and dropped.
+        """
         with self._store.engine.connect() as conn:
-            due = WindowBook.due_windows(conn, now, self._grace, [WINDOW_OPEN, WINDOW_WITHHELD])
+            if force:
+                due = WindowBook.started_windows(conn, now, [WINDOW_OPEN, WINDOW_WITHHELD])
+            else:
+                due = WindowBook.due_windows(conn, now, self._grace, [WINDOW_OPEN, WINDOW_WITHHELD])
         outcomes = []
         for start in due:
             outcome = self._seal_one(start, now, schema)
@@ -139,17 +162,34 @@ class WindowSealer:
         params = release_params(self._cfg, schema)
         loss = dp.privacy_loss(params)
         with self._store.transaction() as conn:
+            # One sealer at a time per store (the ledger must see every spend), and
+            # the window's row locked against replicas recording into it.
+            advisory_lock(conn, LOCK_LEDGER)
             win = conn.execute(
-                select(Window.window_start, Window.window_end, Window.state).where(Window.window_start == window_start)
+                select(Window.window_start, Window.window_end, Window.state)
+                .where(Window.window_start == window_start)
+                .with_for_update()
             ).one_or_none()
             # Another process may have sealed it since we listed it.
             if win is None or win.state == WINDOW_SEALED:
                 return None
-            ledger = BudgetLedger(self._policy(conn, now), load_spends(conn))
-            try:
-                ledger.check(utc(now), loss.rho)
-            except BudgetExceeded as exc:
-                reason = str(exc)
+            key = release_key(self._tenant_id, self._cohort, win.window_start, win.window_end)
+            reason = None
+            if win.window_end - win.window_start != schema.window_seconds:
+                reason = (
+                    f"window {win.window_start}-{win.window_end} is {win.window_end - win.window_start} s long but "
+                    f"schema version {schema.version} of cohort {self._cohort!r} has {schema.window_seconds} s "
+                    "windows: the server would refuse its report, so it is not released (no budget spent)"
+                )
+            else:
+                ledger = load_ledger(conn, self._policy(conn, now))
+                try:
+                    ledger = ledger.spend(utc(now), loss.rho, key)
+                except BudgetExceeded as exc:
+                    reason = str(exc)
+            # The high-water mark moves forward with every decision, released or not.
+            CollectorStore.raise_clock_high_water(conn, now)
+            if reason is not None:
                 if win.state != WINDOW_WITHHELD:
                     CollectorStore.append_audit(
                         conn,
@@ -163,10 +203,10 @@ class WindowSealer:
                 CollectorStore.add_counters(conn, {"releases_withheld": 1})
                 log.warning("window %s withheld: %s", window_start, reason)
                 return WindowOutcome(win.window_start, win.window_end, WITHHELD, rho=loss.rho, reason=reason)
+            spend = ledger.spends[-1]
 
             table = WindowBook.bounded_table(conn, window_start, schema)
             noisy = dp.release(table, params)
-            key = release_key(self._tenant_id, self._cohort, win.window_start, win.window_end)
             report = common_pb2.DpReport(
                 idempotency_key=key,
                 tenant_id=self._tenant_id,
@@ -185,7 +225,8 @@ class WindowSealer:
                 collector_version=collector_version(),
             )
             data = report.SerializeToString(deterministic=True)
-            conn.execute(insert(LedgerSpend), {"at": now, "rho": loss.rho, "release_key": key})
+            CollectorStore.append_spend(conn, now, spend.rho, spend.release_key)
+            digest = hashlib.sha256(data).hexdigest()
             conn.execute(
                 insert(Release),
                 {
@@ -197,6 +238,7 @@ class WindowSealer:
                     "sealed_at": now,
                     "attempts": 0,
                     "next_attempt_at": 0.0,
+                    "report_sha256": digest,
                 },
             )
             CollectorStore.append_audit(
@@ -214,7 +256,7 @@ class WindowSealer:
                     "epsilon": loss.epsilon,
                     "delta": loss.delta,
                     "schema_version": schema.version,
-                    "report_sha256": hashlib.sha256(data).hexdigest(),
+                    "report_sha256": digest,
                 },
             )
             WindowBook.set_state(conn, window_start, WINDOW_SEALED, release_key=key, withheld_reason=None)

@@ -2,10 +2,16 @@
 
 What it holds, and nothing more:
 
-- ``contributions``: per (window, privacy-unit hash, cell) counts. The unit
-  hash is a keyed BLAKE2b MAC under a local secret, never the raw id; cells
-  point into ``cell_keys``, which hold schema domain values only (labels,
-  never free text).
+- ``contribution_batches``: the record path's append log. One row per
+  (recorded batch, window): a packed array of (privacy-unit hash, cell id,
+  count, first seen) already summed within the batch. Sealing folds a
+  window's batches into its bounded table. The unit hash is a keyed BLAKE2b
+  MAC under a local secret, never the raw id; cells point into
+  ``cell_keys``, which hold schema domain values only (labels, never free
+  text).
+- ``contributions``: per (window, unit, cell) counts as the store schema
+  before version 1 kept them (upserted per contribution); an upgraded store's
+  open windows still hold rows here and sealing reads both.
 - ``seen_events``: keyed hashes of event ids per open window, so an event a
   sender re-sends after a lost acknowledgement counts once.
 - ``windows``: one row per window that received events, with its state
@@ -13,161 +19,87 @@ What it holds, and nothing more:
 - ``releases``: sealed DP reports (the outbox), with their idempotency key
   and delivery state.
 - ``spends``: the privacy-budget ledger, written in the same transaction as
-  the sealed release it pays for.
+  the sealed release it pays for. The spends form a hash chain (the audit
+  chain's kernel, ``aggregation.audit``) whose head is kept in ``settings``:
+  an altered, removed or truncated spend is refused when the store opens.
 - ``audit``: the local hash-chained audit log (``aggregation.audit``).
 - ``counters`` and ``settings``: local metrics and small persistent values.
 
 Every write is one transaction that starts with ``BEGIN IMMEDIATE``, so two
 collector processes on the same file serialize instead of racing.
+
+The store has a schema version (``settings.store_schema_version``) and is
+upgraded in place when it opens (``tenant_agent.store_migrations``). The
+state directory is 0700 and the store's files 0600: open windows hold per-unit
+counts. A store that disappeared from an enrolled state directory is an error,
+not a fresh full budget (``StoreMissingError``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Connection,
-    Engine,
-    Float,
-    Index,
-    Integer,
-    LargeBinary,
-    String,
-    Text,
-    create_engine,
-    event,
-    insert,
-    select,
-)
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select
 
-from aggregation.audit import ChainedEntry, chain_next
+from aggregation.audit import GENESIS, ChainedEntry, chain_next, verify_chain
+from tenant_agent import store_migrations
+from tenant_agent.files import FILE_MODE, private_dir
+from tenant_agent.store_models import (
+    CLOCK_HIGH_WATER,
+    CREDENTIALS_DIR,
+    DB_FILE,
+    IDENTITY_FILE,
+    LEDGER_HEAD,
+    LOCK_AUDIT,
+    LOCK_LEDGER,
+    LOCK_NAMESPACE,
+    LOCK_SENDER,
+    LOCK_STORE_UPGRADE,
+    STORE_MARKER_FILE,
+    UNIT_KEY_FILE,
+    WINDOW_OPEN,
+    WINDOW_SEALED,
+    WINDOW_WITHHELD,
+    AuditRecord,
+    CellKey,
+    CollectorBase,
+    Contribution,
+    ContributionBatch,
+    Counter,
+    LedgerSpend,
+    Release,
+    SeenEvent,
+    Setting,
+    StoreIntegrityError,
+    StoreMissingError,
+    Window,
+    advisory_lock,
+    get_setting,
+    put_setting,
+    spend_entry,
+    upsert,
+)
+
+__all__ = [
+    "CLOCK_HIGH_WATER", "DB_FILE", "LEDGER_HEAD", "UNIT_KEY_FILE", "WINDOW_OPEN", "WINDOW_SEALED",
+    "WINDOW_WITHHELD", "AuditRecord", "CellKey", "CollectorBase", "CollectorStore", "Contribution",
+    "ContributionBatch", "Counter", "LedgerSpend", "Release", "SeenEvent", "Setting", "StoreIntegrityError",
+    "StoreMissingError", "Window", "WriterGate", "make_store_engine", "spend_entry", "advisory_lock",
+    "LOCK_LEDGER",
+]  # fmt: skip
 
 try:
     import fcntl
 except ImportError:  # not POSIX: BEGIN IMMEDIATE alone (correct, possibly unfair)
     fcntl = None  # type: ignore[assignment]
-
-DB_FILE = "collector.db"
-UNIT_KEY_FILE = "unit.key"
-
-WINDOW_OPEN = "open"
-WINDOW_SEALED = "sealed"
-WINDOW_WITHHELD = "withheld"
-
-
-class CollectorBase(DeclarativeBase):
-    """Declarative base of the collector's tables (separate from the server's)."""
-
-
-class CellKey(CollectorBase):
-    """Interned cell keys: canonical JSON of dimension → domain value (labels only)."""
-
-    __tablename__ = "cell_keys"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    key: Mapped[str] = mapped_column(String(512), nullable=False, unique=True)
-
-
-class Contribution(CollectorBase):
-    __tablename__ = "contributions"
-    # Clustered on a compact integer key: one B-tree, cheap upserts.
-    __table_args__ = {"sqlite_with_rowid": False}
-
-    window_start: Mapped[int] = mapped_column(Integer, primary_key=True)
-    # Keyed 64-bit hash of the privacy unit's id (see WindowBook.unit_hash).
-    unit: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    cell_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    count: Mapped[int] = mapped_column(Integer, nullable=False)
-    # Event time of the first contribution: bounding keeps the earliest cells.
-    first_seen: Mapped[float] = mapped_column(Float, nullable=False)
-
-
-class SeenEvent(CollectorBase):
-    """Keyed hash of each recorded event's id, so a resent event counts once."""
-
-    __tablename__ = "seen_events"
-    __table_args__ = {"sqlite_with_rowid": False}
-
-    window_start: Mapped[int] = mapped_column(Integer, primary_key=True)
-    event: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-
-
-class Window(CollectorBase):
-    __tablename__ = "windows"
-
-    window_start: Mapped[int] = mapped_column(Integer, primary_key=True)
-    window_end: Mapped[int] = mapped_column(Integer, nullable=False)
-    state: Mapped[str] = mapped_column(String(16), nullable=False, default=WINDOW_OPEN)
-    events: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    withheld_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    release_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
-
-
-class Release(CollectorBase):
-    """A sealed DP report: the outbox row. ``report`` is the exact wire bytes."""
-
-    __tablename__ = "releases"
-
-    release_key: Mapped[str] = mapped_column(String(256), primary_key=True)
-    window_start: Mapped[int] = mapped_column(Integer, nullable=False, unique=True)
-    window_end: Mapped[int] = mapped_column(Integer, nullable=False)
-    report: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
-    rho: Mapped[float] = mapped_column(Float, nullable=False)
-    sealed_at: Mapped[float] = mapped_column(Float, nullable=False)
-    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    next_attempt_at: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
-    delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-
-
-Index("ix_releases_pending", Release.delivered_at, Release.next_attempt_at)
-
-
-class LedgerSpend(CollectorBase):
-    __tablename__ = "spends"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    at: Mapped[float] = mapped_column(Float, nullable=False)
-    rho: Mapped[float] = mapped_column(Float, nullable=False)
-    release_key: Mapped[str] = mapped_column(String(256), nullable=False, unique=True)
-
-
-class AuditRecord(CollectorBase):
-    __tablename__ = "audit"
-
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    at: Mapped[str] = mapped_column(String(40), nullable=False)
-    actor: Mapped[str] = mapped_column(String(256), nullable=False)
-    kind: Mapped[str] = mapped_column(String(64), nullable=False)
-    payload_json: Mapped[str] = mapped_column(Text, nullable=False)
-    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
-    hash: Mapped[str] = mapped_column(String(64), nullable=False)
-
-
-class Counter(CollectorBase):
-    __tablename__ = "counters"
-
-    name: Mapped[str] = mapped_column(String(128), primary_key=True)
-    value: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-
-
-class Setting(CollectorBase):
-    __tablename__ = "settings"
-
-    name: Mapped[str] = mapped_column(String(128), primary_key=True)
-    value: Mapped[str] = mapped_column(Text, nullable=False)
-
 
 WRITE = "fedsignal_write"
 
@@ -237,18 +169,81 @@ def make_store_engine(path: Path, gate: WriterGate | None = None) -> Engine:
     return engine
 
 
-class CollectorStore:
-    """The engine plus the few queries several modules share."""
+def private_files(*paths: Path) -> None:
+    """Make the files that exist among ``paths`` 0600."""
+    for p in paths:
+        with suppress(FileNotFoundError):
+            os.chmod(p, FILE_MODE)
 
-    def __init__(self, state_dir: Path) -> None:
+
+class CollectorStore:
+    """The engine plus the few queries several modules share.
+
+    Opening a store creates it (fresh state directory), upgrades it to the
+    current schema version, and verifies the ledger chain; it raises
+    ``StoreMissingError`` when an enrolled state directory lost its store and
+    ``StoreIntegrityError`` when the ledger does not verify.
+    """
+
+    def __init__(self, state_dir: Path, *, database_url: str | None = None) -> None:
         self.state_dir = state_dir
-        state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(state_dir)
         self.path = state_dir / DB_FILE
-        self._gate = WriterGate(state_dir / (DB_FILE + ".gate"))
+        self.database_url = database_url
+        if database_url is not None:
+            if not database_url.startswith(("postgresql://", "postgresql+psycopg://")):
+                raise ValueError(
+                    f"store URL {database_url.split(':', 1)[0]}:… is not PostgreSQL: leave it unset for the "
+                    "SQLite store in the state directory, or give a postgresql:// URL"
+                )
+            self._open_shared(database_url)
+            return
+        self.is_shared = False
+        marker = state_dir / CREDENTIALS_DIR / STORE_MARKER_FILE
+        enrolled = (state_dir / CREDENTIALS_DIR / IDENTITY_FILE).exists()
+        if not self.path.exists():
+            if marker.exists() or (state_dir / UNIT_KEY_FILE).exists():
+                raise StoreMissingError(
+                    f"{self.path} is missing but {state_dir} had a store for its enrollment "
+                    f"({marker if marker.exists() else state_dir / UNIT_KEY_FILE} exists): starting a new store "
+                    "would start with a full privacy budget. Restore collector.db from a backup, or enroll "
+                    "again into a new state directory"
+                )
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        self._gate: WriterGate | None = WriterGate(state_dir / (DB_FILE + ".gate"))
         self.engine = make_store_engine(self.path, self._gate)
         with self.transaction() as conn:
-            CollectorBase.metadata.create_all(conn)
+            store_migrations.upgrade(conn)
+        # SQLite makes -wal and -shm with the database's mode; set them anyway.
+        private_files(self.path, self.path.with_name(DB_FILE + "-wal"), self.path.with_name(DB_FILE + "-shm"))
         self.unit_key = _load_or_create_secret(state_dir / UNIT_KEY_FILE)
+        if enrolled and not marker.exists():
+            marker.write_text("a collector store exists for this enrollment; see tenant_agent/store.py\n")
+            private_files(marker)
+        with self.engine.connect() as conn:
+            self.verify_ledger(conn)
+
+    def _open_shared(self, url: str) -> None:
+        """A store on PostgreSQL, shared by several collector processes of one tenant.
+
+        The unit key lives in the database (every replica must hash a privacy
+        unit the same way, or one unit's events recorded by two replicas would
+        escape the contribution bound); writers run under READ COMMITTED and
+        take the advisory locks and row locks named in ``store_models``.
+        """
+        self.is_shared = True
+        self._gate = None
+        self.engine = create_engine(_sqlalchemy_url(url), pool_pre_ping=True)
+        with self.transaction() as conn:
+            advisory_lock(conn, LOCK_STORE_UPGRADE)
+            store_migrations.upgrade(conn)
+            if get_setting(conn, UNIT_KEY_SETTING) is None:
+                put_setting(conn, UNIT_KEY_SETTING, secrets.token_bytes(32).hex())
+        with self.engine.connect() as conn:
+            self.unit_key = bytes.fromhex(get_setting(conn, UNIT_KEY_SETTING) or "")
+            self.verify_ledger(conn)
+        if len(self.unit_key) != 32:
+            raise StoreIntegrityError("the shared store's unit key is not 32 bytes")
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -260,24 +255,20 @@ class CollectorStore:
 
     def close(self) -> None:
         self.engine.dispose()
-        self._gate.close()
+        if self._gate is not None:
+            self._gate.close()
 
     # -- small shared helpers (all take the caller's connection) -------------
-    @staticmethod
-    def get_setting(conn: Connection, name: str) -> str | None:
-        return conn.execute(select(Setting.value).where(Setting.name == name)).scalar_one_or_none()
-
-    @staticmethod
-    def put_setting(conn: Connection, name: str, value: str) -> None:
-        stmt = sqlite_insert(Setting).values(name=name, value=value)
-        conn.execute(stmt.on_conflict_do_update(index_elements=[Setting.name], set_={"value": value}))
+    get_setting = staticmethod(get_setting)
+    put_setting = staticmethod(put_setting)
 
     @staticmethod
     def add_counters(conn: Connection, deltas: dict[str, int]) -> None:
-        rows = [{"name": k, "value": v} for k, v in deltas.items() if v]
+        # Sorted: concurrent writers of a shared store lock the rows in one order.
+        rows = [{"name": k, "value": v} for k, v in sorted(deltas.items()) if v]
         if not rows:
             return
-        stmt = sqlite_insert(Counter)
+        stmt = upsert(conn)(Counter)
         stmt = stmt.on_conflict_do_update(
             index_elements=[Counter.name], set_={"value": Counter.value + stmt.excluded.value}
         )
@@ -290,6 +281,7 @@ class CollectorStore:
     @staticmethod
     def append_audit(conn: Connection, at: str, actor: str, kind: str, payload: Any) -> ChainedEntry:
         """Append one entry to the local audit chain inside the caller's transaction."""
+        advisory_lock(conn, LOCK_AUDIT)
         row = conn.execute(select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(1)).first()
         prev = None
         if row is not None:
@@ -309,10 +301,137 @@ class CollectorStore:
         )
         return entry
 
+    # -- the ledger chain --------------------------------------------------------
+    @staticmethod
+    def verify_ledger(conn: Connection) -> int:
+        """Verify the spend chain against its recorded head; return the number of spends.
+
+        Raises ``StoreIntegrityError`` naming the first spend that does not
+        verify, or a missing or extra tail.
+        """
+        rows = conn.execute(
+            select(LedgerSpend.at, LedgerSpend.rho, LedgerSpend.release_key, LedgerSpend.prev_hash, LedgerSpend.hash)
+            .order_by(LedgerSpend.id)
+        ).all()
+        entries = []
+        for seq, (at, rho, key, prev_hash, digest) in enumerate(rows, start=1):
+            expected = spend_entry(None, 1, at, rho, key)  # fields only; prev/hash come from the rows
+            entries.append(
+                ChainedEntry(seq, expected.at, key, expected.kind, expected.payload_json, prev_hash or "", digest or "")
+            )
+        verdict = verify_chain(entries)
+        if not verdict.ok:
+            raise StoreIntegrityError(
+                f"the privacy-budget ledger in the collector store does not verify at spend {verdict.first_broken_seq}: "
+                f"{verdict.reason}. A spend was altered or removed; restore collector.db from a backup"
+            )
+        head = CollectorStore.get_setting(conn, LEDGER_HEAD)
+        actual = f"{len(entries)}:{entries[-1].hash if entries else GENESIS}"
+        if (head or f"0:{GENESIS}") != actual:
+            raise StoreIntegrityError(
+                f"the privacy-budget ledger's recorded head ({head}) does not match its spends ({actual}): "
+                "spends were removed or added outside the collector; restore collector.db from a backup"
+            )
+        return len(entries)
+
+    @staticmethod
+    def append_spend(conn: Connection, at: float, rho: float, release_key: str) -> ChainedEntry:
+        """Append one spend to the chained ledger inside the caller's transaction."""
+        head = CollectorStore.get_setting(conn, LEDGER_HEAD) or f"0:{GENESIS}"
+        count_text, _, prev_hash = head.partition(":")
+        count = int(count_text)
+        prev = None if count == 0 else ChainedEntry(count, "", "", "", "", "", prev_hash)
+        entry = spend_entry(prev, count + 1, at, rho, release_key)
+        conn.execute(
+            insert(LedgerSpend),
+            {"at": at, "rho": rho, "release_key": release_key, "prev_hash": entry.prev_hash, "hash": entry.hash},
+        )
+        CollectorStore.put_setting(conn, LEDGER_HEAD, f"{entry.seq}:{entry.hash}")
+        return entry
+
+    @staticmethod
+    def clock_high_water(conn: Connection) -> float | None:
+        value = CollectorStore.get_setting(conn, CLOCK_HIGH_WATER)
+        return None if value is None else float(value)
+
+    @staticmethod
+    def raise_clock_high_water(conn: Connection, now: float) -> None:
+        """Persist ``now`` as the ledger's clock high-water mark if it is later."""
+        current = CollectorStore.clock_high_water(conn)
+        if current is None or now > current:
+            CollectorStore.put_setting(conn, CLOCK_HIGH_WATER, repr(float(now)))
+
+    # -- the outbox's sender ------------------------------------------------------------
+    @contextmanager
+    def sender(self) -> Iterator[bool]:
+        """Try to become the one process that sends the outbox now; yields whether it did.
+
+        A shared store uses a session-level PostgreSQL advisory lock, the
+        SQLite store a non-blocking ``flock`` next to the database; either is
+        released on exit (and by the operating system or server if the process
+        dies). A process that does not get it skips this delivery pass: the
+        holder sends every due report, so each goes out once.
+        """
+        if self.is_shared:
+            with self.engine.connect() as conn:
+                got = bool(conn.execute(select(func.pg_try_advisory_lock(LOCK_NAMESPACE, LOCK_SENDER))).scalar())
+                conn.commit()
+                try:
+                    yield got
+                finally:
+                    if got:
+                        conn.execute(select(func.pg_advisory_unlock(LOCK_NAMESPACE, LOCK_SENDER)))
+                        conn.commit()
+            return
+        fd = os.open(self.state_dir / (DB_FILE + ".sender"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            got = True
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    got = False
+            yield got
+        finally:
+            os.close(fd)  # releases the flock
+
+    # -- sealed reports --------------------------------------------------------------
+    def verified_report_bytes(self, release_key: str, conn: Connection | None = None) -> bytes:
+        """The sealed report's exact bytes, after checking them against the hash recorded at sealing.
+
+        Raises ``StoreIntegrityError`` when the bytes changed (or no hash was
+        recorded): such a report must not be sent.
+        """
+        if conn is None:
+            with self.engine.connect() as own:
+                return self.verified_report_bytes(release_key, own)
+        row = conn.execute(
+            select(Release.report, Release.report_sha256).where(Release.release_key == release_key)
+        ).one_or_none()
+        if row is None:
+            raise StoreIntegrityError(f"no sealed report {release_key!r} in the store")
+        data, recorded = row
+        if recorded is None or hashlib.sha256(data).hexdigest() != recorded:
+            raise StoreIntegrityError(
+                f"sealed report {release_key!r} does not match the hash recorded when it was sealed; "
+                "it was altered on disk and will not be sent"
+            )
+        return bytes(data)
+
     def audit_entries(self) -> list[ChainedEntry]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(AuditRecord).order_by(AuditRecord.seq)).all()
         return [ChainedEntry(r.seq, r.at, r.actor, r.kind, r.payload_json, r.prev_hash, r.hash) for r in rows]
+
+
+#: settings key of a shared (PostgreSQL) store's unit key, hex.
+UNIT_KEY_SETTING = "unit_key"
+
+
+def _sqlalchemy_url(url: str) -> str:
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
 
 
 def _load_or_create_secret(path: Path) -> bytes:

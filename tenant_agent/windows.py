@@ -14,21 +14,35 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+import operator
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from aggregation.events import DecisionEvent
 from aggregation.schema import MEASURE, TURNS, SignalSchema
 from aggregation.taxonomy import Taxonomy
-from tenant_agent.store import WINDOW_OPEN, CellKey, CollectorStore, Contribution, SeenEvent, Window
+from tenant_agent.store import (
+    WINDOW_OPEN,
+    CellKey,
+    CollectorStore,
+    Contribution,
+    ContributionBatch,
+    SeenEvent,
+    Window,
+)
+from tenant_agent.store_models import upsert
 
 _UNIT_CACHE_LIMIT = 200_000
+
+#: One packed contribution row of ``contribution_batches.data`` (little-endian).
+BATCH_DTYPE = np.dtype([("unit", "<i8"), ("cell", "<i4"), ("count", "<i4"), ("first", "<f8")])
+
+
+class WindowLengthMismatch(ValueError):
+    """A configured window length that is not the cohort schema's (the server would refuse every report)."""
 
 
 @dataclass(frozen=True)
@@ -55,17 +69,24 @@ class WindowBook:
         self._store = store
         self._taxonomy = taxonomy
         self._schema = schema
-        self._window_override = window_seconds
+        if window_seconds is not None and window_seconds != schema().window_seconds:
+            raise WindowLengthMismatch(
+                f"window_seconds = {window_seconds} disagrees with the cohort schema's "
+                f"{schema().window_seconds} s windows: the server refuses reports of any other length; "
+                "remove window_seconds from the collector config"
+            )
         self._unit_override = privacy_unit
         self._unit_cache: dict[str, int] = {}
         # Interned cell keys; only ids committed to the store are cached.
         self._cell_ids: dict[str, int] = {}
-        self._cell_cache: dict[tuple[int, frozenset[str], tuple[str, ...]], tuple[str, ...]] = {}
+        self._cell_cache: dict[tuple[int, frozenset[str], tuple[object, ...]], tuple[str, ...]] = {}
+        self._slice_getter: tuple[SignalSchema, Callable[[DecisionEvent], tuple[object, ...]]] | None = None
 
     # -- layout --------------------------------------------------------------
     @property
     def window_seconds(self) -> int:
-        return self._window_override or self._schema().window_seconds
+        """The cohort schema's window length (the only one the server accepts)."""
+        return self._schema().window_seconds
 
     @property
     def privacy_unit(self) -> str:
@@ -101,99 +122,157 @@ class WindowBook:
     def event_hash(self, event: DecisionEvent) -> int | None:
         if not event.event_id:
             return None
-        return _keyed_hash(self._store.unit_key, "event:" + event.event_id)
+        return self._event_hash(event.event_id)
+
+    def _event_hash(self, event_id: str) -> int:
+        return _keyed_hash(self._store.unit_key, "event:" + event_id)
 
     def cells(self, event: DecisionEvent, schema: SignalSchema | None = None) -> tuple[str, ...]:
         """The cell keys (canonical JSON of dimension → domain value) one event counts in."""
         schema = schema or self._schema()
         measures = self._taxonomy.classify(event)
-        # A list comprehension, not tuple(<generator>): this runs once per event.
-        slice_values = tuple(
-            [dim.values[dim.index(_str_or_none(getattr(event, dim.name, None)))] for dim in schema.slice_dimensions]
-        )
-        cache_key = (schema.version, measures, slice_values)
-        cached = self._cell_cache.get(cache_key)
-        if cached is None:
+        getter = self._slice_getter
+        if getter is None or getter[0] is not schema:
             names = [d.name for d in schema.slice_dimensions]
-            measure_dim = schema.dimensions[0]
-            keys = []
-            for m in [TURNS, *sorted(measures - {TURNS})]:
-                doc = dict(zip(names, slice_values, strict=True))
-                doc[MEASURE] = measure_dim.values[measure_dim.index(m)]
-                keys.append(json.dumps(doc, sort_keys=True, separators=(",", ":")))
-            cached = tuple(dict.fromkeys(keys))
+            # attrgetter reads every slice field in one C call; one name gives a bare value.
+            read = operator.attrgetter(*names) if len(names) > 1 else _single_getter(names)
+            getter = self._slice_getter = (schema, read)
+        # Keyed on the raw field values: the domain mapping runs once per distinct combination.
+        try:
+            raw = getter[1](event)
+        except AttributeError:  # a dimension that is not an event field: always "other"
+            raw = tuple([getattr(event, d.name, None) for d in schema.slice_dimensions])
+        cache_key = (schema.version, measures, raw)
+        try:
+            cached = self._cell_cache.get(cache_key)
+        except TypeError:  # a slice field holding an unhashable value
+            return self._cells_of(schema, measures, raw)
+        if cached is None:
+            cached = self._cells_of(schema, measures, raw)
             if len(self._cell_cache) > 50_000:
                 self._cell_cache.clear()
             self._cell_cache[cache_key] = cached
         return cached
 
+    @staticmethod
+    def _cells_of(schema: SignalSchema, measures: frozenset[str], raw: tuple[object, ...]) -> tuple[str, ...]:
+        dims = schema.slice_dimensions
+        slice_values = [dim.values[dim.index(_str_or_none(v))] for dim, v in zip(dims, raw, strict=True)]
+        names = [d.name for d in dims]
+        measure_dim = schema.dimensions[0]
+        keys = []
+        for m in [TURNS, *sorted(measures - {TURNS})]:
+            doc = dict(zip(names, slice_values, strict=True))
+            doc[MEASURE] = measure_dim.values[measure_dim.index(m)]
+            keys.append(json.dumps(doc, sort_keys=True, separators=(",", ":")))
+        return tuple(dict.fromkeys(keys))
+
     # -- record path ---------------------------------------------------------
-    def record(self, events: Sequence[DecisionEvent], counters: dict[str, int] | None = None) -> RecordResult:
-        """Store the contributions of ``events`` in one transaction; durable on return."""
-        if not events:
-            return RecordResult(0, 0)
+    def record(
+        self,
+        events: Iterable[DecisionEvent],
+        counters: dict[str, int] | Callable[[], dict[str, int]] | None = None,
+    ) -> RecordResult:
+        """Store the contributions of ``events`` in one transaction; durable on return.
+
+        ``events`` may be a generator (each event is summed and dropped as it
+        comes, so a batch never holds thousands of live event objects: the
+        cyclic GC had to walk them all); ``counters`` may be a callable, called
+        once every event is read (e.g. redaction counts of this very batch).
+        Nothing is written when reading ``events`` raises.
+
+        The batch is summed in memory per (window, unit, cells of an event)
+        and appended as one packed row per window (``contribution_batches``);
+        sealing folds the rows of a window into its bounded table. Events
+        with an id are claimed in ``seen_events`` first, so a resent event
+        counts once.
+        """
         schema = self._schema()
-        w = self.window_seconds
-        per_window: dict[int, list[tuple[int, tuple[str, ...], float, int | None]]] = defaultdict(list)
+        w = schema.window_seconds
         by_user = self.privacy_unit == "user"
         unit_hash, cells_of = self._unit_hash, self.cells
+        # window start -> (unit, cells) -> [count, first seen]; and the events with ids.
+        sums: dict[int, dict[tuple[int, tuple[str, ...]], list[float]]] = {}
+        with_ids: dict[int, list[tuple[int, tuple[str, ...], float, int]]] = {}
+        total = 0
         for event in events:
+            total += 1
             ts = float(event.timestamp)
             start = int(ts // w) * w
-            ehash = self.event_hash(event) if event.event_id else None
-            per_window[start].append((unit_hash(event, by_user), cells_of(event, schema), ts, ehash))
+            key = (unit_hash(event, by_user), cells_of(event, schema))
+            if event.event_id:
+                with_ids.setdefault(start, []).append((*key, ts, self._event_hash(event.event_id)))
+                continue
+            per = sums.get(start)
+            if per is None:
+                per = sums[start] = {}
+            slot = per.get(key)
+            if slot is None:
+                per[key] = [1, ts]
+            else:
+                slot[0] += 1
+                if ts < slot[1]:
+                    slot[1] = ts
+        if total == 0:
+            return RecordResult(0, 0)
+        if callable(counters):
+            counters = counters()
         new_ids: dict[str, int] = {}
         with self._store.transaction() as conn:
-            closed = set(
-                conn.execute(
-                    select(Window.window_start).where(
-                        Window.window_start.in_(list(per_window)), Window.state != WINDOW_OPEN
-                    )
-                ).scalars()
+            starts = sorted(sums.keys() | with_ids.keys())
+            # Create the batch's missing windows (open), then read every one's state under a
+            # shared row lock: a replica sealing one of them holds the row exclusively, so a
+            # batch lands either before its seal or after it, as late. Recorders share the lock.
+            ins = upsert(conn)(Window).values(
+                [{"window_start": start, "window_end": start + w, "events": 0, "state": WINDOW_OPEN} for start in starts]
             )
+            conn.execute(ins.on_conflict_do_nothing(index_elements=[Window.window_start]))
+            states = conn.execute(
+                select(Window.window_start, Window.state)
+                .where(Window.window_start.in_(starts))
+                .order_by(Window.window_start)
+                .with_for_update(read=True)
+            ).all()
+            closed = {int(start) for start, state in states if state != WINDOW_OPEN}
             late = duplicates = 0
-            window_rows = []
-            contrib: dict[tuple[int, int, str], list[float]] = {}
-            for start, items in per_window.items():
+            for start, items in with_ids.items():
                 if start in closed:
-                    late += len(items)
                     continue
-                fresh = _claim_event_ids(conn, start, [h for *_, h in items if h is not None])
-                counted = 0
+                fresh = _claim_event_ids(conn, start, [item[3] for item in items])
+                per = sums.setdefault(start, {})
                 for unit, cells, ts, ehash in items:
-                    if ehash is not None:
-                        if ehash not in fresh:
-                            duplicates += 1
-                            continue
-                        fresh.discard(ehash)
-                    counted += 1
-                    for cell in cells:
-                        slot = contrib.get((start, unit, cell))
-                        if slot is None:
-                            contrib[(start, unit, cell)] = [1, ts]
-                        else:
-                            slot[0] += 1
-                            if ts < slot[1]:
-                                slot[1] = ts
-                if counted:
-                    window_rows.append({"window_start": start, "window_end": start + w, "events": counted})
-            if window_rows:
-                wstmt = sqlite_insert(Window).values(state=WINDOW_OPEN)
-                conn.execute(
-                    wstmt.on_conflict_do_update(
-                        index_elements=[Window.window_start], set_={"events": Window.events + wstmt.excluded.events}
-                    ),
-                    window_rows,
-                )
-            if contrib:
-                ids = self._cell_ids_for(conn, {k[2] for k in contrib}, new_ids)
-                # The hot statement: SQLAlchemy compiles it once; the rows go to the
-                # driver's executemany as tuples (per-row parameter processing was
-                # a tenth of the whole record path).
-                conn.exec_driver_sql(
-                    _contribution_upsert(), [(k[0], k[1], ids[k[2]], int(v[0]), v[1]) for k, v in contrib.items()]
-                )
-            recorded = len(events) - late - duplicates
+                    if ehash not in fresh:
+                        duplicates += 1
+                        continue
+                    fresh.discard(ehash)
+                    slot = per.get((unit, cells))
+                    if slot is None:
+                        per[(unit, cells)] = [1, ts]
+                    else:
+                        slot[0] += 1
+                        if ts < slot[1]:
+                            slot[1] = ts
+            counted: list[dict[str, int]] = []
+            keys_needed: set[str] = set()
+            for start in starts:
+                if start in closed:
+                    late += sum(int(v[0]) for v in sums.get(start, {}).values()) + len(with_ids.get(start, ()))
+                    continue
+                per = sums.get(start)
+                if per:
+                    counted.append({"start": start, "n": int(sum(v[0] for v in per.values()))})
+                    for _unit, cells in per:
+                        keys_needed.update(cells)
+            if counted:
+                ids = self._cell_ids_for(conn, keys_needed, new_ids)
+                batches = []
+                for row in counted:
+                    packed = _pack(sums[row["start"]], ids)
+                    batches.append(
+                        {"window_start": row["start"], "rows": len(packed), "events": row["n"], "data": packed.tobytes()}
+                    )
+                conn.execute(insert(ContributionBatch), batches)
+            recorded = total - late - duplicates
             deltas = dict(counters or {})
             deltas["events_recorded"] = deltas.get("events_recorded", 0) + recorded
             deltas["events_late_dropped"] = deltas.get("events_late_dropped", 0) + late
@@ -206,9 +285,10 @@ class WindowBook:
     def _cell_ids_for(self, conn: Connection, keys: set[str], new_ids: dict[str, int]) -> dict[str, int]:
         """Ids of ``keys`` in ``cell_keys``, interning missing ones in the caller's transaction."""
         ids = {k: self._cell_ids[k] for k in keys if k in self._cell_ids}
-        missing = [k for k in keys if k not in ids]
+        missing = sorted(k for k in keys if k not in ids)
         if missing:
-            conn.execute(insert(CellKey).prefix_with("OR IGNORE"), [{"key": k} for k in missing])
+            stmt = upsert(conn)(CellKey).on_conflict_do_nothing(index_elements=[CellKey.key])
+            conn.execute(stmt, [{"key": k} for k in missing])
             for key, cell_id in conn.execute(select(CellKey.key, CellKey.id).where(CellKey.key.in_(missing))):
                 ids[key] = new_ids[key] = int(cell_id)
         return ids
@@ -225,56 +305,96 @@ class WindowBook:
         return list(rows)
 
     @staticmethod
+    def started_windows(conn: Connection, now: float, states: Sequence[str]) -> list[int]:
+        """Starts of the windows in ``states`` that began at or before ``now`` (the current one included)."""
+        rows = conn.execute(
+            select(Window.window_start)
+            .where(Window.state.in_(list(states)), Window.window_start <= now)
+            .order_by(Window.window_start)
+        ).scalars()
+        return list(rows)
+
+    @staticmethod
+    def contributions(conn: Connection, window_start: int) -> np.ndarray:
+        """Every stored contribution row of a window (``BATCH_DTYPE``): batches and pre-v1 rows."""
+        parts = [
+            np.frombuffer(data, dtype=BATCH_DTYPE)
+            for (data,) in conn.execute(
+                select(ContributionBatch.data).where(ContributionBatch.window_start == window_start)
+            )
+        ]
+        legacy = conn.execute(
+            select(Contribution.unit, Contribution.cell_id, Contribution.count, Contribution.first_seen).where(
+                Contribution.window_start == window_start
+            )
+        ).all()
+        if legacy:
+            parts.append(np.array([tuple(r) for r in legacy], dtype=BATCH_DTYPE))
+        if not parts:
+            return np.zeros(0, dtype=BATCH_DTYPE)
+        return np.concatenate(parts)
+
+    @staticmethod
     def bounded_table(conn: Connection, window_start: int, schema: SignalSchema) -> np.ndarray:
         """The window's dense int64 table with every unit's contribution bounded.
 
         Per unit: cell keys are mapped with ``schema`` (several keys may fall in
         one cell), each cell is clamped to L∞, and only the unit's first L0
-        cells (by first contribution, ``turns`` first on ties) are kept.
+        cells (by first contribution, ``turns`` first on ties, then by cell
+        index) are kept.
         """
         l0, linf = schema.max_cells_per_unit, schema.max_count_per_cell
         table = np.zeros(schema.size, dtype=np.int64)
-        keys = {int(i): str(k) for i, k in conn.execute(select(CellKey.id, CellKey.key))}
-        rows = conn.execute(
-            select(Contribution.unit, Contribution.cell_id, Contribution.count, Contribution.first_seen)
-            .where(Contribution.window_start == window_start)
-            .order_by(Contribution.unit)
-        ).all()
-        index_cache: dict[int, tuple[int, bool]] = {}
-        current_unit: int | None = None
-        unit_cells: dict[int, list[float]] = {}
-
-        def flush() -> None:
-            ranked = sorted(unit_cells.items(), key=lambda kv: (kv[1][1], kv[1][2], kv[0]))
-            for index, (count, _first, _not_turns) in ranked[:l0]:
-                table[index] += min(int(count), linf)
-
-        for unit, cell_id, count, first_seen in rows:
-            if unit != current_unit:
-                if unit_cells:
-                    flush()
-                unit_cells = {}
-                current_unit = unit
-            hit = index_cache.get(cell_id)
-            if hit is None:
-                key = json.loads(keys[cell_id])
-                hit = (schema.cell_index(key), key.get(MEASURE) != TURNS)
-                index_cache[cell_id] = hit
-            index, not_turns = hit
-            slot = unit_cells.get(index)
-            if slot is None:
-                unit_cells[index] = [count, first_seen, float(not_turns)]
-            else:
-                slot[0] += count
-                slot[1] = min(slot[1], first_seen)
-                slot[2] = min(slot[2], float(not_turns))
-        if unit_cells:
-            flush()
+        rows = WindowBook.contributions(conn, window_start)
+        if rows.size == 0:
+            return table
+        cell_ids, inverse = np.unique(rows["cell"], return_inverse=True)
+        keys = dict(
+            conn.execute(select(CellKey.id, CellKey.key).where(CellKey.id.in_([int(i) for i in cell_ids]))).all()
+        )
+        index_of = np.empty(len(cell_ids), dtype=np.int64)
+        not_turns_of = np.empty(len(cell_ids), dtype=np.int8)
+        for i, cell_id in enumerate(cell_ids):
+            key = json.loads(keys[int(cell_id)])
+            index_of[i] = schema.cell_index(key)
+            not_turns_of[i] = key.get(MEASURE) != TURNS
+        unit = rows["unit"]
+        index = index_of[inverse]
+        # One group per (unit, dense cell): counts add, first seen and "not turns" take the minimum.
+        order = np.lexsort((index, unit))
+        unit, index = unit[order], index[order]
+        count = rows["count"][order].astype(np.int64)
+        first = rows["first"][order]
+        not_turns = not_turns_of[inverse][order]
+        starts = np.flatnonzero(np.r_[True, (unit[1:] != unit[:-1]) | (index[1:] != index[:-1])])
+        g_unit, g_index = unit[starts], index[starts]
+        g_count = np.add.reduceat(count, starts)
+        g_first = np.minimum.reduceat(first, starts)
+        g_not_turns = np.minimum.reduceat(not_turns, starts)
+        # Rank each unit's cells by (first seen, not turns, index); keep the first L0.
+        rank_order = np.lexsort((g_index, g_not_turns, g_first, g_unit))
+        r_unit = g_unit[rank_order]
+        unit_start = np.flatnonzero(np.r_[True, r_unit[1:] != r_unit[:-1]])
+        run_start = np.repeat(unit_start, np.diff(np.r_[unit_start, len(r_unit)]))
+        keep = rank_order[(np.arange(len(r_unit)) - run_start) < l0]
+        np.add.at(table, g_index[keep], np.minimum(g_count[keep], linf))
         return table
 
     @staticmethod
     def forget_contributions(conn: Connection, window_start: int) -> None:
-        """Drop a sealed window's per-unit rows: the sealed report is all that remains."""
+        """Drop a sealed window's per-unit rows: the sealed report is all that remains.
+
+        The window keeps its event count (the batches' counts added to it).
+        """
+        counted = conn.execute(
+            select(func.coalesce(func.sum(ContributionBatch.events), 0)).where(
+                ContributionBatch.window_start == window_start
+            )
+        ).scalar_one()
+        conn.execute(
+            update(Window).where(Window.window_start == window_start).values(events=Window.events + int(counted))
+        )
+        conn.execute(delete(ContributionBatch).where(ContributionBatch.window_start == window_start))
         conn.execute(delete(Contribution).where(Contribution.window_start == window_start))
         conn.execute(delete(SeenEvent).where(SeenEvent.window_start == window_start))
 
@@ -292,65 +412,54 @@ def _keyed_hash(key: bytes, value: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+def _pack(per: dict[tuple[int, tuple[str, ...]], list[float]], ids: dict[str, int]) -> np.ndarray:
+    """One batch's sums for one window as packed rows (unit, cell id, count, first seen)."""
+    n = sum(len(cells) for _unit, cells in per)
+    out = np.empty(n, dtype=BATCH_DTYPE)
+    units = out["unit"]
+    cells_col = out["cell"]
+    counts = out["count"]
+    firsts = out["first"]
+    i = 0
+    for (unit, cells), (count, first) in per.items():
+        for cell in cells:
+            units[i] = unit
+            cells_col[i] = ids[cell]
+            counts[i] = count
+            firsts[i] = first
+            i += 1
+    return out
+
+
 def _claim_event_ids(conn: Connection, window_start: int, hashes: list[int]) -> set[int]:
     """Record event-id hashes; return those that were new (each counts once).
 
-    Fast path: one INSERT OR IGNORE of the batch; when it inserted every row
-    there was no duplicate. Otherwise undo it (savepoint) and look the
-    existing ones up first.
+    One INSERT ... ON CONFLICT DO NOTHING RETURNING per chunk: the rows it
+    returns are the ones this transaction inserted. On a shared store a
+    replica inserting the same id concurrently makes this wait for its commit,
+    then skip the row, so the event counts in exactly one of them.
     """
-    if not hashes:
-        return set()
     unique = list(dict.fromkeys(hashes))
-    rows = [{"window_start": window_start, "event": h} for h in unique]
-    stmt = insert(SeenEvent).prefix_with("OR IGNORE")
-    savepoint = conn.begin_nested()
-    if conn.execute(stmt, rows).rowcount == len(unique):
-        savepoint.commit()
-        return set(unique)
-    savepoint.rollback()
-    existing: set[int] = set()
-    for i in range(0, len(unique), 500):
-        chunk = unique[i : i + 500]
-        existing.update(
-            conn.execute(
-                select(SeenEvent.event).where(SeenEvent.window_start == window_start, SeenEvent.event.in_(chunk))
-            ).scalars()
+    fresh: set[int] = set()
+    insert_stmt = upsert(conn)(SeenEvent)
+    for i in range(0, len(unique), 5000):
+        chunk = unique[i : i + 5000]
+        stmt = (
+            insert_stmt.values([{"window_start": window_start, "event": h} for h in chunk])
+            .on_conflict_do_nothing(index_elements=[SeenEvent.window_start, SeenEvent.event])
+            .returning(SeenEvent.event)
         )
-    new = [h for h in unique if h not in existing]
-    if new:
-        conn.execute(stmt, [{"window_start": window_start, "event": h} for h in new])
-    return set(new)
+        fresh.update(int(h) for h in conn.execute(stmt).scalars())
+    return fresh
+
+
+def _single_getter(names: list[str]) -> Callable[[DecisionEvent], tuple[object, ...]]:
+    """A reader of the slice fields as a tuple when the schema has zero or one slice dimension."""
+    if not names:
+        return lambda _event: ()
+    name = names[0]
+    return lambda event: (getattr(event, name, None),)
 
 
 def _str_or_none(value: object) -> str | None:
     return None if value is None else str(value)
-
-
-def _min(a: object, b: object) -> object:
-    # SQLite's two-argument min() is a scalar function, not the aggregate.
-    return func.min(a, b)
-
-
-@lru_cache(maxsize=1)
-def _contribution_upsert() -> str:
-    """The contribution upsert compiled for SQLite, with positional parameters in
-    the order window_start, unit, cell_id, count, first_seen."""
-    from sqlalchemy.dialects import sqlite
-
-    stmt = sqlite_insert(Contribution).values(
-        window_start=bindparam("window_start"), unit=bindparam("unit"), cell_id=bindparam("cell_id"),
-        count=bindparam("count"), first_seen=bindparam("first_seen"),
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Contribution.window_start, Contribution.unit, Contribution.cell_id],
-        set_={
-            "count": Contribution.count + stmt.excluded.count,
-            "first_seen": _min(Contribution.first_seen, stmt.excluded.first_seen),
-        },
-    )
-    compiled = stmt.compile(dialect=sqlite.dialect(paramstyle="qmark"))
-    order = tuple(compiled.positiontup or ())
-    if order != ("window_start", "unit", "cell_id", "count", "first_seen"):
-        raise RuntimeError(f"unexpected parameter order of the contribution upsert: {order}")
-    return str(compiled)

@@ -82,6 +82,8 @@ def _number(doc: Mapping[str, Any], field: str) -> float | None:
     value = doc.get(field)
     if value is None:
         return None
+    if type(value) is float and 0.0 <= value < math.inf:  # the usual case, without the isinstance chain
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
         raise _fail(field, f"must be a non-negative number, got {_kind(value)}")
     return float(value)
@@ -137,17 +139,25 @@ def _tool_calls(raw: Any, redactor: Redactor) -> tuple[ToolCall, ...]:
                 and (error is None or (type(error) is str and len(error) <= MAX_LABEL))
                 and (expected is None or (type(expected) is str and len(expected) <= MAX_LABEL))
             ):
-                calls.append(
-                    ToolCall(
-                        clean(name),
-                        clean(error) if error else None,
-                        _number(item, "latency_ms"),
-                        clean(expected) if expected else None,
-                    )
-                )
+                # The same order as the general path: name, error, latency (which may raise), expected.
+                name = clean(name)
+                error = clean(error) if error else None
+                latency = item.get("latency_ms")
+                if latency is not None and not (type(latency) is float and 0 <= latency < math.inf):
+                    latency = _number(item, "latency_ms")
+                calls.append(tool_call(name, error, latency, clean(expected) if expected else None))
                 continue
         calls.append(_tool_call(item, f"tool_calls[{i}]", redactor))
     return tuple(calls)
+
+
+def tool_call(name: str, error: str | None, latency_ms: float | None, expected: str | None) -> ToolCall:
+    """``ToolCall(name, error, latency_ms, expected)`` without the frozen dataclass's
+    per-field ``object.__setattr__`` (as ``DecisionEvent.from_fields`` does; the
+    instance is as frozen and equal as the constructor's, see test_throughput_paths.py)."""
+    call = object.__new__(ToolCall)
+    call.__dict__.update(name=name, error=error, latency_ms=latency_ms, expected=expected)
+    return call
 
 
 def _tool_call(item: Any, where: str, redactor: Redactor) -> ToolCall:

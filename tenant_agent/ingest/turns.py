@@ -20,6 +20,7 @@ from tenant_agent.ingest.records import (
     clean_session,
     evaluation_value,
     pseudonymise,
+    tool_call,
 )
 from tenant_agent.ingest.spans import AGENT, SpanView
 from tenant_agent.redact import Redactor
@@ -79,11 +80,11 @@ class TurnAssembler:
                 if not isinstance(error, str) or not error:
                     error = "error" if span.error else None
                 expected = values.get(Slot.TOOL_EXPECTED)
-                call = ToolCall(
-                    name=self._label(name[:256]) if isinstance(name, str) and name else "unknown",
-                    error=self._label(error[:256]) if error else None,
-                    latency_ms=max(0.0, (span.end_ns - span.start_ns) / 1e6) if span.end_ns else None,
-                    expected=self._label(expected[:256]) if isinstance(expected, str) and expected else None,
+                call = tool_call(
+                    self._label(name[:256]) if isinstance(name, str) and name else "unknown",
+                    self._label(error[:256]) if error else None,
+                    max(0.0, (span.end_ns - span.start_ns) / 1e6) if span.end_ns else None,
+                    self._label(expected[:256]) if isinstance(expected, str) and expected else None,
                 )
                 call_id = values.get(Slot.TOOL_CALL_ID)
                 if isinstance(call_id, str) and call_id:
@@ -148,38 +149,42 @@ class TurnAssembler:
         user = first(Slot.USER_ID)
         text = first(Slot.TEXT)
         end_ns = turn.end_ns or turn.start_ns
-        return DecisionEvent(
-            tenant_id=self.tenant_id,
-            session_id=clean_session(session[:256], redactor),
-            timestamp=end_ns / 1e9,
-            user_id=pseudonymise(str(user)) if user not in (None, "") else None,
-            event_id=f"{turn.trace_id.hex()}-{turn.span_id.hex()}",
-            intent=label(Slot.INTENT),
-            agent=label(Slot.AGENT_NAME),
-            model=model or version(Slot.MODEL),
-            tool_calls=tuple(tool_calls),
-            retrieval_ids=tuple(retrieval_ids),
-            retrieval_empty=retrieval_empty,
-            fallback=any_true(Slot.FALLBACK),
-            escalated=any_true(Slot.ESCALATED),
-            escalation_requested=any_true(Slot.ESCALATION_REQUESTED),
-            policy_blocked=policy_blocked or any_true(Slot.POLICY_BLOCKED),
-            guardrail_triggered=guardrail_triggered,
-            human_edited=any_true(Slot.HUMAN_EDITED),
-            user_reasked=any_true(Slot.USER_REASKED),
-            outcome=label(Slot.OUTCOME),
-            error_type=self._label(error_type[:256]) if error_type else None,
-            timed_out=any_true(Slot.TIMED_OUT),
-            latency_ms=max(0.0, (turn.end_ns - turn.start_ns) / 1e6) if turn.end_ns else None,
-            input_tokens=input_tokens or None,
-            output_tokens=output_tokens or None,
-            finish_reasons=tuple(dict.fromkeys(finish_reasons)),
-            evaluations=verdicts,
-            prompt_version=version(Slot.PROMPT_VERSION),
-            policy_version=version(Slot.POLICY_VERSION),
-            bundle_version=version(Slot.BUNDLE_VERSION),
-            artifact_version=version(Slot.ARTIFACT_VERSION),
-            text=redactor.redact(text[:65_536]) if isinstance(text, str) and text else None,
+        # from_fields: the same event as DecisionEvent(**fields), without the frozen
+        # dataclass's per-field object.__setattr__ (see DecisionEvent.from_fields).
+        return DecisionEvent.from_fields(
+            {
+                "tenant_id": self.tenant_id,
+                "session_id": clean_session(session[:256], redactor),
+                "timestamp": end_ns / 1e9,
+                "user_id": pseudonymise(str(user)) if user not in (None, "") else None,
+                "event_id": f"{turn.trace_id.hex()}-{turn.span_id.hex()}",
+                "intent": label(Slot.INTENT),
+                "agent": label(Slot.AGENT_NAME),
+                "model": model or version(Slot.MODEL),
+                "tool_calls": tuple(tool_calls),
+                "retrieval_ids": tuple(retrieval_ids),
+                "retrieval_empty": retrieval_empty,
+                "fallback": any_true(Slot.FALLBACK),
+                "escalated": any_true(Slot.ESCALATED),
+                "escalation_requested": any_true(Slot.ESCALATION_REQUESTED),
+                "policy_blocked": policy_blocked or any_true(Slot.POLICY_BLOCKED),
+                "guardrail_triggered": guardrail_triggered,
+                "human_edited": any_true(Slot.HUMAN_EDITED),
+                "user_reasked": any_true(Slot.USER_REASKED),
+                "outcome": label(Slot.OUTCOME),
+                "error_type": self._label(error_type[:256]) if error_type else None,
+                "timed_out": any_true(Slot.TIMED_OUT),
+                "latency_ms": max(0.0, (turn.end_ns - turn.start_ns) / 1e6) if turn.end_ns else None,
+                "input_tokens": input_tokens or None,
+                "output_tokens": output_tokens or None,
+                "finish_reasons": tuple(dict.fromkeys(finish_reasons)),
+                "evaluations": verdicts,
+                "prompt_version": version(Slot.PROMPT_VERSION),
+                "policy_version": version(Slot.POLICY_VERSION),
+                "bundle_version": version(Slot.BUNDLE_VERSION),
+                "artifact_version": version(Slot.ARTIFACT_VERSION),
+                "text": redactor.redact(text[:65_536]) if isinstance(text, str) and text else None,
+            }
         )
 
     def _label(self, value: str) -> str:

@@ -10,7 +10,6 @@ import numpy as np
 from aggregation.clock import from_unix
 from aggregation.schema import default_schema
 from tenant_agent.collector import Collector
-from tenant_agent.store import Contribution
 from tenant_agent.windows import WindowBook
 
 from .fakes import HOUR, T0, make_config, turn
@@ -82,7 +81,7 @@ def test_store_keeps_keyed_unit_hashes_never_raw_ids(tmp_path: Path) -> None:
     with Collector(make_config(tmp_path)) as c:
         c.record(turn("session-very-distinctive-42", T0 + 5))
         with c.store.engine.connect() as conn:
-            units = {row.unit for row in conn.execute(Contribution.__table__.select())}
+            units = {int(u) for u in WindowBook.contributions(conn, int(T0))["unit"]}
         assert len(units) == 1 and isinstance(next(iter(units)), int)
     for f in tmp_path.iterdir():
         if f.is_file():

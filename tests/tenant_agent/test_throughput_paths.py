@@ -1,0 +1,132 @@
+"""The record path's fast paths give exactly what the straightforward code gives.
+
+- ``WindowBook.bounded_table`` (numpy fold of packed batches) equals a plain
+  per-unit implementation of the same bound (the code before the batch log) on
+  random contributions, with ties, several keys mapping to one cell, and
+  bounds that bind;
+- recording in many small batches or one big batch gives one table;
+- the tool-call constructor shortcut builds an equal, frozen ``ToolCall``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import insert
+
+from aggregation.events import ToolCall
+from aggregation.schema import MEASURE, TURNS, SignalSchema, default_schema
+from tenant_agent.collector import Collector
+from tenant_agent.ingest.records import tool_call
+from tenant_agent.store import CellKey, ContributionBatch, Window
+from tenant_agent.windows import BATCH_DTYPE, WindowBook
+
+from .collector.fakes import HOUR, T0, make_config, turn
+
+MEASURES = ["turns", "tool_error", "timeout", "task_success", "human_correction", "not-a-measure"]
+INTENTS = ["billing", "refund", None, "off-domain"]
+
+
+def reference_table(rows: list[tuple[int, str, int, float]], schema: SignalSchema) -> np.ndarray:
+    """Per unit: map keys to cells (summing counts, keeping the earliest first seen, turns first
+    on ties), clamp each cell to L∞, keep the unit's first L0 cells."""
+    table = np.zeros(schema.size, dtype=np.int64)
+    per_unit: dict[int, dict[int, list[float]]] = defaultdict(dict)  # index -> [count, first, not turns]
+    for unit, key, count, first in rows:
+        doc = json.loads(key)
+        index, not_turns = schema.cell_index(doc), float(doc.get(MEASURE) != TURNS)
+        slot = per_unit[unit].get(index)
+        if slot is None:
+            per_unit[unit][index] = [count, first, not_turns]
+        else:
+            slot[0] += count
+            slot[1] = min(slot[1], first)
+            slot[2] = min(slot[2], not_turns)
+    for cells in per_unit.values():
+        ranked = sorted(cells.items(), key=lambda kv: (kv[1][1], kv[1][2], kv[0]))
+        for index, (total, _first, _nt) in ranked[: schema.max_cells_per_unit]:
+            table[index] += min(int(total), schema.max_count_per_cell)
+    return table
+
+
+def key(measure: str, intent: str | None) -> str:
+    return json.dumps({"artifact_version": "baseline", "intent": intent, MEASURE: measure}, sort_keys=True,
+                      separators=(",", ":"))  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_numpy_fold_equals_the_per_unit_reference(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    schema = replace_bounds(default_schema("cohort-a"), l0=rng.choice([1, 2, 3, 16]), linf=rng.choice([1, 2, 5]))
+    keys = [key(m, i) for m in MEASURES for i in INTENTS]
+    rows = [
+        (rng.randrange(-40, 40), rng.choice(keys), rng.randrange(1, 4), float(rng.choice([1, 2, 3, rng.random()])))
+        for _ in range(rng.randrange(1, 600))
+    ]
+    with Collector(make_config(tmp_path)) as c, c.store.transaction() as conn:
+        conn.execute(insert(Window), [{"window_start": int(T0), "window_end": int(T0 + HOUR), "events": 1}])
+        conn.execute(insert(CellKey), [{"id": i + 1, "key": k} for i, k in enumerate(keys)])
+        ids = {k: i + 1 for i, k in enumerate(keys)}
+        # Split into several batches, as several record_many calls would leave them.
+        for part in range(0, len(rows), 97):
+            chunk = rows[part : part + 97]
+            packed = np.array([(u, ids[k], n, f) for u, k, n, f in chunk], dtype=BATCH_DTYPE)
+            conn.execute(insert(ContributionBatch), {"window_start": int(T0), "rows": len(packed),
+                                                     "data": packed.tobytes()})  # fmt: skip
+        got = WindowBook.bounded_table(conn, int(T0), schema)
+    np.testing.assert_array_equal(got, reference_table(rows, schema))
+    assert got.sum() > 0
+
+
+def replace_bounds(schema: SignalSchema, *, l0: int, linf: int) -> SignalSchema:
+    return dataclasses.replace(schema, max_cells_per_unit=l0, max_count_per_cell=linf)
+
+
+def test_many_small_batches_and_one_big_batch_give_one_table(tmp_path: Path) -> None:
+    events = [
+        turn(f"s{i % 23}", T0 + (i * 13) % 3600, tool_error=i % 4 == 0, intent=INTENTS[i % 4]) for i in range(700)
+    ]
+    with Collector(make_config(tmp_path / "a")) as a, Collector(make_config(tmp_path / "b")) as b:
+        for i in range(0, len(events), 7):
+            a.record_many(events[i : i + 7])
+        b.record_many(events)
+        with a.store.engine.connect() as ca, b.store.engine.connect() as cb:
+            np.testing.assert_array_equal(
+                WindowBook.bounded_table(ca, int(T0), a.schema), WindowBook.bounded_table(cb, int(T0), b.schema)
+            )
+        assert a.status().counters["events_recorded"] == b.status().counters["events_recorded"] == 700
+
+
+def test_the_tool_call_shortcut_builds_an_equal_frozen_tool_call() -> None:
+    fast = tool_call("lookup", "timeout", 12.5, None)
+    slow = ToolCall("lookup", "timeout", 12.5, None)
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.name = "other"  # type: ignore[misc]
+
+
+def doc(i: int, **extra: object) -> dict[str, object]:
+    return {"schema_version": "1", "session_id": f"s{i}", "timestamp": T0 + i, "intent": "billing", **extra}
+
+
+def test_a_bad_document_mid_batch_records_nothing_of_the_batch(tmp_path: Path) -> None:
+    from tenant_agent.ingest.records import EventFormatError
+
+    with Collector(make_config(tmp_path)) as c:
+        with pytest.raises(EventFormatError):
+            c.record_many([doc(1), doc(2), doc(3, escalated="yes"), doc(4)])
+        assert c.status().counters.get("events_recorded", 0) == 0
+        with c.store.engine.connect() as conn:
+            assert WindowBook.contributions(conn, int(T0)).size == 0
+
+
+def test_redaction_counts_of_a_batch_land_with_that_batch(tmp_path: Path) -> None:
+    with Collector(make_config(tmp_path)) as c:
+        c.record_many([doc(1, text="mail jane.roe@example.org now"), doc(2)])
+        assert c.status().redaction.get("EMAIL") == 1

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import grpc
 
 from aggregation.errors import FedsignalError
+from server.logs import StderrHandler
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,10 +39,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _console_logging(level: int) -> None:
+    """One console handler on the root logger (replacing an earlier call's), unless logging is set up already."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, StderrHandler)]:
+        root.removeHandler(old)
+    if not root.handlers:
+        handler = StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+        root.setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
+    _console_logging(logging.DEBUG if args.verbose else logging.WARNING)
     func = getattr(args, "func", None)
     if func is None:
         parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])

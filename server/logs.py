@@ -34,9 +34,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str, separators=(",", ":"))
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted.
+
+    A CLI entry point may run several times in one process (the demo, tests); a handler bound
+    to the stderr of its first run would write to a stream that is gone by the next one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: IO[str]) -> None:
+        pass
+
+
 def configure_json_logging(level: int = logging.INFO, stream: IO[str] | None = None) -> logging.Handler:
-    """Send the root logger's records to ``stream`` (stderr) as JSON lines; returns the handler."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    """Send the root logger's records to ``stream`` (default: the current stderr) as JSON lines; returns the handler."""
+    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else StderrHandler()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -252,7 +252,7 @@ def _enroll_from_env(config: CollectorConfig) -> None:
     print(f"enrolled tenant {result.tenant_id} in cohort {result.cohort}", flush=True)
 
 
-def _log_to_state_dir(config: CollectorConfig) -> None:
+def _log_to_state_dir(config: CollectorConfig) -> logging.Handler:
     # Logs never carry event text or ids: only window starts, keys, counts, errors.
     logs = private_dir(config.state_dir / "logs")
     path = logs / "collector.log"
@@ -263,6 +263,7 @@ def _log_to_state_dir(config: CollectorConfig) -> None:
     root.addHandler(handler)
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
+    return handler
 
 
 def _next_port(address: str) -> str:
@@ -273,11 +274,19 @@ def _next_port(address: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    log_file = _log_to_state_dir(config)
+    try:
+        return _run(config)
+    finally:
+        logging.getLogger().removeHandler(log_file)
+        log_file.close()
+
+
+def _run(config: CollectorConfig) -> int:
     from tenant_agent.collector import Collector
     from tenant_agent.serving import Serving, serve
 
-    config = load_config(args)
-    _log_to_state_dir(config)
     _enroll_from_env(config)
     stop = threading.Event()
 

@@ -237,3 +237,78 @@ class AgentNetwork:
 
 def with_sessions(tenants: Sequence[SimTenant], sessions: int) -> list[SimTenant]:
     return [replace(t, sessions_per_window=sessions) for t in tenants]
+
+
+# -- the agent harness: the simulated agents replay a case on request ------------------------
+
+
+def event_document(event: DecisionEvent) -> dict[str, Any]:
+    """``event`` in the JSON Lines event schema (docs/event-schema.md), as a harness answers."""
+    doc: dict[str, Any] = {
+        "intent": event.intent, "agent": event.agent, "model": event.model, "outcome": event.outcome,
+        "tool_calls": [{"name": c.name, "error": c.error, "expected": c.expected} for c in event.tool_calls],
+        "retrieval_ids": list(event.retrieval_ids), "evaluations": dict(event.evaluations),
+    }
+    for flag in ("retrieval_empty", "escalated", "escalation_requested", "policy_blocked", "human_edited",
+                 "user_reasked", "timed_out"):
+        if getattr(event, flag):
+            doc[flag] = True
+    if event.error_type:
+        doc["error_type"] = event.error_type
+    return {k: v for k, v in doc.items() if v is not None}
+
+
+def replay_turn(network: AgentNetwork, tenant: SimTenant, request: Mapping[str, Any]) -> dict[str, Any]:
+    """Answer one harness request (docs/harness.md): the agent runs the case with the given artifacts."""
+    import json as _json
+
+    case = request["case"]
+    intent = str(case.get("intent") or INTENTS[0])
+    docs = []
+    for art in request.get("artifacts", ()):
+        text = art.get("content")
+        if text:
+            docs.append(_json.loads(text))
+    seed = int.from_bytes(hashlib.sha256(str(request["turn_id"]).encode()).digest()[:8], "big")
+    rng = np.random.default_rng([network.seed, seed])
+    rates = network._effective_rates(tenant, intent, docs)
+    event = network._turn(rng, tenant, "replay", 0, intent, 0.0, "replay", rates)
+    return {"turn_id": request["turn_id"], "event": event_document(event)}
+
+
+class HarnessServer:
+    """A tenant's agent harness on a loopback port, backed by the simulated agents (``POST /replay``)."""
+
+    def __init__(self, network: AgentNetwork, tenant: SimTenant, host: str = "127.0.0.1") -> None:
+        import json as _json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                try:
+                    doc = _json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                    body, status = _json.dumps(replay_turn(network, tenant, doc)).encode(), 200
+                except (ValueError, KeyError, TypeError) as exc:
+                    body, status = _json.dumps({"error": str(exc)}).encode(), 400
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+                return
+
+        self._httpd = ThreadingHTTPServer((host, 0), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="sim-harness", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/replay"
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)

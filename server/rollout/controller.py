@@ -127,7 +127,10 @@ def _next_window(now: datetime, window_seconds: int) -> int:
 
 
 def rollout_window_start(rec: RolloutRecord) -> int:
-    """The rollout's first evidence window (the stage-0 window start; evidence accumulates from there)."""
+    """The rollout's first live evidence window (the stage-0 window start; evidence accumulates from there)."""
+    live = json.loads(rec.validation_json or "{}").get("live_window_start")
+    if isinstance(live, int):
+        return min(rec.stage_window_start, live)
     started = datetime.fromisoformat(rec.created_at)
     return min(rec.stage_window_start, _next_window(started, rec.window_seconds))
 
@@ -412,6 +415,9 @@ def _enter_next_phase(
     rec.n_tenants = len(tenants)
     rec.stage_window_start = _next_window(now, rec.window_seconds)
     rec.stage_started_at = _iso(now)
+    if rec.phase == "live":
+        rec.validation_json = json.dumps({**json.loads(rec.validation_json), "live_window_start":
+                                          rec.stage_window_start})
     # "validated": a validation stage passed (the live stages' moves are "advanced").
     append_audit(session, CONTROLLER, "rollout.validated", {**evidence, "to": _stage_audit(rec, plan)}, at=now)
     rec.bundle_version = issue_cohort_bundle(session, ctx, rec.cohort, _exposure(rec, plan), actor=CONTROLLER).version

@@ -34,7 +34,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from aggregation.bundle import BASELINE, VerifiedBundle
-from aggregation.rollout_plan import control_label, session_in_canary
+from aggregation.rollout_plan import control_label, session_in_canary, session_in_shadow
 from tenant_agent.bundles.store import BundleStore
 
 CANDIDATE = "candidate"
@@ -48,12 +48,17 @@ class Resolution:
     content: bytes
     #: "candidate" (the session is in the canary) or "control".
     arm: str
+    #: In a rollout's shadow stage, for a sticky share of sessions: the candidate to run beside the
+    #: live path (output discarded, telemetry with ``fedsignal.mode = shadow``); this resolution is what to serve.
+    shadow: Resolution | None = None
 
-    def to_json(self) -> dict[str, str]:
-        doc = {"name": self.name, "version": self.version, "arm": self.arm,
-               "content_b64": base64.b64encode(self.content).decode("ascii")}
+    def to_json(self) -> dict[str, object]:
+        doc: dict[str, object] = {"name": self.name, "version": self.version, "arm": self.arm,
+                                  "serve": self.version, "content_b64": base64.b64encode(self.content).decode("ascii")}
         with contextlib.suppress(UnicodeDecodeError):
             doc["content"] = self.content.decode("utf-8")
+        if self.shadow is not None:
+            doc["shadow"] = self.shadow.to_json()
         return doc
 
 
@@ -91,7 +96,14 @@ class Resolver:
         """Whether ``bundle``'s cohort metadata has expired by the resolver's clock."""
         return bundle.expires.timestamp() <= self._clock()
 
-    def resolve(self, artifact_name: str, session_id: str) -> Resolution:
+    def resolve(self, artifact_name: str, session_id: str, intent: str | None = None) -> Resolution:
+        """What ``session_id`` uses for ``artifact_name``; ``intent``: the turn's intent (per-intent rollouts).
+
+        A rollout scoped to intents exposes only sessions of those intents;
+        every other intent (and an unknown one) gets stable. In the replay
+        stage nobody gets the candidate; in the shadow stage a sticky share of
+        sessions gets stable to serve plus the candidate as ``shadow``.
+        """
         bundle = self.active()
         if bundle is None:
             return Resolution(artifact_name, BASELINE, b"", CONTROL)
@@ -102,7 +114,16 @@ class Resolver:
             and artifact_name in cand.artifacts
             and exposure.participates(self._tenant_id)
             and not self.expired(bundle)  # an expired bundle serves no rollout arm: stable only
+            and (not exposure.intents or intent in exposure.intents)
         )
+        if in_rollout and exposure is not None and exposure.phase != "live":
+            assert cand is not None
+            stable = self._stable(bundle, artifact_name)
+            if exposure.phase == "shadow" and session_in_shadow(exposure.rollout_id, session_id,
+                                                                 exposure.session_fraction):
+                shadow = Resolution(artifact_name, cand.label, bundle.content(cand, artifact_name), CANDIDATE)
+                return Resolution(stable.name, stable.version, stable.content, CONTROL, shadow=shadow)
+            return stable  # replay: nobody is served the candidate
         if in_rollout:
             assert cand is not None and exposure is not None
             if session_in_canary(exposure.rollout_id, session_id, exposure.session_fraction):
@@ -164,12 +185,13 @@ def serve_resolve(resolver: Resolver, host: str = "127.0.0.1", port: int = 0) ->
                 return
             q = parse_qs(url.query)
             artifact, session = q.get("artifact", [""])[0], q.get("session", [""])[0]
+            intent = q.get("intent", [""])[0] or None
             if not artifact or not session:
                 self._send(400, {"error": "both 'artifact' and 'session' query parameters are required"})
                 return
-            self._send(200, resolver.resolve(artifact, session).to_json())
+            self._send(200, resolver.resolve(artifact, session, intent).to_json())
 
-        def _send(self, status: int, doc: dict[str, str]) -> None:
+        def _send(self, status: int, doc: dict[str, object]) -> None:
             body = json.dumps(doc).encode("utf-8")
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

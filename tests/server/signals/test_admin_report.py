@@ -100,6 +100,7 @@ def test_html_report_renders_its_plots_in_headless_chromium(tmp_path: Path) -> N
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", source)
     assert "@import" not in source and "url(" not in source
 
+    assert CHROMIUM is not None
     profile = tmp_path / "chromium-profile"
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}"]

@@ -171,7 +171,7 @@ def read_line(proc: Any, prefix: str, timeout: float = 60.0) -> str:
 def remaining_lines(proc: Any, timeout: float = 60.0) -> list[str]:
     """Every stdout line not read yet, up to the process's exit."""
     lines = _lines(proc)
-    out = []
+    out: list[str] = []
     while True:
         line = lines.get(timeout=timeout)
         if line is None:

@@ -128,7 +128,7 @@ def test_agent_run_serves_until_sigterm_and_stops_gracefully(tmp_path: Path) -> 
                 time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         assert "collector stopped" in remaining_lines(proc)
-        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -32,6 +32,7 @@ from aggregation.budget import BudgetLedger, BudgetPolicy, BudgetStatus
 from aggregation.events import DecisionEvent
 from aggregation.schema import SignalSchema, default_schema
 from aggregation.taxonomy import Taxonomy
+from tenant_agent import shadow
 from tenant_agent.config import CollectorConfig, ConfigError
 from tenant_agent.outbox import DeliveryResult, Outbox
 from tenant_agent.redact import RedactionConfig, Redactor
@@ -184,6 +185,7 @@ class Collector:
     def record_many(self, events: Iterable[DecisionEvent | Mapping[str, Any]]) -> RecordResult:
         """Record events in one transaction; every event is durable when this returns."""
         batch = [e if isinstance(e, DecisionEvent) else self._from_dict(e) for e in events]
+        batch = shadow.divert(self, batch)  # shadow turns are paired, never live evidence (validation-stages)
         return self.book.record(batch, self._redaction_deltas())
 
     def _from_dict(self, doc: Mapping[str, Any]) -> DecisionEvent:
@@ -344,6 +346,7 @@ class Collector:
         if self._owns_channel and self._channel is not None:
             self._channel.close()
         self._channel = None
+        shadow.close(self)
         self.store.close()
 
     def __enter__(self) -> Collector:

@@ -88,14 +88,14 @@ class RolloutWorld:
             return rec.id
 
     def add_window(self, window_start: int, arms: Mapping[str, Mapping[str, float]], *,
-                   variance: float = 20.0, tenants: int = 5) -> None:
-        """A merged window: ``arms[label][measure]`` counts (``turns`` included), all on intent billing."""
+                   variance: float = 20.0, tenants: int = 5, intent: str = "billing") -> None:
+        """A merged window: ``arms[label][measure]`` counts (``turns`` included), all on ``intent``."""
         with transaction(self.ctx.sessions) as s:
             schema = current_schema(s, COHORT)
             cells = np.zeros(schema.size, dtype="<i8")
             for label, counts in arms.items():
                 for measure, value in counts.items():
-                    cells[schema.cell_index({"measure": measure, "intent": "billing", "artifact_version": label})] = round(value)
+                    cells[schema.cell_index({"measure": measure, "intent": intent, "artifact_version": label})] = round(value)
             existing = s.scalars(select(MergedWindow).where(
                 MergedWindow.cohort == COHORT, MergedWindow.window_start == window_start,
                 MergedWindow.schema_version == schema.version)).first()
@@ -110,11 +110,12 @@ class RolloutWorld:
                                tenants=tenants, reports=tenants, generation=1, updated_at=self.clock()))
 
     def add_replay(self, window_start: int, rollout_id: str, stable: Mapping[str, float],
-                   candidate: Mapping[str, float], *, tenants: int = 5, variance: float = 20.0) -> None:
+                   candidate: Mapping[str, float], *, tenants: int = 5, variance: float = 20.0,
+                   intent: str = "billing") -> None:
         """Merged replay slices of a rollout (``stable``/``candidate``: counts incl. ``turns``)."""
         self.add_window(window_start, {replay_label(rollout_id, "stable"): stable,
                                        replay_label(rollout_id, "candidate"): candidate},
-                        variance=variance, tenants=tenants)
+                        variance=variance, tenants=tenants, intent=intent)
 
     def latest_bundle(self):  # type: ignore[no-untyped-def]
         with transaction(self.ctx.sessions) as s:

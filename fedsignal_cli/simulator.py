@@ -56,6 +56,20 @@ def no_artifacts(_session_id: str) -> tuple[str, Sequence[Mapping[str, Any]]]:
 
 
 @dataclass(frozen=True)
+class SessionArtifacts:
+    """What one session's agent resolved: what it serves, and a shadow candidate to run beside it (or None)."""
+
+    label: str
+    docs: Sequence[Mapping[str, Any]]
+    shadow_label: str | None = None
+    shadow_docs: Sequence[Mapping[str, Any]] | None = None
+
+
+#: Intent-aware resolution (per-intent rollouts, shadow mode): (session id, intent) -> what the agent uses.
+SessionSource = Callable[[str, str], SessionArtifacts]
+
+
+@dataclass(frozen=True)
 class BehaviourRates:
     """Per-turn probabilities of the base agent."""
 
@@ -102,6 +116,46 @@ class AgentNetwork:
     def _rng(self, tenant: SimTenant, window_start: float) -> np.random.Generator:
         tag = int.from_bytes(hashlib.sha256(tenant.tenant_id.encode()).digest()[:8], "big")
         return np.random.default_rng([self.seed, tag, int(window_start)])
+
+    def session_events(
+        self, tenant: SimTenant, window_start: float, window_seconds: int, resolve: SessionSource,
+    ) -> list[DecisionEvent]:
+        """Like :meth:`window_events`, resolving per (session, intent), with shadow turns where resolved.
+
+        Each turn draws its outcomes from its own generator; its shadow twin
+        (the candidate run on the same input) replays the same draws against
+        the candidate's rates, so the two outcomes are as correlated as two
+        runs of an agent on one input: they differ only where the artifact
+        changes the odds (which is what a paired test measures).
+        """
+        rng = self._rng(tenant, window_start)
+        weights = np.asarray(self.intent_weights or [1.0] * len(INTENTS), dtype=float)
+        weights = weights / weights.sum()
+        tag = int.from_bytes(hashlib.sha256(tenant.tenant_id.encode()).digest()[:8], "big")
+        events: list[DecisionEvent] = []
+        for s in range(tenant.sessions_per_window):
+            session_id = f"{tenant.tenant_id}-{int(window_start)}-{s}"
+            intent = INTENTS[int(rng.choice(len(INTENTS), p=weights))]
+            got = resolve(session_id, intent)
+            rates = self._effective_rates(tenant, intent, got.docs)
+            shadow_rates = (self._effective_rates(tenant, intent, got.shadow_docs)
+                            if got.shadow_docs is not None else None)
+            turns = int(rng.integers(1, self.max_turns_per_session + 1))
+            for t in range(turns):
+                ts = window_start + float(rng.uniform(0, window_seconds - 1))
+                if shadow_rates is None:
+                    events.append(self._turn(rng, tenant, session_id, t, intent, ts, got.label, rates))
+                    continue
+                seed = [self.seed, tag, int(window_start), s, t]
+                live = self._turn(np.random.default_rng(seed), tenant, session_id, t, intent, ts, got.label, rates)
+                events.append(live)
+                if shadow_rates is not None:
+                    twin = self._turn(np.random.default_rng(seed), tenant, session_id, t, intent, ts + 0.001,
+                                      got.shadow_label or "shadow", shadow_rates)
+                    events.append(replace(twin, event_id=f"{live.event_id}-shadow", mode="shadow",
+                                          shadow_of=live.event_id))
+        events.sort(key=lambda e: e.timestamp)
+        return events
 
     def window_events(
         self,
@@ -269,7 +323,9 @@ def replay_turn(network: AgentNetwork, tenant: SimTenant, request: Mapping[str, 
         text = art.get("content")
         if text:
             docs.append(_json.loads(text))
-    seed = int.from_bytes(hashlib.sha256(str(request["turn_id"]).encode()).digest()[:8], "big")
+    # Seeded by the case, not the arm: both arms replay the same input with the same draws, so they differ
+    # only where the artifacts change the odds (as two runs of one agent on one input would).
+    seed = int.from_bytes(hashlib.sha256(str(case.get("case_id", request["turn_id"])).encode()).digest()[:8], "big")
     rng = np.random.default_rng([network.seed, seed])
     rates = network._effective_rates(tenant, intent, docs)
     event = network._turn(rng, tenant, "replay", 0, intent, 0.0, "replay", rates)

@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 HARNESS_SCHEMA = "fedsignal-harness/1"
 #: Largest harness answer read (bytes): a harness cannot make the collector buffer without bound.
 MAX_ANSWER_BYTES = 1024 * 1024
-HarnessStatus = Literal["ok", "missing", "failing", "slow", "malformed", "no_cases"]
+HarnessStatus = Literal["ok", "missing", "failing", "slow", "malformed", "no_cases", "not_ready"]
 
 
 class HarnessError(FedsignalError):
@@ -162,6 +162,21 @@ class SliceRow:
     timestamp: float
 
 
+def missing_labels(collector: Any, labels: set[str]) -> set[str]:
+    """Which of ``labels`` the collector's schema does not list (after one refresh from the server)."""
+
+    def lacking() -> set[str]:
+        try:
+            domain = set(collector.schema.dimension("artifact_version").values)
+        except KeyError:
+            return set(labels)
+        return labels - domain
+
+    if lacking() and collector.has_server:
+        collector.refresh_schema()
+    return lacking()
+
+
 class _Precomputed:
     """Stands in for the taxonomy in a WindowBook: the rows were classified already."""
 
@@ -182,6 +197,15 @@ def release_slices(collector: Any, rows: Sequence[SliceRow]) -> RecordResult:
     """
     if not rows:
         return RecordResult(0, 0)
+    missing = missing_labels(collector, {r.label for r in rows})
+    if missing:
+        # Released under a label the schema does not list, a row would count under "other": useless as
+        # evidence and mixed into live slices. Leave those rows out (the caller may retry later).
+        log.warning("schema v%s lacks label(s) %s: %d evaluation row(s) not released", collector.schema.version,
+                    ", ".join(sorted(missing)), sum(r.label in missing for r in rows))
+        rows = [r for r in rows if r.label not in missing]
+        if not rows:
+            return RecordResult(0, 0)
     by_id = {r.row_id: r for r in rows}
     cfg = collector.config
     book = WindowBook(collector.store, _Precomputed(by_id), lambda: collector.schema,  # type: ignore[arg-type]
@@ -289,6 +313,11 @@ class ReplayRunner:
         run = ReplayRun(rollout_id, candidate_id, category, "ok", "")
         if self.harness is None:
             run.status, run.message = "missing", "no agent harness configured (set replay.harness_url)"
+            return run
+        labels = {replay_label(rollout_id, "stable"), replay_label(rollout_id, "candidate")}
+        if release and missing_labels(self.collector, labels):
+            run.status = "not_ready"
+            run.message = "the cohort's signal schema does not list this rollout's replay labels yet; retried later"
             return run
         cases = self.replay_set.cases(category, intents)[: self.max_cases]
         if not cases:

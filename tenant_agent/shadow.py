@@ -39,7 +39,7 @@ from aggregation.events import DecisionEvent
 from aggregation.rollout_plan import session_in_shadow, shadow_label
 from aggregation.schema import TURNS
 from aggregation.taxonomy import Taxonomy
-from tenant_agent.replay import SliceRow, release_slices
+from tenant_agent.replay import SliceRow, missing_labels, release_slices
 
 SHADOW_DB = "shadow.db"
 #: Measures where more is better: the shadow is worse when it lacks one its live twin has.
@@ -90,6 +90,7 @@ class ShadowPairer:
         path = Path(collector.config.state_dir) / SHADOW_DB
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS turns (role TEXT NOT NULL, turn_id TEXT NOT NULL, "
                          "rollout_id TEXT NOT NULL, session_id TEXT NOT NULL, user_id TEXT, intent TEXT, "
                          "measures TEXT NOT NULL, at REAL NOT NULL, paired INTEGER NOT NULL DEFAULT 0, "
@@ -103,41 +104,56 @@ class ShadowPairer:
         """The live events of ``events``; shadow turns are kept for pairing, never recorded as live."""
         stage = self._stage()
         live_out: list[DecisionEvent] = []
-        noted = False
+        notes: list[tuple[str, str, DecisionEvent]] = []
         for e in events:
             if e.mode == "shadow":
-                self._note("shadow", e.shadow_of or "", e, stage)
-                noted = True
+                notes.append(("shadow", e.shadow_of or "", e))
                 continue
             live_out.append(e)
             if (stage is not None and e.event_id
                     and session_in_shadow(stage.rollout_id, e.session_id, stage.share)):
-                self._note("live", e.event_id, e, stage)
-                noted = True
-        if noted:
+                notes.append(("live", e.event_id, e))
+        if notes:
+            self._note(notes, stage)
             self.pair()
         return live_out
 
-    def _note(self, role: str, turn_id: str, e: DecisionEvent, stage: ShadowStage | None) -> None:
-        if stage is None or not turn_id:
-            self.counts.orphaned += role == "shadow"  # no shadow stage is running: nothing to pair with
+    def _note(self, notes: Sequence[tuple[str, str, DecisionEvent]], stage: ShadowStage | None) -> None:
+        """Keep the turns to pair, in one transaction (what pairing needs only: ids, unit, intent, measures)."""
+        if stage is None:  # no shadow stage is running: a shadow turn has nothing to pair with
+            self.counts.orphaned += sum(role == "shadow" for role, _, _ in notes)
             return
-        measures = sorted(self._taxonomy.classify(e))
+        rows = []
+        for role, turn_id, e in notes:
+            if not turn_id:
+                self.counts.orphaned += role == "shadow"
+                continue
+            rows.append((role, turn_id, stage.rollout_id, e.session_id, e.user_id, e.intent,
+                         json.dumps(sorted(self._taxonomy.classify(e))), float(e.timestamp)))
         with self._lock:
-            cur = self._db.execute("INSERT OR IGNORE INTO turns VALUES (?,?,?,?,?,?,?,?,0)",
-                                   (role, turn_id, stage.rollout_id, e.session_id, e.user_id, e.intent,
-                                    json.dumps(measures), float(e.timestamp)))
-        if not cur.rowcount:
-            self.counts.duplicates += 1
-        elif role == "shadow":
-            self.counts.shadow_turns += 1
-        else:
-            self.counts.live_turns += 1
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for row in rows:
+                    cur = self._db.execute("INSERT OR IGNORE INTO turns VALUES (?,?,?,?,?,?,?,?,0)", row)
+                    if not cur.rowcount:
+                        self.counts.duplicates += 1
+                    elif row[0] == "shadow":
+                        self.counts.shadow_turns += 1
+                    else:
+                        self.counts.live_turns += 1
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def pair(self) -> PairingCounts:
         """Release every complete, unreleased pair; drop shadow turns left alone too long."""
         now = float(self.collector.clock())
         rows: list[SliceRow] = []
+        stage = self._stage()
+        if stage is not None and missing_labels(self.collector, {shadow_label(stage.rollout_id, "worse"),
+                                                                 shadow_label(stage.rollout_id, "better")}):
+            return self.counts  # the schema does not list the labels yet: pairs wait for it
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:

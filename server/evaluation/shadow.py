@@ -11,8 +11,10 @@ one turn under both (see :func:`aggregation.rollout_plan.shadow_label`).
 :func:`assess_shadow` runs one :class:`aggregation.sequential.PairedGate`
 per plan gate at ``alpha / gates`` (the live gates' framework), with the
 stage's margin (a gate's own margin when smaller, so safety stays 0):
-harm rolls back; promotion into the live stages needs ``min_cases`` pairs,
-the dwell, and non-inferiority on every gate with a positive margin.
+harm rolls back; moving on into the live stages needs ``min_cases`` pairs,
+the dwell, a usable batch for every gate and no harm shown — the rule the
+live stages advance by (non-inferiority is asked for at promotion, where
+the live gates' intervals must exclude harm beyond every margin).
 Shadow sessions are never canary exposure: their live turns carry the
 stable label, and the shadow turns never enter the live slices.
 """
@@ -93,10 +95,9 @@ def assess_shadow(
         missing.append(f"pairs from {slices.min_tenants} tenant(s) < {need} needed")
     if pairs < stage.min_cases:
         missing.append(f"{pairs:.0f} < {stage.min_cases:g} pairs")
+    thin = [v.gate for v in verdicts if v.verdict == "insufficient"]
+    if thin:
+        missing.append(f"no usable batch of pairs yet for {', '.join(thin)}")
     if missing:
         return result("wait", "shadow evidence missing: " + "; ".join(missing))
-    unproven = [v for v in verdicts if v.margin > 0 and (v.verdict == "insufficient" or v.high >= v.margin)]
-    if unproven:
-        return result("wait", "shadow: not yet non-inferior: " + "; ".join(
-            f"{v.gate} [{v.low:+.4f}, {v.high:+.4f}] vs margin {v.margin:g}" for v in unproven))
-    return result("pass", f"shadow: {pairs:.0f} pairs, no gate worse beyond its margin (paired test)")
+    return result("pass", f"shadow: {pairs:.0f} pairs, the paired test shows no gate worse beyond its margin")

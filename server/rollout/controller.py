@@ -343,13 +343,17 @@ def assess_validation(session: Session, ctx: ServerContext, rec: RolloutRecord) 
         raise RolloutStateError(f"rollout {rec.id}: phase {rec.phase!r} is not in its plan")
     elapsed = elapsed_windows(rec, ctx.clock())
     k = ctx.settings.min_tenants
+    # The labels are this rollout's own, so no slice under them predates the stage: read from the window
+    # the stage began in (tenants replay, and pair, as soon as they hold the bundle, mid-window too).
+    began = datetime.fromisoformat(rec.stage_started_at).timestamp()
+    from_window = int(began // rec.window_seconds) * rec.window_seconds
     if rec.phase == "replay":
         cand = get_candidate(session, rec.candidate_id)
-        slices = read_replay(session, ctx.settings, rec.cohort, rec.id, rec.stage_window_start, intents_of(rec))
+        slices = read_replay(session, ctx.settings, rec.cohort, rec.id, from_window, intents_of(rec))
         measures = current_schema(session, rec.cohort).dimensions[0].values
         return {"kind": "replay", **assess_replay(plan, stage, cand.category, rec.id, slices, measures, k=k,
                                                   elapsed_windows=elapsed).to_dict()}
-    slices = read_shadow(session, ctx.settings, rec.cohort, rec.id, rec.stage_window_start, intents_of(rec))
+    slices = read_shadow(session, ctx.settings, rec.cohort, rec.id, from_window, intents_of(rec))
     return {"kind": "shadow", **assess_shadow(plan, stage, rec.id, slices, k=k, elapsed_windows=elapsed).to_dict()}
 
 

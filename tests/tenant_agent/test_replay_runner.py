@@ -81,12 +81,18 @@ def failing_case(i: int) -> DecisionEvent:
 
 @pytest.fixture
 def schema_with_labels():  # type: ignore[no-untyped-def]
-    return default_schema("cohort-a").with_values(
-        "artifact_version", ["baseline", replay_label(RID, "stable"), replay_label(RID, "candidate")])
+    return LABELLED
 
 
-def _collector(tmp_path: Path, now: list[float], channel: Any = None) -> Collector:
-    return Collector(make_config(tmp_path / "state"), channel=channel, clock=lambda: now[0], rng=random.Random(3))
+LABELLED = default_schema("cohort-a").with_values(
+    "artifact_version", ["baseline", replay_label(RID, "stable"), replay_label(RID, "candidate")])
+
+
+def _collector(tmp_path: Path, now: list[float], channel: Any = None, *, labelled: bool = True) -> Collector:
+    c = Collector(make_config(tmp_path / "state"), channel=channel, clock=lambda: now[0], rng=random.Random(3))
+    if labelled:
+        c.adopt_schema(LABELLED)  # the server publishes a rollout's labels when it starts
+    return c
 
 
 def _replay_set(tmp_path: Path, cases: int = 12, text: bool = True) -> ReplaySet:
@@ -192,3 +198,11 @@ def test_otlp_spans_are_an_accepted_answer(tmp_path: Path) -> None:
         run = ReplayRunner(c, _replay_set(tmp_path, 2), HarnessClient(url, c.tenant_id)).run(
             RID, "cand-1", "wrong_tool", STABLE, CANDIDATE, release=False)
     assert run.status == "ok" and run.cases == 2
+
+
+def test_a_schema_without_the_rollouts_labels_is_not_ready_and_calls_no_harness(tmp_path: Path) -> None:
+    now = [T0 + 10]
+    with harness(good_harness) as (url, seen), _collector(tmp_path, now, labelled=False) as c:
+        run = ReplayRunner(c, _replay_set(tmp_path, 2), HarnessClient(url, c.tenant_id)).run(
+            RID, "cand-1", "wrong_tool", STABLE, CANDIDATE)
+        assert (run.status, run.cases, seen) == ("not_ready", 0, [])

@@ -19,6 +19,8 @@ from tests.tenant_agent.collector.fakes import HOUR, T0, make_config
 
 RID = "ro-shadow"
 STAGE = ShadowStage(RID, 1.0)  # every session is shadowed
+SCHEMA = default_schema("cohort-a").with_values(
+    "artifact_version", ["baseline", shadow_label(RID, "worse"), shadow_label(RID, "better")])
 
 
 def live(i: int, *, wrong_tool: bool = False, at: float = T0 + 5) -> DecisionEvent:
@@ -36,6 +38,7 @@ def shadow(i: int, *, wrong_tool: bool = False, at: float = T0 + 6) -> DecisionE
 
 def _collector(tmp_path: Path, now: list[float]) -> Collector:
     c = Collector(make_config(tmp_path / "state"), clock=lambda: now[0], rng=random.Random(1))
+    c.adopt_schema(SCHEMA)  # the server publishes a rollout's labels at its start
     c._shadow_pairer = ShadowPairer(c, lambda: STAGE, pending_seconds=HOUR)  # type: ignore[attr-defined]
     return c
 
@@ -58,10 +61,8 @@ def test_discordance_orients_success_and_failures() -> None:
 
 def test_a_pair_releases_one_turn_under_each_label_and_the_shadow_turn_never_goes_live(tmp_path: Path) -> None:
     now = [T0 + 10]
-    schema = default_schema("cohort-a").with_values(
-        "artifact_version", ["baseline", shadow_label(RID, "worse"), shadow_label(RID, "better")])
+    schema = SCHEMA
     with _collector(tmp_path, now) as c:
-        c.adopt_schema(schema)  # the server publishes a rollout's labels at its start
         c.record_many([live(1), shadow(1, wrong_tool=True)])
         pairer = c._shadow_pairer  # type: ignore[attr-defined]
         assert (pairer.counts.pairs, pairer.counts.released) == (1, 2)
@@ -113,6 +114,18 @@ def test_duplicate_shadow_turns_and_repeated_live_turns_pair_once(tmp_path: Path
         pairer = c._shadow_pairer  # type: ignore[attr-defined]
         assert pairer.counts.pairs == 1 and pairer.counts.released == 2
         assert pairer.counts.duplicates >= 3
+
+
+def test_pairs_wait_until_the_schema_lists_the_rollouts_labels(tmp_path: Path) -> None:
+    now = [T0 + 10]
+    with Collector(make_config(tmp_path / "state"), clock=lambda: now[0], rng=random.Random(1)) as c:
+        pairer = ShadowPairer(c, lambda: STAGE)
+        c._shadow_pairer = pairer  # type: ignore[attr-defined]
+        c.record_many([live(6), shadow(6)])
+        assert pairer.counts.pairs == 0  # default schema: the labels would count under "other"
+        c.adopt_schema(SCHEMA)
+        c.record_many([live(7)])
+        assert (pairer.counts.pairs, pairer.counts.released) == (1, 2)
 
 
 def test_without_a_shadow_stage_shadow_turns_are_still_kept_out_of_the_live_table(tmp_path: Path) -> None:

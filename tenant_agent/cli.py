@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from tenant_agent import replay_cli
 from tenant_agent.config import BudgetConfig, CollectorConfig, ConfigError, ReleaseConfig
 
 CONFIG_FILE = "collector.toml"
@@ -89,6 +90,8 @@ def register(groups: Any) -> None:
     )
     add_config(p)
     p.set_defaults(func=cmd_status)
+
+    replay_cli.register(sub, add_config, load_config)  # replay-set list|show|purge, replay --candidate (validation-stages)
 
 
 def load_config(args: argparse.Namespace) -> CollectorConfig:

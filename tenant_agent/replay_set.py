@@ -221,6 +221,7 @@ class ReplaySet:
 
     def counts(self) -> dict[str, int]:
         with self._lock:
+            self._prune(self._clock())
             return dict(self._db.execute("SELECT category, COUNT(*) FROM cases GROUP BY category").fetchall())
 
 

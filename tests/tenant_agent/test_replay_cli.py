@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -36,7 +37,8 @@ def test_list_show_and_purge(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "replay set: on; 3 case(s)" in out and "wrong_tool" in out
     case_id = next(line.split()[0] for line in out.splitlines() if line.startswith("case-"))
     assert main(["agent", "replay-set", "show", case_id, "--state-dir", str(state)]) == 0
-    assert '"expected_tools": [\n    "b"\n  ]' in capsys.readouterr().out
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["gold"] == {"expected_tools": ["b"]} and shown["text"] is None
     assert main(["agent", "replay-set", "show", "case-nope", "--state-dir", str(state)]) != 0
     assert "no case" in capsys.readouterr().err
     assert main(["agent", "replay-set", "purge", "--yes", "--state-dir", str(state)]) == 0

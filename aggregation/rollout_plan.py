@@ -36,7 +36,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -492,6 +492,8 @@ class RolloutPlans:
     plans: Mapping[str, RolloutPlan]
     #: Per risk class, the largest first stage a reviewer's override may start with (percent).
     max_first_percent: Mapping[str, float] = field(default_factory=dict)
+    #: Artifact kinds whose rollouts are scoped to the artifact's intent by default (per-intent canaries).
+    intent_scoped_kinds: frozenset[str] = frozenset()
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> RolloutPlans:
@@ -522,7 +524,10 @@ class RolloutPlans:
         for rc, v in ceilings.items():
             if rc not in plans or not 0.0 < v < 100.0:
                 raise RolloutPlanError(f"{source}: override_max_first_percent[{rc!r}] must be in (0, 100) for a known class")
-        return cls(version=version, plans=plans, max_first_percent=ceilings)
+        scoped = doc.get("intent_scoped_kinds", [])
+        if not isinstance(scoped, list) or not all(isinstance(k, str) for k in scoped):
+            raise RolloutPlanError(f"{source}: intent_scoped_kinds must be a list of artifact kinds")
+        return cls(version=version, plans=plans, max_first_percent=ceilings, intent_scoped_kinds=frozenset(scoped))
 
     def for_risk_class(self, risk_class: str) -> RolloutPlan:
         try:
@@ -557,6 +562,13 @@ def plan_for_candidate(risk_class: str, override_json: str | None) -> RolloutPla
         check_override_floor(shipped, proposed, plans.max_first_percent.get(risk_class))
         return proposed
     return shipped
+
+
+def with_default_intents(plan: RolloutPlan, kind: str, intent: str | None) -> RolloutPlan:
+    """``plan`` scoped to ``intent`` when ``kind`` is intent-scoped by default and the plan names no intents."""
+    if plan.intents or not intent or intent == "other" or kind not in shipped_plans().intent_scoped_kinds:
+        return plan
+    return replace(plan, intents=(intent,))
 
 
 def exposure(n_tenants: int, participating: Sequence[str], fraction: float) -> float:

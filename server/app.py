@@ -40,6 +40,7 @@ from grpc_reflection.v1alpha import reflection
 from server import metrics as metrics_mod
 from server.admin import service as admin_service
 from server.context import ServerContext
+from server.evaluation.sla import run_sla
 from server.identity import service as identity_service
 from server.identity.ca import server_tls_files
 from server.logs import log_event
@@ -84,6 +85,7 @@ JOBS: tuple[tuple[str, Job], ...] = (
     ("merge", run_merge),
     ("detect", run_detection),
     ("rollout", run_controller),
+    ("sla", run_sla),
 )
 
 

@@ -41,6 +41,11 @@ class ServerMetrics:
             ["cohort"], registry=self.registry,
         )
 
+        self.hotspots_overdue = Gauge(
+            "fedsignal_hotspots_overdue", "open hotspots past their remediation SLA, per cohort and failure category",
+            ["cohort", "category"], registry=self.registry,
+        )
+
     def observe_request(self, method: str, code: str, seconds: float) -> None:
         self.requests.labels(method=method, code=code).inc()
         self.latency.labels(method=method).observe(seconds)
@@ -80,6 +85,11 @@ def current() -> ServerMetrics:
 def report_outcome(reason: str) -> None:
     """Count one submitted report: ``"accepted"``, ``"duplicate"`` or a refusal reason."""
     current().report_outcome(reason)
+
+
+def set_hotspots_overdue(cohort: str, category: str, count: int) -> None:
+    """Set the overdue-hotspots gauge of one (cohort, category) (server.evaluation.sla, validation-stages)."""
+    current().hotspots_overdue.labels(cohort=cohort, category=category).set(count)
 
 
 def set_merge_lag(seconds: float, cohort: str = "") -> None:

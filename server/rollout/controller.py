@@ -61,6 +61,7 @@ from server.context import ServerContext
 from server.db import advisory_lock, transaction
 from server.evaluation.replay import assess_replay, read_replay
 from server.evaluation.shadow import assess_shadow, read_shadow
+from server.evaluation.sla import note_rollout_stage
 from server.identity.enrollment import cohort_tenants
 from server.review.bundles import issue_cohort_bundle, promote_candidate, roll_back_candidate
 from server.review.models import CandidateRecord
@@ -254,6 +255,7 @@ def start_rollout(
         at=now,
     )
     rec.bundle_version = issue_cohort_bundle(session, ctx, rec.cohort, _exposure(rec, plan), actor=actor).version
+    note_rollout_stage(session, rec.candidate_id, rec.phase, now)
     return rec
 
 
@@ -425,6 +427,7 @@ def _enter_next_phase(
     # "validated": a validation stage passed (the live stages' moves are "advanced").
     append_audit(session, CONTROLLER, "rollout.validated", {**evidence, "to": _stage_audit(rec, plan)}, at=now)
     rec.bundle_version = issue_cohort_bundle(session, ctx, rec.cohort, _exposure(rec, plan), actor=CONTROLLER).version
+    note_rollout_stage(session, rec.candidate_id, rec.phase, now)
 
 
 def _move_on(
@@ -463,6 +466,7 @@ def _finish(
     rec.bundle_version = issued.version
     rec.finished_at = _iso(now)
     append_audit(session, actor, f"rollout.{state}", {**evidence, "bundle_version": issued.version}, at=now)
+    note_rollout_stage(session, rec.candidate_id, state, now)  # promotion closes its hotspot, rollback reopens
 
 
 # -- reviewers' controls ----------------------------------------------------------------------
@@ -504,6 +508,7 @@ def abort_rollout(session: Session, ctx: ServerContext, rollout_id: str, *, acto
     rec.finished_at = rec.updated_at = _iso(now)
     append_audit(session, actor, "rollout.aborted",
                  {**_stage_audit(rec, plan), "reason": reason, "bundle_version": issued.version}, at=now)
+    note_rollout_stage(session, rec.candidate_id, "rolled_back", now)
     return rec
 
 

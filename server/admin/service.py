@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, timedelta
+from typing import Any
 
 import grpc
 from fedsignal.v1 import admin_pb2, admin_pb2_grpc, common_pb2
@@ -75,7 +76,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         require(context, self._ctx, "admin")
         try:
             with self._ctx.sessions() as session:
-                return list_signals(session, self._ctx.settings, request)
+                response = list_signals(session, self._ctx.settings, request)
+                response.hotspots.extend(hotspot_ages(session, self._ctx.clock(), request.cohort))
+                return response
         except FedsignalError as exc:
             context.abort(status_for(exc, _STATUS), str(exc))
 
@@ -90,6 +93,15 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 for e in iter_audit(session, after_seq=request.after_seq, limit=limit)
             ]
         return admin_pb2.GetAuditLogResponse(entries=entries)
+
+
+def hotspot_ages(session: Any, now: Any, cohort: str) -> list[admin_pb2.HotspotAge]:
+    """Open hotspots with age and SLA, overdue first (server.evaluation.sla; validation-stages)."""
+    from server.evaluation.sla import open_hotspots
+
+    return [admin_pb2.HotspotAge(cohort=h.cohort, category=h.category, stage=h.stage, candidate_id=h.candidate_id,
+                                 age_seconds=h.age_seconds, sla_seconds=h.sla_seconds, overdue=h.overdue,
+                                 reopened=h.reopened) for h in open_hotspots(session, now, cohort)]
 
 
 def add_to_server(grpc_server: grpc.Server, ctx: ServerContext) -> None:

@@ -175,6 +175,11 @@ def cmd_signals(args: argparse.Namespace) -> int:
 
     response = _list_signals(args, args.include_suppressed)
     if args.json:
+        for h in response.hotspots:
+            print(json.dumps({"hotspot": {"cohort": h.cohort, "category": h.category, "stage": h.stage,
+                                          "candidate_id": h.candidate_id, "age_seconds": h.age_seconds,
+                                          "sla_seconds": h.sla_seconds, "overdue": h.overdue,
+                                          "reopened": h.reopened}}, sort_keys=True))
         for c in response.cells:
             print(json.dumps({"cohort": c.cohort, "window_start": c.window_start, "window_end": c.window_end,
                               "category": c.measure, "slice": dict(c.slice), "estimate": c.estimate,
@@ -182,6 +187,14 @@ def cmd_signals(args: argparse.Namespace) -> int:
                               "rate_high": c.rate_high, "tenants": c.tenants, "suppressed": c.suppressed,
                               "z": c.z_score}, sort_keys=True))
         return 0
+    if response.hotspots:
+        print("open hotspots (overdue first):")
+        for h in response.hotspots:
+            status = "OVERDUE" if h.overdue else "within SLA"
+            again = f", reopened {h.reopened}x" if h.reopened else ""
+            print(f"  {h.cohort:<12} {h.category:<18} {h.stage:<11} age {h.age_seconds / 3600:7.1f} h  "
+                  f"SLA {h.sla_seconds / 3600:6.1f} h  {status}{again}  {h.candidate_id}")
+        print()
     header = ("cohort", "window (UTC)", "category", "slice", "estimate", "rate [interval]", "tenants", "z")
     rows = []
     for c in response.cells:

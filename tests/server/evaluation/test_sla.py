@@ -109,3 +109,24 @@ def test_a_promoted_fix_closes_its_hotspot(world: RolloutWorld) -> None:
 
         (row,) = s.query(HotspotSla).all()
         assert (row.state, row.stage, row.reopened) == ("closed", "promoted", 0) and row.closed_at
+
+
+def test_admin_signals_and_the_html_report_show_open_hotspots_overdue_first(world: RolloutWorld) -> None:
+    from datetime import UTC, datetime
+
+    from fedsignal.v1 import admin_pb2
+
+    from server.admin.service import hotspot_ages
+    from server.signals.report_html import render_report
+
+    world.bundled_candidate(plan=SHORT_PLAN, key="old")
+    world.clock.advance(100 * HOUR)
+    arts = [("routing.billing", "routing_rule", b'{"kind": "routing_rule", "intent": "billing"}')]
+    world.bundled_candidate(artifacts=arts, plan=SHORT_PLAN, key="new")
+    with transaction(world.ctx.sessions) as s:
+        sync_hotspots(s, world.clock())
+        ages = hotspot_ages(s, world.clock(), "")
+    assert [h.overdue for h in ages] == [True, False] and ages[0].sla_seconds == 72 * 3600
+    html = render_report(admin_pb2.ListSignalsResponse(min_tenants=3, hotspots=ages),
+                         generated_at=datetime.now(UTC))
+    assert "Open hotspots" in html and html.index("OVERDUE") < html.index("within SLA")

@@ -101,7 +101,6 @@ class TenantRun:
     candidate_sessions: list[int] = field(default_factory=list)
     shadow_sessions: list[int] = field(default_factory=list)
     replays: list[Any] = field(default_factory=list)
-    replayed: set[str] = field(default_factory=set)
 
     def source(self, artifact: str) -> Callable[[str, str], SessionArtifacts]:
         """What the simulated agents call per session: the local resolve API, with the turn's intent."""
@@ -291,15 +290,14 @@ class DemoLoop:
             batch = self.net.session_events(sims[run.tenant_id], start, WINDOW_SECONDS,
                                             run.source(self.artifact or "none"))
             run.collector.record_many(batch)
-            if not run.replayed:  # (a deployment keeps capturing; the demo replays once per tenant)
-                run.replay_set.capture([e for e in batch if e.mode != "shadow"])
+            run.replay_set.capture([e for e in batch if e.mode != "shadow"])
             run.events += len(batch)
             events += len(batch)
             if replay:
                 runner = ReplayRunner(run.collector, run.replay_set, HarnessClient(run.harness.url, run.tenant_id),
                                       max_cases=REPLAY_CAP)
-                done = replay_active_bundle(run.collector, runner, run.replayed)
-                if done is not None:
+                done = replay_active_bundle(run.collector, runner)
+                if done is not None and done.status != "no_cases":
                     run.replays.append(done)
         self.clock.now = start + WINDOW_SECONDS + 1
         released = 0

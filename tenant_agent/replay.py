@@ -319,9 +319,13 @@ class ReplayRunner:
             run.status = "not_ready"
             run.message = "the cohort's signal schema does not list this rollout's replay labels yet; retried later"
             return run
-        cases = self.replay_set.cases(category, intents)[: self.max_cases]
+        if release:  # a case is replayed (and released) once per rollout; later calls take the new ones
+            cases = self.replay_set.unreplayed(rollout_id, category, intents)[: self.max_cases]
+        else:
+            cases = self.replay_set.cases(category, intents)[: self.max_cases]
         if not cases:
-            run.status, run.message = "no_cases", f"the replay set holds no {category} cases"
+            run.status = "no_cases"
+            run.message = f"the replay set holds no {category} case{' not replayed yet' if release else ''}"
             return run
         taxonomy = self.collector.taxonomy
         started = time.monotonic()
@@ -359,34 +363,35 @@ class ReplayRunner:
             run.status = run.errors.most_common(1)[0][0]  # type: ignore[assignment]
         if release:
             run.released = release_slices(self.collector, rows).recorded
+            self.replay_set.mark_replayed(rollout_id, {r.case_id for r in run.results})
         return run
 
 
-def replay_active_bundle(collector: Any, runner: ReplayRunner, done: set[str] | None = None) -> ReplayRun | None:
-    """Replay the active bundle's candidate when it is in its replay phase (once per rollout in ``done``)."""
+def replay_active_bundle(collector: Any, runner: ReplayRunner) -> ReplayRun | None:
+    """Replay the active bundle's candidate while it is in its replay phase (None otherwise).
+
+    Call it as often as convenient (each window, say): every call replays the
+    cases captured since the previous one, so the replay evidence keeps
+    growing until the server's replay gate decides.
+    """
     bundle = collector.resolver.active()
     if bundle is None or bundle.candidate is None or bundle.exposure is None:
         return None
     exposure = bundle.exposure
     if exposure.phase != "replay" or not exposure.participates(collector.tenant_id):
         return None
-    if done is not None and exposure.rollout_id in done:
-        return None
     stable, candidate = bundle_artifacts(bundle)
-    run = runner.run(exposure.rollout_id, bundle.candidate.candidate_id, bundle.candidate.category, stable, candidate,
-                     intents=sorted(exposure.intents))
-    if done is not None and run.status in ("ok", "no_cases"):
-        done.add(exposure.rollout_id)
-    return run
+    return runner.run(exposure.rollout_id, bundle.candidate.candidate_id, bundle.candidate.category, stable,
+                      candidate, intents=sorted(exposure.intents))
 
 
-def replay_in_background(collector: Any, runner: ReplayRunner, done: set[str],
+def replay_in_background(collector: Any, runner: ReplayRunner,
                          on_done: Callable[[ReplayRun | None], None] | None = None) -> threading.Thread:
     """:func:`replay_active_bundle` in a daemon thread: a slow harness never holds the collector's loop."""
 
     def work() -> None:
         try:
-            result = replay_active_bundle(collector, runner, done)
+            result = replay_active_bundle(collector, runner)
         except Exception:  # the replay must never take the collector down; the operator sees the log
             log.exception("replay failed")
             result = None

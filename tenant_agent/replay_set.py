@@ -126,6 +126,10 @@ class ReplaySet:
             "versions TEXT NOT NULL, retrieval_ids TEXT NOT NULL, tools TEXT NOT NULL, gold TEXT NOT NULL, text TEXT)"
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS ix_cases_category ON cases (category, created_at)")
+        # Which cases a rollout's replay already released (a case is replayed once per rollout; new cases
+        # captured while the replay stage runs are replayed later, so the evidence grows).
+        self._db.execute("CREATE TABLE IF NOT EXISTS replayed (rollout_id TEXT NOT NULL, case_id TEXT NOT NULL, "
+                         "PRIMARY KEY (rollout_id, case_id))")
 
     def close(self) -> None:
         with self._lock:
@@ -207,6 +211,21 @@ class ReplaySet:
             out = [c for c in out if c.intent in set(intents)]
         return out
 
+    def unreplayed(self, rollout_id: str, category: str, intents: Sequence[str] = ()) -> list[ReplayCase]:
+        """``category``'s cases (in ``intents``) that ``rollout_id``'s replay has not released yet, oldest first."""
+        done = self.replayed(rollout_id)
+        return [c for c in self.cases(category, intents) if c.case_id not in done]
+
+    def replayed(self, rollout_id: str) -> set[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT case_id FROM replayed WHERE rollout_id = ?", (rollout_id,)).fetchall()
+        return {r[0] for r in rows}
+
+    def mark_replayed(self, rollout_id: str, case_ids: Iterable[str]) -> None:
+        with self._lock:
+            self._db.executemany("INSERT OR IGNORE INTO replayed VALUES (?, ?)",
+                                 [(rollout_id, c) for c in case_ids])
+
     def show(self, case_id: str) -> ReplayCase | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM cases WHERE case_id = ?", (case_id,)).fetchone()
@@ -217,6 +236,7 @@ class ReplaySet:
         with self._lock:
             if category:
                 return self._db.execute("DELETE FROM cases WHERE category = ?", (category,)).rowcount
+            self._db.execute("DELETE FROM replayed")
             return self._db.execute("DELETE FROM cases").rowcount
 
     def counts(self) -> dict[str, int]:

@@ -48,9 +48,10 @@ def test_every_collector_released_every_window_under_its_budget(summary: DemoSum
 
 def test_every_retail_tenant_replayed_its_own_cases_and_the_candidate_fixed_them(summary: DemoSummary) -> None:
     for tenant in RETAIL:
-        (replay,) = summary.replays[tenant]
-        assert replay["status"] == "ok" and replay["cases"] > 50
-        assert replay["candidate_failing"] < replay["stable_failing"] / 4
+        replays = summary.replays[tenant]
+        assert replays and {r["status"] for r in replays} == {"ok"}
+        assert sum(r["cases"] for r in replays) > 50
+        assert sum(r["candidate_failing"] for r in replays) < sum(r["stable_failing"] for r in replays) / 4
     assert all(not summary.replays[t] for t, c in TENANTS if c != HOTSPOT.cohort)
 
 

@@ -206,3 +206,16 @@ def test_a_schema_without_the_rollouts_labels_is_not_ready_and_calls_no_harness(
         run = ReplayRunner(c, _replay_set(tmp_path, 2), HarnessClient(url, c.tenant_id)).run(
             RID, "cand-1", "wrong_tool", STABLE, CANDIDATE)
         assert (run.status, run.cases, seen) == ("not_ready", 0, [])
+
+
+def test_each_case_is_replayed_once_per_rollout_and_new_cases_later(tmp_path: Path) -> None:
+    now = [T0 + 10]
+    with harness(good_harness) as (url, seen), _collector(tmp_path, now) as c:
+        rs = _replay_set(tmp_path, 4)
+        runner = ReplayRunner(c, rs, HarnessClient(url, c.tenant_id))
+        assert runner.run(RID, "cand-1", "wrong_tool", STABLE, CANDIDATE).cases == 4
+        again = runner.run(RID, "cand-1", "wrong_tool", STABLE, CANDIDATE)
+        assert (again.status, again.cases) == ("no_cases", 0) and len(seen) == 8
+        rs.capture([failing_case(i) for i in range(100, 103)])
+        assert runner.run(RID, "cand-1", "wrong_tool", STABLE, CANDIDATE).cases == 3
+        assert runner.run("ro-other", "cand-2", "wrong_tool", STABLE, CANDIDATE, release=False).cases == 7

@@ -85,7 +85,6 @@ class Loop:
     replay_sets: dict[str, ReplaySet] = field(default_factory=dict)
     harnesses: dict[str, HarnessServer] = field(default_factory=dict)
     replays: list[ReplayRun] = field(default_factory=list)
-    replayed: dict[str, set[str]] = field(default_factory=dict)
 
     @classmethod
     def start(cls, database_url: str, tmp: Path, *, tenants: int = 5, sessions: int = 300, k: int = 3,
@@ -135,7 +134,6 @@ class Loop:
             t = sim.tenant_id
             loop.replay_sets[t] = ReplaySet(tmp / t, ReplaySetPolicy(enabled=True), clock=clock)
             loop.harnesses[t] = HarnessServer(network, sim)
-            loop.replayed[t] = set()
         return loop
 
     def close(self) -> None:
@@ -209,8 +207,8 @@ class Loop:
             self.replay_sets[sim.tenant_id].capture(events)
             runner = ReplayRunner(collector, self.replay_sets[sim.tenant_id],
                                   HarnessClient(self.harnesses[sim.tenant_id].url, sim.tenant_id), max_cases=150)
-            run = replay_active_bundle(collector, runner, self.replayed[sim.tenant_id])
-            if run is not None:
+            run = replay_active_bundle(collector, runner)
+            if run is not None and run.status != "no_cases":
                 self.replays.append(run)
         self.window_start += WINDOW
         # On the boundary: the window just simulated is closed, the next one not begun.

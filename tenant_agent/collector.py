@@ -32,7 +32,7 @@ from aggregation.budget import BudgetLedger, BudgetPolicy, BudgetStatus
 from aggregation.events import DecisionEvent
 from aggregation.schema import SignalSchema, default_schema
 from aggregation.taxonomy import Taxonomy
-from tenant_agent import shadow
+from tenant_agent import replay_agent, shadow
 from tenant_agent.config import CollectorConfig, ConfigError
 from tenant_agent.outbox import DeliveryResult, Outbox
 from tenant_agent.redact import RedactionConfig, Redactor
@@ -186,7 +186,9 @@ class Collector:
         """Record events in one transaction; every event is durable when this returns."""
         batch = [e if isinstance(e, DecisionEvent) else self._from_dict(e) for e in events]
         batch = shadow.divert(self, batch)  # shadow turns are paired, never live evidence (validation-stages)
-        return self.book.record(batch, self._redaction_deltas())
+        result = self.book.record(batch, self._redaction_deltas())
+        replay_agent.capture(self, batch)  # failing turns become local replay cases, when enabled (validation-stages)
+        return result
 
     def _from_dict(self, doc: Mapping[str, Any]) -> DecisionEvent:
         from tenant_agent.ingest.records import event_from_dict
@@ -347,6 +349,7 @@ class Collector:
             self._channel.close()
         self._channel = None
         shadow.close(self)
+        replay_agent.close(self)
         self.store.close()
 
     def __enter__(self) -> Collector:

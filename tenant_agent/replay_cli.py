@@ -25,49 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-
 from aggregation.errors import FedsignalError
-from aggregation.typed import StrictModel, load_toml
-from tenant_agent.replay_set import ReplaySet, ReplaySetPolicy
-
-REPLAY_CONFIG = "replay.toml"
-
-
-class ReplaySetSettings(StrictModel):
-    enabled: bool = False
-    retention_days: float = Field(default=30.0, gt=0)
-    max_cases: int = Field(default=1000, gt=0)
-    per_category_cap: int = Field(default=200, gt=0)
-    store_redacted_text: bool = False
-
-
-class HarnessSettings(StrictModel):
-    url: str = ""
-    timeout_seconds: float = Field(default=5.0, gt=0)
-
-
-class ReplayConfig(StrictModel):
-    replay_set: ReplaySetSettings = ReplaySetSettings()
-    harness: HarnessSettings = HarnessSettings()
-
-    def policy(self) -> ReplaySetPolicy:
-        s = self.replay_set
-        return ReplaySetPolicy(enabled=s.enabled, retention_seconds=s.retention_days * 86400.0,
-                               max_cases=s.max_cases, per_category_cap=s.per_category_cap,
-                               store_redacted_text=s.store_redacted_text)
+from tenant_agent.replay_agent import REPLAY_CONFIG, ReplayConfig, load_replay_config
+from tenant_agent.replay_set import ReplaySet
 
 
 class ReplayCliError(FedsignalError):
     pass
-
-
-def load_replay_config(state_dir: Path) -> ReplayConfig:
-    path = Path(state_dir) / REPLAY_CONFIG
-    return load_toml(ReplayConfig, path) if path.exists() else ReplayConfig()
 
 
 def register(sub: Any, add_config: Callable[[argparse.ArgumentParser], None],

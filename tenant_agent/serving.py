@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from aggregation.events import DecisionEvent
+from tenant_agent import replay_agent
 
 if TYPE_CHECKING:
     from tenant_agent.bundles import ResolveServer
@@ -61,6 +62,8 @@ class Serving:
             ("close", loops.close_interval_seconds, lambda: c.close_windows(now)),
             ("deliver", loops.deliver_interval_seconds, lambda: c.deliver(now) if c.has_server else None),
             ("bundle", loops.bundle_interval_seconds, lambda: c.pull_bundle() if c.has_server else None),
+            # In a rollout's replay stage: replay new cases in the background (validation-stages).
+            ("replay", loops.bundle_interval_seconds, lambda: replay_agent.tick(c)),
         ]
         for name, interval, step in steps:
             if not self._due(name, interval, now):

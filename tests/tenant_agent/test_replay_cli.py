@@ -61,3 +61,26 @@ def test_replay_by_hand_needs_an_installed_bundle(tmp_path: Path, capsys: pytest
     state = _state(tmp_path)
     assert main(["agent", "replay", "--candidate", "cand-x", "--state-dir", str(state)]) != 0
     assert "no bundle installed" in capsys.readouterr().err
+
+
+def test_a_running_collector_captures_cases_and_replays_in_the_background_only_when_enabled(tmp_path: Path) -> None:
+    import random
+
+    from tenant_agent import replay_agent
+    from tenant_agent.collector import Collector
+    from tests.tenant_agent.collector.fakes import make_config
+
+    off = tmp_path / "off"
+    with Collector(make_config(off), clock=time.time, rng=random.Random(1)) as c:
+        c.record_many([DecisionEvent(tenant_id="tenant-1", session_id="s", timestamp=time.time(), event_id="e",
+                                     outcome="failure", tool_calls=(ToolCall("a", expected="b"),))])
+        replay_agent.tick(c)  # no bundle: nothing to replay
+    assert not (off / "replay.db").exists()  # opt-in: nothing kept, not even an empty file
+
+    on = tmp_path / "on"
+    on.mkdir()
+    (on / "replay.toml").write_text("[replay_set]\nenabled = true\n")
+    with Collector(make_config(on), clock=time.time, rng=random.Random(1)) as c:
+        c.record_many([DecisionEvent(tenant_id="tenant-1", session_id="s", timestamp=time.time(), event_id="e",
+                                     outcome="failure", tool_calls=(ToolCall("a", expected="b"),))])
+        assert replay_agent.attached(c).replay_set.counts() == {"wrong_tool": 1}

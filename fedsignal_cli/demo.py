@@ -500,7 +500,7 @@ def run_demo(
     *,
     seed: int = 7,
     baseline_windows: int = 3,
-    rollout_windows: int = 8,
+    rollout_windows: int = 12,
     sessions: int = 2000,
     rho_per_window: float = 0.5,
     min_tenants: int = 2,
@@ -618,8 +618,8 @@ def register(groups: Any) -> None:
     p.add_argument("--sessions", type=int, default=2000,
                    help="sessions per retail tenant per window (travel tenants: a quarter; default 2000)")
     p.add_argument("--windows", type=int, default=3, help="baseline windows before review (default 3)")
-    p.add_argument("--rollout-windows", type=int, default=8,
-                   help="most windows the live canary runs (default 8); promotion needs every gate's interval "
+    p.add_argument("--rollout-windows", type=int, default=12,
+                   help="most windows the live canary runs (default 12; it stops at promotion or rollback); promotion needs every gate's interval "
                         "to exclude harm beyond its margin")
     p.add_argument("--plant-regression", action="store_true",
                    help="ship a candidate that fixes its own category but breaks another (tool timeouts), and "

@@ -155,6 +155,8 @@ def _exposure(info: Mapping[str, Any]) -> SignedExposure | None:
             stage_percent=float(raw["stage_percent"]),
             session_fraction=float(raw["session_fraction"]),
             tenant_hashes=frozenset(str(h) for h in raw["participating_tenants"]),
+            phase=str(raw.get("phase", "live")),
+            intents=frozenset(str(i) for i in raw.get("intents", ())),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedMetadataError(f"cohort metadata rollout exposure is malformed: {exc}") from exc

@@ -100,6 +100,10 @@ class RolloutExposure:
     stage_percent: float
     session_fraction: float
     participating_tenants: Sequence[str]
+    #: "replay", "shadow" or "live" (the stage kind: no user gets the candidate before "live").
+    phase: str = "live"
+    #: Intents the rollout is scoped to (empty: every intent).
+    intents: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,8 @@ class SignedExposure:
     stage_percent: float
     session_fraction: float
     tenant_hashes: frozenset[str]
+    phase: str = "live"
+    intents: frozenset[str] = frozenset()
 
     def participates(self, tenant_id: str) -> bool:
         return tenant_hash(self.rollout_id, tenant_id) in self.tenant_hashes
@@ -194,6 +200,9 @@ def build_cohort_metadata(
             "session_fraction": repr(float(rollout.session_fraction)),
             "participating_tenants": sorted(tenant_hash(rollout.rollout_id, t) for t in rollout.participating_tenants),
         }
+        if rollout.phase != "live" or rollout.intents:
+            exposure["phase"] = rollout.phase
+            exposure["intents"] = sorted(rollout.intents)
     signed = Snapshot(
         version=version,
         expires=expiry(now, lifetime),

@@ -64,6 +64,10 @@ class DecisionEvent:
     artifact_version: str | None = None
     # Redacted free text (user input, agent output); never persisted.
     text: str | None = None
+    # "shadow" for a turn the agent ran with a rollout's shadow candidate beside the live path (its output
+    # discarded); None/"live" otherwise. A shadow turn names the live turn it shadows (its event id).
+    mode: str | None = None
+    shadow_of: str | None = None
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, Any]) -> DecisionEvent:

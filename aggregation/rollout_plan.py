@@ -36,7 +36,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -132,6 +132,47 @@ def control_label(rollout_id: str) -> str:
     return f"control-{rollout_id}"
 
 
+#: Validation stage kinds, in the order a rollout runs them (before its live stages).
+VALIDATION_KINDS = ("replay", "shadow")
+#: Stages no plan of a risk class may lack (a reviewer's override may add stages, never drop these).
+MANDATORY_VALIDATION: Mapping[str, tuple[str, ...]] = {
+    "low": ("replay",), "high": ("replay", "shadow"), "critical": ("replay", "shadow"),
+}
+ReplayArm = Literal["stable", "candidate"]
+ShadowSide = Literal["worse", "better"]
+
+
+def replay_label(rollout_id: str, arm: ReplayArm) -> str:
+    """The ``artifact_version`` label of a rollout's replayed turns (``stable`` or ``candidate`` arm).
+
+    Replay results travel as slices of the tenants' ordinary window releases
+    under these labels, so they get the same bounding, DP noise, ledger spend
+    and (when the cohort uses it) secure aggregation as live telemetry.
+    """
+    if arm not in ("stable", "candidate"):
+        raise ValueError(f"replay arm must be 'stable' or 'candidate', got {arm!r}")
+    return f"replay-{arm}-{rollout_id}"
+
+
+def shadow_label(rollout_id: str, side: ShadowSide) -> str:
+    """The label of a rollout's paired shadow outcomes.
+
+    Per complete (live, shadow) pair the collector counts one turn under each
+    label; under ``worse`` a measure counts when the shadow (candidate) turn
+    is worse on it than its live twin (a failure only the shadow has, or a
+    success only the live turn has), under ``better`` the reverse. Those are
+    the discordant pairs of a McNemar test.
+    """
+    if side not in ("worse", "better"):
+        raise ValueError(f"shadow side must be 'worse' or 'better', got {side!r}")
+    return f"shadow-{side}-{rollout_id}"
+
+
+def session_in_shadow(rollout_id: str, session_id: str, share: float) -> bool:
+    """Whether a session runs the candidate in shadow beside its live path (sticky, own hash stream)."""
+    return sticky_fraction(rollout_id, "shadow", session_id) < share
+
+
 def session_in_canary(rollout_id: str, session_id: str, fraction: float) -> bool:
     """Whether a session of a participating tenant gets the candidate."""
     return sticky_fraction(rollout_id, "session", session_id) < fraction
@@ -176,10 +217,65 @@ class GateSpec:
 
 
 @dataclass(frozen=True)
+class ValidationStage:
+    """A stage before any user sees the candidate: ``replay`` (offline) or ``shadow`` (beside the live path).
+
+    Replay: every tenant replays its own cases through its agent harness with
+    the stable and the candidate artifacts; the candidate passes when its own
+    category's failure rate drops by at least ``improvement`` (the whole
+    confidence interval below ``-improvement``) and no gate measure nor other
+    category is worse by more than ``margin``; evidence must come from at
+    least ``min_tenants`` tenants (never fewer than the server's k) and hold
+    ``min_cases`` replayed cases per arm.
+
+    Shadow: a sticky ``share`` of sessions runs the candidate beside the live
+    path (its output discarded); the paired test on (live, shadow) pairs must
+    show no gate harm, and non-inferiority within each gate's margin, on at
+    least ``min_cases`` pairs, after ``min_windows`` windows.
+    """
+
+    kind: str
+    min_windows: int = 1
+    min_cases: float = 30.0
+    min_tenants: int = 1
+    improvement: float = 0.0
+    margin: float = 0.02
+    share: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"kind": self.kind, "min_windows": self.min_windows, "min_cases": self.min_cases,
+                               "min_tenants": self.min_tenants, "margin": self.margin}
+        if self.kind == "replay":
+            doc["improvement"] = self.improvement
+        else:
+            doc["share"] = self.share
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> ValidationStage:
+        if not isinstance(doc, Mapping):
+            raise RolloutPlanError("a validation stage must be an object")
+        allowed = {"kind", "min_windows", "min_cases", "min_tenants", "improvement", "margin", "share"}
+        unknown = sorted(set(doc) - allowed)
+        if unknown:
+            raise RolloutPlanError(f"validation stage: unknown field(s) {', '.join(unknown)}")
+        return cls(
+            kind=str(doc["kind"]), min_windows=int(doc.get("min_windows", 1)),
+            min_cases=float(doc.get("min_cases", 30.0)), min_tenants=int(doc.get("min_tenants", 1)),
+            improvement=float(doc.get("improvement", 0.0)), margin=float(doc.get("margin", 0.02)),
+            share=float(doc.get("share", 0.0)),
+        )
+
+
+@dataclass(frozen=True)
 class RolloutPlan:
     risk_class: str
     stages: tuple[Stage, ...]
     gates: tuple[GateSpec, ...]
+    #: Stages before the live ones, in order (replay, then shadow); see :class:`ValidationStage`.
+    validation: tuple[ValidationStage, ...] = ()
+    #: Intents the live stages are scoped to (empty: every intent); sessions of other intents get stable.
+    intents: tuple[str, ...] = ()
     #: Total false-rollback probability of a rollout, split evenly over the gates
     #: (each gate's confidence sequence covers the whole rollout, every stage).
     alpha: float = 0.05
@@ -193,6 +289,9 @@ class RolloutPlan:
     @property
     def alpha_per_gate(self) -> float:
         return self.alpha / len(self.gates)
+
+    def validation_stage(self, kind: str) -> ValidationStage | None:
+        return next((v for v in self.validation if v.kind == kind), None)
 
     def gate(self, measure: str) -> GateSpec:
         for g in self.gates:
@@ -208,6 +307,8 @@ class RolloutPlan:
             "mixture_scale": self.mixture_scale,
             "stages": [s.to_dict() for s in self.stages],
             "gates": [g.to_dict() for g in self.gates],
+            "validation": [v.to_dict() for v in self.validation],
+            "intents": list(self.intents),
         }
 
     def to_json(self) -> str:
@@ -235,10 +336,16 @@ class RolloutPlan:
                 GateSpec(measure=str(g["measure"]), direction=g["direction"], margin=float(g["margin"]))
                 for g in doc["gates"]
             )
+            validation = tuple(ValidationStage.from_dict(v) for v in doc.get("validation", ()))
+            intents = doc.get("intents", ())
+            if isinstance(intents, str) or not all(isinstance(i, str) for i in intents):
+                raise RolloutPlanError("invalid rollout plan: 'intents' must be a list of intent names")
             return cls(
                 risk_class=str(risk_class or doc.get("risk_class", "")),
                 stages=stages,
                 gates=gates,
+                validation=validation,
+                intents=tuple(sorted(set(intents))),
                 alpha=float(doc.get("alpha", 0.05)),
                 mixture_scale=float(doc.get("mixture_scale", 0.05)),
                 plans_version=str(doc.get("plans_version", plans_version)),
@@ -287,6 +394,18 @@ def _validate(plan: RolloutPlan) -> None:
         raise RolloutPlanError(f"{where}: safety incidents must not rise at all (direction 'rise', margin 0)")
     if not 0.0 < plan.alpha < 0.5:
         raise RolloutPlanError(f"{where}: alpha must be in (0, 0.5)")
+    kinds = [v.kind for v in plan.validation]
+    for v in plan.validation:
+        if v.kind not in VALIDATION_KINDS:
+            raise RolloutPlanError(f"{where}: unknown validation stage kind {v.kind!r} (one of {', '.join(VALIDATION_KINDS)})")
+        if v.min_windows < 0 or v.min_cases < 0 or v.min_tenants < 1:
+            raise RolloutPlanError(f"{where}: {v.kind} stage: min_windows/min_cases >= 0 and min_tenants >= 1")
+        if not 0.0 <= v.margin < 1.0 or not 0.0 <= v.improvement < 1.0:
+            raise RolloutPlanError(f"{where}: {v.kind} stage: margin and improvement must be in [0, 1)")
+        if v.kind == "shadow" and not 0.0 < v.share <= 1.0:
+            raise RolloutPlanError(f"{where}: shadow stage: share must be in (0, 1]")
+    if len(set(kinds)) != len(kinds) or kinds != sorted(kinds, key=VALIDATION_KINDS.index):
+        raise RolloutPlanError(f"{where}: at most one replay and one shadow stage, replay first")
     if not plan.mixture_scale > 0.0:
         raise RolloutPlanError(f"{where}: mixture_scale must be positive")
 
@@ -328,6 +447,7 @@ def check_override_floor(shipped: RolloutPlan, proposed: RolloutPlan, max_first_
     """
     where = f"plan override for risk class {shipped.risk_class or '?'}"
     _check_gates_not_looser(shipped, proposed, f"by a {where}", f"by a {where}")
+    _check_validation_floor(shipped, proposed, where)
     if proposed.alpha > shipped.alpha:
         raise RolloutPlanError(f"{where}: alpha {proposed.alpha:g} is above the shipped {shipped.alpha:g}")
     if len(proposed.stages) < 2:
@@ -347,6 +467,24 @@ def check_override_floor(shipped: RolloutPlan, proposed: RolloutPlan, max_first_
             )
 
 
+def _check_validation_floor(shipped: RolloutPlan, proposed: RolloutPlan, where: str) -> None:
+    """Every mandatory validation stage of the class, and every shipped one, stays, no looser."""
+    required = set(MANDATORY_VALIDATION.get(shipped.risk_class, ())) | {v.kind for v in shipped.validation}
+    for kind in sorted(required, key=VALIDATION_KINDS.index):
+        got = proposed.validation_stage(kind)
+        if got is None:
+            raise RolloutPlanError(f"{where}: the {kind} stage is mandatory and cannot be removed")
+        floor = shipped.validation_stage(kind)
+        if floor is None:
+            continue
+        if (got.min_windows < floor.min_windows or got.min_cases < floor.min_cases
+                or got.min_tenants < floor.min_tenants or got.improvement < floor.improvement
+                or got.margin > floor.margin or (kind == "shadow" and got.share < floor.share)):
+            raise RolloutPlanError(
+                f"{where}: the {kind} stage cannot be looser than the shipped one ({floor.to_dict()})"
+            )
+
+
 @dataclass(frozen=True)
 class RolloutPlans:
     """The shipped plans, one per risk class."""
@@ -355,6 +493,8 @@ class RolloutPlans:
     plans: Mapping[str, RolloutPlan]
     #: Per risk class, the largest first stage a reviewer's override may start with (percent).
     max_first_percent: Mapping[str, float] = field(default_factory=dict)
+    #: Artifact kinds whose rollouts are scoped to the artifact's intent by default (per-intent canaries).
+    intent_scoped_kinds: frozenset[str] = frozenset()
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> RolloutPlans:
@@ -374,6 +514,10 @@ class RolloutPlans:
         missing = [rc for rc in RISK_CLASSES if rc not in plans]
         if missing:
             raise RolloutPlanError(f"{source}: no plan for risk class(es) {', '.join(missing)}")
+        for rc, plan in plans.items():
+            lacking = [k for k in MANDATORY_VALIDATION.get(rc, ()) if plan.validation_stage(k) is None]
+            if lacking:
+                raise RolloutPlanError(f"{source}: plan {rc!r} lacks its mandatory {', '.join(lacking)} stage(s)")
         try:
             ceilings = {str(rc): float(v) for rc, v in doc.get("override_max_first_percent", {}).items()}
         except (AttributeError, TypeError, ValueError) as exc:
@@ -381,7 +525,10 @@ class RolloutPlans:
         for rc, v in ceilings.items():
             if rc not in plans or not 0.0 < v < 100.0:
                 raise RolloutPlanError(f"{source}: override_max_first_percent[{rc!r}] must be in (0, 100) for a known class")
-        return cls(version=version, plans=plans, max_first_percent=ceilings)
+        scoped = doc.get("intent_scoped_kinds", [])
+        if not isinstance(scoped, list) or not all(isinstance(k, str) for k in scoped):
+            raise RolloutPlanError(f"{source}: intent_scoped_kinds must be a list of artifact kinds")
+        return cls(version=version, plans=plans, max_first_percent=ceilings, intent_scoped_kinds=frozenset(scoped))
 
     def for_risk_class(self, risk_class: str) -> RolloutPlan:
         try:
@@ -416,6 +563,13 @@ def plan_for_candidate(risk_class: str, override_json: str | None) -> RolloutPla
         check_override_floor(shipped, proposed, plans.max_first_percent.get(risk_class))
         return proposed
     return shipped
+
+
+def with_default_intents(plan: RolloutPlan, kind: str, intent: str | None) -> RolloutPlan:
+    """``plan`` scoped to ``intent`` when ``kind`` is intent-scoped by default and the plan names no intents."""
+    if plan.intents or not intent or intent == "other" or kind not in shipped_plans().intent_scoped_kinds:
+        return plan
+    return replace(plan, intents=(intent,))
 
 
 def exposure(n_tenants: int, participating: Sequence[str], fraction: float) -> float:

@@ -128,6 +128,22 @@ def mixture_radius(intrinsic_time: float, alpha: float, tau: float) -> float:
     return math.sqrt((1.0 + t2v) / (tau * tau) * (math.log1p(t2v) + 2.0 * math.log(1.0 / alpha))) / intrinsic_time
 
 
+def confidence_sequence(batch_stats: Sequence[tuple[float, float]], alpha: float, tau: float) -> tuple[float, float, float]:
+    """(estimate, low, high) of the normal-mixture confidence sequence over ``(d_i, v_i)`` batches.
+
+    The inverse-variance weighted mean of the batch differences and the
+    radius of :func:`mixture_radius`; the same sequence every gate uses
+    (unpaired canary, paired shadow, replay).
+    """
+    if not batch_stats:
+        return 0.0, -math.inf, math.inf
+    weighted = sum(d / v for d, v in batch_stats)
+    info = sum(1.0 / v for _, v in batch_stats)
+    estimate = weighted / info
+    radius = mixture_radius(info, alpha, tau)
+    return estimate, estimate - radius, estimate + radius
+
+
 def rate_difference(canary: ArmCounts, control: ArmCounts) -> tuple[float, float]:
     """(canary rate - control rate, its variance incl. DP noise and sampling)."""
     nc, nk = max(canary.turns, 1.0), max(control.turns, 1.0)
@@ -196,14 +212,9 @@ class Gate:
                 canary_turns, control_turns,
                 f"no batch with {self.min_batch_turns:g}+ turns in both canary and control yet",
             )
-        weighted, info = 0.0, 0.0
-        for g in groups:
-            d, v = rate_difference(g.canary, g.control)
-            weighted += d / v
-            info += 1.0 / v
-        estimate = weighted / info
-        radius = mixture_radius(info, self.alpha, self.mixture_scale)
-        low, high = estimate - radius, estimate + radius
+        estimate, low, high = confidence_sequence(
+            [rate_difference(g.canary, g.control) for g in groups], self.alpha, self.mixture_scale
+        )
         if self.direction == "drop":
             harm = high < -self.margin
             bound = f"upper bound {high:+.4f} < -{self.margin:g}"
@@ -237,3 +248,94 @@ def fixed_horizon_windows(
         return 0
     z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
     return max(1, math.ceil((z / gap) ** 2 * window_variance))
+
+
+# -- paired (shadow) evidence -----------------------------------------------------------------
+#
+# In shadow mode every complete pair is one live turn and the candidate's turn
+# on the same input. Per gate measure the collector releases, per window, the
+# number of pairs ``N`` and the discordant counts: ``W`` pairs where the
+# shadow is worse on the measure, ``B`` where it is better (McNemar's b and
+# c). The paired difference of rates is ``d = (W - B) / N`` with per-pair
+# values in {-1, 0, 1}: its sampling variance ``((W + B)/N - d^2) / N`` only
+# counts discordant pairs, which is where the paired test's power comes from
+# (an unpaired canary pays for the full binomial variance of both arms). The
+# DP noise of W, B and N enters as in :func:`rate_difference`. Batches feed
+# the same normal-mixture confidence sequence as the unpaired gates, so the
+# guarantees of the module docstring carry over (always valid, alpha per gate).
+
+
+@dataclass(frozen=True)
+class PairedCounts:
+    """One window's paired outcomes of a measure: discordant pair counts and the number of pairs."""
+
+    worse: float
+    worse_variance: float
+    better: float
+    better_variance: float
+    pairs: float
+    pairs_variance: float
+
+    def __add__(self, other: PairedCounts) -> PairedCounts:
+        return PairedCounts(
+            self.worse + other.worse, self.worse_variance + other.worse_variance,
+            self.better + other.better, self.better_variance + other.better_variance,
+            self.pairs + other.pairs, self.pairs_variance + other.pairs_variance,
+        )
+
+
+PAIRED_ZERO = PairedCounts(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def paired_difference(c: PairedCounts) -> tuple[float, float]:
+    """(shadow-minus-live rate of harm, its variance incl. DP noise), ``harm`` = worse minus better pairs."""
+    n = max(c.pairs, 1.0)
+    d = (c.worse - c.better) / n
+    # Half a discordant pair as a floor: a batch without discordance is not certainty.
+    discordant = max(c.worse + c.better, 0.5) / n
+    sampling = max(discordant - d * d, 0.5 / n) / n
+    noise = (c.worse_variance + c.better_variance + d * d * c.pairs_variance) / (n * n)
+    return d, sampling + noise
+
+
+def paired_batches(evidence: Sequence[PairedCounts], min_pairs: float = MIN_BATCH_TURNS) -> list[PairedCounts]:
+    """Consecutive windows grouped until a batch holds enough, not-too-noisy pairs."""
+    out: list[PairedCounts] = []
+    acc = PAIRED_ZERO
+    for w in evidence:
+        acc = acc + w
+        if acc.pairs >= min_pairs and math.sqrt(max(acc.pairs_variance, 0.0)) <= MAX_TURNS_RELATIVE_SD * acc.pairs:
+            out.append(acc)
+            acc = PAIRED_ZERO
+    return out
+
+
+@dataclass(frozen=True)
+class PairedGate:
+    """A gate judged on paired (live, shadow) outcomes: harm when the shadow is worse by more than ``margin``.
+
+    ``direction`` only names the measure's bad direction (``drop`` for
+    task_success, ``rise`` for failures); the collector already oriented
+    ``worse``/``better`` by it, so the test is one-sided on ``W - B`` alike.
+    """
+
+    measure: str
+    direction: Direction
+    margin: float
+    alpha: float
+    mixture_scale: float = 0.05
+    min_batch_pairs: float = MIN_BATCH_TURNS
+
+    def evaluate(self, evidence: Sequence[PairedCounts]) -> Verdict:
+        pairs = sum(w.pairs for w in evidence)
+        groups = paired_batches(evidence, self.min_batch_pairs)
+        if not groups:
+            return Verdict(self.measure, self.direction, self.margin, "insufficient", 0.0, -math.inf, math.inf, 0,
+                           pairs, pairs, f"no batch with {self.min_batch_pairs:g}+ shadow pairs yet")
+        estimate, low, high = confidence_sequence([paired_difference(g) for g in groups], self.alpha,
+                                                  self.mixture_scale)
+        harm = low > self.margin
+        reason = (f"{self.measure}: shadow worse than live, paired lower bound {low:+.4f} > {self.margin:g}" if harm
+                  else f"{self.measure}: paired test shows no harm beyond {self.margin:g}")
+        return Verdict(self.measure, self.direction, self.margin, "harm" if harm else "ok", estimate, low, high,
+                       len(groups), pairs, pairs, reason)

@@ -18,10 +18,18 @@ and carries the declared noise variance, and the gate of
    minimum evidence, non-inferiority before promotion): how often a neutral
    artifact and 2 / 5-point task-success drops are promoted or rolled back.
 
+4. Paired shadow vs unpaired canary at the same error rates: per window the
+   same sessions either run the candidate in shadow beside their live turn
+   (paired discordant counts, ``aggregation.sequential.PairedGate``) or are
+   split 50/50 into canary and control (the unpaired ``Gate``); the same
+   alpha, mixture and DP noise per released cell. Figures: false rollbacks
+   of a neutral candidate, detection of a harmful one, and windows to
+   detection.
+
 The control is randomized: the non-canary sessions of the participating
 tenants only (other tenants' sessions carry the stable label, not evidence).
 
-Prints a table only. Usage: ``python bench/rollout.py [--quick]``.
+Prints a table only. Usage: ``python bench/rollout.py [--quick] [--only-paired]``.
 """
 
 from __future__ import annotations
@@ -37,7 +45,15 @@ import numpy as np
 
 from aggregation import dp
 from aggregation.rollout_plan import participating_tenants, session_fraction, shipped_plans
-from aggregation.sequential import ArmCounts, Gate, WindowEvidence, fixed_horizon_windows, rate_difference
+from aggregation.sequential import (
+    ArmCounts,
+    Gate,
+    PairedCounts,
+    PairedGate,
+    WindowEvidence,
+    fixed_horizon_windows,
+    rate_difference,
+)
 from server.rollout.evidence import StageEvidence, assess, plan_gates
 
 BASE_RATES = {
@@ -189,12 +205,68 @@ def controlled_rollout(cohort: Cohort, drop: float, rollout_id: str, rng: np.ran
     return f"still at {plan.stages[stage].percent:g} %", cap
 
 
+def paired_window(rng: np.random.Generator, cohort: Cohort, p_live: float, p_shadow: float) -> PairedCounts:
+    """One window of shadow pairs: every session's live and shadow turn share their random draw.
+
+    Two runs of one agent on one input fail together unless the artifact
+    changes the odds: a common uniform per session decides both outcomes.
+    Each tenant releases (pairs, worse, better) through the DP mechanism.
+    """
+    merged = np.zeros(3)
+    for _ in range(cohort.tenants):
+        u = rng.random(cohort.sessions)
+        live, shadow = u < p_live, u < p_shadow
+        table = [cohort.sessions, int(np.sum(shadow & ~live)), int(np.sum(live & ~shadow))]
+        merged += dp.release(np.asarray(table, dtype=np.int64), cohort.params)
+    v = cohort.noise_var * cohort.tenants
+    return PairedCounts(merged[1], v, merged[2], v, merged[0], v)
+
+
+def unpaired_window(rng: np.random.Generator, cohort: Cohort, p_control: float, p_canary: float) -> WindowEvidence:
+    """One window of the same sessions split 50/50 into canary and control (the best unpaired split)."""
+    merged = np.zeros(4)
+    for _ in range(cohort.tenants):
+        n_c = int(rng.binomial(cohort.sessions, 0.5))
+        n_k = cohort.sessions - n_c
+        table = [n_c, n_k, int(rng.binomial(n_c, p_canary)), int(rng.binomial(n_k, p_control))]
+        merged += dp.release(np.asarray(table, dtype=np.int64), cohort.params)
+    v = cohort.noise_var * cohort.tenants
+    return WindowEvidence(ArmCounts(merged[2], v, merged[0], v), ArmCounts(merged[3], v, merged[1], v))
+
+
+def paired_vs_unpaired(cohort: Cohort, p: float, harm: float, runs: int, cap: int, alpha: float, tau: float,
+                       seed: int) -> dict[str, tuple[int, int, float]]:
+    """Per design and effect: (rollbacks, runs, median windows to rollback) with at most ``cap`` windows."""
+    out: dict[str, tuple[int, int, float]] = {}
+    for design in ("paired", "unpaired"):
+        for label, effect in (("neutral", 0.0), ("harmful", harm)):
+            rng = np.random.default_rng([seed, int(effect * 1e4), design == "paired"])
+            hits, when = 0, []
+            for _ in range(runs):
+                seen_p: list[PairedCounts] = []
+                seen_u: list[WindowEvidence] = []
+                for w in range(cap):
+                    if design == "paired":
+                        seen_p.append(paired_window(rng, cohort, p, p + effect))
+                        verdict = PairedGate("m", "rise", 0.0, alpha, tau).evaluate(seen_p).verdict
+                    else:
+                        seen_u.append(unpaired_window(rng, cohort, p, p + effect))
+                        verdict = Gate("m", "rise", 0.0, alpha, tau).evaluate(seen_u).verdict
+                    if verdict == "harm":
+                        hits += 1
+                        when.append(w + 1)
+                        break
+            out[f"{design}/{label}"] = (hits, runs, statistics.median(when) if when else math.nan)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer runs (a smoke run, noisier figures)")
     ap.add_argument("--tenants", type=int, default=10)
     ap.add_argument("--sessions", type=int, default=400, help="sessions per tenant per window")
     ap.add_argument("--stage", type=float, default=10.0, help="stage percent during the degradation runs")
+    ap.add_argument("--only-paired", action="store_true", help="only the paired-vs-unpaired comparison (4)")
     args = ap.parse_args(argv)
     runs = 15 if args.quick else 60
     neutral_runs = 40 if args.quick else 200
@@ -207,6 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     alpha = plan_gates(plan)[0].alpha  # plan alpha / gates: one confidence sequence per gate per rollout
     gate = Gate("task_success", "drop", 0.0, alpha, plan.mixture_scale)
     var, canary_per_window = window_variance(cohort, args.stage, BASE_RATES["task_success"])
+    if args.only_paired:
+        print_paired(cohort, alpha, plan.mixture_scale, args.quick)
+        return 0
 
     print(
         f"cohort: {args.tenants} tenants x {args.sessions} sessions/window; stage {args.stage:g} % "
@@ -254,7 +329,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         med = statistics.median(w for _, w in runs_out)
         summary = ", ".join(f"{o}: {n}" for o, n in sorted(outcomes.items()))
         print(f"  task-success drop {points:>2} pt: {summary}; median windows {med:g}")
+    print()
+    print_paired(cohort, alpha, plan.mixture_scale, args.quick)
     return 0
+
+
+def print_paired(cohort: Cohort, alpha: float, tau: float, quick: bool) -> None:
+    p, harm = BASE_RATES["tool_error"] * 2.5, 0.01  # a 5 % failure rate; the harmful candidate adds 1 point
+    runs, cap = (20, 40) if quick else (100, 60)
+    res = paired_vs_unpaired(cohort, p, harm, runs, cap, alpha, tau, seed=7)
+    print(f"paired shadow vs unpaired canary: {cohort.tenants} tenants x {cohort.sessions} sessions/window, failure "
+          f"rate {p:.2f}, harmful +{harm:.2f}, margin 0, alpha {alpha:.5f} per gate, mixture {tau}, "
+          f"{runs} runs of at most {cap} windows each")
+    print(f"{'design':>9} | {'false rollbacks (neutral)':>25} | {'detected (harmful)':>18} | {'median windows':>14}")
+    for design in ("paired", "unpaired"):
+        fb, n, _ = res[f"{design}/neutral"]
+        det, n2, med = res[f"{design}/harmful"]
+        print(f"{design:>9} | {fb:>3}/{n:<3} = {fb / n:>5.3f}{'':>9} | {det:>3}/{n2:<3} = {det / n2:>5.3f} | {med:>14g}")
 
 
 if __name__ == "__main__":

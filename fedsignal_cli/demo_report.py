@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +31,10 @@ class DemoSummary:
     audit_entries: int
     audit_ok: bool
     seconds: float
+    # Per tenant, per rollout window: sessions that ran the candidate in shadow (never served it).
+    shadow_sessions_per_window: dict[str, list[int]] = field(default_factory=dict)
+    # Per tenant: its replays (status, cases, own-category failures with stable / candidate), local only.
+    replays: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -99,9 +103,20 @@ def print_summary(s: DemoSummary, p: Printer) -> None:
         p.line("hotspot: not found")
     p.line(f"bundle signed by reviewer threshold: {'yes' if s.bundle_signed else 'no'}")
     if s.rollout:
-        p.line(f"rollout {s.rollout['rollout_id']}: {s.rollout['state']} at stage {s.rollout['stage_index'] + 1} "
-               f"({s.rollout['stage_percent']:g} %), canary tenants {', '.join(s.rollout['canary_tenants'])}")
-    versions = ", ".join(f"{t} v{v} ({sum(s.candidate_sessions_per_window[t])} canary sessions)"
+        r = s.rollout
+        path = " -> ".join(r.get("stages_run", []))
+        if r["state"] == "promoted":
+            where = (f"promoted: from stage {r['stage_index'] + 1} ({r['stage_percent']:g} %) into the 100 % stage "
+                     "(the candidate is the cohort's stable version now)")
+        elif r["state"] == "rolled_back" and r.get("phase") != "live":
+            where = f"rolled back in its {r.get('phase')} stage, before any user was served the candidate"
+        elif r["state"] == "rolled_back":
+            where = f"rolled back at stage {r['stage_index'] + 1} ({r['stage_percent']:g} %)"
+        else:
+            where = f"{r['state']} in its {r.get('phase')} stage"
+        p.line(f"rollout {r['rollout_id']}: {where}; stages run: {path}")
+    versions = ", ".join(f"{t} v{v} ({sum(s.candidate_sessions_per_window[t])} canary, "
+                         f"{sum(s.shadow_sessions_per_window.get(t, []))} shadow sessions)"
                          for t, v in s.bundle_version_per_tenant.items())
     p.line(f"bundle version per tenant: {versions}")
     p.line(f"audit log: {s.audit_entries} entries, hash chain {'verified' if s.audit_ok else 'BROKEN'}")

@@ -56,6 +56,20 @@ def no_artifacts(_session_id: str) -> tuple[str, Sequence[Mapping[str, Any]]]:
 
 
 @dataclass(frozen=True)
+class SessionArtifacts:
+    """What one session's agent resolved: what it serves, and a shadow candidate to run beside it (or None)."""
+
+    label: str
+    docs: Sequence[Mapping[str, Any]]
+    shadow_label: str | None = None
+    shadow_docs: Sequence[Mapping[str, Any]] | None = None
+
+
+#: Intent-aware resolution (per-intent rollouts, shadow mode): (session id, intent) -> what the agent uses.
+SessionSource = Callable[[str, str], SessionArtifacts]
+
+
+@dataclass(frozen=True)
 class BehaviourRates:
     """Per-turn probabilities of the base agent."""
 
@@ -102,6 +116,46 @@ class AgentNetwork:
     def _rng(self, tenant: SimTenant, window_start: float) -> np.random.Generator:
         tag = int.from_bytes(hashlib.sha256(tenant.tenant_id.encode()).digest()[:8], "big")
         return np.random.default_rng([self.seed, tag, int(window_start)])
+
+    def session_events(
+        self, tenant: SimTenant, window_start: float, window_seconds: int, resolve: SessionSource,
+    ) -> list[DecisionEvent]:
+        """Like :meth:`window_events`, resolving per (session, intent), with shadow turns where resolved.
+
+        Each turn draws its outcomes from its own generator; its shadow twin
+        (the candidate run on the same input) replays the same draws against
+        the candidate's rates, so the two outcomes are as correlated as two
+        runs of an agent on one input: they differ only where the artifact
+        changes the odds (which is what a paired test measures).
+        """
+        rng = self._rng(tenant, window_start)
+        weights = np.asarray(self.intent_weights or [1.0] * len(INTENTS), dtype=float)
+        weights = weights / weights.sum()
+        tag = int.from_bytes(hashlib.sha256(tenant.tenant_id.encode()).digest()[:8], "big")
+        events: list[DecisionEvent] = []
+        for s in range(tenant.sessions_per_window):
+            session_id = f"{tenant.tenant_id}-{int(window_start)}-{s}"
+            intent = INTENTS[int(rng.choice(len(INTENTS), p=weights))]
+            got = resolve(session_id, intent)
+            rates = self._effective_rates(tenant, intent, got.docs)
+            shadow_rates = (self._effective_rates(tenant, intent, got.shadow_docs)
+                            if got.shadow_docs is not None else None)
+            turns = int(rng.integers(1, self.max_turns_per_session + 1))
+            for t in range(turns):
+                ts = window_start + float(rng.uniform(0, window_seconds - 1))
+                if shadow_rates is None:
+                    events.append(self._turn(rng, tenant, session_id, t, intent, ts, got.label, rates))
+                    continue
+                seed = [self.seed, tag, int(window_start), s, t]
+                live = self._turn(np.random.default_rng(seed), tenant, session_id, t, intent, ts, got.label, rates)
+                events.append(live)
+                if shadow_rates is not None:
+                    twin = self._turn(np.random.default_rng(seed), tenant, session_id, t, intent, ts + 0.001,
+                                      got.shadow_label or "shadow", shadow_rates)
+                    events.append(replace(twin, event_id=f"{live.event_id}-shadow", mode="shadow",
+                                          shadow_of=live.event_id))
+        events.sort(key=lambda e: e.timestamp)
+        return events
 
     def window_events(
         self,
@@ -237,3 +291,80 @@ class AgentNetwork:
 
 def with_sessions(tenants: Sequence[SimTenant], sessions: int) -> list[SimTenant]:
     return [replace(t, sessions_per_window=sessions) for t in tenants]
+
+
+# -- the agent harness: the simulated agents replay a case on request ------------------------
+
+
+def event_document(event: DecisionEvent) -> dict[str, Any]:
+    """``event`` in the JSON Lines event schema (docs/event-schema.md), as a harness answers."""
+    doc: dict[str, Any] = {
+        "intent": event.intent, "agent": event.agent, "model": event.model, "outcome": event.outcome,
+        "tool_calls": [{"name": c.name, "error": c.error, "expected": c.expected} for c in event.tool_calls],
+        "retrieval_ids": list(event.retrieval_ids), "evaluations": dict(event.evaluations),
+    }
+    for flag in ("retrieval_empty", "escalated", "escalation_requested", "policy_blocked", "human_edited",
+                 "user_reasked", "timed_out"):
+        if getattr(event, flag):
+            doc[flag] = True
+    if event.error_type:
+        doc["error_type"] = event.error_type
+    return {k: v for k, v in doc.items() if v is not None}
+
+
+def replay_turn(network: AgentNetwork, tenant: SimTenant, request: Mapping[str, Any]) -> dict[str, Any]:
+    """Answer one harness request (docs/harness.md): the agent runs the case with the given artifacts."""
+    import json as _json
+
+    case = request["case"]
+    intent = str(case.get("intent") or INTENTS[0])
+    docs = []
+    for art in request.get("artifacts", ()):
+        text = art.get("content")
+        if text:
+            docs.append(_json.loads(text))
+    # Seeded by the case, not the arm: both arms replay the same input with the same draws, so they differ
+    # only where the artifacts change the odds (as two runs of one agent on one input would).
+    seed = int.from_bytes(hashlib.sha256(str(case.get("case_id", request["turn_id"])).encode()).digest()[:8], "big")
+    rng = np.random.default_rng([network.seed, seed])
+    rates = network._effective_rates(tenant, intent, docs)
+    event = network._turn(rng, tenant, "replay", 0, intent, 0.0, "replay", rates)
+    return {"turn_id": request["turn_id"], "event": event_document(event)}
+
+
+class HarnessServer:
+    """A tenant's agent harness on a loopback port, backed by the simulated agents (``POST /replay``)."""
+
+    def __init__(self, network: AgentNetwork, tenant: SimTenant, host: str = "127.0.0.1") -> None:
+        import json as _json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                try:
+                    doc = _json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                    body, status = _json.dumps(replay_turn(network, tenant, doc)).encode(), 200
+                except (ValueError, KeyError, TypeError) as exc:
+                    body, status = _json.dumps({"error": str(exc)}).encode(), 400
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+                return
+
+        self._httpd = ThreadingHTTPServer((host, 0), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="sim-harness", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/replay"
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)

@@ -44,6 +44,7 @@ from server import metrics as metrics_mod
 from server.admin import service as admin_service
 from server.audit import run_audit_checkpoint
 from server.context import ServerContext, ServerSettings
+from server.evaluation.sla import run_sla
 from server.identity import service as identity_service
 from server.identity.ca import server_tls_files
 from server.logs import log_event
@@ -100,6 +101,7 @@ JOBS: tuple[tuple[str, Job], ...] = (
     ("detect", run_detection),
     ("rollout", run_controller),
     ("audit-head", run_audit_checkpoint),
+    ("sla", run_sla),
 )
 
 

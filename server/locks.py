@@ -36,6 +36,8 @@ AUDIT = 0x46534155
 TRUST_ROOT = 0x46535254
 #: Hotspot detection (``"FSCD"``).
 DETECT = 0x46534344
+#: The remediation-SLA sync (``"FSS\0SLA"``): one hotspot-age pass at a time; taken alone.
+SLA = 0x46535300534C41
 
 
 def _blake_key(namespace: bytes, name: str) -> int:

@@ -35,6 +35,11 @@ class ServerMetrics:
             ["cohort"], registry=self.registry,
         )
 
+        self.hotspots_overdue = Gauge(
+            "fedsignal_hotspots_overdue", "open hotspots past their remediation SLA, per cohort and failure category",
+            ["cohort", "category"], registry=self.registry,
+        )
+
     def observe_request(self, method: str, code: str, seconds: float) -> None:
         self.requests.labels(method=method, code=code).inc()
         self.latency.labels(method=method).observe(seconds)
@@ -48,3 +53,7 @@ class ServerMetrics:
         if not cohort:
             raise ValueError("merge lag is published per cohort; the cohort name is required")
         self.merge_lag.labels(cohort=cohort).set(max(0.0, seconds))
+
+    def set_hotspots_overdue(self, cohort: str, category: str, count: int) -> None:
+        """Open hotspots of one (cohort, category) past their remediation SLA."""
+        self.hotspots_overdue.labels(cohort=cohort, category=category).set(count)

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, MetaData
 # Every domain's models, so that Base.metadata knows every table.
 from server import audit as _audit  # noqa: F401
 from server.db import Base
+from server.evaluation import models as _evaluation_models  # noqa: F401
 from server.identity import models as _identity_models  # noqa: F401
 from server.review import models as _review_models  # noqa: F401
 from server.rollout import models as _rollout_models  # noqa: F401

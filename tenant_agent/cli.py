@@ -25,6 +25,7 @@ from aggregation.clock import from_unix
 from aggregation.errors import FedsignalError
 from tenant_agent.config import IDENTITY_FILE, BudgetConfig, CollectorConfig, ConfigError, ReleaseConfig
 from tenant_agent.files import FILE_MODE, private_dir, write_atomic
+from tenant_agent import replay_cli
 
 CONFIG_FILE = "collector.toml"
 CONFIG_ENV = "FEDSIGNAL_AGENT_CONFIG"
@@ -154,6 +155,8 @@ def register(groups: Any) -> None:
     )
     add_config(p)
     p.set_defaults(func=_one_line_errors(cmd_status))
+
+    replay_cli.register(sub, add_config, load_config)  # replay-set list|show|purge, replay --candidate
 
 
 def load_config(args: argparse.Namespace) -> CollectorConfig:

@@ -38,6 +38,7 @@ from aggregation.events import DecisionEvent
 from aggregation.schema import SignalSchema, default_schema
 from aggregation.taxonomy import Taxonomy
 from tenant_agent.bundles import BundleClient, PullResult, Resolver
+from tenant_agent import replay_agent, shadow
 from tenant_agent.config import CollectorConfig, ConfigError
 from tenant_agent.files import private_dir
 from tenant_agent.ingest.jsonl import LineError, read_jsonl
@@ -214,9 +215,11 @@ class Collector:
 
     def record_many(self, events: Iterable[DecisionEvent | Mapping[str, Any]]) -> RecordResult:
         """Record events in one transaction; every event is durable when this returns."""
-        # A generator: each event is summed and dropped as it is parsed (see WindowBook.record).
-        batch = (e if isinstance(e, DecisionEvent) else self._from_dict(e) for e in events)
-        return self.book.record(batch, self._redaction_deltas)
+        batch = [e if isinstance(e, DecisionEvent) else self._from_dict(e) for e in events]
+        batch = shadow.divert(self, batch)  # shadow turns are paired, never live evidence
+        result = self.book.record(batch, self._redaction_deltas)
+        replay_agent.capture(self, batch)  # failing turns become local replay cases, when enabled
+        return result
 
     def _from_dict(self, doc: Mapping[str, Any]) -> DecisionEvent:
         return event_from_dict(dict(doc), self.tenant_id, self.redactor)
@@ -368,6 +371,8 @@ class Collector:
         if self._owns_channel and self._channel is not None:
             self._channel.close()
         self._channel = None
+        shadow.close(self)
+        replay_agent.close(self)
         self.store.close()
 
     def __enter__(self) -> Collector:

@@ -30,6 +30,7 @@ from aggregation.events import DecisionEvent
 from tenant_agent.bundles import ResolveServer, serve_resolve
 from tenant_agent.collector import Collector
 from tenant_agent.ingest.otlp_server import OtlpReceiver, add_otlp_services
+from tenant_agent import replay_agent
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ class Serving:
             ("close", loops.close_interval_seconds, lambda: c.close_windows(at)),
             ("deliver", loops.deliver_interval_seconds, lambda: c.deliver(at) if c.has_server else None),
             ("bundle", loops.bundle_interval_seconds, lambda: c.pull_bundle() if c.has_server else None),
+            # In a rollout's replay stage: replay new cases in the background (validation-stages).
+            ("replay", loops.bundle_interval_seconds, lambda: replay_agent.tick(c)),
         ]
         for name, interval, step in steps:
             if not self._due(name, interval, now):

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 import grpc
 from fedsignal.v1 import admin_pb2, admin_pb2_grpc, common_pb2
 
+from sqlalchemy.orm import Session
+
 from server.audit import iter_audit, latest_head, verify_and_checkpoint
 from server.context import ServerContext
+from server.evaluation.sla import open_hotspots
 from server.identity import enrollment as identity
 from server.logs import log_event
 from server.servicer import unit_of_work
@@ -74,10 +77,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         upto.limit = request.offset + wanted
         with unit_of_work(context, self._ctx, "admin") as call:
             full = list_signals(call.session, self._ctx.settings, upto)
+            # Hotspots go on the first page only; they are few (one per open category and cohort).
+            hotspots = hotspot_ages(call.session, self._ctx.clock(), request.cohort) if not request.offset else []
         cells = full.cells[request.offset:]
         page = signal_page(cells, self._ctx.settings.max_message_bytes - PAGE_HEADROOM_BYTES)
         more = len(page) < len(cells)
-        return admin_pb2.ListSignalsResponse(cells=page, min_tenants=full.min_tenants,
+        return admin_pb2.ListSignalsResponse(cells=page, min_tenants=full.min_tenants, hotspots=hotspots,
                                              next_offset=request.offset + len(page) if more else 0)
 
     def GetAuditLog(self, request: admin_pb2.GetAuditLogRequest,
@@ -110,6 +115,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             verified=verdict.ok if verdict is not None else False,
             problem=(verdict.reason or "") if verdict is not None else "not checked (no checkpoint asked for)",
         )
+
+
+def hotspot_ages(session: Session, now: datetime, cohort: str) -> list[admin_pb2.HotspotAge]:
+    """Open hotspots with age and SLA, overdue first (server.evaluation.sla)."""
+    return [admin_pb2.HotspotAge(cohort=h.cohort, category=h.category, stage=h.stage, candidate_id=h.candidate_id,
+                                 age_seconds=h.age_seconds, sla_seconds=h.sla_seconds, overdue=h.overdue,
+                                 reopened=h.reopened) for h in open_hotspots(session, now, cohort)]
 
 
 def add_to_server(grpc_server: grpc.Server, ctx: ServerContext) -> None:

@@ -124,6 +124,7 @@ def _list_signals(args: argparse.Namespace, include_suppressed: bool) -> admin_p
         while True:
             page: admin_pb2.ListSignalsResponse = stub.ListSignals(request)
             response.cells.extend(page.cells)
+            response.hotspots.extend(page.hotspots)
             response.min_tenants = page.min_tenants
             if not page.next_offset or not page.cells:
                 return response
@@ -137,6 +138,11 @@ def cmd_signals(args: argparse.Namespace) -> int:
 
     response = _list_signals(args, args.include_suppressed)
     if args.json:
+        for h in response.hotspots:
+            print(json.dumps({"hotspot": {"cohort": h.cohort, "category": h.category, "stage": h.stage,
+                                          "candidate_id": h.candidate_id, "age_seconds": h.age_seconds,
+                                          "sla_seconds": h.sla_seconds, "overdue": h.overdue,
+                                          "reopened": h.reopened}}, sort_keys=True))
         for c in response.cells:
             print(json.dumps({"cohort": c.cohort, "window_start": c.window_start, "window_end": c.window_end,
                               "category": c.measure, "slice": dict(c.slice), "estimate": c.estimate,
@@ -148,6 +154,17 @@ def cmd_signals(args: argparse.Namespace) -> int:
         return 0
     print(format_signals(response))
     return 0
+
+
+def format_hotspots(response: admin_pb2.ListSignalsResponse) -> str:
+    """Open hotspots with their age and remediation SLA, overdue first (empty when there are none)."""
+    lines = []
+    for h in response.hotspots:
+        status = "OVERDUE" if h.overdue else "within SLA"
+        again = f", reopened {h.reopened}x" if h.reopened else ""
+        lines.append(f"  {h.cohort:<12} {h.category:<18} {h.stage:<11} age {h.age_seconds / 3600:7.1f} h  "
+                     f"SLA {h.sla_seconds / 3600:6.1f} h  {status}{again}  {h.candidate_id}")
+    return "open hotspots (overdue first):\n" + "\n".join(lines) + "\n\n" if lines else ""
 
 
 def format_signals(response: admin_pb2.ListSignalsResponse) -> str:
@@ -170,9 +187,9 @@ def format_signals(response: admin_pb2.ListSignalsResponse) -> str:
         z = f"{c.z_score:+.2f}" if rate != NOT_ENOUGH_DATA else "—"
         rows.append((c.cohort, when, c.measure, slice_label(c), estimate, rate, str(c.tenants), z))
     if not rows:
-        return f"no merged cell has reached k = {response.min_tenants} tenants yet"
+        return format_hotspots(response) + f"no merged cell has reached k = {response.min_tenants} tenants yet"
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows])
+    return format_hotspots(response) + "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows])
 
 
 def cmd_report(args: argparse.Namespace) -> int:

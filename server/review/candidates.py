@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from aggregation.rollout_plan import plan_for_candidate
+from aggregation.rollout_plan import plan_for_candidate, with_default_intents
 from aggregation.stats import ratio_interval
 from server import locks
 from server.context import ServerContext
@@ -196,7 +196,7 @@ def detect(session: Session, ctx: ServerContext, remedies: RemediationMap | None
         evidence = _evidence(hot, remedies) | {"artifact_name": name}
         # The kind's highest class in the map, not just this category's (e.g. a guardrail is critical).
         risk_class = remedies.required_risk_class([remedy.kind], at_least=remedy.risk_class)
-        plan = plan_for_candidate(risk_class, None)
+        plan = with_default_intents(plan_for_candidate(risk_class, None), remedy.kind, intent)  # per-intent canary
         rec = create_candidate(
             session, cohort=cell.cohort, category=cell.measure, kind=remedy.kind, risk_class=risk_class,
             artifacts=[(name, remedy.kind, content)], evidence=evidence, rollout_plan_json=plan.to_json(),

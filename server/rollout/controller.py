@@ -18,6 +18,16 @@ a row lock and an advisory lock, and applies :func:`server.rollout.evidence.asse
   resumes by itself once evidence is back (a reviewer's pause does not);
 * ``wait`` — nothing to do yet (not audited).
 
+Before its live stages a rollout runs its plan's validation stages
+(``phase`` replay, then shadow): in replay every tenant replays its own
+cases through its own agent harness and nobody is served the candidate; in
+shadow a sticky share of sessions runs it beside the live path, output
+discarded. :mod:`server.evaluation` judges them: a pass is audited as
+``rollout.validated`` and moves on; a replay regression, a replay that shows
+no fix, or shadow harm rolls back; missing evidence waits (and pauses one
+window after the dwell and grace). The live stages cannot be entered before
+every validation stage of the plan has passed.
+
 Every other decision is an audit event carrying the evidence behind it.
 """
 
@@ -42,19 +52,24 @@ from aggregation.rollout_plan import (
     exposure,
     participating_tenants,
     plan_for_candidate,
+    replay_label,
     session_fraction,
+    shadow_label,
 )
 from server import locks
 from server.audit import append_audit
 from server.context import ServerContext
 from server.db import advisory_lock, transaction
+from server.evaluation.replay import assess_replay, read_replay
+from server.evaluation.shadow import assess_shadow, read_shadow
+from server.evaluation.sla import note_rollout_stage
 from server.identity.enrollment import cohort_tenants
 from server.review.bundles import issue_cohort_bundle, promote_candidate, roll_back_candidate
 from server.review.models import CandidateRecord
 from server.review.workflow import artifacts_of, get_candidate
-from server.rollout.evidence import Assessment, assess, read_stage_evidence
+from server.rollout.evidence import EVIDENCE_GRACE_WINDOWS, Assessment, assess, read_stage_evidence
 from server.rollout.models import RolloutRecord
-from server.signals.schemas import publish_artifact_versions
+from server.signals.schemas import current_schema, publish_artifact_versions
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +135,10 @@ def _next_window(now: datetime, window_seconds: int) -> int:
 
 
 def rollout_window_start(rec: RolloutRecord) -> int:
-    """The rollout's first evidence window (the stage-0 window start; evidence accumulates from there)."""
+    """The rollout's first live evidence window (the stage-0 window start; evidence accumulates from there)."""
+    live = json.loads(rec.validation_json or "{}").get("live_window_start")
+    if isinstance(live, int):
+        return min(rec.stage_window_start, live)
     started = datetime.fromisoformat(rec.created_at)
     return min(rec.stage_window_start, _next_window(started, rec.window_seconds))
 
@@ -142,17 +160,29 @@ def stable_label(session: Session, cohort: str, artifact_names: set[str]) -> str
     return BASELINE
 
 
+def intents_of(rec: RolloutRecord) -> list[str]:
+    return list(json.loads(rec.intents_json or "[]"))
+
+
+def rollout_labels(rollout_id: str, candidate_label: str, control: str) -> list[str]:
+    """Every artifact_version label a rollout needs in its cohort's schema."""
+    return [control, control_label(rollout_id), candidate_label,
+            replay_label(rollout_id, "stable"), replay_label(rollout_id, "candidate"),
+            shadow_label(rollout_id, "worse"), shadow_label(rollout_id, "better")]
+
+
 def _exposure(rec: RolloutRecord, plan: RolloutPlan) -> RolloutExposure:
     return RolloutExposure(
         rollout_id=rec.id, candidate_id=rec.candidate_id, stage_index=rec.stage_index,
         stage_percent=plan.stages[rec.stage_index].percent, session_fraction=rec.session_fraction,
-        participating_tenants=tuple(participants(rec)),
+        participating_tenants=tuple(participants(rec)), phase=rec.phase, intents=tuple(intents_of(rec)),
     )
 
 
 def _stage_audit(rec: RolloutRecord, plan: RolloutPlan) -> dict[str, object]:
     return {
-        "rollout_id": rec.id, "candidate_id": rec.candidate_id, "cohort": rec.cohort,
+        "rollout_id": rec.id, "candidate_id": rec.candidate_id, "cohort": rec.cohort, "phase": rec.phase,
+        "intents": intents_of(rec),
         "stage_index": rec.stage_index, "stage_percent": plan.stages[rec.stage_index].percent,
         "participating_tenants": participants(rec), "session_fraction": rec.session_fraction,
         "n_tenants": rec.n_tenants, "stage_window_start": rec.stage_window_start,
@@ -163,8 +193,15 @@ def _stage_audit(rec: RolloutRecord, plan: RolloutPlan) -> dict[str, object]:
 # -- start ------------------------------------------------------------------------------------
 
 
-def start_rollout(session: Session, ctx: ServerContext, candidate_id: str, *, actor: str) -> RolloutRecord:
+def start_rollout(
+    session: Session, ctx: ServerContext, candidate_id: str, *, actor: str, intents: list[str] | None = None,
+) -> RolloutRecord:
     """Start rolling out a bundled candidate (inside the caller's transaction).
+
+    The rollout begins with the plan's validation stages (replay, then
+    shadow) when it has them: no user is served the candidate until those
+    passed. ``intents`` scopes the live stages (the plan's own ``intents``
+    win when set); empty: every intent.
 
     Publishes the candidate's version label in the cohort schema, freezes the
     plan and its gates (audited with the plan's digest), chooses the stage-0
@@ -193,16 +230,27 @@ def start_rollout(session: Session, ctx: ServerContext, candidate_id: str, *, ac
     # Three labels: the stable one (every session outside the rollout), the control
     # (participating tenants' other sessions: stable content, randomized against the
     # canary) and the candidate.
-    schema = publish_artifact_versions(session, cand.cohort, [control, control_label(rid), cand.id])
+    # Replay and shadow results come back as slices under their own labels, too.
+    schema = publish_artifact_versions(session, cand.cohort, rollout_labels(rid, cand.id, control))
     first = plan.stages[0].percent
-    chosen = participating_tenants(rid, tenants, first)
+    intents = list(plan.intents) or list(intents or ())
+    if plan.validation:
+        # Validation first: every tenant replays (nobody is served the candidate), then shadow.
+        phase = plan.validation[0].kind
+        chosen = sorted(tenants)
+        fraction = plan.validation[0].share if phase == "shadow" else 0.0
+    else:
+        phase = "live"
+        chosen = participating_tenants(rid, tenants, first)
+        fraction = session_fraction(first, len(tenants), len(chosen))
     rec = RolloutRecord(
         id=rid, candidate_id=cand.id, cohort=cand.cohort, state="running", paused_by="", pause_reason="",
         plan_json=plan.to_json(), plan_digest=plan.digest(), candidate_label=cand.id, stable_label=control,
         stage_index=0, stage_window_start=_next_window(now, schema.window_seconds), stage_started_at=_iso(now),
-        participants_json=json.dumps(chosen), session_fraction=session_fraction(first, len(tenants), len(chosen)),
+        participants_json=json.dumps(chosen), session_fraction=fraction,
         n_tenants=len(tenants), window_seconds=schema.window_seconds, bundle_version=0,
         last_assessment_json="{}", started_by=actor, created_at=_iso(now), updated_at=_iso(now),
+        phase=phase, intents_json=json.dumps(sorted(set(intents))), validation_json="{}",
     )
     session.add(rec)
     session.flush()
@@ -214,6 +262,7 @@ def start_rollout(session: Session, ctx: ServerContext, candidate_id: str, *, ac
         at=now,
     )
     rec.bundle_version = issue_cohort_bundle(session, ctx, rec.cohort, _exposure(rec, plan), actor=actor).version
+    note_rollout_stage(session, rec.candidate_id, rec.phase, now)
     return rec
 
 
@@ -257,7 +306,7 @@ def assess_rollout(session: Session, ctx: ServerContext, rec: RolloutRecord) -> 
     evidence = read_stage_evidence(
         session, ctx.settings, rec.cohort, [g.measure for g in plan.gates],
         rec.candidate_label, control_label(rec.id), rollout_window_start(rec),
-        stage_window_start=rec.stage_window_start,
+        stage_window_start=rec.stage_window_start, intents=intents_of(rec),
     )
     return assess(plan, rec.stage_index, evidence, elapsed_windows(rec, ctx.clock()))
 
@@ -269,6 +318,8 @@ def step_rollout(ctx: ServerContext, rollout_id: str) -> StepResult:
         if rec.state not in ACTIVE_STATES:
             return StepResult(rec.id, "none", f"rollout is {rec.state}", rec.state, rec.stage_index)
         plan = frozen_plan(rec)
+        if rec.phase != "live":
+            return _step_validation(session, ctx, rec, plan)
         a = assess_rollout(session, ctx, rec)
         now = ctx.clock()
         rec.last_assessment_json = json.dumps(a.to_dict())
@@ -291,6 +342,99 @@ def step_rollout(ctx: ServerContext, rollout_id: str) -> StepResult:
         elif decision in ("advance", "promote"):
             _move_on(session, ctx, rec, plan, decision, evidence, now)
         return StepResult(rec.id, decision, a.reason, rec.state, rec.stage_index)
+
+
+def assess_validation(session: Session, ctx: ServerContext, rec: RolloutRecord) -> dict[str, object]:
+    """The current validation stage's assessment (replay or shadow) as a JSON-able dict with ``decision``."""
+    plan = frozen_plan(rec)
+    stage = plan.validation_stage(rec.phase)
+    if stage is None:
+        raise RolloutStateError(f"rollout {rec.id}: phase {rec.phase!r} is not in its plan")
+    elapsed = elapsed_windows(rec, ctx.clock())
+    k = ctx.settings.min_tenants
+    # The labels are this rollout's own, so no slice under them predates the stage: read from the window
+    # the stage began in (tenants replay, and pair, as soon as they hold the bundle, mid-window too).
+    began = datetime.fromisoformat(rec.stage_started_at).timestamp()
+    from_window = int(began // rec.window_seconds) * rec.window_seconds
+    if rec.phase == "replay":
+        cand = get_candidate(session, rec.candidate_id)
+        slices = read_replay(session, ctx.settings, rec.cohort, rec.id, from_window, intents_of(rec))
+        measures = current_schema(session, rec.cohort).dimensions[0].values
+        return {"kind": "replay", **assess_replay(plan, stage, cand.category, rec.id, slices, measures, k=k,
+                                                  elapsed_windows=elapsed).to_dict()}
+    slices = read_shadow(session, ctx.settings, rec.cohort, rec.id, from_window, intents_of(rec))
+    return {"kind": "shadow", **assess_shadow(plan, stage, rec.id, slices, k=k, elapsed_windows=elapsed).to_dict()}
+
+
+def _step_validation(session: Session, ctx: ServerContext, rec: RolloutRecord, plan: RolloutPlan) -> StepResult:
+    """Replay or shadow: pass -> next stage, regression/no fix/harm -> rollback, else wait (or pause)."""
+    a = assess_validation(session, ctx, rec)
+    now = ctx.clock()
+    rec.last_assessment_json = json.dumps(a)
+    rec.updated_at = _iso(now)
+    evidence: dict[str, object] = {**_stage_audit(rec, plan), "assessment": a}
+    verdict, reason = str(a["decision"]), str(a["reason"])
+    stage = plan.validation_stage(rec.phase)
+    assert stage is not None
+    if verdict in ("regression", "no_fix", "harm"):
+        _finish(session, ctx, rec, "rolled_back", CONTROLLER, evidence, now)
+        return StepResult(rec.id, "rollback", reason, rec.state, rec.stage_index)
+    if verdict == "pass":
+        done = json.loads(rec.validation_json or "{}")
+        done[rec.phase] = a
+        rec.validation_json = json.dumps(done)
+        if rec.state == "paused" and rec.paused_by == "controller":
+            rec.state, rec.paused_by, rec.pause_reason = "running", "", ""
+            append_audit(session, CONTROLLER, "rollout.resumed", {**evidence, "reason": "evidence is back"}, at=now)
+        elif rec.state == "paused":
+            return StepResult(rec.id, "wait", "paused by a reviewer", rec.state, rec.stage_index)
+        _enter_next_phase(session, ctx, rec, plan, evidence, now)
+        return StepResult(rec.id, "advance", reason, rec.state, rec.stage_index)
+    if rec.state == "running" and elapsed_windows(rec, now) >= stage.min_windows + EVIDENCE_GRACE_WINDOWS + 1:
+        rec.state, rec.paused_by, rec.pause_reason = "paused", "controller", reason
+        append_audit(session, CONTROLLER, "rollout.paused", {**evidence, "reason": reason}, at=now)
+        return StepResult(rec.id, "pause", reason, rec.state, rec.stage_index)
+    return StepResult(rec.id, "wait", reason, rec.state, rec.stage_index)
+
+
+def validation_passed(rec: RolloutRecord, plan: RolloutPlan) -> list[str]:
+    """The validation stages of ``plan`` the rollout has NOT passed yet (empty: it may go live)."""
+    done = json.loads(rec.validation_json or "{}")
+    return [v.kind for v in plan.validation if done.get(v.kind, {}).get("decision") != "pass"]
+
+
+def _enter_next_phase(
+    session: Session, ctx: ServerContext, rec: RolloutRecord, plan: RolloutPlan, evidence: dict[str, object],
+    now: datetime,
+) -> None:
+    kinds = [v.kind for v in plan.validation]
+    position = kinds.index(rec.phase)
+    tenants = cohort_tenants(session, rec.cohort)
+    if position + 1 < len(kinds):
+        nxt = plan.validation[position + 1]
+        rec.phase = nxt.kind
+        rec.participants_json = json.dumps(sorted(tenants))
+        rec.session_fraction = nxt.share if nxt.kind == "shadow" else 0.0
+    else:
+        missing = validation_passed(rec, plan)
+        if missing:  # structural guard: nobody is served the candidate without the evidence
+            raise RolloutStateError(f"rollout {rec.id}: cannot go live without passing {', '.join(missing)}")
+        rec.phase = "live"
+        rec.stage_index = 0
+        first = plan.stages[0].percent
+        chosen = participating_tenants(rec.id, tenants, first)
+        rec.participants_json = json.dumps(chosen)
+        rec.session_fraction = session_fraction(first, len(tenants), len(chosen))
+    rec.n_tenants = len(tenants)
+    rec.stage_window_start = _next_window(now, rec.window_seconds)
+    rec.stage_started_at = _iso(now)
+    if rec.phase == "live":
+        rec.validation_json = json.dumps({**json.loads(rec.validation_json), "live_window_start":
+                                          rec.stage_window_start})
+    # "validated": a validation stage passed (the live stages' moves are "advanced").
+    append_audit(session, CONTROLLER, "rollout.validated", {**evidence, "to": _stage_audit(rec, plan)}, at=now)
+    rec.bundle_version = issue_cohort_bundle(session, ctx, rec.cohort, _exposure(rec, plan), actor=CONTROLLER).version
+    note_rollout_stage(session, rec.candidate_id, rec.phase, now)
 
 
 def _move_on(
@@ -329,6 +473,7 @@ def _finish(
     rec.bundle_version = issued.version
     rec.finished_at = _iso(now)
     append_audit(session, actor, f"rollout.{state}", {**evidence, "bundle_version": issued.version}, at=now)
+    note_rollout_stage(session, rec.candidate_id, state, now)  # promotion closes its hotspot, rollback reopens
 
 
 # -- reviewers' controls ----------------------------------------------------------------------
@@ -370,6 +515,7 @@ def abort_rollout(session: Session, ctx: ServerContext, rollout_id: str, *, acto
     rec.finished_at = rec.updated_at = _iso(now)
     append_audit(session, actor, "rollout.aborted",
                  {**_stage_audit(rec, plan), "reason": reason, "bundle_version": issued.version}, at=now)
+    note_rollout_stage(session, rec.candidate_id, "rolled_back", now)
     return rec
 
 

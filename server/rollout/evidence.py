@@ -82,13 +82,16 @@ def read_stage_evidence(
     control_label: str,
     from_window: int,
     stage_window_start: int | None = None,
+    intents: Sequence[str] = (),
 ) -> StageEvidence:
     """Merged evidence of ``cohort`` from ``from_window`` on (window starts, unix seconds).
 
     ``control_label`` is the rollout's control slice (participating tenants'
     non-canary sessions); ``stage_window_start`` marks where the current
-    stage's windows begin (see :class:`StageEvidence`).
+    stage's windows begin (see :class:`StageEvidence`). ``intents`` scopes
+    the evidence to those intents' slices (a per-intent canary); empty: all.
     """
+    scope = set(intents)
     arms = {candidate_label: 0, control_label: 1}
     wanted = set(measures)
     counts: dict[tuple[int, str], list[ArmCounts]] = defaultdict(lambda: [ZERO, ZERO])
@@ -99,6 +102,8 @@ def read_stage_evidence(
     for cell in merged_cells(session, cohort, settings, window_start_from=from_window):
         arm = arms.get(cell.slice.get(ARTIFACT_VERSION, ""))
         if arm is None or cell.measure not in wanted:
+            continue
+        if scope and cell.slice.get("intent", "") not in scope:
             continue
         windows.add(cell.window_start)
         if cell.suppressed:

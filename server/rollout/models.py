@@ -43,6 +43,12 @@ class RolloutRecord(Base):
     bundle_version: Mapped[int] = mapped_column(BigInteger, default=0)
     #: JSON of the last assessment (decision, reason, per-gate verdicts, evidence).
     last_assessment_json: Mapped[str] = mapped_column(Text, default="{}")
+    #: "replay", "shadow" (validation: no user gets the candidate) or "live" (the plan's stages).
+    phase: Mapped[str] = mapped_column(String(20), default="live")
+    #: JSON list of the intents the rollout is scoped to ([] = every intent).
+    intents_json: Mapped[str] = mapped_column(Text, default="[]")
+    #: JSON: per validation stage kind, the assessment that passed it (evidence for entering the next stage).
+    validation_json: Mapped[str] = mapped_column(Text, default="{}")
     started_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[str] = mapped_column(String(40))
     updated_at: Mapped[str] = mapped_column(String(40))

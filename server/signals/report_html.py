@@ -166,6 +166,21 @@ def _table(cells: Sequence[admin_pb2.MergedCell]) -> str:
     return "".join(rows)
 
 
+def hotspots_table(hotspots: Sequence[admin_pb2.HotspotAge]) -> str:
+    """Open hotspots with age and remediation SLA, overdue first (validation-stages)."""
+    if not hotspots:
+        return "<h2>Open hotspots</h2><p>No open hotspot.</p>"
+    rows = "".join(
+        f"<tr><td>{_esc(h.cohort)}</td><td>{_esc(h.category)}</td><td>{_esc(h.stage)}</td>"
+        f"<td>{h.age_seconds / 3600:.1f} h</td><td>{h.sla_seconds / 3600:.1f} h</td>"
+        f"<td>{'<strong>OVERDUE</strong>' if h.overdue else 'within SLA'}</td><td>{h.reopened}</td>"
+        f"<td>{_esc(h.candidate_id)}</td></tr>"
+        for h in hotspots
+    )
+    return ("<h2>Open hotspots</h2><table><tr><th>cohort</th><th>category</th><th>stage</th><th>age</th>"
+            f"<th>SLA</th><th>status</th><th>reopened</th><th>candidate</th></tr>{rows}</table>")
+
+
 def render_report(response: admin_pb2.ListSignalsResponse, *, generated_at: datetime) -> str:
     """The whole HTML document for the released cells of ``response``."""
     released = [c for c in response.cells if not c.suppressed]
@@ -181,6 +196,7 @@ def render_report(response: admin_pb2.ListSignalsResponse, *, generated_at: date
         f"(rises of failure rates, drops of task success); each plot shows the {MAX_SERIES} most significant "
         "slices.</p>",
     ]
+    body.append(hotspots_table(response.hotspots))
     if not released:
         body.append("<p>No merged cell has reached k tenants yet.</p>")
     for cohort in sorted(grouped):

@@ -45,7 +45,7 @@ from urllib.parse import parse_qs, urlparse
 from aggregation.bundle import BASELINE, ApprovedSet, VerifiedBundle
 from aggregation.bundle_errors import BundleRefused
 from aggregation.clock import Clock, system_clock
-from aggregation.rollout_plan import control_label, session_in_canary
+from aggregation.rollout_plan import control_label, session_in_canary, session_in_shadow
 from tenant_agent.bundles.store import BundleStore
 
 log = logging.getLogger(__name__)
@@ -76,12 +76,17 @@ class Resolution:
     version: str
     content: bytes
     arm: Arm
+    #: In a rollout's shadow stage, for a sticky share of sessions: the candidate to run beside the
+    #: live path (output discarded, telemetry with ``fedsignal.mode = shadow``); this resolution is what to serve.
+    shadow: Resolution | None = None
 
-    def to_json(self) -> dict[str, str]:
-        doc = {"name": self.name, "version": self.version, "arm": self.arm.value,
-               "content_b64": base64.b64encode(self.content).decode("ascii")}
+    def to_json(self) -> dict[str, object]:
+        doc: dict[str, object] = {"name": self.name, "version": self.version, "arm": self.arm.value,
+                                  "serve": self.version, "content_b64": base64.b64encode(self.content).decode("ascii")}
         with contextlib.suppress(UnicodeDecodeError):
             doc["content"] = self.content.decode("utf-8")
+        if self.shadow is not None:
+            doc["shadow"] = self.shadow.to_json()
         return doc
 
 
@@ -137,8 +142,15 @@ class Resolver:
         """Whether ``bundle``'s cohort metadata has expired by the resolver's clock."""
         return bundle.expires <= self._clock()
 
-    def resolve(self, artifact_name: str, session_id: str) -> Resolution:
-        """Raises :class:`InstalledBundleRefused` rather than serve unverified bytes."""
+    def resolve(self, artifact_name: str, session_id: str, intent: str | None = None) -> Resolution:
+        """What ``session_id`` uses for ``artifact_name``; ``intent``: the turn's intent (per-intent rollouts).
+
+        A rollout scoped to intents exposes only sessions of those intents;
+        every other intent (and an unknown one) gets stable. In the replay
+        stage nobody gets the candidate; in the shadow stage a sticky share of
+        sessions gets stable to serve plus the candidate as ``shadow``.
+        Raises :class:`InstalledBundleRefused` rather than serve unverified bytes.
+        """
         bundle = self.active()
         if bundle is None:
             return Resolution(artifact_name, BASELINE, b"", STABLE)
@@ -149,7 +161,15 @@ class Resolver:
             and artifact_name in cand.artifacts
             and exposure.participates(self._tenant_id)
             and not self.expired(bundle)  # an expired bundle serves no rollout arm: stable only
+            and (not exposure.intents or intent in exposure.intents)
         )
+        if in_rollout and cand is not None and exposure is not None and exposure.phase != "live":
+            stable = self._stable(bundle, artifact_name)
+            if exposure.phase == "shadow" and session_in_shadow(exposure.rollout_id, session_id,
+                                                                 exposure.session_fraction):
+                shadow = Resolution(artifact_name, cand.label, bundle.content(cand, artifact_name), CANDIDATE)
+                return Resolution(stable.name, stable.version, stable.content, CONTROL, shadow=shadow)
+            return stable  # replay: nobody is served the candidate
         if in_rollout and cand is not None and exposure is not None:
             if session_in_canary(exposure.rollout_id, session_id, exposure.session_fraction):
                 return Resolution(artifact_name, cand.label, bundle.content(cand, artifact_name), CANDIDATE)
@@ -212,17 +232,18 @@ def serve_resolve(resolver: Resolver, host: str = "127.0.0.1", port: int = 0) ->
                 return
             q = parse_qs(url.query)
             artifact, session = q.get("artifact", [""])[0], q.get("session", [""])[0]
+            intent = q.get("intent", [""])[0] or None
             if not artifact or not session:
                 self._send(400, {"error": "both 'artifact' and 'session' query parameters are required"})
                 return
             try:
-                resolution = resolver.resolve(artifact, session)
+                resolution = resolver.resolve(artifact, session, intent)
             except BundleRefused as exc:
                 self._send(503, {"error": str(exc), "code": exc.code})
                 return
             self._send(200, resolution.to_json())
 
-        def _send(self, status: int, doc: dict[str, str]) -> None:
+        def _send(self, status: int, doc: dict[str, object]) -> None:
             body = json.dumps(doc).encode("utf-8")
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

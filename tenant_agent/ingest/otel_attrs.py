@@ -62,6 +62,8 @@ class Slot(IntEnum):
     EVALUATION_LABEL = 34
     RETRIEVAL_DOCUMENT_COUNT = 35
     EVENT_NAME = 36
+    MODE = 37  # fedsignal.mode: live | shadow
+    SHADOW_OF = 38  # fedsignal.shadow.of: the live turn a shadow turn shadows
 
 
 # -- GenAI semantic conventions -------------------------------------------------
@@ -141,6 +143,9 @@ FEDSIGNAL_RETRIEVAL_DOCUMENT_COUNT = "fedsignal.retrieval.document_count"
 FEDSIGNAL_SAFETY_INCIDENT = "fedsignal.safety_incident"
 # Opt-in free text of the turn (redacted before it reaches the event).
 FEDSIGNAL_TEXT = "fedsignal.text"
+# A turn run with a rollout's shadow candidate beside the live path (docs/event-schema.md).
+FEDSIGNAL_MODE = "fedsignal.mode"
+FEDSIGNAL_SHADOW_OF = "fedsignal.shadow.of"
 
 #: Span (and resource) attributes the mapper reads.
 SPAN_ATTRIBUTES: dict[str, Slot] = {
@@ -185,6 +190,8 @@ SPAN_ATTRIBUTES: dict[str, Slot] = {
     FEDSIGNAL_RETRIEVAL_DOCUMENT_COUNT: Slot.RETRIEVAL_DOCUMENT_COUNT,
     FEDSIGNAL_SAFETY_INCIDENT: Slot.SAFETY_INCIDENT,
     FEDSIGNAL_TEXT: Slot.TEXT,
+    FEDSIGNAL_MODE: Slot.MODE,
+    FEDSIGNAL_SHADOW_OF: Slot.SHADOW_OF,
     GEN_AI_GUARDRAIL_NAME: Slot.GUARDRAIL_NAME,
     GEN_AI_GUARDRAIL_ACTION: Slot.GUARDRAIL_ACTION,
     GEN_AI_GUARDRAIL_TRIGGERED: Slot.GUARDRAIL_TRIGGERED,

@@ -245,7 +245,7 @@ KNOWN_FIELDS = frozenset(
         "policy_blocked", "guardrail_triggered", "human_edited", "user_reasked", "safety_incident",
         "outcome", "error_type", "timed_out", "latency_ms", "input_tokens", "output_tokens",
         "finish_reasons", "evaluations", "prompt_version", "policy_version", "bundle_version",
-        "artifact_version", "text",
+        "artifact_version", "text", "mode", "shadow_of",
     }
 )  # fmt: skip
 
@@ -319,6 +319,16 @@ def event_from_dict(doc: Any, tenant_id: str, redactor: Redactor) -> DecisionEve
             raise _fail(name, f"must be a string of at most {MAX_LABEL} characters")
         if value:
             fields[name] = value
+    mode = get("mode")
+    if mode is not None:
+        if mode not in ("live", "shadow"):
+            raise _fail("mode", "must be 'live' or 'shadow'")
+        fields["mode"] = mode
+        shadow_of = get("shadow_of")
+        if mode == "shadow":
+            if type(shadow_of) is not str or not shadow_of or len(shadow_of) > MAX_LABEL:
+                raise _fail("shadow_of", "a shadow turn must name the event_id of the live turn it shadows")
+            fields["shadow_of"] = clean(shadow_of)
     if "tool_calls" in doc:
         fields["tool_calls"] = _tool_calls(doc["tool_calls"], redactor)
     if "retrieval_ids" in doc:

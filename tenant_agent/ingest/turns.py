@@ -184,6 +184,9 @@ class TurnAssembler:
                 "bundle_version": version(Slot.BUNDLE_VERSION),
                 "artifact_version": version(Slot.ARTIFACT_VERSION),
                 "text": redactor.redact(text[:65_536]) if isinstance(text, str) and text else None,
+                "mode": "shadow" if first(Slot.MODE) == "shadow" else None,
+                "shadow_of": self._label(str(first(Slot.SHADOW_OF)))
+                if first(Slot.MODE) == "shadow" and first(Slot.SHADOW_OF) else None,
             }
         )
 

@@ -25,7 +25,7 @@ STAGES = (1, 5, 10, 25, 50, 100)
 
 def test_shipped_plans_cover_every_risk_class_with_the_default_stages() -> None:
     plans = shipped_plans()
-    assert plans.version == "1.0.0"
+    assert plans.version == "1.1.0"
     for rc in ("low", "high", "critical"):
         plan = plans.for_risk_class(rc)
         assert [s.percent for s in plan.stages] == [float(p) for p in STAGES]

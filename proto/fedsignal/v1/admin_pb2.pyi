@@ -91,14 +91,36 @@ class MergedCell(_message.Message):
     def __init__(self, cohort: _Optional[str] = ..., window_start: _Optional[int] = ..., window_end: _Optional[int] = ..., measure: _Optional[str] = ..., slice: _Optional[_Mapping[str, str]] = ..., estimate: _Optional[float] = ..., variance: _Optional[float] = ..., rate: _Optional[float] = ..., rate_low: _Optional[float] = ..., rate_high: _Optional[float] = ..., tenants: _Optional[int] = ..., suppressed: _Optional[bool] = ..., z_score: _Optional[float] = ...) -> None: ...
 
 class ListSignalsResponse(_message.Message):
-    __slots__ = ("cells", "min_tenants", "next_offset")
+    __slots__ = ("cells", "min_tenants", "next_offset", "hotspots")
     CELLS_FIELD_NUMBER: _ClassVar[int]
     MIN_TENANTS_FIELD_NUMBER: _ClassVar[int]
     NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    HOTSPOTS_FIELD_NUMBER: _ClassVar[int]
     cells: _containers.RepeatedCompositeFieldContainer[MergedCell]
     min_tenants: int
     next_offset: int
-    def __init__(self, cells: _Optional[_Iterable[_Union[MergedCell, _Mapping]]] = ..., min_tenants: _Optional[int] = ..., next_offset: _Optional[int] = ...) -> None: ...
+    hotspots: _containers.RepeatedCompositeFieldContainer[HotspotAge]
+    def __init__(self, cells: _Optional[_Iterable[_Union[MergedCell, _Mapping]]] = ..., min_tenants: _Optional[int] = ..., next_offset: _Optional[int] = ..., hotspots: _Optional[_Iterable[_Union[HotspotAge, _Mapping]]] = ...) -> None: ...
+
+class HotspotAge(_message.Message):
+    __slots__ = ("cohort", "category", "stage", "candidate_id", "age_seconds", "sla_seconds", "overdue", "reopened")
+    COHORT_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_ID_FIELD_NUMBER: _ClassVar[int]
+    AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SLA_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    OVERDUE_FIELD_NUMBER: _ClassVar[int]
+    REOPENED_FIELD_NUMBER: _ClassVar[int]
+    cohort: str
+    category: str
+    stage: str
+    candidate_id: str
+    age_seconds: float
+    sla_seconds: int
+    overdue: bool
+    reopened: int
+    def __init__(self, cohort: _Optional[str] = ..., category: _Optional[str] = ..., stage: _Optional[str] = ..., candidate_id: _Optional[str] = ..., age_seconds: _Optional[float] = ..., sla_seconds: _Optional[int] = ..., overdue: _Optional[bool] = ..., reopened: _Optional[int] = ...) -> None: ...
 
 class GetAuditLogRequest(_message.Message):
     __slots__ = ("after_seq", "limit")

@@ -21,7 +21,7 @@ import grpc
 from fedsignal.v1 import rollout_pb2, rollout_pb2_grpc
 from securesystemslib.signer import CryptoSigner
 
-from fedsignal_cli.simulator import AgentNetwork, Hotspot, SimTenant
+from fedsignal_cli.simulator import AgentNetwork, HarnessServer, Hotspot, SimTenant
 from server.app import RunningServer, build_server
 from server.context import ServerContext, ServerSettings
 from server.db import transaction
@@ -36,6 +36,8 @@ from server.signals.merge import run_merge
 from server.signals.views import merged_cells
 from tenant_agent.collector import Collector
 from tenant_agent.config import BudgetConfig, CollectorConfig, ReleaseConfig
+from tenant_agent.replay import HarnessClient, ReplayRun, ReplayRunner, replay_active_bundle
+from tenant_agent.replay_set import ReplaySet, ReplaySetPolicy
 from tenant_agent.transport import enroll
 
 COHORT = "retail-eu"
@@ -78,6 +80,10 @@ class Loop:
     admin_credentials: Path
     silenced: set[str] = field(default_factory=set)
     resolved: list[Resolved] = field(default_factory=list)
+    #: Per tenant: its replay set, its agent harness (the simulator on loopback) and the replays it ran.
+    replay_sets: dict[str, ReplaySet] = field(default_factory=dict)
+    harnesses: dict[str, HarnessServer] = field(default_factory=dict)
+    replays: list[ReplayRun] = field(default_factory=list)
 
     @classmethod
     def start(cls, database_url: str, tmp: Path, *, tenants: int = 5, sessions: int = 300, k: int = 3,
@@ -122,10 +128,19 @@ class Loop:
         (creds / "ca.crt").write_bytes(ca.certificate_pem)
         network = AgentNetwork([SimTenant(t, COHORT, sessions) for t in ids], seed=seed,
                                hotspot=Hotspot(COHORT, intent="refund"))
-        return cls(ctx, running, clock, collectors, network, admin, reviewer, t0, creds)
+        loop = cls(ctx, running, clock, collectors, network, admin, reviewer, t0, creds)
+        for sim in network.tenants:
+            t = sim.tenant_id
+            loop.replay_sets[t] = ReplaySet(tmp / t, ReplaySetPolicy(enabled=True), clock=clock)
+            loop.harnesses[t] = HarnessServer(network, sim)
+        return loop
 
     def close(self) -> None:
         self.admin_channel.close()
+        for h in self.harnesses.values():
+            h.close()
+        for r in self.replay_sets.values():
+            r.close()
         for c in self.collectors.values():
             c.close()
         self.running.stop(0)
@@ -186,7 +201,14 @@ class Loop:
         """Agents work one window; collectors release and deliver; the server merges and decides; tenants pull."""
         for sim in self.network.tenants:
             events = self.network.window_events(sim, self.window_start, WINDOW, self._source(sim.tenant_id))
-            self.collectors[sim.tenant_id].record_many(events)
+            collector = self.collectors[sim.tenant_id]
+            collector.record_many(events)
+            self.replay_sets[sim.tenant_id].capture(events)
+            runner = ReplayRunner(collector, self.replay_sets[sim.tenant_id],
+                                  HarnessClient(self.harnesses[sim.tenant_id].url, sim.tenant_id), max_cases=150)
+            run = replay_active_bundle(collector, runner)
+            if run is not None and run.status != "no_cases":
+                self.replays.append(run)
         self.window_start += WINDOW
         # On the boundary: the window just simulated is closed, the next one not begun.
         self.clock.now = float(self.window_start)

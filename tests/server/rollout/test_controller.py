@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from aggregation.bundle_format import BASELINE
-from aggregation.rollout_plan import control_label
+from aggregation.rollout_plan import control_label, replay_label, shadow_label
 from server.audit import iter_audit, verify_audit
 from server.db import transaction
 from server.review.workflow import get_candidate
@@ -30,7 +30,16 @@ from server.rollout.controller import (
 from server.rollout.models import RolloutRecord
 from server.rollout.service import rollout_status
 from server.signals.schemas import current_schema
-from tests.server.rollout.world import COHORT, NEUTRAL, START, WINDOW, RolloutWorld, arm
+from tests.server.rollout.world import (
+    COHORT,
+    NEUTRAL,
+    REPLAY_FIXED,
+    REPLAY_STABLE,
+    START,
+    WINDOW,
+    RolloutWorld,
+    arm,
+)
 
 T0 = int(START.timestamp())
 SHORT_PLAN = {
@@ -49,6 +58,8 @@ SHORT_PLAN = {
         {"measure": "timeout", "direction": "rise", "margin": 0.02},
         {"measure": "safety_incident", "direction": "rise", "margin": 0.0},
     ],
+    "validation": [{"kind": "replay", "min_windows": 0, "min_cases": 30, "min_tenants": 2, "improvement": 0.05,
+                    "margin": 0.05}],
 }
 
 
@@ -60,10 +71,15 @@ def world(database_url: str, tmp_path: Path) -> Iterator[RolloutWorld]:
 
 
 def _start(world: RolloutWorld, plan=SHORT_PLAN) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """Start a rollout and pass its replay stage (merged replay evidence: the candidate fixes wrong_tool)."""
     cand = world.bundled_candidate(plan=plan)
     with transaction(world.ctx.sessions) as s:
         rec = start_rollout(s, world.ctx, cand, actor="admin:alice")
-        return rec.id, cand
+        rid = rec.id
+    world.add_replay(T0, rid, REPLAY_STABLE, REPLAY_FIXED)
+    assert step_rollout(world.ctx, rid).decision == "advance"
+    assert _rollout(world, rid).phase == "live"
+    return rid, cand
 
 
 def _window(world: RolloutWorld, start: int, cand: str, canary_rates=NEUTRAL, n_canary=400, n_control=2000,  # type: ignore[no-untyped-def]
@@ -91,7 +107,9 @@ def test_start_freezes_the_plan_publishes_labels_and_exposes_one_canary_tenant(w
     assert rec.session_fraction == pytest.approx(0.5)
     with transaction(world.ctx.sessions) as s:
         schema = current_schema(s, COHORT)
-        assert schema.dimension("artifact_version").values == (BASELINE, control_label(rid), cand, "other")
+        assert schema.dimension("artifact_version").values == (
+            BASELINE, control_label(rid), cand, replay_label(rid, "stable"), replay_label(rid, "candidate"),
+            shadow_label(rid, "worse"), shadow_label(rid, "better"), "other")
         assert get_candidate(s, cand).state == "rolling_out"
         started = [e for e in iter_audit(s) if e.kind == "rollout.started"][0]
     payload = json.loads(started.payload_json)

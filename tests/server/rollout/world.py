@@ -12,6 +12,7 @@ import numpy as np
 from securesystemslib.signer import CryptoSigner
 from sqlalchemy import select
 
+from aggregation.rollout_plan import replay_label
 from server.context import ServerContext, ServerSettings
 from server.db import make_engine, make_sessionmaker, transaction
 from server.identity.enrollment import ensure_tenant
@@ -87,17 +88,34 @@ class RolloutWorld:
             return rec.id
 
     def add_window(self, window_start: int, arms: Mapping[str, Mapping[str, float]], *,
-                   variance: float = 20.0, tenants: int = 5) -> None:
-        """A merged window: ``arms[label][measure]`` counts (``turns`` included), all on intent billing."""
+                   variance: float = 20.0, tenants: int = 5, intent: str = "billing") -> None:
+        """A merged window: ``arms[label][measure]`` counts (``turns`` included), all on ``intent``."""
         with transaction(self.ctx.sessions) as s:
             schema = current_schema(s, COHORT)
             cells = np.zeros(schema.size, dtype="<i8")
             for label, counts in arms.items():
                 for measure, value in counts.items():
-                    cells[schema.cell_index({"measure": measure, "intent": "billing", "artifact_version": label})] = round(value)
+                    cells[schema.cell_index({"measure": measure, "intent": intent, "artifact_version": label})] = round(value)
+            existing = s.scalars(select(MergedWindow).where(
+                MergedWindow.cohort == COHORT, MergedWindow.window_start == window_start,
+                MergedWindow.schema_version == schema.version)).first()
+            if existing is not None:  # several slices of one window (e.g. replay evidence beside the canary)
+                existing.cells = (np.frombuffer(existing.cells, dtype="<i8") + cells).tobytes()
+                existing.variance = max(existing.variance, variance)
+                existing.tenants = existing.reports = min(existing.tenants, tenants)
+                existing.generation += 1
+                return
             s.add(MergedWindow(cohort=COHORT, window_start=window_start, window_end=window_start + WINDOW,
                                schema_version=schema.version, cells=cells.tobytes(), variance=variance,
                                tenants=tenants, reports=tenants, generation=1, updated_at=self.clock()))
+
+    def add_replay(self, window_start: int, rollout_id: str, stable: Mapping[str, float],
+                   candidate: Mapping[str, float], *, tenants: int = 5, variance: float = 20.0,
+                   intent: str = "billing") -> None:
+        """Merged replay slices of a rollout (``stable``/``candidate``: counts incl. ``turns``)."""
+        self.add_window(window_start, {replay_label(rollout_id, "stable"): stable,
+                                       replay_label(rollout_id, "candidate"): candidate},
+                        variance=variance, tenants=tenants, intent=intent)
 
     def latest_bundle(self):  # type: ignore[no-untyped-def]
         with transaction(self.ctx.sessions) as s:
@@ -115,3 +133,8 @@ def arm(turns: float, **rates: float) -> dict[str, float]:
 
 NEUTRAL = {"task_success": 0.8, "escalated": 0.05, "human_correction": 0.03, "tool_error": 0.02, "timeout": 0.01,
            "safety_incident": 0.0}
+
+
+#: Replayed cases where the candidate fixes its own category (wrong_tool) and breaks nothing.
+REPLAY_STABLE = {"turns": 300, "wrong_tool": 280, "task_success": 20, "escalated": 15, "tool_error": 6}
+REPLAY_FIXED = {"turns": 300, "wrong_tool": 20, "task_success": 270, "escalated": 14, "tool_error": 6}

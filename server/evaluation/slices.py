@@ -1,0 +1,105 @@
+"""Reading a rollout's labelled slices out of the merged windows.
+
+Replay results and paired shadow outcomes reach the server as slices of the
+tenants' ordinary window releases, labelled on ``artifact_version`` (see
+:func:`aggregation.rollout_plan.replay_label` and
+:func:`~aggregation.rollout_plan.shadow_label`), so they come back through
+the same merge, the same k-tenant suppression and the same secure
+aggregation as live telemetry. This module sums them per window and label.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
+
+from aggregation.schema import TURNS
+from aggregation.sequential import ZERO, ArmCounts
+from server.context import ServerSettings
+from server.signals.views import merged_cells
+
+ARTIFACT_VERSION = "artifact_version"
+INTENT = "intent"
+
+
+@dataclass
+class LabelledSlices:
+    """Per window: per label, per measure, the summed counts (``turns`` under :data:`TURNS`)."""
+
+    windows: list[int] = field(default_factory=list)
+    suppressed_windows: list[int] = field(default_factory=list)
+    #: window -> label -> measure -> counts (count/variance in ``count``, turns in ``turns``)
+    counts: dict[int, dict[str, dict[str, ArmCounts]]] = field(default_factory=dict)
+    #: Fewest contributing tenants over the usable windows that carry the labels (0: none).
+    min_tenants: int = 0
+    #: intent -> label -> measure -> counts over every usable window (for the evidence printout).
+    per_intent: dict[str, dict[str, dict[str, ArmCounts]]] = field(default_factory=dict)
+
+    def get(self, window: int, label: str, measure: str) -> ArmCounts:
+        return self.counts.get(window, {}).get(label, {}).get(measure, ZERO)
+
+    def total(self, label: str, measure: str) -> ArmCounts:
+        out = ZERO
+        for w in self.windows:
+            out = out + self.get(w, label, measure)
+        return out
+
+
+def read_labelled_slices(
+    session: Session, settings: ServerSettings, cohort: str, labels: Sequence[str], from_window: int,
+    *, intents: Collection[str] = (),
+) -> LabelledSlices:
+    """Merged counts of ``labels`` in ``cohort`` from ``from_window`` on (``intents``: only those; empty: all).
+
+    A window with any suppressed cell of these labels (fewer than k
+    tenants) is not evidence. Turns are read once per slice (every
+    measure's cell repeats its slice's turns).
+    """
+    wanted = set(labels)
+    scope = set(intents)
+    counts: dict[int, dict[str, dict[str, ArmCounts]]] = defaultdict(lambda: defaultdict(dict))
+    per_intent: dict[str, dict[str, dict[str, ArmCounts]]] = defaultdict(lambda: defaultdict(dict))
+    seen_slices: set[tuple[int, tuple[tuple[str, str], ...]]] = set()
+    windows: set[int] = set()
+    suppressed: set[int] = set()
+    tenants: dict[int, int] = {}
+    cells = merged_cells(session, cohort, settings, window_start_from=from_window)
+    for cell in cells:
+        label = cell.slice.get(ARTIFACT_VERSION, "")
+        if label not in wanted:
+            continue
+        intent = cell.slice.get(INTENT, "")
+        if scope and intent not in scope:
+            continue
+        w = cell.window_start
+        windows.add(w)
+        if cell.suppressed:
+            suppressed.add(w)
+            continue
+        tenants[w] = min(tenants.get(w, cell.tenants), cell.tenants)
+        by_measure = counts[w][label]
+        by_measure[cell.measure] = by_measure.get(cell.measure, ZERO) + ArmCounts(cell.estimate, cell.variance,
+                                                                                 0.0, 0.0)
+        pi = per_intent[intent][label]
+        pi[cell.measure] = pi.get(cell.measure, ZERO) + ArmCounts(cell.estimate, cell.variance, 0.0, 0.0)
+        key = (w, tuple(sorted(cell.slice.items())))
+        if key not in seen_slices:
+            seen_slices.add(key)
+            t = ArmCounts(0.0, 0.0, cell.turns_estimate, cell.turns_variance)
+            by_measure[TURNS] = by_measure.get(TURNS, ZERO) + t
+            pi[TURNS] = pi.get(TURNS, ZERO) + t
+    usable = sorted(w for w in windows if w not in suppressed)
+    out = LabelledSlices(windows=usable, suppressed_windows=sorted(suppressed),
+                         min_tenants=min((tenants[w] for w in usable if w in tenants), default=0))
+    for w in usable:
+        out.counts[w] = {label: dict(m) for label, m in counts[w].items()}
+    out.per_intent = {i: {label: dict(m) for label, m in d.items()} for i, d in per_intent.items()}
+    return out
+
+
+def with_turns(counts: ArmCounts, turns: ArmCounts) -> ArmCounts:
+    """``counts`` of a measure joined with its slice's turns (for :mod:`aggregation.sequential`)."""
+    return ArmCounts(counts.count, counts.count_variance, turns.turns, turns.turns_variance)

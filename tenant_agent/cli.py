@@ -23,9 +23,9 @@ from typing import Any
 
 from aggregation.clock import from_unix
 from aggregation.errors import FedsignalError
+from tenant_agent import replay_cli
 from tenant_agent.config import IDENTITY_FILE, BudgetConfig, CollectorConfig, ConfigError, ReleaseConfig
 from tenant_agent.files import FILE_MODE, private_dir, write_atomic
-from tenant_agent import replay_cli
 
 CONFIG_FILE = "collector.toml"
 CONFIG_ENV = "FEDSIGNAL_AGENT_CONFIG"

@@ -37,8 +37,8 @@ from aggregation.clock import Clock, from_unix, system_clock, to_unix
 from aggregation.events import DecisionEvent
 from aggregation.schema import SignalSchema, default_schema
 from aggregation.taxonomy import Taxonomy
-from tenant_agent.bundles import BundleClient, PullResult, Resolver
 from tenant_agent import replay_agent, shadow
+from tenant_agent.bundles import BundleClient, PullResult, Resolver
 from tenant_agent.config import CollectorConfig, ConfigError
 from tenant_agent.files import private_dir
 from tenant_agent.ingest.jsonl import LineError, read_jsonl

@@ -27,10 +27,10 @@ import grpc
 from aggregation.clock import to_unix
 from aggregation.errors import FedsignalError
 from aggregation.events import DecisionEvent
+from tenant_agent import replay_agent
 from tenant_agent.bundles import ResolveServer, serve_resolve
 from tenant_agent.collector import Collector
 from tenant_agent.ingest.otlp_server import OtlpReceiver, add_otlp_services
-from tenant_agent import replay_agent
 
 log = logging.getLogger(__name__)
 

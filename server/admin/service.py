@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 from fedsignal.v1 import admin_pb2, admin_pb2_grpc, common_pb2
-
 from sqlalchemy.orm import Session
 
 from server.audit import iter_audit, latest_head, verify_and_checkpoint

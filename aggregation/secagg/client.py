@@ -1,0 +1,328 @@
+"""The tenant's side of a round: submit once, then unmask at most one attested survivor set.
+
+Phases (Bonawitz et al. 2017, with keys advertised once in the roster):
+
+    NEW --submit(table)--> SUBMITTED --unmask(request, attestations)--> UNMASKED
+
+``submit`` masks the table and deals the shares of its self-mask seed;
+``unmask`` checks the survivor set (consistency, Bonawitz et al.'s malicious
+variant), then answers with shares of surviving neighbours' seeds and the
+per-round mask keys shared with dropped neighbours, never both for one peer.
+The state worth keeping across a restart is small and secret-free (round
+context, tenant id, phase, the survivor-set digest answered): ``to_bytes()``;
+persist it *before* sending what ``submit``/``unmask`` returned. The
+private key stays in the collector's key store and is handed back to
+``from_bytes``.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from aggregation.secagg import arithmetic, crypto, graph, shamir
+from aggregation.secagg._codec import Reader, Writer
+from aggregation.secagg.context import RoundContext, survivor_set_digest
+from aggregation.secagg.errors import (
+    DuplicateInput,
+    InconsistentSurvivors,
+    InvalidRoundParams,
+    MalformedMessage,
+    ReplayedMessage,
+    RoundAborted,
+    SecAggError,
+    UnknownParticipant,
+    WrongPhase,
+    WrongRound,
+)
+from aggregation.secagg.messages import (
+    DIGEST_BYTES,
+    NONCE_BYTES,
+    Attestation,
+    EncryptedShare,
+    MaskedInput,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+from aggregation.secagg.noise import NoisePlan
+
+#: verify(tenant_id, digest, signature) -> bool: checks a survivor's signature with its enrolled identity key.
+Verifier = Callable[[str, bytes, bytes], bool]
+RandomBytes = Callable[[int], bytes]
+
+_SHARE_AD = b"fedsignal/secagg/v1/share"
+_STATE_MAGIC = b"FSS1"
+
+
+def share_associated_data(ctx: RoundContext, sender: str, recipient: str) -> bytes:
+    """AEAD associated data of a share: the round's digest, sender and recipient."""
+    parts = [ctx.digest(), sender.encode("utf-8"), recipient.encode("utf-8")]
+    return _SHARE_AD + b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+
+
+def pair_sign(me: str, peer: str) -> bool:
+    """True when ``me`` adds +PRG(k) for this pair (ids compared as strings), False when it subtracts."""
+    return me < peer
+
+
+class Phase(enum.IntEnum):
+    NEW = 0
+    SUBMITTED = 1
+    UNMASKED = 2
+
+
+class ClientRound:
+    """One tenant's part in one round (see the module doc).
+
+    ``noise`` is the cohort's plan (its threshold must be the round's); it may
+    be ``None`` only for a round restored after submitting. ``rng(n)`` returns
+    n secret random bytes (default ``os.urandom``); tests pass a seeded source.
+    ``verify`` checks attestations; it may also be passed to ``unmask``.
+    """
+
+    def __init__(
+        self,
+        ctx: RoundContext,
+        tenant_id: str,
+        private_key: bytes,
+        noise: NoisePlan | None,
+        *,
+        rng: RandomBytes | None = None,
+        verify: Verifier | None = None,
+    ) -> None:
+        ctx.index_of(tenant_id)
+        self._private = crypto.load_private_key(private_key)
+        if crypto.public_key_of(private_key) != ctx.public_key_of(tenant_id):
+            raise InvalidRoundParams(f"the private key does not match {tenant_id!r}'s roster public key")
+        if noise is not None and (noise.threshold != ctx.threshold or noise.roster_size != len(ctx.roster)):
+            raise InvalidRoundParams(
+                f"noise plan is calibrated for threshold {noise.threshold} of {noise.roster_size}, "
+                f"the round has threshold {ctx.threshold} of {len(ctx.roster)}"
+            )
+        self.ctx = ctx
+        self.tenant_id = tenant_id
+        self._noise = noise
+        self._rng: RandomBytes = rng if rng is not None else os.urandom
+        self._verify = verify
+        # X25519 results for this round's peers (memory only; recomputed after a restart).
+        self._secrets: dict[str, bytes] = {}
+        self.phase = Phase.NEW
+        self.answered_digest: bytes | None = None
+        #: This tenant's own noise share, in memory after ``submit`` (never persisted or sent).
+        self.noise_share: npt.NDArray[np.int64] | None = None
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        w = Writer(_STATE_MAGIC)
+        w.blob(self.ctx.to_bytes())
+        w.text(self.tenant_id)
+        w.u8(int(self.phase))
+        w.blob(self.answered_digest or b"")
+        return w.getvalue()
+
+    @classmethod
+    def from_bytes(
+        cls, data: bytes, private_key: bytes, *, verify: Verifier | None = None, rng: RandomBytes | None = None
+    ) -> ClientRound:
+        r = Reader(data, _STATE_MAGIC, "ClientRound state")
+        ctx = RoundContext.from_bytes(r.blob("context", len(data)))
+        tenant_id = r.text("tenant_id")
+        phase_value = r.u8("phase")
+        digest = r.blob("answered_digest", DIGEST_BYTES)
+        r.done()
+        try:
+            phase = Phase(phase_value)
+        except ValueError:
+            raise MalformedMessage(f"ClientRound state: unknown phase {phase_value}") from None
+        if (phase is Phase.UNMASKED) != (len(digest) == DIGEST_BYTES) or len(digest) not in (0, DIGEST_BYTES):
+            raise MalformedMessage("ClientRound state: answered digest does not match the phase")
+        if phase is Phase.NEW:
+            raise MalformedMessage("ClientRound state: a round that has not submitted has nothing to restore")
+        round_ = cls(ctx, tenant_id, private_key, None, rng=rng, verify=verify)
+        round_.phase = phase
+        round_.answered_digest = digest or None
+        return round_
+
+    # -- phase 2: masked input -----------------------------------------------------------------
+
+    def submit(self, table: npt.NDArray[np.integer]) -> MaskedInput:
+        """Mask ``table`` (int, length ``ctx.length``, already multiplied by the plan's scale_factor)."""
+        if self.phase is not Phase.NEW:
+            raise WrongPhase(f"{self.tenant_id!r} already submitted to round {self.ctx.round_id!r}")
+        if self._noise is None:
+            raise WrongPhase("a restored round cannot submit: it has no noise plan")
+        values = np.asarray(table)
+        if values.ndim != 1 or values.shape[0] != self.ctx.length:
+            raise InvalidRoundParams(f"table must be one-dimensional of length {self.ctx.length}, got {values.shape}")
+        if not np.issubdtype(values.dtype, np.integer):
+            raise InvalidRoundParams(f"table must hold integers, got {values.dtype}")
+        ctx, me, bits = self.ctx, self.tenant_id, self.ctx.modulus_bits
+        noise = self._noise.sample_share(ctx.length)
+        words = arithmetic.encode(values.astype(np.int64) + noise, bits)
+
+        seed = self._rng(crypto.SEED_BYTES)
+        if len(seed) != crypto.SEED_BYTES:
+            raise InvalidRoundParams("rng returned the wrong number of bytes")
+        words += crypto.prg_words(crypto.self_mask_key(seed, ctx, me), ctx.length, bits)
+
+        for peer in sorted(graph.neighbours(ctx)[me]):
+            mask = crypto.prg_words(self._pair_key(peer, crypto.PURPOSE_MASK), ctx.length, bits)
+            if pair_sign(me, peer):
+                words += mask
+            else:
+                words -= mask
+
+        holders = graph.share_holders(ctx, me)
+        ys = shamir.split(
+            int.from_bytes(seed, "big"),
+            [ctx.index_of(h) + 1 for h in holders],
+            graph.share_threshold(ctx, me),
+            self._rng,
+        )
+        shares = []
+        for holder, y in zip(holders, ys, strict=True):
+            nonce = self._rng(NONCE_BYTES)
+            aead = ChaCha20Poly1305(self._pair_key(holder, crypto.PURPOSE_SHARE))
+            ct = aead.encrypt(nonce, y.to_bytes(shamir.ELEMENT_BYTES, "big"), share_associated_data(ctx, me, holder))
+            shares.append(EncryptedShare(sender=me, recipient=holder, nonce=nonce, ciphertext=ct))
+
+        words = arithmetic.reduce(words, bits)
+        self.noise_share = noise
+        self.phase = Phase.SUBMITTED
+        return MaskedInput(
+            context_digest=ctx.digest(),
+            sender=me,
+            modulus_bits=bits,
+            masked=words.astype(words.dtype.newbyteorder("<")).tobytes(),
+            seed_commitment=crypto.seed_commitment(seed, ctx, me),
+            shares=tuple(shares),
+        )
+
+    def _pair_key(self, peer: str, purpose: bytes) -> bytes:
+        secret = self._secrets.get(peer)
+        if secret is None:
+            secret = crypto.pairwise_secret(self._private, self.ctx.public_key_of(peer))
+            self._secrets[peer] = secret
+        return crypto.derive_pair_key(secret, self.ctx, self.tenant_id, peer, purpose)
+
+    # -- phase 3: consistency --------------------------------------------------------------------
+
+    def survivors_digest(self, request: UnmaskRequest) -> bytes:
+        """What this tenant signs (with its identity key, outside the kernel) to attest ``request``'s survivor set."""
+        self._check_request_header(request)
+        return survivor_set_digest(self.ctx, request.survivors)
+
+    def check_consistency(
+        self, request: UnmaskRequest, attestations: Iterable[Attestation], verify: Verifier | None = None
+    ) -> frozenset[str]:
+        """The survivors that validly attested the request's set; ``InconsistentSurvivors`` unless >= threshold.
+
+        Any attestation from outside S, twice from one tenant, over another
+        set, or with a signature ``verify`` rejects aborts (Bonawitz et al.
+        2017, round 4: one bad signature is proof the server equivocated or
+        relayed garbage).
+        """
+        verifier = verify if verify is not None else self._verify
+        if verifier is None:
+            raise SecAggError("no attestation verifier: pass verify= to ClientRound or unmask")
+        digest = self.survivors_digest(request)
+        survivors = frozenset(request.survivors)
+        attested: set[str] = set()
+        for att in attestations:
+            if att.tenant_id not in survivors:
+                raise InconsistentSurvivors(f"attestation from {att.tenant_id!r}, who is not a survivor")
+            if att.tenant_id in attested:
+                raise InconsistentSurvivors(f"two attestations from {att.tenant_id!r}")
+            if att.digest != digest:
+                raise InconsistentSurvivors(f"{att.tenant_id!r} attested a different survivor set")
+            if not verifier(att.tenant_id, digest, att.signature):
+                raise InconsistentSurvivors(f"{att.tenant_id!r}'s attestation signature does not verify")
+            attested.add(att.tenant_id)
+        if len(attested) < self.ctx.threshold:
+            raise InconsistentSurvivors(
+                f"only {len(attested)} survivors attested the set, {self.ctx.threshold} required"
+            )
+        return frozenset(attested)
+
+    def _check_request_header(self, request: UnmaskRequest) -> None:
+        if request.context_digest != self.ctx.digest():
+            raise WrongRound("unmask request belongs to another cohort, schema version, window or round")
+        if request.recipient != self.tenant_id:
+            raise WrongRound(f"unmask request is addressed to {request.recipient!r}, not {self.tenant_id!r}")
+        for tid in request.survivors:
+            self.ctx.index_of(tid)
+        if self.tenant_id not in request.survivors:
+            raise InconsistentSurvivors(f"{self.tenant_id!r} is not in the survivor set it is asked to unmask for")
+        if len(request.survivors) < self.ctx.threshold:
+            raise RoundAborted(
+                f"{len(request.survivors)} survivors, fewer than the threshold {self.ctx.threshold}: not unmasking"
+            )
+
+    # -- phase 4: unmask -------------------------------------------------------------------------
+
+    def unmask(
+        self, request: UnmaskRequest, attestations: Iterable[Attestation], verify: Verifier | None = None
+    ) -> UnmaskResponse:
+        """Answer an attested survivor set (see the module doc); refuses everything else with a specific error."""
+        if self.phase is Phase.NEW:
+            raise WrongPhase(f"{self.tenant_id!r} has not submitted to round {self.ctx.round_id!r}")
+        self._check_request_header(request)
+        digest = survivor_set_digest(self.ctx, request.survivors)
+        if self.answered_digest is not None and self.answered_digest != digest:
+            raise InconsistentSurvivors("this tenant already unmasked for a different survivor set")
+        self.check_consistency(request, attestations, verify)
+
+        ctx, me = self.ctx, self.tenant_id
+        survivors = frozenset(request.survivors)
+        mine = graph.neighbours(ctx)[me]
+        expected = (mine | {me}) & survivors
+        by_sender: dict[str, EncryptedShare] = {}
+        for share in request.shares:
+            if share.recipient != me:
+                raise WrongRound(f"share addressed to {share.recipient!r} in {me!r}'s request")
+            if share.sender not in mine and share.sender != me:
+                raise UnknownParticipant(f"share from {share.sender!r}, who is not a neighbour of {me!r}")
+            if share.sender not in survivors:
+                raise InconsistentSurvivors(
+                    f"{share.sender!r} is dropped but its share is offered: a peer in both roles"
+                )
+            if share.sender in by_sender:
+                raise DuplicateInput(f"two shares from {share.sender!r}")
+            by_sender[share.sender] = share
+        missing = expected - by_sender.keys()
+        if missing:
+            raise InconsistentSurvivors(f"survivors {sorted(missing)} are listed but their shares are missing")
+
+        seed_shares = []
+        for sender in sorted(by_sender):
+            share = by_sender[sender]
+            aead = ChaCha20Poly1305(self._pair_key(sender, crypto.PURPOSE_SHARE))
+            try:
+                plain = aead.decrypt(share.nonce, share.ciphertext, share_associated_data(ctx, sender, me))
+            except InvalidTag:
+                raise ReplayedMessage(
+                    f"share from {sender!r} does not decrypt for this round and recipient (replayed or forged)"
+                ) from None
+            seed_shares.append((sender, int.from_bytes(plain, "big")))
+        dropped = sorted(mine - survivors)
+        pair_keys = [(peer, self._pair_key(peer, crypto.PURPOSE_MASK)) for peer in dropped]
+        # By construction owners are survivors and peers are not; the invariant is what makes the
+        # response safe, so it is checked, not assumed.
+        if {o for o, _ in seed_shares} & {p for p, _ in pair_keys}:
+            raise InconsistentSurvivors("a peer would receive both a seed share and a pairwise key")
+        self.answered_digest = digest
+        self.phase = Phase.UNMASKED
+        return UnmaskResponse(
+            context_digest=ctx.digest(),
+            sender=me,
+            survivors_digest=digest,
+            seed_shares=tuple(seed_shares),
+            pair_keys=tuple(pair_keys),
+        )

@@ -1,0 +1,209 @@
+"""The public facts of one round: who, which window, which arithmetic.
+
+A ``RoundContext`` is what every party must agree on before a round starts.
+Its ``digest()`` is bound into every key derivation, every share's AEAD
+associated data and every message, so a message or share made for one round
+(cohort, schema version, window, round id, roster, modulus, threshold) is
+useless in any other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
+
+from aggregation.secagg._codec import MAX_ID_BYTES, MAX_ITEMS, Reader, Writer
+from aggregation.secagg.errors import InvalidRoundParams, MalformedMessage, UnknownParticipant
+
+PUBLIC_KEY_BYTES = 32
+_CTX_MAGIC = b"FSC1"
+_DIGEST_DOMAIN = b"fedsignal/secagg/v1/round-context"
+_SURVIVORS_DOMAIN = b"fedsignal/secagg/v1/survivor-set"
+#: Largest roster a round accepts (bounded parsing; SecAgg+ rounds of a few thousand are the design point).
+MAX_ROSTER = 10_000
+MAX_LENGTH = 1 << 21
+
+
+def _check_id(tenant_id: object, what: str = "tenant id") -> str:
+    if not isinstance(tenant_id, str) or not tenant_id:
+        raise InvalidRoundParams(f"{what} must be a non-empty string, got {tenant_id!r}")
+    if len(tenant_id.encode("utf-8")) > MAX_ID_BYTES:
+        raise InvalidRoundParams(f"{what} {tenant_id[:40]!r}... exceeds {MAX_ID_BYTES} UTF-8 bytes")
+    return tenant_id
+
+
+@dataclass(frozen=True)
+class RosterEntry:
+    """One tenant of the cohort and its long-term X25519 public key (raw 32 bytes).
+
+    The roster is public and signed outside this package; the kernel trusts
+    it as given.
+    """
+
+    tenant_id: str
+    public_key: bytes
+
+    def __post_init__(self) -> None:
+        _check_id(self.tenant_id)
+        if not isinstance(self.public_key, bytes) or len(self.public_key) != PUBLIC_KEY_BYTES:
+            raise InvalidRoundParams(
+                f"public key of {self.tenant_id!r} must be {PUBLIC_KEY_BYTES} raw bytes (X25519)"
+            )
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """Everything public about one secure-aggregation round.
+
+    ``length`` is the number of cells of the window table, ``modulus_bits`` the
+    b of Z_{2^b} (see ``modulus_bits()``), ``threshold`` the t below which the
+    round aborts (and with which the noise shares are calibrated, see
+    ``plan_noise``). ``neighbour_degree`` selects the graph: ``None`` picks the
+    default (complete up to ``COMPLETE_GRAPH_MAX`` tenants, SecAgg+ sparse
+    above), a value >= ``len(roster) - 1`` forces the complete graph. The
+    roster is kept sorted by tenant id, so two parties that list the same
+    tenants build the same context.
+    """
+
+    cohort: str
+    schema_version: int
+    window_start: int
+    round_id: str
+    length: int
+    modulus_bits: int
+    threshold: int
+    roster: tuple[RosterEntry, ...]
+    neighbour_degree: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_id(self.cohort, "cohort")
+        _check_id(self.round_id, "round id")
+        for name in ("schema_version", "window_start", "length", "modulus_bits", "threshold"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidRoundParams(f"{name} must be an integer, got {value!r}")
+        if not 0 <= self.schema_version < 2**32:
+            raise InvalidRoundParams(f"schema_version {self.schema_version} out of range")
+        if not 0 <= self.window_start < 2**63:
+            raise InvalidRoundParams(f"window_start {self.window_start} out of range")
+        if not 1 <= self.length <= MAX_LENGTH:
+            raise InvalidRoundParams(f"length must lie in [1, {MAX_LENGTH}], got {self.length}")
+        if not 2 <= self.modulus_bits <= 64:
+            raise InvalidRoundParams(f"modulus_bits must lie in [2, 64], got {self.modulus_bits}")
+        roster = tuple(sorted(self.roster, key=lambda e: e.tenant_id))
+        if not all(isinstance(e, RosterEntry) for e in roster):
+            raise InvalidRoundParams("roster entries must be RosterEntry values")
+        if len(roster) > MAX_ROSTER:
+            raise InvalidRoundParams(f"roster of {len(roster)} tenants exceeds {MAX_ROSTER}")
+        ids = [e.tenant_id for e in roster]
+        if len(set(ids)) != len(ids):
+            raise InvalidRoundParams("roster lists a tenant id twice")
+        if len({e.public_key for e in roster}) != len(roster):
+            raise InvalidRoundParams("roster lists one public key for two tenants")
+        object.__setattr__(self, "roster", roster)
+        if not 2 <= self.threshold <= len(roster):
+            raise InvalidRoundParams(
+                f"threshold must lie in [2, roster size {len(roster)}], got {self.threshold}"
+            )
+        if self.neighbour_degree is not None and (
+            isinstance(self.neighbour_degree, bool)
+            or not isinstance(self.neighbour_degree, int)
+            or self.neighbour_degree < 2
+        ):
+            raise InvalidRoundParams(f"neighbour_degree must be an integer >= 2, got {self.neighbour_degree!r}")
+
+    @cached_property
+    def tenant_ids(self) -> tuple[str, ...]:
+        return tuple(e.tenant_id for e in self.roster)
+
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {tid: i for i, tid in enumerate(self.tenant_ids)}
+
+    def index_of(self, tenant_id: str) -> int:
+        """0-based position of ``tenant_id`` in the sorted roster; ``UnknownParticipant`` if absent."""
+        try:
+            return self._index[tenant_id]
+        except (KeyError, TypeError):
+            raise UnknownParticipant(f"tenant {tenant_id!r} is not in the roster of round {self.round_id!r}") from None
+
+    def public_key_of(self, tenant_id: str) -> bytes:
+        return self.roster[self.index_of(tenant_id)].public_key
+
+    def to_bytes(self) -> bytes:
+        w = Writer(_CTX_MAGIC)
+        w.text(self.cohort)
+        w.u32(self.schema_version)
+        w.u64(self.window_start)
+        w.text(self.round_id)
+        w.u32(self.length)
+        w.u8(self.modulus_bits)
+        w.u32(self.threshold)
+        w.u32(0 if self.neighbour_degree is None else self.neighbour_degree)
+        w.u32(len(self.roster))
+        for entry in self.roster:
+            w.text(entry.tenant_id)
+            w.raw(entry.public_key)
+        return w.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RoundContext:
+        r = Reader(data, _CTX_MAGIC, "RoundContext")
+        cohort = r.text("cohort")
+        schema_version = r.u32("schema_version")
+        window_start = r.u64("window_start")
+        round_id = r.text("round_id")
+        length = r.u32("length")
+        bits = r.u8("modulus_bits")
+        threshold = r.u32("threshold")
+        degree = r.u32("neighbour_degree")
+        n = r.count("roster", min(MAX_ROSTER, MAX_ITEMS))
+        roster = []
+        for _ in range(n):
+            tid = r.text("tenant_id")
+            roster.append((tid, r.raw(PUBLIC_KEY_BYTES, "public_key")))
+        r.done()
+        try:
+            ctx = cls(
+                cohort=cohort,
+                schema_version=schema_version,
+                window_start=window_start,
+                round_id=round_id,
+                length=length,
+                modulus_bits=bits,
+                threshold=threshold,
+                roster=tuple(RosterEntry(t, k) for t, k in roster),
+                neighbour_degree=degree or None,
+            )
+        except InvalidRoundParams as exc:
+            raise MalformedMessage(f"RoundContext: {exc}") from exc
+        if [e.tenant_id for e in ctx.roster] != [t for t, _ in roster]:
+            raise MalformedMessage("RoundContext: roster is not in canonical (sorted) order")
+        return ctx
+
+    def digest(self) -> bytes:
+        """SHA-256 of the canonical encoding: the round's identity in every key, AD and message."""
+        return self._digest
+
+    @cached_property
+    def _digest(self) -> bytes:
+        return hashlib.sha256(_DIGEST_DOMAIN + self.to_bytes()).digest()
+
+
+def survivor_set_digest(ctx: RoundContext, survivors: Iterable[str]) -> bytes:
+    """What a survivor signs to attest the survivor set it was shown (Bonawitz et al. 2017, round 3).
+
+    SHA-256 over a domain tag, the round's digest and the sorted, length-prefixed
+    tenant ids; every id must be in the roster.
+    """
+    ids = sorted(set(survivors))
+    h = hashlib.sha256(_SURVIVORS_DOMAIN)
+    h.update(ctx.digest())
+    h.update(len(ids).to_bytes(4, "big"))
+    for tid in ids:
+        ctx.index_of(tid)
+        raw = tid.encode("utf-8")
+        h.update(len(raw).to_bytes(4, "big") + raw)
+    return h.digest()

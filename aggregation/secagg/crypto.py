@@ -1,0 +1,93 @@
+"""Keys, key derivation and the mask PRG.
+
+* Long-term X25519 key pair per tenant per cohort; the pairwise secret of u
+  and v is X25519(u, v) = X25519(v, u).
+* Per round, HKDF-SHA256 over that secret, with the round context's digest,
+  the sorted pair of ids and a purpose label as ``info``, yields the pairwise
+  mask key k_uv(w) and the pairwise AEAD key of share encryption. Revealing
+  k_uv(w) for a dropped peer reveals nothing about any other window, round or
+  purpose (HKDF outputs for distinct ``info`` are independent pseudorandom
+  keys), and never the long-term secret.
+* The PRG is the ChaCha20 keystream under a 32-byte key (zero nonce: every
+  key expands exactly one mask), read as little-endian uint32/uint64 words.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+
+from aggregation.secagg.arithmetic import word_dtype
+from aggregation.secagg.context import RoundContext
+from aggregation.secagg.errors import InvalidRoundParams
+
+KEY_BYTES = 32
+SEED_BYTES = 32
+PURPOSE_MASK = b"pairwise-mask"
+PURPOSE_SHARE = b"share-aead"
+_HKDF_SALT = b"fedsignal/secagg/v1/hkdf"
+_ZERO_NONCE = bytes(16)
+
+
+def generate_keypair() -> tuple[bytes, bytes]:
+    """A fresh long-term X25519 key pair as (raw 32-byte private key, raw 32-byte public key)."""
+    private = X25519PrivateKey.generate()
+    return (
+        private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()),
+        private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+    )
+
+
+def load_private_key(private_key: bytes) -> X25519PrivateKey:
+    if not isinstance(private_key, bytes) or len(private_key) != KEY_BYTES:
+        raise InvalidRoundParams("private key must be 32 raw bytes (X25519)")
+    return X25519PrivateKey.from_private_bytes(private_key)
+
+
+def public_key_of(private_key: bytes) -> bytes:
+    return load_private_key(private_key).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def pairwise_secret(private: X25519PrivateKey, peer_public: bytes) -> bytes:
+    return private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+
+
+def _pair_info(ctx: RoundContext, a: str, b: str, purpose: bytes) -> bytes:
+    lo, hi = sorted((a, b))
+    parts = [purpose, ctx.digest(), lo.encode("utf-8"), hi.encode("utf-8")]
+    return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+
+
+def derive_pair_key(secret: bytes, ctx: RoundContext, a: str, b: str, purpose: bytes) -> bytes:
+    """HKDF-SHA256(secret; info = purpose, round digest, sorted pair ids)."""
+    return HKDF(
+        algorithm=hashes.SHA256(), length=KEY_BYTES, salt=_HKDF_SALT, info=_pair_info(ctx, a, b, purpose)
+    ).derive(secret)
+
+
+def prg_words(key: bytes, length: int, bits: int) -> npt.NDArray[np.unsignedinteger]:
+    """``length`` pseudorandom words (uint32 for b <= 32, else uint64): one ChaCha20 keystream call."""
+    dtype = np.dtype(word_dtype(bits)).newbyteorder("<")
+    stream = Cipher(algorithms.ChaCha20(key, _ZERO_NONCE), mode=None).encryptor().update(
+        bytes(length * dtype.itemsize)
+    )
+    return np.frombuffer(stream, dtype=dtype).astype(word_dtype(bits))
+
+
+def self_mask_key(seed: bytes, ctx: RoundContext, tenant_id: str) -> bytes:
+    """The PRG key of a self-mask seed b_u (bound to the round and the owner)."""
+    raw = tenant_id.encode("utf-8")
+    return hashlib.sha256(b"fedsignal/secagg/v1/self-mask" + ctx.digest() + len(raw).to_bytes(4, "big") + raw + seed).digest()
+
+
+def seed_commitment(seed: bytes, ctx: RoundContext, tenant_id: str) -> bytes:
+    """Public commitment to b_u, so the server can tell a correctly reconstructed seed from a corrupted one."""
+    raw = tenant_id.encode("utf-8")
+    return hashlib.sha256(b"fedsignal/secagg/v1/seed-commitment" + ctx.digest() + len(raw).to_bytes(4, "big") + raw + seed).digest()

@@ -1,0 +1,275 @@
+"""The round's messages: frozen values with one canonical byte encoding each.
+
+``to_bytes()`` is deterministic; ``from_bytes()`` parses with every length
+bounded and refuses truncated, oversize or trailing data with
+``MalformedMessage``. Messages carry the digest of their round context; that
+they belong to *this* round is checked by ``ClientRound``/``ServerRound``,
+which know the context (``WrongRound``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from aggregation.secagg._codec import MAX_ITEMS, Reader, Writer
+from aggregation.secagg.arithmetic import word_dtype
+from aggregation.secagg.context import MAX_LENGTH
+from aggregation.secagg.crypto import KEY_BYTES
+from aggregation.secagg.errors import MalformedMessage
+from aggregation.secagg.shamir import ELEMENT_BYTES, PRIME
+
+DIGEST_BYTES = 32
+NONCE_BYTES = 12
+TAG_BYTES = 16
+SHARE_CIPHERTEXT_BYTES = ELEMENT_BYTES + TAG_BYTES
+MAX_SIGNATURE_BYTES = 1024
+
+
+def _write_share(w: Writer, share: EncryptedShare) -> None:
+    w.text(share.sender)
+    w.text(share.recipient)
+    w.raw(share.nonce)
+    w.raw(share.ciphertext)
+
+
+def _read_share(r: Reader) -> EncryptedShare:
+    return EncryptedShare(
+        sender=r.text("share.sender"),
+        recipient=r.text("share.recipient"),
+        nonce=r.raw(NONCE_BYTES, "share.nonce"),
+        ciphertext=r.raw(SHARE_CIPHERTEXT_BYTES, "share.ciphertext"),
+    )
+
+
+def _checked(cls_name: str, build):  # type: ignore[no-untyped-def]
+    try:
+        return build()
+    except MalformedMessage:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise MalformedMessage(f"{cls_name}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class EncryptedShare:
+    """One Shamir share of ``sender``'s self-mask seed, AEAD-encrypted to ``recipient``.
+
+    ChaCha20-Poly1305 under the pair's per-round AEAD key, random nonce,
+    associated data binding the round context (cohort, schema version,
+    window, round id, roster), sender and recipient.
+    """
+
+    sender: str
+    recipient: str
+    nonce: bytes
+    ciphertext: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.nonce) != NONCE_BYTES or len(self.ciphertext) != SHARE_CIPHERTEXT_BYTES:
+            raise MalformedMessage("EncryptedShare: wrong nonce or ciphertext length")
+        if not self.sender or not self.recipient:
+            raise MalformedMessage("EncryptedShare: empty sender or recipient")
+
+
+@dataclass(frozen=True)
+class MaskedInput:
+    """Phase 2, tenant -> server: the masked table and the encrypted shares of the sender's seed.
+
+    ``masked`` holds ``length`` little-endian words (4 bytes each for
+    modulus_bits <= 32, else 8): x + noise share + PRG(b_u) + sum of signed
+    pairwise masks, mod 2^b. ``seed_commitment`` lets the server check a
+    reconstructed seed.
+    """
+
+    context_digest: bytes
+    sender: str
+    modulus_bits: int
+    masked: bytes
+    seed_commitment: bytes
+    shares: tuple[EncryptedShare, ...]
+
+    MAGIC = b"FSM1"
+
+    def __post_init__(self) -> None:
+        if len(self.context_digest) != DIGEST_BYTES or len(self.seed_commitment) != DIGEST_BYTES:
+            raise MalformedMessage("MaskedInput: digests must be 32 bytes")
+        if not 2 <= self.modulus_bits <= 64:
+            raise MalformedMessage(f"MaskedInput: modulus_bits {self.modulus_bits} out of range")
+        size = np.dtype(word_dtype(self.modulus_bits)).itemsize
+        if len(self.masked) % size or not 0 < len(self.masked) // size <= MAX_LENGTH:
+            raise MalformedMessage(f"MaskedInput: masked vector of {len(self.masked)} bytes is not 1..{MAX_LENGTH} words of {size} bytes")
+
+    def vector(self) -> npt.NDArray[np.unsignedinteger]:
+        dtype = np.dtype(word_dtype(self.modulus_bits)).newbyteorder("<")
+        return np.frombuffer(self.masked, dtype=dtype).astype(word_dtype(self.modulus_bits))
+
+    def to_bytes(self) -> bytes:
+        w = Writer(self.MAGIC)
+        w.raw(self.context_digest)
+        w.text(self.sender)
+        w.u8(self.modulus_bits)
+        w.blob(self.masked)
+        w.raw(self.seed_commitment)
+        w.u32(len(self.shares))
+        for share in self.shares:
+            _write_share(w, share)
+        return w.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> MaskedInput:
+        r = Reader(data, cls.MAGIC, "MaskedInput")
+
+        def build() -> MaskedInput:
+            digest = r.raw(DIGEST_BYTES, "context_digest")
+            sender = r.text("sender")
+            bits = r.u8("modulus_bits")
+            masked = r.blob("masked", 8 * MAX_LENGTH)
+            commitment = r.raw(DIGEST_BYTES, "seed_commitment")
+            shares = tuple(_read_share(r) for _ in range(r.count("shares", MAX_ITEMS)))
+            r.done()
+            return cls(digest, sender, bits, masked, commitment, shares)
+
+        return _checked("MaskedInput", build)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class UnmaskRequest:
+    """Phase 3, server -> tenant: the survivor set S and the shares addressed to ``recipient`` by survivors."""
+
+    context_digest: bytes
+    recipient: str
+    survivors: tuple[str, ...]
+    shares: tuple[EncryptedShare, ...]
+
+    MAGIC = b"FSQ1"
+
+    def __post_init__(self) -> None:
+        if len(self.context_digest) != DIGEST_BYTES:
+            raise MalformedMessage("UnmaskRequest: context digest must be 32 bytes")
+        if list(self.survivors) != sorted(set(self.survivors)):
+            raise MalformedMessage("UnmaskRequest: survivors must be sorted and distinct")
+
+    def to_bytes(self) -> bytes:
+        w = Writer(self.MAGIC)
+        w.raw(self.context_digest)
+        w.text(self.recipient)
+        w.u32(len(self.survivors))
+        for tid in self.survivors:
+            w.text(tid)
+        w.u32(len(self.shares))
+        for share in self.shares:
+            _write_share(w, share)
+        return w.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> UnmaskRequest:
+        r = Reader(data, cls.MAGIC, "UnmaskRequest")
+
+        def build() -> UnmaskRequest:
+            digest = r.raw(DIGEST_BYTES, "context_digest")
+            recipient = r.text("recipient")
+            survivors = tuple(r.text("survivor") for _ in range(r.count("survivors")))
+            shares = tuple(_read_share(r) for _ in range(r.count("shares")))
+            r.done()
+            return cls(digest, recipient, survivors, shares)
+
+        return _checked("UnmaskRequest", build)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """A survivor's signature over ``survivor_set_digest(ctx, S)`` (made by the integrator with its identity key)."""
+
+    tenant_id: str
+    digest: bytes
+    signature: bytes
+
+    MAGIC = b"FSA1"
+
+    def __post_init__(self) -> None:
+        if len(self.digest) != DIGEST_BYTES:
+            raise MalformedMessage("Attestation: digest must be 32 bytes")
+        if len(self.signature) > MAX_SIGNATURE_BYTES:
+            raise MalformedMessage("Attestation: signature too long")
+
+    def to_bytes(self) -> bytes:
+        w = Writer(self.MAGIC)
+        w.text(self.tenant_id)
+        w.raw(self.digest)
+        w.blob(self.signature)
+        return w.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Attestation:
+        r = Reader(data, cls.MAGIC, "Attestation")
+
+        def build() -> Attestation:
+            tid = r.text("tenant_id")
+            digest = r.raw(DIGEST_BYTES, "digest")
+            sig = r.blob("signature", MAX_SIGNATURE_BYTES)
+            r.done()
+            return cls(tid, digest, sig)
+
+        return _checked("Attestation", build)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class UnmaskResponse:
+    """Phase 4, tenant -> server: for each surviving neighbour its share of that neighbour's seed,
+    for each dropped neighbour the per-round pairwise mask key. Never both for one peer."""
+
+    context_digest: bytes
+    sender: str
+    survivors_digest: bytes
+    seed_shares: tuple[tuple[str, int], ...]
+    pair_keys: tuple[tuple[str, bytes], ...]
+
+    MAGIC = b"FSR1"
+
+    def __post_init__(self) -> None:
+        if len(self.context_digest) != DIGEST_BYTES or len(self.survivors_digest) != DIGEST_BYTES:
+            raise MalformedMessage("UnmaskResponse: digests must be 32 bytes")
+        owners = [o for o, _ in self.seed_shares]
+        peers = [p for p, _ in self.pair_keys]
+        if owners != sorted(set(owners)) or peers != sorted(set(peers)):
+            raise MalformedMessage("UnmaskResponse: share owners and key peers must be sorted and distinct")
+        if any(not 0 <= y < PRIME for _, y in self.seed_shares):
+            raise MalformedMessage("UnmaskResponse: share value out of the field")
+        if any(len(k) != KEY_BYTES for _, k in self.pair_keys):
+            raise MalformedMessage("UnmaskResponse: pairwise keys must be 32 bytes")
+
+    def to_bytes(self) -> bytes:
+        w = Writer(self.MAGIC)
+        w.raw(self.context_digest)
+        w.text(self.sender)
+        w.raw(self.survivors_digest)
+        w.u32(len(self.seed_shares))
+        for owner, y in self.seed_shares:
+            w.text(owner)
+            w.raw(y.to_bytes(ELEMENT_BYTES, "big"))
+        w.u32(len(self.pair_keys))
+        for peer, key in self.pair_keys:
+            w.text(peer)
+            w.raw(key)
+        return w.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> UnmaskResponse:
+        r = Reader(data, cls.MAGIC, "UnmaskResponse")
+
+        def build() -> UnmaskResponse:
+            digest = r.raw(DIGEST_BYTES, "context_digest")
+            sender = r.text("sender")
+            sdigest = r.raw(DIGEST_BYTES, "survivors_digest")
+            shares = tuple(
+                (r.text("share.owner"), int.from_bytes(r.raw(ELEMENT_BYTES, "share.value"), "big"))
+                for _ in range(r.count("seed_shares"))
+            )
+            keys = tuple((r.text("key.peer"), r.raw(KEY_BYTES, "key.value")) for _ in range(r.count("pair_keys")))
+            r.done()
+            return cls(digest, sender, sdigest, shares, keys)
+
+        return _checked("UnmaskResponse", build)  # type: ignore[no-any-return]

@@ -1,0 +1,90 @@
+"""Shamir secret sharing of a 32-byte seed over GF(p), p = 2^521 - 1.
+
+One field element holds the whole seed (2^256 < p). Evaluation points are
+small positive integers (the holders' 1-based roster positions), so the
+Lagrange coefficients are ratios of small integers: one modular inversion per
+reconstruction (batched), the rest products of machine-size integers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+
+from aggregation.secagg.errors import InsufficientShares, InvalidRoundParams
+
+PRIME = (1 << 521) - 1  # a Mersenne prime
+ELEMENT_BYTES = 66  # ceil(521 / 8)
+
+
+def _random_element(random_bytes: Callable[[int], bytes]) -> int:
+    # Rejection sampling: uniform in [0, p) (a 521-bit draw is >= p with probability 2^-521).
+    while True:
+        value = int.from_bytes(random_bytes(ELEMENT_BYTES), "big") & PRIME
+        if value < PRIME:
+            return value
+
+
+def split(
+    secret: int, xs: Sequence[int], threshold: int, random_bytes: Callable[[int], bytes]
+) -> list[int]:
+    """Shares f(x) for each x of ``xs`` of a random degree-(threshold-1) polynomial with f(0) = secret."""
+    if not 1 <= threshold <= len(xs):
+        raise InvalidRoundParams(f"threshold {threshold} must lie in [1, {len(xs)}] holders")
+    if not 0 <= secret < PRIME:
+        raise InvalidRoundParams("secret out of the field")
+    if len(set(xs)) != len(xs) or any(not 0 < x < PRIME for x in xs):
+        raise InvalidRoundParams("evaluation points must be distinct and non-zero")
+    coeffs = [secret] + [_random_element(random_bytes) for _ in range(threshold - 1)]
+    shares = []
+    for x in xs:
+        acc = 0
+        for c in reversed(coeffs):
+            acc = (acc * x + c) % PRIME
+        shares.append(acc)
+    return shares
+
+
+def reconstruct(points: Sequence[tuple[int, int]], threshold: int) -> int:
+    """f(0) from the first ``threshold`` of ``points`` (x, y), by Lagrange interpolation."""
+    if len(points) < threshold:
+        raise InsufficientShares(f"{len(points)} shares, {threshold} needed")
+    pts = list(points[:threshold])
+    xs = tuple(x for x, _ in pts)
+    if len(set(xs)) != len(xs):
+        raise InvalidRoundParams("duplicate evaluation points")
+    total = 0
+    for (_, y), lam in zip(pts, lagrange_at_zero(xs), strict=True):
+        total += y * lam
+    return total % PRIME
+
+
+@lru_cache(maxsize=4096)
+def lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
+    """lambda_i = prod_{j != i} x_j / (x_j - x_i) mod p, for interpolation at 0.
+
+    Numerators and denominators are exact small-integer products, inverted
+    together (Montgomery's trick: one modular inversion). Cached: in the
+    complete graph every survivor's seed is rebuilt from the same holders.
+    """
+    nums: list[int] = []
+    dens: list[int] = []
+    for i, xi in enumerate(xs):
+        den = 1
+        for j, xj in enumerate(xs):
+            if j != i:
+                den *= xj - xi
+        dens.append(den % PRIME)
+    full = 1
+    for x in xs:
+        full *= x
+    nums = [(full // x) % PRIME for x in xs]
+    prefix = [1] * (len(dens) + 1)
+    for i, d in enumerate(dens):
+        prefix[i + 1] = prefix[i] * d % PRIME
+    inv = pow(prefix[-1], -1, PRIME)
+    inv_dens = [0] * len(dens)
+    for i in range(len(dens) - 1, -1, -1):
+        inv_dens[i] = inv * prefix[i] % PRIME
+        inv = inv * dens[i] % PRIME
+    return tuple(n * d % PRIME for n, d in zip(nums, inv_dens, strict=True))

@@ -1,0 +1,161 @@
+"""Unmasking only for an attested survivor set, and never both secrets of one peer."""
+
+from __future__ import annotations
+
+import pytest
+
+from aggregation.secagg import (
+    Attestation,
+    InconsistentSurvivors,
+    RoundAborted,
+    SecAggError,
+    UnknownParticipant,
+    UnmaskRequest,
+    WrongPhase,
+    WrongRound,
+    neighbours,
+    survivor_set_digest,
+)
+
+from .cohort import Cohort, fake_sign, make_cohort
+
+
+def _closed(n: int = 7, threshold: int = 4, senders: int | None = None, **kw: object) -> Cohort:
+    cohort = make_cohort(n, threshold=threshold, **kw)  # type: ignore[arg-type]
+    cohort.submit(cohort.ids[: senders or n])
+    cohort.server.close()
+    return cohort
+
+
+def _attest(cohort: Cohort, survivors: tuple[str, ...], who: tuple[str, ...]) -> list[Attestation]:
+    digest = survivor_set_digest(cohort.ctx, survivors)
+    return [Attestation(t, digest, fake_sign(t, digest)) for t in who]
+
+
+def test_honest_response_never_reveals_both_secrets_of_a_peer() -> None:
+    cohort = _closed(9, threshold=5, senders=6)
+    atts = cohort.attest()
+    survivors = cohort.server.survivors
+    for tid in sorted(survivors):
+        resp = cohort.clients[tid].unmask(cohort.server.unmask_request_for(tid), atts)
+        owners = {o for o, _ in resp.seed_shares}
+        peers = {p for p, _ in resp.pair_keys}
+        assert not owners & peers
+        assert owners == (neighbours(cohort.ctx)[tid] | {tid}) & survivors
+        assert peers == neighbours(cohort.ctx)[tid] - survivors
+        assert peers  # three tenants dropped: every survivor reveals keys for them
+
+
+def test_client_refuses_a_second_different_survivor_set() -> None:
+    # The server shows tenant 0 the set without tenant 5, later a set without 5 and 6: answering both
+    # would hand out 6's seed share and 6's pairwise key. The second request is refused.
+    cohort = _closed(8, threshold=4)
+    me = cohort.ids[0]
+    first = tuple(t for t in cohort.ids if t != cohort.ids[5])
+    second = tuple(t for t in first if t != cohort.ids[6])
+    inbox = cohort.server.unmask_request_for(me).shares
+    req1 = UnmaskRequest(cohort.ctx.digest(), me, first, tuple(s for s in inbox if s.sender in first))
+    req2 = UnmaskRequest(cohort.ctx.digest(), me, second, tuple(s for s in inbox if s.sender in second))
+    cohort.clients[me].unmask(req1, _attest(cohort, first, first))
+    with pytest.raises(InconsistentSurvivors, match="different survivor set"):
+        cohort.clients[me].unmask(req2, _attest(cohort, second, second))
+
+
+def test_client_refuses_a_peer_in_both_roles() -> None:
+    cohort = _closed(6, threshold=3)
+    me, ghost = cohort.ids[0], cohort.ids[5]
+    shown = tuple(t for t in cohort.ids if t != ghost)
+    inbox = cohort.server.unmask_request_for(me).shares  # includes ghost's share: ghost did submit
+    req = UnmaskRequest(cohort.ctx.digest(), me, shown, inbox)
+    with pytest.raises(InconsistentSurvivors, match="both roles"):
+        cohort.clients[me].unmask(req, _attest(cohort, shown, shown))
+    assert cohort.clients[me].answered_digest is None
+
+
+def test_client_refuses_when_a_listed_survivor_share_is_missing() -> None:
+    cohort = _closed(6, threshold=3)
+    me = cohort.ids[0]
+    req = cohort.server.unmask_request_for(me)
+    cut = UnmaskRequest(req.context_digest, me, req.survivors, req.shares[1:])
+    with pytest.raises(InconsistentSurvivors, match="missing"):
+        cohort.clients[me].unmask(cut, _attest(cohort, req.survivors, req.survivors))
+
+
+def test_client_refuses_without_threshold_attestations_of_the_same_set() -> None:
+    cohort = _closed(7, threshold=4)
+    me = cohort.ids[0]
+    req = cohort.server.unmask_request_for(me)
+    s = req.survivors
+    with pytest.raises(InconsistentSurvivors, match="only 3"):
+        cohort.clients[me].unmask(req, _attest(cohort, s, s[:3]))
+    other = _attest(cohort, s[:-1], s[3:4])  # one survivor saw a different set: equivocation
+    with pytest.raises(InconsistentSurvivors, match="different survivor set"):
+        cohort.clients[me].unmask(req, _attest(cohort, s, s[:3]) + other)
+    bad = Attestation(s[3], survivor_set_digest(cohort.ctx, s), b"forged")
+    with pytest.raises(InconsistentSurvivors, match="does not verify"):
+        cohort.clients[me].unmask(req, [*_attest(cohort, s, s[:3]), bad])
+    with pytest.raises(InconsistentSurvivors, match="two attestations"):
+        cohort.clients[me].unmask(req, _attest(cohort, s, s[:3]) + _attest(cohort, s, s[:1]))
+    assert cohort.clients[me].answered_digest is None
+    cohort.clients[me].unmask(req, _attest(cohort, s, s[:4]))  # and the honest case goes through
+
+
+def test_client_refuses_attestations_from_non_survivors() -> None:
+    cohort = _closed(7, threshold=4, senders=6)
+    me = cohort.ids[0]
+    req = cohort.server.unmask_request_for(me)
+    outsider = cohort.ids[6]
+    atts = _attest(cohort, req.survivors, req.survivors[:3]) + _attest(cohort, req.survivors, (outsider,))
+    with pytest.raises(InconsistentSurvivors, match="not a survivor"):
+        cohort.clients[me].unmask(req, atts)
+
+
+def test_client_refuses_small_sets_sets_without_itself_and_foreign_requests() -> None:
+    cohort = _closed(6, threshold=4)
+    me = cohort.ids[0]
+    inbox = cohort.server.unmask_request_for(me).shares
+    small = cohort.ids[:3]
+    req = UnmaskRequest(cohort.ctx.digest(), me, small, tuple(s for s in inbox if s.sender in small))
+    with pytest.raises(RoundAborted):
+        cohort.clients[me].unmask(req, _attest(cohort, small, small))
+    without_me = cohort.ids[1:]
+    req = UnmaskRequest(cohort.ctx.digest(), me, without_me, tuple(s for s in inbox if s.sender in without_me))
+    with pytest.raises(InconsistentSurvivors, match="not in the survivor set"):
+        cohort.clients[me].unmask(req, _attest(cohort, without_me, without_me))
+    to_other = cohort.server.unmask_request_for(cohort.ids[1])
+    with pytest.raises(WrongRound, match="addressed"):
+        cohort.clients[me].unmask(to_other, cohort.attest())
+    stranger = UnmaskRequest(cohort.ctx.digest(), me, (*cohort.ids, "zz-stranger"), inbox)
+    with pytest.raises(UnknownParticipant):
+        cohort.clients[me].unmask(stranger, [])
+
+
+def test_client_without_verifier_refuses_and_unsubmitted_client_refuses() -> None:
+    cohort = _closed(4, threshold=3, senders=3)
+    me = cohort.ids[0]
+    req = cohort.server.unmask_request_for(me)
+    cohort.clients[me]._verify = None
+    with pytest.raises(SecAggError, match="verifier"):
+        cohort.clients[me].unmask(req, [])
+    idle = cohort.clients[cohort.ids[3]]
+    with pytest.raises(WrongPhase):
+        idle.unmask(req, [])
+
+
+def test_server_refuses_attestations_and_responses_for_another_set() -> None:
+    cohort = _closed(6, threshold=3, senders=5)
+    s = tuple(sorted(cohort.server.survivors))
+    with pytest.raises(InconsistentSurvivors):
+        cohort.server.add_attestation(_attest(cohort, s[:-1], s[:1])[0])
+    with pytest.raises(UnknownParticipant):
+        cohort.server.add_attestation(_attest(cohort, s, (cohort.ids[5],))[0])
+    atts = cohort.attest()
+    with pytest.raises(Exception, match="already attested"):
+        cohort.server.add_attestation(atts[0])
+    me = s[0]
+    inbox = cohort.server.unmask_request_for(me).shares
+    other_set = s[:-1]
+    req = UnmaskRequest(cohort.ctx.digest(), me, other_set, tuple(x for x in inbox if x.sender in other_set))
+    resp = cohort.clients[me].unmask(req, _attest(cohort, other_set, other_set))
+    with pytest.raises(InconsistentSurvivors, match="different survivor set"):
+        cohort.server.add_unmask(resp)

@@ -1,0 +1,129 @@
+"""Canonical encodings: round trips, and specific refusals of malformed bytes."""
+
+from __future__ import annotations
+
+import pytest
+
+from aggregation.secagg import (
+    Attestation,
+    ClientRound,
+    MalformedMessage,
+    MaskedInput,
+    RoundContext,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+from aggregation.secagg._codec import MAX_MESSAGE_BYTES
+
+from .cohort import Cohort, make_cohort
+
+MESSAGE_TYPES = (MaskedInput, UnmaskRequest, UnmaskResponse, Attestation)
+
+
+def _messages() -> tuple[Cohort, list[object]]:
+    cohort = make_cohort(5, length=10, threshold=3)
+    masked = cohort.clients[cohort.ids[0]].submit(cohort.tables[cohort.ids[0]])
+    cohort.server.add_input(masked)
+    cohort.submit(cohort.ids[1:4])
+    cohort.server.close()
+    atts = cohort.attest()
+    req = cohort.server.unmask_request_for(cohort.ids[0])
+    resp = cohort.clients[cohort.ids[0]].unmask(req, atts)
+    return cohort, [masked, req, resp, atts[0]]
+
+
+def test_round_trips_are_exact_and_deterministic() -> None:
+    cohort, msgs = _messages()
+    for msg in msgs:
+        data = msg.to_bytes()  # type: ignore[attr-defined]
+        again = type(msg).from_bytes(data)  # type: ignore[attr-defined]
+        assert again == msg
+        assert again.to_bytes() == data
+    assert RoundContext.from_bytes(cohort.ctx.to_bytes()) == cohort.ctx
+    resp = msgs[2]
+    assert isinstance(resp, UnmaskResponse) and resp.pair_keys and resp.seed_shares  # both kinds are encoded
+
+
+def test_every_truncation_and_any_trailing_byte_is_refused() -> None:
+    cohort, msgs = _messages()
+    for msg in [*msgs, cohort.ctx]:
+        data = msg.to_bytes()  # type: ignore[attr-defined]
+        cut_points = sorted({*range(0, min(len(data), 80)), *range(len(data) - 80, len(data))} - {len(data)})
+        for cut in cut_points:
+            with pytest.raises(MalformedMessage):
+                type(msg).from_bytes(data[:cut])  # type: ignore[attr-defined]
+        with pytest.raises(MalformedMessage, match="trailing"):
+            type(msg).from_bytes(data + b"\0")  # type: ignore[attr-defined]
+
+
+def test_wrong_magic_oversize_and_non_bytes_are_refused() -> None:
+    _, msgs = _messages()
+    masked = msgs[0].to_bytes()  # type: ignore[attr-defined]
+    with pytest.raises(MalformedMessage, match="magic"):
+        UnmaskRequest.from_bytes(masked)
+    with pytest.raises(MalformedMessage, match="exceeds"):
+        MaskedInput.from_bytes(b"FSM1" + bytes(MAX_MESSAGE_BYTES))
+    with pytest.raises(MalformedMessage, match="expected bytes"):
+        MaskedInput.from_bytes("FSM1")  # type: ignore[arg-type]
+
+
+def test_lengths_inside_messages_are_checked() -> None:
+    _, msgs = _messages()
+    masked = msgs[0]
+    assert isinstance(masked, MaskedInput)
+    data = bytearray(masked.to_bytes())
+    # The masked vector's length prefix sits after magic, digest, sender and the bits byte.
+    offset = 4 + 32 + 4 + len(masked.sender.encode()) + 1
+    assert int.from_bytes(data[offset : offset + 4], "big") == len(masked.masked)
+    data[offset : offset + 4] = (len(masked.masked) - 1).to_bytes(4, "big")
+    with pytest.raises(MalformedMessage):
+        MaskedInput.from_bytes(bytes(data))
+    data[offset : offset + 4] = (2**32 - 1).to_bytes(4, "big")
+    with pytest.raises(MalformedMessage, match="exceeds its limit"):
+        MaskedInput.from_bytes(bytes(data))
+    # A share count far beyond what the bytes can hold.
+    req = msgs[1]
+    assert isinstance(req, UnmaskRequest)
+    raw = bytearray(req.to_bytes())
+    count_at = 4 + 32 + 4 + len(req.recipient.encode())
+    raw[count_at : count_at + 4] = (60_000).to_bytes(4, "big")
+    with pytest.raises(MalformedMessage, match="truncated"):
+        UnmaskRequest.from_bytes(bytes(raw))
+
+
+def test_field_invariants_are_refused_on_parse() -> None:
+    _, msgs = _messages()
+    resp = msgs[2]
+    assert isinstance(resp, UnmaskResponse)
+    # Owners out of canonical order.
+    swapped = UnmaskResponse.__new__(UnmaskResponse)
+    object.__setattr__(swapped, "context_digest", resp.context_digest)
+    object.__setattr__(swapped, "sender", resp.sender)
+    object.__setattr__(swapped, "survivors_digest", resp.survivors_digest)
+    object.__setattr__(swapped, "seed_shares", tuple(reversed(resp.seed_shares)))
+    object.__setattr__(swapped, "pair_keys", resp.pair_keys)
+    with pytest.raises(MalformedMessage, match="sorted"):
+        UnmaskResponse.from_bytes(swapped.to_bytes())
+    bad_bits = bytearray(msgs[0].to_bytes())  # type: ignore[attr-defined]
+    sender_len = len(msgs[0].sender.encode())  # type: ignore[attr-defined]
+    bad_bits[4 + 32 + 4 + sender_len] = 65
+    with pytest.raises(MalformedMessage, match="modulus_bits"):
+        MaskedInput.from_bytes(bytes(bad_bits))
+    bad_utf8 = bytearray(msgs[3].to_bytes())  # type: ignore[attr-defined]
+    bad_utf8[8] = 0xFF
+    with pytest.raises(MalformedMessage, match="UTF-8"):
+        Attestation.from_bytes(bytes(bad_utf8))
+
+
+def test_client_state_round_trips_and_refuses_garbage() -> None:
+    cohort, _ = _messages()
+    tid = cohort.ids[0]
+    state = cohort.clients[tid].to_bytes()
+    restored = ClientRound.from_bytes(state, cohort.keys[tid])
+    assert restored.to_bytes() == state
+    with pytest.raises(MalformedMessage):
+        ClientRound.from_bytes(state[:-1], cohort.keys[tid])
+    tampered = bytearray(state)
+    tampered[-(4 + 32 + 1)] = 9  # the phase byte
+    with pytest.raises(MalformedMessage, match="phase"):
+        ClientRound.from_bytes(bytes(tampered), cohort.keys[tid])

@@ -1,0 +1,94 @@
+"""Messages and shares made for one round are refused in every other one."""
+
+from __future__ import annotations
+
+import pytest
+
+from aggregation.secagg import (
+    EncryptedShare,
+    ReplayedMessage,
+    UnmaskRequest,
+    WrongRound,
+)
+
+from .cohort import Cohort, make_cohort
+
+BASE = {"cohort": "cohort-a", "schema_version": 3, "window_start": 1_700_000_000, "round_id": "round-1"}
+VARIANTS = [
+    {"window_start": 1_700_003_600},
+    {"schema_version": 4},
+    {"round_id": "round-2"},
+    {"cohort": "cohort-b"},
+]
+
+
+def _pair(change: dict[str, object]) -> tuple[Cohort, Cohort]:
+    # Same tenants and long-term keys, one public field different.
+    a = make_cohort(5, threshold=3, seed=7, **BASE)  # type: ignore[arg-type]
+    b = make_cohort(5, threshold=3, seed=7, keys=a.keys, **{**BASE, **change})  # type: ignore[arg-type]
+    for c in (a, b):
+        c.submit(c.ids)
+        c.server.close()
+    return a, b
+
+
+@pytest.mark.parametrize("change", VARIANTS, ids=lambda c: next(iter(c)))
+def test_shares_replayed_into_another_round_do_not_decrypt(change: dict[str, object]) -> None:
+    a, b = _pair(change)
+    me = b.ids[0]
+    genuine = b.server.unmask_request_for(me)
+    replayed = UnmaskRequest(genuine.context_digest, me, genuine.survivors, a.server.unmask_request_for(me).shares)
+    atts = b.attest()
+    with pytest.raises(ReplayedMessage):
+        b.clients[me].unmask(replayed, atts)
+    assert b.clients[me].answered_digest is None
+    b.clients[me].unmask(genuine, atts)  # the genuine request still works
+
+
+@pytest.mark.parametrize("change", VARIANTS, ids=lambda c: next(iter(c)))
+def test_masked_inputs_and_responses_replayed_into_another_round_are_refused(change: dict[str, object]) -> None:
+    a = make_cohort(5, threshold=3, seed=7, **BASE)  # type: ignore[arg-type]
+    b = make_cohort(5, threshold=3, seed=7, keys=a.keys, **{**BASE, **change})  # type: ignore[arg-type]
+    tid = a.ids[0]
+    with pytest.raises(WrongRound):
+        b.server.add_input(a.clients[tid].submit(a.tables[tid]))
+    a.submit(a.ids[1:])
+    b.submit(b.ids)
+    a.server.close()
+    b.server.close()
+    atts = a.attest()
+    b.attest()
+    resp = a.clients[a.ids[1]].unmask(a.server.unmask_request_for(a.ids[1]), atts)
+    with pytest.raises(WrongRound):
+        b.server.add_unmask(resp)
+    with pytest.raises(WrongRound):
+        b.clients[b.ids[1]].unmask(a.server.unmask_request_for(a.ids[1]), atts)
+
+
+def test_share_redirected_to_another_recipient_does_not_decrypt() -> None:
+    cohort = make_cohort(5, threshold=3)
+    cohort.submit(cohort.ids)
+    cohort.server.close()
+    atts = cohort.attest()
+    me, other = cohort.ids[0], cohort.ids[1]
+    mine = cohort.server.unmask_request_for(me)
+    theirs = {s.sender: s for s in cohort.server.unmask_request_for(other).shares}
+    # The server relabels the shares meant for `other` (sender -> other) as addressed to `me`.
+    moved = tuple(
+        EncryptedShare(s.sender, me, theirs[s.sender].nonce, theirs[s.sender].ciphertext) for s in mine.shares
+    )
+    with pytest.raises(ReplayedMessage):
+        cohort.clients[me].unmask(UnmaskRequest(mine.context_digest, me, mine.survivors, moved), atts)
+
+
+def test_tampered_share_ciphertext_does_not_decrypt() -> None:
+    cohort = make_cohort(4, threshold=3)
+    cohort.submit(cohort.ids)
+    cohort.server.close()
+    atts = cohort.attest()
+    me = cohort.ids[0]
+    req = cohort.server.unmask_request_for(me)
+    first = req.shares[0]
+    flipped = EncryptedShare(first.sender, me, first.nonce, bytes([first.ciphertext[0] ^ 1]) + first.ciphertext[1:])
+    with pytest.raises(ReplayedMessage):
+        cohort.clients[me].unmask(UnmaskRequest(req.context_digest, me, req.survivors, (flipped, *req.shares[1:])), atts)

@@ -22,6 +22,12 @@ OTHER = "other"
 MEASURE = "measure"
 # The denominator every rate is computed against: one per decision event.
 TURNS = "turns"
+#: How a cohort's window tables reach the server: "secure" (secure aggregation with distributed
+#: noise, the default) or "local" (each tenant sends its own noisy table).
+SECURE = "secure"
+LOCAL = "local"
+AGGREGATION_MODES = (SECURE, LOCAL)
+DEFAULT_AGGREGATION_MODE = SECURE
 
 
 class SchemaError(ValueError):
@@ -62,6 +68,10 @@ class SignalSchema:
     max_cells_per_unit: int = 16  # L0
     max_count_per_cell: int = 1  # L-infinity
     privacy_unit: str = "session"
+    aggregation_mode: str = DEFAULT_AGGREGATION_MODE
+    # The noise scale every tenant of the cohort uses (secure: the central sigma; local: each
+    # tenant's sigma); 0.0: not fixed by the schema.
+    noise_scale: float = 0.0
     _strides: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -78,6 +88,10 @@ class SignalSchema:
             raise SchemaError("contribution bounds must be positive")
         if self.privacy_unit not in ("session", "user"):
             raise SchemaError("privacy_unit must be 'session' or 'user'")
+        if self.aggregation_mode not in AGGREGATION_MODES:
+            raise SchemaError(f"aggregation_mode must be one of {AGGREGATION_MODES}, got {self.aggregation_mode!r}")
+        if not (self.noise_scale >= 0.0 and self.noise_scale < float("inf")):
+            raise SchemaError("noise_scale must be a non-negative finite number")
         strides = []
         stride = 1
         for dim in reversed(self.dimensions):
@@ -143,6 +157,8 @@ class SignalSchema:
             "max_cells_per_unit": self.max_cells_per_unit,
             "max_count_per_cell": self.max_count_per_cell,
             "privacy_unit": self.privacy_unit,
+            "aggregation_mode": self.aggregation_mode,
+            "noise_scale": self.noise_scale,
         }
 
     def to_json(self) -> str:
@@ -161,6 +177,8 @@ class SignalSchema:
                 max_cells_per_unit=int(doc.get("max_cells_per_unit", 16)),
                 max_count_per_cell=int(doc.get("max_count_per_cell", 1)),
                 privacy_unit=str(doc.get("privacy_unit", "session")),
+                aggregation_mode=str(doc.get("aggregation_mode", DEFAULT_AGGREGATION_MODE)),
+                noise_scale=float(doc.get("noise_scale", 0.0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, SchemaError):
@@ -181,6 +199,8 @@ class SignalSchema:
             max_cells_per_unit=self.max_cells_per_unit,
             max_count_per_cell=self.max_count_per_cell,
             privacy_unit=self.privacy_unit,
+            aggregation_mode=self.aggregation_mode,
+            noise_scale=self.noise_scale,
         )
 
     @classmethod
@@ -194,6 +214,8 @@ class SignalSchema:
             max_cells_per_unit=msg.max_cells_per_unit,
             max_count_per_cell=msg.max_count_per_cell,
             privacy_unit=msg.privacy_unit or "session",
+            aggregation_mode=msg.aggregation_mode or DEFAULT_AGGREGATION_MODE,
+            noise_scale=msg.noise_scale,
         )
 
     def with_values(self, dimension: str, values: Sequence[str]) -> SignalSchema:

@@ -36,6 +36,7 @@ from tenant_agent.config import CollectorConfig, ConfigError
 from tenant_agent.outbox import DeliveryResult, Outbox
 from tenant_agent.redact import RedactionConfig, Redactor
 from tenant_agent.release import WindowOutcome, WindowSealer, load_spends, utc
+from tenant_agent.secagg import SecureRelease, is_secure
 from tenant_agent.store import CollectorStore, Release, Window
 from tenant_agent.transport import SCHEMA_FILE, TransportError, open_channel
 from tenant_agent.windows import RecordResult, WindowBook
@@ -123,6 +124,10 @@ class Collector:
             grace_seconds=config.close_grace_seconds,
         )
         self.outbox = Outbox(self.store, config.delivery, rng=rng, audit_actor=self.tenant_id)
+        self.secure = SecureRelease(self.store, config.state_dir, tenant_id=self.tenant_id, cohort=self.cohort,
+                                    channel=lambda: self.channel(required=False), clock=self.clock,
+                                    rpc_timeout=config.delivery.rpc_timeout_seconds)
+        self._sealer.secure = self.secure
         self._bundle_client: Any = None
         self._resolver: Any = None
 
@@ -227,14 +232,27 @@ class Collector:
         """Seal every due window (schema refreshed first when connected)."""
         now = self.clock() if now is None else now
         self.refresh_schema()
-        return self._sealer.close_due(now, self._schema)
+        outcomes = self._sealer.close_due(now, self._schema)
+        self.secagg_duty(now)
+        return outcomes
+
+    def secagg_duty(self, now: float | None = None) -> None:
+        """Secure mode: cover windows without events with empty inputs, move submitted rounds on."""
+        if not is_secure(self._schema) or not self.has_server:
+            return
+        now = self.clock() if now is None else now
+        policy = lambda conn, at: self._budget_policy(conn, at, persist=True)  # noqa: E731
+        self.secure.cover_empty_windows(now, self._schema, policy, self.config.close_grace_seconds)
+        self.secure.advance_all()
 
     def deliver(self, now: float | None = None, *, force: bool = False) -> DeliveryResult:
         """Send due reports from the outbox (``force``: ignore backoff)."""
         now = self.clock() if now is None else now
         channel = self.channel()
         assert channel is not None
-        return self.outbox.deliver(channel, now, force=force)
+        result = self.outbox.deliver(channel, now, force=force)
+        self.secagg_duty(now)
+        return result
 
     def _budget_policy(self, conn: Connection, now: float, *, persist: bool = False) -> BudgetPolicy:
         b = self.config.budget

@@ -17,12 +17,16 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aggregation.dp import Mechanism, calibrate_scale
 from aggregation.errors import FedsignalError
 from aggregation.schema import SignalSchema, default_schema
 from server.db import advisory_lock
 from server.signals.models import SignalSchemaVersion
 
 ARTIFACT_VERSION = "artifact_version"
+#: zCDP rho of one cohort window release a new cohort's schema fixes its noise for (secure: the
+#: central mechanism's; local: each tenant's).
+DEFAULT_COHORT_RHO = 0.01
 
 
 class UnknownCohortSchema(FedsignalError):
@@ -71,6 +75,10 @@ def current_schema(session: Session, cohort: str) -> SignalSchema:
     if row is not None:
         return SignalSchema.from_json(row.document)
     schema = default_schema(cohort, version=1)
+    if schema.noise_scale <= 0:
+        sigma = calibrate_scale(Mechanism.DISCRETE_GAUSSIAN, schema.max_cells_per_unit, schema.max_count_per_cell,
+                                rho=DEFAULT_COHORT_RHO)
+        schema = SignalSchema.from_dict({**schema.to_dict(), "noise_scale": sigma})
     _store(session, schema)
     return schema
 

@@ -51,6 +51,12 @@ class Writer:
     def text(self, value: str) -> None:
         self.blob(value.encode("utf-8"))
 
+    def texts(self, values: tuple[str, ...] | list[str]) -> None:
+        """A count, then each string length-prefixed (one join for the whole list)."""
+        self.u32(len(values))
+        encoded = [v.encode("utf-8") for v in values]
+        self._parts.append(b"".join(len(e).to_bytes(4, "big") + e for e in encoded))
+
     def getvalue(self) -> bytes:
         return b"".join(self._parts)
 
@@ -103,11 +109,25 @@ class Reader:
         return self._take(n, field)
 
     def text(self, field: str, max_len: int = MAX_ID_BYTES) -> str:
-        raw = self.blob(field, max_len)
+        # The hot path of every message (ids): length prefix and body read inline.
+        data, pos = self._data, self._pos
+        if pos + 4 > len(data):
+            raise MalformedMessage(f"{self._what}: truncated in field {field!r}")
+        n = int.from_bytes(data[pos : pos + 4], "big")
+        if n > max_len:
+            raise MalformedMessage(f"{self._what}: field {field!r} of {n} bytes exceeds its limit of {max_len}")
+        end = pos + 4 + n
+        if end > len(data):
+            raise MalformedMessage(f"{self._what}: truncated in field {field!r}")
+        self._pos = end
         try:
-            return raw.decode("utf-8")
+            return data[pos + 4 : end].decode("utf-8")
         except UnicodeDecodeError:
             raise MalformedMessage(f"{self._what}: field {field!r} is not UTF-8") from None
+
+    def texts(self, field: str, max_items: int = MAX_ITEMS, max_len: int = MAX_ID_BYTES) -> tuple[str, ...]:
+        n = self.count(field, max_items)
+        return tuple(self.text(field, max_len) for _ in range(n))
 
     def count(self, field: str, max_items: int = MAX_ITEMS) -> int:
         n = self.u32(field)

@@ -18,7 +18,7 @@ from aggregation.secagg.errors import InvalidRoundParams
 
 #: Noise headroom of ``modulus_bits``, in standard deviations of the summed noise.
 #: A discrete Gaussian of parameter sigma is sub-Gaussian with variance proxy
-#: sigma^2 (Canonne, Kamath, Steinke 2020, Corollary 23), and a sum of
+#: sigma^2 (Canonne, Kamath, Steinke 2020, "The Discrete Gaussian for Differential Privacy"), and a sum of
 #: independent ones with variance proxy n sigma^2, so P[|noise| >= 12 sigma_sum]
 #: <= 2 exp(-72) ~ 1.1e-31 per cell.
 NOISE_HEADROOM_SIGMAS = 12.0

@@ -5,11 +5,12 @@ Phases (Bonawitz et al. 2017, with keys advertised once in the roster):
     NEW --submit(table)--> SUBMITTED --unmask(request, attestations)--> UNMASKED
 
 ``submit`` masks the table and deals the shares of its self-mask seed;
+``attest`` commits to one survivor set and returns the digest to sign;
 ``unmask`` checks the survivor set (consistency, Bonawitz et al.'s malicious
 variant), then answers with shares of surviving neighbours' seeds and the
 per-round mask keys shared with dropped neighbours, never both for one peer.
 The state worth keeping across a restart is small and secret-free (round
-context, tenant id, phase, the survivor-set digest answered): ``to_bytes()``;
+context, tenant id, phase, the survivor-set digest attested or answered): ``to_bytes()``;
 persist it *before* sending what ``submit``/``unmask`` returned. The
 private key stays in the collector's key store and is handed back to
 ``from_bytes``.
@@ -113,7 +114,7 @@ class ClientRound:
         # X25519 results for this round's peers (memory only; recomputed after a restart).
         self._secrets: dict[str, bytes] = {}
         self.phase = Phase.NEW
-        self.answered_digest: bytes | None = None
+        self.committed_digest: bytes | None = None
         #: This tenant's own noise share, in memory after ``submit`` (never persisted or sent).
         self.noise_share: npt.NDArray[np.int64] | None = None
 
@@ -124,7 +125,7 @@ class ClientRound:
         w.blob(self.ctx.to_bytes())
         w.text(self.tenant_id)
         w.u8(int(self.phase))
-        w.blob(self.answered_digest or b"")
+        w.blob(self.committed_digest or b"")
         return w.getvalue()
 
     @classmethod
@@ -135,19 +136,19 @@ class ClientRound:
         ctx = RoundContext.from_bytes(r.blob("context", len(data)))
         tenant_id = r.text("tenant_id")
         phase_value = r.u8("phase")
-        digest = r.blob("answered_digest", DIGEST_BYTES)
+        digest = r.blob("committed_digest", DIGEST_BYTES)
         r.done()
         try:
             phase = Phase(phase_value)
         except ValueError:
             raise MalformedMessage(f"ClientRound state: unknown phase {phase_value}") from None
-        if (phase is Phase.UNMASKED) != (len(digest) == DIGEST_BYTES) or len(digest) not in (0, DIGEST_BYTES):
-            raise MalformedMessage("ClientRound state: answered digest does not match the phase")
+        if len(digest) not in (0, DIGEST_BYTES) or (phase is Phase.UNMASKED and not digest):
+            raise MalformedMessage("ClientRound state: committed digest does not match the phase")
         if phase is Phase.NEW:
             raise MalformedMessage("ClientRound state: a round that has not submitted has nothing to restore")
         round_ = cls(ctx, tenant_id, private_key, None, rng=rng, verify=verify)
         round_.phase = phase
-        round_.answered_digest = digest or None
+        round_.committed_digest = digest or None
         return round_
 
     # -- phase 2: masked input -----------------------------------------------------------------
@@ -215,9 +216,25 @@ class ClientRound:
     # -- phase 3: consistency --------------------------------------------------------------------
 
     def survivors_digest(self, request: UnmaskRequest) -> bytes:
-        """What this tenant signs (with its identity key, outside the kernel) to attest ``request``'s survivor set."""
+        """The digest of ``request``'s survivor set (checks the request's round, recipient and set first)."""
         self._check_request_header(request)
         return survivor_set_digest(self.ctx, request.survivors)
+
+    def attest(self, request: UnmaskRequest) -> bytes:
+        """Commit to ``request``'s survivor set and return the digest to sign (with the identity key, outside the kernel).
+
+        An honest tenant attests one survivor set per round, and unmasks only
+        for that set: otherwise a server could collect threshold attestations
+        for two different sets from the same honest tenants. The commitment is
+        part of the persisted state; persist it before sending the signature.
+        """
+        if self.phase is Phase.NEW:
+            raise WrongPhase(f"{self.tenant_id!r} has not submitted to round {self.ctx.round_id!r}")
+        digest = self.survivors_digest(request)
+        if self.committed_digest is not None and self.committed_digest != digest:
+            raise InconsistentSurvivors("this tenant already attested a different survivor set")
+        self.committed_digest = digest
+        return digest
 
     def check_consistency(
         self, request: UnmaskRequest, attestations: Iterable[Attestation], verify: Verifier | None = None
@@ -229,10 +246,14 @@ class ClientRound:
         2017, round 4: one bad signature is proof the server equivocated or
         relayed garbage).
         """
+        return self._check_consistency(request, self.survivors_digest(request), attestations, verify)
+
+    def _check_consistency(
+        self, request: UnmaskRequest, digest: bytes, attestations: Iterable[Attestation], verify: Verifier | None
+    ) -> frozenset[str]:
         verifier = verify if verify is not None else self._verify
         if verifier is None:
             raise SecAggError("no attestation verifier: pass verify= to ClientRound or unmask")
-        digest = self.survivors_digest(request)
         survivors = frozenset(request.survivors)
         attested: set[str] = set()
         for att in attestations:
@@ -275,9 +296,9 @@ class ClientRound:
             raise WrongPhase(f"{self.tenant_id!r} has not submitted to round {self.ctx.round_id!r}")
         self._check_request_header(request)
         digest = survivor_set_digest(self.ctx, request.survivors)
-        if self.answered_digest is not None and self.answered_digest != digest:
-            raise InconsistentSurvivors("this tenant already unmasked for a different survivor set")
-        self.check_consistency(request, attestations, verify)
+        if self.committed_digest is not None and self.committed_digest != digest:
+            raise InconsistentSurvivors("this tenant already attested or unmasked for a different survivor set")
+        self._check_consistency(request, digest, attestations, verify)
 
         ctx, me = self.ctx, self.tenant_id
         survivors = frozenset(request.survivors)
@@ -317,7 +338,7 @@ class ClientRound:
         # response safe, so it is checked, not assumed.
         if {o for o, _ in seed_shares} & {p for p, _ in pair_keys}:
             raise InconsistentSurvivors("a peer would receive both a seed share and a pairwise key")
-        self.answered_digest = digest
+        self.committed_digest = digest
         self.phase = Phase.UNMASKED
         return UnmaskResponse(
             context_digest=ctx.digest(),

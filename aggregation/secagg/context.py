@@ -60,7 +60,8 @@ class RoundContext:
     ``length`` is the number of cells of the window table, ``modulus_bits`` the
     b of Z_{2^b} (see ``modulus_bits()``), ``threshold`` the t below which the
     round aborts (and with which the noise shares are calibrated, see
-    ``plan_noise``). ``neighbour_degree`` selects the graph: ``None`` picks the
+    ``plan_noise``); t must exceed half the roster (see ``docs/secagg.md``
+    for the choice of t against colluding tenants). ``neighbour_degree`` selects the graph: ``None`` picks the
     default (complete up to ``COMPLETE_GRAPH_MAX`` tenants, SecAgg+ sparse
     above), a value >= ``len(roster) - 1`` forces the complete graph. The
     roster is kept sorted by tenant id, so two parties that list the same
@@ -103,9 +104,13 @@ class RoundContext:
         if len({e.public_key for e in roster}) != len(roster):
             raise InvalidRoundParams("roster lists one public key for two tenants")
         object.__setattr__(self, "roster", roster)
-        if not 2 <= self.threshold <= len(roster):
+        if not (2 <= self.threshold <= len(roster) and 2 * self.threshold > len(roster)):
+            # 2t > n: two survivor sets shown to different tenants can then never both collect t
+            # attestations from tenants that each attest once (the consistency check of Bonawitz et al. 2017's
+            # active-adversary protocol).
             raise InvalidRoundParams(
-                f"threshold must lie in [2, roster size {len(roster)}], got {self.threshold}"
+                f"threshold must lie in ({len(roster) // 2}, {len(roster)}] (more than half the roster, "
+                f"at least 2), got {self.threshold}"
             )
         if self.neighbour_degree is not None and (
             isinstance(self.neighbour_degree, bool)
@@ -187,6 +192,16 @@ class RoundContext:
         """SHA-256 of the canonical encoding: the round's identity in every key, AD and message."""
         return self._digest
 
+    # Equality and hashing by digest: the canonical encoding covers every field, and a roster of
+    # thousands of entries is then hashed once, not at every cache lookup.
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RoundContext):
+            return NotImplemented
+        return self is other or self._digest == other._digest
+
+    def __hash__(self) -> int:
+        return hash(self._digest)
+
     @cached_property
     def _digest(self) -> bytes:
         return hashlib.sha256(_DIGEST_DOMAIN + self.to_bytes()).digest()
@@ -199,11 +214,10 @@ def survivor_set_digest(ctx: RoundContext, survivors: Iterable[str]) -> bytes:
     tenant ids; every id must be in the roster.
     """
     ids = sorted(set(survivors))
-    h = hashlib.sha256(_SURVIVORS_DOMAIN)
-    h.update(ctx.digest())
-    h.update(len(ids).to_bytes(4, "big"))
+    index = ctx._index
     for tid in ids:
-        ctx.index_of(tid)
-        raw = tid.encode("utf-8")
-        h.update(len(raw).to_bytes(4, "big") + raw)
-    return h.digest()
+        if tid not in index:
+            ctx.index_of(tid)  # raises UnknownParticipant
+    encoded = [tid.encode("utf-8") for tid in ids]
+    body = b"".join(len(raw).to_bytes(4, "big") + raw for raw in encoded)
+    return hashlib.sha256(_SURVIVORS_DOMAIN + ctx.digest() + len(ids).to_bytes(4, "big") + body).digest()

@@ -9,12 +9,15 @@ neighbours only. Here:
 * n <= ``COMPLETE_GRAPH_MAX`` (32): the complete graph; a seed is shared
   ``ctx.threshold``-of-n among all tenants (each holds one share, the owner
   too), exactly Bonawitz et al.'s t-out-of-n setting.
-* above: the union of k/2 random Hamiltonian cycles over the roster, drawn
-  from a ChaCha20 stream keyed by the round context's digest, so every party
-  computes the same graph and a new round id gives a new graph. Each tenant
-  has degree <= k (two cycles rarely repeat an edge). A seed is shared among
-  the owner and its neighbours with a strict-majority threshold
-  floor(m/2) + 1 of those m holders.
+* above: a random k-regular circulant graph: the roster is put in a random
+  order, and every tenant is joined to the tenants k/2 distinct random
+  offsets away on either side of that circle. Order and offsets come from a
+  ChaCha20 stream keyed by the round context's digest, so every party
+  computes the same graph and a new round id gives a new graph. Because the
+  order is a uniformly random permutation, each tenant's k neighbours are a
+  uniformly random k-subset of the others, which is what the per-tenant
+  bounds below assume. A seed is shared among the owner and its neighbours
+  with a strict-majority threshold floor((k+1)/2) + 1 of those k+1 holders.
 
 The default degree is computed, not asserted: the smallest even k for which
 a union bound over the n tenants gives, for a fraction ``ASSUMED_CORRUPT``
@@ -24,7 +27,9 @@ dropping,
     n * P[Binomial(k, gamma) >= t(k)]       <= 2^-SECURITY_BITS   (no honest seed reconstructible by the adversary)
     n * P[Binomial(k+1, delta) > k+1-t(k)]  <= 2^-CORRECTNESS_BITS (every survivor's seed reconstructible)
 
-(``degree_failure_bounds`` gives both figures). For gamma = delta = 0.1 this
+(``degree_failure_bounds`` gives both figures; the binomial is the model of
+the neighbours' draw, and sampling without replacement concentrates at least
+as well, Hoeffding 1963, Section 6). For gamma = delta = 0.1 this
 is k = 56 at n = 100, 60 at n = 1000 and 64 at n = 10000 (about 6 log2 n at
 n = 1000): the O(log n) growth of Bell et al., Section 3. The connectivity of
 the honest survivors' subgraph, which the pairwise masks need (a component
@@ -113,17 +118,18 @@ def _neighbours(ctx: RoundContext) -> Mapping[str, frozenset[str]]:
     if is_complete(ctx):
         everyone = frozenset(ids)
         return {tid: everyone - {tid} for tid in ids}
-    cycles = max(1, degree_of(ctx) // 2)
+    half = degree_of(ctx) // 2
+    span = (n - 1) // 2  # offsets 1..span give two distinct neighbours each (n/2 would give one)
     key = hashlib.sha256(b"fedsignal/secagg/v1/graph" + ctx.digest()).digest()
-    stream = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor().update(bytes(8 * n * cycles))
-    order = np.argsort(np.frombuffer(stream, dtype="<u8").reshape(cycles, n), axis=1, kind="stable")
-    a = order.reshape(-1)
-    b = np.roll(order, -1, axis=1).reshape(-1)
-    adjacency: list[set[int]] = [set() for _ in range(n)]
-    for u, v in zip(a.tolist(), b.tolist(), strict=True):
-        adjacency[u].add(v)
-        adjacency[v].add(u)
-    return {ids[i]: frozenset(ids[j] for j in adjacency[i]) for i in range(n)}
+    stream = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor().update(bytes(8 * (n + span)))
+    words = np.frombuffer(stream, dtype="<u8")
+    order = np.argsort(words[:n], kind="stable")  # position -> roster index
+    offsets = 1 + np.argsort(words[n:], kind="stable")[:half]
+    positions = np.arange(n)[:, None]
+    around = np.concatenate([(positions + offsets) % n, (positions - offsets) % n], axis=1)
+    adjacency = np.empty((n, 2 * half), dtype=np.int64)
+    adjacency[order] = order[around]
+    return {ids[i]: frozenset(ids[j] for j in adjacency[i].tolist()) for i in range(n)}
 
 
 def share_holders(ctx: RoundContext, tenant_id: str) -> tuple[str, ...]:

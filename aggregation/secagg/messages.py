@@ -156,9 +156,7 @@ class UnmaskRequest:
         w = Writer(self.MAGIC)
         w.raw(self.context_digest)
         w.text(self.recipient)
-        w.u32(len(self.survivors))
-        for tid in self.survivors:
-            w.text(tid)
+        w.texts(self.survivors)
         w.u32(len(self.shares))
         for share in self.shares:
             _write_share(w, share)
@@ -171,7 +169,7 @@ class UnmaskRequest:
         def build() -> UnmaskRequest:
             digest = r.raw(DIGEST_BYTES, "context_digest")
             recipient = r.text("recipient")
-            survivors = tuple(r.text("survivor") for _ in range(r.count("survivors")))
+            survivors = r.texts("survivors")
             shares = tuple(_read_share(r) for _ in range(r.count("shares")))
             r.done()
             return cls(digest, recipient, survivors, shares)

@@ -111,9 +111,42 @@ class NoisePlan:
         count = self.roster_size if survivors is None else survivors
         return math.sqrt(count) * self.sigma_share
 
+    def loss_with_honest_shares(self, honest: int) -> PrivacyLoss:
+        """The released sum's loss when only ``honest`` shares are unknown to the adversary.
+
+        ``cohort_loss`` is this at ``threshold``; with c colluding tenants among
+        t survivors the guarantee is this at t - c (KLS bound; at 1 share it is
+        OpenDP's map of one share, ``own_worst_case_loss``).
+        """
+        if isinstance(honest, bool) or not isinstance(honest, int) or not 1 <= honest <= self.roster_size:
+            raise InvalidRoundParams(f"honest shares must lie in [1, {self.roster_size}], got {honest!r}")
+        if honest == 1:
+            return self.own_worst_case_loss
+        return _sum_loss(self.sigma_share, honest, self.scale_factor, self.l0, self.linf, self.delta)
+
+    def scale_table(self, table: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
+        """A bounded window table in the plan's units (counts times ``scale_factor``), ready for ``submit``."""
+        return np.asarray(table, dtype=np.int64) * self.scale_factor
+
+    def unscale(self, total: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        """A decoded sum back in count units (its noise then has sigma <= sigma_central * sqrt(survivors / t))."""
+        return np.asarray(total, dtype=np.float64) / self.scale_factor
+
     def sample_share(self, length: int) -> npt.NDArray[np.int64]:
         """One tenant's noise share: ``length`` draws of OpenDP's discrete Gaussian (its own CSPRNG)."""
         return dp.release(np.zeros(length, dtype=np.int64), self.share_params)
+
+
+def _sum_loss(sigma_share: float, shares: int, scale: int, l0: int, linf: int, delta: float) -> PrivacyLoss:
+    # The KLS bound for the sum of `shares` honest shares, never below OpenDP's map of the single
+    # discrete Gaussian with the same total variance (the central mechanism, for shares = t).
+    l2 = scale * linf * math.sqrt(l0)
+    l1 = float(scale * linf * l0)
+    single = dp.privacy_loss(
+        dp.ReleaseParams(dp.Mechanism.DISCRETE_GAUSSIAN, math.sqrt(shares) * sigma_share, l0, scale * linf, delta)
+    )
+    rho = max(kls_rho(sigma_share, shares, l2, l1, l0), single.rho)
+    return PrivacyLoss(rho=rho, epsilon=dp.epsilon_at_delta(rho, delta), delta=delta)
 
 
 def plan_noise(
@@ -137,14 +170,11 @@ def plan_noise(
     unscaled_share = sigma_central / math.sqrt(threshold)
     scale = 1 if unscaled_share >= MIN_SIGMA_SHARE else math.ceil(MIN_SIGMA_SHARE / unscaled_share)
     sigma_share = scale * unscaled_share
-    l2 = scale * linf * math.sqrt(l0)
-    l1 = float(scale * linf * l0)
     tau = kls_tau(sigma_share, threshold)
     central = dp.privacy_loss(
         dp.ReleaseParams(dp.Mechanism.DISCRETE_GAUSSIAN, scale * sigma_central, l0, scale * linf, delta)
     )
-    rho = max(kls_rho(sigma_share, threshold, l2, l1, l0), central.rho)
-    cohort = PrivacyLoss(rho=rho, epsilon=dp.epsilon_at_delta(rho, delta), delta=delta)
+    cohort = _sum_loss(sigma_share, threshold, scale, l0, linf, delta)
     own = dp.privacy_loss(
         dp.ReleaseParams(dp.Mechanism.DISCRETE_GAUSSIAN, sigma_share, l0, scale * linf, delta)
     )

@@ -155,8 +155,14 @@ class ServerRound:
             raise InconsistentSurvivors(f"{att.tenant_id!r}'s attestation signature does not verify")
         self._attestations[att.tenant_id] = att
 
-    def attestations(self) -> tuple[Attestation, ...]:
-        return tuple(self._attestations[t] for t in sorted(self._attestations))
+    def attestations(self, limit: int | None = None) -> tuple[Attestation, ...]:
+        """The accepted attestations in tenant order; ``limit`` (e.g. the threshold) relays only the first ones.
+
+        A client needs ``threshold`` of them, and an attestation of another set
+        never gets in, so relaying t is enough and keeps the download O(t).
+        """
+        ordered = tuple(self._attestations[t] for t in sorted(self._attestations))
+        return ordered if limit is None else ordered[:limit]
 
     # -- phase 4 -------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ reconstruction (batched), the rest products of machine-size integers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
@@ -67,17 +68,8 @@ def lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
     together (Montgomery's trick: one modular inversion). Cached: in the
     complete graph every survivor's seed is rebuilt from the same holders.
     """
-    nums: list[int] = []
-    dens: list[int] = []
-    for i, xi in enumerate(xs):
-        den = 1
-        for j, xj in enumerate(xs):
-            if j != i:
-                den *= xj - xi
-        dens.append(den % PRIME)
-    full = 1
-    for x in xs:
-        full *= x
+    dens = [math.prod(xj - xi for xj in xs if xj != xi) % PRIME for xi in xs]
+    full = math.prod(xs)
     nums = [(full // x) % PRIME for x in xs]
     prefix = [1] * (len(dens) + 1)
     for i, d in enumerate(dens):

@@ -67,7 +67,7 @@ class Cohort:
     def attest(self) -> list[Attestation]:
         atts = []
         for tid in sorted(self.server.survivors):
-            digest = self.clients[tid].survivors_digest(self.server.unmask_request_for(tid))
+            digest = self.clients[tid].attest(self.server.unmask_request_for(tid))
             att = Attestation(tid, digest, fake_sign(tid, digest))
             self.server.add_attestation(Attestation.from_bytes(att.to_bytes()))
             atts.append(att)

@@ -6,18 +6,22 @@ import pytest
 
 from aggregation.secagg import (
     Attestation,
+    ClientRound,
+    DuplicateInput,
     InconsistentSurvivors,
+    MalformedMessage,
     RoundAborted,
     SecAggError,
     UnknownParticipant,
     UnmaskRequest,
+    UnmaskResponse,
     WrongPhase,
     WrongRound,
     neighbours,
     survivor_set_digest,
 )
 
-from .cohort import Cohort, fake_sign, make_cohort
+from .cohort import Cohort, fake_sign, fake_verify, make_cohort
 
 
 def _closed(n: int = 7, threshold: int = 4, senders: int | None = None, **kw: object) -> Cohort:
@@ -49,7 +53,7 @@ def test_honest_response_never_reveals_both_secrets_of_a_peer() -> None:
 def test_client_refuses_a_second_different_survivor_set() -> None:
     # The server shows tenant 0 the set without tenant 5, later a set without 5 and 6: answering both
     # would hand out 6's seed share and 6's pairwise key. The second request is refused.
-    cohort = _closed(8, threshold=4)
+    cohort = _closed(8, threshold=5)
     me = cohort.ids[0]
     first = tuple(t for t in cohort.ids if t != cohort.ids[5])
     second = tuple(t for t in first if t != cohort.ids[6])
@@ -62,18 +66,18 @@ def test_client_refuses_a_second_different_survivor_set() -> None:
 
 
 def test_client_refuses_a_peer_in_both_roles() -> None:
-    cohort = _closed(6, threshold=3)
+    cohort = _closed(6, threshold=4)
     me, ghost = cohort.ids[0], cohort.ids[5]
     shown = tuple(t for t in cohort.ids if t != ghost)
     inbox = cohort.server.unmask_request_for(me).shares  # includes ghost's share: ghost did submit
     req = UnmaskRequest(cohort.ctx.digest(), me, shown, inbox)
     with pytest.raises(InconsistentSurvivors, match="both roles"):
         cohort.clients[me].unmask(req, _attest(cohort, shown, shown))
-    assert cohort.clients[me].answered_digest is None
+    assert cohort.clients[me].committed_digest is None
 
 
 def test_client_refuses_when_a_listed_survivor_share_is_missing() -> None:
-    cohort = _closed(6, threshold=3)
+    cohort = _closed(6, threshold=4)
     me = cohort.ids[0]
     req = cohort.server.unmask_request_for(me)
     cut = UnmaskRequest(req.context_digest, me, req.survivors, req.shares[1:])
@@ -96,7 +100,7 @@ def test_client_refuses_without_threshold_attestations_of_the_same_set() -> None
         cohort.clients[me].unmask(req, [*_attest(cohort, s, s[:3]), bad])
     with pytest.raises(InconsistentSurvivors, match="two attestations"):
         cohort.clients[me].unmask(req, _attest(cohort, s, s[:3]) + _attest(cohort, s, s[:1]))
-    assert cohort.clients[me].answered_digest is None
+    assert cohort.clients[me].committed_digest is None
     cohort.clients[me].unmask(req, _attest(cohort, s, s[:4]))  # and the honest case goes through
 
 
@@ -143,19 +147,68 @@ def test_client_without_verifier_refuses_and_unsubmitted_client_refuses() -> Non
 
 
 def test_server_refuses_attestations_and_responses_for_another_set() -> None:
-    cohort = _closed(6, threshold=3, senders=5)
+    cohort = _closed(6, threshold=4, senders=5)
     s = tuple(sorted(cohort.server.survivors))
     with pytest.raises(InconsistentSurvivors):
         cohort.server.add_attestation(_attest(cohort, s[:-1], s[:1])[0])
     with pytest.raises(UnknownParticipant):
         cohort.server.add_attestation(_attest(cohort, s, (cohort.ids[5],))[0])
+    me = s[0]
+    uncommitted = ClientRound.from_bytes(cohort.clients[me].to_bytes(), cohort.keys[me], verify=fake_verify)
     atts = cohort.attest()
     with pytest.raises(Exception, match="already attested"):
         cohort.server.add_attestation(atts[0])
-    me = s[0]
     inbox = cohort.server.unmask_request_for(me).shares
     other_set = s[:-1]
     req = UnmaskRequest(cohort.ctx.digest(), me, other_set, tuple(x for x in inbox if x.sender in other_set))
-    resp = cohort.clients[me].unmask(req, _attest(cohort, other_set, other_set))
+    # A tenant the server fooled (shown another set before it attested S) answers for that set.
+    resp = uncommitted.unmask(req, _attest(cohort, other_set, other_set))
     with pytest.raises(InconsistentSurvivors, match="different survivor set"):
         cohort.server.add_unmask(resp)
+
+
+def test_client_attests_one_survivor_set_only_even_after_a_restart() -> None:
+    cohort = _closed(6, threshold=4)
+    me = cohort.ids[0]
+    full = cohort.server.unmask_request_for(me)
+    smaller = tuple(full.survivors[:-1])
+    other = UnmaskRequest(full.context_digest, me, smaller, tuple(s for s in full.shares if s.sender in smaller))
+    digest = cohort.clients[me].attest(full)
+    assert digest == survivor_set_digest(cohort.ctx, full.survivors) == cohort.server.survivors_digest
+    assert cohort.clients[me].attest(full) == digest  # the same set again is fine
+    with pytest.raises(InconsistentSurvivors, match="already attested"):
+        cohort.clients[me].attest(other)
+    restored = ClientRound.from_bytes(cohort.clients[me].to_bytes(), cohort.keys[me], verify=fake_verify)
+    assert restored.committed_digest == digest
+    with pytest.raises(InconsistentSurvivors, match="already attested"):
+        restored.attest(other)
+    with pytest.raises(InconsistentSurvivors, match="different survivor set"):
+        restored.unmask(other, _attest(cohort, smaller, smaller))
+
+
+def test_server_refuses_a_response_that_reveals_both_secrets_of_a_peer() -> None:
+    cohort = _closed(6, threshold=4, senders=5)
+    atts = cohort.attest()
+    me = sorted(cohort.server.survivors)[0]
+    honest = cohort.clients[me].unmask(cohort.server.unmask_request_for(me), atts)
+    peer = honest.seed_shares[-1][0] if honest.seed_shares[-1][0] != me else honest.seed_shares[0][0]
+    both = UnmaskResponse(
+        honest.context_digest, me, honest.survivors_digest, honest.seed_shares,
+        tuple(sorted([*honest.pair_keys, (peer, bytes(32))])),
+    )
+    with pytest.raises(MalformedMessage, match="exactly"):
+        cohort.server.add_unmask(both)
+    cohort.server.add_unmask(honest)
+    with pytest.raises(DuplicateInput):
+        cohort.server.add_unmask(honest)
+
+
+def test_relaying_threshold_attestations_is_enough() -> None:
+    cohort = _closed(7, threshold=5)
+    cohort.attest()
+    relayed = cohort.server.attestations(limit=cohort.ctx.threshold)
+    assert len(relayed) == 5 and len(cohort.server.attestations()) == 7
+    me = cohort.ids[6]  # not among the relayed attesters: it still unmasks
+    cohort.clients[me].unmask(cohort.server.unmask_request_for(me), relayed)
+    with pytest.raises(InconsistentSurvivors, match="only 4"):
+        cohort.clients[cohort.ids[0]].unmask(cohort.server.unmask_request_for(cohort.ids[0]), relayed[:4])

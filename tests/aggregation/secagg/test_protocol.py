@@ -11,6 +11,7 @@ from aggregation.secagg import (
     ClientRound,
     DuplicateInput,
     InsufficientShares,
+    InvalidRoundParams,
     MalformedMessage,
     MaskedInput,
     RoundAborted,
@@ -112,7 +113,7 @@ def test_result_waits_for_enough_shares_then_succeeds() -> None:
 
 
 def test_missing_key_for_a_dropped_neighbour_blocks_the_result() -> None:
-    cohort = make_cohort(8, threshold=4)
+    cohort = make_cohort(8, threshold=5)
     senders = cohort.ids[:7]
     cohort.submit(senders)
     cohort.server.close()
@@ -196,7 +197,7 @@ def test_restored_client_keeps_its_answer_and_cannot_submit() -> None:
     req = cohort.server.unmask_request_for(tid)
     first = cohort.clients[tid].unmask(req, atts)
     restored = ClientRound.from_bytes(cohort.clients[tid].to_bytes(), cohort.keys[tid], verify=fake_verify)
-    assert restored.answered_digest == first.survivors_digest
+    assert restored.committed_digest == first.survivors_digest
     assert restored.unmask(req, atts) == first  # the same set again: the same answer
     with pytest.raises(WrongPhase):
         restored.submit(cohort.tables[tid])
@@ -210,3 +211,9 @@ def test_state_refuses_a_never_submitted_round_and_a_wrong_key() -> None:
     cohort.clients[tid].submit(cohort.tables[tid])
     with pytest.raises(Exception, match="does not match"):
         ClientRound.from_bytes(cohort.clients[tid].to_bytes(), cohort.keys[cohort.ids[1]])
+
+
+@pytest.mark.parametrize(("n", "threshold"), [(6, 3), (4, 2), (5, 6), (5, 1)])
+def test_context_refuses_a_threshold_without_a_majority_or_beyond_the_roster(n: int, threshold: int) -> None:
+    with pytest.raises(InvalidRoundParams, match="more than half"):
+        make_cohort(n, threshold=threshold)

@@ -90,7 +90,8 @@ ANSWERED = "answered"  # unmask response persisted (resent until acknowledged)
 DONE = "done"
 DROPPED = "dropout"
 ABORTED = "aborted"
-FINAL_STATES = (DONE, DROPPED, ABORTED)
+REFUSED = "refused"  # the tenant refused to unmask (inconsistent survivor sets, a bad roster)
+FINAL_STATES = (DONE, DROPPED, ABORTED, REFUSED)
 
 
 class SecAggClientError(FedsignalError):
@@ -532,6 +533,9 @@ class SecureRelease:
                 stub.SubmitUnmaskResponse(secagg_pb2.SubmitUnmaskResponseRequest(
                     round_id=rid, unmask_response=_unb64(state["response"])), timeout=self._timeout)
                 return self._finish(state, DONE, "unmask response acknowledged")
+        except (SecAggError, RosterRejected) as exc:
+            # The server showed something an honest round never shows: never answer it.
+            return self._finish(state, REFUSED, f"{type(exc).__name__}: {exc}")
         except grpc.RpcError as exc:
             code = exc.code()
             if code in (grpc.StatusCode.DEADLINE_EXCEEDED,) and "dropout" in (exc.details() or ""):
@@ -578,12 +582,24 @@ class SecureRelease:
             return False
         client, verifier = got
         request = UnmaskRequest.from_bytes(bytes(view.unmask_request))
-        digest = client.survivors_digest(request)
         atts = [Attestation.from_bytes(bytes(a)) for a in view.attestations]
-        if not any(a.tenant_id == self.tenant_id for a in atts):
+        if not state.get("attested"):
+            # Commit to this survivor set (persisted before the signature leaves): an honest tenant
+            # attests one set per round, so a server cannot gather t attestations of two sets.
+            digest = client.attest(request)
+            state["client"] = _b64(client.to_bytes())
+            state["attested"] = True
+            self._save(state)
+        else:
+            digest = client.attest(request)  # the same set again (InconsistentSurvivors otherwise)
+        if not any(a.tenant_id == self.tenant_id for a in atts) and len(atts) < client.ctx.threshold:
             mine = Attestation(self.tenant_id, digest, self._sign(ATTESTATION_DOMAIN + digest))
-            stub.SubmitAttestation(secagg_pb2.SubmitAttestationRequest(round_id=rid, attestation=mine.to_bytes()),
-                                   timeout=self._timeout)
+            try:
+                stub.SubmitAttestation(secagg_pb2.SubmitAttestationRequest(round_id=rid, attestation=mine.to_bytes()),
+                                       timeout=self._timeout)
+            except grpc.RpcError as exc:
+                if exc.code() is not grpc.StatusCode.ALREADY_EXISTS:  # sent before a restart: already counted
+                    raise
             view = stub.GetUnmaskRequest(secagg_pb2.RoundRef(round_id=rid), timeout=self._timeout)
             atts = [Attestation.from_bytes(bytes(a)) for a in view.attestations]
         if len(atts) < client.ctx.threshold:

@@ -284,6 +284,12 @@ class ReportIngest:
             raise NoiseScaleInvalid(
                 f"noise scale {scale!r} must be finite and in [{dp.MIN_SCALE:g}, {MAX_NOISE_SCALE:g}]"
             )
+        if schema.noise_scale > 0 and not math.isclose(scale, schema.noise_scale, rel_tol=1e-9):
+            # The cohort's schema fixes the noise: no tenant declares its own (and outweighs the others).
+            raise NoiseScaleInvalid(
+                f"noise scale {scale!r}; schema version {schema.version} of cohort {schema.cohort!r} "
+                f"fixes {schema.noise_scale!r}"
+            )
         params = dp.ReleaseParams(mechanism, scale, schema.max_cells_per_unit, schema.max_count_per_cell)
         if not math.isclose(report.sensitivity, params.sensitivity, rel_tol=1e-9, abs_tol=1e-12):
             raise SensitivityMismatch(

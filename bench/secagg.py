@@ -20,7 +20,6 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,8 +42,14 @@ from fedsignal.v1 import (  # noqa: E402
 )
 
 from aggregation.schema import SignalSchema  # noqa: E402
-from aggregation.secagg import Attestation, ClientRound, RoundContext, UnmaskRequest, generate_keypair  # noqa: E402
-from aggregation.secagg import plan_noise  # noqa: E402
+from aggregation.secagg import (  # noqa: E402
+    Attestation,
+    ClientRound,
+    RoundContext,
+    UnmaskRequest,
+    generate_keypair,
+    plan_noise,  # noqa: E402
+)
 from tenant_agent.secagg import ATTESTATION_DOMAIN, RosterVerifier, roster_statement  # noqa: E402
 
 FLOWER = "Flower SecAgg+ (issue 11, same machine): N=100, L=1000, 9 neighbours: 5.5-7.6 s; N=50: 2.7 s; N=200: 11-12 s"

@@ -23,11 +23,13 @@ MEASURE = "measure"
 # The denominator every rate is computed against: one per decision event.
 TURNS = "turns"
 #: How a cohort's window tables reach the server: "secure" (secure aggregation with distributed
-#: noise, the default) or "local" (each tenant sends its own noisy table).
+#: noise; every cohort the server creates uses it) or "local" (each tenant sends its own noisy
+#: table). A document without the field predates secure aggregation and so is "local".
 SECURE = "secure"
 LOCAL = "local"
 AGGREGATION_MODES = (SECURE, LOCAL)
 DEFAULT_AGGREGATION_MODE = SECURE
+LEGACY_AGGREGATION_MODE = LOCAL
 
 
 class SchemaError(ValueError):
@@ -68,7 +70,7 @@ class SignalSchema:
     max_cells_per_unit: int = 16  # L0
     max_count_per_cell: int = 1  # L-infinity
     privacy_unit: str = "session"
-    aggregation_mode: str = DEFAULT_AGGREGATION_MODE
+    aggregation_mode: str = LEGACY_AGGREGATION_MODE
     # The noise scale every tenant of the cohort uses (secure: the central sigma; local: each
     # tenant's sigma); 0.0: not fixed by the schema.
     noise_scale: float = 0.0
@@ -177,7 +179,7 @@ class SignalSchema:
                 max_cells_per_unit=int(doc.get("max_cells_per_unit", 16)),
                 max_count_per_cell=int(doc.get("max_count_per_cell", 1)),
                 privacy_unit=str(doc.get("privacy_unit", "session")),
-                aggregation_mode=str(doc.get("aggregation_mode", DEFAULT_AGGREGATION_MODE)),
+                aggregation_mode=str(doc.get("aggregation_mode", LEGACY_AGGREGATION_MODE)),
                 noise_scale=float(doc.get("noise_scale", 0.0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -214,7 +216,7 @@ class SignalSchema:
             max_cells_per_unit=msg.max_cells_per_unit,
             max_count_per_cell=msg.max_count_per_cell,
             privacy_unit=msg.privacy_unit or "session",
-            aggregation_mode=msg.aggregation_mode or DEFAULT_AGGREGATION_MODE,
+            aggregation_mode=msg.aggregation_mode or LEGACY_AGGREGATION_MODE,
             noise_scale=msg.noise_scale,
         )
 

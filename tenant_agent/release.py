@@ -147,8 +147,9 @@ class WindowSealer:
 
     def _seal_one(self, window_start: int, now: float, schema: SignalSchema) -> WindowOutcome | None:
         if schema.aggregation_mode == SECURE and self.secure is not None:
-            outcome: WindowOutcome | None = self.secure.seal_window(window_start, schema, now, self._policy)
-            return outcome
+            outcome: Any = self.secure.seal_window(window_start, schema, now, self._policy)
+            if outcome is not self.secure.LOCAL_FALLBACK:
+                return outcome  # type: ignore[no-any-return]
         params = release_params(self._cfg, schema)
         loss = dp.privacy_loss(params)
         with self._store.transaction() as conn:

@@ -29,6 +29,7 @@ What the tenant does, and why each check is here rather than on the server:
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import math
@@ -92,6 +93,12 @@ DROPPED = "dropout"
 ABORTED = "aborted"
 REFUSED = "refused"  # the tenant refused to unmask (inconsistent survivor sets, a bad roster)
 FINAL_STATES = (DONE, DROPPED, ABORTED, REFUSED)
+
+
+#: What ``SecureRelease.seal_window`` returns when the server has no SecureAggregationService:
+#: the sealer releases the window in local mode at the schema's noise (the tenant's own loss is
+#: then the local release's, which the ledger spends).
+LOCAL_FALLBACK = object()
 
 
 class SecAggClientError(FedsignalError):
@@ -197,10 +204,20 @@ class RosterVerifier:
         self._cohort = cohort
         self._clock = clock
         self._certs: dict[str, x509.Certificate] = {}
+        # (tenant id, public key) of every entry verified so far: the roster is long-term, so a
+        # collector verifies each entry once and a round's context is checked against this set.
+        self._verified: dict[str, bytes] = {}
+        self._seen: set[bytes] = set()
+
+    def knows(self, entry: RosterEntry) -> bool:
+        return self._verified.get(entry.tenant_id) == entry.public_key
 
     def verify(self, entry: secagg_pb2.RosterEntry) -> RosterEntry:
         """The kernel's roster entry, or ``RosterRejected`` naming what failed."""
         tid = entry.tenant_id
+        fingerprint = hashlib.sha256(entry.SerializeToString(deterministic=True)).digest()
+        if fingerprint in self._seen:
+            return RosterEntry(tid, bytes(entry.public_key))
         try:
             cert = x509.load_pem_x509_certificate(bytes(entry.certificate_pem))
             cert.verify_directly_issued_by(self._ca)
@@ -215,11 +232,14 @@ class RosterVerifier:
         if not _ecdsa_verify(cert, roster_statement(self._cohort, tid, bytes(entry.public_key)),
                              bytes(entry.signature)):
             raise RosterRejected(f"roster entry of {tid!r}: signature does not verify with its certificate")
-        self._certs[tid] = cert
         try:
-            return RosterEntry(tid, bytes(entry.public_key))
+            verified = RosterEntry(tid, bytes(entry.public_key))
         except SecAggError as exc:
             raise RosterRejected(f"roster entry of {tid!r}: {exc}") from None
+        self._certs[tid] = cert
+        self._verified[tid] = verified.public_key
+        self._seen.add(fingerprint)
+        return verified
 
     def verify_attestation(self, tenant_id: str, digest: bytes, signature: bytes) -> bool:
         cert = self._certs.get(tenant_id)
@@ -247,6 +267,8 @@ def _unb64(text: str) -> bytes:
 class SecureRelease:
     """One tenant's secure-aggregation duty over its collector store and server channel."""
 
+    LOCAL_FALLBACK = LOCAL_FALLBACK
+
     def __init__(
         self,
         store: CollectorStore,
@@ -270,6 +292,9 @@ class SecureRelease:
         self._private, self.public_key = load_or_create_masking_key(state_dir)
         self._identity_key: ec.EllipticCurvePrivateKey | None = None
         self._rounds: dict[str, PreparedRound] = {}
+        self._verifier: RosterVerifier | None = None
+        # Set when the server answers UNIMPLEMENTED: it does not serve secure aggregation.
+        self.unavailable = False
 
     # -- identity ----------------------------------------------------------------------------
 
@@ -300,6 +325,8 @@ class SecureRelease:
                                                                           signature=signature),
                                     timeout=self._timeout)
         except grpc.RpcError as exc:
+            if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+                self.unavailable = True
             log.info("masking key registration failed: %s", exc)
             return False
         with self._store.transaction() as conn:
@@ -310,6 +337,12 @@ class SecureRelease:
 
     def _ca_pem(self) -> bytes:
         return (self._state_dir / "credentials" / "ca.crt").read_bytes()
+
+    def verifier(self) -> RosterVerifier:
+        """This tenant's roster verifier (keeps the entries it verified)."""
+        if self._verifier is None:
+            self._verifier = RosterVerifier(self._ca_pem(), self.cohort, self._clock)
+        return self._verifier
 
     # -- rounds ------------------------------------------------------------------------------
 
@@ -329,10 +362,16 @@ class SecureRelease:
         n = len(ctx.roster)
         if ctx.threshold < max(self.config.min_threshold, math.ceil(self.config.min_threshold_fraction * n)):
             raise RosterRejected(f"round threshold {ctx.threshold} of {n} is below this tenant's minimum")
-        verifier = RosterVerifier(self._ca_pem(), self.cohort, self._clock)
-        verified = {e.tenant_id: verifier.verify(e) for e in info.roster}
-        if set(verified) != set(ctx.tenant_ids) or any(
-                verified[e.tenant_id].public_key != e.public_key for e in ctx.roster):
+        verifier = self.verifier()
+        for entry in info.roster:
+            verifier.verify(entry)
+        if not all(verifier.knows(e) for e in ctx.roster):
+            stub = self._stub()
+            if stub is not None and not info.roster:
+                for entry in stub.GetRoster(secagg_pb2.GetRosterRequest(), timeout=self._timeout).entries:
+                    if any(e.tenant_id == entry.tenant_id for e in ctx.roster):
+                        verifier.verify(entry)
+        if not all(verifier.knows(e) for e in ctx.roster):
             raise RosterRejected("round context lists keys that are not the signed roster's")
         if ctx.public_key_of(self.tenant_id) != self.public_key:
             raise RosterRejected("the round lists another masking key for this tenant")
@@ -350,8 +389,8 @@ class SecureRelease:
         if stub is None:
             return None
         try:
-            info = stub.GetRound(secagg_pb2.GetRoundRequest(window_start=window_start, schema_version=schema.version),
-                                 timeout=self._timeout)
+            info = stub.GetRound(secagg_pb2.GetRoundRequest(window_start=window_start, schema_version=schema.version,
+                                                            omit_roster=True), timeout=self._timeout)
         except grpc.RpcError as exc:
             log.info("no round for window %s yet: %s", window_start, exc)
             return None
@@ -432,6 +471,8 @@ class SecureRelease:
         """
         from tenant_agent.release import SEALED, WITHHELD, WindowOutcome
 
+        if self.unavailable:
+            return LOCAL_FALLBACK
         with self._store.engine.connect() as conn:
             win = conn.execute(select(Window.window_start, Window.window_end, Window.state)
                                .where(Window.window_start == window_start)).one_or_none()
@@ -450,6 +491,10 @@ class SecureRelease:
                 CollectorStore.add_counters(conn, {"releases_withheld": 1})
             return WindowOutcome(win.window_start, win.window_end, WITHHELD, reason=reason)
         if rid is None:
+            if self.unavailable:
+                log.warning("the server does not serve secure aggregation: window %s is released in local mode "
+                            "(the schema's noise on this tenant's own table)", window_start)
+                return LOCAL_FALLBACK
             return None
         state = self._load(window_start) or {}
         return WindowOutcome(win.window_start, win.window_end, SEALED, release_key=f"secagg/{rid}",
@@ -458,6 +503,8 @@ class SecureRelease:
     def cover_empty_windows(self, now: float, schema: SignalSchema, policy: Callable[[Connection, float], BudgetPolicy],
                             grace: float = 0.0) -> list[int]:
         """Submit empty inputs for due windows this collector was online for and has no window row of."""
+        if self.unavailable:
+            return []
         w = schema.window_seconds
         with self._store.transaction() as conn:
             since_text = CollectorStore.get_setting(conn, ONLINE_SINCE_SETTING)
@@ -560,18 +607,25 @@ class SecureRelease:
                 return None
             ctx = client.ctx
             info = stub.GetRound(secagg_pb2.GetRoundRequest(window_start=ctx.window_start,
-                                                            schema_version=ctx.schema_version), timeout=self._timeout)
+                                                            schema_version=ctx.schema_version, omit_roster=True),
+                                 timeout=self._timeout)
             if bytes(info.context) != ctx.to_bytes():
                 raise RosterRejected("the server now shows another context for a round this tenant submitted to")
-            verifier = RosterVerifier(self._ca_pem(), self.cohort, self._clock)
-            for entry in info.roster:
-                verifier.verify(entry)
+            verifier = self.verifier()
+            if not all(verifier.knows(e) for e in ctx.roster):
+                for entry in stub.GetRoster(secagg_pb2.GetRosterRequest(), timeout=self._timeout).entries:
+                    if any(e.tenant_id == entry.tenant_id for e in ctx.roster):
+                        verifier.verify(entry)
+            if not all(verifier.knows(e) for e in ctx.roster):
+                raise RosterRejected("round context lists keys that are not the signed roster's")
             return client, verifier
         return client, prepared.verifier
 
     def _unmask(self, stub: secagg_pb2_grpc.SecureAggregationServiceStub, state: dict[str, Any]) -> bool:
         rid = state["round_id"]
-        view = stub.GetUnmaskRequest(secagg_pb2.RoundRef(round_id=rid), timeout=self._timeout)
+        attested = bool(state.get("attested"))
+        view = stub.GetUnmaskRequest(secagg_pb2.UnmaskQuery(round_id=rid, omit_attestations=not attested),
+                                     timeout=self._timeout)
         if view.phase == secagg_pb2.COLLECTING:
             return False
         if view.phase == secagg_pb2.DONE and not view.unmask_request:
@@ -600,7 +654,8 @@ class SecureRelease:
             except grpc.RpcError as exc:
                 if exc.code() is not grpc.StatusCode.ALREADY_EXISTS:  # sent before a restart: already counted
                     raise
-            view = stub.GetUnmaskRequest(secagg_pb2.RoundRef(round_id=rid), timeout=self._timeout)
+            view = stub.GetUnmaskRequest(secagg_pb2.UnmaskQuery(round_id=rid, omit_request=True),
+                                         timeout=self._timeout)
             atts = [Attestation.from_bytes(bytes(a)) for a in view.attestations]
         if len(atts) < client.ctx.threshold:
             return False  # wait for more survivors to attest

@@ -14,7 +14,14 @@ from server.context import ServerContext
 from server.db import transaction
 from server.logs import log_event
 from server.secagg.models import ABORTED, COLLECTING, DONE, UNMASKING
-from server.secagg.rounds import aware, close_round, due_rounds, settings_for, try_release
+from server.secagg.rounds import (
+    aware,
+    close_round,
+    due_rounds,
+    rounds_needing_work,
+    settings_for,
+    try_release,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +37,9 @@ def run_rounds(ctx: ServerContext) -> JobSummary:
     """One pass over the open rounds."""
     closed = released = aborted = 0
     settings = settings_for(ctx)
+    with ctx.sessions() as session:  # most passes find nothing to do: no write lock for them
+        if not rounds_needing_work(session, ctx.clock()):
+            return JobSummary(0, 0, 0)
     with transaction(ctx.sessions) as session:
         now = ctx.clock()
         for row in due_rounds(session, now):

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from aggregation import dp
@@ -44,6 +44,7 @@ from aggregation.secagg import (
     SecAggError,
     ServerRound,
     UnmaskResponse,
+    graph,
     modulus_bits,
     plan_noise,
     survivor_set_digest,
@@ -226,6 +227,12 @@ def survivors_of(row: RoundRecord) -> list[str]:
 # -- open -------------------------------------------------------------------------------------
 
 
+def find_round(session: Session, cohort: str, window_start: int, schema_version: int) -> RoundRecord | None:
+    return session.scalars(select(RoundRecord).where(
+        RoundRecord.cohort == cohort, RoundRecord.window_start == window_start,
+        RoundRecord.schema_version == schema_version)).first()
+
+
 def open_round(session: Session, cohort: str, window_start: int, schema_version: int, now: datetime,
                settings: SecAggSettings = DEFAULT_SETTINGS) -> RoundRecord:
     """The round of (cohort, window, version), opened now with the cohort's current roster if new."""
@@ -321,7 +328,8 @@ def submit_input(session: Session, tenant_id: str, cohort: str, round_id: str, d
     session.add(ParticipantRecord(round_pk=row.id, tenant_id=tenant_id, submitted_at=now, masked_input=data,
                                   input_digest=digest))
     session.flush()
-    count = len(_participants(session, row))
+    count = session.scalar(select(func.count()).select_from(ParticipantRecord)
+                           .where(ParticipantRecord.round_pk == row.id))
     if count == row.roster_size:
         close_round(session, row, now, settings)
     return "accepted"
@@ -394,7 +402,8 @@ class UnmaskView:
     threshold: int
 
 
-def unmask_view(session: Session, tenant_id: str, cohort: str, round_id: str) -> UnmaskView:
+def unmask_view(session: Session, tenant_id: str, cohort: str, round_id: str, *, want_request: bool = True,
+                want_attestations: bool = True) -> UnmaskView:
     row = session.scalars(select(RoundRecord).where(RoundRecord.round_id == round_id)).first()
     if row is None:
         raise RoundNotFound(f"no secure-aggregation round {round_id!r}")
@@ -407,11 +416,18 @@ def unmask_view(session: Session, tenant_id: str, cohort: str, round_id: str) ->
         return UnmaskView(COLLECTING, b"", (), 0, row.threshold)
     if tenant_id not in survivors:
         raise NotInRoster(f"{tenant_id!r} is not a survivor of round {round_id!r} (it is a dropout)")
-    parts = _participants(session, row)
-    mine = next(p for p in parts if p.tenant_id == tenant_id)
-    # A client needs t attestations of its set; relaying the first t keeps the download O(t).
-    atts = tuple(bytes(p.attestation) for p in parts if p.attestation is not None)[: row.threshold]
-    return UnmaskView(row.phase, bytes(mine.unmask_request or b""), atts, len(survivors), row.threshold)
+    request = b""
+    if want_request:
+        request = bytes(session.scalar(select(ParticipantRecord.unmask_request).where(
+            ParticipantRecord.round_pk == row.id, ParticipantRecord.tenant_id == tenant_id)) or b"")
+    atts: tuple[bytes, ...] = ()
+    if want_attestations:
+        # A client needs t attestations of its set; relaying the first t keeps the download O(t).
+        atts = tuple(bytes(a or b"") for a in session.scalars(
+            select(ParticipantRecord.attestation)
+            .where(ParticipantRecord.round_pk == row.id, ParticipantRecord.attestation.is_not(None))
+            .order_by(ParticipantRecord.tenant_id).limit(row.threshold)))
+    return UnmaskView(row.phase, request, atts, len(survivors), row.threshold)
 
 
 def attestation_message(digest: bytes) -> bytes:
@@ -480,12 +496,29 @@ def submit_response(session: Session, tenant_id: str, cohort: str, round_id: str
         raise LateMessage(f"round {round_id!r} is already released")
     mine.unmask_response = data
     session.flush()
-    parts = _participants(session, row)
-    if all(p.unmask_response is not None for p in parts if p.tenant_id in survivors):
-        try_release(session, row, now, final=False)
+    if responses_suffice(row, responders(session, row)):
+        try_release(session, row, now, final=False)  # release as soon as the responses suffice
 
 
 # -- release --------------------------------------------------------------------------------------
+
+
+def responders(session: Session, row: RoundRecord) -> set[str]:
+    return set(session.scalars(select(ParticipantRecord.tenant_id).where(
+        ParticipantRecord.round_pk == row.id, ParticipantRecord.unmask_response.is_not(None))))
+
+
+def responses_suffice(row: RoundRecord, answered: set[str]) -> bool:
+    """The kernel's unmask condition, from the graph alone (no message parsed): every survivor's
+    seed has enough answering holders, and every survivor next to a dropped tenant answered."""
+    rctx = context_of(row)
+    survivors = set(survivors_of(row))
+    nbrs = graph.neighbours(rctx)
+    for v in survivors:
+        if sum(1 for h in graph.share_holders(rctx, v) if h in answered) < graph.share_threshold(rctx, v):
+            return False
+    dropped = set(rctx.tenant_ids) - survivors
+    return all(u in answered for d in dropped for u in nbrs[d] & survivors)
 
 
 def try_release(session: Session, row: RoundRecord, now: datetime, *, final: bool) -> str:
@@ -495,6 +528,11 @@ def try_release(session: Session, row: RoundRecord, now: datetime, *, final: boo
     """
     if row.phase != UNMASKING:
         return row.phase
+    if not responses_suffice(row, responders(session, row)):
+        if final:
+            _abort(session, row, now, "unmasking failed: too few unmask responses before the deadline")
+            return ABORTED
+        return UNMASKING
     schema = get_schema(session, row.cohort, row.schema_version)
     assert schema is not None
     parts = _participants(session, row)
@@ -563,11 +601,25 @@ def _write_merged(session: Session, row: RoundRecord, schema: SignalSchema, cell
 # -- the periodic job -------------------------------------------------------------------------------
 
 
+def rounds_needing_work(session: Session, now: datetime) -> list[int]:
+    """Read-only: ids of rounds whose deadline passed or whose responses now suffice (no write lock taken)."""
+    due = []
+    for row in session.scalars(select(RoundRecord).where(RoundRecord.phase.in_([COLLECTING, UNMASKING]))):
+        if row.phase == COLLECTING:
+            if now >= aware(row.submit_deadline, now):
+                due.append(row.id)
+        elif (row.unmask_deadline is not None and now >= aware(row.unmask_deadline, now)) or responses_suffice(
+                row, responders(session, row)):
+            due.append(row.id)
+    return due
+
+
 def due_rounds(session: Session, now: datetime) -> Sequence[RoundRecord]:
     """Rounds whose next step is due, locked; rounds another replica holds are skipped."""
     stmt = (
         select(RoundRecord)
-        .where(RoundRecord.phase.in_([COLLECTING, UNMASKING]))
+        .where((RoundRecord.phase == UNMASKING)
+               | ((RoundRecord.phase == COLLECTING) & (RoundRecord.submit_deadline <= now)))
         .order_by(RoundRecord.id)
         .limit(200)
         .with_for_update(skip_locked=True)

@@ -108,11 +108,24 @@ class SecureAggregationServicer:
         _identity, cohort = self._tenant(context)
         settings = rounds.settings_for(self._ctx)
 
+        def info(session: Any, row: RoundRecord) -> secagg_pb2.RoundInfo:
+            entries = [] if request.omit_roster else rounds.roster_entries(session, row)
+            return secagg_pb2.RoundInfo(
+                round_id=row.round_id, context=bytes(row.context),
+                roster=[roster_mod.to_proto(e) for e in entries], phase=_PHASES[row.phase],
+                submit_deadline=rounds.aware(row.submit_deadline, self._ctx.clock()).timestamp(),
+                sigma_central=row.sigma_central, delta=row.delta, window_end=row.window_end,
+            )
+
         def get() -> secagg_pb2.RoundInfo:
+            window, version = int(request.window_start), int(request.schema_version)
+            with self._ctx.sessions() as session:  # the common case, read-only: the round exists
+                found = rounds.find_round(session, cohort, window, version)
+                if found is not None:
+                    return info(session, found)
             with transaction(self._ctx.sessions) as session:
-                row = rounds.open_round(session, cohort, int(request.window_start), int(request.schema_version),
-                                        self._ctx.clock(), settings)
-                entries = rounds.roster_entries(session, row)
+                row = rounds.open_round(session, cohort, window, version, self._ctx.clock(), settings)
+                entries = [] if request.omit_roster else rounds.roster_entries(session, row)
                 return secagg_pb2.RoundInfo(
                     round_id=row.round_id, context=bytes(row.context),
                     roster=[roster_mod.to_proto(e) for e in entries], phase=_PHASES[row.phase],
@@ -138,12 +151,14 @@ class SecureAggregationServicer:
 
         return self._run(context, submit)  # type: ignore[no-any-return]
 
-    def GetUnmaskRequest(self, request: secagg_pb2.RoundRef, context: grpc.ServicerContext) -> secagg_pb2.UnmaskRequestInfo:  # noqa: N802
+    def GetUnmaskRequest(self, request: secagg_pb2.UnmaskQuery, context: grpc.ServicerContext) -> secagg_pb2.UnmaskRequestInfo:  # noqa: N802
         identity, cohort = self._tenant(context)
 
         def view() -> secagg_pb2.UnmaskRequestInfo:
             with self._ctx.sessions() as session:
-                v = rounds.unmask_view(session, identity.subject, cohort, request.round_id)
+                v = rounds.unmask_view(session, identity.subject, cohort, request.round_id,
+                                       want_request=not request.omit_request,
+                                       want_attestations=not request.omit_attestations)
             return secagg_pb2.UnmaskRequestInfo(phase=_PHASES[v.phase], unmask_request=v.request,
                                                 attestations=list(v.attestations), survivors=v.survivors,
                                                 threshold=v.threshold)
@@ -208,7 +223,7 @@ def add_to_server(grpc_server: grpc.Server, ctx: ServerContext) -> None:
         "GetRoster": (secagg_pb2.GetRosterRequest, secagg_pb2.Roster),
         "GetRound": (secagg_pb2.GetRoundRequest, secagg_pb2.RoundInfo),
         "SubmitMaskedInput": (secagg_pb2.SubmitMaskedInputRequest, secagg_pb2.SubmitMaskedInputResponse),
-        "GetUnmaskRequest": (secagg_pb2.RoundRef, secagg_pb2.UnmaskRequestInfo),
+        "GetUnmaskRequest": (secagg_pb2.UnmaskQuery, secagg_pb2.UnmaskRequestInfo),
         "SubmitAttestation": (secagg_pb2.SubmitAttestationRequest, secagg_pb2.SubmitAttestationResponse),
         "SubmitUnmaskResponse": (secagg_pb2.SubmitUnmaskResponseRequest, secagg_pb2.SubmitUnmaskResponseResponse),
         "GetRoundStatus": (secagg_pb2.RoundRef, secagg_pb2.RoundStatus),

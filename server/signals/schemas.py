@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from aggregation.dp import Mechanism, calibrate_scale
 from aggregation.errors import FedsignalError
-from aggregation.schema import SignalSchema, default_schema
+from aggregation.schema import DEFAULT_AGGREGATION_MODE, SignalSchema, default_schema
 from server.db import advisory_lock
 from server.signals.models import SignalSchemaVersion
 
@@ -74,11 +74,12 @@ def current_schema(session: Session, cohort: str) -> SignalSchema:
     row = _latest(session, cohort)  # another replica may have created it meanwhile
     if row is not None:
         return SignalSchema.from_json(row.document)
-    schema = default_schema(cohort, version=1)
-    if schema.noise_scale <= 0:
-        sigma = calibrate_scale(Mechanism.DISCRETE_GAUSSIAN, schema.max_cells_per_unit, schema.max_count_per_cell,
-                                rho=DEFAULT_COHORT_RHO)
-        schema = SignalSchema.from_dict({**schema.to_dict(), "noise_scale": sigma})
+    # Secure aggregation is every new cohort's mode; the noise is the cohort's, not each tenant's.
+    template = default_schema(cohort, version=1)
+    sigma = template.noise_scale or calibrate_scale(
+        Mechanism.DISCRETE_GAUSSIAN, template.max_cells_per_unit, template.max_count_per_cell, rho=DEFAULT_COHORT_RHO
+    )
+    schema = default_schema(cohort, version=1, aggregation_mode=DEFAULT_AGGREGATION_MODE, noise_scale=sigma)
     _store(session, schema)
     return schema
 

@@ -79,12 +79,14 @@ class Roster(_message.Message):
     def __init__(self, cohort: _Optional[str] = ..., entries: _Optional[_Iterable[_Union[RosterEntry, _Mapping]]] = ...) -> None: ...
 
 class GetRoundRequest(_message.Message):
-    __slots__ = ("window_start", "schema_version")
+    __slots__ = ("window_start", "schema_version", "omit_roster")
     WINDOW_START_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OMIT_ROSTER_FIELD_NUMBER: _ClassVar[int]
     window_start: int
     schema_version: int
-    def __init__(self, window_start: _Optional[int] = ..., schema_version: _Optional[int] = ...) -> None: ...
+    omit_roster: bool
+    def __init__(self, window_start: _Optional[int] = ..., schema_version: _Optional[int] = ..., omit_roster: _Optional[bool] = ...) -> None: ...
 
 class RoundInfo(_message.Message):
     __slots__ = ("round_id", "context", "roster", "phase", "submit_deadline", "sigma_central", "delta", "window_end")
@@ -111,6 +113,16 @@ class RoundRef(_message.Message):
     ROUND_ID_FIELD_NUMBER: _ClassVar[int]
     round_id: str
     def __init__(self, round_id: _Optional[str] = ...) -> None: ...
+
+class UnmaskQuery(_message.Message):
+    __slots__ = ("round_id", "omit_request", "omit_attestations")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    OMIT_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    OMIT_ATTESTATIONS_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    omit_request: bool
+    omit_attestations: bool
+    def __init__(self, round_id: _Optional[str] = ..., omit_request: _Optional[bool] = ..., omit_attestations: _Optional[bool] = ...) -> None: ...
 
 class SubmitMaskedInputRequest(_message.Message):
     __slots__ = ("round_id", "masked_input")

@@ -73,7 +73,7 @@ class SecureAggregationServiceStub:
                 _registered_method=True)
         self.GetUnmaskRequest = channel.unary_unary(
                 '/fedsignal.v1.SecureAggregationService/GetUnmaskRequest',
-                request_serializer=fedsignal_dot_v1_dot_secagg__pb2.RoundRef.SerializeToString,
+                request_serializer=fedsignal_dot_v1_dot_secagg__pb2.UnmaskQuery.SerializeToString,
                 response_deserializer=fedsignal_dot_v1_dot_secagg__pb2.UnmaskRequestInfo.FromString,
                 _registered_method=True)
         self.SubmitAttestation = channel.unary_unary(
@@ -190,7 +190,7 @@ def add_SecureAggregationServiceServicer_to_server(servicer, server):
             ),
             'GetUnmaskRequest': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUnmaskRequest,
-                    request_deserializer=fedsignal_dot_v1_dot_secagg__pb2.RoundRef.FromString,
+                    request_deserializer=fedsignal_dot_v1_dot_secagg__pb2.UnmaskQuery.FromString,
                     response_serializer=fedsignal_dot_v1_dot_secagg__pb2.UnmaskRequestInfo.SerializeToString,
             ),
             'SubmitAttestation': grpc.unary_unary_rpc_method_handler(
@@ -359,7 +359,7 @@ class SecureAggregationService:
             request,
             target,
             '/fedsignal.v1.SecureAggregationService/GetUnmaskRequest',
-            fedsignal_dot_v1_dot_secagg__pb2.RoundRef.SerializeToString,
+            fedsignal_dot_v1_dot_secagg__pb2.UnmaskQuery.SerializeToString,
             fedsignal_dot_v1_dot_secagg__pb2.UnmaskRequestInfo.FromString,
             options,
             channel_credentials,

@@ -230,12 +230,18 @@ def _run_round(tenants: list[Tenant], live: list[Tenant], window: int, schema: S
 
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(attest, live))
+    t_attested = time.perf_counter()
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(unmask, live))
+    t_answered = time.perf_counter()
     while live[0].stub.GetRoundStatus(ref).phase != secagg_pb2.DONE:
         time.sleep(0.002)
     t_done = time.perf_counter()
     idle = max(0.0, t_closed - t_last_input) if len(live) < len(tenants) else 0.0
+    if os.environ.get("FEDSIGNAL_BENCH_PHASES"):
+        print(f"  phases: submit {t_last_input - t0:.3f} close {t_closed - t_last_input:.3f} "
+              f"attest {t_attested - t_closed:.3f} unmask {t_answered - t_attested:.3f} "
+              f"release {t_done - t_answered:.3f}", flush=True)
     return {"wall": t_done - t0, "idle": idle, "client_cpu": time.process_time() - cpu0}
 
 

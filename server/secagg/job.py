@@ -11,7 +11,6 @@ import logging
 from dataclasses import dataclass
 
 from server.context import ServerContext
-from server.db import transaction
 from server.logs import log_event
 from server.secagg.models import ABORTED, COLLECTING, DONE, UNMASKING
 from server.secagg.rounds import (
@@ -22,6 +21,7 @@ from server.secagg.rounds import (
     settings_for,
     try_release,
 )
+from server.secagg.service import write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def run_rounds(ctx: ServerContext) -> JobSummary:
     with ctx.sessions() as session:  # most passes find nothing to do: no write lock for them
         if not rounds_needing_work(session, ctx.clock()):
             return JobSummary(0, 0, 0)
-    with transaction(ctx.sessions) as session:
+    with write_transaction(ctx) as session:
         now = ctx.clock()
         for row in due_rounds(session, now):
             if row.phase == COLLECTING and now >= aware(row.submit_deadline, now):

@@ -8,6 +8,9 @@ The caller's tenant and cohort come from its client certificate
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -16,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from server.context import ServerContext
-from server.db import transaction
+from server.db import is_sqlite, transaction
 from server.identity.auth import Identity, require
 from server.secagg import roster as roster_mod
 from server.secagg import rounds
@@ -55,6 +58,12 @@ class SecureAggregationServicer:
     def __init__(self, ctx: ServerContext) -> None:
         self._ctx = ctx
 
+    def _write(self) -> Any:
+        """A write transaction. On SQLite, writers of this process queue on a lock first: SQLite's own
+        busy handler sleeps in growing steps (up to 100 ms) while another connection holds the write
+        lock, which under a burst of round messages costs far more than the work itself."""
+        return write_transaction(self._ctx)
+
     def _tenant(self, context: grpc.ServicerContext) -> tuple[Identity, str]:
         identity = require(context, self._ctx, "tenant")
         if not identity.cohort:
@@ -86,7 +95,7 @@ class SecureAggregationServicer:
                           "secure aggregation needs the mutual-TLS identity issued at enrollment")
 
         def register() -> secagg_pb2.RegisterMaskingKeyResponse:
-            with transaction(self._ctx.sessions) as session:
+            with self._write() as session:
                 result = roster_mod.register(session, identity.subject, cohort, bytes(request.public_key),
                                              bytes(request.signature), bytes(pems[0]), self._ctx.clock())
             outcome = {
@@ -123,7 +132,7 @@ class SecureAggregationServicer:
                 found = rounds.find_round(session, cohort, window, version)
                 if found is not None:
                     return info(session, found)
-            with transaction(self._ctx.sessions) as session:
+            with self._write() as session:
                 row = rounds.open_round(session, cohort, window, version, self._ctx.clock(), settings)
                 entries = [] if request.omit_roster else rounds.roster_entries(session, row)
                 return secagg_pb2.RoundInfo(
@@ -142,7 +151,7 @@ class SecureAggregationServicer:
         settings = rounds.settings_for(self._ctx)
 
         def submit() -> secagg_pb2.SubmitMaskedInputResponse:
-            with transaction(self._ctx.sessions) as session:
+            with self._write() as session:
                 outcome = rounds.submit_input(session, identity.subject, cohort, request.round_id,
                                               bytes(request.masked_input), self._ctx.clock(), settings)
             value = (secagg_pb2.SubmitMaskedInputResponse.ACCEPTED if outcome == "accepted"
@@ -171,7 +180,7 @@ class SecureAggregationServicer:
         identity, cohort = self._tenant(context)
 
         def attest() -> secagg_pb2.SubmitAttestationResponse:
-            with transaction(self._ctx.sessions) as session:
+            with self._write() as session:
                 rounds.submit_attestation(session, identity.subject, cohort, request.round_id,
                                           bytes(request.attestation))
             return secagg_pb2.SubmitAttestationResponse()
@@ -184,7 +193,7 @@ class SecureAggregationServicer:
         identity, cohort = self._tenant(context)
 
         def answer() -> secagg_pb2.SubmitUnmaskResponseResponse:
-            with transaction(self._ctx.sessions) as session:
+            with self._write() as session:
                 rounds.submit_response(session, identity.subject, cohort, request.round_id,
                                        bytes(request.unmask_response), self._ctx.clock())
             return secagg_pb2.SubmitUnmaskResponseResponse()
@@ -205,6 +214,23 @@ class SecureAggregationServicer:
                 return round_status(row, parts)
 
         return self._run(context, status)  # type: ignore[no-any-return]
+
+
+_SQLITE_WRITERS: dict[int, threading.Lock] = {}
+_GUARD = threading.Lock()
+
+
+@contextmanager
+def write_transaction(ctx: ServerContext) -> Iterator[Any]:
+    """:func:`server.db.transaction`, with this process's SQLite writers queued on a lock."""
+    if not is_sqlite(ctx.engine):
+        with transaction(ctx.sessions) as session:
+            yield session
+        return
+    with _GUARD:
+        lock = _SQLITE_WRITERS.setdefault(id(ctx.engine), threading.Lock())
+    with lock, transaction(ctx.sessions) as session:
+        yield session
 
 
 def round_status(row: RoundRecord, parts: list[ParticipantRecord]) -> secagg_pb2.RoundStatus:

@@ -241,6 +241,7 @@ class Collector:
         if not is_secure(self._schema) or not self.has_server:
             return
         now = self.clock() if now is None else now
+        self.secure.register_key()  # first start after enrollment: publish the masking key (once)
         policy = lambda conn, at: self._budget_policy(conn, at, persist=True)  # noqa: E731
         self.secure.cover_empty_windows(now, self._schema, policy, self.config.close_grace_seconds)
         self.secure.advance_all()

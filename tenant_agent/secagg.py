@@ -109,6 +109,10 @@ class RosterRejected(SecAggClientError):
     """A roster entry or round context the tenant does not accept (bad signature, foreign CA, mismatch)."""
 
 
+class NotInRound(SecAggClientError):
+    """The window's round was opened without this tenant (it registered its key later)."""
+
+
 class OwnLossCapExceeded(SecAggClientError):
     """The tenant's own worst-case loss would pass its configured cap."""
 
@@ -373,6 +377,8 @@ class SecureRelease:
                         verifier.verify(entry)
         if not all(verifier.knows(e) for e in ctx.roster):
             raise RosterRejected("round context lists keys that are not the signed roster's")
+        if self.tenant_id not in ctx.tenant_ids:
+            raise NotInRound(f"round {info.round_id} was opened before this tenant's key was in the roster")
         if ctx.public_key_of(self.tenant_id) != self.public_key:
             raise RosterRejected("the round lists another masking key for this tenant")
         plan = plan_noise(info.sigma_central, schema.max_cells_per_unit, schema.max_count_per_cell, n,
@@ -480,6 +486,15 @@ class SecureRelease:
             return None
         try:
             rid = self.seal(window_start, schema, now, policy, lambda conn: WindowBook.bounded_table(conn, window_start, schema))
+        except NotInRound as exc:
+            with self._store.transaction() as conn:
+                CollectorStore.append_audit(conn, _iso(now), self.tenant_id, "secagg.window.missed", {
+                    "window_start": win.window_start, "window_end": win.window_end, "reason": str(exc)})
+                WindowBook.set_state(conn, window_start, WINDOW_SEALED, release_key=f"secagg-missed/{window_start}",
+                                     withheld_reason=None)
+                WindowBook.forget_contributions(conn, window_start)
+            log.warning("window %s not released: %s", window_start, exc)
+            return None
         except (BudgetExceeded, OwnLossCapExceeded) as exc:
             reason = str(exc)
             with self._store.transaction() as conn:
@@ -522,8 +537,11 @@ class SecureRelease:
                     continue
                 if conn.execute(select(Window.state).where(Window.window_start == start)).scalar_one_or_none():
                     continue  # a window with events: the sealer submits it
-            if self.seal(start, schema, now, policy, None) is not None:
-                covered.append(start)
+            try:
+                if self.seal(start, schema, now, policy, None) is not None:
+                    covered.append(start)
+            except NotInRound:
+                continue  # the round started without this tenant: nothing to cover
         return covered
 
     # -- after submitting -------------------------------------------------------------------------
@@ -704,6 +722,7 @@ def is_secure(schema: SignalSchema) -> bool:
 
 __all__: Sequence[str] = (
     "LossSummary",
+    "NotInRound",
     "OwnLossCapExceeded",
     "RosterRejected",
     "RosterVerifier",

@@ -96,3 +96,10 @@ class ParticipantRecord(Base):
     unmask_request: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     attestation: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     unmask_response: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+def survivors_count(row: RoundRecord) -> int:
+    """How many tenants the round's survivor set holds (0 before it closes)."""
+    import json
+
+    return len(json.loads(row.survivors_json)) if row.survivors_json else 0

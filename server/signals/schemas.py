@@ -117,3 +117,20 @@ def publish_artifact_versions(session: Session, cohort: str, labels: Sequence[st
         return current
     _store(session, updated)
     return updated
+
+
+def publish_aggregation(session: Session, cohort: str, mode: str, noise_scale: float) -> SignalSchema:
+    """Publish a schema version with the cohort's aggregation mode ("secure" or "local") and noise scale.
+
+    The operator's switch between secure aggregation and per-tenant ("local") releases, and
+    the noise every tenant of the cohort uses. Returns the current schema unchanged when it
+    already says exactly that. Runs inside the caller's transaction; the caller commits.
+    """
+    advisory_lock(session, _cohort_lock_key(cohort))
+    current = current_schema(session, cohort)
+    if current.aggregation_mode == mode and current.noise_scale == noise_scale:
+        return current
+    updated = SignalSchema.from_dict({**current.to_dict(), "version": current.version + 1,
+                                      "aggregation_mode": mode, "noise_scale": float(noise_scale)})
+    _store(session, updated)
+    return updated

@@ -249,7 +249,7 @@ def bench(n: int, length: int, dropout: float, rounds: int) -> dict[str, float]:
     schema = _schema(length)
     live_n = n - int(round(dropout * n))
     with tempfile.TemporaryDirectory(prefix="fedsignal-secagg-bench-") as tmp:
-        submit_seconds = 3.0 + 0.12 * n * (1 + length / 2000)
+        submit_seconds = 20.0 + 0.3 * n * (1 + length / 2000)
         parent, child = mp.Pipe()
         proc = mp.get_context("spawn").Process(
             target=_serve, args=(f"sqlite:///{tmp}/server.db", f"{tmp}/state", length, submit_seconds, child))

@@ -288,7 +288,7 @@ class DemoLoop:
         errors = {k: v for k, v in run_jobs_once(self.ctx).items() if v}
         if errors:
             raise DemoError(f"server jobs failed: {errors}")
-        self.p.line(round_report(self.ctx, int(start)))
+        self.p.line(round_report(self.ctx, int(start) // WINDOW_SECONDS * WINDOW_SECONDS))
         schema = self.tenants[0].collector.schema
         sigma = calibrate_scale("discrete_gaussian", schema.max_cells_per_unit, schema.max_count_per_cell, rho=self.rho)
         when = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d %H:%M")

@@ -126,7 +126,7 @@ class Collector:
         self.outbox = Outbox(self.store, config.delivery, rng=rng, audit_actor=self.tenant_id)
         self.secure = SecureRelease(self.store, config.state_dir, tenant_id=self.tenant_id, cohort=self.cohort,
                                     channel=lambda: self.channel(required=False), clock=self.clock,
-                                    rpc_timeout=config.delivery.rpc_timeout_seconds)
+                                    config=config.secagg, rpc_timeout=config.delivery.rpc_timeout_seconds)
         self._sealer.secure = self.secure
         self._bundle_client: Any = None
         self._resolver: Any = None

@@ -96,6 +96,17 @@ class LoopConfig:
 
 
 @dataclass(frozen=True)
+class SecAggConfig:
+    """``[secagg]``: the tenant's own limits under secure aggregation (see ``tenant_agent.secagg``)."""
+
+    # Cap on the sum of the tenant's own worst-case rho (every other party colluding); None: no cap.
+    own_worst_case_rho_cap: float | None = None
+    # Smallest round threshold t, and smallest t / roster size, the tenant accepts.
+    min_threshold: int = 2
+    min_threshold_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
 class CollectorConfig:
     state_dir: Path
     server: str | None = None
@@ -111,6 +122,7 @@ class CollectorConfig:
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     loops: LoopConfig = field(default_factory=LoopConfig)
+    secagg: SecAggConfig = field(default_factory=SecAggConfig)
     redaction_patterns: dict[str, str] = field(default_factory=dict)
     redaction_dictionaries: dict[str, list[str]] = field(default_factory=dict)
     # Records per store transaction on the import path.
@@ -181,6 +193,13 @@ class CollectorConfig:
                 deliver_interval_seconds=float(lp.get("deliver_interval_seconds", 10.0)),
                 bundle_interval_seconds=float(lp.get("bundle_interval_seconds", 300.0)),
             )
+            sa = doc.get("secagg", {})
+            secagg = SecAggConfig(
+                own_worst_case_rho_cap=(float(sa["own_worst_case_rho_cap"])
+                                        if sa.get("own_worst_case_rho_cap") is not None else None),
+                min_threshold=int(sa.get("min_threshold", 2)),
+                min_threshold_fraction=float(sa.get("min_threshold_fraction", 0.5)),
+            )
             red = doc.get("redaction", {})
             return cls(
                 state_dir=state_dir,
@@ -197,6 +216,7 @@ class CollectorConfig:
                 release=release,
                 delivery=delivery,
                 loops=loops,
+                secagg=secagg,
                 redaction_patterns={str(k): str(v) for k, v in red.get("patterns", {}).items()},
                 redaction_dictionaries={str(k): [str(x) for x in v] for k, v in red.get("dictionaries", {}).items()},
                 batch_size=int(doc.get("batch_size", 2000)),

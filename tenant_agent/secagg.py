@@ -67,6 +67,7 @@ from aggregation.secagg import (
     plan_noise,
 )
 from aggregation.secagg.crypto import public_key_of
+from tenant_agent.config import SecAggConfig
 from tenant_agent.store import WINDOW_SEALED, WINDOW_WITHHELD, CollectorStore, LedgerSpend, Setting, Window
 from tenant_agent.windows import WindowBook
 
@@ -115,18 +116,6 @@ class NotInRound(SecAggClientError):
 
 class OwnLossCapExceeded(SecAggClientError):
     """The tenant's own worst-case loss would pass its configured cap."""
-
-
-@dataclass(frozen=True)
-class SecAggConfig:
-    """The tenant's secure-aggregation choices (``[secagg]`` in the collector config)."""
-
-    # Cap on the sum of the tenant's own worst-case rho (every other party colluding); None: no cap.
-    own_worst_case_rho_cap: float | None = None
-    # Smallest round threshold t the tenant accepts.
-    min_threshold: int = 2
-    # Smallest t / roster-size the tenant accepts.
-    min_threshold_fraction: float = 0.5
 
 
 @dataclass(frozen=True)

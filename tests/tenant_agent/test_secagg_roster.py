@@ -64,3 +64,12 @@ def test_entries_are_checked_against_the_pinned_ca_cohort_and_signature(tmp_path
     swapped.public_key = generate_keypair()[1]
     with pytest.raises(RosterRejected, match="signature"):
         verifier.verify(swapped)
+
+
+def test_the_secagg_table_of_the_collector_config(tmp_path: Path) -> None:
+    from tenant_agent.config import CollectorConfig
+
+    cfg = CollectorConfig.from_dict({"state_dir": str(tmp_path),
+                                     "secagg": {"own_worst_case_rho_cap": 0.5, "min_threshold_fraction": 0.6}})
+    assert cfg.secagg.own_worst_case_rho_cap == 0.5 and cfg.secagg.min_threshold_fraction == 0.6
+    assert CollectorConfig.from_dict({"state_dir": str(tmp_path)}).secagg.own_worst_case_rho_cap is None

@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 from fedsignal.v1 import secagg_pb2
+from google.protobuf.message import DecodeError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -242,6 +243,23 @@ def round_status(row: RoundRecord, parts: list[ParticipantRecord]) -> secagg_pb2
     )
 
 
+def _raw(data: bytes) -> bytes:
+    return data
+
+
+def _parsed(method: Any, message: Any) -> Any:
+    """Parse the request here, so malformed protobuf is INVALID_ARGUMENT (gRPC's own failure is INTERNAL)."""
+
+    def handler(data: bytes, context: grpc.ServicerContext) -> Any:
+        try:
+            request = message.FromString(data)
+        except DecodeError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not a valid {message.__name__} message: {exc}")
+        return method(request, context)
+
+    return handler
+
+
 def add_to_server(grpc_server: grpc.Server, ctx: ServerContext) -> None:
     servicer = SecureAggregationServicer(ctx)
     methods = {
@@ -256,7 +274,7 @@ def add_to_server(grpc_server: grpc.Server, ctx: ServerContext) -> None:
     }
     handlers: dict[str, Any] = {
         name: grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, name), request_deserializer=req.FromString, response_serializer=resp.SerializeToString
+            _parsed(getattr(servicer, name), req), request_deserializer=_raw, response_serializer=resp.SerializeToString
         )
         for name, (req, resp) in methods.items()
     }

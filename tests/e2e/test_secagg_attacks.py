@@ -116,6 +116,11 @@ def test_round_messages_out_of_place_are_refused_each_with_its_status(h: Harness
         assert _code(lambda: stub.SubmitMaskedInput(secagg_pb2.SubmitMaskedInputRequest(
             round_id=rid, masked_input=forged))) is grpc.StatusCode.ALREADY_EXISTS
         assert _code(lambda: stub.GetRoundStatus(secagg_pb2.RoundRef(round_id="nope"))) is grpc.StatusCode.NOT_FOUND
+        # Bytes that are not even the request message.
+        channel = cs[0].channel()
+        assert channel is not None
+        raw = channel.unary_unary("/fedsignal.v1.SecureAggregationService/SubmitMaskedInput")
+        assert _code(lambda: raw(b"\xff\xff\xff")) is grpc.StatusCode.INVALID_ARGUMENT
         # Late: the deadline passes, the round closes without cs[2], whose input is then refused.
         configure(h.ctx, SecAggSettings(submit_seconds=0.0))
         rid_late, late = _masked(cs[2], start + 2 * WINDOW)

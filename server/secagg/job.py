@@ -21,7 +21,7 @@ from server.secagg.rounds import (
     settings_for,
     try_release,
 )
-from server.secagg.service import write_transaction
+from server.secagg.service import read_session, write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def run_rounds(ctx: ServerContext) -> JobSummary:
     """One pass over the open rounds."""
     closed = released = aborted = 0
     settings = settings_for(ctx)
-    with ctx.sessions() as session:  # most passes find nothing to do: no write lock for them
+    with read_session(ctx) as session:  # most passes find nothing to do: no write transaction for them
         if not rounds_needing_work(session, ctx.clock()):
             return JobSummary(0, 0, 0)
     with write_transaction(ctx) as session:

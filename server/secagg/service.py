@@ -110,7 +110,7 @@ class SecureAggregationServicer:
 
     def GetRoster(self, request: secagg_pb2.GetRosterRequest, context: grpc.ServicerContext) -> secagg_pb2.Roster:  # noqa: N802
         _identity, cohort = self._tenant(context)
-        with self._ctx.sessions() as session:
+        with read_session(self._ctx) as session:
             entries = roster_mod.active_entries(session, cohort)
             return secagg_pb2.Roster(cohort=cohort, entries=[roster_mod.to_proto(e) for e in entries])
 
@@ -129,7 +129,7 @@ class SecureAggregationServicer:
 
         def get() -> secagg_pb2.RoundInfo:
             window, version = int(request.window_start), int(request.schema_version)
-            with self._ctx.sessions() as session:  # the common case, read-only: the round exists
+            with read_session(self._ctx) as session:  # the common case, read-only: the round exists
                 found = rounds.find_round(session, cohort, window, version)
                 if found is not None:
                     return info(session, found)
@@ -165,7 +165,7 @@ class SecureAggregationServicer:
         identity, cohort = self._tenant(context)
 
         def view() -> secagg_pb2.UnmaskRequestInfo:
-            with self._ctx.sessions() as session:
+            with read_session(self._ctx) as session:
                 v = rounds.unmask_view(session, identity.subject, cohort, request.round_id,
                                        want_request=not request.omit_request,
                                        want_attestations=not request.omit_attestations)
@@ -205,7 +205,7 @@ class SecureAggregationServicer:
         _identity, cohort = self._tenant(context)
 
         def status() -> secagg_pb2.RoundStatus:
-            with self._ctx.sessions() as session:
+            with read_session(self._ctx) as session:
                 row = session.scalars(select(RoundRecord).where(RoundRecord.round_id == request.round_id)).first()
                 if row is None:
                     raise rounds.RoundNotFound(f"no secure-aggregation round {request.round_id!r}")
@@ -232,6 +232,21 @@ def write_transaction(ctx: ServerContext) -> Iterator[Any]:
         lock = _SQLITE_WRITERS.setdefault(id(ctx.engine), threading.Lock())
     with lock, transaction(ctx.sessions) as session:
         yield session
+
+
+@contextmanager
+def read_session(ctx: ServerContext) -> Iterator[Any]:
+    """A session for reads. On SQLite every transaction of this server begins ``IMMEDIATE`` (it takes
+    the write lock), so reads queue on the same process lock as writes."""
+    if not is_sqlite(ctx.engine):
+        with ctx.sessions() as session:
+            yield session
+        return
+    with _GUARD:
+        lock = _SQLITE_WRITERS.setdefault(id(ctx.engine), threading.Lock())
+    with lock, ctx.sessions() as session:
+        yield session
+        session.rollback()  # end the transaction (and release SQLite's lock) inside the process lock
 
 
 def round_status(row: RoundRecord, parts: list[ParticipantRecord]) -> secagg_pb2.RoundStatus:

@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from aggregation import dp, stats
 from aggregation.errors import FedsignalError
-from aggregation.schema import SignalSchema
+from aggregation.schema import LOCAL, SignalSchema
 from server.context import ServerContext
 from server.metrics import report_outcome
 from server.signals.models import SignalReport
@@ -284,8 +284,9 @@ class ReportIngest:
             raise NoiseScaleInvalid(
                 f"noise scale {scale!r} must be finite and in [{dp.MIN_SCALE:g}, {MAX_NOISE_SCALE:g}]"
             )
-        if schema.noise_scale > 0 and not math.isclose(scale, schema.noise_scale, rel_tol=1e-9):
-            # The cohort's schema fixes the noise: no tenant declares its own (and outweighs the others).
+        if (schema.aggregation_mode == LOCAL and schema.noise_scale > 0
+                and not math.isclose(scale, schema.noise_scale, rel_tol=1e-9)):
+            # A local-mode cohort's schema fixes the noise: no tenant declares its own (and outweighs the others).
             raise NoiseScaleInvalid(
                 f"noise scale {scale!r}; schema version {schema.version} of cohort {schema.cohort!r} "
                 f"fixes {schema.noise_scale!r}"

@@ -95,7 +95,7 @@ def _serve(db_url: str, state_dir: str, length: int, submit_seconds: float, pipe
         bootstrap_root(session, state_dir=state, reviewers=[CryptoSigner.generate_ed25519() for _ in range(3)], now=now)
         session.add(SignalSchemaVersion(cohort=COHORT, version=1, document=_schema(length).to_json(), created_at=now))
     configure(ctx, SecAggSettings(submit_seconds=submit_seconds, unmask_seconds=60.0))
-    running = build_server(ctx, jobs=True, job_interval=0.02)
+    running = build_server(ctx, jobs=True, job_interval=0.2)
     pipe.send((running.port, running.enrollment_port, ca.certificate_pem, key, issued.certificate_pem))
     profile = os.environ.get("FEDSIGNAL_BENCH_PROFILE")
     if profile:  # a wall-clock profile of every server thread (yappi is not a dependency: cProfile per thread)

@@ -484,6 +484,14 @@ class SecureRelease:
                 WindowBook.forget_contributions(conn, window_start)
             log.warning("window %s not released: %s", window_start, exc)
             return None
+        except (RosterRejected, SecAggError) as exc:
+            # A round this tenant does not accept (bad roster, wrong noise, low threshold): never
+            # submit to it; the window stays open and the refusal is on the local audit log.
+            with self._store.transaction() as conn:
+                CollectorStore.append_audit(conn, _iso(now), self.tenant_id, "secagg.round.refused", {
+                    "window_start": win.window_start, "reason": f"{type(exc).__name__}: {exc}"})
+            log.error("window %s: refused the server's round: %s", window_start, exc)
+            return None
         except (BudgetExceeded, OwnLossCapExceeded) as exc:
             reason = str(exc)
             with self._store.transaction() as conn:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 GENESIS = "0" * 64
 
@@ -70,3 +73,86 @@ def verify_chain(entries: Iterable[ChainedEntry], start_hash: str = GENESIS, sta
         expected_seq += 1
         checked += 1
     return ChainVerdict(True, checked)
+
+
+# -- signed heads ---------------------------------------------------------------
+#
+# A hash chain shows that no entry was changed, removed or reordered *before* its
+# last entry, but a chain cut short (or cut and re-grown) still verifies. A signed
+# head closes that gap: the holder of the signing key states "the chain had entry
+# ``seq`` with hash ``hash`` at ``at``". A chain that ends before a signed head's
+# sequence was truncated; one whose entry at that sequence has another hash was
+# rewritten. Heads are checkpointed periodically and on every verification.
+
+HEAD_TYPE = "fedsignal.audit-head/1"
+
+
+def head_payload(seq: int, hash: str, at: str) -> bytes:
+    """The exact bytes a head's signature covers."""
+    return canonical_json({"type": HEAD_TYPE, "seq": seq, "hash": hash, "at": at}).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class SignedHead:
+    """The chain's tail at one moment, signed: Ed25519 over :func:`head_payload`."""
+
+    seq: int
+    hash: str
+    at: str
+    keyid: str
+    signature: str  # hex
+
+    def payload(self) -> bytes:
+        return head_payload(self.seq, self.hash, self.at)
+
+
+def head_signature_ok(head: SignedHead, public_key: Ed25519PublicKey) -> bool:
+    """Whether ``head`` carries a valid signature of ``public_key``."""
+    try:
+        public_key.verify(bytes.fromhex(head.signature), head.payload())
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def verify_chain_against_heads(
+    entries: Iterable[ChainedEntry], heads: Sequence[SignedHead], public_key: Ed25519PublicKey
+) -> ChainVerdict:
+    """Verify the whole chain (from its first entry) and that it contains every signed head.
+
+    Refused: a head whose signature does not verify (a forged or altered checkpoint), a
+    chain that breaks (see :func:`verify_chain`), a chain that ends before a head's
+    sequence (truncated tail) or whose entry at a head's sequence has another hash
+    (rewritten tail). Entries after the newest head are accepted when they chain.
+    """
+    for head in heads:
+        if not head_signature_ok(head, public_key):
+            return ChainVerdict(False, 0, head.seq, f"the signed head at seq {head.seq} has an invalid signature")
+    wanted = {h.seq: h for h in heads}
+    hashes: dict[int, str] = {}
+    last_seq = 0
+
+    def watched(items: Iterable[ChainedEntry]) -> Iterator[ChainedEntry]:
+        nonlocal last_seq
+        for e in items:
+            if e.seq in wanted:
+                hashes[e.seq] = e.hash
+            last_seq = e.seq
+            yield e
+
+    verdict = verify_chain(watched(entries))
+    if not verdict.ok:
+        return verdict
+    for seq in sorted(wanted):
+        head = wanted[seq]
+        if seq > last_seq:
+            return ChainVerdict(
+                False, verdict.checked, last_seq + 1,
+                f"truncated: the log ends at seq {last_seq} but a head signed at {head.at} has seq {seq}",
+            )
+        if hashes.get(seq) != head.hash:
+            return ChainVerdict(
+                False, verdict.checked, seq,
+                f"rewritten: entry {seq} differs from the head signed at {head.at}",
+            )
+    return verdict

@@ -86,15 +86,15 @@ __all__ = [
     "build_approval",
     "build_cohort_metadata",
     "bundle_document",
-    "parse_bundle_view",
     "tenant_hash",
+    "verify_installed",
     "wire_name",
 ]
 
 
 @dataclass(frozen=True)
 class VerifiedBundle:
-    """A bundle that passed every check (or, from ``parse_bundle_view``, one read back from an install)."""
+    """A bundle that passed every check (or, from ``verify_installed``, one read back and re-hashed)."""
 
     cohort: str
     version: int
@@ -111,8 +111,9 @@ class VerifiedBundle:
 
 def _approved_set(md: Metadata[Targets]) -> ApprovedSet:
     info = md.signed.unrecognized_fields.get(APPROVAL_FIELD)
+    if not isinstance(info, dict):
+        raise MalformedMetadataError(f"approval metadata lacks {APPROVAL_FIELD}")
     try:
-        assert isinstance(info, dict)
         entries = {
             name: ArtifactEntry(name, str((t.custom or {}).get("kind", "")), t.length, t.hashes["sha256"])
             for name, t in md.signed.targets.items()
@@ -126,7 +127,7 @@ def _approved_set(md: Metadata[Targets]) -> ApprovedSet:
             artifacts=entries,
             rollout_plan=json.loads(str(info.get("rollout_plan_json") or "{}")),
         )
-    except (AssertionError, KeyError, TypeError, AttributeError, ValueError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise MalformedMetadataError(f"approval metadata lacks {APPROVAL_FIELD} fields: {exc}") from exc
     # Artifacts travel as "<candidate_id>/<name>": a '/' (or an empty part) could make two collide.
     if not valid_part(info["candidate_id"]):
@@ -169,12 +170,43 @@ def _split(data: bytes) -> tuple[Any, list[Any]]:
     return doc.get("cohort_metadata"), approvals
 
 
-def parse_bundle_view(data: bytes, artifacts: Mapping[str, bytes]) -> VerifiedBundle:
-    """Read back an installed bundle (already verified before install) without re-checking signatures."""
+def _check_pinned(snap: Snapshot, md: Metadata[Targets], approved: ApprovedSet, payload: bytes,
+                  found: Mapping[str, ApprovedSet]) -> None:
+    """The approval is one the cohort metadata pins, by revision and hash, and not seen twice."""
+    meta = dict(snap.meta).get(f"{approved.candidate_id}.json")
+    if meta is None or approved.candidate_id in found:
+        raise MixAndMatchError(f"approval {approved.candidate_id} is not pinned by cohort metadata v{snap.version}")
+    if meta.version != md.signed.version or (meta.hashes or {}).get("sha256") != sha256_hex(payload):
+        raise MixAndMatchError(
+            f"approval {approved.candidate_id} (revision {md.signed.version}) is not the one cohort "
+            f"metadata v{snap.version} pins: parts of different versions"
+        )
+
+
+def _named(info: Mapping[str, Any]) -> list[str]:
+    return [*info["stable"], *([info["candidate"]] if info.get("candidate") else [])]
+
+
+def verify_installed(data: bytes, artifacts: Mapping[str, bytes]) -> VerifiedBundle:
+    """Read back an installed bundle, re-checking every byte against the metadata verified before install.
+
+    Signatures, version and expiry were checked by :meth:`TrustedBundleState.update_bundle` before the
+    bundle was written; on load each approval is re-hashed against the cohort metadata's pins and each
+    artifact against its approval's signed length and SHA-256. A byte changed on disk raises
+    :class:`~aggregation.bundle_errors.TamperedArtifactError` (or ``MixAndMatchError`` /
+    ``MalformedMetadataError``): the changed content is never returned.
+    """
     raw_cohort, raw_approvals = _split(data)
     cohort_md, _, _ = parse_metadata(raw_cohort, Snapshot.type)
-    sets = {s.candidate_id: s for s in (_approved_set(parse_metadata(a, Targets.type)[0]) for a in raw_approvals)}
     info = _cohort_info(cohort_md)
+    sets: dict[str, ApprovedSet] = {}
+    for doc in raw_approvals:
+        md, _, _ = parse_metadata(doc, Targets.type)
+        approved = _approved_set(md)
+        _check_pinned(cohort_md.signed, md, approved, canonical_signed_bytes(md), sets)
+        sets[approved.candidate_id] = approved
+    if sorted(_named(info)) != sorted(sets):
+        raise MixAndMatchError(f"installed bundle v{cohort_md.signed.version}: approvals do not match its pins")
     return VerifiedBundle(
         cohort=info["cohort"],
         version=cohort_md.signed.version,
@@ -183,7 +215,7 @@ def parse_bundle_view(data: bytes, artifacts: Mapping[str, bytes]) -> VerifiedBu
         candidate=sets[info["candidate"]] if info.get("candidate") else None,
         exposure=_exposure(info),
         metadata=data,
-        artifacts=dict(artifacts),
+        artifacts=_verify_artifacts(sets.values(), artifacts),
     )
 
 
@@ -275,22 +307,15 @@ class TrustedBundleState:
         self, snap: Snapshot, info: Mapping[str, Any], raw: list[Any], now: datetime
     ) -> dict[str, ApprovedSet]:
         pinned = dict(snap.meta)
-        named = [*info["stable"], *([info["candidate"]] if info.get("candidate") else [])]
+        named = _named(info)
         if sorted(f"{c}.json" for c in named) != sorted(pinned):
             raise MixAndMatchError("cohort metadata's stable/candidate do not match the approvals it pins")
         found: dict[str, ApprovedSet] = {}
         for doc in raw:
             md, sigs, duplicates = parse_metadata(doc, Targets.type)
             approved = _approved_set(md)
-            meta = pinned.get(f"{approved.candidate_id}.json")
             payload = canonical_signed_bytes(md)
-            if meta is None or approved.candidate_id in found:
-                raise MixAndMatchError(f"approval {approved.candidate_id} is not pinned by cohort metadata v{snap.version}")
-            if meta.version != md.signed.version or (meta.hashes or {}).get("sha256") != sha256_hex(payload):
-                raise MixAndMatchError(
-                    f"approval {approved.candidate_id} (revision {md.signed.version}) is not the one cohort "
-                    f"metadata v{snap.version} pins: parts of different versions"
-                )
+            _check_pinned(snap, md, approved, payload, found)
             if approved.cohort != self._cohort:
                 raise WrongCohortError(f"approval {approved.candidate_id} is for cohort {approved.cohort!r}")
             if md.signed.is_expired(now):

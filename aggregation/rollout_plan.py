@@ -41,12 +41,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from aggregation.errors import FedsignalError
+from aggregation.errors import InvalidRequest
+from aggregation.risk import RISK_ORDER
 
 PLANS_RESOURCE = "data/rollout_plans_v1.json"
 GATE_MEASURES = ("task_success", "escalated", "human_correction", "tool_error", "timeout", "safety_incident")
 SAFETY_MEASURE = "safety_incident"
-RISK_CLASSES = ("low", "high", "critical")
+RISK_CLASSES = RISK_ORDER  # the one risk-class order (aggregation.risk.RiskClass)
 
 Direction = Literal["drop", "rise"]
 #: Largest share of a participating tenant's sessions on the candidate before the 100 % stage
@@ -54,7 +55,7 @@ Direction = Literal["drop", "rise"]
 MAX_CANARY_SHARE = 0.5
 
 
-class RolloutPlanError(FedsignalError):
+class RolloutPlanError(InvalidRequest):
     """A rollout plan document that cannot be used (the message says which field)."""
 
 

@@ -5,6 +5,10 @@ is ``other``. A cell is one combination of values; its dense index is
 row-major over the dimensions (the first dimension varies slowest). Values
 outside a domain map to ``other``, so the set of cells never depends on
 private data.
+
+Schema documents (the shipped template ``aggregation/data/schema_template.json``
+and every stored or published version) load through typed models: an unknown
+or mistyped key is refused with its name and, for a file, its line.
 """
 
 from __future__ import annotations
@@ -14,26 +18,66 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 from fedsignal.v1 import common_pb2
+from pydantic import Field, PositiveInt
 
+from aggregation.typed import DataFileError, StrictModel, validate
+
+TEMPLATE = "data/schema_template.json"
 OTHER = "other"
 MEASURE = "measure"
 # The denominator every rate is computed against: one per decision event.
 TURNS = "turns"
+
+
+class SchemaError(ValueError):
+    """A schema document or a cell key that does not fit the schema."""
+
+
+# The defaults of a schema document, written once (the dataclass and the document model use them).
+DEFAULT_WINDOW_SECONDS = 3600
+DEFAULT_MAX_CELLS_PER_UNIT = 16  # L0
+DEFAULT_MAX_COUNT_PER_CELL = 1  # L-infinity
+PrivacyUnit = Literal["session", "user"]
+DEFAULT_PRIVACY_UNIT: PrivacyUnit = "session"
 #: How a cohort's window tables reach the server: "secure" (secure aggregation with distributed
 #: noise; every cohort the server creates uses it) or "local" (each tenant sends its own noisy
 #: table). A document without the field predates secure aggregation and so is "local".
 SECURE = "secure"
 LOCAL = "local"
+AggregationMode = Literal["secure", "local"]
 AGGREGATION_MODES = (SECURE, LOCAL)
 DEFAULT_AGGREGATION_MODE = SECURE
-LEGACY_AGGREGATION_MODE = LOCAL
+LEGACY_AGGREGATION_MODE: AggregationMode = "local"
 
 
-class SchemaError(ValueError):
-    """A schema document or a cell key that does not fit the schema."""
+class DimensionDocument(StrictModel):
+    name: str = Field(min_length=1)
+    values: list[str] = Field(min_length=1)
+
+
+class SchemaTemplateDocument(StrictModel):
+    """The shipped template: a schema without a cohort."""
+
+    version: PositiveInt
+    taxonomy_version: str = Field(min_length=1)
+    dimensions: list[DimensionDocument] = Field(min_length=1)
+    window_seconds: PositiveInt = DEFAULT_WINDOW_SECONDS
+    max_cells_per_unit: PositiveInt = DEFAULT_MAX_CELLS_PER_UNIT
+    max_count_per_cell: PositiveInt = DEFAULT_MAX_COUNT_PER_CELL
+    privacy_unit: PrivacyUnit = DEFAULT_PRIVACY_UNIT
+    aggregation_mode: AggregationMode = LEGACY_AGGREGATION_MODE
+    # The noise scale every tenant of the cohort uses (secure: the central sigma; local: each
+    # tenant's sigma); 0: not fixed by the schema.
+    noise_scale: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+
+
+class SchemaDocument(SchemaTemplateDocument):
+    """One cohort's schema version, as stored and published."""
+
+    cohort: str
 
 
 @dataclass(frozen=True)
@@ -66,10 +110,10 @@ class SignalSchema:
     version: int
     taxonomy_version: str
     dimensions: tuple[Dimension, ...]
-    window_seconds: int = 3600
-    max_cells_per_unit: int = 16  # L0
-    max_count_per_cell: int = 1  # L-infinity
-    privacy_unit: str = "session"
+    window_seconds: int = DEFAULT_WINDOW_SECONDS
+    max_cells_per_unit: int = DEFAULT_MAX_CELLS_PER_UNIT
+    max_count_per_cell: int = DEFAULT_MAX_COUNT_PER_CELL
+    privacy_unit: str = DEFAULT_PRIVACY_UNIT
     aggregation_mode: str = LEGACY_AGGREGATION_MODE
     # The noise scale every tenant of the cohort uses (secure: the central sigma; local: each
     # tenant's sigma); 0.0: not fixed by the schema.
@@ -138,12 +182,6 @@ class SignalSchema:
             index %= stride
         return key
 
-    def measure_block(self, measure: str) -> range:
-        """The dense index range holding every slice of one measure."""
-        m = self.dimensions[0].values.index(measure)
-        stride = self._strides[0]
-        return range(m * stride, (m + 1) * stride)
-
     @property
     def slice_count(self) -> int:
         return self._strides[0]
@@ -167,29 +205,31 @@ class SignalSchema:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> SignalSchema:
-        try:
-            dims = tuple(Dimension(str(d["name"]), tuple(str(v) for v in d["values"])) for d in doc["dimensions"])
-            return cls(
-                cohort=str(doc["cohort"]),
-                version=int(doc["version"]),
-                taxonomy_version=str(doc["taxonomy_version"]),
-                dimensions=dims,
-                window_seconds=int(doc.get("window_seconds", 3600)),
-                max_cells_per_unit=int(doc.get("max_cells_per_unit", 16)),
-                max_count_per_cell=int(doc.get("max_count_per_cell", 1)),
-                privacy_unit=str(doc.get("privacy_unit", "session")),
-                aggregation_mode=str(doc.get("aggregation_mode", LEGACY_AGGREGATION_MODE)),
-                noise_scale=float(doc.get("noise_scale", 0.0)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, SchemaError):
-                raise
-            raise SchemaError(f"invalid schema document: {exc}") from exc
+    def from_dict(cls, doc: Mapping[str, Any], *, source: str = "signal schema", text: str | None = None
+                  ) -> SignalSchema:
+        """Validate a schema document; raises :class:`SchemaError` naming each bad key (and line, given ``text``)."""
+        typed = _validated(SchemaDocument, doc, source, text)
+        return cls(
+            cohort=typed.cohort,
+            version=typed.version,
+            taxonomy_version=typed.taxonomy_version,
+            dimensions=tuple(Dimension(d.name, tuple(d.values)) for d in typed.dimensions),
+            window_seconds=typed.window_seconds,
+            max_cells_per_unit=typed.max_cells_per_unit,
+            max_count_per_cell=typed.max_count_per_cell,
+            privacy_unit=typed.privacy_unit,
+            aggregation_mode=typed.aggregation_mode,
+            noise_scale=float(typed.noise_scale),
+        )
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> SignalSchema:
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, text: str | bytes, *, source: str = "signal schema") -> SignalSchema:
+        decoded = text.decode("utf-8") if isinstance(text, bytes) else text
+        try:
+            doc = json.loads(decoded)
+        except ValueError as exc:
+            raise SchemaError(f"{source} is not valid JSON: {exc}") from None
+        return cls.from_dict(doc, source=source, text=decoded)
 
     def to_proto(self) -> common_pb2.SignalSchema:
         return common_pb2.SignalSchema(
@@ -232,11 +272,26 @@ class SignalSchema:
         return SignalSchema.from_dict(doc)
 
 
+def _validated(model: type[SchemaTemplateDocument], doc: Any, source: str, text: str | None
+               ) -> Any:
+    try:
+        return validate(model, doc, source=source, text=text, fmt="json")
+    except DataFileError as exc:
+        raise SchemaError("; ".join(str(exc).splitlines())) from None
+
+
+def load_template(text: str, source: str = f"aggregation/{TEMPLATE}") -> dict[str, Any]:
+    """A schema template document, validated (typo'd or mistyped keys refused with name and line)."""
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise SchemaError(f"{source} is not valid JSON: {exc}") from None
+    return _validated(SchemaTemplateDocument, doc, source, text).model_dump(mode="json")  # type: ignore[no-any-return]
+
+
 def default_schema_document() -> dict[str, Any]:
     """The shipped template a cohort's first schema version is made from."""
-    text = resources.files("aggregation").joinpath("data/schema_template.json").read_text()
-    doc: dict[str, Any] = json.loads(text)
-    return doc
+    return load_template(resources.files("aggregation").joinpath(TEMPLATE).read_text())
 
 
 def default_schema(cohort: str, **overrides: Any) -> SignalSchema:

@@ -40,14 +40,36 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from aggregation.errors import FedsignalError
 from aggregation.events import DecisionEvent
 from aggregation.schema import OTHER, TURNS, default_schema_document
+from aggregation.typed import DataFileError, StrictModel, validate
 
 TAXONOMY_KIND = "fedsignal.taxonomy"
 CATEGORY_KINDS = ("failure", "outcome")
+
+
+class CategoryDocument(StrictModel):
+    """One category of a taxonomy file; ``when`` is the predicate grammar, compiled (and checked) below."""
+
+    name: str
+    kind: Literal["failure", "outcome"] = "failure"
+    description: str = ""
+    reads: list[str]
+    when: dict[str, Any]
+
+
+class TaxonomyDocument(StrictModel):
+    """A taxonomy file: unknown or mistyped keys are refused with their name and line."""
+
+    kind: Literal["fedsignal.taxonomy"]
+    version: str = Field(min_length=1)
+    description: str = ""
+    categories: list[CategoryDocument] = Field(min_length=1)
 
 Predicate = Callable[[DecisionEvent], bool]
 
@@ -102,54 +124,36 @@ class Taxonomy:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
             raise TaxonomyError(f"taxonomy file {source} is not valid JSON: {exc}") from exc
-        return cls.from_dict(doc, source=source)
+        return cls.from_dict(doc, source=source, text=text)
 
     @classmethod
-    def from_dict(cls, doc: Any, source: str = "<memory>") -> Taxonomy:
-        if not isinstance(doc, Mapping):
-            raise TaxonomyError(f"taxonomy {source}: top level must be an object")
-        if doc.get("kind") != TAXONOMY_KIND:
-            raise TaxonomyError(f"taxonomy {source}: 'kind' must be {TAXONOMY_KIND!r}")
-        version = doc.get("version")
-        if not isinstance(version, str) or not version:
-            raise TaxonomyError(f"taxonomy {source}: 'version' must be a non-empty string such as '1.0.0'")
-        raw = doc.get("categories")
-        if not isinstance(raw, list) or not raw:
-            raise TaxonomyError(f"taxonomy {source}: 'categories' must be a non-empty list")
+    def from_dict(cls, doc: Any, source: str = "<memory>", *, text: str | None = None) -> Taxonomy:
+        """Validate a parsed taxonomy document (``text``: its JSON source, for line numbers)."""
+        try:
+            typed = validate(TaxonomyDocument, doc, source=f"taxonomy {source}", text=text, fmt="json")
+        except DataFileError as exc:
+            raise TaxonomyError("; ".join(str(exc).splitlines())) from None
         allowed = _measure_names()
         seen: set[str] = set()
         categories = []
-        for i, entry in enumerate(raw):
+        for i, entry in enumerate(typed.categories):
             where = f"taxonomy {source}, category #{i}"
-            if not isinstance(entry, Mapping):
-                raise TaxonomyError(f"{where}: must be an object")
-            name = entry.get("name")
-            if not isinstance(name, str) or name not in allowed:
+            if entry.name not in allowed:
                 raise TaxonomyError(
-                    f"{where}: name {name!r} is not a measure of the signal schema; use one of {sorted(allowed)}"
+                    f"{where}: name {entry.name!r} is not a measure of the signal schema; use one of {sorted(allowed)}"
                 )
-            where = f"taxonomy {source}, category {name!r}"
-            if name in seen:
+            where = f"taxonomy {source}, category {entry.name!r}"
+            if entry.name in seen:
                 raise TaxonomyError(f"{where}: defined twice")
-            seen.add(name)
-            kind = entry.get("kind", "failure")
-            if kind not in CATEGORY_KINDS:
-                raise TaxonomyError(f"{where}: kind must be one of {CATEGORY_KINDS}")
-            if "when" not in entry:
-                raise TaxonomyError(f"{where}: missing 'when' predicate")
+            seen.add(entry.name)
             reads: set[str] = set()
-            predicate = _compile(entry["when"], reads, where)
-            declared = entry.get("reads")
-            if not isinstance(declared, list) or not all(isinstance(r, str) for r in declared):
-                raise TaxonomyError(f"{where}: 'reads' must list the event fields the rule reads")
-            if set(declared) != reads:
+            predicate = _compile(entry.when, reads, where)
+            if set(entry.reads) != reads:
                 raise TaxonomyError(
-                    f"{where}: 'reads' declares {sorted(set(declared))} but the rule reads {sorted(reads)}"
+                    f"{where}: 'reads' declares {sorted(set(entry.reads))} but the rule reads {sorted(reads)}"
                 )
-            categories.append(
-                Category(name, kind, str(entry.get("description", "")), tuple(sorted(reads)), predicate)
-            )
-        return cls(version, categories, source)
+            categories.append(Category(entry.name, entry.kind, entry.description, tuple(sorted(reads)), predicate))
+        return cls(typed.version, categories, source)
 
     # -- use -----------------------------------------------------------------
     def category(self, name: str) -> Category:

@@ -11,7 +11,13 @@ The root is TUF ``root`` metadata (``tuf.api.metadata.Root``):
   only the four top-level roles, so the per-class roles live here and are
   verified as TUF ``DelegatedRole`` s over the root's own keys.
 
-Pure: bytes in, typed objects out. The clock is passed in.
+The root threshold is at least every risk class's threshold: otherwise fewer
+reviewers than a critical approval needs could rotate the root to one that
+drops the others and lowers the critical threshold. Verification refuses such
+a root (pinned or rotated to), on the server and on every tenant.
+
+This module only verifies: bytes in, typed objects out, no I/O, the clock
+passed in. Building and signing roots live in :mod:`aggregation.trust_root_build`.
 """
 
 from __future__ import annotations
@@ -19,28 +25,50 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from securesystemslib.formats import encode_canonical
-from securesystemslib.signer import Key, Signature, Signer, SSlibKey
-from tuf.api.metadata import DelegatedRole, Delegations, Metadata, Role, Root, Targets
+from securesystemslib.signer import Key, Signature
+from tuf.api.metadata import DelegatedRole, Delegations, Metadata, Root, Targets
 from tuf.api.serialization.json import CanonicalJSONSerializer
 
 from aggregation.bundle_errors import MalformedMetadataError, OversizedArtifactError, RootRotationError
+from aggregation.risk import RISK_ORDER, RiskClass, UnknownRiskClass
 
 RISK_CLASSES_FIELD = "x-fedsignal-risk-classes"
-RISK_CLASSES = ("low", "high", "critical")
-DEFAULT_THRESHOLDS = {"low": 1, "high": 2, "critical": 3}
 #: Largest metadata document the kernel parses (endless-data defence for metadata).
 MAX_METADATA_BYTES = 2 * 1024 * 1024
 
 
+class WeakRootThresholdError(MalformedMetadataError):
+    """A root whose own threshold is below a risk class threshold (fewer reviewers could rotate it away)."""
+
+    code = "weak_root_threshold"
+
+
 def risk_role(risk_class: str) -> str:
-    return f"risk-{risk_class}"
+    return f"risk-{RiskClass.parse(risk_class).value}"
+
+
+def check_root_threshold(root_threshold: int, thresholds: Mapping[str, int], what: str) -> None:
+    """Refuse a root threshold below the highest risk-class threshold.
+
+    A rotation needs only the root threshold; if that were lower than, say, the critical
+    threshold, that many reviewers could rotate to a root without the others and with
+    critical = 1, then approve critical content alone.
+    """
+    if not thresholds:
+        return
+    cls, highest = max(thresholds.items(), key=lambda item: item[1])
+    if root_threshold < highest:
+        raise WeakRootThresholdError(
+            f"{what}: root threshold {root_threshold} is below the {cls} threshold {highest}; "
+            f"the root threshold must be at least the highest risk-class threshold ({highest})"
+        )
 
 
 def canonical_signed_bytes(md: Metadata[Any]) -> bytes:
@@ -95,7 +123,8 @@ def load_json(data: bytes, what: str) -> Any:
 def compute_keyid(key: Key) -> str:
     """The TUF/securesystemslib key id: SHA-256 of the canonical JSON of keytype, scheme and keyval."""
     data = encode_canonical({"keytype": key.keytype, "scheme": key.scheme, "keyval": key.keyval})
-    assert isinstance(data, str)
+    if not isinstance(data, str):
+        raise MalformedMetadataError(f"key {key.keyid}: canonical encoding failed")
     return hashlib.sha256(data.encode("utf-8")).hexdigest()
 
 
@@ -154,14 +183,26 @@ class TrustRoot:
     def server_keyids(self) -> frozenset[str]:
         return frozenset(self.root.roles["snapshot"].keyids)
 
+    @property
+    def root_threshold(self) -> int:
+        return self.root.roles["root"].threshold
+
+    def thresholds(self) -> dict[RiskClass, int]:
+        """Signatures each risk class needs, in :data:`~aggregation.risk.RISK_ORDER`."""
+        return {c: self.threshold(c) for c in RISK_ORDER}
+
     def threshold(self, risk_class: str) -> int:
         return self.role(risk_class).threshold
 
     def role(self, risk_class: str) -> DelegatedRole:
         roles = self.risk_roles.roles or {}
-        if risk_role(risk_class) not in roles:
+        try:
+            name = risk_role(risk_class)
+        except UnknownRiskClass as exc:
+            raise MalformedMetadataError(str(exc)) from None
+        if name not in roles:
             raise MalformedMetadataError(f"risk class {risk_class!r} is not defined by trust root v{self.version}")
-        return roles[risk_role(risk_class)]
+        return roles[name]
 
     def reviewer_keys(self, risk_class: str) -> dict[str, Key]:
         return {k: self.risk_roles.keys[k] for k in self.role(risk_class).keyids}
@@ -184,6 +225,8 @@ def _risk_roles(root: Root) -> Delegations:
         try:
             keyids = list(spec["keyids"])
             role = DelegatedRole(risk_role(cls), keyids, int(spec["threshold"]), True, paths=["*"])
+        except UnknownRiskClass as exc:
+            raise MalformedMetadataError(f"trust root v{root.version}: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise MalformedMetadataError(f"trust root risk class {cls!r} is malformed: {exc}") from exc
         if missing := [k for k in keyids if k not in root.keys]:
@@ -192,6 +235,8 @@ def _risk_roles(root: Root) -> Delegations:
             # The guarantee "a server key alone cannot approve content" depends on this.
             raise MalformedMetadataError(f"risk class {cls!r} lists the server's online key as a reviewer")
         roles[role.name] = role
+    if missing_classes := [c.value for c in RISK_ORDER if risk_role(c) not in roles]:
+        raise MalformedMetadataError(f"trust root v{root.version} defines no threshold for risk class(es) {missing_classes}")
     keys = {k: root.keys[k] for r in roles.values() for k in r.keyids}
     return Delegations(keys=keys, roles=roles)
 
@@ -205,6 +250,11 @@ def _check_shape(root: Root) -> Delegations:
     if server & set(root.roles["root"].keyids) or server_values & root_values:
         raise MalformedMetadataError("the server's online key may not be a root key")
     delegations = _risk_roles(root)
+    check_root_threshold(
+        root.roles["root"].threshold,
+        {name.removeprefix("risk-"): r.threshold for name, r in (delegations.roles or {}).items()},
+        f"trust root v{root.version}",
+    )
     reviewer_values = {key_material(k) for k in delegations.keys.values()}
     if server_values & reviewer_values:
         raise MalformedMetadataError("a risk class lists the server's online key as a reviewer")
@@ -244,65 +294,3 @@ def verify_rotation(current: TrustRoot, data: bytes) -> TrustRoot:
             f"trust root v{new.version} is signed by {len(new_result.signed)} of its own {new_result.threshold} root keys"
         )
     return TrustRoot(md, delegations)
-
-
-def build_root(
-    reviewer_keys: Iterable[Key],
-    server_key: Key,
-    *,
-    now: datetime,
-    version: int = 1,
-    root_threshold: int = 1,
-    thresholds: Mapping[str, int] | None = None,
-    lifetime: timedelta = timedelta(days=365),
-) -> Metadata[Root]:
-    """Unsigned root metadata: reviewers approve (per risk class) and sign roots; the server key freshens."""
-    reviewer_list = list(reviewer_keys)
-    reviewers = {k.keyid: k for k in reviewer_list}
-    if len(reviewers) != len(reviewer_list):
-        raise ValueError("a reviewer key is listed twice")
-    try:
-        check_keys(reviewers, "reviewer keys")
-        check_keys({server_key.keyid: server_key}, "server key")
-    except MalformedMetadataError as exc:
-        raise ValueError(str(exc)) from exc
-    if server_key.keyid in reviewers or key_material(server_key) in {key_material(k) for k in reviewer_list}:
-        raise ValueError("the server's online key cannot also be a reviewer key")
-    wanted = dict(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
-    for cls, t in wanted.items():
-        if t < 1 or t > len(reviewers):
-            raise ValueError(f"risk class {cls}: threshold {t} needs 1..{len(reviewers)} reviewer keys")
-    if not 1 <= root_threshold <= len(reviewers):
-        raise ValueError(f"root threshold {root_threshold} needs 1..{len(reviewers)} reviewer keys")
-    ids = sorted(reviewers)
-    keys: dict[str, Key] = dict(reviewers)
-    keys[server_key.keyid] = server_key
-    roles = {
-        "root": Role(ids, root_threshold),
-        "targets": Role(ids, min(wanted.values())),
-        "snapshot": Role([server_key.keyid], 1),
-        "timestamp": Role([server_key.keyid], 1),
-    }
-    root = Root(
-        version=version,
-        expires=expiry(now, lifetime),
-        keys=keys,
-        roles=roles,
-        consistent_snapshot=False,
-        unrecognized_fields={RISK_CLASSES_FIELD: {c: {"keyids": ids, "threshold": t} for c, t in wanted.items()}},
-    )
-    return Metadata(root)
-
-
-def sign_metadata(md: Metadata[Any], signer: Signer) -> Signature:
-    """Add ``signer``'s signature over the canonical signed bytes (no key material leaves the signer)."""
-    return md.sign(signer, append=True)
-
-
-def key_from_public_json(doc: Mapping[str, Any]) -> SSlibKey:
-    """A public key from ``{"keyid": ..., "key": {keytype, scheme, keyval}}``."""
-    return SSlibKey.from_dict(doc["keyid"], dict(doc["key"]))
-
-
-def public_key_json(key: Key) -> dict[str, Any]:
-    return {"keyid": key.keyid, "key": key.to_dict()}

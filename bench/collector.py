@@ -33,6 +33,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Status, StatusCode
 
+from aggregation.clock import from_unix
 from aggregation.taxonomy import Taxonomy
 from tenant_agent.ingest import otel_attrs
 from tenant_agent.ingest import spans as spans_module
@@ -148,7 +149,7 @@ def bench_events(n: int, repeat: int) -> None:
     def through_collector() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             config = CollectorConfig(state_dir=Path(tmp), tenant_id="tenant-a", cohort="cohort-a")
-            with Collector(config, clock=lambda: t0) as collector:
+            with Collector(config, clock=lambda: from_unix(t0)) as collector:
                 for i in range(0, n, batch):
                     collector.record_many(docs[i : i + batch])
 

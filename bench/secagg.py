@@ -270,6 +270,7 @@ def bench(n: int, length: int, dropout: float, rounds: int) -> dict[str, float]:
                 for t in tenants:
                     t.up = t.down = 0
                 live = tenants[:live_n]
+                assert proc.pid is not None
                 cpu_server = _cpu_of(proc.pid)
                 out = _run_round(tenants, live, base + r * 3600, schema, ca, table)
                 out["server_cpu"] = _cpu_of(proc.pid) - cpu_server

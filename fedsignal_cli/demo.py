@@ -242,7 +242,7 @@ class DemoLoop:
                 budget=BudgetConfig(rho_per_period=BUDGET_RHO, anchor=self.clock.datetime()),
                 release=ReleaseConfig(mechanism="discrete_gaussian", rho=self.rho, delta=DELTA),
             )
-            self.tenants.append(TenantRun(tenant_id, cohort, Collector(config, clock=self.clock.time)))
+            self.tenants.append(TenantRun(tenant_id, cohort, Collector(config, clock=self.clock.datetime)))
             self.tenants[-1].collector.secure.register_key()  # masking key into the signed roster
             self.p.line(f"{tenant_id:<9} cohort {cohort:<7} schema v{enrolled.schema.version} "
                         f"({enrolled.schema.size} cells), root pinned")
@@ -274,17 +274,17 @@ class DemoLoop:
         self.clock.now = start + WINDOW_SECONDS + 1
         released = 0
         for run in self.tenants:
-            for outcome in run.collector.close_windows(self.clock.now):
+            for outcome in run.collector.close_windows(self.clock.datetime()):
                 if outcome.state != "sealed":
                     raise DemoError(f"{run.tenant_id}: window withheld: {outcome.reason}")
                 run.rho_spent += outcome.rho
                 released += 1
-            delivered = run.collector.deliver(self.clock.now, force=True)
+            delivered = run.collector.deliver(self.clock.datetime(), force=True)
             if delivered.pending:
                 raise DemoError(f"{run.tenant_id}: {delivered.pending} report(s) not acknowledged")
         for _ in range(2):  # secure rounds: attest the survivor set, then unmask
             for run in self.tenants:
-                run.collector.secagg_duty(self.clock.now)
+                run.collector.secagg_duty(self.clock.datetime())
         errors = {k: v for k, v in run_jobs_once(self.ctx).items() if v}
         if errors:
             raise DemoError(f"server jobs failed: {errors}")
@@ -326,8 +326,10 @@ class DemoLoop:
         _cli(["admin", "edit", cand.id, "--plan", str(plan_file), *self.conn])
         self.p.line("`fedsignal admin edit --plan`: stages 10 % -> 50 % -> 100 %, one window each, same gates "
                     "(the default low-risk plan starts at 1 %, too little traffic for this small demo)")
+        seen = ["--review-state", str(self.workdir / "reviews-alice")]  # what alice was shown, on her machine
+        _cli(["admin", "candidates", "show", cand.id, *seen, *self.conn])
         _cli(["admin", "approve", cand.id, "--key", str(self.keys / "alice.key"),
-              "--passphrase-file", str(self.passphrase), *self.conn])
+              "--passphrase-file", str(self.passphrase), *seen, *self.conn])
         signed = self._stub(review_pb2_grpc.ReviewServiceStub).GetCandidate(review_pb2.GetCandidateRequest(id=cand.id))
         self.p.line(f"`fedsignal admin approve {cand.id}`: signature by {', '.join(signed.signed_by)} "
                     f"-> {signed.state}")

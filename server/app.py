@@ -24,6 +24,7 @@ service whose module is missing fails the import at start, never silently.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import sys
 import threading
@@ -36,22 +37,27 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
 
+from aggregation.errors import FedsignalError
 from server import metrics as metrics_mod
 from server.admin import service as admin_service
-from server.context import ServerContext
+from server.audit import run_audit_checkpoint
+from server.context import ServerContext, ServerSettings
 from server.identity import service as identity_service
 from server.identity.ca import server_tls_files
 from server.logs import log_event
 from server.review import bundle_service
 from server.review import service as review_service
 from server.review.candidates import run_detection
+from server.review.trust_root import current_root_bytes
 from server.rollout import service as rollout_service
 from server.rollout.controller import run_controller
 from server.secagg import service as secagg_service
 from server.secagg.job import run_secagg
 from server.signals import service as signals_service
 from server.signals.merge import run_merge
+from server.signals.schemas import current_schema
 
 log = logging.getLogger("fedsignal.server")
 
@@ -71,7 +77,16 @@ class Service:
     add_to_server: Callable[[grpc.Server, ServerContext], None]
 
 
-ENROLLMENT = Service("fedsignal.v1.EnrollmentService", identity_service.add_to_server)
+def _add_enrollment(grpc_server: grpc.Server, ctx: ServerContext) -> None:
+    """Enrollment hands a new tenant the trust root and its cohort's schema besides its certificate."""
+    package = identity_service.EnrollmentPackage(
+        trust_root=current_root_bytes,
+        signal_schema=lambda session, cohort: current_schema(session, cohort, clock=ctx.clock).to_proto(),
+    )
+    identity_service.add_to_server(grpc_server, ctx, package)
+
+
+ENROLLMENT = Service("fedsignal.v1.EnrollmentService", _add_enrollment)
 ADMIN = Service("fedsignal.v1.AdminService", admin_service.add_to_server)
 SIGNALS = Service("fedsignal.v1.SignalService", signals_service.add_to_server)
 REVIEW = Service("fedsignal.v1.ReviewService", review_service.add_to_server)
@@ -88,6 +103,7 @@ JOBS: tuple[tuple[str, Job], ...] = (
     ("merge", run_merge),
     ("detect", run_detection),
     ("rollout", run_controller),
+    ("audit-head", run_audit_checkpoint),
 )
 
 
@@ -136,14 +152,13 @@ class MetricsInterceptor(grpc.ServerInterceptor):
             def wrapped(request: Any, context: Any) -> Any:
                 started = time.perf_counter()
                 failed: BaseException | None = None
-                with metrics_mod.bound(metrics):
-                    try:
-                        return behavior(request, context)
-                    except BaseException as exc:
-                        failed = exc
-                        raise
-                    finally:
-                        finish(context, started, failed)
+                try:
+                    return behavior(request, context)
+                except BaseException as exc:
+                    failed = exc
+                    raise
+                finally:
+                    finish(context, started, failed)
 
             return wrapped
 
@@ -151,14 +166,13 @@ class MetricsInterceptor(grpc.ServerInterceptor):
             def wrapped(request: Any, context: Any) -> Any:
                 started = time.perf_counter()
                 failed: BaseException | None = None
-                with metrics_mod.bound(metrics):
-                    try:
-                        yield from behavior(request, context)
-                    except BaseException as exc:
-                        failed = exc
-                        raise
-                    finally:
-                        finish(context, started, failed)
+                try:
+                    yield from behavior(request, context)
+                except BaseException as exc:
+                    failed = exc
+                    raise
+                finally:
+                    finish(context, started, failed)
 
             return wrapped
 
@@ -179,9 +193,8 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 class JobLoop:
     """Runs the periodic jobs every ``interval`` seconds on a daemon thread."""
 
-    def __init__(self, ctx: ServerContext, jobs: Sequence[tuple[str, Job]], interval: float,
-                 metrics: metrics_mod.ServerMetrics) -> None:
-        self._ctx, self._jobs, self._interval, self._metrics = ctx, jobs, interval, metrics
+    def __init__(self, ctx: ServerContext, jobs: Sequence[tuple[str, Job]], interval: float) -> None:
+        self._ctx, self._jobs, self._interval = ctx, jobs, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fedsignal-jobs", daemon=True)
 
@@ -189,9 +202,8 @@ class JobLoop:
         self._thread.start()
 
     def _run(self) -> None:
-        with metrics_mod.bound(self._metrics):
-            while not self._stop.wait(self._interval):
-                run_jobs_once(self._ctx, self._jobs)
+        while not self._stop.wait(self._interval):
+            run_jobs_once(self._ctx, self._jobs)
 
     def stop(self, timeout: float | None = None) -> None:
         self._stop.set()
@@ -246,6 +258,40 @@ class RunningServer:
         return self._stopped.wait(timeout)
 
 
+class InsecureDevRefused(FedsignalError):
+    """``insecure_dev`` asked for where it would expose an unauthenticated server."""
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_insecure_dev(settings: ServerSettings) -> None:
+    """Refuse ``insecure_dev`` off loopback or on a database other than SQLite.
+
+    Without TLS any caller picks its identity, so the mode is for a developer's own
+    machine; ``insecure_dev_anywhere`` is the explicit second switch that allows more.
+    """
+    if not settings.insecure_dev or settings.insecure_dev_anywhere:
+        return
+    host, _port = _split_host_port(settings.listen)
+    if not _is_loopback(host):
+        raise InsecureDevRefused(
+            f"--insecure-dev listens only on a loopback address, not {host!r} (anyone reaching it could act "
+            "as any tenant or admin); use 127.0.0.1, or add --insecure-dev-anywhere if you really mean it"
+        )
+    if not settings.database_url.startswith("sqlite"):
+        raise InsecureDevRefused(
+            "--insecure-dev runs only on a SQLite database, not a production store; drop --database-url, "
+            "or add --insecure-dev-anywhere if you really mean it"
+        )
+
+
 def _split_host_port(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
@@ -269,8 +315,8 @@ def build_server(ctx: ServerContext, *, jobs: bool = True, job_interval: float =
     ``extra_servicers``: callables that add more servicers to the grpc server (tests).
     """
     settings = ctx.settings
-    metrics = metrics_mod.ServerMetrics()
-    metrics_mod.set_process_default(metrics)
+    check_insecure_dev(settings)
+    metrics = ctx.metrics
     limit = settings.max_message_bytes
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fedsignal-rpc"),
@@ -315,8 +361,6 @@ def build_server(ctx: ServerContext, *, jobs: bool = True, job_interval: float =
     metrics_http = None
     bound_metrics_port = None
     if metrics_port is not None:
-        from prometheus_client import start_http_server
-
         metrics_http, _thread = start_http_server(metrics_port, addr=metrics_host, registry=metrics.registry)
         bound_metrics_port = int(metrics_http.server_port)
 
@@ -338,7 +382,7 @@ def build_server(ctx: ServerContext, *, jobs: bool = True, job_interval: float =
         health_port=bound_health_port, _health_server=health_server,
     )
     if jobs:
-        running._job_loop = JobLoop(ctx, JOBS, job_interval, metrics)
+        running._job_loop = JobLoop(ctx, JOBS, job_interval)
         running._job_loop.start()
     log_event(log, "server started", port=bound_port, enrollment_port=enroll_port, metrics_port=bound_metrics_port,
               health_port=bound_health_port, services=registered, insecure_dev=settings.insecure_dev)

@@ -3,6 +3,10 @@
 Commands that touch the database directly (``init``, ``init-db``,
 ``upgrade``, ``enroll-token``, ``admin-cert``, ``revoke``) are for operators on
 the server's host; everyone else uses ``fedsignal admin`` over mutual TLS.
+
+The commands import the server's modules inside their functions on purpose: every
+``fedsignal`` invocation (``agent``, ``admin``, ...) registers this group, and
+loading gRPC, SQLAlchemy and the domain packages for those would cost start-up time.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import os
 import signal
 import sys
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +55,8 @@ def _context(args: argparse.Namespace, **overrides: Any) -> Any:
     from server.context import ServerContext, ServerSettings
 
     _state_dir(args).mkdir(parents=True, exist_ok=True)
-    settings = ServerSettings(database_url=_database_url(args), state_dir=_state_dir(args), **overrides)
-    return ServerContext.create(settings)
+    doc = {"database_url": _database_url(args), "state_dir": str(_state_dir(args)), **overrides}
+    return ServerContext.create(ServerSettings.parse(doc, source="fedsignal server (command line)"))
 
 
 def register(groups: Any) -> None:
@@ -107,14 +111,18 @@ def register(groups: Any) -> None:
                    help="serve Prometheus metrics over HTTP on this port (default: off)")
     p.add_argument("--health-listen", default=None,
                    help="also serve only the gRPC health check, in plaintext, on HOST:PORT (for probes without TLS)")
-    p.add_argument("--metrics-host", default="0.0.0.0", help="address of the metrics endpoint (default 0.0.0.0)")
+    p.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address of the metrics endpoint (default 127.0.0.1; 0.0.0.0 to expose it)")
     p.add_argument("--job-interval", type=float, default=10.0,
                    help="seconds between runs of merge, detection and rollout jobs (default 10)")
     p.add_argument("--no-jobs", action="store_true", help="do not run periodic jobs on this replica")
     p.add_argument("--grace", type=float, default=30.0, help="seconds in-flight calls get at shutdown (default 30)")
     p.add_argument("--workers", type=int, default=16, help="request worker threads (default 16)")
     p.add_argument("--insecure-dev", action="store_true",
-                   help="DEVELOPMENT ONLY: plaintext, identity taken from x-fedsignal-* metadata")
+                   help="DEVELOPMENT ONLY: plaintext, identity taken from x-fedsignal-* metadata; "
+                        "only on a loopback --listen and a SQLite database")
+    p.add_argument("--insecure-dev-anywhere", action="store_true",
+                   help="allow --insecure-dev on a non-loopback address or a non-SQLite database (dangerous)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)
 
@@ -162,7 +170,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     ca.write_server_cert(state, args.host)
     ctx = _context(args)
     init_db(ctx.engine)
-    now = datetime.now(UTC)
+    now = ctx.clock()
     key, issued = ca.issue_key_and_cert(args.admin_name, None, "admin", now=now)
     with transaction(ctx.sessions) as session:
         identity.record_admin_certificate(session, args.admin_name, issued.serial, issued.not_after,
@@ -202,7 +210,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_json_logging(getattr(logging, args.log_level.upper()))
     if args.min_tenants < 1:
         raise ServerCliError("--min-tenants must be at least 1")
-    ctx = _context(args, listen=args.listen, insecure_dev=args.insecure_dev, min_tenants=args.min_tenants,
+    ctx = _context(args, listen=args.listen, insecure_dev=args.insecure_dev,
+                   insecure_dev_anywhere=args.insecure_dev_anywhere, min_tenants=args.min_tenants,
                    max_message_bytes=args.max_message_bytes)
     running = build_server(
         ctx, jobs=not args.no_jobs, job_interval=args.job_interval, metrics_port=args.metrics_port,
@@ -232,7 +241,7 @@ def cmd_enroll_token(args: argparse.Namespace) -> int:
     ctx = _context(args)
     with transaction(ctx.sessions) as session:
         token, expires_at = identity.create_enrollment_token(
-            session, args.tenant, args.cohort, timedelta(seconds=args.ttl), "operator:cli", datetime.now(UTC)
+            session, args.tenant, args.cohort, timedelta(seconds=args.ttl), "operator:cli", ctx.clock()
         )
     ctx.engine.dispose()
     print(token)
@@ -250,7 +259,7 @@ def cmd_admin_cert(args: argparse.Namespace) -> int:
         raise ServerCliError(f"{args.out} already holds credentials; choose another --out")
     ca = CertificateAuthority.load(_state_dir(args))
     ctx = _context(args)
-    now = datetime.now(UTC)
+    now = ctx.clock()
     key, issued = ca.issue_key_and_cert(args.name, None, "admin", now=now, days=args.days)
     with transaction(ctx.sessions) as session:
         identity.record_admin_certificate(session, args.name, issued.serial, issued.not_after, "operator:cli", now)
@@ -266,7 +275,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     from server.identity import enrollment as identity
 
     ctx = _context(args)
-    now = datetime.now(UTC)
+    now = ctx.clock()
     with transaction(ctx.sessions) as session:
         if args.tenant:
             count = identity.revoke_tenant(session, args.tenant, args.reason, "operator:cli", now)

@@ -20,10 +20,6 @@ class Base(DeclarativeBase):
     """Declarative base of every server table (each domain package keeps its own ``models``)."""
 
 
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url`` with the settings fedsignal relies on."""
     if url.startswith("sqlite"):

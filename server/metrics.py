@@ -1,18 +1,12 @@
 """Prometheus metrics of one server: requests, latency, report outcomes, merge lag.
 
-Each running server owns its :class:`ServerMetrics` (its own
+Each server context owns its :class:`ServerMetrics` (``ctx.metrics``, its own
 ``CollectorRegistry``), so several servers in one process — tests, the demo —
-never share counters. Code that runs inside a request or a periodic job
-reports through the module functions :func:`report_outcome` and
-:func:`set_merge_lag`; they reach the metrics of the server that is running
-the current request or job (see :func:`bound`).
+never share counters; code inside a request or a job reports through the
+context it was handed, never through a process-wide default.
 """
 
 from __future__ import annotations
-
-import contextvars
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -49,39 +43,8 @@ class ServerMetrics:
         outcome = "accepted" if reason in ACCEPTED_REASONS else "refused"
         self.reports.labels(outcome=outcome, reason=reason).inc()
 
-    def set_merge_lag(self, seconds: float, cohort: str = "") -> None:
+    def set_merge_lag(self, seconds: float, cohort: str) -> None:
+        """Merge lag of one cohort; every series names its cohort (no empty label)."""
+        if not cohort:
+            raise ValueError("merge lag is published per cohort; the cohort name is required")
         self.merge_lag.labels(cohort=cohort).set(max(0.0, seconds))
-
-
-_current: contextvars.ContextVar[ServerMetrics | None] = contextvars.ContextVar("fedsignal_metrics", default=None)
-_fallback = ServerMetrics()
-
-
-@contextmanager
-def bound(metrics: ServerMetrics) -> Iterator[None]:
-    """Route :func:`report_outcome`/:func:`set_merge_lag` in this thread to ``metrics``."""
-    token = _current.set(metrics)
-    try:
-        yield
-    finally:
-        _current.reset(token)
-
-
-def set_process_default(metrics: ServerMetrics) -> None:
-    """Metrics used outside any request or job (the most recently started server)."""
-    global _fallback
-    _fallback = metrics
-
-
-def current() -> ServerMetrics:
-    return _current.get() or _fallback
-
-
-def report_outcome(reason: str) -> None:
-    """Count one submitted report: ``"accepted"``, ``"duplicate"`` or a refusal reason."""
-    current().report_outcome(reason)
-
-
-def set_merge_lag(seconds: float, cohort: str = "") -> None:
-    """Set the merge-lag gauge (seconds) for ``cohort``."""
-    current().set_merge_lag(seconds, cohort)

@@ -3,10 +3,14 @@
 Public face (imported lazily so ``tenant_agent.redact`` & co. stay light):
 
 - :class:`Collector` — record events, close windows (DP release under the
-  budget ledger), deliver the outbox, pull bundles, resolve artifacts, serve.
-- :class:`CollectorConfig` — the TOML configuration.
+  budget ledger), flush the current window, deliver the outbox, pull bundles,
+  resolve artifacts.
+- :func:`serve` — ``agent run``: the OTLP and resolve listeners and the
+  periodic loops around a collector (:class:`ListenError` for a taken port).
+- :class:`CollectorConfig` — the typed TOML configuration.
 - :class:`WindowOutcome`, :class:`DeliveryResult`, :class:`ImportResult`,
-  :class:`CollectorStatus`, :class:`RecordResult` — what the API returns.
+  :class:`CollectorStatus`, :class:`DeadLetter`, :class:`RecordResult` — what
+  the API returns.
 - :func:`open_channel`, :func:`enroll`, :class:`Enrollment` — transport.
 """
 
@@ -23,6 +27,9 @@ _EXPORTS = {
     "ConfigError": "tenant_agent.config",
     "WindowOutcome": "tenant_agent.release",
     "DeliveryResult": "tenant_agent.outbox",
+    "DeadLetter": "tenant_agent.outbox",
+    "serve": "tenant_agent.serving",
+    "ListenError": "tenant_agent.serving",
     "RecordResult": "tenant_agent.windows",
     "Enrollment": "tenant_agent.transport",
     "TransportError": "tenant_agent.transport",

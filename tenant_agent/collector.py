@@ -4,10 +4,13 @@
 windows (durable when ``record``/``record_many`` return), seals due windows
 as DP releases under the budget ledger (``close_windows``), delivers sealed
 reports exactly once (``deliver``), pulls signed bundles (``pull_bundle``)
-and resolves artifacts for agents (``resolver``). ``serve`` runs the OTLP
-receiver, the local resolve endpoint and the periodic loops.
+and resolves artifacts for agents (``resolver``). The listeners and periodic
+loops of ``agent run`` live in :mod:`tenant_agent.serving`, which drives a
+collector (this module does not know about it).
 
-Time is whatever ``clock`` says (unix seconds): windows are keyed by event
+Time is whatever ``clock`` says (an :data:`aggregation.clock.Clock`: aware
+UTC datetimes). The store, windows and ledger rows keep unix seconds; the
+conversion happens here, at their boundary. Windows are keyed by event
 timestamps, so simulated time works as long as ``now`` is passed along.
 """
 
@@ -16,12 +19,11 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from fedsignal.v1 import signals_pb2, signals_pb2_grpc
@@ -29,24 +31,26 @@ from sqlalchemy import Connection, func, select
 
 from aggregation.audit import ChainVerdict, verify_chain
 from aggregation.budget import BudgetLedger, BudgetPolicy, BudgetStatus
+from aggregation.bundle import VerifiedBundle
+from aggregation.bundle_errors import BundleRefused
+from aggregation.clock import Clock, from_unix, system_clock, to_unix
 from aggregation.events import DecisionEvent
 from aggregation.schema import SignalSchema, default_schema
 from aggregation.taxonomy import Taxonomy
+from tenant_agent.bundles import BundleClient, PullResult, Resolver
 from tenant_agent.config import CollectorConfig, ConfigError
-from tenant_agent.outbox import DeliveryResult, Outbox
+from tenant_agent.files import private_dir
+from tenant_agent.ingest.jsonl import LineError, read_jsonl
+from tenant_agent.ingest.records import event_from_dict
+from tenant_agent.outbox import DeadLetter, DeliveryResult, Outbox
 from tenant_agent.redact import RedactionConfig, Redactor
-from tenant_agent.release import WindowOutcome, WindowSealer, load_spends, utc
+from tenant_agent.release import WindowOutcome, WindowSealer, load_spends
 from tenant_agent.secagg import SecureRelease, is_secure
 from tenant_agent.store import CollectorStore, Release, Window
-from tenant_agent.transport import SCHEMA_FILE, TransportError, open_channel
+from tenant_agent.transport import SCHEMA_FILE, TransportError, open_channel, rpc_failure
 from tenant_agent.windows import RecordResult, WindowBook
 
-if TYPE_CHECKING:
-    from tenant_agent.serving import Serving
-
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)
@@ -65,10 +69,13 @@ class CollectorStatus:
     schema_version: int
     windows: dict[str, int]  # open, sealed, withheld, delivered
     outbox_depth: int
-    rejected_releases: int
+    # Reports the server refused for good (dead letters), newest first, with its reason.
+    dead_letters: tuple[DeadLetter, ...]
     # The local audit chain (spends, withheld and delivered releases) verifies.
     audit_ok: bool
     active_bundle: str | None
+    # Why the installed bundle is not served (it failed re-verification on load), or None.
+    bundle_problem: str | None
     counters: dict[str, int]
     redaction: dict[str, int]
 
@@ -80,7 +87,7 @@ class Collector:
         self,
         config: CollectorConfig,
         *,
-        clock: Clock = time.time,
+        clock: Clock = system_clock,
         channel: grpc.Channel | None = None,
         rng: random.Random | None = None,
         taxonomy: Taxonomy | None = None,
@@ -97,15 +104,21 @@ class Collector:
         self.clock = clock
         self._channel = channel
         self._owns_channel = False
+        private_dir(config.state_dir)
         self.store = CollectorStore(config.state_dir)
         self.taxonomy = taxonomy or Taxonomy.load()
         self.redactor = Redactor(
-            RedactionConfig(patterns=dict(config.redaction_patterns),
-                            dictionaries={k: list(v) for k, v in config.redaction_dictionaries.items()})
+            RedactionConfig(patterns=dict(config.redaction.patterns),
+                            dictionaries={k: list(v) for k, v in config.redaction.dictionaries.items()})
         )
         self._redaction_seen: dict[str, int] = {}
         self._lock = threading.Lock()
         self._schema = self._initial_schema()
+        try:
+            self._check_window(self._schema)
+        except ConfigError:
+            self.store.close()  # refused before use: release the store's file and locks
+            raise
         self.book = WindowBook(
             self.store,
             self.taxonomy,
@@ -113,23 +126,26 @@ class Collector:
             window_seconds=config.window_seconds,
             privacy_unit=config.privacy_unit,
         )
-        self._sealer = WindowSealer(
+        self.secure = SecureRelease(self.store, config.state_dir, tenant_id=self.tenant_id, cohort=self.cohort,
+                                    channel=lambda: self.channel(required=False), clock=lambda: to_unix(self.clock()),
+                                    config=config.secagg, rpc_timeout=config.delivery.rpc_timeout_seconds)
+        self._sealer = self._make_sealer(config.close_grace_seconds)
+        self.outbox = Outbox(self.store, config.delivery, rng=rng, audit_actor=self.tenant_id)
+        self._bundle_client: BundleClient | None = None
+        self._resolver: Resolver | None = None
+
+    def _make_sealer(self, grace_seconds: float) -> WindowSealer:
+        return WindowSealer(
             self.store,
             self.book,
             tenant_id=self.tenant_id,
             cohort=self.cohort,
             taxonomy_version=self.taxonomy.version,
-            release_config=config.release,
+            release_config=self.config.release,
             policy=lambda conn, now: self._budget_policy(conn, now, persist=True),
-            grace_seconds=config.close_grace_seconds,
+            grace_seconds=grace_seconds,
+            secure=self.secure,
         )
-        self.outbox = Outbox(self.store, config.delivery, rng=rng, audit_actor=self.tenant_id)
-        self.secure = SecureRelease(self.store, config.state_dir, tenant_id=self.tenant_id, cohort=self.cohort,
-                                    channel=lambda: self.channel(required=False), clock=self.clock,
-                                    config=config.secagg, rpc_timeout=config.delivery.rpc_timeout_seconds)
-        self._sealer.secure = self.secure
-        self._bundle_client: Any = None
-        self._resolver: Any = None
 
     # -- schema ---------------------------------------------------------------
     @property
@@ -146,10 +162,25 @@ class Collector:
             return SignalSchema.from_json(path.read_text())
         return default_schema(self.cohort)
 
+    def _check_window(self, schema: SignalSchema) -> None:
+        """The window length is the cohort schema's: a config that names another one is refused.
+
+        The server refuses reports of any other window length for good, so a collector that sealed them would
+        spend budget on releases that can never be delivered.
+        """
+        wanted = self.config.window_seconds
+        if wanted is not None and wanted != schema.window_seconds:
+            raise ConfigError(
+                f"window_seconds = {wanted} disagrees with the cohort {self.cohort!r} schema v{schema.version} "
+                f"({schema.window_seconds} s): the server refuses any other window; remove window_seconds "
+                "from the collector config"
+            )
+
     def adopt_schema(self, schema: SignalSchema) -> None:
         """Use ``schema`` from now on if it is newer than the current one (persisted)."""
         if schema.cohort != self.cohort or schema.version <= self._schema.version:
             return
+        self._check_window(schema)
         with self.store.transaction() as conn:
             CollectorStore.put_setting(conn, "schema", schema.to_json())
         self._schema = schema
@@ -164,7 +195,7 @@ class Collector:
                 signals_pb2.GetSignalSchemaRequest(version=0), timeout=self.config.delivery.rpc_timeout_seconds
             )
         except grpc.RpcError as exc:
-            log.info("schema refresh failed, keeping version %s: %s", self._schema.version, exc)
+            log.info("schema refresh failed, keeping version %s: %s", self._schema.version, rpc_failure(exc))
             return False
         self.adopt_schema(SignalSchema.from_proto(msg))
         return True
@@ -192,8 +223,6 @@ class Collector:
         return self.book.record(batch, self._redaction_deltas())
 
     def _from_dict(self, doc: Mapping[str, Any]) -> DecisionEvent:
-        from tenant_agent.ingest.records import event_from_dict
-
         return event_from_dict(dict(doc), self.tenant_id, self.redactor)
 
     def _redaction_deltas(self) -> dict[str, int]:
@@ -205,8 +234,6 @@ class Collector:
 
     def import_jsonl(self, path: str | Path) -> ImportResult:
         """Import a JSON Lines file; bad lines are reported with their number and reason."""
-        from tenant_agent.ingest.jsonl import LineError, read_jsonl
-
         lines = imported = late = 0
         errors: list[tuple[int, str]] = []
         batch: list[DecisionEvent] = []
@@ -228,34 +255,50 @@ class Collector:
         return ImportResult(lines, imported, late, tuple(errors))
 
     # -- release and delivery -------------------------------------------------
-    def close_windows(self, now: float | None = None) -> list[WindowOutcome]:
+    def close_windows(self, now: datetime | None = None) -> list[WindowOutcome]:
         """Seal every due window (schema refreshed first when connected)."""
         now = self.clock() if now is None else now
         self.refresh_schema()
-        outcomes = self._sealer.close_due(now, self._schema)
+        outcomes = self._sealer.close_due(to_unix(now), self._schema)
         self.secagg_duty(now)
         return outcomes
 
-    def secagg_duty(self, now: float | None = None) -> None:
+    def secagg_duty(self, now: datetime | None = None) -> None:
         """Secure mode: cover windows without events with empty inputs, move submitted rounds on."""
         if not is_secure(self._schema) or not self.has_server:
             return
-        now = self.clock() if now is None else now
+        at = to_unix(self.clock() if now is None else now)
         self.secure.register_key()  # first start after enrollment: publish the masking key (once)
-        policy = lambda conn, at: self._budget_policy(conn, at, persist=True)  # noqa: E731
-        self.secure.cover_empty_windows(now, self._schema, policy, self.config.close_grace_seconds)
+        policy = lambda conn, t: self._budget_policy(conn, t, persist=True)  # noqa: E731
+        self.secure.cover_empty_windows(at, self._schema, policy, self.config.close_grace_seconds)
         self.secure.advance_all()
 
-    def deliver(self, now: float | None = None, *, force: bool = False) -> DeliveryResult:
+    def flush(self, now: datetime | None = None) -> list[WindowOutcome]:
+        """Close the current window now, for trying things out (``fedsignal agent flush``).
+
+        Seals every window that has started by ``now`` (the current one included) as if it had ended: the
+        release spends the same budget as at the window's end, and events arriving later for that window are
+        dropped as late. Windows stay aligned to the schema's window length. The server accepts a window only
+        once it has ended, so the outbox holds an early-sealed report until then (``deliver`` sends it after).
+        """
+        now = self.clock() if now is None else now
+        self.refresh_schema()
+        # A window is due when window_end + grace <= now; a grace of minus one window makes every window
+        # that has started due, while the spend and the seal stay dated at the real `now`.
+        return self._make_sealer(-float(self._schema.window_seconds)).close_due(to_unix(now), self._schema)
+
+    def deliver(self, now: datetime | None = None, *, force: bool = False) -> DeliveryResult:
         """Send due reports from the outbox (``force``: ignore backoff)."""
         now = self.clock() if now is None else now
         channel = self.channel()
-        assert channel is not None
+        if channel is None:  # channel() raises when none can be made; this satisfies the type
+            raise TransportError("no server configured")
         result = self.outbox.deliver(channel, now, force=force)
         self.secagg_duty(now)
         return result
 
     def _budget_policy(self, conn: Connection, now: float, *, persist: bool = False) -> BudgetPolicy:
+        # ``now`` in unix seconds: the sealer (and the store it reads) keeps time that way.
         b = self.config.budget
         anchor = b.anchor
         if anchor is None:
@@ -265,32 +308,29 @@ class Collector:
                 stored = repr(float(now))
                 if persist:
                     CollectorStore.put_setting(conn, "budget_anchor", stored)
-            anchor = utc(float(stored))
+            anchor = from_unix(float(stored))
         return BudgetPolicy(b.rho_per_period, b.period, b.lifetime_rho, anchor)
 
-    def budget_status(self, now: float | None = None) -> BudgetStatus:
+    def budget_status(self, now: datetime | None = None) -> BudgetStatus:
         now = self.clock() if now is None else now
         with self.store.engine.connect() as conn:
-            policy = self._budget_policy(conn, now)
+            policy = self._budget_policy(conn, to_unix(now))
             spends = load_spends(conn)
-        return BudgetLedger(policy, spends).status(utc(now))
+        return BudgetLedger(policy, spends).status(now)
 
     # -- bundles ----------------------------------------------------------------
     @property
-    def resolver(self) -> Any:
+    def resolver(self) -> Resolver:
         if self._resolver is None:
-            from tenant_agent.bundles import Resolver
-
             self._resolver = Resolver(self.config.state_dir, self.tenant_id, clock=self.clock)
         return self._resolver
 
-    def pull_bundle(self) -> Any:
-        """Fetch, verify and install the cohort's current bundle (BUNDLES' client)."""
+    def pull_bundle(self) -> PullResult:
+        """Fetch, verify and install the cohort's current bundle."""
         channel = self.channel()
-        assert channel is not None  # channel() raises when none can be made
+        if channel is None:  # channel() raises when none can be made; this satisfies the type
+            raise TransportError("no server configured")
         if self._bundle_client is None:
-            from tenant_agent.bundles import BundleClient
-
             self._bundle_client = BundleClient(channel, self.config.state_dir, self.tenant_id, self.cohort, self.clock)
         result = self._bundle_client.pull()
         # A rollout publishes new artifact-version labels with its bundle.
@@ -304,9 +344,6 @@ class Collector:
             delivered = conn.execute(
                 select(func.count()).select_from(Release).where(Release.delivered_at.is_not(None))
             ).scalar_one()
-            rejected = conn.execute(
-                select(func.count()).select_from(Release).where(Release.outcome == "rejected")
-            ).scalar_one()
             counters = CollectorStore.counters(conn)
         windows = {
             "open": int(by_state.get("open", 0)),
@@ -315,15 +352,17 @@ class Collector:
             "delivered": int(delivered),
         }
         redaction = {k[len("redacted_"):]: v for k, v in counters.items() if k.startswith("redacted_")}
+        bundle, problem = self._active_bundle()
         return CollectorStatus(
             tenant_id=self.tenant_id,
             cohort=self.cohort,
             schema_version=self._schema.version,
             windows=windows,
             outbox_depth=self.outbox.depth(),
-            rejected_releases=int(rejected),
+            dead_letters=self.outbox.dead_letters(),
             audit_ok=self.verify_audit().ok,
-            active_bundle=self._active_bundle(),
+            active_bundle=bundle,
+            bundle_problem=problem,
             counters={k: v for k, v in counters.items() if not k.startswith("redacted_")},
             redaction=redaction,
         )
@@ -332,32 +371,17 @@ class Collector:
         """Verify the local hash-chained audit log end to end."""
         return verify_chain(self.store.audit_entries())
 
-    def _active_bundle(self) -> str | None:
-        bundle = self.resolver.active()
+    def _active_bundle(self) -> tuple[str | None, str | None]:
+        try:
+            bundle: VerifiedBundle | None = self.resolver.active()
+        except BundleRefused as exc:
+            return None, str(exc)
         if bundle is None:
-            return None
+            return None, None
         label = f"version {bundle.version}"
         if bundle.candidate is not None:
             label += f" (candidate {bundle.candidate.candidate_id} in rollout)"
-        return label
-
-    # -- serving ----------------------------------------------------------------
-    def serve(self, stop: threading.Event | None = None, *, ready: Callable[[Serving], None] | None = None) -> None:
-        """Serve OTLP and resolve endpoints and run the periodic loops until ``stop`` is set.
-
-        ``ready`` is called with the running listeners (their bound ports) once
-        they accept calls. Without ``stop`` this serves until the process ends.
-        """
-        from tenant_agent.serving import start_serving
-
-        stop = stop or threading.Event()
-        serving = start_serving(self)
-        try:
-            if ready is not None:
-                ready(serving)
-            serving.run_loops(stop)
-        finally:
-            serving.stop()
+        return label, None
 
     def close(self) -> None:
         if self._owns_channel and self._channel is not None:
@@ -370,8 +394,4 @@ class Collector:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat()
 

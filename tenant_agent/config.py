@@ -5,7 +5,7 @@ state_dir = "/var/lib/fedsignal"       # relative paths: relative to this file
 server = "signals.example.internal:7443"
 insecure_dev = false                   # plaintext + metadata identity (dev only)
 privacy_unit = "session"               # or "user"; default: the cohort schema's
-window_seconds = 3600                  # optional override of the schema's window
+window_seconds = 3600                  # optional; must equal the cohort schema's window
 close_grace_seconds = 60               # wait this long after a window ends
 otlp_listen = "127.0.0.1:4317"
 resolve_listen = "127.0.0.1:8787"
@@ -38,6 +38,11 @@ ticket_id = "TCK-[0-9]{6}"
 [redaction.dictionaries]
 customer_name = ["Alice Example"]
 ```
+Every key is typed (``tenant_agent.config`` models over
+``aggregation.typed``): an unknown key, a misspelt one or a value of the
+wrong type (``insecure_dev = "false"``) is refused with the file, the line
+and the key. The defaults are the ones of the models below, written once.
+
 ``tenant_id`` and ``cohort`` come from ``credentials/identity.json`` written
 at enrollment; the file may set them for tests and offline imports. When the
 state directory holds no identity yet and ``FEDSIGNAL_ENROLL_TOKEN`` is set,
@@ -47,15 +52,19 @@ state directory holds no identity yet and ``FEDSIGNAL_ENROLL_TOKEN`` is set,
 from __future__ import annotations
 
 import json
-import tomllib
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 
 from aggregation.errors import FedsignalError
+from aggregation.typed import DataFileError, StrictModel, load_toml, validate
 
 IDENTITY_FILE = "credentials/identity.json"
+
+Mechanism = Literal["discrete_gaussian", "discrete_laplace"]
+PrivacyUnit = Literal["session", "user"]
 
 
 class ConfigError(FedsignalError):
@@ -64,194 +73,147 @@ class ConfigError(FedsignalError):
     exit_code = 2
 
 
-@dataclass(frozen=True)
-class BudgetConfig:
-    rho_per_period: float = 10.0
-    period: timedelta = timedelta(days=30)
-    lifetime_rho: float | None = None
+class BudgetConfig(StrictModel):
+    """``[budget]``: the tenant's zCDP budget per renewal period (and over its lifetime)."""
+
+    rho_per_period: PositiveFloat = 10.0
+    period_days: PositiveFloat = 30.0
+    lifetime_rho: PositiveFloat | None = None
     # Start of the first budget period; None: fixed at the store's first use.
     anchor: datetime | None = None
 
+    @field_validator("anchor")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        # A TOML local date-time has no zone: it means UTC, as everywhere in fedsignal.
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
 
-@dataclass(frozen=True)
-class ReleaseConfig:
-    mechanism: str = "discrete_gaussian"
-    rho: float = 0.01
-    epsilon: float = 0.1
-    delta: float = 1e-6
-
-
-@dataclass(frozen=True)
-class DeliveryConfig:
-    backoff_base_seconds: float = 5.0
-    backoff_cap_seconds: float = 3600.0
-    rpc_timeout_seconds: float = 10.0
+    @property
+    def period(self) -> timedelta:
+        return timedelta(days=self.period_days)
 
 
-@dataclass(frozen=True)
-class LoopConfig:
-    close_interval_seconds: float = 30.0
-    deliver_interval_seconds: float = 10.0
-    bundle_interval_seconds: float = 300.0
+class ReleaseConfig(StrictModel):
+    """``[release]``: the per-window DP mechanism and its privacy parameter."""
+
+    mechanism: Mechanism = "discrete_gaussian"
+    rho: PositiveFloat = 0.01
+    epsilon: PositiveFloat = 0.1
+    delta: float = Field(default=1e-6, gt=0.0, lt=1.0)
 
 
-@dataclass(frozen=True)
-class SecAggConfig:
+class DeliveryConfig(StrictModel):
+    """``[delivery]``: outbox retries."""
+
+    backoff_base_seconds: PositiveFloat = 5.0
+    backoff_cap_seconds: PositiveFloat = 3600.0
+    rpc_timeout_seconds: PositiveFloat = 10.0
+
+
+class LoopConfig(StrictModel):
+    """``[loops]``: how often ``agent run`` closes windows, delivers and pulls bundles."""
+
+    close_interval_seconds: PositiveFloat = 30.0
+    deliver_interval_seconds: PositiveFloat = 10.0
+    bundle_interval_seconds: PositiveFloat = 300.0
+
+
+class SecAggConfig(StrictModel):
     """``[secagg]``: the tenant's own limits under secure aggregation (see ``tenant_agent.secagg``)."""
 
     # Cap on the sum of the tenant's own worst-case rho (every other party colluding); None: no cap.
-    own_worst_case_rho_cap: float | None = None
+    own_worst_case_rho_cap: PositiveFloat | None = None
     # Smallest round threshold t, and smallest t / roster size, the tenant accepts.
-    min_threshold: int = 2
-    min_threshold_fraction: float = 0.5
+    min_threshold: PositiveInt = 2
+    min_threshold_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
-@dataclass(frozen=True)
-class CollectorConfig:
+class RedactionSettings(StrictModel):
+    """``[redaction.patterns]`` (name = regex) and ``[redaction.dictionaries]`` (name = [terms])."""
+
+    patterns: dict[str, str] = Field(default_factory=dict)
+    dictionaries: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class CollectorConfig(StrictModel):
+    """The collector's configuration; build it with :meth:`load` (a TOML file) or as a value in code."""
+
     state_dir: Path
     server: str | None = None
     insecure_dev: bool = False
     tenant_id: str | None = None
     cohort: str | None = None
-    window_seconds: int | None = None
-    close_grace_seconds: float = 0.0
-    privacy_unit: str | None = None
+    # Must equal the cohort schema's window (checked when the collector starts).
+    window_seconds: PositiveInt | None = None
+    close_grace_seconds: float = Field(default=0.0, ge=0.0)
+    privacy_unit: PrivacyUnit | None = None
     otlp_listen: str = "127.0.0.1:4317"
     resolve_listen: str = "127.0.0.1:8787"
-    budget: BudgetConfig = field(default_factory=BudgetConfig)
-    release: ReleaseConfig = field(default_factory=ReleaseConfig)
-    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
-    loops: LoopConfig = field(default_factory=LoopConfig)
-    secagg: SecAggConfig = field(default_factory=SecAggConfig)
-    redaction_patterns: dict[str, str] = field(default_factory=dict)
-    redaction_dictionaries: dict[str, list[str]] = field(default_factory=dict)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    release: ReleaseConfig = Field(default_factory=ReleaseConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    loops: LoopConfig = Field(default_factory=LoopConfig)
+    secagg: SecAggConfig = Field(default_factory=SecAggConfig)
+    redaction: RedactionSettings = Field(default_factory=RedactionSettings)
     # Records per store transaction on the import path.
-    batch_size: int = 2000
+    batch_size: PositiveInt = 2000
     # For `agent run` enrolling itself (FEDSIGNAL_ENROLL_TOKEN): the server CA
     # to pin and the enrollment address (default: server port + 1).
     ca_file: Path | None = None
     enroll_server: str | None = None
 
-    def __post_init__(self) -> None:
-        if self.privacy_unit not in (None, "session", "user"):
-            raise ConfigError(f"privacy_unit must be 'session' or 'user', not {self.privacy_unit!r}")
-        if self.window_seconds is not None and self.window_seconds <= 0:
-            raise ConfigError("window_seconds must be positive")
-        if self.release.mechanism not in ("discrete_gaussian", "discrete_laplace"):
-            raise ConfigError(
-                f"release.mechanism must be 'discrete_gaussian' or 'discrete_laplace', not {self.release.mechanism!r}"
-            )
-        if self.release.rho <= 0 or self.release.epsilon <= 0:
-            raise ConfigError("release.rho and release.epsilon must be positive")
-        if self.budget.rho_per_period <= 0:
-            raise ConfigError("budget.rho_per_period must be positive")
-
     @classmethod
     def load(cls, path: str | Path) -> CollectorConfig:
-        """Read a TOML file; raises :class:`ConfigError` naming the problem."""
+        """Read a TOML file; raises :class:`ConfigError` naming the file, line and key of each problem."""
         path = Path(path)
         try:
-            doc = tomllib.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise ConfigError(f"collector config {path} not found (pass --config or --state-dir)") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"collector config {path} is not valid TOML: {exc}") from exc
-        return cls.from_dict(doc, base=path.parent)
+            config = load_toml(cls, path)
+        except DataFileError as exc:
+            if not path.exists():
+                raise ConfigError(f"collector config {path} not found (pass --config or --state-dir)") from None
+            raise ConfigError(_one_line(exc)) from None
+        return config.relative_to(path.parent)
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any], base: Path | None = None) -> CollectorConfig:
+    def from_dict(cls, doc: dict[str, Any], base: Path | None = None, *, source: str = "collector config",
+                  text: str | None = None) -> CollectorConfig:
+        """Validate a parsed document (``text``: its TOML source, for line numbers)."""
         try:
-            state_dir = Path(doc["state_dir"])
-        except KeyError as exc:
-            raise ConfigError("collector config needs state_dir") from exc
-        if not state_dir.is_absolute() and base is not None:
-            state_dir = base / state_dir
-        try:
-            b = doc.get("budget", {})
-            budget = BudgetConfig(
-                rho_per_period=float(b.get("rho_per_period", 10.0)),
-                period=timedelta(days=float(b.get("period_days", 30))),
-                lifetime_rho=float(b["lifetime_rho"]) if b.get("lifetime_rho") is not None else None,
-                anchor=_parse_time(b["anchor"]) if b.get("anchor") else None,
-            )
-            r = doc.get("release", {})
-            release = ReleaseConfig(
-                mechanism=str(r.get("mechanism", "discrete_gaussian")),
-                rho=float(r.get("rho", 0.01)),
-                epsilon=float(r.get("epsilon", 0.1)),
-                delta=float(r.get("delta", 1e-6)),
-            )
-            d = doc.get("delivery", {})
-            delivery = DeliveryConfig(
-                backoff_base_seconds=float(d.get("backoff_base_seconds", 5.0)),
-                backoff_cap_seconds=float(d.get("backoff_cap_seconds", 3600.0)),
-                rpc_timeout_seconds=float(d.get("rpc_timeout_seconds", 10.0)),
-            )
-            lp = doc.get("loops", {})
-            loops = LoopConfig(
-                close_interval_seconds=float(lp.get("close_interval_seconds", 30.0)),
-                deliver_interval_seconds=float(lp.get("deliver_interval_seconds", 10.0)),
-                bundle_interval_seconds=float(lp.get("bundle_interval_seconds", 300.0)),
-            )
-            sa = doc.get("secagg", {})
-            secagg = SecAggConfig(
-                own_worst_case_rho_cap=(float(sa["own_worst_case_rho_cap"])
-                                        if sa.get("own_worst_case_rho_cap") is not None else None),
-                min_threshold=int(sa.get("min_threshold", 2)),
-                min_threshold_fraction=float(sa.get("min_threshold_fraction", 0.5)),
-            )
-            red = doc.get("redaction", {})
-            return cls(
-                state_dir=state_dir,
-                server=doc.get("server"),
-                insecure_dev=bool(doc.get("insecure_dev", False)),
-                tenant_id=doc.get("tenant_id"),
-                cohort=doc.get("cohort"),
-                window_seconds=int(doc["window_seconds"]) if doc.get("window_seconds") else None,
-                close_grace_seconds=float(doc.get("close_grace_seconds", 0.0)),
-                privacy_unit=doc.get("privacy_unit"),
-                otlp_listen=str(doc.get("otlp_listen", "127.0.0.1:4317")),
-                resolve_listen=str(doc.get("resolve_listen", "127.0.0.1:8787")),
-                budget=budget,
-                release=release,
-                delivery=delivery,
-                loops=loops,
-                secagg=secagg,
-                redaction_patterns={str(k): str(v) for k, v in red.get("patterns", {}).items()},
-                redaction_dictionaries={str(k): [str(x) for x in v] for k, v in red.get("dictionaries", {}).items()},
-                batch_size=int(doc.get("batch_size", 2000)),
-                ca_file=_path(doc.get("ca_file"), base),
-                enroll_server=doc.get("enroll_server"),
-            )
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, ConfigError):
-                raise
-            raise ConfigError(f"invalid collector config: {exc}") from exc
+            config = validate(cls, doc, source=source, text=text)
+        except DataFileError as exc:
+            raise ConfigError(_one_line(exc)) from None
+        return config.relative_to(base) if base is not None else config
+
+    def relative_to(self, base: Path) -> CollectorConfig:
+        """Relative ``state_dir`` and ``ca_file`` resolved against ``base`` (the config file's folder)."""
+        update: dict[str, Path] = {}
+        if not self.state_dir.is_absolute():
+            update["state_dir"] = base / self.state_dir
+        if self.ca_file is not None and not self.ca_file.is_absolute():
+            update["ca_file"] = base / self.ca_file
+        return self.model_copy(update=update) if update else self
 
     def with_identity(self) -> CollectorConfig:
         """Fill tenant_id, cohort and server from ``credentials/identity.json`` where unset."""
         path = self.state_dir / IDENTITY_FILE
         if not path.exists():
             return self
-        ident = json.loads(path.read_text())
-        return replace(
-            self,
-            tenant_id=self.tenant_id or ident.get("tenant_id"),
-            cohort=self.cohort or ident.get("cohort"),
-            server=self.server or ident.get("server"),
-            insecure_dev=self.insecure_dev or bool(ident.get("insecure_dev", False)),
+        try:
+            ident = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path} cannot be read ({exc}); re-enroll with `fedsignal agent enroll --force`") from exc
+        return self.model_copy(
+            update={
+                "tenant_id": self.tenant_id or ident.get("tenant_id"),
+                "cohort": self.cohort or ident.get("cohort"),
+                "server": self.server or ident.get("server"),
+                "insecure_dev": self.insecure_dev or bool(ident.get("insecure_dev", False)),
+            }
         )
 
 
-def _path(value: Any, base: Path | None) -> Path | None:
-    if not value:
-        return None
-    path = Path(str(value))
-    return base / path if base is not None and not path.is_absolute() else path
-
-
-def _parse_time(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+def _one_line(exc: DataFileError) -> str:
+    """Every problem of the file, on one line (the CLI prints errors as one line)."""
+    return "; ".join(str(exc).splitlines())

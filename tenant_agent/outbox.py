@@ -6,6 +6,17 @@ and the server answers DUPLICATE, which counts as delivered. Failures back
 off exponentially with jitter (clock and random source injected). A report
 the server rejects as invalid stops being retried and is kept with the
 server's reason for the operator.
+
+A report the server refuses *for good* (the codes of :data:`PERMANENT_CODES`:
+it will never accept those bytes) moves to the dead-letter state: it is no
+longer retried, the server's code and reason are logged at ERROR and kept on
+the row, and ``fedsignal agent status`` lists it. The state is a value of
+the release row's ``outcome`` column (``"dead_letter"``; stores written
+before it say ``"rejected"``, read the same way).
+
+A report is never sent before its window has ended by the collector's clock
+(a window sealed early by ``agent flush`` waits for its end): the server
+refuses a window that has not ended yet.
 """
 
 from __future__ import annotations
@@ -14,12 +25,14 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
+from enum import StrEnum
 
 import grpc
 from fedsignal.v1 import signals_pb2
 from sqlalchemy import func, select, update
 
+from aggregation.clock import from_unix, to_unix
 from tenant_agent.config import DeliveryConfig
 from tenant_agent.store import CollectorStore, Release
 
@@ -29,9 +42,34 @@ SUBMIT_METHOD = "/fedsignal.v1.SignalService/SubmitReport"
 
 # The server will never accept these reports as they are: stop retrying.
 PERMANENT_CODES = frozenset(
-    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION}
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+    }
 )
-REJECTED = "rejected"
+class Outcome(StrEnum):
+    """The ``outcome`` column of a release row once the outbox is done with it (NULL while pending)."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"  # the server had it already: delivered
+    DEAD_LETTER = "dead_letter"  # refused for good; kept with the server's reason
+    REJECTED = "rejected"  # what stores written before the dead-letter state say for one
+
+
+DEAD_LETTER = Outcome.DEAD_LETTER
+DEAD_LETTER_OUTCOMES = (Outcome.DEAD_LETTER.value, Outcome.REJECTED.value)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A sealed report the server refused for good, with the server's code and reason."""
+
+    release_key: str
+    window_start: datetime
+    window_end: datetime
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -78,8 +116,22 @@ class Outbox:
                 ).scalar_one()
             )
 
-    def deliver(self, channel: grpc.Channel, now: float, *, force: bool = False) -> DeliveryResult:
-        """Send every report whose next attempt is due (``force``: all pending ones)."""
+    def dead_letters(self) -> tuple[DeadLetter, ...]:
+        """Reports refused for good, newest window first."""
+        with self._store.engine.connect() as conn:
+            rows = conn.execute(
+                select(Release.release_key, Release.window_start, Release.window_end, Release.last_error)
+                .where(Release.outcome.in_(DEAD_LETTER_OUTCOMES))
+                .order_by(Release.window_start.desc())
+            ).all()
+        return tuple(
+            DeadLetter(key, from_unix(start), from_unix(end), error or "no reason recorded")
+            for key, start, end, error in rows
+        )
+
+    def deliver(self, channel: grpc.Channel, at: datetime, *, force: bool = False) -> DeliveryResult:
+        """Send every report whose next attempt is due at ``at`` (``force``: all pending ones)."""
+        now = to_unix(at)  # the outbox rows keep unix seconds
         submit: Callable[..., signals_pb2.SubmitReportResponse] = channel.unary_unary(
             SUBMIT_METHOD,
             request_serializer=None,  # the sealed bytes go out exactly as stored
@@ -87,7 +139,11 @@ class Outbox:
         )
         with self._store.engine.connect() as conn:
             query = select(Release.release_key, Release.report, Release.attempts).where(
-                Release.delivered_at.is_(None), Release.outcome.is_(None)
+                Release.delivered_at.is_(None),
+                Release.outcome.is_(None),
+                # The server accepts a window only once it has ended (it answers OUT_OF_RANGE, for good, before):
+                # a window sealed early (`agent flush`) waits here for its end.
+                Release.window_end <= now,
             )
             if not force:
                 query = query.where(Release.next_attempt_at <= now)
@@ -107,8 +163,8 @@ class Outbox:
                 details = exc.details() if hasattr(exc, "details") else str(exc)
                 message = f"{code.name}: {details}"
                 if code in PERMANENT_CODES:
-                    self._mark(key, now, REJECTED, message)
-                    log.error("server rejected report %s: %s", key, message)
+                    self._mark(key, now, DEAD_LETTER, message)
+                    log.error("server refused report %s for good, moved to the dead letters: %s", key, message)
                     rejected += 1
                 else:
                     self._reschedule(key, attempts + 1, now, message)
@@ -117,21 +173,23 @@ class Outbox:
                 continue
             if response.outcome == signals_pb2.SubmitReportResponse.DUPLICATE:
                 duplicates += 1
-                self._mark(key, now, "duplicate", None)
+                self._mark(key, now, Outcome.DUPLICATE, None)
             else:
                 accepted += 1
-                self._mark(key, now, "accepted", None)
+                self._mark(key, now, Outcome.ACCEPTED, None)
         pending, next_at = self._pending()
         return DeliveryResult(accepted, duplicates, failed, rejected, pending, next_at)
 
     def _pending(self) -> tuple[int, float | None]:
+        """How many reports wait, and when the first may go (its backoff over and its window ended)."""
         with self._store.engine.connect() as conn:
-            count, next_at = conn.execute(
-                select(func.count(), func.min(Release.next_attempt_at)).where(
+            rows = conn.execute(
+                select(Release.next_attempt_at, Release.window_end).where(
                     Release.delivered_at.is_(None), Release.outcome.is_(None)
                 )
-            ).one()
-        return int(count), (float(next_at) if next_at is not None else None)
+            ).all()
+        due = [max(float(next_at), float(end)) for next_at, end in rows]
+        return len(due), (min(due) if due else None)
 
     def _reschedule(self, key: str, attempts: int, now: float, error: str) -> None:
         next_at = now + backoff_delay(attempts, self._cfg, self._rng)
@@ -143,13 +201,13 @@ class Outbox:
             )
             CollectorStore.add_counters(conn, {"delivery_failures": 1})
 
-    def _mark(self, key: str, now: float, outcome: str, error: str | None) -> None:
+    def _mark(self, key: str, now: float, outcome: Outcome, error: str | None) -> None:
         with self._store.transaction() as conn:
             result = conn.execute(
                 update(Release)
                 .where(Release.release_key == key, Release.delivered_at.is_(None), Release.outcome.is_(None))
                 .values(
-                    delivered_at=None if outcome == REJECTED else now,
+                    delivered_at=None if outcome == DEAD_LETTER else now,
                     outcome=outcome,
                     last_error=error,
                     attempts=Release.attempts + 1,
@@ -160,12 +218,9 @@ class Outbox:
                 CollectorStore.add_counters(conn, {f"releases_{outcome}": 1})
                 CollectorStore.append_audit(
                     conn,
-                    _iso(now),
+                    from_unix(now).isoformat(),
                     self._actor,
-                    "release.rejected" if outcome == REJECTED else "release.delivered",
+                    "release.dead_letter" if outcome == DEAD_LETTER else "release.delivered",
                     {"release_key": key, "outcome": outcome, "error": error},
                 )
 
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat()

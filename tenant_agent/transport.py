@@ -5,10 +5,13 @@ only a CSR with the one-time token over server-authenticated TLS (the CA
 pinned from a file the operator gives, or plaintext with ``insecure`` for
 development), and writes what the server returns:
 
-- ``credentials/client.key`` (0600), ``client.crt``, ``ca.crt``
+- ``credentials/client.key``, ``client.crt``, ``ca.crt``
 - ``credentials/identity.json``: tenant_id, cohort, server address
 - ``trust/root.json``: the pinned trust root of reviewer keys
 - ``schema.json``: the cohort's signal schema at enrollment
+
+Every directory is created 0700 and every file 0600 (atomic replace through
+:mod:`tenant_agent.files`).
 
 The trust root is verified before anything is written: a first root must be
 well formed and signed by its own root threshold; on re-enrollment
@@ -22,7 +25,6 @@ on its next pull); anything else is refused.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,7 @@ from fedsignal.v1 import enrollment_pb2, enrollment_pb2_grpc
 from aggregation.errors import FedsignalError
 from aggregation.schema import SignalSchema
 from aggregation.trust_root import load_trusted_root, verify_rotation
+from tenant_agent.files import private_dir, write_atomic
 
 CREDENTIALS = "credentials"
 TRUST_ROOT = "trust/root.json"
@@ -57,23 +60,26 @@ class Enrollment:
     state_dir: Path
 
 
-def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+#: Codes meaning the request never reached a server that could answer it.
+UNREACHABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def rpc_failure(exc: grpc.RpcError) -> str:
+    """``CODE: details`` of a failed call, on one line (never the raw ``_InactiveRpcError`` dump)."""
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else None
+    name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+    return f"{name}: {' '.join(str(details or 'no details').split())}"
 
 
 def read_identity(state_dir: Path) -> dict[str, Any]:
     path = state_dir / CREDENTIALS / "identity.json"
     if not path.exists():
         raise TransportError(f"{path} not found: enroll first with `fedsignal agent enroll`")
-    doc: dict[str, Any] = json.loads(path.read_text())
+    try:
+        doc: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TransportError(f"{path} cannot be read ({exc}); re-enroll with `fedsignal agent enroll --force`") from exc
     return doc
 
 
@@ -198,23 +204,31 @@ def enroll(
             f"{state_dir} is already enrolled ({CREDENTIALS}/identity.json exists); its store belongs to that "
             "identity: use a new state directory, or --force to replace the credentials"
         )
+    if ca_pem is not None and not insecure:
+        try:
+            x509.load_pem_x509_certificates(ca_pem)
+        except ValueError:
+            raise TransportError("the server CA file is not a PEM certificate (-----BEGIN CERTIFICATE-----)") from None
     key_pem, csr_pem = make_csr()
-    if insecure:
+    if insecure or ca_pem is None:
         channel = grpc.insecure_channel(address)
     else:
-        assert ca_pem is not None
         channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=ca_pem))
     with channel:
         stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
-        response = stub.Enroll(enrollment_pb2.EnrollRequest(token=token, csr_pem=csr_pem), timeout=timeout)
+        try:
+            response = stub.Enroll(enrollment_pb2.EnrollRequest(token=token, csr_pem=csr_pem), timeout=timeout)
+        except grpc.RpcError as exc:
+            raise _enroll_failure(exc, address, signals_address) from None
     if ca_pem is not None and response.ca_certificate_pem.strip() != ca_pem.strip():
         raise TransportError("the server returned a CA certificate different from the pinned one; not enrolling")
     trust_root = accept_trust_root(state_dir, bytes(response.trust_root))  # before anything is written
     schema = SignalSchema.from_proto(response.signal_schema)
-    creds = state_dir / CREDENTIALS
-    _write(creds / "client.key", key_pem, 0o600)
-    _write(creds / "client.crt", bytes(response.client_certificate_pem))
-    _write(creds / "ca.crt", bytes(response.ca_certificate_pem))
+    private_dir(state_dir)
+    creds = private_dir(state_dir / CREDENTIALS)
+    write_atomic(creds / "client.key", key_pem)
+    write_atomic(creds / "client.crt", bytes(response.client_certificate_pem))
+    write_atomic(creds / "ca.crt", bytes(response.ca_certificate_pem))
     server = signals_address or address
     identity = {
         "tenant_id": response.tenant_id,
@@ -222,8 +236,29 @@ def enroll(
         "server": server,
         "insecure_dev": insecure,
     }
-    _write(creds / "identity.json", json.dumps(identity, indent=2, sort_keys=True).encode())
+    write_atomic(creds / "identity.json", json.dumps(identity, indent=2, sort_keys=True).encode())
     if trust_root is not None:
-        _write(state_dir / TRUST_ROOT, trust_root)
-    _write(state_dir / SCHEMA_FILE, schema.to_json().encode())
+        private_dir((state_dir / TRUST_ROOT).parent)
+        write_atomic(state_dir / TRUST_ROOT, trust_root)
+    write_atomic(state_dir / SCHEMA_FILE, schema.to_json().encode())
     return Enrollment(response.tenant_id, response.cohort, server, schema, state_dir)
+
+
+def _enroll_failure(exc: grpc.RpcError, address: str, signals_address: str | None) -> TransportError:
+    """A one-line error that tells an unreachable endpoint from a server that answered no."""
+    code = exc.code() if hasattr(exc, "code") else None
+    details = str(exc.details() if hasattr(exc, "details") else "")
+    if code in UNREACHABLE_CODES and "handshake" in details.lower():
+        return TransportError(
+            f"the enrollment endpoint {address} presents a certificate not signed by the pinned CA (--ca-file): "
+            "check that the CA file is this server's; not enrolling"
+        )
+    if code in UNREACHABLE_CODES:
+        if signals_address and signals_address != address:
+            where = (f"the enrollment endpoint {address} (by default the --server port + 1: the server takes "
+                     f"enrollments on its own server-authenticated TLS port next to {signals_address}; "
+                     "pass --enroll-server if yours differs)")
+        else:
+            where = f"the enrollment endpoint {address}"
+        return TransportError(f"cannot reach {where}: {rpc_failure(exc)}; is the server running there?")
+    return TransportError(f"the server refused the enrollment at {address}: {rpc_failure(exc)}")

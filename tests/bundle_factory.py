@@ -16,7 +16,8 @@ from aggregation.bundle import (
     bundle_document,
     wire_name,
 )
-from aggregation.trust_root import build_root, to_json_bytes
+from aggregation.trust_root import to_json_bytes
+from aggregation.trust_root_build import build_root
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -30,7 +31,7 @@ class World:
     root_md: Metadata[Root] | None = None
 
     def make_root(self, signers: Sequence[CryptoSigner] | None = None, *, version: int = 1,
-                  reviewers: Sequence[CryptoSigner] | None = None, root_threshold: int = 2,
+                  reviewers: Sequence[CryptoSigner] | None = None, root_threshold: int = 3,
                   sign_with: Sequence[CryptoSigner] | None = None) -> bytes:
         keys = [s.public_key for s in (reviewers or self.reviewers)]
         md = build_root(keys, self.server.public_key, now=NOW - timedelta(days=1), version=version,

@@ -5,20 +5,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 from fedsignal.v1 import admin_pb2, admin_pb2_grpc, enrollment_pb2, enrollment_pb2_grpc
 from securesystemslib.signer import CryptoSigner
 
+from aggregation.clock import Clock, system_clock
 from server.app import ADMIN, ENROLLMENT, SIGNALS, RunningServer, Service, build_server
 from server.context import ServerContext, ServerSettings
 from server.db import transaction
 from server.identity import enrollment as identity
-from server.identity.auth import forget_cached_revocations, require
+from server.identity.auth import require
 from server.identity.ca import CertificateAuthority, generate_key, key_pem, make_csr
-from server.metrics import report_outcome
 from server.migrate import init_db
 
 CORE_SERVICES = [ENROLLMENT, ADMIN, SIGNALS]
@@ -94,7 +93,7 @@ def probe_servicer(ctx: ServerContext, harness_events: tuple[threading.Event, th
 
     def whoami(request: bytes, context: grpc.ServicerContext) -> bytes:
         who = require(context, ctx, "tenant")
-        report_outcome("accepted")
+        ctx.metrics.report_outcome("accepted")
         return f"{who.subject}/{who.cohort}".encode()
 
     def slow(request: bytes, context: grpc.ServicerContext) -> bytes:
@@ -121,15 +120,15 @@ def make_pki(state_dir: Path) -> CertificateAuthority:
 
 
 def start_harness(database_url: str, state_dir: Path, *, services: Sequence[Service] = CORE_SERVICES,
-                  **settings_overrides: object) -> Harness:
+                  clock: Clock = system_clock, **settings_overrides: object) -> Harness:
     from server.review.trust_root import bootstrap_root
 
     ca = make_pki(state_dir)
     settings = ServerSettings(database_url=database_url, state_dir=state_dir, listen="127.0.0.1:0",
                               **settings_overrides)  # type: ignore[arg-type]
-    ctx = ServerContext.create(settings)
+    ctx = ServerContext.create(settings, clock=clock)
     init_db(ctx.engine)
-    now = datetime.now(UTC)
+    now = clock()
     key, issued = ca.issue_key_and_cert("root-admin", None, "admin", now=now)
     with transaction(ctx.sessions) as session:
         identity.record_admin_certificate(session, "root-admin", issued.serial, issued.not_after, "test", now)
@@ -138,6 +137,6 @@ def start_harness(database_url: str, state_dir: Path, *, services: Sequence[Serv
     started, release = threading.Event(), threading.Event()
     running = build_server(ctx, jobs=False, metrics_port=0, services=services,
                            extra_servicers=[probe_servicer(ctx, (started, release))])
-    forget_cached_revocations()
+    ctx.revocations.clear()
     return Harness(ctx, running, ca, state_dir, Credentials(key, issued.certificate_pem, "root-admin"),
                    started, release)

@@ -56,7 +56,11 @@ def public_key_of(private_key: bytes) -> bytes:
 
 
 def pairwise_secret(private: X25519PrivateKey, peer_public: bytes) -> bytes:
-    return private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+    """X25519(u, v); a low-order peer key (all-zero shared secret) is refused, not used."""
+    try:
+        return private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+    except ValueError as exc:
+        raise InvalidRoundParams(f"roster public key is unusable for X25519: {exc}") from exc
 
 
 def _pair_info(ctx: RoundContext, a: str, b: str, purpose: bytes) -> bytes:

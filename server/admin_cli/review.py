@@ -1,38 +1,40 @@
-"""``fedsignal admin`` review commands: reviewer keys, trust root, candidates, approvals, audit verify.
+"""``fedsignal admin`` review commands: reviewer keys, trust root, candidates, approvals (audit verify lives in server.admin_cli.audit).
 
-Signing happens here, on the reviewer's machine: the server sends the
-canonical payload, this process signs it with the reviewer's decrypted key
-and sends back only the signature.
+Signing happens here, on the reviewer's machine, over approval bytes this
+process builds from the candidate it shows (:mod:`server.admin_cli.approval`):
+the server's payload must equal them, and the reviewer must have been shown
+that exact content; only the signature is sent back.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fedsignal.v1 import admin_pb2, admin_pb2_grpc, review_pb2, review_pb2_grpc
+from fedsignal.v1 import review_pb2, review_pb2_grpc
 from securesystemslib.signer import Key
 from tuf.api.metadata import Metadata
 
-from aggregation.audit import ChainedEntry, verify_chain
-from aggregation.errors import FedsignalError
-from aggregation.trust_root import (
-    DEFAULT_THRESHOLDS,
-    build_root,
-    key_from_public_json,
-    public_key_json,
-    to_json_bytes,
-)
-from server.admin_cli import reviewer_keys
+from aggregation.errors import FedsignalError, PreconditionFailed
+from aggregation.risk import RISK_ORDER, RiskClass, UnknownRiskClass
+from aggregation.trust_root import RISK_CLASSES_FIELD, to_json_bytes
+from aggregation.trust_root_build import build_root, key_from_public_json, public_key_json
+from server.admin_cli import approval, reviewer_keys
 from server.admin_cli.common import add_connection_args, admin_channel, print_json
 
 
-class AuditChainBroken(FedsignalError):
-    exit_code = 2
+class CandidateNotReviewable(PreconditionFailed):
+    """The server reports the candidate past review (same exit status as a server refusal)."""
+
+    exit_code = 3
+
+
+REVIEWABLE_STATES = ("proposed", "edited")
 
 
 def register(sub: Any) -> None:
@@ -55,9 +57,11 @@ def register(sub: Any) -> None:
                        help="a reviewer public key file (repeat for each reviewer)")
         p.add_argument("--key", type=Path, action="append", default=[], metavar="KEY",
                        help="a private key to sign with here (repeat); others can add theirs with `root sign`")
-        p.add_argument("--root-threshold", type=int, default=1, help="signatures needed for the next root (default 1)")
+        p.add_argument("--root-threshold", type=int, default=None,
+                       help="signatures needed for the next root (default and minimum: the highest class threshold)")
         p.add_argument("--threshold", action="append", default=[], metavar="CLASS=N",
-                       help="signatures per risk class (default low=1, high=2, critical=3)")
+                       help="signatures per risk class (init: default low=1, high=2, critical=3; rotate: "
+                            "the current root's); each at most the number of --reviewer keys")
         p.add_argument("--server-key", type=Path, default=None, help="server public key file (default: the server's)")
         p.add_argument("--days", type=int, default=365, help="root lifetime in days")
         p.add_argument("--out", type=Path, default=None, help="write the (partly) signed root here instead of submitting")
@@ -86,13 +90,19 @@ def register(sub: Any) -> None:
     p.add_argument("--state", default="")
     p.add_argument("--cohort", default="")
     p.add_argument("--json", action="store_true")
+    _review_state_arg(p)
     add_connection_args(p)
     p.set_defaults(func=cmd_candidates)
 
-    p = sub.add_parser("approve", help="sign a candidate's bundle metadata with your key and submit the signature")
+    p = sub.add_parser(
+        "approve", help="sign a candidate you were shown with your key and submit the signature",
+        description="Builds the approval from the artifacts, risk class, cohort and plan it shows, refuses when the "
+                    "server's payload differs, and signs only content you were shown unchanged before (by "
+                    "`candidates show` or an earlier `approve`); a changed candidate is shown as a diff first.")
     p.add_argument("id")
     p.add_argument("--key", type=Path, required=True, help="your reviewer private key file")
     p.add_argument("--passphrase-file", type=Path, default=None)
+    _review_state_arg(p)
     add_connection_args(p)
     p.set_defaults(func=cmd_approve)
 
@@ -109,20 +119,15 @@ def register(sub: Any) -> None:
     add_connection_args(p)
     p.set_defaults(func=cmd_edit)
 
-    p = _audit_subparsers(sub).add_parser(
-        "verify", help="fetch the whole audit log and verify its hash chain end to end",
-        description="Exit status 2 and the first broken entry's sequence number when any entry was edited.")
-    add_connection_args(p)
-    p.set_defaults(func=cmd_audit_verify)
+
+def _review_state_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--review-state", type=Path, default=None, metavar="DIR",
+                   help="where this reviewer's record of what they were shown lives (default: "
+                        f"${approval.REVIEW_STATE_ENV} or ~/.local/state/fedsignal/reviews)")
 
 
-def _audit_subparsers(sub: Any) -> Any:
-    """The `admin audit` group (created by the server-core commands when registered first)."""
-    parser = sub.choices.get("audit")
-    if parser is None:
-        parser = sub.add_parser("audit", help="read the hash-chained audit log")
-        return parser.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
-    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+def _records(args: argparse.Namespace) -> approval.ReviewRecords:
+    return approval.ReviewRecords(args.review_state or approval.default_review_state(), args.server)
 
 
 def _review(args: argparse.Namespace) -> review_pb2_grpc.ReviewServiceStub:
@@ -136,12 +141,17 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def _thresholds(items: Sequence[str]) -> dict[str, int]:
-    out = dict(DEFAULT_THRESHOLDS)
+    """``--threshold CLASS=N`` options (classes not named keep their defaults in ``build_root``)."""
+    out: dict[str, int] = {}
     for item in items:
         cls, _, n = item.partition("=")
-        if cls not in DEFAULT_THRESHOLDS or not n.isdigit():
-            raise FedsignalError(f"--threshold {item!r}: expected low|high|critical=N")
-        out[cls] = int(n)
+        try:
+            name = RiskClass.parse(cls)
+        except UnknownRiskClass:
+            name = None
+        if name is None or not n.isdigit():
+            raise FedsignalError(f"--threshold {item!r}: expected {'|'.join(RISK_ORDER)}=N")
+        out[name.value] = int(n)
     return out
 
 
@@ -152,6 +162,7 @@ def cmd_root_build(args: argparse.Namespace) -> int:
         raise FedsignalError(f"a trust root (v{current.version}) is installed; use `admin root rotate`")
     if args.root_version_mode == "rotate" and current.version == 0:
         raise FedsignalError("no trust root installed yet; use `admin root init`")
+    thresholds = _thresholds(args.threshold)
     server_key: Key
     if args.server_key:
         server_key = reviewer_keys.load_public(args.server_key)
@@ -160,10 +171,13 @@ def cmd_root_build(args: argparse.Namespace) -> int:
     else:
         root = Metadata.from_bytes(bytes(current.root)).signed
         server_key = root.keys[root.roles["snapshot"].keyids[0]]
+        # A rotation keeps the current class thresholds unless --threshold changes them.
+        current_classes = root.unrecognized_fields.get(RISK_CLASSES_FIELD) or {}
+        thresholds = {c: int(spec["threshold"]) for c, spec in current_classes.items()} | thresholds
     md = build_root(
         [reviewer_keys.load_public(p) for p in args.reviewer], server_key,
         now=datetime.now(UTC), version=current.version + 1, root_threshold=args.root_threshold,
-        thresholds=_thresholds(args.threshold), lifetime=_days(args.days),
+        thresholds=thresholds, lifetime=_days(args.days),
     )
     if args.key:
         secret = reviewer_keys.passphrase(args.passphrase_file)
@@ -205,7 +219,7 @@ def cmd_root_show(args: argparse.Namespace) -> int:
     print_json({
         "version": root.version, "expires": root.expires.isoformat(),
         "root": {"keyids": root.roles["root"].keyids, "threshold": root.roles["root"].threshold},
-        "risk_classes": root.unrecognized_fields.get("x-fedsignal-risk-classes"),
+        "risk_classes": root.unrecognized_fields.get(RISK_CLASSES_FIELD),
         "server_keys": [public_key_json(root.keys[k]) for k in root.roles["snapshot"].keyids],
     })
     return 0
@@ -233,7 +247,11 @@ def cmd_candidates(args: argparse.Namespace) -> int:
         if not args.id:
             raise FedsignalError("`candidates show` needs a candidate id")
         c = stub.GetCandidate(review_pb2.GetCandidateRequest(id=args.id))
-        print_json(_candidate_doc(c))
+        if args.json:
+            print_json(_candidate_doc(c))
+            return 0
+        text, _previous, _current = approval.show_and_record(c, _records(args), datetime.now(UTC))
+        print(text)
         return 0
     got = stub.ListCandidates(review_pb2.ListCandidatesRequest(state=args.state, cohort=args.cohort))
     if args.json:
@@ -246,11 +264,36 @@ def cmd_candidates(args: argparse.Namespace) -> int:
     return 0
 
 
+def _confirm_on_terminal(text: str) -> bool:
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return False
+    print(text)
+    try:
+        return input("sign exactly this content? [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
 def cmd_approve(args: argparse.Namespace) -> int:
     stub = _review(args)
-    signer = reviewer_keys.load_signer(args.key, reviewer_keys.passphrase(args.passphrase_file))
     c = stub.GetCandidate(review_pb2.GetCandidateRequest(id=args.id))
-    payload = bytes(c.signing_payload)
+    if c.state not in REVIEWABLE_STATES:
+        raise CandidateNotReviewable(
+            f"candidate {c.id} is {c.state}; only proposed or edited candidates can be approved"
+        )
+    prompted: list[bool] = []
+
+    def confirm(text: str) -> bool:
+        prompted.append(True)
+        return _confirm_on_terminal(text)
+
+    decision = approval.decide(c, _records(args), datetime.now(UTC), confirm=confirm)
+    if not (prompted and sys.stdin.isatty() and sys.stdout.isatty()):
+        print(decision.text)
+    if decision.payload is None:
+        raise decision.refusal or approval.NotYetReviewed(f"candidate {c.id}: nothing was signed")
+    payload = decision.payload
+    signer = reviewer_keys.load_signer(args.key, reviewer_keys.passphrase(args.passphrase_file))
     sig = signer.sign(payload)
     done = stub.ApproveCandidate(review_pb2.ApproveCandidateRequest(
         id=c.id, keyid=sig.keyid, signature=bytes.fromhex(sig.signature), signing_payload=payload))
@@ -277,28 +320,4 @@ def cmd_edit(args: argparse.Namespace) -> int:
     done = stub.EditCandidate(review_pb2.EditCandidateRequest(
         id=args.id, artifacts=specs, rollout_plan_json=args.plan.read_text() if args.plan else ""))
     print(_summary(done))
-    return 0
-
-
-def fetch_audit(stub: admin_pb2_grpc.AdminServiceStub, page: int = 1000) -> list[ChainedEntry]:
-    entries: list[ChainedEntry] = []
-    after = 0
-    while True:
-        got = stub.GetAuditLog(admin_pb2.GetAuditLogRequest(after_seq=after, limit=page))
-        if not got.entries:
-            return entries
-        for e in got.entries:
-            entries.append(ChainedEntry(e.seq, e.at, e.actor, e.kind, e.payload_json, e.prev_hash, e.hash))
-        after = entries[-1].seq
-
-
-def cmd_audit_verify(args: argparse.Namespace) -> int:
-    entries = fetch_audit(admin_pb2_grpc.AdminServiceStub(admin_channel(args)))
-    verdict = verify_chain(entries)
-    if not verdict.ok:
-        raise AuditChainBroken(
-            f"audit chain BROKEN at entry seq {verdict.first_broken_seq}: {verdict.reason} "
-            f"({verdict.checked} entries before it verified)"
-        )
-    print(f"audit chain verified end to end: {verdict.checked} entries")
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import sys
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
 from aggregation.errors import FedsignalError
-from aggregation.trust_root import key_from_public_json, public_key_json
+from aggregation.trust_root_build import key_from_public_json, public_key_json
 
 PASSPHRASE_ENV = "FEDSIGNAL_KEY_PASSPHRASE"
 
@@ -30,13 +31,23 @@ class ReviewerKeyError(FedsignalError):
 
 def passphrase(passphrase_file: Path | None, *, confirm: bool = False) -> bytes:
     if passphrase_file is not None:
-        value = Path(passphrase_file).read_text().rstrip("\n")
+        try:
+            value = Path(passphrase_file).expanduser().read_text().rstrip("\n")
+        except OSError as exc:
+            raise ReviewerKeyError(f"cannot read the passphrase file {passphrase_file}: {exc.strerror}") from None
     elif os.environ.get(PASSPHRASE_ENV):
         value = os.environ[PASSPHRASE_ENV]
+    elif not sys.stdin.isatty():
+        raise ReviewerKeyError(
+            f"no key passphrase: pass --passphrase-file FILE or set {PASSPHRASE_ENV} (there is no terminal to ask on)"
+        )
     else:
-        value = getpass.getpass("key passphrase: ")
-        if confirm and getpass.getpass("repeat passphrase: ") != value:
-            raise ReviewerKeyError("the passphrases differ")
+        try:
+            value = getpass.getpass("key passphrase: ")
+            if confirm and getpass.getpass("repeat passphrase: ") != value:
+                raise ReviewerKeyError("the passphrases differ")
+        except EOFError:
+            raise ReviewerKeyError(f"no key passphrase given (pass --passphrase-file FILE or set {PASSPHRASE_ENV})") from None
     if len(value) < 8:
         raise ReviewerKeyError("the key passphrase must have at least 8 characters")
     return value.encode("utf-8")

@@ -12,7 +12,6 @@ from typing import Any
 
 from fedsignal.v1 import admin_pb2, admin_pb2_grpc
 
-from aggregation.audit import ChainedEntry, verify_chain
 from server.admin_cli.common import add_connection_args, admin_channel
 
 
@@ -23,7 +22,7 @@ def register(sub: Any) -> None:
 
 
 # ---------------------------------------------------------------------------
-# Tenants and audit (owner: server core): enroll-token, revoke, audit show
+# Tenants: enroll-token, revoke (the audit commands live in server.admin_cli.audit)
 # ---------------------------------------------------------------------------
 
 
@@ -50,20 +49,6 @@ def register_tenants_and_audit(sub: Any) -> None:
     add_connection_args(p)
     p.set_defaults(func=cmd_revoke)
 
-    audit = sub.add_parser("audit", help="read the hash-chained audit log",
-                           description="Read and verify the server's hash-chained audit log.")
-    audit_sub = audit.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
-    p = audit_sub.add_parser(
-        "show", help="print audit entries and verify their chain",
-        description="Print audit log entries in order. Starting from the beginning (--after 0), the "
-                    "hash chain of the printed entries is verified and the verdict printed last.",
-    )
-    p.add_argument("--after", type=int, default=0, help="print entries after this sequence number")
-    p.add_argument("--limit", type=int, default=0, help="at most this many entries (default: all)")
-    p.add_argument("--json", action="store_true", help="print entries as JSON lines")
-    add_connection_args(p)
-    p.set_defaults(func=cmd_audit_show)
-
 
 def cmd_enroll_token(args: argparse.Namespace) -> int:
     with admin_channel(args) as channel:
@@ -86,37 +71,6 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             admin_pb2.RevokeTenantRequest(tenant_id=args.tenant_id, reason=args.reason)
         )
     print(f"revoked tenant {args.tenant_id}: {resp.certificates_revoked} certificate(s)")
-    return 0
-
-
-def cmd_audit_show(args: argparse.Namespace) -> int:
-    page = 1000
-    entries: list[ChainedEntry] = []
-    with admin_channel(args) as channel:
-        stub = admin_pb2_grpc.AdminServiceStub(channel)
-        after = args.after
-        while not args.limit or len(entries) < args.limit:
-            want = page if not args.limit else min(page, args.limit - len(entries))
-            resp = stub.GetAuditLog(admin_pb2.GetAuditLogRequest(after_seq=after, limit=want))
-            if not resp.entries:
-                break
-            for e in resp.entries:
-                entries.append(ChainedEntry(e.seq, e.at, e.actor, e.kind, e.payload_json, e.prev_hash, e.hash))
-            after = entries[-1].seq
-            if len(resp.entries) < want:
-                break
-    for e in entries:
-        if args.json:
-            print(json.dumps({"seq": e.seq, "at": e.at, "actor": e.actor, "kind": e.kind,
-                              "payload": json.loads(e.payload_json), "hash": e.hash}, sort_keys=True))
-        else:
-            print(f"{e.seq:>6}  {e.at}  {e.actor:<24} {e.kind:<28} {e.payload_json}")
-    if args.after == 0:
-        verdict = verify_chain(entries)
-        if not verdict.ok:
-            print(f"audit chain BROKEN at seq {verdict.first_broken_seq}: {verdict.reason}")
-            return 4
-        print(f"audit chain verified: {verdict.checked} entries")
     return 0
 
 
@@ -161,17 +115,25 @@ def _add_signal_filters(p: argparse.ArgumentParser, default_limit: int = 50) -> 
 
 
 def _list_signals(args: argparse.Namespace, include_suppressed: bool) -> admin_pb2.ListSignalsResponse:
+    """Every cell up to ``--limit``, over as many pages as the server's message limit needs."""
     request = admin_pb2.ListSignalsRequest(cohort=args.cohort, window_start_from=max(0, args.since),
                                            limit=max(0, args.limit), include_suppressed=include_suppressed)
+    response = admin_pb2.ListSignalsResponse()
     with admin_channel(args) as channel:
-        response: admin_pb2.ListSignalsResponse = admin_pb2_grpc.AdminServiceStub(channel).ListSignals(request)
-    return response
+        stub = admin_pb2_grpc.AdminServiceStub(channel)
+        while True:
+            page: admin_pb2.ListSignalsResponse = stub.ListSignals(request)
+            response.cells.extend(page.cells)
+            response.min_tenants = page.min_tenants
+            if not page.next_offset or not page.cells:
+                return response
+            request.offset = page.next_offset
+            if args.limit > 0:
+                request.limit = max(1, args.limit - len(response.cells))
 
 
 def cmd_signals(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    from server.signals.report_html import slice_label
+    from server.signals.views import DEFAULT_EVIDENCE_FLOOR
 
     response = _list_signals(args, args.include_suppressed)
     if args.json:
@@ -180,24 +142,37 @@ def cmd_signals(args: argparse.Namespace) -> int:
                               "category": c.measure, "slice": dict(c.slice), "estimate": c.estimate,
                               "variance": c.variance, "rate": c.rate, "rate_low": c.rate_low,
                               "rate_high": c.rate_high, "tenants": c.tenants, "suppressed": c.suppressed,
+                              "enough_data": not c.suppressed and DEFAULT_EVIDENCE_FLOOR.shown_enough(
+                                  c.estimate, c.rate_low, c.rate_high),
                               "z": c.z_score}, sort_keys=True))
         return 0
+    print(format_signals(response))
+    return 0
+
+
+def format_signals(response: admin_pb2.ListSignalsResponse) -> str:
+    """The `admin signals` table: withheld cells say so, cells below the evidence floor say "not enough data"."""
+    from datetime import UTC, datetime
+
+    from server.signals.report_html import slice_label
+    from server.signals.views import DEFAULT_EVIDENCE_FLOOR, NOT_ENOUGH_DATA
+
     header = ("cohort", "window (UTC)", "category", "slice", "estimate", "rate [interval]", "tenants", "z")
     rows = []
     for c in response.cells:
         when = datetime.fromtimestamp(c.window_start, UTC).strftime("%Y-%m-%d %H:%M")
         if c.suppressed:
             estimate, rate = "—", f"withheld (< k={response.min_tenants})"
+        elif not DEFAULT_EVIDENCE_FLOOR.shown_enough(c.estimate, c.rate_low, c.rate_high):
+            estimate, rate = "—", NOT_ENOUGH_DATA
         else:
             estimate, rate = f"{c.estimate:.0f}", f"{c.rate:.1%} [{c.rate_low:.1%}, {c.rate_high:.1%}]"
-        rows.append((c.cohort, when, c.measure, slice_label(c), estimate, rate, str(c.tenants), f"{c.z_score:+.2f}"))
+        z = f"{c.z_score:+.2f}" if rate != NOT_ENOUGH_DATA else "—"
+        rows.append((c.cohort, when, c.measure, slice_label(c), estimate, rate, str(c.tenants), z))
     if not rows:
-        print(f"no merged cell has reached k = {response.min_tenants} tenants yet")
-        return 0
+        return f"no merged cell has reached k = {response.min_tenants} tenants yet"
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, *rows]:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
-    return 0
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows])
 
 
 def cmd_report(args: argparse.Namespace) -> int:

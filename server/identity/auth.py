@@ -4,8 +4,9 @@ Every servicer method starts with ``identity = require(context, ctx, "tenant")``
 (or ``"admin"``). The identity comes ONLY from the peer certificate that TLS
 verified against the server's CA (``context.auth_context()``), never from a
 message field. The certificate's serial must be known to the database and not
-revoked; that lookup is cached for at most ``REVOCATION_CACHE_SECONDS`` so a
-revocation reaches every replica within seconds.
+revoked; that lookup is cached on the server context (``ctx.revocations``, for
+``settings.revocation_cache_seconds`` of the context's clock) so a revocation
+reaches every replica within seconds.
 
 Failures abort the call: ``UNAUTHENTICATED`` (no certificate, a certificate
 that is not ours, unknown or revoked serial) or ``PERMISSION_DENIED`` (right
@@ -19,19 +20,16 @@ server warns loudly when it starts in it.
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal, NoReturn
 
 import grpc
-from sqlalchemy import Engine
 
 from server.context import ServerContext
 from server.identity.ca import ROLES, CertificateAuthorityError, ClientClaims, parse_client_certificate
+from server.identity.enrollment import certificate_refusal, tenant_refusal
 
-REVOCATION_CACHE_SECONDS = 2.0
 INSECURE_SERIAL = "insecure-dev"
 SUBJECT_HEADER = "x-fedsignal-subject"
 ROLE_HEADER = "x-fedsignal-role"
@@ -59,41 +57,6 @@ class Identity:
         return f"{self.role}:{self.subject}"
 
 
-class _RevocationCache:
-    """Serial → (valid, reason) for a few seconds, per database."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: dict[tuple[int, str], tuple[float, str | None]] = {}
-
-    def get(self, engine: Engine, serial: str) -> tuple[bool, str | None]:
-        key = (id(engine), serial)
-        now = time.monotonic()
-        with self._lock:
-            hit = self._entries.get(key)
-            if hit is not None and hit[0] > now:
-                return True, hit[1]
-        return False, None
-
-    def put(self, engine: Engine, serial: str, refusal: str | None) -> None:
-        with self._lock:
-            if len(self._entries) > 10_000:
-                self._entries.clear()
-            self._entries[(id(engine), serial)] = (time.monotonic() + REVOCATION_CACHE_SECONDS, refusal)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-
-_cache = _RevocationCache()
-
-
-def forget_cached_revocations() -> None:
-    """Drop cached certificate verdicts (called after a revocation in this process)."""
-    _cache.clear()
-
-
 @lru_cache(maxsize=4096)
 def _claims(pem: bytes) -> ClientClaims:
     return parse_client_certificate(pem)
@@ -106,10 +69,8 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -
 
 def _refusal(ctx: ServerContext, identity: Identity) -> str | None:
     """Why this identity may not act now, or None. Cached for a few seconds."""
-    from server.identity.enrollment import certificate_refusal, tenant_refusal
-
     key = identity.serial if identity.serial != INSECURE_SERIAL else f"{INSECURE_SERIAL}:{identity.subject}"
-    hit, refusal = _cache.get(ctx.engine, key)
+    hit, refusal = ctx.revocations.get(key)
     if hit:
         return refusal
     with ctx.sessions() as session:
@@ -117,7 +78,7 @@ def _refusal(ctx: ServerContext, identity: Identity) -> str | None:
             refusal = tenant_refusal(session, identity.subject) if identity.role == "tenant" else None
         else:
             refusal = certificate_refusal(session, identity.serial, ctx.clock())
-    _cache.put(ctx.engine, key, refusal)
+    ctx.revocations.put(key, refusal)
     return refusal
 
 
@@ -158,6 +119,11 @@ def peer_identity(context: grpc.ServicerContext, ctx: ServerContext) -> Identity
     return identity
 
 
+def _a(word: str) -> str:
+    """``word`` with its indefinite article ("an admin", "a tenant")."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
 def require(context: grpc.ServicerContext, ctx: ServerContext, role: str) -> Identity:
     """Authenticate the caller and check it holds ``role`` ("tenant", "admin" or "any").
 
@@ -168,6 +134,6 @@ def require(context: grpc.ServicerContext, ctx: ServerContext, role: str) -> Ide
     if role != "any" and identity.role != role:
         _abort(
             context, grpc.StatusCode.PERMISSION_DENIED,
-            f"this method needs a {role} certificate; the caller holds a {identity.role} certificate",
+            f"this method needs {_a(role)} certificate; the caller holds {_a(identity.role)} certificate",
         )
     return identity

@@ -26,10 +26,11 @@ years and the server certificate one year.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -40,7 +41,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from aggregation.errors import FedsignalError
+from aggregation.clock import Clock, system_clock
+from aggregation.errors import InvalidRequest, PreconditionFailed
 
 Role = Literal["tenant", "admin"]
 ROLES: tuple[str, ...] = ("tenant", "admin")
@@ -51,11 +53,11 @@ DEFAULT_SERVER_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 URI_SCHEME = "fedsignal"
 
 
-class CertificateAuthorityError(FedsignalError):
+class CertificateAuthorityError(PreconditionFailed):
     """The CA is missing, unreadable, or refused to sign a request."""
 
 
-class InvalidCsr(CertificateAuthorityError):
+class InvalidCsr(InvalidRequest, CertificateAuthorityError):
     """A certificate signing request is malformed or its signature does not verify."""
 
 
@@ -155,9 +157,12 @@ def parse_client_certificate(pem: bytes) -> ClientClaims:
 class CertificateAuthority:
     """A loaded CA: signs client certificates and the server's TLS certificate."""
 
-    def __init__(self, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> None:
+    def __init__(self, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate,
+                 clock: Clock = system_clock) -> None:
         self._key = key
         self.certificate = certificate
+        #: What "now" is when a caller passes no ``now`` (the server hands in its context's clock).
+        self.clock = clock
 
     @property
     def certificate_pem(self) -> bytes:
@@ -170,12 +175,13 @@ class CertificateAuthority:
         return Path(state_dir) / "ca"
 
     @classmethod
-    def create(cls, state_dir: Path, *, name: str = "fedsignal CA", now: datetime | None = None) -> CertificateAuthority:
+    def create(cls, state_dir: Path, *, name: str = "fedsignal CA", now: datetime | None = None,
+               clock: Clock = system_clock) -> CertificateAuthority:
         """Create a new CA under ``state_dir/ca``; refuses to overwrite one."""
         directory = cls.directory(state_dir)
         if (directory / "ca.key").exists():
             raise CertificateAuthorityError(f"a CA already exists in {directory}; refusing to overwrite it")
-        now = now or datetime.now(UTC)
+        now = now or clock()
         key = generate_key()
         subject = x509.Name(
             [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedsignal"), x509.NameAttribute(NameOID.COMMON_NAME, name)]
@@ -204,10 +210,10 @@ class CertificateAuthority:
         os.chmod(directory, 0o700)
         write_private(directory / "ca.key", key_pem(key))
         (directory / "ca.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        return cls(key, cert)
+        return cls(key, cert, clock)
 
     @classmethod
-    def load(cls, state_dir: Path) -> CertificateAuthority:
+    def load(cls, state_dir: Path, *, clock: Clock = system_clock) -> CertificateAuthority:
         directory = cls.directory(state_dir)
         try:
             key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
@@ -218,7 +224,7 @@ class CertificateAuthority:
             ) from exc
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise CertificateAuthorityError(f"{directory / 'ca.key'} is not an ECDSA key")
-        return cls(key, cert)
+        return cls(key, cert, clock)
 
     # -- issuing ----------------------------------------------------------------
 
@@ -271,7 +277,7 @@ class CertificateAuthority:
         public_key = csr.public_key()
         if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != "secp256r1":
             raise InvalidCsr("the certificate signing request must carry an ECDSA P-256 public key")
-        now = now or datetime.now(UTC)
+        now = now or self.clock()
         cert = self._client_builder(public_key, tenant_id, role, cohort, now, days).sign(self._key, hashes.SHA256())
         return IssuedCertificate(cert.public_bytes(serialization.Encoding.PEM), serial_hex(cert), cert.not_valid_after_utc)
 
@@ -287,7 +293,7 @@ class CertificateAuthority:
         """A TLS server key and certificate whose SANs cover ``hosts`` (names or IP addresses)."""
         if not hosts:
             raise CertificateAuthorityError("a server certificate needs at least one host name")
-        now = now or datetime.now(UTC)
+        now = now or self.clock()
         key = generate_key()
         sans: list[x509.GeneralName] = []
         for host in dict.fromkeys(hosts):
@@ -326,7 +332,7 @@ class CertificateAuthority:
             pub.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256()))
         except (ValueError, InvalidSignature, TypeError):
             return False
-        now = now or datetime.now(UTC)
+        now = now or self.clock()
         return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
 
 
@@ -349,8 +355,6 @@ def server_tls_files(state_dir: Path) -> tuple[bytes, bytes, bytes]:
 def write_credentials_dir(directory: Path, key_pem_bytes: bytes, cert_pem: bytes, ca_pem: bytes,
                           identity: dict[str, str]) -> None:
     """Write ``client.key`` (0600), ``client.crt``, ``ca.crt`` and ``identity.json`` into ``directory``."""
-    import json
-
     directory.mkdir(parents=True, exist_ok=True)
     write_private(directory / "client.key", key_pem_bytes)
     (directory / "client.crt").write_bytes(cert_pem)

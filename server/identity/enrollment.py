@@ -17,7 +17,16 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from aggregation.errors import FedsignalError
+from aggregation.errors import (
+    AlreadyExists,
+    FedsignalError,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+    Unauthenticated,
+)
+from server import locks
 from server.audit import append_audit
 from server.db import advisory_lock
 from server.identity.models import CertificateRecord, EnrollmentTokenRecord, TenantRecord
@@ -30,31 +39,39 @@ class IdentityError(FedsignalError):
     """Base of the enrollment and revocation errors."""
 
 
-class InvalidName(IdentityError):
+class InvalidIdentityRequest(InvalidRequest, IdentityError):
+    """A token lifetime or certificate serial that cannot be acted on."""
+
+
+class InvalidName(InvalidRequest, IdentityError):
     """A tenant id or cohort name is not acceptable."""
 
 
-class UnknownToken(IdentityError):
+class UnknownToken(Unauthenticated, IdentityError):
     """No such enrollment token."""
 
 
-class ExpiredToken(IdentityError):
+class ExpiredToken(PreconditionFailed, IdentityError):
     """The enrollment token's lifetime is over."""
 
 
-class TokenAlreadyUsed(IdentityError):
+class TokenAlreadyUsed(AlreadyExists, IdentityError):
     """The enrollment token was redeemed before; tokens are single use."""
 
 
-class TenantRevoked(IdentityError):
-    """The tenant was revoked and may not enroll or act."""
+class TenantRevoked(PermissionDenied, IdentityError):
+    """The tenant was revoked: its tokens are void, it may not enroll or act."""
 
 
-class UnknownTenant(IdentityError):
+class RevokedTenantId(PreconditionFailed, IdentityError):
+    """A revoked tenant's id cannot be given new tokens or enrolled again."""
+
+
+class UnknownTenant(NotFound, IdentityError):
     """No tenant of that id."""
 
 
-class CohortMismatch(IdentityError):
+class CohortMismatch(PreconditionFailed, IdentityError):
     """The tenant already belongs to another cohort."""
 
 
@@ -83,21 +100,12 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
-def _tenant_lock_key(tenant_id: str) -> int:
-    digest = hashlib.blake2b(b"fedsignal.tenant:" + tenant_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-def get_tenant(session: Session, tenant_id: str) -> TenantRecord | None:
-    return session.get(TenantRecord, tenant_id)
-
-
 def ensure_tenant(session: Session, tenant_id: str, cohort: str, now: datetime) -> TenantRecord:
     """The tenant record, created on first use; refuses a revoked tenant or a cohort change."""
     check_name("tenant id", tenant_id)
     check_name("cohort", cohort)
     # Two replicas creating the same new tenant at once: the second waits and sees the first's row.
-    advisory_lock(session, _tenant_lock_key(tenant_id))
+    advisory_lock(session, locks.tenant(tenant_id))
     tenant = session.get(TenantRecord, tenant_id)
     if tenant is None:
         tenant = TenantRecord(tenant_id=tenant_id, cohort=cohort, created_at=now)
@@ -105,7 +113,7 @@ def ensure_tenant(session: Session, tenant_id: str, cohort: str, now: datetime) 
         session.flush()
         return tenant
     if tenant.revoked_at is not None:
-        raise TenantRevoked(f"tenant {tenant_id!r} was revoked; it cannot be enrolled again under that id")
+        raise RevokedTenantId(f"tenant {tenant_id!r} was revoked; it cannot be enrolled again under that id")
     if tenant.cohort != cohort:
         raise CohortMismatch(f"tenant {tenant_id!r} belongs to cohort {tenant.cohort!r}, not {cohort!r}")
     return tenant
@@ -118,7 +126,7 @@ def create_enrollment_token(session: Session, tenant_id: str, cohort: str, ttl: 
     The token itself is returned once and never stored or logged.
     """
     if ttl <= timedelta(0) or ttl > MAX_TOKEN_TTL:
-        raise IdentityError(f"token lifetime must be between 1 second and {MAX_TOKEN_TTL.days} days")
+        raise InvalidIdentityRequest(f"token lifetime must be between 1 second and {MAX_TOKEN_TTL.days} days")
     ensure_tenant(session, tenant_id, cohort, now)
     token = "fst_" + secrets.token_urlsafe(32)
     expires_at = now + ttl
@@ -220,7 +228,7 @@ def revoke_certificate(session: Session, serial: str, reason: str, actor: str, n
     """Revoke one certificate (e.g. an admin's); False when it was already revoked."""
     cert = session.get(CertificateRecord, serial.lower())
     if cert is None:
-        raise IdentityError(f"no certificate with serial {serial!r}")
+        raise InvalidIdentityRequest(f"no certificate with serial {serial!r}")
     if cert.revoked_at is not None:
         return False
     cert.revoked_at = now

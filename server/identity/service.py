@@ -12,68 +12,63 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import grpc
-from fedsignal.v1 import enrollment_pb2, enrollment_pb2_grpc
+from fedsignal.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc
+from sqlalchemy.orm import Session
 
-from aggregation.errors import FedsignalError
 from server.context import ServerContext
-from server.db import transaction
 from server.identity import enrollment as identity
-from server.identity.ca import CertificateAuthority, CertificateAuthorityError, InvalidCsr
+from server.identity.ca import CertificateAuthority
 from server.logs import log_event
-from server.servicer import status_for
+from server.servicer import unit_of_work
 
 log = logging.getLogger("fedsignal.server.enrollment")
 
 MAX_TOKEN_CHARS = 256
 MAX_CSR_BYTES = 16 * 1024
 
-_STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
-    (InvalidCsr, grpc.StatusCode.INVALID_ARGUMENT),
-    (identity.UnknownToken, grpc.StatusCode.UNAUTHENTICATED),
-    (identity.ExpiredToken, grpc.StatusCode.FAILED_PRECONDITION),
-    (identity.TokenAlreadyUsed, grpc.StatusCode.ALREADY_EXISTS),
-    (identity.TenantRevoked, grpc.StatusCode.PERMISSION_DENIED),
-    (CertificateAuthorityError, grpc.StatusCode.FAILED_PRECONDITION),
-    (FedsignalError, grpc.StatusCode.FAILED_PRECONDITION),
-]
 
+@dataclass(frozen=True)
+class EnrollmentPackage:
+    """What an enrolled tenant receives besides its certificate, read in the enrollment's transaction.
+
+    Handed in by :mod:`server.app` (the trust root lives in ``server.review``, the schema in
+    ``server.signals``, both above this package).
+    """
+
+    trust_root: Callable[[Session], bytes]
+    signal_schema: Callable[[Session, str], common_pb2.SignalSchema]
 
 
 class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: ServerContext, package: EnrollmentPackage) -> None:
         self._ctx = ctx
+        self._package = package
         self._ca: CertificateAuthority | None = None
         self._ca_lock = threading.Lock()
 
     def _authority(self) -> CertificateAuthority:
         with self._ca_lock:
             if self._ca is None:
-                self._ca = CertificateAuthority.load(self._ctx.settings.state_dir)
+                self._ca = CertificateAuthority.load(self._ctx.settings.state_dir, clock=self._ctx.clock)
             return self._ca
 
     def Enroll(self, request: enrollment_pb2.EnrollRequest, context: grpc.ServicerContext) -> enrollment_pb2.EnrollResponse:
-        from server.review.trust_root import current_root_bytes
-        from server.signals.schemas import current_schema
-
         if not request.token or len(request.token) > MAX_TOKEN_CHARS:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an enrollment token is required")
         if not request.csr_pem or len(request.csr_pem) > MAX_CSR_BYTES:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a PEM certificate signing request (csr_pem) is required")
         now = self._ctx.clock()
-        try:
+        with unit_of_work(context, self._ctx, None) as call:
             ca = self._authority()
-            with transaction(self._ctx.sessions) as session:
-                grant = identity.redeem_token(session, request.token, now)
-                issued = ca.issue_client_cert(request.csr_pem, grant.tenant_id, grant.cohort, "tenant", now=now)
-                identity.complete_enrollment(session, grant, request.token, issued.serial, issued.not_after, now)
-                trust_root = current_root_bytes(session)
-                schema = current_schema(session, grant.cohort).to_proto()
-        except FedsignalError as exc:
-            code = status_for(exc, _STATUS)
-            log_event(log, "enrollment refused", logging.WARNING, code=code.name, reason=type(exc).__name__)
-            context.abort(code, str(exc))
+            grant = identity.redeem_token(call.session, request.token, now)
+            issued = ca.issue_client_cert(request.csr_pem, grant.tenant_id, grant.cohort, "tenant", now=now)
+            identity.complete_enrollment(call.session, grant, request.token, issued.serial, issued.not_after, now)
+            trust_root = self._package.trust_root(call.session)
+            schema = self._package.signal_schema(call.session, grant.cohort)
         log_event(log, "tenant enrolled", tenant=grant.tenant_id, cohort=grant.cohort, serial=issued.serial)
         return enrollment_pb2.EnrollResponse(
             tenant_id=grant.tenant_id,
@@ -85,5 +80,5 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
         )
 
 
-def add_to_server(grpc_server: grpc.Server, ctx: ServerContext) -> None:
-    enrollment_pb2_grpc.add_EnrollmentServiceServicer_to_server(EnrollmentServicer(ctx), grpc_server)
+def add_to_server(grpc_server: grpc.Server, ctx: ServerContext, package: EnrollmentPackage) -> None:
+    enrollment_pb2_grpc.add_EnrollmentServiceServicer_to_server(EnrollmentServicer(ctx, package), grpc_server)

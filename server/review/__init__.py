@@ -1,6 +1,6 @@
 """Review: from hotspots to signed bundles.
 
-- :mod:`.remediation` — the remediation map (data file) and risk-class order.
+- :mod:`.remediation` — the remediation map (typed data file); risk classes are :class:`aggregation.risk.RiskClass`.
 - :mod:`.candidates` — hotspot rules and candidate detection over merged signals.
 - :mod:`.workflow` — the candidate state machine: create, edit, approve, reject.
 - :mod:`.trust_root` — the reviewer trust root held by the server.

@@ -12,7 +12,6 @@ each of which issues a newer version pointing at reviewer-approved sets only.
 from __future__ import annotations
 
 import json
-import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,12 +20,13 @@ from sqlalchemy.orm import Session
 from tuf.api.metadata import Metadata, Targets
 
 from aggregation.bundle import RolloutExposure, build_cohort_metadata, bundle_document, wire_name
-from aggregation.errors import FedsignalError
+from aggregation.errors import PreconditionFailed
+from server import locks
 from server.audit import append_audit
 from server.context import ServerContext
 from server.db import advisory_lock
 from server.review.models import CandidateRecord, CohortBundleRecord
-from server.review.trust_root import current_root, current_root_version, online_signer
+from server.review.trust_root import current_root, current_root_version
 from server.review.workflow import (
     approval_metadata,
     artifacts_of,
@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 
-class BundleIssueError(FedsignalError):
+class BundleIssueError(PreconditionFailed):
     pass
 
 
@@ -58,10 +58,6 @@ class IssuedBundle:
     expires_at: datetime
     stable: tuple[str, ...]
     candidate_id: str | None
-
-
-def _lock_key(cohort: str) -> int:
-    return 0x46534200000000 + zlib.crc32(cohort.encode("utf-8"))
 
 
 def latest_bundle(session: Session, cohort: str) -> CohortBundleRecord | None:
@@ -99,7 +95,7 @@ def issue_cohort_bundle(
     # The audit lock first, always: every writer here appends audit entries, and one global
     # order (audit, then ours) keeps concurrent transactions from deadlocking.
     serialize_writes(session)
-    advisory_lock(session, _lock_key(cohort))
+    advisory_lock(session, locks.bundle(cohort))
     now = ctx.clock()
     root = current_root(session)
     stable_recs = _stable(session, cohort)
@@ -121,7 +117,7 @@ def issue_cohort_bundle(
         cohort=cohort, version=version, now=now, lifetime=lifetime, root_version=root.version,
         stable=stable_mds, candidate=candidate_md, rollout=rollout,
     )
-    md.sign(online_signer(ctx.settings.state_dir), append=True)
+    md.sign(ctx.online_signer, append=True)
     approvals = [*stable_mds, *([candidate_md] if candidate_md is not None else [])]
     document = bundle_document(md, approvals)
     exposure = None
@@ -186,7 +182,7 @@ def current_bundle(session: Session, ctx: ServerContext, cohort: str) -> CohortB
     rec = latest_bundle(session, cohort)
     if _stale(session, ctx, rec):
         serialize_writes(session)
-        advisory_lock(session, _lock_key(cohort))
+        advisory_lock(session, locks.bundle(cohort))
         rec = latest_bundle(session, cohort)  # another replica may have refreshed it meanwhile
         if _stale(session, ctx, rec):
             exposure = exposure_of(rec) if rec is not None else None

@@ -10,6 +10,11 @@ over SERVER-SIGNALS' merged cells (never tenant-level data):
 * :class:`RiseOverOtherVersions` — the interval lies above the pooled
   interval of the same measure and intent under the other artifact versions.
 
+No rule sees a cell below the evidence floor
+(:class:`~server.signals.views.EvidenceFloor`, its bounds from the map's
+``rules``): a slice whose noisy turns are within a few noise standard
+deviations, or whose interval is wide, proposes nothing, however high its rate.
+
 The remediation map (``server/review/data/remediation_v1.json``, data with a
 version) turns a hotspot into a candidate: artifact kind, template, risk
 class, rollout plan. Detection is idempotent across runs and replicas: it
@@ -20,6 +25,7 @@ artifact name, and keys each candidate by (cohort, artifact, window).
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,15 +36,14 @@ from sqlalchemy.orm import Session
 
 from aggregation.rollout_plan import plan_for_candidate
 from aggregation.stats import ratio_interval
-from server.audit import _AUDIT_LOCK as AUDIT_LOCK
+from server import locks
 from server.context import ServerContext
 from server.db import advisory_lock, transaction
 from server.review.models import CandidateRecord
 from server.review.remediation import RemediationMap
 from server.review.workflow import create_candidate
-from server.signals.views import MergedCellView, merged_cells
+from server.signals.views import EvidenceFloor, MergedCellView, merged_cells
 
-_DETECT_LOCK = 0x46534344  # "FSCD"
 OPEN_STATES = ("proposed", "edited", "approved", "bundled", "rolling_out")
 @dataclass(frozen=True)
 class Hotspot:
@@ -135,6 +140,12 @@ def default_rules(remedies: RemediationMap, confidence: float) -> list[HotspotRu
     ]
 
 
+def evidence_floor(remedies: RemediationMap) -> EvidenceFloor:
+    """The evidence floor the map's ``rules`` set for proposing candidates."""
+    r = remedies.rules
+    return EvidenceFloor(r.min_turns_sigmas, r.min_turns, r.max_interval_width)
+
+
 def _evidence(hot: Hotspot, remedies: RemediationMap) -> dict[str, Any]:
     c = hot.cell
     return {
@@ -144,6 +155,7 @@ def _evidence(hot: Hotspot, remedies: RemediationMap) -> dict[str, Any]:
             "cohort": c.cohort, "window_start": c.window_start, "window_end": c.window_end, "measure": c.measure,
             "slice": dict(c.slice), "estimate": round(c.estimate, 3), "rate": round(c.rate, 6),
             "rate_low": round(c.rate_low, 6), "rate_high": round(c.rate_high, 6), "tenants": c.tenants,
+            "turns": round(c.turns_estimate, 3), "noise_sd": round(math.sqrt(max(c.turns_variance, 0.0)), 3),
         }],
         "reference": {k: round(v, 6) for k, v in hot.reference.items()},
     }
@@ -154,10 +166,11 @@ def detect(session: Session, ctx: ServerContext, remedies: RemediationMap | None
     """Create candidates for new hotspots (inside the caller's transaction); returns the new ones."""
     # The audit lock first, always: every writer here appends audit entries, and one global
     # order (audit, then ours) keeps concurrent transactions from deadlocking.
-    advisory_lock(session, AUDIT_LOCK)
-    advisory_lock(session, _DETECT_LOCK)
+    advisory_lock(session, locks.AUDIT)
+    advisory_lock(session, locks.DETECT)
     remedies = remedies or RemediationMap.load()
     rules = list(rules) if rules is not None else default_rules(remedies, ctx.settings.confidence)
+    floor = evidence_floor(remedies)
     history = CellHistory(merged_cells(session, None, ctx.settings))
     latest: dict[str, int] = {}
     for c in history.cells:
@@ -171,6 +184,8 @@ def detect(session: Session, ctx: ServerContext, remedies: RemediationMap | None
         remedy = remedies.remedies.get(cell.measure)
         if remedy is None or cell.window_start != latest[cell.cohort]:
             continue  # only the newest window of a cohort proposes; older ones are history
+        if not floor.admits(cell):
+            continue  # noise over noise: not evidence of anything
         intent = cell.slice.get("intent", "other")
         name, content = remedies.render(remedy, intent)
         if (cell.cohort, remedy.kind, name) in open_names:

@@ -1,6 +1,8 @@
 """The remediation map: failure category -> artifact kind, template, risk class, rollout plan.
 
-A versioned data file (``server/review/data/remediation_v1.json``), loaded and validated once.
+A versioned data file (``server/review/data/remediation_v1.json``), loaded once through a typed
+model (:mod:`aggregation.typed`): an unknown or misspelt key, a wrong type or an unknown risk class
+is refused with the file, the key and the line.
 """
 
 from __future__ import annotations
@@ -13,28 +15,63 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from aggregation.errors import FedsignalError
+from pydantic import Field
 
-#: Risk classes, least to most demanding.
-RISK_ORDER = ("low", "high", "critical")
+from aggregation.errors import InvalidRequest
+from aggregation.risk import RiskClass
+from aggregation.risk import highest_risk_class as _highest
+from aggregation.typed import DataFileError, Problem, StrictModel, load_json
+from server.signals.views import DEFAULT_EVIDENCE_FLOOR
+
+SHIPPED = "data/remediation_v1.json"
 
 
-class RemediationMapError(FedsignalError):
-    pass
+class RemediationMapError(DataFileError):
+    """A remediation map that does not load (each problem names the file, key and line)."""
 
 
-class UnknownArtifactKind(FedsignalError):
+class UnknownArtifactKind(InvalidRequest):
     """An artifact kind the remediation map does not know (so no risk class can be derived for it)."""
 
 
 def risk_rank(risk_class: str) -> int:
-    if risk_class not in RISK_ORDER:
-        raise FedsignalError(f"unknown risk class {risk_class!r} (one of {', '.join(RISK_ORDER)})")
-    return RISK_ORDER.index(risk_class)
+    return RiskClass.parse(risk_class).rank
 
 
-def highest_risk_class(*classes: str) -> str:
-    return max(classes, key=risk_rank)
+def highest_risk_class(*classes: str) -> RiskClass:
+    return _highest(*classes)
+
+
+class RuleSettings(StrictModel):
+    """How the hotspot rules decide (see :mod:`server.review.candidates`)."""
+
+    lookback_windows: int = Field(ge=1)
+    min_previous_windows: int = Field(ge=0)
+    #: A slice proposes nothing unless its noisy ``turns`` estimate is at least this many noise
+    #: standard deviations (sqrt of the DP variance) and at least ``min_turns``.
+    min_turns_sigmas: float = Field(default=DEFAULT_EVIDENCE_FLOOR.min_turns_sigmas, gt=0)
+    min_turns: float = Field(default=DEFAULT_EVIDENCE_FLOOR.min_turns, ge=0)
+    #: ... and its rate interval is at most this wide (a [0 %, 100 %] interval is no evidence).
+    max_interval_width: float = Field(default=DEFAULT_EVIDENCE_FLOOR.max_interval_width, gt=0, le=1)
+
+
+class CategoryRemedy(StrictModel):
+    kind: str = Field(min_length=1)
+    template: str = Field(min_length=1)
+    risk_class: RiskClass
+    rollout_plan: RiskClass
+    threshold: float = Field(ge=0, le=1)
+
+
+class RemediationMapFile(StrictModel):
+    """The file as written (``server/review/data/remediation_v1.json``)."""
+
+    version: str = Field(min_length=1)
+    description: str = ""
+    rules: RuleSettings
+    intent_tools: dict[str, str] = Field(default_factory=dict)
+    categories: dict[str, CategoryRemedy]
+    templates: dict[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -42,7 +79,7 @@ class Remedy:
     category: str
     kind: str
     template: str
-    risk_class: str
+    risk_class: RiskClass
     rollout_plan: str
     threshold: float
 
@@ -55,29 +92,33 @@ class RemediationMap:
     intent_tools: Mapping[str, str]
     lookback_windows: int
     min_previous_windows: int
+    rules: RuleSettings = RuleSettings(lookback_windows=3, min_previous_windows=2)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> RemediationMap:
-        text = (
-            Path(path).read_text() if path is not None
-            else resources.files("server.review").joinpath("data/remediation_v1.json").read_text()
-        )
+        """Load and validate the map (default: the shipped one); raises :class:`RemediationMapError`."""
+        if path is None:
+            resource = resources.files("server.review").joinpath(SHIPPED)
+            source, text = f"server/review/{SHIPPED}", resource.read_text(encoding="utf-8")
+        else:
+            source, text = str(path), None
         try:
-            doc = json.loads(text)
-            remedies = {c: Remedy(c, r["kind"], r["template"], r["risk_class"], r["rollout_plan"], float(r["threshold"]))
-                        for c, r in doc["categories"].items()}
-            out = cls(str(doc["version"]), remedies, doc["templates"], dict(doc.get("intent_tools", {})),
-                      int(doc["rules"]["lookback_windows"]), int(doc["rules"]["min_previous_windows"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RemediationMapError(f"remediation map is malformed: {exc}") from exc
-        for r in out.remedies.values():
-            if r.template not in out.templates:
-                raise RemediationMapError(f"category {r.category}: unknown template {r.template!r}")
-            if r.risk_class not in ("low", "high", "critical"):
-                raise RemediationMapError(f"category {r.category}: unknown risk class {r.risk_class!r}")
-        return out
+            doc = load_json(RemediationMapFile, source, text=text)
+        except DataFileError as exc:
+            raise RemediationMapError(exc.source, exc.problems) from None
+        problems = [
+            Problem(("categories", c, "template"), f"unknown template {r.template!r} (templates: "
+                    f"{', '.join(sorted(doc.templates))})")
+            for c, r in doc.categories.items() if r.template not in doc.templates
+        ]
+        if problems:
+            raise RemediationMapError(source, problems)
+        remedies = {c: Remedy(c, r.kind, r.template, r.risk_class, r.rollout_plan.value, r.threshold)
+                    for c, r in doc.categories.items()}
+        return cls(doc.version, remedies, doc.templates, dict(doc.intent_tools), doc.rules.lookback_windows,
+                   doc.rules.min_previous_windows, doc.rules)
 
-    def kind_risk_class(self, kind: str) -> str:
+    def kind_risk_class(self, kind: str) -> RiskClass:
         """The highest risk class any category of the map assigns to artifacts of ``kind``."""
         classes = [r.risk_class for r in self.remedies.values() if r.kind == kind]
         if not classes:
@@ -85,7 +126,7 @@ class RemediationMap:
             raise UnknownArtifactKind(f"unknown artifact kind {kind!r} (the remediation map knows {', '.join(known)})")
         return highest_risk_class(*classes)
 
-    def required_risk_class(self, kinds: Iterable[str], at_least: str = RISK_ORDER[0]) -> str:
+    def required_risk_class(self, kinds: Iterable[str], at_least: str = RiskClass.LOW) -> RiskClass:
         """The least risk class a candidate shipping ``kinds`` may have (never below ``at_least``)."""
         return highest_risk_class(at_least, *(self.kind_risk_class(k) for k in kinds))
 

@@ -7,8 +7,7 @@ errors map to status codes, every change runs in one transaction.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
@@ -18,14 +17,10 @@ from sqlalchemy.orm import Session
 
 from aggregation.bundle_format import sha256_hex
 from aggregation.errors import FedsignalError
-from aggregation.rollout_plan import RolloutPlanError
 from server.context import ServerContext
-from server.db import transaction
-from server.identity.auth import require
 from server.review.models import CandidateRecord
 from server.review.trust_root import (
     TrustRootMissing,
-    TrustRootRejected,
     current_root,
     draft_root_info,
     install_root,
@@ -33,8 +28,6 @@ from server.review.trust_root import (
 )
 from server.review.workflow import (
     CandidateNotFound,
-    IllegalTransition,
-    SignatureRejected,
     approve_candidate,
     artifacts_of,
     edit_candidate,
@@ -42,28 +35,9 @@ from server.review.workflow import (
     reject_candidate,
     signed_by,
 )
+from server.servicer import unit_of_work
 
 T = TypeVar("T")
-
-_STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
-    (CandidateNotFound, grpc.StatusCode.NOT_FOUND),
-    (IllegalTransition, grpc.StatusCode.FAILED_PRECONDITION),
-    (TrustRootMissing, grpc.StatusCode.FAILED_PRECONDITION),
-    (SignatureRejected, grpc.StatusCode.PERMISSION_DENIED),
-    (TrustRootRejected, grpc.StatusCode.INVALID_ARGUMENT),
-    (RolloutPlanError, grpc.StatusCode.INVALID_ARGUMENT),
-    (FedsignalError, grpc.StatusCode.INVALID_ARGUMENT),
-]
-
-
-@contextmanager
-def domain_errors(context: grpc.ServicerContext) -> Iterator[None]:
-    try:
-        yield
-    except FedsignalError as exc:
-        code = next(c for t, c in _STATUS if isinstance(exc, t))
-        context.abort(code, str(exc))
-
 
 def candidate_to_proto(session: Session, rec: CandidateRecord) -> review_pb2.Candidate:
     try:
@@ -87,10 +61,8 @@ class ReviewServicer(review_pb2_grpc.ReviewServiceServicer):
         self._ctx = ctx
 
     def _run(self, context: grpc.ServicerContext, fn: Callable[[Session, str], T]) -> T:
-        identity = require(context, self._ctx, "admin")
-        with domain_errors(context), transaction(self._ctx.sessions) as session:
-            return fn(session, identity.actor)
-        raise AssertionError("unreachable")  # context.abort raises
+        with unit_of_work(context, self._ctx, "admin") as call:
+            return fn(call.session, call.actor)
 
     def ListCandidates(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         def run(session: Session, _actor: str) -> review_pb2.ListCandidatesResponse:

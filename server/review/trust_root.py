@@ -9,42 +9,31 @@ server signs per-cohort metadata, never approvals.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from securesystemslib.signer import CryptoSigner, Signer, SSlibKey
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from aggregation.errors import FedsignalError
-from aggregation.trust_root import (
-    TrustRoot,
-    build_root,
-    load_trusted_root,
-    public_key_json,
-    to_json_bytes,
-    verify_rotation,
-)
-from server.audit import _AUDIT_LOCK as AUDIT_LOCK
+from aggregation.errors import FedsignalError, InvalidRequest, PreconditionFailed
+from aggregation.trust_root import TrustRoot, load_trusted_root, to_json_bytes, verify_rotation
+from aggregation.trust_root_build import build_root, default_root_threshold, public_key_json
+from server import locks
 from server.audit import append_audit
+from server.context import load_online_signer
 from server.db import advisory_lock
 from server.review.models import TrustRootRecord
 
-ONLINE_KEY_FILE = Path("bundle-keys") / "online_ed25519.pem"
-_ROOT_LOCK = 0x46535254  # "FSRT"
 
-
-class TrustRootMissing(FedsignalError):
+class TrustRootMissing(PreconditionFailed):
     """No trust root installed yet: run `fedsignal admin root init` first."""
 
 
-class TrustRootRejected(FedsignalError):
+class TrustRootRejected(InvalidRequest):
     """A submitted root that does not verify (message says why)."""
 
 
@@ -53,31 +42,15 @@ def _now_text(now: datetime) -> str:
 
 
 def online_signer(state_dir: Path) -> CryptoSigner:
-    """The server's online key, created on first use (exclusive create, so replicas agree)."""
-    path = Path(state_dir) / ONLINE_KEY_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "wb") as f:
-                f.write(pem)
-                f.flush()
-                os.fsync(f.fileno())
-    private = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(private, Ed25519PrivateKey):
-        raise FedsignalError(f"{path} is not an Ed25519 private key")
-    return CryptoSigner(private, SSlibKey.from_crypto(private.public_key()))
+    """The server's online key (see :func:`server.context.load_online_signer`; a context holds it as
+    ``ctx.online_signer``)."""
+    return load_online_signer(state_dir)
 
 
 def server_public_key(state_dir: Path) -> SSlibKey:
     key = online_signer(state_dir).public_key
-    assert isinstance(key, SSlibKey)
+    if not isinstance(key, SSlibKey):
+        raise FedsignalError(f"the online key in {state_dir} is not a key securesystemslib can list in a root")
     return key
 
 
@@ -130,8 +103,8 @@ def install_root(session: Session, data: bytes, *, actor: str, now: datetime, st
     """Install version 1 (self-signed threshold) or version N+1 (threshold of N and of itself)."""
     # The audit lock first, always: every writer here appends audit entries, and one global
     # order (audit, then ours) keeps concurrent transactions from deadlocking.
-    advisory_lock(session, AUDIT_LOCK)
-    advisory_lock(session, _ROOT_LOCK)
+    advisory_lock(session, locks.AUDIT)
+    advisory_lock(session, locks.TRUST_ROOT)
     latest = _latest(session)
     try:
         if latest is None:
@@ -177,11 +150,16 @@ def bootstrap_root(
     state_dir: Path,
     reviewers: Sequence[Signer],
     now: datetime,
-    root_threshold: int = 1,
+    root_threshold: int | None = None,
     thresholds: Mapping[str, int] | None = None,
     actor: str = "bootstrap",
 ) -> TrustRoot:
-    """Build, sign and install root v1 in one process (demo and tests hold the reviewer keys there)."""
+    """Build, sign and install root v1 in one process (demo and tests hold the reviewer keys there).
+
+    ``root_threshold`` defaults to the highest class threshold (the least a root may have).
+    """
+    if root_threshold is None:
+        root_threshold = default_root_threshold(thresholds)
     md = build_root(
         [s.public_key for s in reviewers],
         server_public_key(state_dir),

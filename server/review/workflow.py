@@ -26,6 +26,7 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from securesystemslib.exceptions import UnverifiedSignatureError
@@ -35,17 +36,31 @@ from sqlalchemy.orm import Session
 from tuf.api.metadata import Metadata, Targets
 
 from aggregation.bundle import build_approval
-from aggregation.bundle_format import valid_part
-from aggregation.errors import FedsignalError
+from aggregation.bundle_format import sha256_hex, valid_part
+from aggregation.errors import FedsignalError, InvalidRequest, NotFound, PermissionDenied, PreconditionFailed
 from aggregation.rollout_plan import plan_for_candidate
 from aggregation.trust_root import TrustRoot, canonical_signed_bytes, to_json_bytes
-from server.audit import _AUDIT_LOCK as AUDIT_LOCK
+from server import locks
 from server.audit import append_audit
 from server.db import advisory_lock
 from server.review.models import CandidateRecord, ReviewerSignature
 from server.review.remediation import RemediationMap, default_remediation_map, highest_risk_class
 
-STATES = ("proposed", "edited", "approved", "rejected", "bundled", "rolling_out", "promoted", "rolled_back")
+
+class CandidateState(StrEnum):
+    """A candidate's lifecycle state (stored as its string value)."""
+
+    PROPOSED = "proposed"
+    EDITED = "edited"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    BUNDLED = "bundled"
+    ROLLING_OUT = "rolling_out"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+
+
+STATES = tuple(CandidateState)
 TRANSITIONS: Mapping[str, frozenset[str]] = {
     "proposed": frozenset({"edited", "approved", "rejected"}),
     "edited": frozenset({"edited", "approved", "rejected"}),
@@ -59,15 +74,15 @@ TRANSITIONS: Mapping[str, frozenset[str]] = {
 REVIEWABLE = frozenset({"proposed", "edited"})
 
 
-class CandidateNotFound(FedsignalError):
+class CandidateNotFound(NotFound):
     pass
 
 
-class IllegalTransition(FedsignalError):
+class IllegalTransition(PreconditionFailed):
     """The candidate's state does not allow this step (message names both states)."""
 
 
-class SignatureRejected(FedsignalError):
+class SignatureRejected(PermissionDenied):
     """A submitted approval signature that does not count (unknown key, bad signature, stale payload)."""
 
 
@@ -77,7 +92,7 @@ def serialize_writes(session: Session) -> None:
     Each of these writes appends audit entries (which takes this lock anyway); taking it up front
     gives one global lock order (audit, then cohort/root/detection locks, then rows) across replicas.
     """
-    advisory_lock(session, AUDIT_LOCK)
+    advisory_lock(session, locks.AUDIT)
 
 
 def now_text(now: datetime) -> str:
@@ -140,7 +155,7 @@ def _payload(candidate: CandidateRecord, artifacts: Sequence[tuple[str, str, byt
     return canonical_signed_bytes(md).decode("utf-8")
 
 
-class InvalidArtifacts(FedsignalError):
+class InvalidArtifacts(InvalidRequest):
     """Artifacts a candidate cannot ship (none, an empty or '/'-containing or repeated name)."""
 
 
@@ -209,7 +224,8 @@ def create_candidate(
     if risk_class != requested and rollout_plan_json == plan_for_candidate(requested, None).to_json():
         rollout_plan_json = plan_for_candidate(risk_class, None).to_json()  # the raised class's shipped plan
     candidate_id = "cand-" + uuid.uuid4().hex[:12]
-    assert valid_part(candidate_id)
+    if not valid_part(candidate_id):
+        raise InvalidArtifacts(f"generated candidate id {candidate_id!r} is not a valid name part")
     rec = CandidateRecord(
         id=candidate_id, dedupe_key=dedupe_key, cohort=cohort, category=category, kind=kind,
         risk_class=risk_class, state="proposed", artifacts_json=_encode_artifacts(artifacts),
@@ -292,8 +308,19 @@ def approve_candidate(
     rec = get_candidate(session, candidate_id, for_update=True)
     if rec.state not in REVIEWABLE:
         raise IllegalTransition(f"candidate {rec.id} is {rec.state}; it can no longer be approved")
-    if signing_payload != rec.signing_payload.encode("utf-8"):
-        raise SignatureRejected(f"candidate {rec.id} changed (revision {rec.revision}); fetch it again and re-sign")
+    # The payload is rebuilt from the candidate's current content, not read back: a signature counts
+    # only over exactly the artifacts, risk class, cohort and plan the candidate holds now.
+    current = _payload(rec, artifacts_of(rec))
+    if rec.signing_payload != current:
+        raise SignatureRejected(
+            f"candidate {rec.id}'s stored signing payload does not match its content (revision {rec.revision}); "
+            "edit it to make a new revision"
+        )
+    if signing_payload != current.encode("utf-8"):
+        raise SignatureRejected(
+            f"candidate {rec.id} changed since that payload was built (now revision {rec.revision}, content digest "
+            f"{sha256_hex(current.encode('utf-8'))[:16]}); show it again and re-sign"
+        )
     keys = root.reviewer_keys(rec.risk_class)
     if keyid not in keys:
         raise SignatureRejected(

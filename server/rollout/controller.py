@@ -27,15 +27,15 @@ import hashlib
 import json
 import logging
 import math
-import zlib
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aggregation.bundle_format import BASELINE, RolloutExposure
-from aggregation.errors import FedsignalError
+from aggregation.errors import AlreadyExists, FedsignalError, NotFound, PreconditionFailed
 from aggregation.rollout_plan import (
     RolloutPlan,
     control_label,
@@ -44,6 +44,7 @@ from aggregation.rollout_plan import (
     plan_for_candidate,
     session_fraction,
 )
+from server import locks
 from server.audit import append_audit
 from server.context import ServerContext
 from server.db import advisory_lock, transaction
@@ -57,8 +58,18 @@ from server.signals.schemas import publish_artifact_versions
 
 log = logging.getLogger(__name__)
 
-ACTIVE_STATES = ("running", "paused")
-FINAL_STATES = ("promoted", "rolled_back", "aborted")
+class RolloutState(StrEnum):
+    """A rollout's state (stored as its string value)."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    ABORTED = "aborted"
+
+
+ACTIVE_STATES = (RolloutState.RUNNING, RolloutState.PAUSED)
+FINAL_STATES = (RolloutState.PROMOTED, RolloutState.ROLLED_BACK, RolloutState.ABORTED)
 CONTROLLER = "system:rollout-controller"
 
 
@@ -66,15 +77,15 @@ class RolloutError(FedsignalError):
     """A rollout request that cannot be carried out (the message says why)."""
 
 
-class RolloutNotFound(RolloutError):
+class RolloutNotFound(NotFound, RolloutError):
     pass
 
 
-class RolloutConflict(RolloutError):
+class RolloutConflict(AlreadyExists, RolloutError):
     """Another rollout already runs in the cohort, or the candidate already had one."""
 
 
-class RolloutStateError(RolloutError):
+class RolloutStateError(PreconditionFailed, RolloutError):
     """The rollout's state does not allow the request."""
 
 
@@ -84,10 +95,6 @@ class FrozenPlanTampered(RolloutError):
 
 def _iso(now: datetime) -> str:
     return now.isoformat(timespec="seconds")
-
-
-def _lock_key(rollout_id: str) -> int:
-    return 0x46535200000000 + zlib.crc32(rollout_id.encode())
 
 
 def rollout_id_for(candidate_id: str) -> str:
@@ -164,7 +171,7 @@ def start_rollout(session: Session, ctx: ServerContext, candidate_id: str, *, ac
     tenants and issues the stage-0 bundle.
     """
     cand = get_candidate(session, candidate_id, for_update=True)
-    advisory_lock(session, _lock_key("cohort:" + cand.cohort))
+    advisory_lock(session, locks.rollout_cohort(cand.cohort))
     if cand.state != "bundled":
         raise RolloutStateError(
             f"candidate {cand.id} is {cand.state}; only a bundled (reviewer-approved) candidate can roll out"
@@ -236,7 +243,7 @@ class StepResult:
 
 
 def _locked(session: Session, rollout_id: str) -> RolloutRecord:
-    advisory_lock(session, _lock_key(rollout_id))
+    advisory_lock(session, locks.rollout(rollout_id))
     rec = session.scalars(select(RolloutRecord).where(RolloutRecord.id == rollout_id).with_for_update()).first()
     if rec is None:
         raise RolloutNotFound(f"no rollout {rollout_id!r}; `fedsignal admin rollout list` shows them")

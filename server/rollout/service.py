@@ -5,37 +5,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import TypeVar
 
 import grpc
 from fedsignal.v1 import rollout_pb2, rollout_pb2_grpc
 from sqlalchemy.orm import Session
 
-from aggregation.errors import FedsignalError
-from aggregation.rollout_plan import RolloutPlan, RolloutPlanError
+from aggregation.rollout_plan import RolloutPlan
 from server.context import ServerContext
-from server.db import transaction
-from server.identity.auth import require
-from server.review.workflow import CandidateNotFound, IllegalTransition
 from server.rollout import controller as rollout
 from server.rollout.models import RolloutRecord
-from server.servicer import status_for
+from server.servicer import unit_of_work
 
 log = logging.getLogger("fedsignal.server.rollout.controller")
-
-_STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
-    (rollout.RolloutNotFound, grpc.StatusCode.NOT_FOUND),
-    (CandidateNotFound, grpc.StatusCode.NOT_FOUND),
-    (rollout.RolloutConflict, grpc.StatusCode.ALREADY_EXISTS),
-    (RolloutPlanError, grpc.StatusCode.INVALID_ARGUMENT),
-    (rollout.RolloutStateError, grpc.StatusCode.FAILED_PRECONDITION),
-    (IllegalTransition, grpc.StatusCode.FAILED_PRECONDITION),
-    (FedsignalError, grpc.StatusCode.FAILED_PRECONDITION),
-]
-
-T = TypeVar("T")
-
-
 
 def rollout_status(session: Session, ctx: ServerContext, rec: RolloutRecord) -> rollout_pb2.RolloutStatus:
     """The status view: stage, exposure, per-gate estimate and interval, and the next decision.
@@ -79,14 +60,9 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
         self._ctx = ctx
 
     def _run(self, context: grpc.ServicerContext, work: Callable[[Session, str], RolloutRecord]) -> rollout_pb2.RolloutStatus:
-        caller = require(context, self._ctx, "admin")
-        try:
-            with transaction(self._ctx.sessions) as session:
-                rec = work(session, caller.actor)
-                return rollout_status(session, self._ctx, rec)
-        except FedsignalError as exc:
-            context.abort(status_for(exc, _STATUS), str(exc))
-            raise  # unreachable: abort raises
+        with unit_of_work(context, self._ctx, "admin") as call:
+            rec = work(call.session, call.actor)
+            return rollout_status(call.session, self._ctx, rec)
 
     def StartRollout(self, request: rollout_pb2.StartRolloutRequest,
                      context: grpc.ServicerContext) -> rollout_pb2.RolloutStatus:
@@ -110,16 +86,9 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
 
     def ListRollouts(self, request: rollout_pb2.ListRolloutsRequest,
                      context: grpc.ServicerContext) -> rollout_pb2.ListRolloutsResponse:
-        require(context, self._ctx, "admin")
-        try:
-            with transaction(self._ctx.sessions) as session:
-                recs = rollout.list_rollouts(session, request.state)
-                return rollout_pb2.ListRolloutsResponse(
-                    rollouts=[rollout_status(session, self._ctx, r) for r in recs]
-                )
-        except FedsignalError as exc:
-            context.abort(status_for(exc, _STATUS), str(exc))
-            raise
+        with unit_of_work(context, self._ctx, "admin") as call:
+            recs = rollout.list_rollouts(call.session, request.state)
+            return rollout_pb2.ListRolloutsResponse(rollouts=[rollout_status(call.session, self._ctx, r) for r in recs])
 
 
 def add_to_server(grpc_server: grpc.Server, ctx: ServerContext) -> None:

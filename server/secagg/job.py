@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from server.context import ServerContext
 from server.logs import log_event
+from server.secagg import metrics as secagg_metrics
 from server.secagg.models import ABORTED, COLLECTING, DONE, UNMASKING
 from server.secagg.rounds import (
     aware,
@@ -35,6 +36,11 @@ class JobSummary:
 
 def run_rounds(ctx: ServerContext) -> JobSummary:
     """One pass over the open rounds."""
+    with secagg_metrics.bound(ctx.metrics.registry):
+        return _run_rounds(ctx)
+
+
+def _run_rounds(ctx: ServerContext) -> JobSummary:
     closed = released = aborted = 0
     settings = settings_for(ctx)
     with read_session(ctx) as session:  # most passes find nothing to do: no write transaction for them

@@ -1,12 +1,30 @@
-"""Per-round Prometheus metrics, registered on the running server's registry (``server.metrics``)."""
+"""Per-round Prometheus metrics, registered on the server context's registry (``ctx.metrics``).
+
+The servicer and the job bind the context's registry around the domain calls (:func:`bound`),
+so :mod:`server.secagg.rounds` stays free of the context.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter
 
-from server import metrics as server_metrics
+_registry: contextvars.ContextVar[CollectorRegistry | None] = contextvars.ContextVar("fedsignal_secagg_registry",
+                                                                                   default=None)
+
+
+@contextmanager
+def bound(registry: CollectorRegistry) -> Iterator[None]:
+    token = _registry.set(registry)
+    try:
+        yield
+    finally:
+        _registry.reset(token)
+
 
 _lock = threading.Lock()
 _by_registry: dict[int, tuple[Counter, Counter, Counter]] = {}
@@ -30,7 +48,10 @@ def _counters(registry: CollectorRegistry) -> tuple[Counter, Counter, Counter]:
 
 def round_finished(cohort: str, outcome: str, contributors: int, dropouts: int) -> None:
     """Count one finished round (``outcome``: "done" or "aborted")."""
-    rounds, contrib, drops = _counters(server_metrics.current().registry)
+    registry = _registry.get()
+    if registry is None:
+        return
+    rounds, contrib, drops = _counters(registry)
     rounds.labels(cohort=cohort, outcome=outcome).inc()
     if contributors:
         contrib.labels(cohort=cohort).inc(contributors)

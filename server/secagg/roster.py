@@ -26,7 +26,7 @@ from fedsignal.v1 import secagg_pb2
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from aggregation.errors import FedsignalError
+from aggregation.errors import FedsignalError, InvalidRequest, PermissionDenied
 from server.audit import append_audit
 from server.identity.models import TenantRecord
 from server.secagg.models import RosterRecord
@@ -43,11 +43,11 @@ class RosterError(FedsignalError):
     """A masking key registration the server refuses."""
 
 
-class BadRosterSignature(RosterError):
+class BadRosterSignature(RosterError, PermissionDenied):
     """The signature does not verify with the caller's certificate key."""
 
 
-class MalformedRosterEntry(RosterError):
+class MalformedRosterEntry(RosterError, InvalidRequest):
     """A public key or signature of the wrong size or shape."""
 
 

@@ -33,7 +33,17 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from aggregation import dp
-from aggregation.errors import FedsignalError
+from aggregation.errors import (
+    Aborted,
+    AlreadyExists,
+    DeadlineExceeded,
+    FedsignalError,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+    ResourceExhausted,
+)
 from aggregation.schema import SECURE, SignalSchema
 from aggregation.secagg import (
     Attestation,
@@ -105,51 +115,51 @@ class RoundError(FedsignalError):
     """Base of the refusals of this module."""
 
 
-class RoundNotFound(RoundError):
+class RoundNotFound(RoundError, NotFound):
     pass
 
 
-class CrossCohort(RoundError):
+class CrossCohort(RoundError, PermissionDenied):
     """A round of another cohort than the caller's."""
 
 
-class SenderMismatch(RoundError):
+class SenderMismatch(RoundError, PermissionDenied):
     """A message whose sender is not the authenticated caller."""
 
 
-class NotInRoster(RoundError):
+class NotInRoster(RoundError, PermissionDenied):
     pass
 
 
-class ReplayedRoundMessage(RoundError):
+class ReplayedRoundMessage(RoundError, PreconditionFailed):
     """A message made for another round, window, schema version or cohort."""
 
 
-class LateMessage(RoundError):
+class LateMessage(RoundError, DeadlineExceeded):
     """A masked input after the round stopped collecting."""
 
 
-class ConflictingMessage(RoundError):
+class ConflictingMessage(RoundError, AlreadyExists):
     """A second, different message of one kind from one tenant."""
 
 
-class RoundWasAborted(RoundError):
+class RoundWasAborted(RoundError, Aborted):
     pass
 
 
-class WrongRoundPhase(RoundError):
+class WrongRoundPhase(RoundError, PreconditionFailed):
     pass
 
 
-class MalformedRoundMessage(RoundError):
+class MalformedRoundMessage(RoundError, InvalidRequest):
     pass
 
 
-class OversizeMessage(RoundError):
+class OversizeMessage(RoundError, ResourceExhausted):
     pass
 
 
-class RoundUnavailable(RoundError):
+class RoundUnavailable(RoundError, PreconditionFailed):
     """No round can be opened for this window (schema, mode or roster do not allow it)."""
 
 

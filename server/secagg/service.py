@@ -1,7 +1,8 @@
 """SecureAggregationService: a thin servicer over :mod:`server.secagg.roster` and :mod:`server.secagg.rounds`.
 
 The caller's tenant and cohort come from its client certificate
-(:func:`server.identity.auth.require`); every refusal maps to its own status
+(:func:`server.identity.auth.require`); every refusal is a domain error of one kind of
+:mod:`aggregation.errors`, answered through :func:`server.servicer.abort` with its own status
 (see ``proto/fedsignal/v1/secagg.proto``).
 """
 
@@ -20,32 +21,16 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from server.context import ServerContext
-from server.db import is_sqlite, transaction
+from server.db import transaction
 from server.identity.auth import Identity, require
+from server.secagg import metrics as secagg_metrics
 from server.secagg import roster as roster_mod
 from server.secagg import rounds
 from server.secagg.models import ABORTED, COLLECTING, DONE, UNMASKING, ParticipantRecord, RoundRecord
-from server.servicer import StatusTable, status_for
+from server.servicer import abort
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = secagg_pb2.DESCRIPTOR.services_by_name["SecureAggregationService"].full_name
-
-STATUS: StatusTable = (
-    (roster_mod.BadRosterSignature, grpc.StatusCode.PERMISSION_DENIED),
-    (roster_mod.MalformedRosterEntry, grpc.StatusCode.INVALID_ARGUMENT),
-    (rounds.RoundNotFound, grpc.StatusCode.NOT_FOUND),
-    (rounds.CrossCohort, grpc.StatusCode.PERMISSION_DENIED),
-    (rounds.SenderMismatch, grpc.StatusCode.PERMISSION_DENIED),
-    (rounds.NotInRoster, grpc.StatusCode.PERMISSION_DENIED),
-    (rounds.ReplayedRoundMessage, grpc.StatusCode.FAILED_PRECONDITION),
-    (rounds.WrongRoundPhase, grpc.StatusCode.FAILED_PRECONDITION),
-    (rounds.RoundUnavailable, grpc.StatusCode.FAILED_PRECONDITION),
-    (rounds.LateMessage, grpc.StatusCode.DEADLINE_EXCEEDED),
-    (rounds.ConflictingMessage, grpc.StatusCode.ALREADY_EXISTS),
-    (rounds.RoundWasAborted, grpc.StatusCode.ABORTED),
-    (rounds.MalformedRoundMessage, grpc.StatusCode.INVALID_ARGUMENT),
-    (rounds.OversizeMessage, grpc.StatusCode.RESOURCE_EXHAUSTED),
-)
 
 _PHASES = {
     COLLECTING: secagg_pb2.COLLECTING,
@@ -73,11 +58,10 @@ class SecureAggregationServicer:
 
     def _run(self, context: grpc.ServicerContext, fn: Any) -> Any:
         try:
-            return fn()
-        except rounds.RoundError as exc:
-            context.abort(status_for(exc, STATUS), str(exc))
-        except roster_mod.RosterError as exc:
-            context.abort(status_for(exc, STATUS), str(exc))
+            with secagg_metrics.bound(self._ctx.metrics.registry):
+                return fn()
+        except (rounds.RoundError, roster_mod.RosterError) as exc:
+            abort(context, exc)  # the server's one error-to-status table (server.servicer.STATUS)
         except IntegrityError:
             # Two replicas raced on one insert: the caller retries and finds the winner's row.
             context.abort(grpc.StatusCode.ABORTED, "concurrent update of the round; retry")
@@ -224,7 +208,7 @@ _GUARD = threading.Lock()
 @contextmanager
 def write_transaction(ctx: ServerContext) -> Iterator[Any]:
     """:func:`server.db.transaction`, with this process's SQLite writers queued on a lock."""
-    if not is_sqlite(ctx.engine):
+    if ctx.engine.dialect.name != "sqlite":
         with transaction(ctx.sessions) as session:
             yield session
         return
@@ -238,7 +222,7 @@ def write_transaction(ctx: ServerContext) -> Iterator[Any]:
 def read_session(ctx: ServerContext) -> Iterator[Any]:
     """A session for reads. On SQLite every transaction of this server begins ``IMMEDIATE`` (it takes
     the write lock), so reads queue on the same process lock as writes."""
-    if not is_sqlite(ctx.engine):
+    if ctx.engine.dialect.name != "sqlite":
         with ctx.sessions() as session:
             yield session
         return

@@ -17,6 +17,7 @@ or another report of the same tenant for the same window, is refused.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import threading
 from dataclasses import dataclass
@@ -24,14 +25,16 @@ from enum import Enum
 from typing import Any
 
 import numpy as np
+import psycopg
 from fedsignal.v1 import common_pb2
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from aggregation import dp, stats
 from aggregation.errors import FedsignalError
 from aggregation.schema import LOCAL, SignalSchema
 from server.context import ServerContext
-from server.metrics import report_outcome
+from server.servicer import InvalidText, check_text
 from server.signals.models import SignalReport
 from server.signals.refusals import (
     CellOutOfRange,
@@ -46,7 +49,9 @@ from server.signals.refusals import (
     ReportRefused,
     ReportTooLarge,
     SensitivityMismatch,
+    StoreUnavailable,
     TaxonomyVersionMismatch,
+    TextFieldInvalid,
     UnknownSchemaVersion,
     VectorLengthMismatch,
     WindowOutOfRange,
@@ -64,6 +69,10 @@ MAX_NOISE_SCALE = 1e6
 # could overflow int64 sums.
 MAX_CELL_MAGNITUDE = 1 << 40
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
+#: Longest accepted value of each string field of a report (the key has its own rule).
+TEXT_FIELD_LIMITS = {"tenant_id": 64, "cohort": 64, "taxonomy_version": 64, "collector_version": 100}
+
+log = logging.getLogger(__name__)
 
 
 class IngestOutcome(Enum):
@@ -109,6 +118,15 @@ def _check_window(report: common_pb2.DpReport, schema: SignalSchema, now: float)
         raise WindowOutOfRange(
             f"window starting {start} is older than {MAX_REPORT_AGE_SECONDS // 86400} days; it is not accepted"
         )
+
+
+def _check_text_fields(report: common_pb2.DpReport) -> None:
+    """Every string field: bounded length, printable, no NUL (refused before any store sees it)."""
+    for name, limit in TEXT_FIELD_LIMITS.items():
+        try:
+            check_text(getattr(report, name), name, max_chars=limit)
+        except InvalidText as exc:
+            raise TextFieldInvalid(str(exc)) from None
 
 
 def _check_key(report: common_pb2.DpReport, tenant_id: str) -> None:
@@ -172,12 +190,12 @@ class ReportIngest:
     declared loss), which keeps the OpenDP privacy map off the hot path.
     """
 
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: ServerContext, store: ReportStore | None = None) -> None:
         self._ctx = ctx
         self._schemas: dict[tuple[str, int], SignalSchema] = {}
         self._loss_checks: dict[tuple[Any, ...], _LossCheck] = {}
         self._lock = threading.Lock()
-        self._store = ReportStore(ctx)
+        self._store = store if store is not None else ReportStore(ctx)
 
     # -- lookups -----------------------------------------------------------
     def _schema(self, cohort: str, version: int) -> SignalSchema:
@@ -246,6 +264,7 @@ class ReportIngest:
             raise ReportTooLarge(
                 f"the report is {size} bytes; the server accepts at most {self._ctx.settings.max_message_bytes}"
             )
+        _check_text_fields(report)
         if report.tenant_id and report.tenant_id != submitter.tenant_id:
             raise ForeignTenant(
                 f"the report names tenant {report.tenant_id!r} but the certificate belongs to "
@@ -316,9 +335,9 @@ class ReportIngest:
         try:
             result = self._submit(submitter, report, wire_size)
         except ReportRefused as exc:
-            report_outcome(exc.reason)
+            self._ctx.metrics.report_outcome(exc.reason)
             raise
-        report_outcome(result.outcome.value)
+        self._ctx.metrics.report_outcome(result.outcome.value)
         return result
 
     def _submit(self, submitter: Submitter, report: common_pb2.DpReport, wire_size: int | None) -> IngestResult:
@@ -344,7 +363,7 @@ class ReportIngest:
             "declared_delta": loss.delta,
             "cell_count": schema.size,
             "cells": cells,
-            "collector_version": report.collector_version[:100],
+            "collector_version": report.collector_version,
             "received_at": self._ctx.clock(),
             "merge_generation": None,
         }
@@ -359,7 +378,12 @@ class ReportIngest:
             "epsilon": loss.epsilon,
             "delta": loss.delta,
         }
-        report_id = self._store.store(row, submitter.tenant_id, audit)
+        try:
+            report_id = self._store.store(row, submitter.tenant_id, audit)
+        except (SQLAlchemyError, psycopg.Error) as exc:
+            # Nothing was acknowledged: the collector's outbox keeps the report and retries.
+            log.exception("report store unavailable")
+            raise StoreUnavailable("the report store is unavailable; retry the report later") from exc
         if report_id is not None:
             return IngestResult(IngestOutcome.ACCEPTED, str(report_id))
         return self._resolve_conflict(submitter, report, digest)

@@ -27,7 +27,6 @@ from psycopg.rows import namedtuple_row
 from sqlalchemy import Select, bindparam, func, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
-from server import metrics
 from server.context import ServerContext
 from server.db import transaction
 from server.logs import log_event
@@ -211,5 +210,4 @@ def merge_lag_by_cohort(ctx: ServerContext) -> dict[str, float]:
 def _publish_lag(ctx: ServerContext, merged_cohorts: set[str]) -> None:
     lags = merge_lag_by_cohort(ctx)
     for cohort in merged_cohorts | set(lags):
-        metrics.set_merge_lag(lags.get(cohort, 0.0), cohort)
-    metrics.set_merge_lag(max(lags.values(), default=0.0), "")
+        ctx.metrics.set_merge_lag(lags.get(cohort, 0.0), cohort)

@@ -1,90 +1,101 @@
 """Why the server refuses a report: one type per cause.
 
-Each :class:`ReportRefused` subclass carries the gRPC status the servicer
-answers with (``status``) and the label the report-outcome metric counts it
-under (``reason``).
+Each :class:`ReportRefused` subclass is also one kind of :mod:`aggregation.errors`
+(which decides the wire status, see :mod:`server.servicer`) and carries the label
+the report-outcome metric counts it under (``reason``).
 """
 
 from __future__ import annotations
 
-import grpc
-
-from aggregation.errors import FedsignalError
+from aggregation.errors import (
+    AlreadyExists,
+    FedsignalError,
+    InvalidRequest,
+    OutOfRange,
+    PermissionDenied,
+    PreconditionFailed,
+    ResourceExhausted,
+    Unavailable,
+)
 
 
 class ReportRefused(FedsignalError):
-    """A report the server will not store; ``status`` is the gRPC answer."""
+    """A report the server will not store (or not now); ``reason`` labels it in the metrics."""
 
-    status: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
     reason: str = "invalid"
 
 
-class ReportTooLarge(ReportRefused):
-    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+class ReportTooLarge(ResourceExhausted, ReportRefused):
     reason = "too_large"
 
 
-class MalformedReport(ReportRefused):
+class MalformedReport(InvalidRequest, ReportRefused):
     reason = "malformed"
 
 
-class ForeignTenant(ReportRefused):
-    status = grpc.StatusCode.PERMISSION_DENIED
+class ForeignTenant(PermissionDenied, ReportRefused):
     reason = "foreign_tenant"
 
 
-class ForeignCohort(ReportRefused):
-    status = grpc.StatusCode.PERMISSION_DENIED
+class ForeignCohort(PermissionDenied, ReportRefused):
     reason = "foreign_cohort"
 
 
-class MissingIdempotencyKey(ReportRefused):
+class TextFieldInvalid(InvalidRequest, ReportRefused):
+    """A string field that is too long or carries a NUL or other control character."""
+
+    reason = "text_field"
+
+
+class MissingIdempotencyKey(InvalidRequest, ReportRefused):
     reason = "idempotency_key"
 
 
-class UnknownSchemaVersion(ReportRefused):
-    status = grpc.StatusCode.FAILED_PRECONDITION
+class UnknownSchemaVersion(PreconditionFailed, ReportRefused):
     reason = "unknown_schema_version"
 
 
-class TaxonomyVersionMismatch(ReportRefused):
-    status = grpc.StatusCode.FAILED_PRECONDITION
+class TaxonomyVersionMismatch(PreconditionFailed, ReportRefused):
     reason = "taxonomy_version"
 
 
-class WindowOutOfRange(ReportRefused):
-    status = grpc.StatusCode.OUT_OF_RANGE
+class WindowOutOfRange(OutOfRange, ReportRefused):
     reason = "window"
 
 
-class MechanismMissing(ReportRefused):
+class MechanismMissing(InvalidRequest, ReportRefused):
     reason = "mechanism"
 
 
-class ContributionBoundsMismatch(ReportRefused):
+class ContributionBoundsMismatch(InvalidRequest, ReportRefused):
     reason = "contribution_bounds"
 
 
-class NoiseScaleInvalid(ReportRefused):
+class NoiseScaleInvalid(InvalidRequest, ReportRefused):
     reason = "noise_scale"
 
 
-class SensitivityMismatch(ReportRefused):
+class SensitivityMismatch(InvalidRequest, ReportRefused):
     reason = "sensitivity"
 
 
-class DeclaredLossInvalid(ReportRefused):
+class DeclaredLossInvalid(InvalidRequest, ReportRefused):
     reason = "declared_loss"
 
 
-class VectorLengthMismatch(ReportRefused):
+class VectorLengthMismatch(InvalidRequest, ReportRefused):
     reason = "vector_length"
 
 
-class CellOutOfRange(ReportRefused):
+class CellOutOfRange(InvalidRequest, ReportRefused):
     reason = "cell_value"
 
 
-class ReportConflict(ReportRefused):
-    status = grpc.StatusCode.ALREADY_EXISTS
+class ReportConflict(AlreadyExists, ReportRefused):
     reason = "conflict"
+
+
+class StoreUnavailable(Unavailable, ReportRefused):
+    """The report store failed; nothing was acknowledged and the collector's outbox retries."""
+
+    reason = "store_unavailable"

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from fedsignal.v1 import admin_pb2
 
-from server.signals.views import harm
+from server.signals.views import DEFAULT_EVIDENCE_FLOOR, NOT_ENOUGH_DATA, harm
 
 # Series per plot: the slices with the most harmful deviation in any window.
 MAX_SERIES = 6
@@ -57,8 +57,8 @@ def _harm(cell: admin_pb2.MergedCell) -> float:
 
 
 def _informative(cell: admin_pb2.MergedCell) -> bool:
-    """False when the interval is all of [0, 1]: the slice had no measurable turns."""
-    return cell.rate_high - cell.rate_low < 0.999
+    """False below the evidence floor (a negative estimate, or an interval too wide to read)."""
+    return DEFAULT_EVIDENCE_FLOOR.shown_enough(cell.estimate, cell.rate_low, cell.rate_high)
 
 
 def _axis_top(highest: float) -> float:
@@ -116,7 +116,7 @@ def _plot(cohort: str, measure: str, cells: Sequence[admin_pb2.MergedCell]) -> s
     parts.append(f'<text x="{LEFT + plot_w + 14}" y="{TOP}">slice (intent · artifact version)</text>')
     for n, label in enumerate(ranked):
         color = PALETTE[n % len(PALETTE)]
-        series = sorted(by_slice[label], key=lambda c: c.window_start)
+        series = sorted((c for c in by_slice[label] if _informative(c)), key=lambda c: c.window_start)
         points = " ".join(f"{x(c.window_start):.1f},{y(c.rate):.1f}" for c in series)
         parts.append(f'<g class="series" data-slice="{_esc(label)}">')
         if len(series) > 1:
@@ -149,6 +149,13 @@ def _table(cells: Sequence[admin_pb2.MergedCell]) -> str:
         "<th>estimate</th><th>rate</th><th>interval</th><th>tenants</th><th>z</th></tr></thead><tbody>"
     ]
     for c in cells[:TABLE_ROWS]:
+        if not _informative(c):
+            rows.append(
+                f"<tr><td>{_esc(c.cohort)}</td><td>{_esc(_when(c.window_start))}</td><td>{_esc(c.measure)}</td>"
+                f"<td>{_esc(slice_label(c))}</td><td class=num>—</td><td colspan=2>{NOT_ENOUGH_DATA}</td>"
+                f"<td class=num>{c.tenants}</td><td class=num>—</td></tr>"
+            )
+            continue
         rows.append(
             f"<tr><td>{_esc(c.cohort)}</td><td>{_esc(_when(c.window_start))}</td><td>{_esc(c.measure)}</td>"
             f"<td>{_esc(slice_label(c))}</td><td class=num>{c.estimate:.0f}</td><td class=num>{c.rate:.1%}</td>"

@@ -10,16 +10,17 @@ so two replicas asking at once create version 1 once.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aggregation.clock import Clock, system_clock
 from aggregation.dp import Mechanism, calibrate_scale
-from aggregation.errors import FedsignalError
+from aggregation.errors import InvalidRequest
 from aggregation.schema import DEFAULT_AGGREGATION_MODE, SignalSchema, default_schema
+from server import locks
 from server.db import advisory_lock
 from server.signals.models import SignalSchemaVersion
 
@@ -29,13 +30,8 @@ ARTIFACT_VERSION = "artifact_version"
 DEFAULT_COHORT_RHO = 0.01
 
 
-class UnknownCohortSchema(FedsignalError):
+class UnknownCohortSchema(InvalidRequest):
     """A cohort name that cannot carry a schema."""
-
-
-def _cohort_lock_key(cohort: str) -> int:
-    digest = hashlib.blake2b(b"fedsignal.schema:" + cohort.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 def _latest(session: Session, cohort: str) -> SignalSchemaVersion | None:
@@ -48,19 +44,19 @@ def _latest(session: Session, cohort: str) -> SignalSchemaVersion | None:
     return session.scalars(stmt).first()
 
 
-def _store(session: Session, schema: SignalSchema) -> None:
+def _store(session: Session, schema: SignalSchema, now: datetime) -> None:
     session.add(
         SignalSchemaVersion(
             cohort=schema.cohort,
             version=schema.version,
             document=schema.to_json(),
-            created_at=datetime.now(UTC),
+            created_at=now,
         )
     )
     session.flush()
 
 
-def current_schema(session: Session, cohort: str) -> SignalSchema:
+def current_schema(session: Session, cohort: str, *, clock: Clock = system_clock) -> SignalSchema:
     """The newest schema version of ``cohort``; version 1 is created on first use.
 
     Runs inside the caller's transaction; the caller commits.
@@ -70,7 +66,7 @@ def current_schema(session: Session, cohort: str) -> SignalSchema:
     row = _latest(session, cohort)
     if row is not None:
         return SignalSchema.from_json(row.document)
-    advisory_lock(session, _cohort_lock_key(cohort))
+    advisory_lock(session, locks.schema(cohort))
     row = _latest(session, cohort)  # another replica may have created it meanwhile
     if row is not None:
         return SignalSchema.from_json(row.document)
@@ -80,7 +76,7 @@ def current_schema(session: Session, cohort: str) -> SignalSchema:
         Mechanism.DISCRETE_GAUSSIAN, template.max_cells_per_unit, template.max_count_per_cell, rho=DEFAULT_COHORT_RHO
     )
     schema = default_schema(cohort, version=1, aggregation_mode=DEFAULT_AGGREGATION_MODE, noise_scale=sigma)
-    _store(session, schema)
+    _store(session, schema, clock())
     return schema
 
 
@@ -94,43 +90,36 @@ def get_schema(session: Session, cohort: str, version: int) -> SignalSchema | No
     return SignalSchema.from_json(row.document) if row is not None else None
 
 
-def list_schemas(session: Session, cohort: str) -> list[SignalSchema]:
-    """Every published version of ``cohort``, oldest first."""
-    rows = session.scalars(
-        select(SignalSchemaVersion)
-        .where(SignalSchemaVersion.cohort == cohort)
-        .order_by(SignalSchemaVersion.version)
-    )
-    return [SignalSchema.from_json(r.document) for r in rows]
-
-
-def publish_artifact_versions(session: Session, cohort: str, labels: Sequence[str]) -> SignalSchema:
+def publish_artifact_versions(
+    session: Session, cohort: str, labels: Sequence[str], *, clock: Clock = system_clock
+) -> SignalSchema:
     """Publish a schema version whose artifact_version domain is ``labels + ["other"]``.
 
     Returns the current schema unchanged when its domain already is exactly
     that. Runs inside the caller's transaction; the caller commits.
     """
-    advisory_lock(session, _cohort_lock_key(cohort))
-    current = current_schema(session, cohort)  # read under the lock: the newest version
+    advisory_lock(session, locks.schema(cohort))
+    current = current_schema(session, cohort, clock=clock)  # read under the lock: the newest version
     updated = current.with_values(ARTIFACT_VERSION, list(labels))
     if updated is current:
         return current
-    _store(session, updated)
+    _store(session, updated, clock())
     return updated
 
 
-def publish_aggregation(session: Session, cohort: str, mode: str, noise_scale: float) -> SignalSchema:
+def publish_aggregation(session: Session, cohort: str, mode: str, noise_scale: float, *,
+                        clock: Clock = system_clock) -> SignalSchema:
     """Publish a schema version with the cohort's aggregation mode ("secure" or "local") and noise scale.
 
     The operator's switch between secure aggregation and per-tenant ("local") releases, and
     the noise every tenant of the cohort uses. Returns the current schema unchanged when it
     already says exactly that. Runs inside the caller's transaction; the caller commits.
     """
-    advisory_lock(session, _cohort_lock_key(cohort))
-    current = current_schema(session, cohort)
+    advisory_lock(session, locks.schema(cohort))
+    current = current_schema(session, cohort, clock=clock)
     if current.aggregation_mode == mode and current.noise_scale == noise_scale:
         return current
     updated = SignalSchema.from_dict({**current.to_dict(), "version": current.version + 1,
                                       "aggregation_mode": mode, "noise_scale": float(noise_scale)})
-    _store(session, updated)
+    _store(session, updated, clock())
     return updated

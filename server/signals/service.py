@@ -15,18 +15,20 @@ from typing import Any
 import grpc
 from fedsignal.v1 import common_pb2, signals_pb2
 from google.protobuf.message import DecodeError
-from sqlalchemy.exc import SQLAlchemyError
 
+from aggregation.errors import NotFound
 from server.context import ServerContext
-from server.db import transaction
-from server.identity.auth import require
-from server.metrics import report_outcome
+from server.servicer import unit_of_work
 from server.signals.ingest import IngestOutcome, ReportIngest, Submitter
-from server.signals.refusals import MalformedReport, ReportRefused
+from server.signals.refusals import MalformedReport
 from server.signals.schemas import current_schema, get_schema
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = signals_pb2.DESCRIPTOR.services_by_name["SignalService"].full_name
+
+class UnknownSchema(NotFound):
+    """A schema version the caller's cohort never had."""
+
 
 _OUTCOMES = {
     IngestOutcome.ACCEPTED: signals_pb2.SubmitReportResponse.ACCEPTED,
@@ -35,52 +37,31 @@ _OUTCOMES = {
 
 
 class SignalServicer:
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: ServerContext, ingest: ReportIngest | None = None) -> None:
         self._ctx = ctx
-        self._ingest = ReportIngest(ctx)
-
-    def _submitter(self, context: grpc.ServicerContext) -> Submitter:
-        identity = require(context, self._ctx, "tenant")
-        if not identity.cohort:
-            context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"the certificate of tenant {identity.subject!r} names no cohort; re-enroll the collector",
-            )
-        return Submitter(tenant_id=identity.subject, cohort=identity.cohort or "")
+        self._ingest = ingest if ingest is not None else ReportIngest(ctx)
 
     def GetSignalSchema(  # noqa: N802 - gRPC method name
         self, request: signals_pb2.GetSignalSchemaRequest, context: grpc.ServicerContext
     ) -> common_pb2.SignalSchema:
-        submitter = self._submitter(context)
-        with transaction(self._ctx.sessions) as session:
+        with unit_of_work(context, self._ctx, "tenant") as call:
             if request.version == 0:
-                schema = current_schema(session, submitter.cohort)
-            else:
-                found = get_schema(session, submitter.cohort, request.version)
-                if found is None:
-                    context.abort(
-                        grpc.StatusCode.NOT_FOUND,
-                        f"cohort {submitter.cohort!r} has no signal schema version {request.version}",
-                    )
-                schema = found  # type: ignore[assignment]
-        return schema.to_proto()
+                return current_schema(call.session, call.cohort, clock=self._ctx.clock).to_proto()
+            found = get_schema(call.session, call.cohort, request.version)
+            if found is None:
+                raise UnknownSchema(f"cohort {call.cohort!r} has no signal schema version {request.version}")
+            return found.to_proto()
 
     def SubmitReport(self, request: bytes, context: grpc.ServicerContext) -> signals_pb2.SubmitReportResponse:  # noqa: N802
-        submitter = self._submitter(context)
-        try:
-            report = common_pb2.DpReport.FromString(request)
-        except DecodeError as exc:
-            report_outcome(MalformedReport.reason)
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid DpReport message: {exc}")
-        try:
+        # The ingest stores through its own group commit: no unit of work is opened here.
+        with unit_of_work(context, self._ctx, "tenant", store=False) as call:
+            submitter = Submitter(tenant_id=call.caller.subject, cohort=call.cohort)
+            try:
+                report = common_pb2.DpReport.FromString(request)
+            except DecodeError as exc:
+                self._ctx.metrics.report_outcome(MalformedReport.reason)
+                raise MalformedReport(f"the request is not a valid DpReport message: {exc}") from exc
             result = self._ingest.submit(submitter, report, len(request))
-        except ReportRefused as exc:
-            context.abort(exc.status, str(exc))
-        except SQLAlchemyError:
-            # Nothing was acknowledged: the collector's outbox keeps the report and retries.
-            log.exception("report store unavailable")
-            report_outcome("store_unavailable")
-            context.abort(grpc.StatusCode.UNAVAILABLE, "the report store is unavailable; retry the report later")
         return signals_pb2.SubmitReportResponse(outcome=_OUTCOMES[result.outcome], report_id=result.report_id)
 
 
@@ -88,8 +69,9 @@ def _raw(data: bytes) -> bytes:
     return data
 
 
-def add_to_server(grpc_server: grpc.Server, ctx: ServerContext) -> None:
-    servicer = SignalServicer(ctx)
+def add_to_server(grpc_server: grpc.Server, ctx: ServerContext, ingest: ReportIngest | None = None) -> None:
+    """Serve SignalService; ``ingest``: the report kernel to use (default: one on ``ctx``'s own store)."""
+    servicer = SignalServicer(ctx, ingest)
     handlers: dict[str, Any] = {
         "GetSignalSchema": grpc.unary_unary_rpc_method_handler(
             servicer.GetSignalSchema,

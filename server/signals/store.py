@@ -11,6 +11,10 @@ insert, one commit. A caller's :meth:`ReportStore.store` returns
 only after the transaction holding its row committed, so "acknowledged"
 still means "durable".
 
+A row the database refuses (it cannot fail validation, but a driver may still
+raise) fails only its own report: the batch is retried one report per
+transaction, so its batch-mates are stored and acknowledged as usual.
+
 Conflicts never abort a batch: rows go in with ``ON CONFLICT DO NOTHING``
 and a row that was not inserted (its key or tenant window already stored,
 possibly by the same batch) is reported back as ``None`` for the caller to
@@ -30,7 +34,8 @@ from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from aggregation.audit import ChainedEntry, chain_next
-from server.audit import _AUDIT_LOCK, AuditRecord
+from server import locks
+from server.audit import AuditRecord
 from server.context import ServerContext
 from server.signals.models import SignalReport
 
@@ -111,7 +116,7 @@ def _insert_rows(
                 if lz4:
                     lock.execute("SET LOCAL default_toast_compression = 'lz4'")
                 cursor.executemany(sql, [{c: row[c] for c in columns} for row in rows], returning=True)
-                lock.execute(_PG_LOCK, (_AUDIT_LOCK,))
+                lock.execute(_PG_LOCK, (locks.AUDIT,))
                 tail.execute(tail_sql)
             while True:
                 for report_id, key in cursor.fetchall():
@@ -171,10 +176,20 @@ class ReportStore:
     def _commit(self, batch: list[_Pending]) -> None:
         try:
             ids = self._write(batch)
-        except BaseException as exc:  # every waiter learns the batch failed; nothing was acknowledged
+        except Exception as exc:
+            if len(batch) > 1:
+                # One bad row must not fail its batch-mates: the batch rolled back as a whole,
+                # so each report is written again in its own transaction and only the one(s)
+                # the database refuses learn of it.
+                for p in batch:
+                    self._commit([p])
+                return
+            batch[0].result.set_exception(exc)  # nothing was acknowledged
+            return
+        except BaseException as exc:
             for p in batch:
                 p.result.set_exception(exc)
-            return
+            raise
         for p, report_id in zip(batch, ids, strict=True):
             p.result.set_result(report_id)
 
@@ -209,7 +224,7 @@ def _audit_accepted(connection: Connection, accepted: list[tuple[_Pending, int]]
         return
     if tail is _UNREAD:
         if connection.dialect.name == "postgresql":
-            connection.execute(_LOCK, {"k": _AUDIT_LOCK})  # SQLite: BEGIN IMMEDIATE already serializes writers
+            connection.execute(_LOCK, {"k": locks.AUDIT})  # SQLite: BEGIN IMMEDIATE already serializes writers
         tail = connection.execute(_TAIL).first()
     prev: ChainedEntry | None = ChainedEntry(*tail) if tail is not None else None
     entries = []

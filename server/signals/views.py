@@ -24,6 +24,15 @@ Cells are sorted by *harm* first: ``z`` descending for
 failure measures and counters where more is worse, ``-z`` for
 ``task_success`` (a drop is the harm), so a hotspot leads the table and an
 unusually clean slice does not; suppressed cells (z = 0) come last.
+
+Evidence floor: DP noise is added to every cell, empty slices too, so a slice
+with no traffic still has a "rate" — noise over noise, e.g. 100 % in
+[20 %, 100 %]. :class:`EvidenceFloor` says when a rate is evidence at all: its
+noisy ``turns`` denominator is at least ``c`` noise standard deviations (the
+schema's noise scale, via the merged variance) and at least ``min_turns``, its
+estimate is not negative, and its interval is no wider than a bound. Below the
+floor a cell gets z = 0, the views print "not enough data" instead of an
+interval, and the hotspot rules propose nothing from it.
 """
 
 from __future__ import annotations
@@ -54,6 +63,37 @@ SliceKey = tuple[tuple[str, str], ...]
 
 #: Measures where a higher rate is the good direction.
 HIGHER_IS_BETTER = frozenset({"task_success"})
+
+
+NOT_ENOUGH_DATA = "not enough data"
+
+
+@dataclass(frozen=True)
+class EvidenceFloor:
+    """The least evidence a merged rate needs before anyone reads it (see the module docstring)."""
+
+    #: The noisy turns estimate must be at least this many noise standard deviations ...
+    min_turns_sigmas: float = 5.0
+    #: ... and at least this many turns.
+    min_turns: float = 20.0
+    #: The rate's confidence interval may be at most this wide.
+    max_interval_width: float = 0.3
+
+    def turns_enough(self, turns_estimate: float, turns_variance: float) -> bool:
+        sigma = math.sqrt(max(turns_variance, 0.0))
+        return turns_estimate >= max(self.min_turns, self.min_turns_sigmas * sigma)
+
+    def shown_enough(self, estimate: float, rate_low: float, rate_high: float) -> bool:
+        """What the wire shows (no turns on it): a non-negative estimate and a narrow enough interval."""
+        return estimate >= 0 and 0 <= rate_high - rate_low <= self.max_interval_width
+
+    def admits(self, cell: MergedCellView) -> bool:
+        """True when ``cell`` (released) carries enough data to be read as a rate."""
+        return (not cell.suppressed and self.turns_enough(cell.turns_estimate, cell.turns_variance)
+                and self.shown_enough(cell.estimate, cell.rate_low, cell.rate_high))
+
+
+DEFAULT_EVIDENCE_FLOOR = EvidenceFloor()
 
 
 def harm(measure: str, z_score: float) -> float:
@@ -283,7 +323,7 @@ def _score(cells: Iterable[MergedCellView], confidence: float) -> None:
         # A slice whose turns are indistinguishable from the DP noise has no
         # traffic to speak of: its "rate" is noise over noise, not evidence.
         no_traffic = c.turns_estimate <= z_crit * math.sqrt(max(c.turns_variance, 0.0))
-        if c.suppressed or den <= 0 or no_traffic:
+        if c.suppressed or den <= 0 or no_traffic or not DEFAULT_EVIDENCE_FLOOR.admits(c):
             c.z_score = 0.0
             continue
         overall = num / den

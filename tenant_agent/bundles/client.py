@@ -9,10 +9,8 @@ specific :class:`~aggregation.bundle_errors.BundleRefused` after reporting
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
+import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -20,10 +18,34 @@ from fedsignal.v1 import bundles_pb2, bundles_pb2_grpc
 
 from aggregation.bundle import TrustedBundleState
 from aggregation.bundle_errors import BundleRefused
+from aggregation.clock import Clock
 from aggregation.errors import FedsignalError
 from tenant_agent.bundles.store import BundleStore, FaultHook
+from tenant_agent.files import write_atomic
 
-Clock = Callable[[], "float | datetime"]
+TUF_PAYLOAD_LOGGER = "tuf.api._payload"
+
+
+class _ExpectedMissingSignatures(logging.Filter):
+    """tuf logs "No signature for keyid ..." at INFO for every role key that did not sign.
+
+    With an N-of-M threshold that is the normal case on every pull (M - N keys never sign), not a
+    problem worth an operator's attention: the record is demoted to DEBUG. A real shortfall is
+    raised by the kernel as a specific ``BundleRefused``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and str(record.msg).startswith("No signature for keyid"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+def quiet_expected_tuf_logs() -> None:
+    """Install the filter once (idempotent)."""
+    tuf_logger = logging.getLogger(TUF_PAYLOAD_LOGGER)
+    if not any(isinstance(f, _ExpectedMissingSignatures) for f in tuf_logger.filters):
+        tuf_logger.addFilter(_ExpectedMissingSignatures())
 
 
 class TrustRootNotPinned(FedsignalError):
@@ -36,21 +58,6 @@ class PullResult:
     active_version: int
     previous_version: int
     root_version: int
-
-
-def _as_datetime(value: float | datetime) -> datetime:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC)
-    return datetime.fromtimestamp(float(value), UTC)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class BundleClient:
@@ -73,6 +80,7 @@ class BundleClient:
         self._timeout = timeout
         self._store = BundleStore(self._state_dir, fault)
         self._last_report: tuple[int, bool, str] | None = None
+        quiet_expected_tuf_logs()
         self._state = self._load_state()
 
     @property
@@ -99,9 +107,9 @@ class BundleClient:
         try:
             for root in response.root_chain:
                 trusted = self._state.update_root(bytes(root))
-                _write_atomic(self.root_path, trusted.to_bytes())
+                write_atomic(self.root_path, trusted.to_bytes())
             artifacts = {a.name: bytes(a.content) for a in response.artifacts}
-            bundle = self._state.update_bundle(bytes(response.bundle_metadata), artifacts, _as_datetime(self._clock()))
+            bundle = self._state.update_bundle(bytes(response.bundle_metadata), artifacts, self._clock())
         except BundleRefused as exc:
             self._report(False, exc.code)
             raise

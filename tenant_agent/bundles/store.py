@@ -18,32 +18,26 @@ cleaned on the next install.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from aggregation.bundle import VerifiedBundle, parse_bundle_view
+from aggregation.bundle import VerifiedBundle, verify_installed
+from aggregation.bundle_errors import MalformedMetadataError
+from tenant_agent.files import fsync_dir, private_dir, write_durable
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: one process per state directory is then the operator's job
+    fcntl = None  # type: ignore[assignment]
 
 #: Called with the step name before each install step (tests inject crashes here).
 FaultHook = Callable[[str], None]
 INSTALL_STEPS = ("staged", "renamed", "previous_linked", "current_swapped")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+LOCK_FILE = ".lock"
 
 
 def _relink(link: Path, target: str) -> None:
@@ -55,6 +49,15 @@ def _relink(link: Path, target: str) -> None:
 
 
 class BundleStore:
+    """The installed bundles of one state directory.
+
+    Installs take an exclusive ``flock`` on ``bundles/.lock``: two processes on
+    one state directory (a second ``agent run``, an operator's one-off pull)
+    serialize their installs instead of pruning each other's staging and
+    version directories. Readers take no lock: ``current`` only ever points
+    at a complete version directory.
+    """
+
     def __init__(self, state_dir: Path, fault: FaultHook | None = None) -> None:
         self.root = Path(state_dir) / "bundles"
         self._fault = fault or (lambda _step: None)
@@ -83,37 +86,53 @@ class BundleStore:
             return None
         return self.root / os.readlink(self.current_link)
 
-    def install(self, bundle: VerifiedBundle) -> None:
-        versions = self.root / "versions"
-        versions.mkdir(parents=True, exist_ok=True)
+    @contextlib.contextmanager
+    def _writer_lock(self) -> Iterator[None]:
+        private_dir(self.root)
+        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    def install(self, bundle: VerifiedBundle) -> bool:
+        """Install ``bundle`` and make it current; False when that version already is current."""
+        with self._writer_lock():
+            if bundle.version == self.active_version():
+                # Another process on this state directory installed it meanwhile.
+                return False
+            self._install_locked(bundle)
+            return True
+
+    def _install_locked(self, bundle: VerifiedBundle) -> None:
+        versions = private_dir(self.root / "versions")
         staging = self.root / f".staging-{bundle.version}-{os.getpid()}"
         if staging.exists():
             shutil.rmtree(staging)
-        (staging / "artifacts").mkdir(parents=True)
+        private_dir(staging / "artifacts")
         manifest: dict[str, str] = {}
         for i, (name, content) in enumerate(sorted(bundle.artifacts.items())):
             manifest[name] = f"artifacts/{i}"
-            _write(staging / manifest[name], content)
-        _write(staging / "manifest.json", json.dumps(manifest, sort_keys=True).encode("utf-8"))
-        _write(staging / "metadata.json", bundle.metadata)
-        _fsync_dir(staging / "artifacts")
-        _fsync_dir(staging)
+            write_durable(staging / manifest[name], content)
+        write_durable(staging / "manifest.json", json.dumps(manifest, sort_keys=True).encode("utf-8"))
+        write_durable(staging / "metadata.json", bundle.metadata)
+        fsync_dir(staging / "artifacts")
+        fsync_dir(staging)
         self._fault("staged")
         final = versions / str(bundle.version)
         if final.exists():  # left by an install that crashed before the swap; never current
-            if self.active_version() == bundle.version:
-                shutil.rmtree(staging)
-                return
             shutil.rmtree(final)
         os.rename(staging, final)
-        _fsync_dir(versions)
+        fsync_dir(versions)
         self._fault("renamed")
         old = os.readlink(self.current_link) if self.current_link.is_symlink() else None
         if old is not None:
             _relink(self.previous_link, old)
         self._fault("previous_linked")
         _relink(self.current_link, f"versions/{bundle.version}")
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         self._fault("current_swapped")
         self._prune()
 
@@ -126,10 +145,13 @@ class BundleStore:
             shutil.rmtree(d, ignore_errors=True)
 
     def load(self, directory: Path) -> VerifiedBundle:
-        manifest: Mapping[str, str] = json.loads((directory / "manifest.json").read_bytes())
-        artifacts = {name: (directory / rel).read_bytes() for name, rel in manifest.items()}
-        return parse_bundle_view((directory / "metadata.json").read_bytes(), artifacts)
-
-    def load_active(self) -> VerifiedBundle | None:
-        d = self.active_dir()
-        return self.load(d) if d is not None else None
+        """Read an installed bundle back through the kernel: every byte re-hashed (raises ``BundleRefused``)."""
+        try:
+            manifest: Mapping[str, str] = json.loads((directory / "manifest.json").read_bytes())
+            if not isinstance(manifest, dict):
+                raise MalformedMetadataError(f"{directory / 'manifest.json'} is not a JSON object")
+            artifacts = {str(name): (directory / str(rel)).read_bytes() for name, rel in manifest.items()}
+            metadata = (directory / "metadata.json").read_bytes()
+        except (OSError, ValueError) as exc:
+            raise MalformedMetadataError(f"installed bundle {directory.name} cannot be read: {exc}") from exc
+        return verify_installed(metadata, artifacts)

@@ -52,12 +52,15 @@ def read_jsonl(path: str | Path, tenant_id: str, redactor: Redactor) -> Iterator
             except UnicodeDecodeError as exc:
                 yield LineError(number, f"not UTF-8 (byte {exc.start})")
                 continue
+            line = line.rstrip("\r\n")
             if not line.strip():
                 continue
             try:
                 doc = json.loads(line)
             except json.JSONDecodeError as exc:
-                yield LineError(number, f"invalid JSON: {exc.msg} at column {exc.colno}")
+                # Column within this line (1-based characters); the line's own newline is not part of it, so an
+                # error at its end is reported there, not as column 1 of a next line.
+                yield LineError(number, f"invalid JSON: {exc.msg} at column {exc.pos + 1}")
                 continue
             try:
                 yield event_from_dict(doc, tenant_id, redactor)

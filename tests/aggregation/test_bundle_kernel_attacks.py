@@ -220,8 +220,8 @@ def test_signature_by_unknown_key_does_not_count(world: World, installed: Truste
 def test_signature_by_removed_key_stops_counting_after_rotation(world: World) -> None:
     state = TrustedBundleState(world.make_root(), "c1")
     removed = world.reviewers[3]
-    # Root v2 drops reviewer 3; signed by v1's threshold (reviewers 0, 1), who are also v2's root keys.
-    v2 = world.make_root(version=2, reviewers=world.reviewers[:3], sign_with=world.reviewers[:2])
+    # Root v2 drops reviewer 3; signed by v1's threshold (reviewers 0-2), who are also v2's root keys.
+    v2 = world.make_root(version=2, reviewers=world.reviewers[:3], sign_with=world.reviewers[:3])
     state.update_root(v2)
     app = world.approval("cand-b", risk="high", signers=[world.reviewers[0], removed])
     data, arts = world.bundle(1, [app])
@@ -256,7 +256,7 @@ def test_root_rotation_without_old_threshold_is_refused(world: World, installed:
 
 def test_root_rotation_without_its_own_threshold_is_refused(world: World, installed: TrustedBundleState) -> None:
     newcomers = [CryptoSigner.generate_ed25519() for _ in range(3)]
-    v2 = world.make_root(version=2, reviewers=newcomers, sign_with=world.reviewers[:2])
+    v2 = world.make_root(version=2, reviewers=newcomers, sign_with=world.reviewers[:3])
     with pytest.raises(RootRotationError, match="its own"):
         installed.update_root(v2)
     assert installed.root.version == 1
@@ -272,7 +272,7 @@ def test_root_rotation_must_be_the_next_version(world: World, installed: Trusted
 
 def test_root_rotation_to_new_keys_signed_by_both(world: World, installed: TrustedBundleState) -> None:
     newcomers = [CryptoSigner.generate_ed25519() for _ in range(3)]
-    v2 = world.make_root(version=2, reviewers=newcomers, sign_with=[*world.reviewers[:2], *newcomers[:2]])
+    v2 = world.make_root(version=2, reviewers=newcomers, sign_with=[*world.reviewers[:3], *newcomers[:3]])
     assert installed.update_root(v2).version == 2
     # Old reviewers' approvals no longer count; new reviewers' do.
     data, arts = world.bundle(2, [world.approval("cand-b", signers=world.reviewers[:1])])

@@ -12,13 +12,12 @@ from tuf.api.metadata import Metadata, Root
 from aggregation.bundle_errors import MalformedMetadataError
 from aggregation.trust_root import (
     RISK_CLASSES_FIELD,
-    build_root,
     compute_keyid,
     load_trusted_root,
-    sign_metadata,
     to_json_bytes,
     verify_rotation,
 )
+from aggregation.trust_root_build import build_root, sign_metadata
 from tests.bundle_factory import NOW
 
 THRESHOLDS = {"low": 1, "high": 2, "critical": 3}
@@ -88,6 +87,7 @@ def test_rotation_to_a_root_listing_one_key_twice_is_refused(signers: tuple[Cryp
     v1 = build_root([alice.public_key, bob.public_key], server.public_key, now=NOW - timedelta(days=1),
                     thresholds={"low": 1, "high": 2, "critical": 2})
     sign_metadata(v1, alice)
+    sign_metadata(v1, bob)
     trusted = load_trusted_root(to_json_bytes(v1))
     assert isinstance(alice.public_key, SSlibKey)
     for extra in (_alias(alice.public_key), _upper(alice.public_key)):

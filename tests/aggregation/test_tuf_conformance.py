@@ -26,11 +26,11 @@ def _cases(world: World) -> dict[str, tuple[bytes, bool]]:
     newcomers = [CryptoSigner.generate_ed25519() for _ in range(3)]
     return {
         "valid": (world.make_root(version=2, reviewers=newcomers,
-                                  sign_with=[*world.reviewers[:2], *newcomers[:2]]), True),
+                                  sign_with=[*world.reviewers[:3], *newcomers[:3]]), True),
         "missing_old_threshold": (world.make_root(version=2, reviewers=newcomers,
-                                                  sign_with=[world.reviewers[0], *newcomers[:2]]), False),
+                                                  sign_with=[*world.reviewers[:2], *newcomers[:3]]), False),
         "missing_own_threshold": (world.make_root(version=2, reviewers=newcomers,
-                                                  sign_with=[*world.reviewers[:2], newcomers[0]]), False),
+                                                  sign_with=[*world.reviewers[:3], *newcomers[:2]]), False),
         "skips_a_version": (world.make_root(version=3), False),
         "replays_version_1": (world.make_root(version=1), False),
     }

@@ -26,10 +26,20 @@ def _dockerfile_commands() -> Iterator[list[str]]:
             yield entrypoint[1:] + json.loads(line.split(None, 1)[1])
 
 
+def _compose() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    return doc
+
+
 def _compose_commands() -> Iterator[list[str]]:
-    doc = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
-    for name, svc in doc["services"].items():
+    for name, svc in _compose()["services"].items():
         if name == "postgres":
+            continue
+        if svc.get("entrypoint") == ["sh", "-c"]:
+            for part in svc["command"][0].split("&&"):
+                argv = shlex.split(part)
+                if argv[0] == "fedsignal":
+                    yield argv[1:]
             continue
         yield list(svc["command"])
 
@@ -88,3 +98,60 @@ def test_collector_configs_load_with_the_real_loader() -> None:
         loaded = CollectorConfig.from_dict(cfg)
         assert loaded.server and loaded.ca_file is not None
         assert loaded.release.rho <= loaded.budget.rho_per_period
+
+
+def _dockerfile_mount_points() -> set[str]:
+    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    line = next(raw for raw in text.splitlines() if "mkdir -p" in raw)
+    words = line.split("mkdir -p", 1)[1].split("&&")[0].split()
+    return set(words)
+
+
+def test_every_compose_volume_mounts_where_the_image_created_an_owned_directory() -> None:
+    """A new named volume copies its mount point's owner from the image: uid 10001, not root."""
+    owned = _dockerfile_mount_points()
+    for name, svc in _compose()["services"].items():
+        if name == "postgres":
+            continue
+        for volume in svc.get("volumes", []):
+            source, target = volume.split(":")[:2]
+            if source.startswith("./"):
+                assert (DEPLOY / source).exists(), f"{name} mounts {source}, which does not exist"
+                continue
+            assert source in _compose()["volumes"], f"{name}: volume {source} is not declared"
+            assert target in owned, f"{name} mounts {source} at {target}, which the image does not create"
+
+
+def test_tenants_get_the_ca_certificate_and_never_the_admins_credentials() -> None:
+    services = _compose()["services"]
+    for name in ("collector-acme", "collector-globex"):
+        sources = [v.split(":")[0] for v in services[name]["volumes"]]
+        assert "admin-creds" not in sources and "server-ca" in sources
+    init = services["server-init"]["command"][0]
+    assert "cp /var/lib/fedsignal/admin/ca.crt /var/lib/fedsignal/public/ca.crt" in init
+    assert "client.key" not in init
+
+
+def test_compose_shows_signals_from_its_two_collectors_and_sets_up_the_reviewer() -> None:
+    services = _compose()["services"]
+    collectors = [n for n in services if n.startswith("collector-")]
+    serve = services["server"]["command"]
+    k = int(serve[serve.index("--min-tenants") + 1]) if "--min-tenants" in serve else 5
+    assert k <= len(collectors), f"k = {k} with {len(collectors)} collectors: no cell would ever be shown"
+    assert services["reviewer-keygen"]["command"][:2] == ["admin", "keygen"]
+    assert services["root-init"]["command"][:3] == ["admin", "root", "init"]
+
+
+def test_kubernetes_pods_run_as_the_image_user_and_can_read_their_secrets() -> None:
+    for doc in _k8s_docs():
+        pod = doc.get("spec", {}).get("template", {}).get("spec")
+        if doc["kind"] not in ("Deployment", "Job") or pod is None:
+            continue
+        ctx = pod.get("securityContext", {})
+        name = doc["metadata"]["name"]
+        assert ctx.get("runAsUser") == 10001 and ctx.get("fsGroup") == 10001, name
+        for volume in pod.get("volumes", []):
+            if "secret" in volume:
+                mode = volume["secret"].get("defaultMode", 0o644)
+                assert mode & 0o040, f"{name}: secret {volume['name']} mode {mode:o} is unreadable for fsGroup"
+                assert not mode & 0o007, f"{name}: secret {volume['name']} mode {mode:o} is world-readable"

@@ -47,12 +47,14 @@ def cli(address: str, *args: str) -> int:
 def test_review_sign_issue_pull_resolve_and_audit(running, tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     ctx, address = running
     monkeypatch.setenv("FEDSIGNAL_KEY_PASSPHRASE", "correct horse battery")
+    monkeypatch.setenv("FEDSIGNAL_REVIEW_STATE", str(tmp_path / "reviews"))
     keys = tmp_path / "keys"
     for name in ("alice", "bob"):
         assert main(["admin", "keygen", "--out", str(keys), "--name", name]) == 0
     assert "ENCRYPTED" in (keys / "alice.key").read_text()
     assert cli(address, "root", "init", "--reviewer", str(keys / "alice.pub.json"), "--reviewer",
-               str(keys / "bob.pub.json"), "--key", str(keys / "alice.key"), "--threshold", "critical=2") == 0
+               str(keys / "bob.pub.json"), "--key", str(keys / "alice.key"), "--key", str(keys / "bob.key"),
+               "--threshold", "critical=2") == 0
 
     from server.review.workflow import create_candidate
 
@@ -66,6 +68,7 @@ def test_review_sign_issue_pull_resolve_and_audit(running, tmp_path: Path, monke
     capsys.readouterr()
     assert cli(address, "candidates", "list") == 0
     assert cid in capsys.readouterr().out
+    assert cli(address, "candidates", "show", cid) == 0  # reviewers sign only what they were shown
     assert cli(address, "approve", cid, "--key", str(keys / "alice.key")) == 0
     assert "signatures 1/2" in capsys.readouterr().out
     assert cli(address, "approve", cid, "--key", str(keys / "bob.key")) == 0
@@ -83,12 +86,12 @@ def test_review_sign_issue_pull_resolve_and_audit(running, tmp_path: Path, monke
         client = BundleClient(channel, state, tenant, cohort, ctx.clock)
         assert client.pull().status == "installed"
         assert client.pull().status == "up_to_date"
-    t1 = Resolver(tmp_path / "t1", "t1", clock=lambda: ctx.clock().timestamp()).resolve("routing_rule.billing", "s1")
+    t1 = Resolver(tmp_path / "t1", "t1", clock=ctx.clock).resolve("routing_rule.billing", "s1")
     assert (t1.version, t1.arm) == (cid, "candidate")
     # t2 is in another cohort: it gets its own cohort's (empty) bundle, never c1's candidate.
-    assert Resolver(tmp_path / "t2", "t2", clock=lambda: ctx.clock().timestamp()).resolve("routing_rule.billing", "s1").version == "baseline"
+    assert Resolver(tmp_path / "t2", "t2", clock=ctx.clock).resolve("routing_rule.billing", "s1").version == "baseline"
 
-    http = serve_resolve(Resolver(tmp_path / "t1", "t1", clock=lambda: ctx.clock().timestamp()), "127.0.0.1", 0)
+    http = serve_resolve(Resolver(tmp_path / "t1", "t1", clock=ctx.clock), "127.0.0.1", 0)
     try:
         import urllib.request
 
@@ -113,6 +116,7 @@ def test_review_sign_issue_pull_resolve_and_audit(running, tmp_path: Path, monke
 def test_cli_root_rotation_with_offline_signatures_reject_and_edit(running, tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     ctx, address = running
     monkeypatch.setenv("FEDSIGNAL_KEY_PASSPHRASE", "correct horse battery")
+    monkeypatch.setenv("FEDSIGNAL_REVIEW_STATE", str(tmp_path / "reviews"))
     keys = tmp_path / "keys"
     for name in ("alice", "bob", "carol"):
         assert main(["admin", "keygen", "--out", str(keys), "--name", name]) == 0
@@ -156,8 +160,9 @@ def test_cli_root_rotation_with_offline_signatures_reject_and_edit(running, tmp_
     new_content.write_text('{"kind":"timeout_retry_policy","retries":3}')
     assert cli(address, "edit", ids[1], "--artifact", f"timeout_retry_policy.billing={new_content}") == 0
     capsys.readouterr()
-    assert cli(address, "candidates", "show", ids[1]) == 0
+    assert cli(address, "candidates", "show", ids[1], "--json") == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["state"] == "edited" and json.loads(doc["artifacts"][0]["content"])["retries"] == 3
+    assert cli(address, "candidates", "show", ids[1]) == 0  # the reviewer's view (recorded as shown)
     assert cli(address, "approve", ids[1], "--key", str(keys / "carol.key")) == 0  # carol counts under root v2
     assert "bundled" in capsys.readouterr().out

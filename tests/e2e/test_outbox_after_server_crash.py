@@ -79,7 +79,7 @@ def test_outboxes_redeliver_exactly_once_after_a_server_sigkill(database_url: st
             collector = _collector(tdir, server.address)
             for w in range(WINDOWS):
                 collector.record_many(net.window_events(sim, first + w * WINDOW, WINDOW))
-            sealed = collector.close_windows(time.time())
+            sealed = collector.close_windows()
             assert [o.state for o in sealed] == ["sealed"] * WINDOWS
             collectors.append(collector)
         total = len(TENANTS) * WINDOWS

@@ -178,13 +178,13 @@ def test_fewer_than_t_inputs_abort_the_round_visibly(h: Harness, tmp_path: Path)
         status = _stub(cs[0]).GetRoundStatus(secagg_pb2.RoundRef(round_id=rid))
         assert status.phase == secagg_pb2.ABORTED and status.inputs == 1 and status.threshold == 3
         assert "threshold" in status.abort_reason
-        assert _code(lambda: _stub(cs[0]).GetUnmaskRequest(secagg_pb2.RoundRef(round_id=rid))) is grpc.StatusCode.ABORTED
+        assert _code(lambda: _stub(cs[0]).GetUnmaskRequest(secagg_pb2.UnmaskQuery(round_id=rid))) is grpc.StatusCode.ABORTED
         with h.ctx.sessions() as session:
             kinds = [e.kind for e in iter_audit(session)]
             assert session.scalar(select(RoundRecord.phase)) == ABORTED
         assert "secagg.round.aborted" in kinds
         assert cs[0].secure.advance_all() == {start: "aborted"}
-        metrics = h.running.metrics.registry.get_sample_value(
+        metrics = h.ctx.metrics.registry.get_sample_value(
             "fedsignal_secagg_rounds_total", {"cohort": "retail", "outcome": "aborted"})
         assert metrics == 1.0
     finally:

@@ -86,14 +86,14 @@ def _arts(tool: str) -> list[tuple[str, str, bytes]]:
 def test_install_then_steady_state_then_rollout_then_signed_rollback(world: World, fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     service, channel = fake
     client = _client(world, channel, tmp_path)
-    resolver = Resolver(tmp_path, "t1", clock=NOW.timestamp)
+    resolver = Resolver(tmp_path, "t1", clock=lambda: NOW)
     assert resolver.resolve(ROUTE, "s1").version == "baseline"
 
     stable = world.approval("cand-a", artifacts=_arts("a"))
     service.serve(*world.bundle(1, [stable]))
     assert client.pull().status == "installed"
     r = resolver.resolve(ROUTE, "s1")
-    assert (r.version, r.content, r.arm) == ("cand-a", b'{"tool":"a"}', "control")
+    assert (r.version, r.content, r.arm) == ("cand-a", b'{"tool":"a"}', "stable")
 
     service.response = bundles_pb2.GetBundleResponse(up_to_date=True)
     assert client.pull().status == "up_to_date"
@@ -113,8 +113,8 @@ def test_install_then_steady_state_then_rollout_then_signed_rollback(world: Worl
         assert res.content == (b'{"tool":"b"}' if in_canary else b'{"tool":"a"}')
         assert resolver.resolve(ROUTE, s) == res  # sticky
     assert 60 < sum(r.arm == "candidate" for r in arms.values()) < 140
-    outsider = Resolver(tmp_path, "t9", clock=NOW.timestamp)  # same bundle, a tenant that does not take part
-    assert all(outsider.resolve(ROUTE, s).arm == "control" for s in sessions)
+    outsider = Resolver(tmp_path, "t9", clock=lambda: NOW)  # same bundle, a tenant that does not take part
+    assert all(outsider.resolve(ROUTE, s).arm == "stable" for s in sessions)  # not in the rollout: not evidence
     assert all(outsider.resolve(ROUTE, s).version == "cand-a" for s in sessions)
 
     service.serve(*world.bundle(3, [stable]))  # rollback: newer version, older approved content
@@ -154,7 +154,7 @@ def test_refused_bundle_keeps_previous_active_and_reports_unhealthy(  # type: ig
     service.serve(data, arts)
     with pytest.raises(error):
         client.pull()
-    resolved = Resolver(tmp_path, "t1", clock=NOW.timestamp).resolve(ROUTE, "s1")
+    resolved = Resolver(tmp_path, "t1", clock=lambda: NOW).resolve(ROUTE, "s1")
     assert (resolved.version, resolved.content) == ("cand-a", b'{"tool":"a"}')
     assert client.store.active_version() == 5
     assert not service.reports[-1].healthy and service.reports[-1].detail == error.code  # type: ignore[attr-defined]
@@ -164,7 +164,7 @@ def test_client_follows_root_rotation_and_persists_it(world: World, fake, tmp_pa
     service, channel = fake
     client = _client(world, channel, tmp_path)
     newcomers = [CryptoSigner.generate_ed25519() for _ in range(3)]
-    v2 = world.make_root(version=2, reviewers=newcomers, sign_with=[*world.reviewers[:2], *newcomers[:2]])
+    v2 = world.make_root(version=2, reviewers=newcomers, sign_with=[*world.reviewers[:3], *newcomers[:3]])
     world.reviewers = newcomers
     service.serve(*world.bundle(1, [world.approval("cand-n", artifacts=_arts("n"))]), roots=[v2])
     assert client.pull().root_version == 2
@@ -189,10 +189,10 @@ def test_crash_between_install_steps_leaves_previous_bundle_active(  # type: ign
     service.serve(*world.bundle(2, [world.approval("cand-b", artifacts=_arts("b"))]))
     with pytest.raises(OSError, match="simulated crash"):
         _client(world, channel, tmp_path, fault=crash).pull()
-    assert Resolver(tmp_path, "t1", clock=NOW.timestamp).resolve(ROUTE, "s").version == "cand-a"
+    assert Resolver(tmp_path, "t1", clock=lambda: NOW).resolve(ROUTE, "s").version == "cand-a"
     # The next (restarted) client completes the install.
     assert _client(world, channel, tmp_path).pull().active_version == 2
-    assert Resolver(tmp_path, "t1", clock=NOW.timestamp).resolve(ROUTE, "s").version == "cand-b"
+    assert Resolver(tmp_path, "t1", clock=lambda: NOW).resolve(ROUTE, "s").version == "cand-b"
 
 
 def test_process_killed_mid_install_leaves_previous_bundle_active(world: World, tmp_path: Path) -> None:
@@ -225,4 +225,4 @@ def test_process_killed_mid_install_leaves_previous_bundle_active(world: World, 
     assert proc.returncode == 9, proc.stderr.decode()
     assert (tmp_path / "bundles" / "versions" / "2").is_dir()  # the new version was written ...
     assert BundleStore(tmp_path).active_version() == 1  # ... but never became active
-    assert Resolver(tmp_path, "t1", clock=NOW.timestamp).resolve(ROUTE, "s").version == "cand-a"
+    assert Resolver(tmp_path, "t1", clock=lambda: NOW).resolve(ROUTE, "s").version == "cand-a"

@@ -31,16 +31,16 @@ def test_expired_bundle_serves_no_candidate_and_no_control_label(world: World, f
     canary = [s for s in sessions if session_in_canary("r1", s, 0.5)]
     assert canary and len(canary) < len(sessions)
 
-    now = [NOW.timestamp()]
+    now = [NOW]
     resolver = Resolver(tmp_path, "t1", clock=lambda: now[0])
     fresh = {s: resolver.resolve(ROUTE, s) for s in sessions}
     assert {fresh[s].version for s in canary} == {"cand-b"}
     assert {fresh[s].version for s in sessions if s not in canary} == {control_label("r1")}
 
-    now[0] = (NOW + timedelta(days=1, seconds=1)).timestamp()  # the rollback never arrived; the bundle expired
+    now[0] = NOW + timedelta(days=1, seconds=1)  # the rollback never arrived; the bundle expired
     for s in sessions:
         r = resolver.resolve(ROUTE, s)
-        assert (r.version, r.content, r.arm) == ("cand-a", b'{"tool":"a"}', "control"), s
+        assert (r.version, r.content, r.arm) == ("cand-a", b'{"tool":"a"}', "stable"), s
         assert resolver.resolve_session(s).label == "cand-a"
     # The bundle is still the active one: only the arm changed.
     active = resolver.active()

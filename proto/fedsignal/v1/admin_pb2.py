@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fedsignal.v1 import common_pb2 as fedsignal_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64signal/v1/admin.proto\x12\x0c\x66\x65\x64signal.v1\x1a\x19\x66\x65\x64signal/v1/common.proto\"V\n\x1c\x43reateEnrollmentTokenRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ohort\x18\x02 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\r\"B\n\x1d\x43reateEnrollmentTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\nexpires_at\x18\x02 \x01(\t\"8\n\x13RevokeTenantRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"4\n\x14RevokeTenantResponse\x12\x1c\n\x14\x63\x65rtificates_revoked\x18\x01 \x01(\r\"j\n\x12ListSignalsRequest\x12\x0e\n\x06\x63ohort\x18\x01 \x01(\t\x12\x19\n\x11window_start_from\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x1a\n\x12include_suppressed\x18\x04 \x01(\x08\"\xc6\x02\n\nMergedCell\x12\x0e\n\x06\x63ohort\x18\x01 \x01(\t\x12\x14\n\x0cwindow_start\x18\x02 \x01(\x03\x12\x12\n\nwindow_end\x18\x03 \x01(\x03\x12\x0f\n\x07measure\x18\x04 \x01(\t\x12\x32\n\x05slice\x18\x05 \x03(\x0b\x32#.fedsignal.v1.MergedCell.SliceEntry\x12\x10\n\x08\x65stimate\x18\x06 \x01(\x01\x12\x10\n\x08variance\x18\x07 \x01(\x01\x12\x0c\n\x04rate\x18\x08 \x01(\x01\x12\x10\n\x08rate_low\x18\t \x01(\x01\x12\x11\n\trate_high\x18\n \x01(\x01\x12\x0f\n\x07tenants\x18\x0b \x01(\r\x12\x12\n\nsuppressed\x18\x0c \x01(\x08\x12\x0f\n\x07z_score\x18\r \x01(\x01\x1a,\n\nSliceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"S\n\x13ListSignalsResponse\x12\'\n\x05\x63\x65lls\x18\x01 \x03(\x0b\x32\x18.fedsignal.v1.MergedCell\x12\x13\n\x0bmin_tenants\x18\x02 \x01(\r\"6\n\x12GetAuditLogRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x03\x12\r\n\x05limit\x18\x02 \x01(\r\"@\n\x13GetAuditLogResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.fedsignal.v1.AuditEntry2\xff\x02\n\x0c\x41\x64minService\x12p\n\x15\x43reateEnrollmentToken\x12*.fedsignal.v1.CreateEnrollmentTokenRequest\x1a+.fedsignal.v1.CreateEnrollmentTokenResponse\x12U\n\x0cRevokeTenant\x12!.fedsignal.v1.RevokeTenantRequest\x1a\".fedsignal.v1.RevokeTenantResponse\x12R\n\x0bListSignals\x12 .fedsignal.v1.ListSignalsRequest\x1a!.fedsignal.v1.ListSignalsResponse\x12R\n\x0bGetAuditLog\x12 .fedsignal.v1.GetAuditLogRequest\x1a!.fedsignal.v1.GetAuditLogResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64signal/v1/admin.proto\x12\x0c\x66\x65\x64signal.v1\x1a\x19\x66\x65\x64signal/v1/common.proto\"V\n\x1c\x43reateEnrollmentTokenRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ohort\x18\x02 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\r\"B\n\x1d\x43reateEnrollmentTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\nexpires_at\x18\x02 \x01(\t\"8\n\x13RevokeTenantRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"4\n\x14RevokeTenantResponse\x12\x1c\n\x14\x63\x65rtificates_revoked\x18\x01 \x01(\r\"z\n\x12ListSignalsRequest\x12\x0e\n\x06\x63ohort\x18\x01 \x01(\t\x12\x19\n\x11window_start_from\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x1a\n\x12include_suppressed\x18\x04 \x01(\x08\x12\x0e\n\x06offset\x18\x05 \x01(\r\"\xc6\x02\n\nMergedCell\x12\x0e\n\x06\x63ohort\x18\x01 \x01(\t\x12\x14\n\x0cwindow_start\x18\x02 \x01(\x03\x12\x12\n\nwindow_end\x18\x03 \x01(\x03\x12\x0f\n\x07measure\x18\x04 \x01(\t\x12\x32\n\x05slice\x18\x05 \x03(\x0b\x32#.fedsignal.v1.MergedCell.SliceEntry\x12\x10\n\x08\x65stimate\x18\x06 \x01(\x01\x12\x10\n\x08variance\x18\x07 \x01(\x01\x12\x0c\n\x04rate\x18\x08 \x01(\x01\x12\x10\n\x08rate_low\x18\t \x01(\x01\x12\x11\n\trate_high\x18\n \x01(\x01\x12\x0f\n\x07tenants\x18\x0b \x01(\r\x12\x12\n\nsuppressed\x18\x0c \x01(\x08\x12\x0f\n\x07z_score\x18\r \x01(\x01\x1a,\n\nSliceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"h\n\x13ListSignalsResponse\x12\'\n\x05\x63\x65lls\x18\x01 \x03(\x0b\x32\x18.fedsignal.v1.MergedCell\x12\x13\n\x0bmin_tenants\x18\x02 \x01(\r\x12\x13\n\x0bnext_offset\x18\x03 \x01(\r\"6\n\x12GetAuditLogRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x03\x12\r\n\x05limit\x18\x02 \x01(\r\"@\n\x13GetAuditLogResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.fedsignal.v1.AuditEntry\"Z\n\x0fSignedAuditHead\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0c\n\x04hash\x18\x02 \x01(\t\x12\n\n\x02\x61t\x18\x03 \x01(\t\x12\r\n\x05keyid\x18\x04 \x01(\t\x12\x11\n\tsignature\x18\x05 \x01(\t\")\n\x13GetAuditHeadRequest\x12\x12\n\ncheckpoint\x18\x01 \x01(\x08\"{\n\x14GetAuditHeadResponse\x12,\n\x05heads\x18\x01 \x03(\x0b\x32\x1d.fedsignal.v1.SignedAuditHead\x12\x12\n\npublic_key\x18\x02 \x01(\t\x12\x10\n\x08verified\x18\x03 \x01(\x08\x12\x0f\n\x07problem\x18\x04 \x01(\t2\xd6\x03\n\x0c\x41\x64minService\x12p\n\x15\x43reateEnrollmentToken\x12*.fedsignal.v1.CreateEnrollmentTokenRequest\x1a+.fedsignal.v1.CreateEnrollmentTokenResponse\x12U\n\x0cRevokeTenant\x12!.fedsignal.v1.RevokeTenantRequest\x1a\".fedsignal.v1.RevokeTenantResponse\x12R\n\x0bListSignals\x12 .fedsignal.v1.ListSignalsRequest\x1a!.fedsignal.v1.ListSignalsResponse\x12R\n\x0bGetAuditLog\x12 .fedsignal.v1.GetAuditLogRequest\x1a!.fedsignal.v1.GetAuditLogResponse\x12U\n\x0cGetAuditHead\x12!.fedsignal.v1.GetAuditHeadRequest\x1a\".fedsignal.v1.GetAuditHeadResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,17 +43,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REVOKETENANTRESPONSE']._serialized_start=283
   _globals['_REVOKETENANTRESPONSE']._serialized_end=335
   _globals['_LISTSIGNALSREQUEST']._serialized_start=337
-  _globals['_LISTSIGNALSREQUEST']._serialized_end=443
-  _globals['_MERGEDCELL']._serialized_start=446
-  _globals['_MERGEDCELL']._serialized_end=772
-  _globals['_MERGEDCELL_SLICEENTRY']._serialized_start=728
-  _globals['_MERGEDCELL_SLICEENTRY']._serialized_end=772
-  _globals['_LISTSIGNALSRESPONSE']._serialized_start=774
-  _globals['_LISTSIGNALSRESPONSE']._serialized_end=857
-  _globals['_GETAUDITLOGREQUEST']._serialized_start=859
-  _globals['_GETAUDITLOGREQUEST']._serialized_end=913
-  _globals['_GETAUDITLOGRESPONSE']._serialized_start=915
-  _globals['_GETAUDITLOGRESPONSE']._serialized_end=979
-  _globals['_ADMINSERVICE']._serialized_start=982
-  _globals['_ADMINSERVICE']._serialized_end=1365
+  _globals['_LISTSIGNALSREQUEST']._serialized_end=459
+  _globals['_MERGEDCELL']._serialized_start=462
+  _globals['_MERGEDCELL']._serialized_end=788
+  _globals['_MERGEDCELL_SLICEENTRY']._serialized_start=744
+  _globals['_MERGEDCELL_SLICEENTRY']._serialized_end=788
+  _globals['_LISTSIGNALSRESPONSE']._serialized_start=790
+  _globals['_LISTSIGNALSRESPONSE']._serialized_end=894
+  _globals['_GETAUDITLOGREQUEST']._serialized_start=896
+  _globals['_GETAUDITLOGREQUEST']._serialized_end=950
+  _globals['_GETAUDITLOGRESPONSE']._serialized_start=952
+  _globals['_GETAUDITLOGRESPONSE']._serialized_end=1016
+  _globals['_SIGNEDAUDITHEAD']._serialized_start=1018
+  _globals['_SIGNEDAUDITHEAD']._serialized_end=1108
+  _globals['_GETAUDITHEADREQUEST']._serialized_start=1110
+  _globals['_GETAUDITHEADREQUEST']._serialized_end=1151
+  _globals['_GETAUDITHEADRESPONSE']._serialized_start=1153
+  _globals['_GETAUDITHEADRESPONSE']._serialized_end=1276
+  _globals['_ADMINSERVICE']._serialized_start=1279
+  _globals['_ADMINSERVICE']._serialized_end=1749
 # @@protoc_insertion_point(module_scope)

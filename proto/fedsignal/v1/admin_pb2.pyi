@@ -40,16 +40,18 @@ class RevokeTenantResponse(_message.Message):
     def __init__(self, certificates_revoked: _Optional[int] = ...) -> None: ...
 
 class ListSignalsRequest(_message.Message):
-    __slots__ = ("cohort", "window_start_from", "limit", "include_suppressed")
+    __slots__ = ("cohort", "window_start_from", "limit", "include_suppressed", "offset")
     COHORT_FIELD_NUMBER: _ClassVar[int]
     WINDOW_START_FROM_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
     cohort: str
     window_start_from: int
     limit: int
     include_suppressed: bool
-    def __init__(self, cohort: _Optional[str] = ..., window_start_from: _Optional[int] = ..., limit: _Optional[int] = ..., include_suppressed: _Optional[bool] = ...) -> None: ...
+    offset: int
+    def __init__(self, cohort: _Optional[str] = ..., window_start_from: _Optional[int] = ..., limit: _Optional[int] = ..., include_suppressed: _Optional[bool] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class MergedCell(_message.Message):
     __slots__ = ("cohort", "window_start", "window_end", "measure", "slice", "estimate", "variance", "rate", "rate_low", "rate_high", "tenants", "suppressed", "z_score")
@@ -89,12 +91,14 @@ class MergedCell(_message.Message):
     def __init__(self, cohort: _Optional[str] = ..., window_start: _Optional[int] = ..., window_end: _Optional[int] = ..., measure: _Optional[str] = ..., slice: _Optional[_Mapping[str, str]] = ..., estimate: _Optional[float] = ..., variance: _Optional[float] = ..., rate: _Optional[float] = ..., rate_low: _Optional[float] = ..., rate_high: _Optional[float] = ..., tenants: _Optional[int] = ..., suppressed: _Optional[bool] = ..., z_score: _Optional[float] = ...) -> None: ...
 
 class ListSignalsResponse(_message.Message):
-    __slots__ = ("cells", "min_tenants")
+    __slots__ = ("cells", "min_tenants", "next_offset")
     CELLS_FIELD_NUMBER: _ClassVar[int]
     MIN_TENANTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
     cells: _containers.RepeatedCompositeFieldContainer[MergedCell]
     min_tenants: int
-    def __init__(self, cells: _Optional[_Iterable[_Union[MergedCell, _Mapping]]] = ..., min_tenants: _Optional[int] = ...) -> None: ...
+    next_offset: int
+    def __init__(self, cells: _Optional[_Iterable[_Union[MergedCell, _Mapping]]] = ..., min_tenants: _Optional[int] = ..., next_offset: _Optional[int] = ...) -> None: ...
 
 class GetAuditLogRequest(_message.Message):
     __slots__ = ("after_seq", "limit")
@@ -109,3 +113,35 @@ class GetAuditLogResponse(_message.Message):
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[_common_pb2.AuditEntry]
     def __init__(self, entries: _Optional[_Iterable[_Union[_common_pb2.AuditEntry, _Mapping]]] = ...) -> None: ...
+
+class SignedAuditHead(_message.Message):
+    __slots__ = ("seq", "hash", "at", "keyid", "signature")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    KEYID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    hash: str
+    at: str
+    keyid: str
+    signature: str
+    def __init__(self, seq: _Optional[int] = ..., hash: _Optional[str] = ..., at: _Optional[str] = ..., keyid: _Optional[str] = ..., signature: _Optional[str] = ...) -> None: ...
+
+class GetAuditHeadRequest(_message.Message):
+    __slots__ = ("checkpoint",)
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    checkpoint: bool
+    def __init__(self, checkpoint: _Optional[bool] = ...) -> None: ...
+
+class GetAuditHeadResponse(_message.Message):
+    __slots__ = ("heads", "public_key", "verified", "problem")
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    heads: _containers.RepeatedCompositeFieldContainer[SignedAuditHead]
+    public_key: str
+    verified: bool
+    problem: str
+    def __init__(self, heads: _Optional[_Iterable[_Union[SignedAuditHead, _Mapping]]] = ..., public_key: _Optional[str] = ..., verified: _Optional[bool] = ..., problem: _Optional[str] = ...) -> None: ...

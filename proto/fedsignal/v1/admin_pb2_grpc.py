@@ -55,6 +55,11 @@ class AdminServiceStub:
                 request_serializer=fedsignal_dot_v1_dot_admin__pb2.GetAuditLogRequest.SerializeToString,
                 response_deserializer=fedsignal_dot_v1_dot_admin__pb2.GetAuditLogResponse.FromString,
                 _registered_method=True)
+        self.GetAuditHead = channel.unary_unary(
+                '/fedsignal.v1.AdminService/GetAuditHead',
+                request_serializer=fedsignal_dot_v1_dot_admin__pb2.GetAuditHeadRequest.SerializeToString,
+                response_deserializer=fedsignal_dot_v1_dot_admin__pb2.GetAuditHeadResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -85,6 +90,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAuditHead(self, request, context):
+        """The audit chain's signed heads; with checkpoint, the server first verifies its whole
+        chain against them and signs the current tail.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -107,6 +120,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetAuditLog,
                     request_deserializer=fedsignal_dot_v1_dot_admin__pb2.GetAuditLogRequest.FromString,
                     response_serializer=fedsignal_dot_v1_dot_admin__pb2.GetAuditLogResponse.SerializeToString,
+            ),
+            'GetAuditHead': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAuditHead,
+                    request_deserializer=fedsignal_dot_v1_dot_admin__pb2.GetAuditHeadRequest.FromString,
+                    response_serializer=fedsignal_dot_v1_dot_admin__pb2.GetAuditHeadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,6 +236,33 @@ class AdminService:
             '/fedsignal.v1.AdminService/GetAuditLog',
             fedsignal_dot_v1_dot_admin__pb2.GetAuditLogRequest.SerializeToString,
             fedsignal_dot_v1_dot_admin__pb2.GetAuditLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAuditHead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedsignal.v1.AdminService/GetAuditHead',
+            fedsignal_dot_v1_dot_admin__pb2.GetAuditHeadRequest.SerializeToString,
+            fedsignal_dot_v1_dot_admin__pb2.GetAuditHeadResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,7 +1,7 @@
 """secure aggregation: roster, rounds, participants
 
 Revision ID: secagg01
-Revises: 0001
+Revises: 0002_audit_heads
 Create Date: 2026-12-02 02:40:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = 'secagg01'
-down_revision = '0001'
+down_revision = '0002_audit_heads'
 branch_labels = None
 depends_on = None
 

@@ -14,7 +14,9 @@ from aggregation.secagg import (
     InvalidRoundParams,
     MalformedMessage,
     MaskedInput,
+    RosterEntry,
     RoundAborted,
+    RoundContext,
     UnknownParticipant,
     WrongPhase,
     degree_of,
@@ -217,3 +219,19 @@ def test_state_refuses_a_never_submitted_round_and_a_wrong_key() -> None:
 def test_context_refuses_a_threshold_without_a_majority_or_beyond_the_roster(n: int, threshold: int) -> None:
     with pytest.raises(InvalidRoundParams, match="more than half"):
         make_cohort(n, threshold=threshold)
+
+
+def test_a_low_order_roster_key_is_refused_not_used() -> None:
+    cohort = make_cohort(3, length=4, threshold=2)
+    victim, other = cohort.ids[0], cohort.ids[1]
+    entries = tuple(
+        RosterEntry(e.tenant_id, bytes(32) if e.tenant_id == other else e.public_key) for e in cohort.ctx.roster
+    )
+    ctx = RoundContext(
+        cohort.ctx.cohort, cohort.ctx.schema_version, cohort.ctx.window_start, cohort.ctx.round_id,
+        cohort.ctx.length, cohort.ctx.modulus_bits, cohort.ctx.threshold, entries,
+    )
+    plan = cohort.plan
+    client = ClientRound(ctx, victim, cohort.keys[victim], plan)
+    with pytest.raises(InvalidRoundParams, match="X25519"):
+        client.submit(np.zeros(4, dtype=np.int64))

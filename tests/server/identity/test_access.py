@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import time
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
 from fedsignal.v1 import admin_pb2, common_pb2, signals_pb2_grpc
 from sqlalchemy import func, select
 
+from aggregation.clock import FakeClock
+from server.context import RevocationCache
 from server.db import transaction
 from server.identity import enrollment as identity
-from server.identity.auth import REVOCATION_CACHE_SECONDS
 from server.identity.ca import CertificateAuthority
 from server.identity.models import EnrollmentTokenRecord, TenantRecord
 from tests.harness import Credentials, Harness
@@ -95,13 +96,18 @@ def test_revoked_tenant_is_refused(harness: Harness) -> None:
         assert identity.cohort_tenants(s, "retail") == []
 
 
-def test_revocation_from_another_process_takes_effect_within_the_cache_window(harness: Harness) -> None:
+def test_revocation_from_another_process_takes_effect_when_the_cached_verdict_expires(harness: Harness) -> None:
+    clock = FakeClock(datetime.now(UTC))
+    ttl = timedelta(seconds=harness.ctx.settings.revocation_cache_seconds)
+    harness.ctx.revocations = RevocationCache(clock, ttl)  # the context's seam: a cache on a clock we move
     tenant = harness.tenant("acme")
     assert harness.whoami(tenant) == "acme/retail"
     # As `fedsignal server revoke` on another host would: straight to the database.
     with transaction(harness.ctx.sessions) as s:
         identity.revoke_tenant(s, "acme", "compromised", "operator:test", harness.ctx.clock())
-    time.sleep(REVOCATION_CACHE_SECONDS + 0.2)
+    clock.advance(ttl / 2)
+    assert harness.whoami(tenant) == "acme/retail"  # still the cached verdict: this replica has not asked yet
+    clock.advance(ttl)
     with pytest.raises(grpc.RpcError) as err:
         harness.whoami(tenant)
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -125,9 +131,7 @@ def test_revoked_admin_certificate_is_refused(harness: Harness) -> None:
     harness.admin_stub(second).GetAuditLog(admin_pb2.GetAuditLogRequest(), timeout=10)
     with transaction(harness.ctx.sessions) as s:
         assert identity.revoke_certificate(s, issued.serial, "lost laptop", "admin:root-admin", harness.ctx.clock())
-    from server.identity.auth import forget_cached_revocations
-
-    forget_cached_revocations()
+    harness.ctx.revocations.clear()
     with pytest.raises(grpc.RpcError) as err:
         harness.admin_stub(second).GetAuditLog(admin_pb2.GetAuditLogRequest(), timeout=10)
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -97,10 +97,10 @@ def test_insecure_dev_takes_identity_from_metadata(tmp_path: Path, capsys: pytes
         ctx.engine.dispose()
 
 
-def test_token_is_single_use_at_the_database(database_url: str) -> None:
+def test_token_is_single_use_at_the_database(database_url: str, tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
-    ctx = ServerContext.create(ServerSettings(database_url=database_url))
+    ctx = ServerContext.create(ServerSettings(database_url=database_url, state_dir=tmp_path))
     init_db(ctx.engine)
     now = datetime.now(UTC)
     with transaction(ctx.sessions) as s:
@@ -131,7 +131,7 @@ def test_operator_commands_set_up_a_server(tmp_path: Path, capsys: pytest.Captur
     bob_serial = json.loads((tmp_path / "bob" / "identity.json").read_text())["serial"]
     assert main(["server", "revoke", *store, "--serial", bob_serial, "--reason", "left"]) == 0
     assert main(["server", "revoke", *store, "--tenant", "nobody", "--reason", "x"]) == 1
-    ctx = ServerContext.create(ServerSettings(database_url=f"sqlite:///{tmp_path / 'server.db'}"))
+    ctx = ServerContext.create(ServerSettings(database_url=f"sqlite:///{tmp_path / 'server.db'}", state_dir=state))
     with ctx.sessions() as s:
         bob = s.get(CertificateRecord, bob_serial)
         assert bob is not None and bob.revoked_at is not None

@@ -10,7 +10,8 @@ from securesystemslib.signer import CryptoSigner
 
 from aggregation.bundle import RolloutExposure, TrustedBundleState
 from aggregation.bundle_errors import RollbackError
-from aggregation.trust_root import build_root, to_json_bytes
+from aggregation.trust_root import to_json_bytes
+from aggregation.trust_root_build import build_root
 from server.db import transaction
 from server.review.bundles import (
     bundle_artifacts,
@@ -110,12 +111,15 @@ def test_root_rotation_on_the_server_needs_old_threshold_and_its_own(world: Serv
     state_dir = world.ctx.settings.state_dir
     newcomer = CryptoSigner.generate_ed25519()
     keys = [r.public_key for r in world.reviewers[:2]] + [newcomer.public_key]
-    md = build_root(keys, server_public_key(state_dir), now=world.clock(), version=2, root_threshold=2)
+    md = build_root(keys, server_public_key(state_dir), now=world.clock(), version=2)
     md.sign(world.reviewers[0], append=True)
-    md.sign(newcomer, append=True)  # only one of v1's two required root keys
+    md.sign(newcomer, append=True)  # only one of v1's three required root keys
     with transaction(world.ctx.sessions) as s, pytest.raises(TrustRootRejected, match="keys of v1"):
         install_root(s, to_json_bytes(md), actor="admin:a", now=world.clock(), state_dir=state_dir)
     md.sign(world.reviewers[1], append=True)
+    with transaction(world.ctx.sessions) as s, pytest.raises(TrustRootRejected, match="keys of v1"):
+        install_root(s, to_json_bytes(md), actor="admin:a", now=world.clock(), state_dir=state_dir)
+    md.sign(world.reviewers[2], append=True)
     with transaction(world.ctx.sessions) as s:
         assert install_root(s, to_json_bytes(md), actor="admin:a", now=world.clock(), state_dir=state_dir).version == 2
     with transaction(world.ctx.sessions) as s:
@@ -137,8 +141,8 @@ def _v1(world: ServerWorld) -> bytes:
 
 def test_root_without_this_servers_key_is_refused(world: ServerWorld) -> None:
     md = build_root([r.public_key for r in world.reviewers], CryptoSigner.generate_ed25519().public_key,
-                    now=world.clock(), version=2, root_threshold=2)
-    for r in world.reviewers[:2]:
+                    now=world.clock(), version=2)
+    for r in world.reviewers:
         md.sign(r, append=True)
     with transaction(world.ctx.sessions) as s, pytest.raises(TrustRootRejected, match="online key"):
         install_root(s, to_json_bytes(md), actor="admin:a", now=world.clock(), state_dir=world.ctx.settings.state_dir)

@@ -42,7 +42,7 @@ class ServerWorld:
         init_db(ctx.engine)
         reviewers = [CryptoSigner.generate_ed25519() for _ in range(3)]
         with transaction(ctx.sessions) as s:
-            bootstrap_root(s, state_dir=state_dir, reviewers=reviewers, now=clock(), root_threshold=2)
+            bootstrap_root(s, state_dir=state_dir, reviewers=reviewers, now=clock(), root_threshold=3)
         return cls(ctx, clock, reviewers)
 
     def propose(self, cohort: str = "c1", risk: str = "low", name: str = "routing_rule.billing",

@@ -26,7 +26,6 @@ from server.app import RunningServer, build_server
 from server.context import ServerContext, ServerSettings
 from server.db import transaction
 from server.identity import enrollment as identity
-from server.identity.auth import forget_cached_revocations
 from server.identity.ca import CertificateAuthority
 from server.migrate import init_db
 from server.review.trust_root import bootstrap_root, current_root
@@ -103,7 +102,7 @@ class Loop:
                            thresholds={"low": 1, "high": 1, "critical": 1})
             for t in ids:
                 tokens[t] = identity.create_enrollment_token(s, t, COHORT, timedelta(hours=1), "test", clock.dt())[0]
-        forget_cached_revocations()
+        ctx.revocations.clear()
         running = build_server(ctx, jobs=False)
         collectors = {}
         for t in ids:
@@ -113,7 +112,7 @@ class Loop:
                 state_dir=sd, server=f"localhost:{running.port}",
                 release=ReleaseConfig(rho=rho), budget=BudgetConfig(rho_per_period=1e6),
             )
-            collectors[t] = Collector(config, clock=clock)
+            collectors[t] = Collector(config, clock=clock.dt)
         tls = grpc.ssl_channel_credentials(ca.certificate_pem, admin_key, admin_cert.certificate_pem)
         admin = grpc.secure_channel(f"localhost:{running.port}", tls)
         creds = tmp / "admin"

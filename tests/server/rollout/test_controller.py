@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -51,7 +53,7 @@ SHORT_PLAN = {
 
 
 @pytest.fixture
-def world(database_url: str, tmp_path) -> RolloutWorld:  # type: ignore[no-untyped-def]
+def world(database_url: str, tmp_path: Path) -> Iterator[RolloutWorld]:
     w = RolloutWorld.create(database_url, tmp_path / "server")
     yield w
     w.ctx.engine.dispose()
@@ -238,6 +240,7 @@ def test_a_tampered_plan_is_refused(world: RolloutWorld) -> None:
     rid, cand = _start(world)
     with transaction(world.ctx.sessions) as s:
         rec = s.get(RolloutRecord, rid)
+        assert rec is not None
         looser = json.loads(rec.plan_json)
         looser["gates"][0]["margin"] = 0.5
         rec.plan_json = json.dumps(looser)

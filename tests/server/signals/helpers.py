@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 from fedsignal.v1 import common_pb2
@@ -23,10 +24,11 @@ WINDOW = int(datetime(2026, 3, 2, 9, 0, tzinfo=UTC).timestamp())
 SCALE = 4.0
 
 
-def make_context(database_url: str, *, min_tenants: int = 3, now: datetime = NOW) -> ServerContext:
+def make_context(database_url: str, state_dir: Path, *, min_tenants: int = 3, now: datetime = NOW) -> ServerContext:
     engine = make_engine(database_url)
     init_db(engine)
-    settings = ServerSettings(database_url=database_url, min_tenants=min_tenants, insecure_dev=True)
+    settings = ServerSettings(database_url=database_url, state_dir=state_dir, min_tenants=min_tenants,
+                              insecure_dev=True)
     return ServerContext(settings=settings, engine=engine, sessions=make_sessionmaker(engine), clock=lambda: now)
 
 

@@ -51,9 +51,7 @@ def populate(ctx: ServerContext, windows: int = 4) -> None:
 
 def serve(ctx: ServerContext, tmp_path: Path) -> tuple[RunningServer, Path]:
     pki = Pki.create(tmp_path / "state")
-    ctx.settings.state_dir = pki.state_dir
-    ctx.settings.listen = "127.0.0.1:0"
-    ctx.settings.insecure_dev = False
+    ctx.settings = ctx.settings.with_changes(state_dir=pki.state_dir, listen="127.0.0.1:0", insecure_dev=False)
     admin_dir = tmp_path / "admin"
     pki.issue(ctx, "ops", role="admin", directory=admin_dir)
     return build_server(ctx, jobs=False, services=[ADMIN]), admin_dir
@@ -84,7 +82,7 @@ def test_admin_signals_prints_the_table_hotspot_first(served: tuple[RunningServe
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian package `chromium`); "
                     "CI must install it for this test to run")
 def test_html_report_renders_its_plots_in_headless_chromium(tmp_path: Path) -> None:
-    ctx = make_context(f"sqlite:///{tmp_path / 'server.db'}")
+    ctx = make_context(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "state")
     populate(ctx)
     running, admin_dir = serve(ctx, tmp_path)
     page = tmp_path / "out" / "report.html"
@@ -100,6 +98,7 @@ def test_html_report_renders_its_plots_in_headless_chromium(tmp_path: Path) -> N
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", source)
     assert "@import" not in source and "url(" not in source
 
+    assert CHROMIUM is not None
     profile = tmp_path / "chromium-profile"
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}"]

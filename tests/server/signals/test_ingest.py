@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from aggregation import dp
 from server.audit import AuditRecord
 from server.context import ServerContext
+from server.servicer import status_for
 from server.signals import refusals
 from server.signals.ingest import IngestOutcome, ReportIngest, Submitter
 from server.signals.models import SignalReport
@@ -122,17 +123,17 @@ def test_bad_report_is_refused_with_its_status_and_store_unchanged(ctx: ServerCo
     before = store_counts(ctx)
     with pytest.raises(error) as refused:
         ReportIngest(ctx).submit(TENANT, report)
-    assert refused.value.status == status
+    assert status_for(refused.value) == status
     assert str(refused.value)
     assert store_counts(ctx) == before
 
 
 def test_oversized_report_is_refused(ctx: ServerContext) -> None:
-    ctx.settings.max_message_bytes = 200
+    ctx.settings = ctx.settings.with_changes(max_message_bytes=200)
     report = make_report(cohort_schema(ctx), TENANT.tenant_id)
     with pytest.raises(refusals.ReportTooLarge) as refused:
         ReportIngest(ctx).submit(TENANT, report)
-    assert refused.value.status == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert status_for(refused.value) == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert store_counts(ctx) == (0, 0)
 
 
@@ -169,7 +170,7 @@ def test_different_report_for_the_same_window_is_refused(ctx: ServerContext) -> 
     ingest_.submit(TENANT, make_report(schema, TENANT.tenant_id, seed=1))
     with pytest.raises(refusals.ReportConflict) as refused:
         ingest_.submit(TENANT, make_report(schema, TENANT.tenant_id, seed=2))
-    assert refused.value.status == grpc.StatusCode.ALREADY_EXISTS
+    assert status_for(refused.value) == grpc.StatusCode.ALREADY_EXISTS
     assert store_counts(ctx) == (1, 1)
 
 
@@ -191,7 +192,7 @@ def test_a_tenant_cannot_occupy_another_tenants_key(ctx: ServerContext) -> None:
     squat.idempotency_key = f"{TENANT.tenant_id}/{WINDOW}-k"
     with pytest.raises(refusals.MissingIdempotencyKey, match="namespace") as refused:
         ingest_.submit(Submitter("globex", COHORT), squat)
-    assert refused.value.status == grpc.StatusCode.INVALID_ARGUMENT
+    assert status_for(refused.value) == grpc.StatusCode.INVALID_ARGUMENT
     assert store_counts(ctx) == (0, 0)
     genuine = make_report(schema, TENANT.tenant_id, key=f"{WINDOW}-k", seed=2)
     assert ingest_.submit(TENANT, genuine).outcome is IngestOutcome.ACCEPTED

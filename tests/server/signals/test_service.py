@@ -10,10 +10,14 @@ from pathlib import Path
 import grpc
 import pytest
 from fedsignal.v1 import admin_pb2, admin_pb2_grpc, signals_pb2, signals_pb2_grpc
+from sqlalchemy.exc import OperationalError
 
-from server.app import ADMIN, SIGNALS, RunningServer, build_server
+from server.app import ADMIN, SIGNALS, RunningServer, Service, build_server
 from server.context import ServerContext
+from server.signals import service as signals_service
+from server.signals.ingest import ReportIngest
 from server.signals.merge import merge_pending
+from server.signals.store import ReportStore, _Pending
 from tests.server.signals.helpers import COHORT, cohort_schema, make_report
 from tests.server.signals.pki import Pki
 from tests.server.signals.test_ingest import store_counts
@@ -33,10 +37,8 @@ class Served:
 @pytest.fixture
 def served(ctx: ServerContext, tmp_path: Path) -> Iterator[Served]:
     pki = Pki.create(tmp_path / "state")
-    ctx.settings.state_dir = pki.state_dir
-    ctx.settings.listen = "127.0.0.1:0"
-    ctx.settings.insecure_dev = False
-    ctx.settings.max_message_bytes = 64 * 1024
+    ctx.settings = ctx.settings.with_changes(state_dir=pki.state_dir, listen="127.0.0.1:0", insecure_dev=False,
+                                             max_message_bytes=64 * 1024)
     running = build_server(ctx, jobs=False, services=[SIGNALS, ADMIN])
     try:
         yield Served(ctx, running, pki)
@@ -138,19 +140,33 @@ def test_admin_lists_released_signals(served: Served) -> None:
     assert all(c.tenants == 3 and not c.suppressed for c in listed.cells)
 
 
-def test_store_outage_is_unavailable_so_the_collector_retries(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sqlalchemy.exc import OperationalError
+class _FlakyStore(ReportStore):
+    """A report store whose database can be switched off (the seam: handed to the servicer)."""
 
-    from server.signals.store import ReportStore
+    down = False
 
-    def down(self: ReportStore, batch: list[object]) -> list[int | None]:
-        raise OperationalError("INSERT", {}, Exception("connection refused"))
+    def _write(self, batch: list[_Pending]) -> list[int | None]:
+        if self.down:
+            raise OperationalError("INSERT", {}, Exception("connection refused"))
+        return super()._write(batch)
 
-    stub = signals_pb2_grpc.SignalServiceStub(served.channel("acme"))
-    report = make_report(cohort_schema(served.ctx), "acme")
-    monkeypatch.setattr(ReportStore, "_write", down)
-    with pytest.raises(grpc.RpcError) as err:
-        stub.SubmitReport(report, timeout=10)
-    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-    monkeypatch.undo()
-    assert stub.SubmitReport(report, timeout=10).outcome == signals_pb2.SubmitReportResponse.ACCEPTED
+
+def test_store_outage_is_unavailable_so_the_collector_retries(ctx: ServerContext, tmp_path: Path) -> None:
+    pki = Pki.create(tmp_path / "state")
+    ctx.settings = ctx.settings.with_changes(state_dir=pki.state_dir, listen="127.0.0.1:0", insecure_dev=False)
+    store = _FlakyStore(ctx)
+    signals = Service(SIGNALS.name, lambda server, c: signals_service.add_to_server(
+        server, c, ReportIngest(c, store=store)))
+    running = build_server(ctx, jobs=False, services=[signals])
+    try:
+        served = Served(ctx, running, pki)
+        stub = signals_pb2_grpc.SignalServiceStub(served.channel("acme"))
+        report = make_report(cohort_schema(ctx), "acme")
+        store.down = True
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SubmitReport(report, timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        store.down = False
+        assert stub.SubmitReport(report, timeout=10).outcome == signals_pb2.SubmitReportResponse.ACCEPTED
+    finally:
+        running.stop(0)

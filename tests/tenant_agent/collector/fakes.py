@@ -1,7 +1,8 @@
 """Test doubles for the collector's tests: a real gRPC SignalService on loopback.
 
-The real server is written concurrently; this servicer implements the wire
-contract's idempotency (same key + same bytes: DUPLICATE) and records every
+Tests that need a server the real one cannot play (one that is down, or
+holds a call open) use this servicer: it implements the wire contract's
+idempotency (same key + same bytes: DUPLICATE) and records every
 byte it receives, so tests can check exactly-once arrival and scan for PII.
 """
 
@@ -171,7 +172,7 @@ def read_line(proc: Any, prefix: str, timeout: float = 60.0) -> str:
 def remaining_lines(proc: Any, timeout: float = 60.0) -> list[str]:
     """Every stdout line not read yet, up to the process's exit."""
     lines = _lines(proc)
-    out = []
+    out: list[str] = []
     while True:
         line = lines.get(timeout=timeout)
         if line is None:

@@ -8,11 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from aggregation.clock import from_unix
 from fedsignal_cli.main import main
 from tenant_agent.collector import Collector
 from tenant_agent.config import BudgetConfig, CollectorConfig, ReleaseConfig
@@ -71,9 +71,9 @@ def test_budget_shows_spent_remaining_renewal_and_lifetime(tmp_path: Path, capsy
                                                            ) -> None:
     config = write_config(tmp_path)
     cfg = CollectorConfig.load(config)
-    assert cfg.budget == BudgetConfig(rho_per_period=1.0, period=timedelta(days=1), lifetime_rho=5.0)
+    assert cfg.budget == BudgetConfig(rho_per_period=1.0, period_days=1.0, lifetime_rho=5.0)
     assert cfg.release == ReleaseConfig(rho=0.5)
-    with Collector(cfg, clock=lambda: T0 + 3 * HOUR) as c:
+    with Collector(cfg, clock=lambda: from_unix(T0 + 3 * HOUR)) as c:
         c.record_many([turn("s", T0 + h * HOUR + 1) for h in range(3)])
         assert [o.state for o in c.close_windows()] == ["sealed", "sealed", "withheld"]
     # `agent budget` reads the wall clock: the anchor lies in the past, so use
@@ -128,7 +128,7 @@ def test_agent_run_serves_until_sigterm_and_stops_gracefully(tmp_path: Path) -> 
                 time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         assert "collector stopped" in remaining_lines(proc)
-        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
     finally:
         if proc.poll() is None:
             proc.kill()

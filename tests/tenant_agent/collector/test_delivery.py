@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import signal
 import socket
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from fedsignal.v1 import signals_pb2
+from sqlalchemy import select
 
+from aggregation.clock import FakeClock, from_unix, to_unix
+from server.db import transaction
+from server.signals.models import SignalReport
+from server.signals.schemas import publish_artifact_versions
 from tenant_agent.collector import Collector
-from tenant_agent.config import BudgetConfig, DeliveryConfig
-from tenant_agent.outbox import backoff_delay
+from tenant_agent.config import BudgetConfig, CollectorConfig, DeliveryConfig
+from tenant_agent.outbox import SUBMIT_METHOD, backoff_delay
+from tenant_agent.store import Release
+from tenant_agent.transport import enroll
+from tests.harness import Harness
 
 from .fakes import HOUR, T0, FakeSignalService, make_config, read_line, signal_server, spawn_worker, turn
 
@@ -41,7 +52,7 @@ def test_server_down_for_a_simulated_day_every_window_arrives_exactly_once(tmp_p
     now = [T0]
     with signal_server(service) as (_address, channel):
         cfg = make_config(tmp_path, budget=BudgetConfig(rho_per_period=100.0))
-        with Collector(cfg, channel=channel, clock=lambda: now[0], rng=random.Random(7)) as c:
+        with Collector(cfg, channel=channel, clock=lambda: from_unix(now[0]), rng=random.Random(7)) as c:
             for hour in range(24):
                 now[0] = T0 + hour * HOUR
                 c.record_many([turn(f"s{hour}-{i}", now[0] + i, tool_error=i % 4 == 0) for i in range(10)])
@@ -76,53 +87,36 @@ def test_nothing_listening_is_retried_with_backoff(tmp_path: Path) -> None:
                                                         rpc_timeout_seconds=2))
     with Collector(cfg, channel=channel, rng=FixedRandom(1.0)) as c:
         c.record(turn("s", T0 + 1))
-        c.close_windows(now=T0 + HOUR)
-        first = c.deliver(now=T0 + HOUR)
+        c.close_windows(now=from_unix(T0 + HOUR))
+        first = c.deliver(now=from_unix(T0 + HOUR))
         assert (first.failed, first.pending, first.next_attempt_at) == (1, 1, T0 + HOUR + 60)
         # Not due yet: no attempt.
-        assert c.deliver(now=T0 + HOUR + 30).failed == 0
-        second = c.deliver(now=T0 + HOUR + 60)
+        assert c.deliver(now=from_unix(T0 + HOUR + 30)).failed == 0
+        second = c.deliver(now=from_unix(T0 + HOUR + 60))
         assert second.next_attempt_at == T0 + HOUR + 60 + 120
     channel.close()
 
 
-def test_duplicate_answer_counts_as_delivered(tmp_path: Path) -> None:
-    service = FakeSignalService()
-    with signal_server(service) as (_address, channel), Collector(make_config(tmp_path), channel=channel) as c:
-        c.record(turn("s", T0 + 1))
-        c.close_windows(now=T0 + HOUR)
+def test_duplicate_answer_counts_as_delivered(harness: Harness, tmp_path: Path) -> None:
+    state = tmp_path / "collector"
+    enroll(harness.enroll_target, harness.token("acme", "retail"), state, harness.ca.certificate_pem,
+           signals_address=harness.mtls_target)
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    with Collector(CollectorConfig(state_dir=state), clock=FakeClock(hour + timedelta(hours=1))) as c:
+        c.record(dataclasses.replace(turn("s", to_unix(hour) + 1), tenant_id="acme"))
+        c.close_windows()
         with c.store.engine.connect() as conn:
-            from sqlalchemy import select
-
-            from tenant_agent.store import Release
-
             data = conn.execute(select(Release.report)).scalar_one()
-        from fedsignal.v1 import common_pb2
-
-        # The server already holds it (e.g. our reply got lost last time).
-        service.SubmitReport(common_pb2.DpReport.FromString(data), None)  # type: ignore[arg-type]
-        result = c.deliver(now=T0 + HOUR)
+        # The server already holds it (e.g. our reply got lost last time): the same bytes, sent directly.
+        channel = c.channel()
+        assert channel is not None
+        submit = channel.unary_unary(SUBMIT_METHOD, None, signals_pb2.SubmitReportResponse.FromString)
+        assert submit(data, timeout=10).outcome == signals_pb2.SubmitReportResponse.ACCEPTED
+        result = c.deliver()
         assert (result.accepted, result.duplicates, result.pending) == (0, 1, 0)
         assert c.status().windows["delivered"] == 1
-    assert len(service.stored) == 1
-
-
-class RejectingService(FakeSignalService):
-    def SubmitReport(self, request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "declared loss does not match the mechanism")
-
-
-def test_rejected_report_is_kept_with_the_reason_and_not_retried(tmp_path: Path) -> None:
-    service = RejectingService()
-    with signal_server(service) as (_address, channel), Collector(make_config(tmp_path), channel=channel) as c:
-        c.record(turn("s", T0 + 1))
-        c.close_windows(now=T0 + HOUR)
-        assert c.deliver(now=T0 + HOUR).rejected == 1
-        assert c.deliver(now=T0 + 5 * HOUR, force=True).rejected == 0
-        status = c.status()
-        assert (status.outbox_depth, status.rejected_releases) == (0, 1)
-        assert any(e.kind == "release.rejected" and "declared loss" in e.payload_json
-                   for e in c.store.audit_entries())
+    with harness.ctx.engine.connect() as conn:
+        assert len(conn.execute(select(SignalReport.id).where(SignalReport.tenant_id == "acme")).all()) == 1
 
 
 class HoldingService(FakeSignalService):
@@ -145,7 +139,7 @@ class HoldingService(FakeSignalService):
 def test_killed_after_the_server_stored_but_before_the_ack_counts_once(tmp_path: Path) -> None:
     with Collector(make_config(tmp_path)) as c:
         c.record_many([turn(f"s{i}", T0 + i) for i in range(5)])
-        c.close_windows(now=T0 + HOUR)
+        c.close_windows(now=from_unix(T0 + HOUR))
     service = HoldingService()
     with signal_server(service) as (address, channel):
         proc = spawn_worker("deliver_hang", str(tmp_path), address)
@@ -160,28 +154,34 @@ def test_killed_after_the_server_stored_but_before_the_ack_counts_once(tmp_path:
                 proc.kill()
         with Collector(make_config(tmp_path), channel=channel) as c:
             assert c.status().outbox_depth == 1  # the ack never reached the store
-            result = c.deliver(now=T0 + HOUR, force=True)
+            result = c.deliver(now=from_unix(T0 + HOUR), force=True)
             assert (result.duplicates, result.pending) == (1, 0)
     assert len(service.stored) == 1
     assert len(service.received) == 2 and service.received[0] == service.received[1]
 
 
-def test_close_adopts_the_servers_newer_schema_and_releases_with_it(tmp_path: Path) -> None:
-    from aggregation.schema import default_schema
-
-    v2 = default_schema("cohort-a").with_values("artifact_version", ["baseline", "cand-1"])
-    service = FakeSignalService(schema=v2)
-    with signal_server(service) as (_address, channel), Collector(make_config(tmp_path), channel=channel) as c:
-        assert c.schema.version == 1
+def test_close_adopts_the_servers_newer_schema_and_releases_with_it(harness: Harness, tmp_path: Path) -> None:
+    state = tmp_path / "collector"
+    enroll(harness.enroll_target, harness.token("acme", "retail"), state, harness.ca.certificate_pem,
+           signals_address=harness.mtls_target)
+    with transaction(harness.ctx.sessions) as session:  # a rollout publishes a new artifact-version label
+        v2 = publish_artifact_versions(session, "retail", ["cand-1"])
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    with Collector(CollectorConfig(state_dir=state), clock=FakeClock(hour + timedelta(hours=1))) as c:
+        assert c.schema.version == v2.version - 1  # the schema of the enrollment
         assert c.refresh_schema() and c.schema.version == v2.version
-        c.record_many([turn("s1", T0 + 1, artifact_version="cand-1"), turn("s2", T0 + 2)])
-        c.close_windows(now=T0 + HOUR)
-        c.deliver(now=T0 + HOUR)
-    [report] = service.reports()
-    assert report.schema_version == v2.version and len(report.cells) == v2.size
-    # An older schema from the server never replaces a newer local one.
-    service.schema = default_schema("cohort-a")
-    with signal_server(service) as (_address, channel), Collector(make_config(tmp_path), channel=channel) as c:
+        start = to_unix(hour)
+        c.record_many([dataclasses.replace(turn("s1", start + 1, artifact_version="cand-1"), tenant_id="acme"),
+                       dataclasses.replace(turn("s2", start + 2), tenant_id="acme")])
+        c.close_windows()
+        assert c.deliver().accepted == 1
+        # An older schema never replaces a newer local one.
+        c.adopt_schema(dataclasses.replace(v2, version=v2.version - 1))
         assert c.schema.version == v2.version
-        c.refresh_schema()
-        assert c.schema.version == v2.version
+    with harness.ctx.engine.connect() as conn:
+        [(schema_version, window_start)] = conn.execute(
+            select(SignalReport.schema_version, SignalReport.window_start).where(SignalReport.tenant_id == "acme")
+        ).all()
+    assert (schema_version, window_start) == (v2.version, int(start))
+    with Collector(CollectorConfig(state_dir=state)) as restarted:
+        assert restarted.schema.version == v2.version  # persisted

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
-from datetime import timedelta
 from pathlib import Path
 
 from fedsignal.v1 import common_pb2
@@ -13,6 +12,7 @@ from sqlalchemy import func, select
 
 from aggregation import dp
 from aggregation.audit import verify_chain
+from aggregation.clock import from_unix
 from tenant_agent.collector import Collector
 from tenant_agent.config import BudgetConfig, ReleaseConfig
 from tenant_agent.release import release_params
@@ -36,7 +36,7 @@ def sealed_bytes(c: Collector) -> dict[int, bytes]:
 def test_sealing_writes_spend_report_and_audit_together(tmp_path: Path) -> None:
     with Collector(make_config(tmp_path)) as c:
         c.record_many([turn(f"s{i}", T0 + i, tool_error=i % 2 == 0) for i in range(20)])
-        [outcome] = c.close_windows(now=T0 + HOUR)
+        [outcome] = c.close_windows(now=from_unix(T0 + HOUR))
         assert outcome.state == "sealed"
         expected = dp.privacy_loss(release_params(c.config.release, c.schema))
         assert spends(c) == [(expected.rho, outcome.release_key)]
@@ -59,18 +59,18 @@ def test_sealing_writes_spend_report_and_audit_together(tmp_path: Path) -> None:
 def test_only_windows_that_ended_are_sealed(tmp_path: Path) -> None:
     with Collector(make_config(tmp_path, close_grace_seconds=60)) as c:
         c.record_many([turn("s1", T0 + 1), turn("s1", T0 + HOUR + 1)])
-        assert c.close_windows(now=T0 + HOUR + 59) == []
-        assert [o.window_start for o in c.close_windows(now=T0 + HOUR + 60)] == [int(T0)]
+        assert c.close_windows(now=from_unix(T0 + HOUR + 59)) == []
+        assert [o.window_start for o in c.close_windows(now=from_unix(T0 + HOUR + 60))] == [int(T0)]
 
 
 def test_a_sealed_window_is_never_redrawn(tmp_path: Path) -> None:
     with Collector(make_config(tmp_path)) as c:
         c.record_many([turn(f"s{i}", T0 + i) for i in range(20)])
-        c.close_windows(now=T0 + HOUR)
+        c.close_windows(now=from_unix(T0 + HOUR))
         before = sealed_bytes(c)
-        assert c.close_windows(now=T0 + 2 * HOUR) == []
+        assert c.close_windows(now=from_unix(T0 + 2 * HOUR)) == []
     with Collector(make_config(tmp_path)) as again:
-        assert again.close_windows(now=T0 + 3 * HOUR) == []
+        assert again.close_windows(now=from_unix(T0 + 3 * HOUR)) == []
         assert sealed_bytes(again) == before
         assert len(spends(again)) == 1
 
@@ -78,12 +78,12 @@ def test_a_sealed_window_is_never_redrawn(tmp_path: Path) -> None:
 def test_over_budget_window_is_withheld_then_released_after_renewal(tmp_path: Path) -> None:
     cfg = make_config(
         tmp_path,
-        budget=BudgetConfig(rho_per_period=1.0, period=timedelta(days=1)),
+        budget=BudgetConfig(rho_per_period=1.0, period_days=1.0),
         release=ReleaseConfig(rho=0.5),
     )
     with Collector(cfg) as c:
         c.record_many([turn("s", T0 + h * HOUR + 1) for h in range(3)])
-        outcomes = c.close_windows(now=T0 + 3 * HOUR)
+        outcomes = c.close_windows(now=from_unix(T0 + 3 * HOUR))
         assert [o.state for o in outcomes] == ["sealed", "sealed", "withheld"]
         reason = outcomes[2].reason or ""
         assert "remains" in reason and "renews at" in reason
@@ -92,12 +92,12 @@ def test_over_budget_window_is_withheld_then_released_after_renewal(tmp_path: Pa
             row = conn.execute(select(Window).where(Window.window_start == int(T0 + 2 * HOUR))).one()
             assert row.withheld_reason == reason
         # Still refused in the same period; kept, not dropped, and not spent.
-        assert [o.state for o in c.close_windows(now=T0 + 10 * HOUR)] == ["withheld"]
+        assert [o.state for o in c.close_windows(now=from_unix(T0 + 10 * HOUR))] == ["withheld"]
         assert len(spends(c)) == 2
-        status = c.budget_status(now=T0 + 10 * HOUR)
+        status = c.budget_status(now=from_unix(T0 + 10 * HOUR))
         assert status.remaining < 0.5 and status.renews_at.timestamp() == T0 + 3 * HOUR + DAY
         # After renewal the kept window is released.
-        [later] = c.close_windows(now=T0 + 3 * HOUR + DAY)
+        [later] = c.close_windows(now=from_unix(T0 + 3 * HOUR + DAY))
         assert (later.window_start, later.state) == (int(T0 + 2 * HOUR), "sealed")
         assert len(spends(c)) == 3
         kinds = [e.kind for e in c.store.audit_entries()]
@@ -145,10 +145,10 @@ def test_killed_between_seal_and_send_restart_sends_same_bytes_once(tmp_path: Pa
     service = FakeSignalService()
     with signal_server(service) as (_address, channel), Collector(make_config(tmp_path), channel=channel) as c:
         stored = sealed_bytes(c)[int(T0)]
-        assert c.close_windows(now=T0 + 2 * HOUR) == []
-        result = c.deliver(now=T0 + 2 * HOUR)
+        assert c.close_windows(now=from_unix(T0 + 2 * HOUR)) == []
+        result = c.deliver(now=from_unix(T0 + 2 * HOUR))
         assert (result.accepted, result.pending) == (1, 0)
-        assert c.deliver(now=T0 + 3 * HOUR, force=True).accepted == 0
+        assert c.deliver(now=from_unix(T0 + 3 * HOUR), force=True).accepted == 0
         assert len(spends(c)) == 1
     assert list(service.stored) == [key]
     assert service.received == [stored]
@@ -157,16 +157,16 @@ def test_killed_between_seal_and_send_restart_sends_same_bytes_once(tmp_path: Pa
 def test_lifetime_cap_withholds_for_good_and_says_so(tmp_path: Path) -> None:
     cfg = make_config(
         tmp_path,
-        budget=BudgetConfig(rho_per_period=10.0, period=timedelta(days=1), lifetime_rho=1.0),
+        budget=BudgetConfig(rho_per_period=10.0, period_days=1.0, lifetime_rho=1.0),
         release=ReleaseConfig(rho=0.5),
     )
     with Collector(cfg) as c:
         c.record_many([turn("s", T0 + h * HOUR + 1) for h in range(3)])
-        outcomes = c.close_windows(now=T0 + 3 * HOUR)
+        outcomes = c.close_windows(now=from_unix(T0 + 3 * HOUR))
         assert [o.state for o in outcomes] == ["sealed", "sealed", "withheld"]
         assert "lifetime cap" in (outcomes[2].reason or "") and "never renews" in (outcomes[2].reason or "")
-        assert [o.state for o in c.close_windows(now=T0 + 30 * DAY)] == ["withheld"]
-        status = c.budget_status(now=T0 + 30 * DAY)
+        assert [o.state for o in c.close_windows(now=from_unix(T0 + 30 * DAY))] == ["withheld"]
+        status = c.budget_status(now=from_unix(T0 + 30 * DAY))
         assert (status.lifetime_spent, status.lifetime_remaining) == (1.0, 0.0)
 
 
@@ -174,7 +174,7 @@ def test_laplace_release_spends_the_rho_of_its_pure_dp_loss(tmp_path: Path) -> N
     cfg = make_config(tmp_path, release=ReleaseConfig(mechanism="discrete_laplace", epsilon=1.0))
     with Collector(cfg) as c:
         c.record_many([turn(f"s{i}", T0 + i) for i in range(10)])
-        [outcome] = c.close_windows(now=T0 + HOUR)
+        [outcome] = c.close_windows(now=from_unix(T0 + HOUR))
         loss = dp.privacy_loss(release_params(cfg.release, c.schema))
         assert loss.epsilon <= 1.0 and loss.delta == 0.0
         assert spends(c) == [(loss.rho, outcome.release_key)]
@@ -193,7 +193,7 @@ def test_sealing_while_another_process_records_counts_each_event_in_or_out(tmp_p
         for _ in range(3):
             acks.append(tuple(map(int, read_line(proc, "acked ").split()[1:])))  # type: ignore[arg-type]
         with Collector(make_config(tmp_path)) as c:
-            assert [o.state for o in c.close_windows(now=T0 + HOUR)] == ["sealed"]
+            assert [o.state for o in c.close_windows(now=from_unix(T0 + HOUR))] == ["sealed"]
         while not any(late for _, late in acks):
             acks.append(tuple(map(int, read_line(proc, "acked ").split()[1:])))  # type: ignore[arg-type]
         stop.touch()

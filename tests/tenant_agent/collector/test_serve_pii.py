@@ -2,9 +2,9 @@
 
 Agents send through the real OpenTelemetry SDK and its OTLP/gRPC exporter,
 the Python API (dict events) and a JSON Lines file; the collector restarts,
-seals and delivers to a real gRPC SignalService on loopback. None of the
-seeded personal data may appear in the store (incl. -wal/-shm), any other
-file under state_dir, the logs, or the reports sent.
+seals and delivers to the real server (SQLite, mutual TLS on loopback). None
+of the seeded personal data may appear in the store (incl. -wal/-shm), any
+other file under state_dir, the logs, or anything the server stored.
 """
 
 from __future__ import annotations
@@ -23,11 +23,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
+from aggregation.clock import from_unix
 from tenant_agent.collector import Collector
-from tenant_agent.config import LoopConfig
-from tenant_agent.serving import Serving
+from tenant_agent.config import CollectorConfig, LoopConfig, RedactionSettings
+from tenant_agent.serving import Serving, serve
+from tenant_agent.transport import enroll
+from tests.harness import Harness, start_harness
 
-from .fakes import HOUR, T0, FakeSignalService, make_config, signal_server
+from .fakes import HOUR
 
 PII = {
     "email": "marguerite.quuxley@example.org",
@@ -102,62 +105,77 @@ def send_otlp_turns(port: int, n: int) -> None:
 def test_pipeline_with_restart_writes_and_sends_no_seeded_pii(tmp_path: Path, caplog: pytest.LogCaptureFixture
                                                               ) -> None:
     caplog.set_level(logging.DEBUG)
+    harness = start_harness(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server")
+    try:
+        run_pipeline(harness, tmp_path)
+    finally:
+        harness.running.stop(0)
+        harness.ctx.engine.dispose()
+    # Everything the real server stored (its database with the reports, its state) is clean too.
+    server_files = [p for p in tmp_path.glob("server.db*")] + [p for p in (tmp_path / "server").rglob("*")
+                                                                if p.is_file()]
+    assert any(p.name == "server.db" for p in server_files)
+    for path in server_files:
+        assert_clean(path.read_bytes(), str(path))
+    assert_clean(caplog.text.encode(), "the collector's and the server's logs")
+
+
+def run_pipeline(harness: Harness, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    cfg = make_config(
-        state,
+    enroll(harness.enroll_target, harness.token("acme", "retail"), state, harness.ca.certificate_pem,
+           signals_address=harness.mtls_target)
+    cfg = CollectorConfig(
+        state_dir=state,
         otlp_listen="127.0.0.1:0",
         resolve_listen="127.0.0.1:0",
-        redaction_patterns={"ticket": r"TCK-[0-9]{6}"},
-        redaction_dictionaries={"customer_name": [PII["name"]]},
+        redaction=RedactionSettings(patterns={"ticket": r"TCK-[0-9]{6}"},
+                                    dictionaries={"customer_name": [PII["name"]]}),
         loops=LoopConfig(close_interval_seconds=3600, deliver_interval_seconds=3600, bundle_interval_seconds=3600),
     )
+    # Past windows (the server takes a window once it has ended): two hours ago, aligned.
+    past = (time.time() // HOUR - 2) * HOUR
     jsonl = tmp_path / "events.jsonl"  # the tenant's own input, outside the collector's state
-    jsonl.write_text("\n".join(json.dumps(dict_event(100 + i, T0 + 60 + i)) for i in range(10))
+    jsonl.write_text("\n".join(json.dumps(dict_event(100 + i, past + 60 + i)) for i in range(10))
                      + "\n{not json " + PII["email"] + "\n")
-    service = FakeSignalService()
-    with signal_server(service) as (_address, channel):
-        with Collector(cfg, channel=channel) as c:
-            stop = threading.Event()
-            ready: list[Serving] = []
-            thread = threading.Thread(target=c.serve, args=(stop,), kwargs={"ready": ready.append})
-            thread.start()
-            try:
-                deadline = time.monotonic() + 30
-                while not ready and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                serving = ready[0]
-                send_otlp_turns(serving.otlp_port, 5)
-                url = f"http://127.0.0.1:{serving.resolve_port}/v1/resolve?artifact=routing&session=s1"
-                with urllib.request.urlopen(url, timeout=10) as response:
-                    assert json.loads(response.read())["version"] == "baseline"
-                c.record_many([dict_event(i, T0 + i) for i in range(10)])
-                result = c.import_jsonl(jsonl)
-                assert (result.imported, len(result.errors)) == (10, 1)
-            finally:
-                stop.set()
-                thread.join(30)
-            assert not thread.is_alive()
-            status = c.status()
-            assert status.counters["events_recorded"] == 25
-            assert sum(status.redaction.values()) > 0
-            # While the store is open its write-ahead log holds the latest pages.
-            live = [p for p in state.rglob("*") if p.is_file()]
-            assert any(p.name == "collector.db-wal" for p in live)
-            for path in live:
-                assert_clean(path.read_bytes(), str(path))
-        # Restart: a new process would see exactly this store.
-        with Collector(cfg, channel=channel) as c:
-            c.record(dict_event(999, T0 + 5))
-            outcomes = c.close_windows(now=time.time() + 2 * HOUR)
-            assert outcomes and all(o.state == "sealed" for o in outcomes)
-            assert c.deliver(now=time.time() + 2 * HOUR).pending == 0
+    with Collector(cfg) as c:
+        stop = threading.Event()
+        ready: list[Serving] = []
+        thread = threading.Thread(target=serve, args=(c, stop), kwargs={"ready": ready.append})
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not ready and time.monotonic() < deadline:
+                time.sleep(0.05)
+            serving = ready[0]
+            send_otlp_turns(serving.otlp_port, 5)
+            url = f"http://127.0.0.1:{serving.resolve_port}/v1/resolve?artifact=routing&session=s1"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                assert json.loads(response.read())["version"] == "baseline"
+            c.record_many([dict_event(i, past + i) for i in range(10)])
+            result = c.import_jsonl(jsonl)
+            assert (result.imported, len(result.errors)) == (10, 1)
+        finally:
+            stop.set()
+            thread.join(30)
+        assert not thread.is_alive()
+        status = c.status()
+        assert status.counters["events_recorded"] == 25
+        assert sum(status.redaction.values()) > 0
+        # While the store is open its write-ahead log holds the latest pages.
+        live = [p for p in state.rglob("*") if p.is_file()]
+        assert any(p.name == "collector.db-wal" for p in live)
+        for path in live:
+            assert_clean(path.read_bytes(), str(path))
+    # Restart: a new process would see exactly this store.
+    with Collector(cfg) as c:
+        c.record(dict_event(999, past + 5))
+        outcomes = c.close_windows(now=from_unix(time.time() + 2 * HOUR))  # the OTLP turns' hour too
+        assert outcomes and all(o.state == "sealed" for o in outcomes)
+        delivery = c.deliver(now=from_unix(time.time()))  # the current hour waits for its end
+        assert delivery.accepted >= 1 and delivery.rejected == 0 and delivery.failed == 0
     with pytest.raises(AssertionError):
         assert_clean(jsonl.read_bytes(), "the input")  # the scan does find what is there
     written = [p for p in state.rglob("*") if p.is_file()]
     assert any(p.name == "collector.db" for p in written)
     for path in written:
         assert_clean(path.read_bytes(), str(path))
-    assert service.received
-    for data in service.received:
-        assert_clean(data, "a report sent to the server")
-    assert_clean(caplog.text.encode(), "the collector's logs")

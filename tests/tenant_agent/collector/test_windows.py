@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aggregation.clock import from_unix
 from aggregation.schema import default_schema
 from tenant_agent.collector import Collector
 from tenant_agent.store import Contribution
@@ -96,6 +97,8 @@ def test_unit_hash_depends_on_the_local_secret(tmp_path: Path) -> None:
 
 
 def test_windows_follow_event_time_and_configured_length(tmp_path: Path) -> None:
+    # The window length is the cohort schema's (a config may only repeat it).
+    (tmp_path / "schema.json").write_text(default_schema("cohort-a", window_seconds=600).to_json())
     with Collector(make_config(tmp_path, window_seconds=600)) as c:
         c.record_many([turn("s1", T0 + 10), turn("s1", T0 + 610), turn("s1", T0 + 1210)])
         assert c.status().windows["open"] == 3
@@ -114,7 +117,7 @@ def test_an_event_id_sent_twice_counts_once(tmp_path: Path) -> None:
 def test_events_for_a_sealed_window_are_dropped_and_counted(tmp_path: Path) -> None:
     with Collector(make_config(tmp_path)) as c:
         c.record(turn("s1", T0 + 1))
-        assert [o.state for o in c.close_windows(now=T0 + HOUR)] == ["sealed"]
+        assert [o.state for o in c.close_windows(now=from_unix(T0 + HOUR))] == ["sealed"]
         late = c.record(turn("s2", T0 + 2))
         assert (late.recorded, late.late_dropped) == (0, 1)
         assert c.status().counters["events_late_dropped"] == 1

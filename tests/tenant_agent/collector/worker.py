@@ -14,8 +14,10 @@ from pathlib import Path
 
 import grpc
 
+from aggregation.clock import from_unix
 from tenant_agent.collector import Collector
 from tenant_agent.config import BudgetConfig, ReleaseConfig
+from tenant_agent.serving import serve
 
 from .fakes import HOUR, T0, make_config, turn
 
@@ -37,13 +39,13 @@ def main(argv: list[str]) -> int:
             say("ready")
             while not go.exists():
                 time.sleep(0.005)
-            outcomes = c.close_windows(now=now)
+            outcomes = c.close_windows(now=from_unix(now))
             say(json.dumps([[o.window_start, o.state] for o in outcomes]))
         return 0
     if mode == "seal_then_hang":
         with Collector(config(state_dir)) as c:
             c.record_many([turn(f"s{i}", T0 + i, tool_error=i % 3 == 0) for i in range(50)])
-            outcomes = c.close_windows(now=T0 + HOUR)
+            outcomes = c.close_windows(now=from_unix(T0 + HOUR))
             say("sealed " + ",".join(o.release_key or "" for o in outcomes))
             time.sleep(120)  # killed here: sealed, never sent
         return 1
@@ -53,7 +55,7 @@ def main(argv: list[str]) -> int:
         channel = grpc.insecure_channel(address)
         with Collector(config(state_dir), channel=channel) as c:
             say("delivering")
-            c.deliver(now=T0 + HOUR)
+            c.deliver(now=from_unix(T0 + HOUR))
             say("returned")
         return 1
     if mode == "record_loop":
@@ -83,15 +85,14 @@ def main(argv: list[str]) -> int:
         # `agent run` in miniature: OTLP + resolve listeners and the loops.
         from tenant_agent.config import LoopConfig
 
-        cfg = replace(
-            config(state_dir),
+        cfg = config(state_dir).model_copy(update=dict(
             otlp_listen="127.0.0.1:0",
             resolve_listen="127.0.0.1:0",
             loops=LoopConfig(close_interval_seconds=3600, deliver_interval_seconds=3600,
                              bundle_interval_seconds=3600),
-        )
+        ))
         with Collector(cfg) as c:
-            c.serve(ready=lambda serving: say(f"serving {serving.otlp_port}"))
+            serve(c, ready=lambda serving: say(f"serving {serving.otlp_port}"))
         return 0
     raise SystemExit(f"unknown mode {mode}")
 

@@ -249,7 +249,7 @@ def test_same_turn_from_otlp_and_json_classifies_the_same() -> None:
 
 def test_one_tool_call_recorded_by_two_spans_counts_once() -> None:
     mapper = OtlpMapper("t", Redactor())
-    tool = {
+    tool: dict[str, Any] = {
         "gen_ai__operation__name": "execute_tool",
         "gen_ai__tool__name": "lookup",
         "gen_ai__tool__call__id": "c1",

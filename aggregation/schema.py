@@ -42,6 +42,15 @@ DEFAULT_MAX_CELLS_PER_UNIT = 16  # L0
 DEFAULT_MAX_COUNT_PER_CELL = 1  # L-infinity
 PrivacyUnit = Literal["session", "user"]
 DEFAULT_PRIVACY_UNIT: PrivacyUnit = "session"
+#: How a cohort's window tables reach the server: "secure" (secure aggregation with distributed
+#: noise; every cohort the server creates uses it) or "local" (each tenant sends its own noisy
+#: table). A document without the field predates secure aggregation and so is "local".
+SECURE = "secure"
+LOCAL = "local"
+AggregationMode = Literal["secure", "local"]
+AGGREGATION_MODES = (SECURE, LOCAL)
+DEFAULT_AGGREGATION_MODE = SECURE
+LEGACY_AGGREGATION_MODE: AggregationMode = "local"
 
 
 class DimensionDocument(StrictModel):
@@ -59,6 +68,10 @@ class SchemaTemplateDocument(StrictModel):
     max_cells_per_unit: PositiveInt = DEFAULT_MAX_CELLS_PER_UNIT
     max_count_per_cell: PositiveInt = DEFAULT_MAX_COUNT_PER_CELL
     privacy_unit: PrivacyUnit = DEFAULT_PRIVACY_UNIT
+    aggregation_mode: AggregationMode = LEGACY_AGGREGATION_MODE
+    # The noise scale every tenant of the cohort uses (secure: the central sigma; local: each
+    # tenant's sigma); 0: not fixed by the schema.
+    noise_scale: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
 
 
 class SchemaDocument(SchemaTemplateDocument):
@@ -101,6 +114,10 @@ class SignalSchema:
     max_cells_per_unit: int = DEFAULT_MAX_CELLS_PER_UNIT
     max_count_per_cell: int = DEFAULT_MAX_COUNT_PER_CELL
     privacy_unit: str = DEFAULT_PRIVACY_UNIT
+    aggregation_mode: str = LEGACY_AGGREGATION_MODE
+    # The noise scale every tenant of the cohort uses (secure: the central sigma; local: each
+    # tenant's sigma); 0.0: not fixed by the schema.
+    noise_scale: float = 0.0
     _strides: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -117,6 +134,10 @@ class SignalSchema:
             raise SchemaError("contribution bounds must be positive")
         if self.privacy_unit not in ("session", "user"):
             raise SchemaError("privacy_unit must be 'session' or 'user'")
+        if self.aggregation_mode not in AGGREGATION_MODES:
+            raise SchemaError(f"aggregation_mode must be one of {AGGREGATION_MODES}, got {self.aggregation_mode!r}")
+        if not (self.noise_scale >= 0.0 and self.noise_scale < float("inf")):
+            raise SchemaError("noise_scale must be a non-negative finite number")
         strides = []
         stride = 1
         for dim in reversed(self.dimensions):
@@ -176,6 +197,8 @@ class SignalSchema:
             "max_cells_per_unit": self.max_cells_per_unit,
             "max_count_per_cell": self.max_count_per_cell,
             "privacy_unit": self.privacy_unit,
+            "aggregation_mode": self.aggregation_mode,
+            "noise_scale": self.noise_scale,
         }
 
     def to_json(self) -> str:
@@ -195,6 +218,8 @@ class SignalSchema:
             max_cells_per_unit=typed.max_cells_per_unit,
             max_count_per_cell=typed.max_count_per_cell,
             privacy_unit=typed.privacy_unit,
+            aggregation_mode=typed.aggregation_mode,
+            noise_scale=float(typed.noise_scale),
         )
 
     @classmethod
@@ -216,6 +241,8 @@ class SignalSchema:
             max_cells_per_unit=self.max_cells_per_unit,
             max_count_per_cell=self.max_count_per_cell,
             privacy_unit=self.privacy_unit,
+            aggregation_mode=self.aggregation_mode,
+            noise_scale=self.noise_scale,
         )
 
     @classmethod
@@ -229,6 +256,8 @@ class SignalSchema:
             max_cells_per_unit=msg.max_cells_per_unit,
             max_count_per_cell=msg.max_count_per_cell,
             privacy_unit=msg.privacy_unit or "session",
+            aggregation_mode=msg.aggregation_mode or LEGACY_AGGREGATION_MODE,
+            noise_scale=msg.noise_scale,
         )
 
     def with_values(self, dimension: str, values: Sequence[str]) -> SignalSchema:

@@ -10,6 +10,12 @@ noise variance; empirical ones from OpenDP releases. Gaussian epsilons are
 (epsilon, delta = 1e-6) through OpenDP's zCDP-to-approxDP conversion; the rho
 that achieves them is printed.
 
+Secure aggregation (the default mode): each tenant adds a discrete-Gaussian share with
+sigma_central^2 / t (t = max(2, ceil(0.7 n)), what the server ships), so any t shares carry the
+central noise. "secure" is every tenant online (n shares), "secure@t" the shipped dropout
+tolerance used up (only t survivors); their per-cell RMSE is printed beside central and
+local, with the cohort loss the ledger spends (KLS bound, tau included) against the target.
+
 Run: .venv/bin/python bench/utility.py [--cells N]
 """
 
@@ -28,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aggregation import dp  # noqa: E402
 from aggregation.schema import default_schema  # noqa: E402
+from aggregation.secagg import NoisePlan, plan_noise  # noqa: E402
 from aggregation.stats import noise_variance  # noqa: E402
 
 EPSILONS = (0.1, 0.5, 1.0, 2.0)
@@ -78,6 +85,43 @@ def utility_table(cells: int, l0: int, linf: int) -> None:
                 )
 
 
+def secure_threshold(n: int) -> int:
+    return max(2, math.ceil(0.7 * n - 1e-9))  # server.secagg.rounds.threshold_for at the shipped fraction
+
+
+def secure_rmse(table_size: int, shares: int, plan: NoisePlan) -> float:
+    """RMSE (count units) of the sum of ``shares`` noise shares, unscaled and rounded as the server does."""
+    total = np.zeros(table_size, dtype=np.int64)
+    for _ in range(shares):
+        total += plan.sample_share(table_size)
+    error = np.rint(total / plan.scale_factor) if plan.scale_factor > 1 else total.astype(np.float64)
+    return float(np.sqrt(np.mean(error**2)))
+
+
+def secure_table(cells: int, l0: int, linf: int) -> None:
+    rng = np.random.default_rng(2)
+    table = rng.integers(0, 40, size=cells, dtype=np.int64)
+    print()
+    print(f"secure aggregation (discrete Gaussian shares); L0={l0}, Linf={linf}, {cells} cells per estimate")
+    header = (f"{'eps':>5} {'n':>4} {'t':>4} {'s':>3} | {'central':>8} {'secure':>8} {'secure@t':>8} {'local':>8} | "
+              f"{'sec/cen':>7} {'analytic':>8} {'@t/cen':>6} {'loc/cen':>7} | {'ledger eps':>10} {'own eps':>8}")
+    print(header)
+    print("-" * len(header))
+    for epsilon in EPSILONS:
+        sigma = dp.calibrate_scale(dp.Mechanism.DISCRETE_GAUSSIAN, l0, linf, epsilon=epsilon, delta=DELTA)
+        params = dp.ReleaseParams(dp.Mechanism.DISCRETE_GAUSSIAN, sigma, l0, linf, DELTA)
+        for n in COHORTS:
+            t = secure_threshold(n)
+            plan = plan_noise(sigma, l0, linf, n, t, DELTA)
+            central = merged_rmse_central(table, n, params)
+            secure = secure_rmse(cells, n, plan)
+            at_t = secure_rmse(cells, t, plan)
+            local = merged_rmse_per_tenant(table, n, params)
+            print(f"{epsilon:>5g} {n:>4} {t:>4} {plan.scale_factor:>3} | {central:>8.2f} {secure:>8.2f} {at_t:>8.2f} "
+                  f"{local:>8.2f} | {secure / central:>7.2f} {math.sqrt(n / t):>8.2f} {at_t / central:>6.2f} "
+                  f"{local / central:>7.2f} | {plan.cohort_loss.epsilon:>10.4f} {plan.own_worst_case_loss.epsilon:>8.3f}")
+
+
 def release_timing(l0: int, linf: int) -> None:
     scale = dp.calibrate_scale(dp.Mechanism.DISCRETE_GAUSSIAN, l0, linf, rho=0.05)
     params = dp.ReleaseParams(dp.Mechanism.DISCRETE_GAUSSIAN, scale, l0, linf)
@@ -101,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     schema = default_schema("bench")
     started = time.perf_counter()
     utility_table(args.cells, schema.max_cells_per_unit, schema.max_count_per_cell)
+    secure_table(args.cells, schema.max_cells_per_unit, schema.max_count_per_cell)
     release_timing(schema.max_cells_per_unit, schema.max_count_per_cell)
     print(f"\ntotal {time.perf_counter() - started:.1f} s")
     return 0

@@ -54,6 +54,8 @@ from server.review.candidates import run_detection
 from server.review.trust_root import current_root_bytes
 from server.rollout import service as rollout_service
 from server.rollout.controller import run_controller
+from server.secagg import service as secagg_service
+from server.secagg.job import run_secagg
 from server.signals import service as signals_service
 from server.signals.merge import run_merge
 from server.signals.schemas import current_schema
@@ -91,12 +93,14 @@ SIGNALS = Service("fedsignal.v1.SignalService", signals_service.add_to_server)
 REVIEW = Service("fedsignal.v1.ReviewService", review_service.add_to_server)
 BUNDLES = Service("fedsignal.v1.BundleService", bundle_service.add_to_server)
 ROLLOUT = Service("fedsignal.v1.RolloutService", rollout_service.add_to_server)
+SECAGG = Service("fedsignal.v1.SecureAggregationService", secagg_service.add_to_server)
 
 #: Every service the server runs, registered explicitly: a missing module is an import error at start.
-SERVICES: tuple[Service, ...] = (ENROLLMENT, ADMIN, SIGNALS, REVIEW, BUNDLES, ROLLOUT)
+SERVICES: tuple[Service, ...] = (ENROLLMENT, ADMIN, SIGNALS, REVIEW, BUNDLES, ROLLOUT, SECAGG)
 
 #: The periodic jobs, in the order one pass runs them; each is safe under concurrent replicas.
 JOBS: tuple[tuple[str, Job], ...] = (
+    ("secagg", run_secagg),
     ("merge", run_merge),
     ("detect", run_detection),
     ("rollout", run_controller),

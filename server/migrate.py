@@ -17,6 +17,7 @@ from server.evaluation import models as _evaluation_models  # noqa: F401
 from server.identity import models as _identity_models  # noqa: F401
 from server.review import models as _review_models  # noqa: F401
 from server.rollout import models as _rollout_models  # noqa: F401
+from server.secagg import models as _secagg_models  # noqa: F401
 from server.signals import models as _signals_models  # noqa: F401
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"

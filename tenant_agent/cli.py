@@ -349,6 +349,7 @@ def cmd_budget(args: argparse.Namespace) -> int:
     with Collector(load_config(args)) as collector:
         status = collector.budget_status()
         policy = collector.config.budget
+        secure = collector.secure.loss_summary()
         delta = collector.config.release.delta
     print(f"period:    {status.period_start.isoformat()} .. {status.renews_at.isoformat()}"
           f" ({policy.period.total_seconds() / 86400:g} days, rho {policy.rho_per_period:g} per period)")
@@ -358,6 +359,11 @@ def cmd_budget(args: argparse.Namespace) -> int:
     lifetime = "no cap" if status.lifetime_remaining is None else f"rho {status.lifetime_remaining:.6g} remaining"
     print(f"lifetime:  rho {status.lifetime_spent:.6g} spent; {lifetime}")
     _print_budget_extras(status, delta)
+    if secure.releases or secure.rounds_dropped or secure.rounds_aborted:
+        cap = "no cap" if secure.own_worst_case_rho_cap is None else f"cap rho {secure.own_worst_case_rho_cap:g}"
+        print(f"secure:    {secure.releases} releases, cohort rho {secure.cohort_rho:.6g} (on the ledger); "
+              f"own worst case rho {secure.own_worst_case_rho:.6g} ({cap}); rounds {secure.rounds_done} done, "
+              f"{secure.rounds_dropped} missed, {secure.rounds_aborted} aborted")
     return 0
 
 

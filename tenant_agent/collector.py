@@ -46,6 +46,7 @@ from tenant_agent.ingest.records import event_from_dict
 from tenant_agent.outbox import DeadLetter, DeliveryResult, Outbox
 from tenant_agent.redact import RedactionConfig, Redactor
 from tenant_agent.release import WindowOutcome, WindowSealer, load_ledger
+from tenant_agent.secagg import SecureRelease, is_secure
 from tenant_agent.store import CollectorStore, Release, Window
 from tenant_agent.transport import SCHEMA_FILE, TransportError, open_channel, rpc_failure
 from tenant_agent.windows import RecordResult, WindowBook
@@ -126,6 +127,9 @@ class Collector:
             window_seconds=config.window_seconds,
             privacy_unit=config.privacy_unit,
         )
+        self.secure = SecureRelease(self.store, config.state_dir, tenant_id=self.tenant_id, cohort=self.cohort,
+                                    channel=lambda: self.channel(required=False), clock=lambda: to_unix(self.clock()),
+                                    config=config.secagg, rpc_timeout=config.delivery.rpc_timeout_seconds)
         self._sealer = self._make_sealer(config.close_grace_seconds)
         self.outbox = Outbox(self.store, config.delivery, rng=rng, audit_actor=self.tenant_id)
         self._bundle_client: BundleClient | None = None
@@ -141,6 +145,7 @@ class Collector:
             release_config=self.config.release,
             policy=lambda conn, now: self._budget_policy(conn, now, persist=True),
             grace_seconds=grace_seconds,
+            secure=self.secure,
         )
 
     # -- schema ---------------------------------------------------------------
@@ -258,7 +263,19 @@ class Collector:
         """Seal every due window (schema refreshed first when connected)."""
         now = self.clock() if now is None else now
         self.refresh_schema()
-        return self._sealer.close_due(to_unix(now), self._schema)
+        outcomes = self._sealer.close_due(to_unix(now), self._schema)
+        self.secagg_duty(now)
+        return outcomes
+
+    def secagg_duty(self, now: datetime | None = None) -> None:
+        """Secure mode: cover windows without events with empty inputs, move submitted rounds on."""
+        if not is_secure(self._schema) or not self.has_server:
+            return
+        at = to_unix(self.clock() if now is None else now)
+        self.secure.register_key()  # first start after enrollment: publish the masking key (once)
+        policy = lambda conn, t: self._budget_policy(conn, t, persist=True)  # noqa: E731
+        self.secure.cover_empty_windows(at, self._schema, policy, self.config.close_grace_seconds)
+        self.secure.advance_all()
 
     def flush(self, now: datetime | None = None) -> list[WindowOutcome]:
         """Close the current window now, for trying things out (``fedsignal agent flush``).
@@ -280,7 +297,9 @@ class Collector:
         channel = self.channel()
         if channel is None:  # channel() raises when none can be made; this satisfies the type
             raise TransportError("no server configured")
-        return self.outbox.deliver(channel, now, force=force)
+        result = self.outbox.deliver(channel, now, force=force)
+        self.secagg_duty(now)
+        return result
 
     def _budget_policy(self, conn: Connection, now: float, *, persist: bool = False) -> BudgetPolicy:
         # ``now`` in unix seconds: the sealer (and the store it reads) keeps time that way.

@@ -129,6 +129,16 @@ class LoopConfig(StrictModel):
     bundle_interval_seconds: PositiveFloat = 300.0
 
 
+class SecAggConfig(StrictModel):
+    """``[secagg]``: the tenant's own limits under secure aggregation (see ``tenant_agent.secagg``)."""
+
+    # Cap on the sum of the tenant's own worst-case rho (every other party colluding); None: no cap.
+    own_worst_case_rho_cap: PositiveFloat | None = None
+    # Smallest round threshold t, and smallest t / roster size, the tenant accepts.
+    min_threshold: PositiveInt = 2
+    min_threshold_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
 class RedactionSettings(StrictModel):
     """``[redaction.patterns]`` (name = regex) and ``[redaction.dictionaries]`` (name = [terms])."""
 
@@ -154,6 +164,7 @@ class CollectorConfig(StrictModel):
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     loops: LoopConfig = Field(default_factory=LoopConfig)
+    secagg: SecAggConfig = Field(default_factory=SecAggConfig)
     redaction: RedactionSettings = Field(default_factory=RedactionSettings)
     # Records per store transaction on the import path.
     batch_size: PositiveInt = 2000

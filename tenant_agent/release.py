@@ -29,13 +29,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import metadata
+from typing import Any
 
 from fedsignal.v1 import common_pb2
 from sqlalchemy import Connection, insert, select
 
 from aggregation import dp
 from aggregation.budget import BudgetExceeded, BudgetLedger, BudgetPolicy, Spend
-from aggregation.schema import SignalSchema
+from aggregation.schema import SECURE, SignalSchema
 from tenant_agent.config import ReleaseConfig
 from tenant_agent.store import (
     WINDOW_OPEN,
@@ -97,7 +98,13 @@ def _params(mechanism: str, l0: int, linf: int, target: float, delta: float) -> 
 
 
 def release_params(cfg: ReleaseConfig, schema: SignalSchema) -> dp.ReleaseParams:
-    """Mechanism and scale for one window, calibrated to the configured per-release loss."""
+    """Mechanism and scale for one window, calibrated to the configured per-release loss.
+
+    A schema that fixes the cohort's noise scale (``noise_scale`` > 0) decides the Gaussian's scale.
+    """
+    if schema.noise_scale > 0 and cfg.mechanism == dp.Mechanism.DISCRETE_GAUSSIAN.value:
+        return dp.ReleaseParams(dp.Mechanism.DISCRETE_GAUSSIAN, schema.noise_scale, schema.max_cells_per_unit,
+                                schema.max_count_per_cell, cfg.delta)
     target = cfg.rho if cfg.mechanism == dp.Mechanism.DISCRETE_GAUSSIAN.value else cfg.epsilon
     return _params(cfg.mechanism, schema.max_cells_per_unit, schema.max_count_per_cell, target, cfg.delta)
 
@@ -129,6 +136,7 @@ class WindowSealer:
         release_config: ReleaseConfig,
         policy: Callable[[Connection, float], BudgetPolicy],
         grace_seconds: float = 0.0,
+        secure: Any = None,
     ) -> None:
         self._store = store
         self._book = book
@@ -138,6 +146,8 @@ class WindowSealer:
         self._cfg = release_config
         self._policy = policy
         self._grace = grace_seconds
+        # tenant_agent.secagg.SecureRelease: seals windows of secure-mode schemas.
+        self.secure = secure
 
     def close_due(self, now: float, schema: SignalSchema, *, force: bool = False) -> list[WindowOutcome]:
         """Seal (or withhold) every window that ended at least ``grace`` before ``now``.
@@ -159,6 +169,10 @@ class WindowSealer:
         return outcomes
 
     def _seal_one(self, window_start: int, now: float, schema: SignalSchema) -> WindowOutcome | None:
+        if schema.aggregation_mode == SECURE and self.secure is not None:
+            outcome: Any = self.secure.seal_window(window_start, schema, now, self._policy)
+            if outcome is not self.secure.LOCAL_FALLBACK:
+                return outcome  # type: ignore[no-any-return]
         params = release_params(self._cfg, schema)
         loss = dp.privacy_loss(params)
         with self._store.transaction() as conn:

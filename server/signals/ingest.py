@@ -32,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from aggregation import dp, stats
 from aggregation.errors import FedsignalError
-from aggregation.schema import SignalSchema
+from aggregation.schema import LOCAL, SignalSchema
 from server.context import ServerContext
 from server.servicer import InvalidText, check_text
 from server.signals.models import SignalReport
@@ -302,6 +302,13 @@ class ReportIngest:
         if not (math.isfinite(scale) and dp.MIN_SCALE <= scale <= MAX_NOISE_SCALE):
             raise NoiseScaleInvalid(
                 f"noise scale {scale!r} must be finite and in [{dp.MIN_SCALE:g}, {MAX_NOISE_SCALE:g}]"
+            )
+        if (schema.aggregation_mode == LOCAL and schema.noise_scale > 0
+                and not math.isclose(scale, schema.noise_scale, rel_tol=1e-9)):
+            # A local-mode cohort's schema fixes the noise: no tenant declares its own (and outweighs the others).
+            raise NoiseScaleInvalid(
+                f"noise scale {scale!r}; schema version {schema.version} of cohort {schema.cohort!r} "
+                f"fixes {schema.noise_scale!r}"
             )
         params = dp.ReleaseParams(mechanism, scale, schema.max_cells_per_unit, schema.max_count_per_cell)
         if not math.isclose(report.sensitivity, params.sensitivity, rel_tol=1e-9, abs_tol=1e-12):

@@ -17,13 +17,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aggregation.clock import Clock, system_clock
+from aggregation.dp import Mechanism, calibrate_scale
 from aggregation.errors import InvalidRequest
-from aggregation.schema import SignalSchema, default_schema
+from aggregation.schema import DEFAULT_AGGREGATION_MODE, SignalSchema, default_schema
 from server import locks
 from server.db import advisory_lock
 from server.signals.models import SignalSchemaVersion
 
 ARTIFACT_VERSION = "artifact_version"
+#: zCDP rho of one cohort window release a new cohort's schema fixes its noise for (secure: the
+#: central mechanism's; local: each tenant's).
+DEFAULT_COHORT_RHO = 0.01
 
 
 class UnknownCohortSchema(InvalidRequest):
@@ -66,7 +70,12 @@ def current_schema(session: Session, cohort: str, *, clock: Clock = system_clock
     row = _latest(session, cohort)  # another replica may have created it meanwhile
     if row is not None:
         return SignalSchema.from_json(row.document)
-    schema = default_schema(cohort, version=1)
+    # Secure aggregation is every new cohort's mode; the noise is the cohort's, not each tenant's.
+    template = default_schema(cohort, version=1)
+    sigma = template.noise_scale or calibrate_scale(
+        Mechanism.DISCRETE_GAUSSIAN, template.max_cells_per_unit, template.max_count_per_cell, rho=DEFAULT_COHORT_RHO
+    )
+    schema = default_schema(cohort, version=1, aggregation_mode=DEFAULT_AGGREGATION_MODE, noise_scale=sigma)
     _store(session, schema, clock())
     return schema
 
@@ -94,5 +103,23 @@ def publish_artifact_versions(
     updated = current.with_values(ARTIFACT_VERSION, list(labels))
     if updated is current:
         return current
+    _store(session, updated, clock())
+    return updated
+
+
+def publish_aggregation(session: Session, cohort: str, mode: str, noise_scale: float, *,
+                        clock: Clock = system_clock) -> SignalSchema:
+    """Publish a schema version with the cohort's aggregation mode ("secure" or "local") and noise scale.
+
+    The operator's switch between secure aggregation and per-tenant ("local") releases, and
+    the noise every tenant of the cohort uses. Returns the current schema unchanged when it
+    already says exactly that. Runs inside the caller's transaction; the caller commits.
+    """
+    advisory_lock(session, locks.schema(cohort))
+    current = current_schema(session, cohort, clock=clock)
+    if current.aggregation_mode == mode and current.noise_scale == noise_scale:
+        return current
+    updated = SignalSchema.from_dict({**current.to_dict(), "version": current.version + 1,
+                                      "aggregation_mode": mode, "noise_scale": float(noise_scale)})
     _store(session, updated, clock())
     return updated

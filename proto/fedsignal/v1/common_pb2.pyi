@@ -25,7 +25,7 @@ class Dimension(_message.Message):
     def __init__(self, name: _Optional[str] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SignalSchema(_message.Message):
-    __slots__ = ("cohort", "version", "taxonomy_version", "dimensions", "window_seconds", "max_cells_per_unit", "max_count_per_cell", "privacy_unit")
+    __slots__ = ("cohort", "version", "taxonomy_version", "dimensions", "window_seconds", "max_cells_per_unit", "max_count_per_cell", "privacy_unit", "aggregation_mode", "noise_scale")
     COHORT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TAXONOMY_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,8 @@ class SignalSchema(_message.Message):
     MAX_CELLS_PER_UNIT_FIELD_NUMBER: _ClassVar[int]
     MAX_COUNT_PER_CELL_FIELD_NUMBER: _ClassVar[int]
     PRIVACY_UNIT_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATION_MODE_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SCALE_FIELD_NUMBER: _ClassVar[int]
     cohort: str
     version: int
     taxonomy_version: str
@@ -42,7 +44,9 @@ class SignalSchema(_message.Message):
     max_cells_per_unit: int
     max_count_per_cell: int
     privacy_unit: str
-    def __init__(self, cohort: _Optional[str] = ..., version: _Optional[int] = ..., taxonomy_version: _Optional[str] = ..., dimensions: _Optional[_Iterable[_Union[Dimension, _Mapping]]] = ..., window_seconds: _Optional[int] = ..., max_cells_per_unit: _Optional[int] = ..., max_count_per_cell: _Optional[int] = ..., privacy_unit: _Optional[str] = ...) -> None: ...
+    aggregation_mode: str
+    noise_scale: float
+    def __init__(self, cohort: _Optional[str] = ..., version: _Optional[int] = ..., taxonomy_version: _Optional[str] = ..., dimensions: _Optional[_Iterable[_Union[Dimension, _Mapping]]] = ..., window_seconds: _Optional[int] = ..., max_cells_per_unit: _Optional[int] = ..., max_count_per_cell: _Optional[int] = ..., privacy_unit: _Optional[str] = ..., aggregation_mode: _Optional[str] = ..., noise_scale: _Optional[float] = ...) -> None: ...
 
 class PrivacyLoss(_message.Message):
     __slots__ = ("rho", "epsilon", "delta")

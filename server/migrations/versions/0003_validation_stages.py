@@ -1,6 +1,6 @@
 """Validation stages: rollout phase (replay, shadow, live), intent scope, validation evidence; hotspot SLAs.
 
-Revision ID: 0002_validation
+Revision ID: 0003_validation
 Revises: 0001
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_validation"
+revision = "0003_validation"
 down_revision = "0002_audit_heads"
 branch_labels = None
 depends_on = None

@@ -1,0 +1,308 @@
+"""Whole secure-aggregation rounds over real gRPC (mutual TLS, loopback) against the real server.
+
+The server runs in its own process (``server.app.build_server`` with every service and
+the job loop, SQLite); N in-process tenant clients hold real enrolled certificates, run
+the kernel (``aggregation.secagg``), verify the signed roster (once per client, like a
+collector, which keeps its verified roster) and the survivors' attestations (every round),
+and talk to the server through the SecureAggregationService stubs. Dropouts are roster
+members that never submit: the server waits for its submission deadline, so the table
+prints the wall time both with and without that idle wait.
+
+Figures, not assertions. Run: .venv/bin/python bench/secagg.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from fedsignal.v1 import (  # noqa: E402
+    admin_pb2,
+    admin_pb2_grpc,
+    enrollment_pb2,
+    enrollment_pb2_grpc,
+    secagg_pb2,
+    secagg_pb2_grpc,
+)
+
+from aggregation.schema import SignalSchema  # noqa: E402
+from aggregation.secagg import (  # noqa: E402
+    Attestation,
+    ClientRound,
+    RoundContext,
+    UnmaskRequest,
+    generate_keypair,
+    plan_noise,  # noqa: E402
+)
+from tenant_agent.secagg import ATTESTATION_DOMAIN, RosterVerifier, roster_statement  # noqa: E402
+
+FLOWER = "Flower SecAgg+ (issue 11, same machine): N=100, L=1000, 9 neighbours: 5.5-7.6 s; N=50: 2.7 s; N=200: 11-12 s"
+COHORT = "bench"
+#: In-process tenant clients run on this many threads (their RPCs overlap; their Python work shares one GIL).
+THREADS = 8
+
+
+def _schema(length: int) -> SignalSchema:
+    half = length // 2
+    return SignalSchema.from_dict({
+        "cohort": COHORT, "version": 1, "taxonomy_version": "1.0.0",
+        "dimensions": [{"name": "measure", "values": ["turns", "other"]},
+                       {"name": "cell", "values": [f"c{i}" for i in range(half - 1)] + ["other"]}],
+        "noise_scale": 28.284271247461902, "aggregation_mode": "secure",
+    })
+
+
+def _serve(db_url: str, state_dir: str, length: int, submit_seconds: float, pipe: Any) -> None:
+    from server.app import build_server
+    from server.context import ServerContext, ServerSettings
+    from server.db import transaction
+    from server.identity import enrollment as identity
+    from server.identity.ca import CertificateAuthority
+    from server.migrate import init_db
+    from server.review.trust_root import bootstrap_root
+    from server.secagg.rounds import SecAggSettings, configure
+    from server.signals.models import SignalSchemaVersion
+
+    state = Path(state_dir)
+    ca = CertificateAuthority.create(state)
+    ca.write_server_cert(state)
+    ctx = ServerContext.create(ServerSettings(database_url=db_url, state_dir=state, listen="127.0.0.1:0",
+                                              max_message_bytes=64 << 20))
+    init_db(ctx.engine)
+    now = datetime.now(UTC)
+    key, issued = ca.issue_key_and_cert("bench-admin", None, "admin", now=now)
+    from securesystemslib.signer import CryptoSigner
+
+    with transaction(ctx.sessions) as session:
+        identity.record_admin_certificate(session, "bench-admin", issued.serial, issued.not_after, "bench", now)
+        bootstrap_root(session, state_dir=state, reviewers=[CryptoSigner.generate_ed25519() for _ in range(3)], now=now)
+        session.add(SignalSchemaVersion(cohort=COHORT, version=1, document=_schema(length).to_json(), created_at=now))
+    configure(ctx, SecAggSettings(submit_seconds=submit_seconds, unmask_seconds=60.0))
+    running = build_server(ctx, jobs=True, job_interval=0.2)
+    pipe.send((running.port, running.enrollment_port, ca.certificate_pem, key, issued.certificate_pem))
+    profile = os.environ.get("FEDSIGNAL_BENCH_PROFILE")
+    if profile:  # a wall-clock profile of every server thread (yappi is not a dependency: cProfile per thread)
+        import cProfile
+        import threading
+
+        profilers: list[cProfile.Profile] = []
+
+        def tracer(*_: Any) -> None:
+            prof = cProfile.Profile()
+            profilers.append(prof)
+            prof.enable()
+
+        threading.setprofile(tracer)
+    pipe.recv()  # stop
+    running.stop(0)
+    if profile:
+        import pstats
+
+        threading.setprofile(None)  # type: ignore[arg-type]
+        for prof in profilers:
+            prof.disable()
+        stats = pstats.Stats(*profilers) if profilers else None
+        if stats is not None:
+            stats.sort_stats("cumulative").dump_stats(profile)
+
+
+def _cpu_of(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Tenant:
+    tenant_id: str
+    identity: ec.EllipticCurvePrivateKey
+    private: bytes
+    public: bytes
+    stub: secagg_pb2_grpc.SecureAggregationServiceStub
+    verifier: RosterVerifier | None = None
+    up: int = 0
+    down: int = 0
+
+
+def _enroll(port: int, enroll_port: int, ca: bytes, admin_key: bytes, admin_cert: bytes, n: int) -> list[Tenant]:
+    admin = admin_pb2_grpc.AdminServiceStub(grpc.secure_channel(
+        f"localhost:{port}", grpc.ssl_channel_credentials(ca, admin_key, admin_cert)))
+    enroller = enrollment_pb2_grpc.EnrollmentServiceStub(
+        grpc.secure_channel(f"localhost:{enroll_port}", grpc.ssl_channel_credentials(ca)))
+    from server.identity.ca import make_csr
+
+    tenants = []
+    options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+    for i in range(n):
+        tid = f"tenant-{i:04d}"
+        token = admin.CreateEnrollmentToken(admin_pb2.CreateEnrollmentTokenRequest(
+            tenant_id=tid, cohort=COHORT, ttl_seconds=3600)).token
+        key = ec.generate_private_key(ec.SECP256R1())
+        resp = enroller.Enroll(enrollment_pb2.EnrollRequest(token=token, csr_pem=make_csr(key, tid)))
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        channel = grpc.secure_channel(f"localhost:{port}",
+                                      grpc.ssl_channel_credentials(ca, pem, resp.client_certificate_pem), options)
+        stub = secagg_pb2_grpc.SecureAggregationServiceStub(channel)
+        private, public = generate_keypair()
+        sig = key.sign(roster_statement(COHORT, tid, public), ec.ECDSA(hashes.SHA256()))
+        stub.RegisterMaskingKey(secagg_pb2.RegisterMaskingKeyRequest(public_key=public, signature=sig))
+        tenants.append(Tenant(tid, key, private, public, stub))
+    return tenants
+
+
+def _run_round(tenants: list[Tenant], live: list[Tenant], window: int, schema: SignalSchema, ca: bytes,
+               table: np.ndarray) -> dict[str, float]:
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    clients: dict[str, ClientRound] = {}
+    rid = ""
+
+    def submit(t: Tenant) -> None:
+        nonlocal rid
+        info = t.stub.GetRound(secagg_pb2.GetRoundRequest(window_start=window, schema_version=1, omit_roster=True))
+        t.down += info.ByteSize()
+        ctx = RoundContext.from_bytes(info.context)
+        assert t.verifier is not None and all(t.verifier.knows(e) for e in ctx.roster)  # verified once, kept
+        plan = plan_noise(info.sigma_central, schema.max_cells_per_unit, schema.max_count_per_cell,
+                          len(ctx.roster), ctx.threshold, info.delta)
+        client = ClientRound(ctx, t.tenant_id, t.private, plan)
+        msg = client.submit(plan.scale_table(table)).to_bytes()
+        req = secagg_pb2.SubmitMaskedInputRequest(round_id=info.round_id, masked_input=msg)
+        t.up += req.ByteSize()
+        t.stub.SubmitMaskedInput(req)
+        clients[t.tenant_id] = client
+        rid = info.round_id
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(submit, live))
+    t_last_input = time.perf_counter()
+    ref = secagg_pb2.RoundRef(round_id=rid)
+    while True:
+        view = live[0].stub.GetUnmaskRequest(secagg_pb2.UnmaskQuery(round_id=rid, omit_request=True,
+                                                                    omit_attestations=True))
+        if view.phase != secagg_pb2.COLLECTING:
+            break
+        time.sleep(0.005)
+    t_closed = time.perf_counter()
+    requests: dict[str, UnmaskRequest] = {}
+
+    def attest(t: Tenant) -> None:
+        view = t.stub.GetUnmaskRequest(secagg_pb2.UnmaskQuery(round_id=rid, omit_attestations=True))
+        t.down += view.ByteSize()
+        req = UnmaskRequest.from_bytes(view.unmask_request)
+        requests[t.tenant_id] = req
+        digest = clients[t.tenant_id].attest(req)
+        att = Attestation(t.tenant_id, digest, t.identity.sign(ATTESTATION_DOMAIN + digest, ec.ECDSA(hashes.SHA256())))
+        msg = secagg_pb2.SubmitAttestationRequest(round_id=rid, attestation=att.to_bytes())
+        t.up += msg.ByteSize()
+        t.stub.SubmitAttestation(msg)
+
+    def unmask(t: Tenant) -> None:
+        view = t.stub.GetUnmaskRequest(secagg_pb2.UnmaskQuery(round_id=rid, omit_request=True))
+        t.down += view.ByteSize()
+        atts = [Attestation.from_bytes(a) for a in view.attestations]
+        assert t.verifier is not None
+        resp = clients[t.tenant_id].unmask(requests[t.tenant_id], atts, t.verifier.verify_attestation)
+        msg2 = secagg_pb2.SubmitUnmaskResponseRequest(round_id=rid, unmask_response=resp.to_bytes())
+        t.up += msg2.ByteSize()
+        try:
+            t.stub.SubmitUnmaskResponse(msg2)
+        except grpc.RpcError as exc:  # the job released as soon as the responses sufficed
+            if exc.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(attest, live))
+    t_attested = time.perf_counter()
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(unmask, live))
+    t_answered = time.perf_counter()
+    while live[0].stub.GetRoundStatus(ref).phase != secagg_pb2.DONE:
+        time.sleep(0.002)
+    t_done = time.perf_counter()
+    idle = max(0.0, t_closed - t_last_input) if len(live) < len(tenants) else 0.0
+    if os.environ.get("FEDSIGNAL_BENCH_PHASES"):
+        print(f"  phases: submit {t_last_input - t0:.3f} close {t_closed - t_last_input:.3f} "
+              f"attest {t_attested - t_closed:.3f} unmask {t_answered - t_attested:.3f} "
+              f"release {t_done - t_answered:.3f}", flush=True)
+    return {"wall": t_done - t0, "idle": idle, "client_cpu": time.process_time() - cpu0}
+
+
+def bench(n: int, length: int, dropout: float, rounds: int) -> dict[str, float]:
+    schema = _schema(length)
+    live_n = n - int(round(dropout * n))
+    with tempfile.TemporaryDirectory(prefix="fedsignal-secagg-bench-") as tmp:
+        submit_seconds = 20.0 + 0.3 * n * (1 + length / 2000)
+        parent, child = mp.Pipe()
+        proc = mp.get_context("spawn").Process(
+            target=_serve, args=(f"sqlite:///{tmp}/server.db", f"{tmp}/state", length, submit_seconds, child))
+        proc.start()
+        port, enroll_port, ca, admin_key, admin_cert = parent.recv()
+        try:
+            tenants = _enroll(port, enroll_port, ca, admin_key, admin_cert, n)
+            rng = np.random.default_rng(1)
+            table = rng.integers(0, 20, size=schema.size).astype(np.int64)
+            base = (int(time.time()) // 3600 - 50) * 3600
+            for t in tenants:  # a collector verifies the long-term roster once and keeps it
+                t.verifier = RosterVerifier(ca, COHORT, time.time)
+                for entry in t.stub.GetRoster(secagg_pb2.GetRosterRequest()).entries:
+                    t.verifier.verify(entry)
+            _run_round(tenants, tenants, base - 3600, schema, ca, table)  # warm-up
+            results = []
+            for r in range(rounds):
+                for t in tenants:
+                    t.up = t.down = 0
+                live = tenants[:live_n]
+                assert proc.pid is not None
+                cpu_server = _cpu_of(proc.pid)
+                out = _run_round(tenants, live, base + r * 3600, schema, ca, table)
+                out["server_cpu"] = _cpu_of(proc.pid) - cpu_server
+                out["up_bpv"] = sum(t.up for t in live) / len(live) / length
+                out["down_bpv"] = sum(t.down for t in live) / len(live) / length
+                results.append(out)
+        finally:
+            parent.send("stop")
+            proc.join(30)
+    return {k: float(np.median([r[k] for r in results])) for k in results[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="N=10 and one N=100 row only")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    grid = [(100, 1000, 0.0)] if os.environ.get("FEDSIGNAL_BENCH_PROFILE") else [(10, 1000, 0.0), (100, 1000, 0.0), (100, 1000, 0.1)] if args.quick else [
+        (n, length, d) for n in (10, 100) for length in (1000, 10000) for d in (0.0, 0.1)]
+    print(FLOWER)
+    print(f"{'N':>4} {'L':>6} {'drop':>5} {'wall s':>8} {'wall-idle s':>11} {'server CPU s':>12} "
+          f"{'tenant CPU ms':>13} {'up B/val':>9} {'down B/val':>10}")
+    for n, length, d in grid:
+        r = bench(n, length, d, args.rounds)
+        live = n - int(round(d * n))
+        print(f"{n:>4} {length:>6} {d:>5.0%} {r['wall']:>8.3f} {r['wall'] - r['idle']:>11.3f} "
+              f"{r['server_cpu']:>12.3f} {1000 * r['client_cpu'] / live:>13.1f} {r['up_bpv']:>9.2f} "
+              f"{r['down_bpv']:>10.2f}", flush=True)
+    print(f"wall: first GetRound to release (clients in one process, {THREADS} threads); wall-idle: minus the wait for the")
+    print("submission deadline (dropouts only); tenant CPU: this process's CPU per live tenant (kernel, TLS, ECDSA).")
+    _ = math
+
+
+if __name__ == "__main__":
+    main()

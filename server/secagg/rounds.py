@@ -1,0 +1,637 @@
+"""Rounds in the database: open, collect, close, relay, unmask, release into the merged window.
+
+One round per (cohort, window, schema version). Every transition runs in one
+transaction holding the round's row lock (``SELECT ... FOR UPDATE`` on
+PostgreSQL, the ``BEGIN IMMEDIATE`` write lock on SQLite) and first re-reads
+the phase, so several replicas may serve and close rounds: a round is closed
+once, unmasked once, released once. The kernel's :class:`ServerRound` is pure
+and in memory; it is rebuilt from the stored messages whenever the server
+needs it (closing, releasing), so a server killed at any point resumes from
+what it had acknowledged.
+
+Release: the decoded sum (survivors' scaled tables + noise shares) divided by
+the plan's scale factor and rounded, written to :class:`MergedWindow` the way
+the merge of local reports writes it (cells, variance, tenants, reports,
+generation), with ``tenants`` the round's actual contributors and
+``variance`` the exact variance of the released noise,
+``|S| sigma_share^2 / s^2`` (plus the rounding's ``1/12`` when s > 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from aggregation import dp
+from aggregation.errors import (
+    Aborted,
+    AlreadyExists,
+    DeadlineExceeded,
+    FedsignalError,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+    ResourceExhausted,
+)
+from aggregation.schema import SECURE, SignalSchema
+from aggregation.secagg import (
+    Attestation,
+    MaskedInput,
+    NoisePlan,
+    RosterEntry,
+    RoundContext,
+    SecAggError,
+    ServerRound,
+    UnmaskResponse,
+    graph,
+    modulus_bits,
+    plan_noise,
+    survivor_set_digest,
+)
+from aggregation.secagg import (
+    MalformedMessage as KernelMalformed,
+)
+from server.audit import append_audit
+from server.db import advisory_lock
+from server.secagg import roster as roster_mod
+from server.secagg.models import (
+    ABORTED,
+    COLLECTING,
+    DONE,
+    UNMASKING,
+    ParticipantRecord,
+    RosterRecord,
+    RoundRecord,
+)
+from server.signals.models import MergedWindow
+from server.signals.schemas import get_schema
+
+#: Largest message of any kind a round accepts (a masked input of 2^20 64-bit words plus shares).
+MAX_MESSAGE_BYTES = 8 * (1 << 20) + (1 << 20)
+
+
+@dataclass(frozen=True)
+class SecAggSettings:
+    """Timing and shape of rounds (server clock)."""
+
+    # Seconds after a round opens during which masked inputs are accepted.
+    submit_seconds: float = 60.0
+    # Seconds after the survivor set is fixed during which unmask responses are awaited.
+    unmask_seconds: float = 60.0
+    # t = max(2, ceil(fraction * roster size)): the abort threshold and the noise calibration.
+    threshold_fraction: float = 0.7
+    # Largest per-tenant cell count the round's modulus has room for (tenants clip above it).
+    max_cell_count: int = 1 << 20
+
+
+DEFAULT_SETTINGS = SecAggSettings()
+_settings: dict[int, SecAggSettings] = {}
+
+
+def configure(server_ctx: object, settings: SecAggSettings) -> None:
+    """Use ``settings`` for the rounds of this server context (tests, bench, demo)."""
+    _settings[id(server_ctx)] = settings
+
+
+def settings_for(server_ctx: object) -> SecAggSettings:
+    return _settings.get(id(server_ctx), DEFAULT_SETTINGS)
+
+
+# -- errors (each maps to its own gRPC status in server.secagg.service) ------------------------
+
+
+class RoundError(FedsignalError):
+    """Base of the refusals of this module."""
+
+
+class RoundNotFound(RoundError, NotFound):
+    pass
+
+
+class CrossCohort(RoundError, PermissionDenied):
+    """A round of another cohort than the caller's."""
+
+
+class SenderMismatch(RoundError, PermissionDenied):
+    """A message whose sender is not the authenticated caller."""
+
+
+class NotInRoster(RoundError, PermissionDenied):
+    pass
+
+
+class ReplayedRoundMessage(RoundError, PreconditionFailed):
+    """A message made for another round, window, schema version or cohort."""
+
+
+class LateMessage(RoundError, DeadlineExceeded):
+    """A masked input after the round stopped collecting."""
+
+
+class ConflictingMessage(RoundError, AlreadyExists):
+    """A second, different message of one kind from one tenant."""
+
+
+class RoundWasAborted(RoundError, Aborted):
+    pass
+
+
+class WrongRoundPhase(RoundError, PreconditionFailed):
+    pass
+
+
+class MalformedRoundMessage(RoundError, InvalidRequest):
+    pass
+
+
+class OversizeMessage(RoundError, ResourceExhausted):
+    pass
+
+
+class RoundUnavailable(RoundError, PreconditionFailed):
+    """No round can be opened for this window (schema, mode or roster do not allow it)."""
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def threshold_for(roster_size: int, fraction: float) -> int:
+    return max(2, math.ceil(fraction * roster_size - 1e-9))
+
+
+def _lock_key(cohort: str, window_start: int, schema_version: int) -> int:
+    raw = f"fedsignal.secagg:{cohort}:{window_start}:{schema_version}".encode()
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big", signed=True)
+
+
+@lru_cache(maxsize=256)
+def _context(data: bytes) -> RoundContext:
+    return RoundContext.from_bytes(data)
+
+
+def context_of(row: RoundRecord) -> RoundContext:
+    return _context(bytes(row.context))
+
+
+def noise_plan_of(row: RoundRecord, schema: SignalSchema) -> NoisePlan:
+    return _plan(row.sigma_central, schema.max_cells_per_unit, schema.max_count_per_cell, row.roster_size,
+                 row.threshold, row.delta)
+
+
+@lru_cache(maxsize=256)
+def _plan(sigma: float, l0: int, linf: int, n: int, t: int, delta: float) -> NoisePlan:
+    return plan_noise(sigma, l0, linf, n, t, delta)
+
+
+def aware(value: datetime, like: datetime) -> datetime:
+    """``value`` comparable with ``like`` (SQLite returns naive datetimes)."""
+    if value.tzinfo is None and like.tzinfo is not None:
+        return value.replace(tzinfo=like.tzinfo)
+    return value
+
+
+def _bounded(data: bytes, what: str) -> bytes:
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise OversizeMessage(f"{what} of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    if not data:
+        raise MalformedRoundMessage(f"{what} is empty")
+    return data
+
+
+def _locked_round(session: Session, round_id: str, cohort: str) -> RoundRecord:
+    row = session.scalars(select(RoundRecord).where(RoundRecord.round_id == round_id).with_for_update()).first()
+    if row is None:
+        raise RoundNotFound(f"no secure-aggregation round {round_id!r}")
+    if row.cohort != cohort:
+        raise CrossCohort(f"round {round_id!r} belongs to another cohort than the caller's {cohort!r}")
+    return row
+
+
+def _participants(session: Session, row: RoundRecord) -> list[ParticipantRecord]:
+    return list(session.scalars(
+        select(ParticipantRecord).where(ParticipantRecord.round_pk == row.id).order_by(ParticipantRecord.tenant_id)
+    ))
+
+
+def _participant(session: Session, row: RoundRecord, tenant_id: str) -> ParticipantRecord | None:
+    return session.scalars(
+        select(ParticipantRecord).where(ParticipantRecord.round_pk == row.id, ParticipantRecord.tenant_id == tenant_id)
+    ).first()
+
+
+def survivors_of(row: RoundRecord) -> list[str]:
+    return list(json.loads(row.survivors_json)) if row.survivors_json else []
+
+
+# -- open -------------------------------------------------------------------------------------
+
+
+def find_round(session: Session, cohort: str, window_start: int, schema_version: int) -> RoundRecord | None:
+    return session.scalars(select(RoundRecord).where(
+        RoundRecord.cohort == cohort, RoundRecord.window_start == window_start,
+        RoundRecord.schema_version == schema_version)).first()
+
+
+def open_round(session: Session, cohort: str, window_start: int, schema_version: int, now: datetime,
+               settings: SecAggSettings = DEFAULT_SETTINGS) -> RoundRecord:
+    """The round of (cohort, window, version), opened now with the cohort's current roster if new."""
+    stmt = select(RoundRecord).where(RoundRecord.cohort == cohort, RoundRecord.window_start == window_start,
+                                     RoundRecord.schema_version == schema_version)
+    row = session.scalars(stmt).first()
+    if row is not None:
+        return row
+    schema = get_schema(session, cohort, schema_version)
+    if schema is None:
+        raise RoundUnavailable(f"cohort {cohort!r} has no schema version {schema_version}")
+    if schema.aggregation_mode != SECURE:
+        raise RoundUnavailable(f"cohort {cohort!r} uses {schema.aggregation_mode!r} aggregation, not secure")
+    if schema.noise_scale <= 0:
+        raise RoundUnavailable(f"schema version {schema_version} of {cohort!r} fixes no noise scale")
+    if window_start % schema.window_seconds:
+        raise RoundUnavailable(f"window start {window_start} is not aligned to {schema.window_seconds} s windows")
+    advisory_lock(session, _lock_key(cohort, window_start, schema_version))
+    row = session.scalars(stmt).first()  # another replica may have opened it meanwhile
+    if row is not None:
+        return row
+    entries = roster_mod.active_entries(session, cohort)
+    if len(entries) < 2:
+        raise RoundUnavailable(f"the roster of {cohort!r} has {len(entries)} tenant(s); a round needs at least 2")
+    n = len(entries)
+    t = threshold_for(n, settings.threshold_fraction)
+    plan = _plan(schema.noise_scale, schema.max_cells_per_unit, schema.max_count_per_cell, n, t, dp.DEFAULT_DELTA)
+    bits = modulus_bits(n * plan.scale_factor * settings.max_cell_count, plan.sigma_sum(n))
+    round_id = secrets.token_hex(16)
+    rctx = RoundContext(
+        cohort=cohort, schema_version=schema_version, window_start=window_start, round_id=round_id,
+        length=schema.size, modulus_bits=bits, threshold=t,
+        roster=tuple(RosterEntry(e.tenant_id, bytes(e.public_key)) for e in entries),
+    )
+    row = RoundRecord(
+        round_id=round_id, cohort=cohort, window_start=window_start,
+        window_end=window_start + schema.window_seconds, schema_version=schema_version, phase=COLLECTING,
+        context=rctx.to_bytes(), roster_size=n, threshold=t, sigma_central=schema.noise_scale,
+        delta=dp.DEFAULT_DELTA, created_at=now, submit_deadline=now + timedelta(seconds=settings.submit_seconds),
+    )
+    session.add(row)
+    session.flush()
+    append_audit(session, "server", "secagg.round.opened", {
+        "round_id": round_id, "cohort": cohort, "window_start": window_start, "schema_version": schema_version,
+        "roster": [e.tenant_id for e in entries], "threshold": t, "modulus_bits": bits,
+        "sigma_central": schema.noise_scale, "sigma_share": plan.sigma_share, "scale_factor": plan.scale_factor,
+    }, at=now)
+    return row
+
+
+def roster_entries(session: Session, row: RoundRecord) -> list[RosterRecord]:
+    """The stored roster entries (with signatures and certificates) of the round's context."""
+    ids = list(context_of(row).tenant_ids)
+    found = {r.tenant_id: r for r in session.scalars(select(RosterRecord).where(RosterRecord.tenant_id.in_(ids)))}
+    return [found[t] for t in ids if t in found]
+
+
+# -- collect ----------------------------------------------------------------------------------
+
+
+def submit_input(session: Session, tenant_id: str, cohort: str, round_id: str, data: bytes, now: datetime,
+                 settings: SecAggSettings = DEFAULT_SETTINGS) -> str:
+    """Store one masked input; "accepted" or "duplicate" (the same bytes again)."""
+    _bounded(data, "masked input")
+    row = _locked_round(session, round_id, cohort)
+    try:
+        msg = MaskedInput.from_bytes(data)
+    except KernelMalformed as exc:
+        raise MalformedRoundMessage(str(exc)) from exc
+    if msg.sender != tenant_id:
+        raise SenderMismatch(f"masked input sent by {tenant_id!r} names sender {msg.sender!r}")
+    rctx = context_of(row)
+    if msg.context_digest != rctx.digest():
+        raise ReplayedRoundMessage(
+            f"masked input was made for another round, window, schema version or cohort than {round_id!r}"
+        )
+    if tenant_id not in rctx.tenant_ids:
+        raise NotInRoster(f"{tenant_id!r} is not in the roster of round {round_id!r}")
+    digest = hashlib.sha256(data).hexdigest()
+    existing = _participant(session, row, tenant_id)
+    if existing is not None:
+        if existing.input_digest == digest:
+            return "duplicate"
+        raise ConflictingMessage(f"{tenant_id!r} already submitted a different masked input to {round_id!r}")
+    if row.phase == ABORTED:
+        raise RoundWasAborted(f"round {round_id!r} was aborted: {row.abort_reason}")
+    if row.phase != COLLECTING or now > aware(row.submit_deadline, now):
+        raise LateMessage(f"round {round_id!r} stopped collecting masked inputs; this tenant is a dropout")
+    try:
+        ServerRound(rctx).add_input(msg)  # the kernel's own entry checks (shape, shares, holders)
+    except SecAggError as exc:
+        raise MalformedRoundMessage(str(exc)) from exc
+    session.add(ParticipantRecord(round_pk=row.id, tenant_id=tenant_id, submitted_at=now, masked_input=data,
+                                  input_digest=digest))
+    session.flush()
+    count = session.scalar(select(func.count()).select_from(ParticipantRecord)
+                           .where(ParticipantRecord.round_pk == row.id))
+    if count == row.roster_size:
+        close_round(session, row, now, settings)
+    return "accepted"
+
+
+# -- close --------------------------------------------------------------------------------------
+
+
+@dataclass
+class CloseResult:
+    phase: str
+    survivors: list[str] = field(default_factory=list)
+    reason: str | None = None
+
+
+def _abort(session: Session, row: RoundRecord, now: datetime, reason: str) -> CloseResult:
+    row.phase = ABORTED
+    row.abort_reason = reason[:500]
+    row.finished_at = now
+    for p in _participants(session, row):
+        p.masked_input = None
+        p.unmask_request = None
+    append_audit(session, "server", "secagg.round.aborted", {
+        "round_id": row.round_id, "cohort": row.cohort, "window_start": row.window_start, "reason": row.abort_reason,
+        "roster_size": row.roster_size, "threshold": row.threshold,
+    }, at=now)
+    from server.secagg import metrics
+
+    metrics.round_finished(row.cohort, ABORTED, 0, 0)
+    return CloseResult(ABORTED, reason=reason)
+
+
+def close_round(session: Session, row: RoundRecord, now: datetime, settings: SecAggSettings | None) -> CloseResult:
+    """Fix the survivor set (the caller holds the round's lock); abort below the threshold."""
+    if row.phase != COLLECTING:
+        return CloseResult(row.phase, survivors_of(row))
+    parts = _participants(session, row)
+    rctx = context_of(row)
+    server = ServerRound(rctx)
+    for p in parts:
+        assert p.masked_input is not None
+        server.add_input(bytes(p.masked_input))
+    try:
+        survivors = server.close()
+    except SecAggError as exc:
+        return _abort(session, row, now, f"{len(parts)} masked inputs, threshold {row.threshold}: {exc}")
+    by_tenant = {p.tenant_id: p for p in parts}
+    for tid in sorted(survivors):
+        by_tenant[tid].unmask_request = server.unmask_request_for(tid).to_bytes()
+    row.survivors_json = json.dumps(sorted(survivors))
+    row.phase = UNMASKING
+    unmask_seconds = (settings or DEFAULT_SETTINGS).unmask_seconds
+    row.unmask_deadline = now + timedelta(seconds=unmask_seconds)
+    append_audit(session, "server", "secagg.round.closed", {
+        "round_id": row.round_id, "cohort": row.cohort, "window_start": row.window_start,
+        "survivors": sorted(survivors), "dropouts": sorted(set(rctx.tenant_ids) - survivors),
+    }, at=now)
+    return CloseResult(UNMASKING, sorted(survivors))
+
+
+# -- unmask -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnmaskView:
+    phase: str
+    request: bytes
+    attestations: tuple[bytes, ...]
+    survivors: int
+    threshold: int
+
+
+def unmask_view(session: Session, tenant_id: str, cohort: str, round_id: str, *, want_request: bool = True,
+                want_attestations: bool = True) -> UnmaskView:
+    row = session.scalars(select(RoundRecord).where(RoundRecord.round_id == round_id)).first()
+    if row is None:
+        raise RoundNotFound(f"no secure-aggregation round {round_id!r}")
+    if row.cohort != cohort:
+        raise CrossCohort(f"round {round_id!r} belongs to another cohort than the caller's {cohort!r}")
+    if row.phase == ABORTED:
+        raise RoundWasAborted(f"round {round_id!r} was aborted: {row.abort_reason}")
+    survivors = survivors_of(row)
+    if row.phase == COLLECTING:
+        return UnmaskView(COLLECTING, b"", (), 0, row.threshold)
+    if tenant_id not in survivors:
+        raise NotInRoster(f"{tenant_id!r} is not a survivor of round {round_id!r} (it is a dropout)")
+    request = b""
+    if want_request:
+        request = bytes(session.scalar(select(ParticipantRecord.unmask_request).where(
+            ParticipantRecord.round_pk == row.id, ParticipantRecord.tenant_id == tenant_id)) or b"")
+    atts: tuple[bytes, ...] = ()
+    if want_attestations:
+        # A client needs t attestations of its set; relaying the first t keeps the download O(t).
+        atts = tuple(bytes(a or b"") for a in session.scalars(
+            select(ParticipantRecord.attestation)
+            .where(ParticipantRecord.round_pk == row.id, ParticipantRecord.attestation.is_not(None))
+            .order_by(ParticipantRecord.tenant_id).limit(row.threshold)))
+    return UnmaskView(row.phase, request, atts, len(survivors), row.threshold)
+
+
+def attestation_message(digest: bytes) -> bytes:
+    return roster_mod.ATTESTATION_DOMAIN + digest
+
+
+def submit_attestation(session: Session, tenant_id: str, cohort: str, round_id: str, data: bytes) -> None:
+    _bounded(data, "attestation")
+    row = _locked_round(session, round_id, cohort)
+    try:
+        att = Attestation.from_bytes(data)
+    except KernelMalformed as exc:
+        raise MalformedRoundMessage(str(exc)) from exc
+    if att.tenant_id != tenant_id:
+        raise SenderMismatch(f"attestation sent by {tenant_id!r} names {att.tenant_id!r}")
+    if row.phase == ABORTED:
+        raise RoundWasAborted(f"round {round_id!r} was aborted: {row.abort_reason}")
+    if row.phase == COLLECTING:
+        raise WrongRoundPhase(f"round {round_id!r} has not fixed its survivor set yet")
+    survivors = survivors_of(row)
+    if tenant_id not in survivors:
+        raise NotInRoster(f"{tenant_id!r} is not a survivor of round {round_id!r}")
+    if att.digest != survivor_set_digest(context_of(row), survivors):
+        raise ReplayedRoundMessage(f"attestation of {tenant_id!r} covers another survivor set or round")
+    entry = session.get(RosterRecord, tenant_id)
+    if entry is None or not roster_mod.verify_ecdsa(bytes(entry.certificate_pem), attestation_message(att.digest),
+                                                     att.signature):
+        raise MalformedRoundMessage(f"the attestation signature of {tenant_id!r} does not verify")
+    mine = _participant(session, row, tenant_id)
+    assert mine is not None
+    if mine.attestation is not None:
+        if bytes(mine.attestation) == data:
+            return
+        raise ConflictingMessage(f"{tenant_id!r} already attested round {round_id!r}")
+    mine.attestation = data
+
+
+def submit_response(session: Session, tenant_id: str, cohort: str, round_id: str, data: bytes, now: datetime) -> None:
+    _bounded(data, "unmask response")
+    row = _locked_round(session, round_id, cohort)
+    try:
+        resp = UnmaskResponse.from_bytes(data)
+    except KernelMalformed as exc:
+        raise MalformedRoundMessage(str(exc)) from exc
+    if resp.sender != tenant_id:
+        raise SenderMismatch(f"unmask response sent by {tenant_id!r} names {resp.sender!r}")
+    rctx = context_of(row)
+    if resp.context_digest != rctx.digest():
+        raise ReplayedRoundMessage(f"unmask response was made for another round than {round_id!r}")
+    if row.phase == ABORTED:
+        raise RoundWasAborted(f"round {round_id!r} was aborted: {row.abort_reason}")
+    if row.phase == COLLECTING:
+        raise WrongRoundPhase(f"round {round_id!r} has not fixed its survivor set yet")
+    survivors = survivors_of(row)
+    if tenant_id not in survivors:
+        raise NotInRoster(f"{tenant_id!r} is not a survivor of round {round_id!r}")
+    if resp.survivors_digest != survivor_set_digest(rctx, survivors):
+        raise ReplayedRoundMessage(f"unmask response of {tenant_id!r} answers another survivor set")
+    mine = _participant(session, row, tenant_id)
+    assert mine is not None
+    if mine.unmask_response is not None:
+        if bytes(mine.unmask_response) == data:
+            return
+        raise ConflictingMessage(f"{tenant_id!r} already answered round {round_id!r}")
+    if row.phase != UNMASKING:
+        raise LateMessage(f"round {round_id!r} is already released")
+    mine.unmask_response = data
+    session.flush()
+    if responses_suffice(row, responders(session, row)):
+        try_release(session, row, now, final=False)  # release as soon as the responses suffice
+
+
+# -- release --------------------------------------------------------------------------------------
+
+
+def responders(session: Session, row: RoundRecord) -> set[str]:
+    return set(session.scalars(select(ParticipantRecord.tenant_id).where(
+        ParticipantRecord.round_pk == row.id, ParticipantRecord.unmask_response.is_not(None))))
+
+
+def responses_suffice(row: RoundRecord, answered: set[str]) -> bool:
+    """The kernel's unmask condition, from the graph alone (no message parsed): every survivor's
+    seed has enough answering holders, and every survivor next to a dropped tenant answered."""
+    rctx = context_of(row)
+    survivors = set(survivors_of(row))
+    nbrs = graph.neighbours(rctx)
+    for v in survivors:
+        if sum(1 for h in graph.share_holders(rctx, v) if h in answered) < graph.share_threshold(rctx, v):
+            return False
+    dropped = set(rctx.tenant_ids) - survivors
+    return all(u in answered for d in dropped for u in nbrs[d] & survivors)
+
+
+def try_release(session: Session, row: RoundRecord, now: datetime, *, final: bool) -> str:
+    """Unmask and release the round if its responses suffice; abort when ``final`` and they do not.
+
+    The caller holds the round's lock. Returns the round's phase afterwards.
+    """
+    if row.phase != UNMASKING:
+        return row.phase
+    if not responses_suffice(row, responders(session, row)):
+        if final:
+            _abort(session, row, now, "unmasking failed: too few unmask responses before the deadline")
+            return ABORTED
+        return UNMASKING
+    schema = get_schema(session, row.cohort, row.schema_version)
+    assert schema is not None
+    parts = _participants(session, row)
+    rctx = context_of(row)
+    server = ServerRound(rctx)
+    for p in parts:
+        assert p.masked_input is not None
+        server.add_input(bytes(p.masked_input))
+    survivors = server.close()
+    for p in parts:
+        if p.unmask_response is not None:
+            try:
+                server.add_unmask(bytes(p.unmask_response))
+            except SecAggError:
+                continue  # a response the kernel refuses counts as missing
+    try:
+        total = server.result()
+    except SecAggError as exc:
+        if final:
+            _abort(session, row, now, f"unmasking failed: {exc}")
+            return ABORTED
+        return UNMASKING
+    plan = noise_plan_of(row, schema)
+    s = plan.scale_factor
+    cells = total if s == 1 else np.rint(total / s).astype(np.int64)
+    variance = len(survivors) * plan.sigma_share**2 / s**2 + (1.0 / 12.0 if s > 1 else 0.0)
+    _write_merged(session, row, schema, cells, variance, len(survivors), now)
+    row.phase = DONE
+    row.finished_at = now
+    for p in parts:
+        p.masked_input = None
+        p.unmask_request = None
+    dropouts = sorted(set(rctx.tenant_ids) - survivors)
+    append_audit(session, "server", "secagg.round.released", {
+        "round_id": row.round_id, "cohort": row.cohort, "window_start": row.window_start,
+        "schema_version": row.schema_version, "contributors": len(survivors), "dropouts": dropouts,
+        "variance": variance, "sigma_central": row.sigma_central,
+    }, at=now)
+    from server.secagg import metrics
+
+    metrics.round_finished(row.cohort, DONE, len(survivors), len(dropouts))
+    return DONE
+
+
+def _write_merged(session: Session, row: RoundRecord, schema: SignalSchema, cells: np.ndarray, variance: float,
+                  contributors: int, now: datetime) -> None:
+    merged = session.scalars(select(MergedWindow).where(
+        MergedWindow.cohort == row.cohort, MergedWindow.window_start == row.window_start,
+        MergedWindow.schema_version == row.schema_version).with_for_update()).first()
+    if merged is None:
+        merged = MergedWindow(cohort=row.cohort, window_start=row.window_start, window_end=row.window_end,
+                              schema_version=row.schema_version,
+                              cells=np.zeros(schema.size, dtype="<i8").tobytes(), variance=0.0, tenants=0,
+                              reports=0, generation=0, updated_at=now)
+        session.add(merged)
+    total = np.frombuffer(merged.cells, dtype="<i8").copy() + cells.astype("<i8")
+    merged.cells = total.tobytes()
+    merged.variance = merged.variance + variance
+    merged.tenants = merged.tenants + contributors
+    merged.reports = merged.reports + contributors
+    merged.generation = merged.generation + 1
+    merged.updated_at = now
+    session.flush()
+
+
+# -- the periodic job -------------------------------------------------------------------------------
+
+
+def rounds_needing_work(session: Session, now: datetime) -> list[int]:
+    """Read-only: ids of rounds whose deadline passed or whose responses now suffice (no write lock taken)."""
+    due = []
+    for row in session.scalars(select(RoundRecord).where(RoundRecord.phase.in_([COLLECTING, UNMASKING]))):
+        if row.phase == COLLECTING:
+            if now >= aware(row.submit_deadline, now):
+                due.append(row.id)
+        elif (row.unmask_deadline is not None and now >= aware(row.unmask_deadline, now)) or responses_suffice(
+                row, responders(session, row)):
+            due.append(row.id)
+    return due
+
+
+def due_rounds(session: Session, now: datetime) -> Sequence[RoundRecord]:
+    """Rounds whose next step is due, locked; rounds another replica holds are skipped."""
+    stmt = (
+        select(RoundRecord)
+        .where((RoundRecord.phase == UNMASKING)
+               | ((RoundRecord.phase == COLLECTING) & (RoundRecord.submit_deadline <= now)))
+        .order_by(RoundRecord.id)
+        .limit(200)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.scalars(stmt))

@@ -1,0 +1,280 @@
+"""SecureAggregationService: a thin servicer over :mod:`server.secagg.roster` and :mod:`server.secagg.rounds`.
+
+The caller's tenant and cohort come from its client certificate
+(:func:`server.identity.auth.require`); every refusal is a domain error of one kind of
+:mod:`aggregation.errors`, answered through :func:`server.servicer.abort` with its own status
+(see ``proto/fedsignal/v1/secagg.proto``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+from fedsignal.v1 import secagg_pb2
+from google.protobuf.message import DecodeError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from server.context import ServerContext
+from server.db import transaction
+from server.identity.auth import Identity, require
+from server.secagg import metrics as secagg_metrics
+from server.secagg import roster as roster_mod
+from server.secagg import rounds
+from server.secagg.models import ABORTED, COLLECTING, DONE, UNMASKING, ParticipantRecord, RoundRecord
+from server.servicer import abort
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = secagg_pb2.DESCRIPTOR.services_by_name["SecureAggregationService"].full_name
+
+_PHASES = {
+    COLLECTING: secagg_pb2.COLLECTING,
+    UNMASKING: secagg_pb2.UNMASKING,
+    DONE: secagg_pb2.DONE,
+    ABORTED: secagg_pb2.ABORTED,
+}
+
+
+class SecureAggregationServicer:
+    def __init__(self, ctx: ServerContext) -> None:
+        self._ctx = ctx
+
+    def _write(self) -> Any:
+        """A write transaction. On SQLite, writers of this process queue on a lock first: SQLite's own
+        busy handler sleeps in growing steps (up to 100 ms) while another connection holds the write
+        lock, which under a burst of round messages costs far more than the work itself."""
+        return write_transaction(self._ctx)
+
+    def _tenant(self, context: grpc.ServicerContext) -> tuple[Identity, str]:
+        identity = require(context, self._ctx, "tenant")
+        if not identity.cohort:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"the certificate of {identity.subject!r} names no cohort")
+        return identity, identity.cohort or ""
+
+    def _run(self, context: grpc.ServicerContext, fn: Any) -> Any:
+        try:
+            with secagg_metrics.bound(self._ctx.metrics.registry):
+                return fn()
+        except (rounds.RoundError, roster_mod.RosterError) as exc:
+            abort(context, exc)  # the server's one error-to-status table (server.servicer.STATUS)
+        except IntegrityError:
+            # Two replicas raced on one insert: the caller retries and finds the winner's row.
+            context.abort(grpc.StatusCode.ABORTED, "concurrent update of the round; retry")
+        except SQLAlchemyError:
+            log.exception("secure-aggregation store unavailable")
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the round store is unavailable; retry later")
+
+    def RegisterMaskingKey(  # noqa: N802 - gRPC method name
+        self, request: secagg_pb2.RegisterMaskingKeyRequest, context: grpc.ServicerContext
+    ) -> secagg_pb2.RegisterMaskingKeyResponse:
+        identity, cohort = self._tenant(context)
+        found: Any = context.auth_context().get("x509_pem_cert") or []
+        pems = [found] if isinstance(found, bytes) else list(found)
+        if not pems:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          "secure aggregation needs the mutual-TLS identity issued at enrollment")
+
+        def register() -> secagg_pb2.RegisterMaskingKeyResponse:
+            with self._write() as session:
+                result = roster_mod.register(session, identity.subject, cohort, bytes(request.public_key),
+                                             bytes(request.signature), bytes(pems[0]), self._ctx.clock())
+            outcome = {
+                "registered": secagg_pb2.RegisterMaskingKeyResponse.REGISTERED,
+                "unchanged": secagg_pb2.RegisterMaskingKeyResponse.UNCHANGED,
+                "replaced": secagg_pb2.RegisterMaskingKeyResponse.REPLACED,
+            }[result.outcome]
+            return secagg_pb2.RegisterMaskingKeyResponse(outcome=outcome)
+
+        return self._run(context, register)  # type: ignore[no-any-return]
+
+    def GetRoster(self, request: secagg_pb2.GetRosterRequest, context: grpc.ServicerContext) -> secagg_pb2.Roster:  # noqa: N802
+        _identity, cohort = self._tenant(context)
+        with read_session(self._ctx) as session:
+            entries = roster_mod.active_entries(session, cohort)
+            return secagg_pb2.Roster(cohort=cohort, entries=[roster_mod.to_proto(e) for e in entries])
+
+    def GetRound(self, request: secagg_pb2.GetRoundRequest, context: grpc.ServicerContext) -> secagg_pb2.RoundInfo:  # noqa: N802
+        _identity, cohort = self._tenant(context)
+        settings = rounds.settings_for(self._ctx)
+
+        def info(session: Any, row: RoundRecord) -> secagg_pb2.RoundInfo:
+            entries = [] if request.omit_roster else rounds.roster_entries(session, row)
+            return secagg_pb2.RoundInfo(
+                round_id=row.round_id, context=bytes(row.context),
+                roster=[roster_mod.to_proto(e) for e in entries], phase=_PHASES[row.phase],
+                submit_deadline=rounds.aware(row.submit_deadline, self._ctx.clock()).timestamp(),
+                sigma_central=row.sigma_central, delta=row.delta, window_end=row.window_end,
+            )
+
+        def get() -> secagg_pb2.RoundInfo:
+            window, version = int(request.window_start), int(request.schema_version)
+            with read_session(self._ctx) as session:  # the common case, read-only: the round exists
+                found = rounds.find_round(session, cohort, window, version)
+                if found is not None:
+                    return info(session, found)
+            with self._write() as session:
+                row = rounds.open_round(session, cohort, window, version, self._ctx.clock(), settings)
+                entries = [] if request.omit_roster else rounds.roster_entries(session, row)
+                return secagg_pb2.RoundInfo(
+                    round_id=row.round_id, context=bytes(row.context),
+                    roster=[roster_mod.to_proto(e) for e in entries], phase=_PHASES[row.phase],
+                    submit_deadline=rounds.aware(row.submit_deadline, self._ctx.clock()).timestamp(),
+                    sigma_central=row.sigma_central, delta=row.delta, window_end=row.window_end,
+                )
+
+        return self._run(context, get)  # type: ignore[no-any-return]
+
+    def SubmitMaskedInput(  # noqa: N802
+        self, request: secagg_pb2.SubmitMaskedInputRequest, context: grpc.ServicerContext
+    ) -> secagg_pb2.SubmitMaskedInputResponse:
+        identity, cohort = self._tenant(context)
+        settings = rounds.settings_for(self._ctx)
+
+        def submit() -> secagg_pb2.SubmitMaskedInputResponse:
+            with self._write() as session:
+                outcome = rounds.submit_input(session, identity.subject, cohort, request.round_id,
+                                              bytes(request.masked_input), self._ctx.clock(), settings)
+            value = (secagg_pb2.SubmitMaskedInputResponse.ACCEPTED if outcome == "accepted"
+                     else secagg_pb2.SubmitMaskedInputResponse.DUPLICATE)
+            return secagg_pb2.SubmitMaskedInputResponse(outcome=value)
+
+        return self._run(context, submit)  # type: ignore[no-any-return]
+
+    def GetUnmaskRequest(self, request: secagg_pb2.UnmaskQuery, context: grpc.ServicerContext) -> secagg_pb2.UnmaskRequestInfo:  # noqa: N802
+        identity, cohort = self._tenant(context)
+
+        def view() -> secagg_pb2.UnmaskRequestInfo:
+            with read_session(self._ctx) as session:
+                v = rounds.unmask_view(session, identity.subject, cohort, request.round_id,
+                                       want_request=not request.omit_request,
+                                       want_attestations=not request.omit_attestations)
+            return secagg_pb2.UnmaskRequestInfo(phase=_PHASES[v.phase], unmask_request=v.request,
+                                                attestations=list(v.attestations), survivors=v.survivors,
+                                                threshold=v.threshold)
+
+        return self._run(context, view)  # type: ignore[no-any-return]
+
+    def SubmitAttestation(  # noqa: N802
+        self, request: secagg_pb2.SubmitAttestationRequest, context: grpc.ServicerContext
+    ) -> secagg_pb2.SubmitAttestationResponse:
+        identity, cohort = self._tenant(context)
+
+        def attest() -> secagg_pb2.SubmitAttestationResponse:
+            with self._write() as session:
+                rounds.submit_attestation(session, identity.subject, cohort, request.round_id,
+                                          bytes(request.attestation))
+            return secagg_pb2.SubmitAttestationResponse()
+
+        return self._run(context, attest)  # type: ignore[no-any-return]
+
+    def SubmitUnmaskResponse(  # noqa: N802
+        self, request: secagg_pb2.SubmitUnmaskResponseRequest, context: grpc.ServicerContext
+    ) -> secagg_pb2.SubmitUnmaskResponseResponse:
+        identity, cohort = self._tenant(context)
+
+        def answer() -> secagg_pb2.SubmitUnmaskResponseResponse:
+            with self._write() as session:
+                rounds.submit_response(session, identity.subject, cohort, request.round_id,
+                                       bytes(request.unmask_response), self._ctx.clock())
+            return secagg_pb2.SubmitUnmaskResponseResponse()
+
+        return self._run(context, answer)  # type: ignore[no-any-return]
+
+    def GetRoundStatus(self, request: secagg_pb2.RoundRef, context: grpc.ServicerContext) -> secagg_pb2.RoundStatus:  # noqa: N802
+        _identity, cohort = self._tenant(context)
+
+        def status() -> secagg_pb2.RoundStatus:
+            with read_session(self._ctx) as session:
+                row = session.scalars(select(RoundRecord).where(RoundRecord.round_id == request.round_id)).first()
+                if row is None:
+                    raise rounds.RoundNotFound(f"no secure-aggregation round {request.round_id!r}")
+                if row.cohort != cohort:
+                    raise rounds.CrossCohort(f"round {request.round_id!r} belongs to another cohort")
+                parts = list(session.scalars(select(ParticipantRecord).where(ParticipantRecord.round_pk == row.id)))
+                return round_status(row, parts)
+
+        return self._run(context, status)  # type: ignore[no-any-return]
+
+
+_SQLITE_WRITERS: dict[int, threading.Lock] = {}
+_GUARD = threading.Lock()
+
+
+@contextmanager
+def write_transaction(ctx: ServerContext) -> Iterator[Any]:
+    """:func:`server.db.transaction`, with this process's SQLite writers queued on a lock."""
+    if ctx.engine.dialect.name != "sqlite":
+        with transaction(ctx.sessions) as session:
+            yield session
+        return
+    with _GUARD:
+        lock = _SQLITE_WRITERS.setdefault(id(ctx.engine), threading.Lock())
+    with lock, transaction(ctx.sessions) as session:
+        yield session
+
+
+@contextmanager
+def read_session(ctx: ServerContext) -> Iterator[Any]:
+    """A session for reads. On SQLite every transaction of this server begins ``IMMEDIATE`` (it takes
+    the write lock), so reads queue on the same process lock as writes."""
+    if ctx.engine.dialect.name != "sqlite":
+        with ctx.sessions() as session:
+            yield session
+        return
+    with _GUARD:
+        lock = _SQLITE_WRITERS.setdefault(id(ctx.engine), threading.Lock())
+    with lock, ctx.sessions() as session:
+        yield session
+        session.rollback()  # end the transaction (and release SQLite's lock) inside the process lock
+
+
+def round_status(row: RoundRecord, parts: list[ParticipantRecord]) -> secagg_pb2.RoundStatus:
+    return secagg_pb2.RoundStatus(
+        round_id=row.round_id, cohort=row.cohort, window_start=row.window_start, phase=_PHASES[row.phase],
+        roster_size=row.roster_size, threshold=row.threshold, inputs=len(parts),
+        survivors=len(rounds.survivors_of(row)), attestations=sum(p.attestation is not None for p in parts),
+        responses=sum(p.unmask_response is not None for p in parts), abort_reason=row.abort_reason or "",
+    )
+
+
+def _raw(data: bytes) -> bytes:
+    return data
+
+
+def _parsed(method: Any, message: Any) -> Any:
+    """Parse the request here, so malformed protobuf is INVALID_ARGUMENT (gRPC's own failure is INTERNAL)."""
+
+    def handler(data: bytes, context: grpc.ServicerContext) -> Any:
+        try:
+            request = message.FromString(data)
+        except DecodeError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not a valid {message.__name__} message: {exc}")
+        return method(request, context)
+
+    return handler
+
+
+def add_to_server(grpc_server: grpc.Server, ctx: ServerContext) -> None:
+    servicer = SecureAggregationServicer(ctx)
+    methods = {
+        "RegisterMaskingKey": (secagg_pb2.RegisterMaskingKeyRequest, secagg_pb2.RegisterMaskingKeyResponse),
+        "GetRoster": (secagg_pb2.GetRosterRequest, secagg_pb2.Roster),
+        "GetRound": (secagg_pb2.GetRoundRequest, secagg_pb2.RoundInfo),
+        "SubmitMaskedInput": (secagg_pb2.SubmitMaskedInputRequest, secagg_pb2.SubmitMaskedInputResponse),
+        "GetUnmaskRequest": (secagg_pb2.UnmaskQuery, secagg_pb2.UnmaskRequestInfo),
+        "SubmitAttestation": (secagg_pb2.SubmitAttestationRequest, secagg_pb2.SubmitAttestationResponse),
+        "SubmitUnmaskResponse": (secagg_pb2.SubmitUnmaskResponseRequest, secagg_pb2.SubmitUnmaskResponseResponse),
+        "GetRoundStatus": (secagg_pb2.RoundRef, secagg_pb2.RoundStatus),
+    }
+    handlers: dict[str, Any] = {
+        name: grpc.unary_unary_rpc_method_handler(
+            _parsed(getattr(servicer, name), req), request_deserializer=_raw, response_serializer=resp.SerializeToString
+        )
+        for name, (req, resp) in methods.items()
+    }
+    grpc_server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))

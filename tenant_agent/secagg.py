@@ -1,0 +1,732 @@
+"""The collector's side of secure aggregation: masking key, roster checks, masked release, unmasking.
+
+What the tenant does, and why each check is here rather than on the server:
+
+* **Masking key.** A long-term X25519 key pair lives in ``state_dir/secagg/masking.key``
+  (0600). Its public half is registered in the cohort's roster with an ECDSA-SHA256
+  signature by the enrolled identity key (``credentials/client.key``) over
+  ``ROSTER_DOMAIN || RosterStatement(cohort, tenant, key)``.
+* **Roster.** Before using a round, every roster entry is verified here: its certificate
+  chains to the CA pinned at enrollment (``credentials/ca.crt``), names that tenant and
+  this cohort, and its key signed the entry. The round context must list exactly the
+  verified entries, this window, this schema version and the schema's noise. A server
+  that inserts a key of its own is refused (:class:`RosterRejected`).
+* **Seal.** At window seal (``tenant_agent.release`` calls :meth:`SecureRelease.seal`)
+  the bounded table, clipped per cell to the round's room and multiplied by the plan's
+  scale factor, is masked with the kernel (``aggregation.secagg.ClientRound``), which adds
+  this tenant's discrete-Gaussian noise share. In the same store transaction the ledger
+  spends the *cohort* release's loss (honest majority) and the tenant's own worst-case loss
+  is recorded beside it (capped by ``SecAggConfig.own_worst_case_rho_cap``); the round state
+  and the masked input are persisted, so a restart resends the same bytes, never redraws.
+* **Presence.** Every due window the collector is online for gets an input, an empty table
+  included (:meth:`SecureRelease.cover_empty_windows`), so the server cannot tell windows
+  with traffic from windows without.
+* **Unmask.** Once the survivor set is fixed the tenant signs the set it was shown, waits for
+  at least t valid attestations of the same set (signatures checked against the roster's
+  certificates), then answers with the kernel. A round it missed is a dropout, not an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from fedsignal.v1 import secagg_pb2, secagg_pb2_grpc
+from sqlalchemy import Connection, insert, select
+
+from aggregation.budget import BudgetExceeded, BudgetLedger, BudgetPolicy, Spend
+from aggregation.errors import FedsignalError
+from aggregation.schema import SECURE, SignalSchema
+from aggregation.secagg import (
+    Attestation,
+    ClientRound,
+    NoisePlan,
+    RosterEntry,
+    RoundContext,
+    SecAggError,
+    UnmaskRequest,
+    generate_keypair,
+    plan_noise,
+)
+from aggregation.secagg.crypto import public_key_of
+from tenant_agent.config import SecAggConfig
+from tenant_agent.store import WINDOW_SEALED, WINDOW_WITHHELD, CollectorStore, LedgerSpend, Setting, Window
+from tenant_agent.windows import WindowBook
+
+log = logging.getLogger(__name__)
+
+ROSTER_DOMAIN = b"fedsignal/secagg/v1/roster-entry\n"
+ATTESTATION_DOMAIN = b"fedsignal/secagg/v1/attestation\n"
+KEY_FILE = "secagg/masking.key"
+ROUND_PREFIX = "secagg.round."
+REGISTERED_SETTING = "secagg.registered_key"
+ONLINE_SINCE_SETTING = "secagg.online_since"
+#: Per-tenant cell counts above this are clipped before masking (the round's modulus has room
+#: for the roster's sum of such cells; see ``server.secagg.rounds.SecAggSettings.max_cell_count``).
+MAX_CELL_COUNT = 1 << 20
+#: How many past due windows an empty input is sent for when the collector comes online.
+EMPTY_WINDOW_BACKFILL = 2
+
+# States of a round this tenant takes part in.
+SUBMITTED = "submitted"  # input persisted, not yet acknowledged
+ACKED = "acked"  # the server acknowledged the input
+ANSWERED = "answered"  # unmask response persisted (resent until acknowledged)
+DONE = "done"
+DROPPED = "dropout"
+ABORTED = "aborted"
+REFUSED = "refused"  # the tenant refused to unmask (inconsistent survivor sets, a bad roster)
+FINAL_STATES = (DONE, DROPPED, ABORTED, REFUSED)
+
+
+#: What ``SecureRelease.seal_window`` returns when the server has no SecureAggregationService:
+#: the sealer releases the window in local mode at the schema's noise (the tenant's own loss is
+#: then the local release's, which the ledger spends).
+LOCAL_FALLBACK = object()
+
+
+class SecAggClientError(FedsignalError):
+    """Base of the tenant-side secure-aggregation refusals."""
+
+
+class RosterRejected(SecAggClientError):
+    """A roster entry or round context the tenant does not accept (bad signature, foreign CA, mismatch)."""
+
+
+class NotInRound(SecAggClientError):
+    """The window's round was opened without this tenant (it registered its key later)."""
+
+
+class OwnLossCapExceeded(SecAggClientError):
+    """The tenant's own worst-case loss would pass its configured cap."""
+
+
+@dataclass(frozen=True)
+class LossSummary:
+    """What ``fedsignal agent budget`` shows under secure aggregation."""
+
+    releases: int
+    cohort_rho: float  # spent on the ledger (honest-majority loss of each cohort release)
+    own_worst_case_rho: float  # if every other party colluded with the server
+    own_worst_case_rho_cap: float | None
+    rounds_done: int
+    rounds_dropped: int
+    rounds_aborted: int
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def load_or_create_masking_key(state_dir: Path) -> tuple[bytes, bytes]:
+    """(private, public) raw X25519 keys of this tenant, created on first use (0600)."""
+    path = state_dir / KEY_FILE
+    if path.exists():
+        private = path.read_bytes()
+        if len(private) != 32:
+            raise SecAggClientError(f"{path} is not a 32-byte X25519 private key")
+        return private, public_key_of(private)
+    private, public = generate_keypair()
+    _write_private(path, private)
+    return private, public
+
+
+def roster_statement(cohort: str, tenant_id: str, public_key: bytes) -> bytes:
+    msg = secagg_pb2.RosterStatement(cohort=cohort, tenant_id=tenant_id, public_key=public_key)
+    return ROSTER_DOMAIN + msg.SerializeToString(deterministic=True)
+
+
+def _ecdsa_verify(cert: x509.Certificate, message: bytes, signature: bytes) -> bool:
+    key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        return False
+    try:
+        key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+        return True
+    except (InvalidSignature, ValueError):
+        return False
+
+
+def _cert_identity(cert: x509.Certificate) -> tuple[str, str]:
+    """(tenant id, cohort) a tenant certificate of our CA binds (CN and fedsignal:// URI must agree)."""
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = [u for u in san.get_values_for_type(x509.UniformResourceIdentifier) if u.startswith("fedsignal://")]
+    except x509.ExtensionNotFound:
+        uris = []
+    if not cns or len(uris) != 1:
+        raise RosterRejected("roster certificate lacks its fedsignal identity")
+    parts = urlsplit(uris[0])
+    subject = unquote(parts.path.lstrip("/"))
+    if parts.netloc != "tenant" or subject != str(cns[0].value):
+        raise RosterRejected("roster certificate is not a tenant certificate")
+    return subject, parse_qs(parts.query).get("cohort", [""])[0]
+
+
+class RosterVerifier:
+    """Checks roster entries against the CA this tenant pinned at enrollment."""
+
+    def __init__(self, ca_pem: bytes, cohort: str, clock: Callable[[], float]) -> None:
+        self._ca = x509.load_pem_x509_certificate(ca_pem)
+        self._cohort = cohort
+        self._clock = clock
+        self._certs: dict[str, x509.Certificate] = {}
+        # (tenant id, public key) of every entry verified so far: the roster is long-term, so a
+        # collector verifies each entry once and a round's context is checked against this set.
+        self._verified: dict[str, bytes] = {}
+        self._seen: set[bytes] = set()
+
+    def knows(self, entry: RosterEntry) -> bool:
+        return self._verified.get(entry.tenant_id) == entry.public_key
+
+    def verify(self, entry: secagg_pb2.RosterEntry) -> RosterEntry:
+        """The kernel's roster entry, or ``RosterRejected`` naming what failed."""
+        tid = entry.tenant_id
+        fingerprint = hashlib.sha256(entry.SerializeToString(deterministic=True)).digest()
+        if fingerprint in self._seen:
+            return RosterEntry(tid, bytes(entry.public_key))
+        try:
+            cert = x509.load_pem_x509_certificate(bytes(entry.certificate_pem))
+            cert.verify_directly_issued_by(self._ca)
+        except (ValueError, TypeError, InvalidSignature) as exc:
+            raise RosterRejected(f"roster entry of {tid!r}: certificate not issued by the pinned CA ({exc})") from None
+        now = datetime.fromtimestamp(self._clock(), tz=UTC)
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            raise RosterRejected(f"roster entry of {tid!r}: certificate not valid now")
+        subject, cohort = _cert_identity(cert)
+        if subject != tid or cohort != self._cohort:
+            raise RosterRejected(f"roster entry of {tid!r}: certificate names {subject!r} of cohort {cohort!r}")
+        if not _ecdsa_verify(cert, roster_statement(self._cohort, tid, bytes(entry.public_key)),
+                             bytes(entry.signature)):
+            raise RosterRejected(f"roster entry of {tid!r}: signature does not verify with its certificate")
+        try:
+            verified = RosterEntry(tid, bytes(entry.public_key))
+        except SecAggError as exc:
+            raise RosterRejected(f"roster entry of {tid!r}: {exc}") from None
+        self._certs[tid] = cert
+        self._verified[tid] = verified.public_key
+        self._seen.add(fingerprint)
+        return verified
+
+    def verify_attestation(self, tenant_id: str, digest: bytes, signature: bytes) -> bool:
+        cert = self._certs.get(tenant_id)
+        return cert is not None and _ecdsa_verify(cert, ATTESTATION_DOMAIN + digest, signature)
+
+
+@dataclass
+class PreparedRound:
+    """A round whose context and roster this tenant verified."""
+
+    round_id: str
+    ctx: RoundContext
+    plan: NoisePlan
+    verifier: RosterVerifier
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode())
+
+
+class SecureRelease:
+    """One tenant's secure-aggregation duty over its collector store and server channel."""
+
+    LOCAL_FALLBACK = LOCAL_FALLBACK
+
+    def __init__(
+        self,
+        store: CollectorStore,
+        state_dir: Path,
+        *,
+        tenant_id: str,
+        cohort: str,
+        channel: Callable[[], grpc.Channel | None],
+        clock: Callable[[], float],
+        config: SecAggConfig | None = None,
+        rpc_timeout: float = 10.0,
+    ) -> None:
+        self._store = store
+        self._state_dir = state_dir
+        self.tenant_id = tenant_id
+        self.cohort = cohort
+        self._channel = channel
+        self._clock = clock
+        self.config = config or SecAggConfig()
+        self._timeout = rpc_timeout
+        self._private, self.public_key = load_or_create_masking_key(state_dir)
+        self._identity_key: ec.EllipticCurvePrivateKey | None = None
+        self._rounds: dict[str, PreparedRound] = {}
+        self._verifier: RosterVerifier | None = None
+        # Set when the server answers UNIMPLEMENTED: it does not serve secure aggregation.
+        self.unavailable = False
+
+    # -- identity ----------------------------------------------------------------------------
+
+    def _sign(self, message: bytes) -> bytes:
+        if self._identity_key is None:
+            pem = (self._state_dir / "credentials" / "client.key").read_bytes()
+            key = serialization.load_pem_private_key(pem, password=None)
+            if not isinstance(key, ec.EllipticCurvePrivateKey):
+                raise SecAggClientError("the enrolled identity key is not an EC key")
+            self._identity_key = key
+        return self._identity_key.sign(message, ec.ECDSA(hashes.SHA256()))
+
+    def _stub(self) -> secagg_pb2_grpc.SecureAggregationServiceStub | None:
+        channel = self._channel()
+        return None if channel is None else secagg_pb2_grpc.SecureAggregationServiceStub(channel)
+
+    def register_key(self) -> bool:
+        """Publish the masking key in the roster once (first start after enrollment); False when offline."""
+        with self._store.engine.connect() as conn:
+            if CollectorStore.get_setting(conn, REGISTERED_SETTING) == self.public_key.hex():
+                return True
+        stub = self._stub()
+        if stub is None:
+            return False
+        signature = self._sign(roster_statement(self.cohort, self.tenant_id, self.public_key))
+        try:
+            stub.RegisterMaskingKey(secagg_pb2.RegisterMaskingKeyRequest(public_key=self.public_key,
+                                                                          signature=signature),
+                                    timeout=self._timeout)
+        except grpc.RpcError as exc:
+            if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+                self.unavailable = True
+            log.info("masking key registration failed: %s", exc)
+            return False
+        with self._store.transaction() as conn:
+            CollectorStore.put_setting(conn, REGISTERED_SETTING, self.public_key.hex())
+            CollectorStore.append_audit(conn, _iso(self._clock()), self.tenant_id, "secagg.key.registered",
+                                        {"public_key": self.public_key.hex()})
+        return True
+
+    def _ca_pem(self) -> bytes:
+        return (self._state_dir / "credentials" / "ca.crt").read_bytes()
+
+    def verifier(self) -> RosterVerifier:
+        """This tenant's roster verifier (keeps the entries it verified)."""
+        if self._verifier is None:
+            self._verifier = RosterVerifier(self._ca_pem(), self.cohort, self._clock)
+        return self._verifier
+
+    # -- rounds ------------------------------------------------------------------------------
+
+    def verify_round(self, info: secagg_pb2.RoundInfo, window_start: int, schema: SignalSchema) -> PreparedRound:
+        """Check a round offered by the server against the schema and the signed roster."""
+        try:
+            ctx = RoundContext.from_bytes(bytes(info.context))
+        except SecAggError as exc:
+            raise RosterRejected(f"round context is malformed: {exc}") from None
+        if (ctx.cohort, ctx.window_start, ctx.schema_version, ctx.length) != (
+                self.cohort, window_start, schema.version, schema.size):
+            raise RosterRejected("round context is for another cohort, window, schema version or table size")
+        if ctx.round_id != info.round_id:
+            raise RosterRejected("round id does not match its context")
+        if not math.isclose(info.sigma_central, schema.noise_scale, rel_tol=1e-12):
+            raise RosterRejected(f"round noise {info.sigma_central} differs from the schema's {schema.noise_scale}")
+        n = len(ctx.roster)
+        if ctx.threshold < max(self.config.min_threshold, math.ceil(self.config.min_threshold_fraction * n)):
+            raise RosterRejected(f"round threshold {ctx.threshold} of {n} is below this tenant's minimum")
+        verifier = self.verifier()
+        for entry in info.roster:
+            verifier.verify(entry)
+        if not all(verifier.knows(e) for e in ctx.roster):
+            stub = self._stub()
+            if stub is not None and not info.roster:
+                for entry in stub.GetRoster(secagg_pb2.GetRosterRequest(), timeout=self._timeout).entries:
+                    if any(e.tenant_id == entry.tenant_id for e in ctx.roster):
+                        verifier.verify(entry)
+        if not all(verifier.knows(e) for e in ctx.roster):
+            raise RosterRejected("round context lists keys that are not the signed roster's")
+        if self.tenant_id not in ctx.tenant_ids:
+            raise NotInRound(f"round {info.round_id} was opened before this tenant's key was in the roster")
+        if ctx.public_key_of(self.tenant_id) != self.public_key:
+            raise RosterRejected("the round lists another masking key for this tenant")
+        plan = plan_noise(info.sigma_central, schema.max_cells_per_unit, schema.max_count_per_cell, n,
+                          ctx.threshold, info.delta)
+        prepared = PreparedRound(info.round_id, ctx, plan, verifier)
+        self._rounds[info.round_id] = prepared
+        return prepared
+
+    def prepare(self, window_start: int, schema: SignalSchema) -> PreparedRound | None:
+        """The verified round of ``window_start``, or None when the server is unreachable or has none yet."""
+        if not self.register_key():
+            return None
+        stub = self._stub()
+        if stub is None:
+            return None
+        try:
+            info = stub.GetRound(secagg_pb2.GetRoundRequest(window_start=window_start, schema_version=schema.version,
+                                                            omit_roster=True), timeout=self._timeout)
+        except grpc.RpcError as exc:
+            log.info("no round for window %s yet: %s", window_start, exc)
+            return None
+        return self.verify_round(info, window_start, schema)
+
+    # -- seal ------------------------------------------------------------------------------------
+
+    def seal(self, window_start: int, schema: SignalSchema, now: float, policy: Callable[[Connection, float], BudgetPolicy],
+             table_of: Callable[[Connection], npt.NDArray[np.int64]] | None) -> str | None:
+        """Mask and persist this tenant's input for ``window_start``; returns the round id (None: retry later).
+
+        ``table_of(conn)`` reads the bounded table inside the seal transaction; None: an empty
+        window (zeros). Raises ``BudgetExceeded`` / ``OwnLossCapExceeded`` when the ledger or
+        the cap refuses (nothing is persisted then).
+        """
+        if schema.aggregation_mode != SECURE:
+            raise SecAggClientError(f"cohort schema {schema.version} is not in secure mode")
+        prepared = self.prepare(window_start, schema)
+        if prepared is None:
+            return None
+        key = ROUND_PREFIX + str(window_start)
+        plan = prepared.plan
+        with self._store.transaction() as conn:
+            if CollectorStore.get_setting(conn, key) is not None:
+                return None  # another process (or the empty-window path) already submitted
+            win = conn.execute(select(Window.state).where(Window.window_start == window_start)).scalar_one_or_none()
+            if win == WINDOW_SEALED:
+                return None
+            empty = table_of is None or win is None
+            table = np.zeros(schema.size, dtype=np.int64) if empty else table_of(conn)  # type: ignore[misc]
+            cohort_rho = 0.0 if empty else plan.cohort_loss.rho
+            own_rho = 0.0 if empty else plan.own_worst_case_loss.rho
+            if not empty:
+                spends = [Spend(at=_utc(at), rho=rho, release_key=k) for at, rho, k in conn.execute(
+                    select(LedgerSpend.at, LedgerSpend.rho, LedgerSpend.release_key).order_by(LedgerSpend.id))]
+                BudgetLedger(policy(conn, now), spends).check(_utc(now), cohort_rho)
+                cap = self.config.own_worst_case_rho_cap
+                if cap is not None and _own_rho_total(conn) + own_rho > cap:
+                    raise OwnLossCapExceeded(
+                        f"own worst-case rho would reach {_own_rho_total(conn) + own_rho:.4g}, over the cap {cap}"
+                    )
+            clipped = np.clip(table, -MAX_CELL_COUNT, MAX_CELL_COUNT) * plan.scale_factor
+            client = ClientRound(prepared.ctx, self.tenant_id, self._private, plan)
+            msg = client.submit(clipped)
+            release_key = f"secagg/{self.tenant_id}/{window_start}/{prepared.round_id}"
+            state = {
+                "round_id": prepared.round_id, "window_start": window_start, "state": SUBMITTED,
+                "client": _b64(client.to_bytes()), "masked_input": _b64(msg.to_bytes()),
+                "cohort_rho": cohort_rho, "cohort_epsilon": 0.0 if empty else plan.cohort_loss.epsilon,
+                "own_rho": own_rho, "own_epsilon": 0.0 if empty else plan.own_worst_case_loss.epsilon,
+                "empty": empty, "response": None, "sealed_at": now,
+            }
+            CollectorStore.put_setting(conn, key, json.dumps(state, sort_keys=True))
+            if not empty:
+                conn.execute(insert(LedgerSpend), {"at": now, "rho": cohort_rho, "release_key": release_key})
+                CollectorStore.append_audit(conn, _iso(now), self.tenant_id, "budget.spend", {
+                    "release_key": release_key, "window_start": window_start, "mode": "secure",
+                    "round_id": prepared.round_id, "rho": cohort_rho, "epsilon": plan.cohort_loss.epsilon,
+                    "delta": plan.cohort_loss.delta, "own_worst_case_rho": own_rho,
+                    "own_worst_case_epsilon": plan.own_worst_case_loss.epsilon,
+                    "sigma_central": plan.sigma_central, "sigma_share": plan.sigma_share,
+                    "scale_factor": plan.scale_factor, "threshold": prepared.ctx.threshold,
+                    "roster_size": len(prepared.ctx.roster), "schema_version": schema.version,
+                })
+            if win is not None:
+                WindowBook.set_state(conn, window_start, WINDOW_SEALED, release_key=release_key, withheld_reason=None)
+                WindowBook.forget_contributions(conn, window_start)
+            CollectorStore.add_counters(conn, {"secagg_inputs": 1})
+        self._advance(window_start)
+        return prepared.round_id
+
+    def seal_window(self, window_start: int, schema: SignalSchema, now: float,
+                    policy: Callable[[Connection, float], BudgetPolicy]) -> Any:
+        """The sealer's hook (``tenant_agent.release``): seal one due window with events in secure mode.
+
+        Returns a ``WindowOutcome`` (sealed or withheld), or None when the round is not
+        reachable yet (the window stays open and is retried on the next close).
+        """
+        from tenant_agent.release import SEALED, WITHHELD, WindowOutcome
+
+        if self.unavailable:
+            return LOCAL_FALLBACK
+        with self._store.engine.connect() as conn:
+            win = conn.execute(select(Window.window_start, Window.window_end, Window.state)
+                               .where(Window.window_start == window_start)).one_or_none()
+        if win is None or win.state == WINDOW_SEALED:
+            return None
+        try:
+            rid = self.seal(window_start, schema, now, policy, lambda conn: WindowBook.bounded_table(conn, window_start, schema))
+        except NotInRound as exc:
+            with self._store.transaction() as conn:
+                CollectorStore.append_audit(conn, _iso(now), self.tenant_id, "secagg.window.missed", {
+                    "window_start": win.window_start, "window_end": win.window_end, "reason": str(exc)})
+                WindowBook.set_state(conn, window_start, WINDOW_SEALED, release_key=f"secagg-missed/{window_start}",
+                                     withheld_reason=None)
+                WindowBook.forget_contributions(conn, window_start)
+            log.warning("window %s not released: %s", window_start, exc)
+            return None
+        except (RosterRejected, SecAggError) as exc:
+            # A round this tenant does not accept (bad roster, wrong noise, low threshold): never
+            # submit to it; the window stays open and the refusal is on the local audit log.
+            with self._store.transaction() as conn:
+                CollectorStore.append_audit(conn, _iso(now), self.tenant_id, "secagg.round.refused", {
+                    "window_start": win.window_start, "reason": f"{type(exc).__name__}: {exc}"})
+            log.error("window %s: refused the server's round: %s", window_start, exc)
+            return None
+        except (BudgetExceeded, OwnLossCapExceeded) as exc:
+            reason = str(exc)
+            with self._store.transaction() as conn:
+                if win.state != WINDOW_WITHHELD:
+                    CollectorStore.append_audit(conn, _iso(now), self.tenant_id, "release.withheld", {
+                        "window_start": win.window_start, "window_end": win.window_end, "mode": "secure",
+                        "reason": reason})
+                WindowBook.set_state(conn, window_start, WINDOW_WITHHELD, withheld_reason=reason)
+                CollectorStore.add_counters(conn, {"releases_withheld": 1})
+            return WindowOutcome(win.window_start, win.window_end, WITHHELD, reason=reason)
+        if rid is None:
+            if self.unavailable:
+                log.warning("the server does not serve secure aggregation: window %s is released in local mode "
+                            "(the schema's noise on this tenant's own table)", window_start)
+                return LOCAL_FALLBACK
+            return None
+        state = self._load(window_start) or {}
+        return WindowOutcome(win.window_start, win.window_end, SEALED, release_key=f"secagg/{rid}",
+                             rho=float(state.get("cohort_rho", 0.0)), epsilon=float(state.get("cohort_epsilon", 0.0)))
+
+    def cover_empty_windows(self, now: float, schema: SignalSchema, policy: Callable[[Connection, float], BudgetPolicy],
+                            grace: float = 0.0) -> list[int]:
+        """Submit empty inputs for due windows this collector was online for and has no window row of."""
+        if self.unavailable:
+            return []
+        w = schema.window_seconds
+        with self._store.transaction() as conn:
+            since_text = CollectorStore.get_setting(conn, ONLINE_SINCE_SETTING)
+            if since_text is None:
+                CollectorStore.put_setting(conn, ONLINE_SINCE_SETTING, repr(float(now)))
+                since = now
+            else:
+                since = float(since_text)
+        last_due = math.floor((now - grace) / w) * w - w  # the newest window that ended >= grace ago
+        first = max(math.floor(since / w) * w, last_due - (EMPTY_WINDOW_BACKFILL - 1) * w)
+        covered = []
+        for start in range(int(first), int(last_due) + 1, w):
+            with self._store.engine.connect() as conn:
+                if CollectorStore.get_setting(conn, ROUND_PREFIX + str(start)) is not None:
+                    continue
+                if conn.execute(select(Window.state).where(Window.window_start == start)).scalar_one_or_none():
+                    continue  # a window with events: the sealer submits it
+            try:
+                if self.seal(start, schema, now, policy, None) is not None:
+                    covered.append(start)
+            except NotInRound:
+                continue  # the round started without this tenant: nothing to cover
+        return covered
+
+    # -- after submitting -------------------------------------------------------------------------
+
+    def pending(self) -> list[dict[str, Any]]:
+        with self._store.engine.connect() as conn:
+            rows = conn.execute(select(Setting.name, Setting.value).where(Setting.name.like(ROUND_PREFIX + "%"))).all()
+        states = [json.loads(v) for _, v in rows]
+        return sorted((s for s in states if s["state"] not in FINAL_STATES), key=lambda s: s["window_start"])
+
+    def advance_all(self) -> dict[int, str]:
+        """Move every unfinished round on as far as the server allows now; window start -> state."""
+        return {s["window_start"]: self._advance(s["window_start"]) for s in self.pending()}
+
+    def _save(self, state: dict[str, Any]) -> None:
+        with self._store.transaction() as conn:
+            CollectorStore.put_setting(conn, ROUND_PREFIX + str(state["window_start"]), json.dumps(state, sort_keys=True))
+
+    def _load(self, window_start: int) -> dict[str, Any] | None:
+        with self._store.engine.connect() as conn:
+            text = CollectorStore.get_setting(conn, ROUND_PREFIX + str(window_start))
+        return None if text is None else dict(json.loads(text))
+
+    def _finish(self, state: dict[str, Any], final: str, why: str) -> str:
+        state["state"] = final
+        state["note"] = why
+        with self._store.transaction() as conn:
+            CollectorStore.put_setting(conn, ROUND_PREFIX + str(state["window_start"]), json.dumps(state, sort_keys=True))
+            CollectorStore.append_audit(conn, _iso(self._clock()), self.tenant_id, f"secagg.round.{final}",
+                                        {"round_id": state["round_id"], "window_start": state["window_start"],
+                                         "reason": why})
+        log.info("secure round %s (window %s): %s (%s)", state["round_id"], state["window_start"], final, why)
+        return final
+
+    def _advance(self, window_start: int) -> str:
+        state = self._load(window_start)
+        if state is None:
+            return "unknown"
+        if state["state"] in FINAL_STATES:
+            return str(state["state"])
+        stub = self._stub()
+        if stub is None:
+            return str(state["state"])
+        rid = state["round_id"]
+        try:
+            if state["state"] == SUBMITTED:
+                stub.SubmitMaskedInput(secagg_pb2.SubmitMaskedInputRequest(
+                    round_id=rid, masked_input=_unb64(state["masked_input"])), timeout=self._timeout)
+                state["state"] = ACKED
+                self._save(state)
+            if state["state"] == ACKED and not self._unmask(stub, state):
+                return str(state["state"])
+            if state["state"] == ANSWERED:
+                stub.SubmitUnmaskResponse(secagg_pb2.SubmitUnmaskResponseRequest(
+                    round_id=rid, unmask_response=_unb64(state["response"])), timeout=self._timeout)
+                return self._finish(state, DONE, "unmask response acknowledged")
+        except (SecAggError, RosterRejected) as exc:
+            # The server showed something an honest round never shows: never answer it.
+            return self._finish(state, REFUSED, f"{type(exc).__name__}: {exc}")
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code in (grpc.StatusCode.DEADLINE_EXCEEDED,) and "dropout" in (exc.details() or ""):
+                return self._finish(state, DROPPED, exc.details() or "late")
+            if code is grpc.StatusCode.ABORTED and "aborted" in (exc.details() or ""):
+                return self._finish(state, ABORTED, exc.details() or "aborted")
+            if code is grpc.StatusCode.PERMISSION_DENIED and "not a survivor" in (exc.details() or ""):
+                return self._finish(state, DROPPED, exc.details() or "not a survivor")
+            if code is grpc.StatusCode.DEADLINE_EXCEEDED and state["state"] == ANSWERED and \
+                    "already released" in (exc.details() or ""):
+                return self._finish(state, DONE, "round released")
+            log.info("secure round %s: %s (%s); retrying later", rid, code, exc.details())
+        return str(state["state"])
+
+    def _prepared(self, state: dict[str, Any]) -> tuple[ClientRound, RosterVerifier] | None:
+        prepared = self._rounds.get(state["round_id"])
+        client = ClientRound.from_bytes(_unb64(state["client"]), self._private)
+        if prepared is None:
+            # After a restart: re-fetch and re-verify the roster of the stored context.
+            stub = self._stub()
+            if stub is None:
+                return None
+            ctx = client.ctx
+            info = stub.GetRound(secagg_pb2.GetRoundRequest(window_start=ctx.window_start,
+                                                            schema_version=ctx.schema_version, omit_roster=True),
+                                 timeout=self._timeout)
+            if bytes(info.context) != ctx.to_bytes():
+                raise RosterRejected("the server now shows another context for a round this tenant submitted to")
+            verifier = self.verifier()
+            if not all(verifier.knows(e) for e in ctx.roster):
+                for entry in stub.GetRoster(secagg_pb2.GetRosterRequest(), timeout=self._timeout).entries:
+                    if any(e.tenant_id == entry.tenant_id for e in ctx.roster):
+                        verifier.verify(entry)
+            if not all(verifier.knows(e) for e in ctx.roster):
+                raise RosterRejected("round context lists keys that are not the signed roster's")
+            return client, verifier
+        return client, prepared.verifier
+
+    def _unmask(self, stub: secagg_pb2_grpc.SecureAggregationServiceStub, state: dict[str, Any]) -> bool:
+        rid = state["round_id"]
+        attested = bool(state.get("attested"))
+        view = stub.GetUnmaskRequest(secagg_pb2.UnmaskQuery(round_id=rid, omit_attestations=not attested),
+                                     timeout=self._timeout)
+        if view.phase == secagg_pb2.COLLECTING:
+            return False
+        if view.phase == secagg_pb2.DONE and not view.unmask_request:
+            self._finish(state, DONE, "round released without this tenant's answer")
+            return False
+        got = self._prepared(state)
+        if got is None:
+            return False
+        client, verifier = got
+        request = UnmaskRequest.from_bytes(bytes(view.unmask_request))
+        atts = [Attestation.from_bytes(bytes(a)) for a in view.attestations]
+        if not state.get("attested"):
+            # Commit to this survivor set (persisted before the signature leaves): an honest tenant
+            # attests one set per round, so a server cannot gather t attestations of two sets.
+            digest = client.attest(request)
+            state["client"] = _b64(client.to_bytes())
+            state["attested"] = True
+            self._save(state)
+        else:
+            digest = client.attest(request)  # the same set again (InconsistentSurvivors otherwise)
+        if not any(a.tenant_id == self.tenant_id for a in atts) and len(atts) < client.ctx.threshold:
+            mine = Attestation(self.tenant_id, digest, self._sign(ATTESTATION_DOMAIN + digest))
+            try:
+                stub.SubmitAttestation(secagg_pb2.SubmitAttestationRequest(round_id=rid, attestation=mine.to_bytes()),
+                                       timeout=self._timeout)
+            except grpc.RpcError as exc:
+                if exc.code() is not grpc.StatusCode.ALREADY_EXISTS:  # sent before a restart: already counted
+                    raise
+            view = stub.GetUnmaskRequest(secagg_pb2.UnmaskQuery(round_id=rid, omit_request=True),
+                                         timeout=self._timeout)
+            atts = [Attestation.from_bytes(bytes(a)) for a in view.attestations]
+        if len(atts) < client.ctx.threshold:
+            return False  # wait for more survivors to attest
+        # InconsistentSurvivors and friends propagate: an equivocating server is never answered.
+        response = client.unmask(request, atts, verifier.verify_attestation)
+        state["client"] = _b64(client.to_bytes())
+        state["response"] = _b64(response.to_bytes())
+        state["state"] = ANSWERED
+        self._save(state)
+        return True
+
+    # -- budget --------------------------------------------------------------------------------------
+
+    def loss_summary(self) -> LossSummary:
+        with self._store.engine.connect() as conn:
+            rows = conn.execute(select(Setting.value).where(Setting.name.like(ROUND_PREFIX + "%"))).scalars().all()
+        states = [json.loads(v) for v in rows]
+        released = [s for s in states if not s.get("empty")]
+        return LossSummary(
+            releases=len(released),
+            cohort_rho=sum(float(s["cohort_rho"]) for s in released),
+            own_worst_case_rho=sum(float(s["own_rho"]) for s in released),
+            own_worst_case_rho_cap=self.config.own_worst_case_rho_cap,
+            rounds_done=sum(s["state"] == DONE for s in states),
+            rounds_dropped=sum(s["state"] == DROPPED for s in states),
+            rounds_aborted=sum(s["state"] == ABORTED for s in states),
+        )
+
+
+def _own_rho_total(conn: Connection) -> float:
+    rows = conn.execute(select(Setting.value).where(Setting.name.like(ROUND_PREFIX + "%"))).scalars().all()
+    return sum(float(json.loads(v).get("own_rho", 0.0)) for v in rows)
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+def _iso(ts: float) -> str:
+    return _utc(ts).isoformat()
+
+
+def is_secure(schema: SignalSchema) -> bool:
+    return schema.aggregation_mode == SECURE and schema.noise_scale > 0
+
+
+__all__: Sequence[str] = (
+    "LossSummary",
+    "NotInRound",
+    "OwnLossCapExceeded",
+    "RosterRejected",
+    "RosterVerifier",
+    "SecAggClientError",
+    "SecAggConfig",
+    "SecureRelease",
+    "is_secure",
+    "load_or_create_masking_key",
+    "roster_statement",
+)

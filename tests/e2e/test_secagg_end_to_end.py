@@ -1,0 +1,107 @@
+"""Secure aggregation end to end: real collectors, real gRPC over mutual TLS, both stores.
+
+Collectors enroll, register their masking keys, seal a window (masked input with a noise
+share), attest the survivor set and unmask; the server's job releases the sum into the
+merged-window table the views read. One collector is "killed" (never submits): it is a
+dropout and the window is released once, from the survivors.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from aggregation.schema import SignalSchema
+from fedsignal_cli.simulator import AgentNetwork, SimTenant
+from server.audit import verify_audit
+from server.secagg.job import run_rounds
+from server.secagg.models import DONE, ParticipantRecord, RoundRecord
+from server.secagg.rounds import SecAggSettings, configure
+from server.signals.models import MergedWindow
+from tenant_agent import Collector, CollectorConfig, enroll
+from tenant_agent.config import BudgetConfig
+from tests.e2e.secagg_support import SECAGG_SERVICES, advance_until, secure_harness
+from tests.harness import Harness
+
+WINDOW = 3600
+
+
+@pytest.fixture
+def h(database_url: str, tmp_path: Path) -> Iterator[Harness]:
+    harness = secure_harness(database_url, tmp_path / "server")
+    try:
+        yield harness
+    finally:
+        harness.running.stop(0)
+        harness.ctx.engine.dispose()
+
+
+def _collector(h: Harness, tmp: Path, tenant: str, cohort: str = "retail") -> Collector:
+    tdir = tmp / tenant
+    enroll(h.enroll_target, h.token(tenant, cohort), tdir, h.ca.certificate_pem, signals_address=h.mtls_target)
+    return Collector(CollectorConfig(state_dir=tdir, server=h.mtls_target, budget=BudgetConfig(rho_per_period=10.0)))
+
+
+def test_a_secure_round_releases_the_sum_of_the_survivors_once(h: Harness, tmp_path: Path) -> None:
+    assert SECAGG_SERVICES
+    configure(h.ctx, SecAggSettings(submit_seconds=3.0, unmask_seconds=30.0))
+    tenants = [f"t{i}" for i in range(5)]
+    collectors = [_collector(h, tmp_path, t) for t in tenants]
+    try:
+        for c in collectors:
+            assert c.secure.register_key()
+            c.refresh_schema()
+        schema: SignalSchema = collectors[0].schema
+        assert schema.aggregation_mode == "secure" and schema.noise_scale > 0
+        start = (int(time.time()) // WINDOW - 2) * WINDOW
+        net = AgentNetwork([SimTenant(t, "retail", 30) for t in tenants], seed=5)
+        truth = np.zeros(schema.size, dtype=np.int64)
+        live = collectors[:4]  # the fifth is killed before its window closes: a dropout
+        for sim, c in zip(net.tenants, collectors, strict=True):
+            c.record_many(net.window_events(sim, start, WINDOW))
+        for c in live:
+            with c.store.engine.connect() as conn:
+                from tenant_agent.windows import WindowBook
+
+                truth += WindowBook.bounded_table(conn, start, schema)
+            outcomes = c._sealer.close_due(start + WINDOW + 1, schema)
+            assert [o.state for o in outcomes] == ["sealed"]
+            c.secure.advance_all()
+        collectors.pop().close()
+        time.sleep(3.2)
+        summary = run_rounds(h.ctx)
+        assert summary.closed == 1
+        advance_until(live, lambda: _phase(h) == DONE, run_job=lambda: run_rounds(h.ctx))
+        with h.ctx.sessions() as session:
+            rounds = session.scalars(select(RoundRecord)).all()
+            assert len(rounds) == 1 and rounds[0].phase == DONE
+            merged = session.scalars(select(MergedWindow)).all()
+            assert len(merged) == 1
+            row = merged[0]
+            assert (row.cohort, row.window_start, row.tenants, row.generation) == ("retail", start, 4, 1)
+            cells = np.frombuffer(row.cells, dtype="<i8")
+            # The released sum is the survivors' tables plus noise of variance 4 sigma_share^2.
+            sigma = float(np.sqrt(row.variance))
+            assert np.all(np.abs(cells - truth) < 8 * sigma)
+            assert abs(row.variance - 4 / rounds[0].threshold * rounds[0].sigma_central**2) < 1e-6
+            # Nothing unmasked is stored, and the masked inputs are gone after release.
+            assert session.scalar(select(func.count()).select_from(ParticipantRecord)
+                                  .where(ParticipantRecord.masked_input.is_not(None))) == 0
+            assert verify_audit(session).ok
+        for c in live:
+            summary_ = c.secure.loss_summary()
+            assert summary_.rounds_done == 1 and summary_.releases == 1
+            assert summary_.own_worst_case_rho > summary_.cohort_rho > 0
+    finally:
+        for c in collectors:
+            c.close()
+
+
+def _phase(h: Harness) -> str | None:
+    with h.ctx.sessions() as session:
+        return session.scalar(select(RoundRecord.phase))

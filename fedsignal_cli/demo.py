@@ -31,7 +31,7 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -241,7 +241,8 @@ class DemoLoop:
         self.p.line(secure_cohorts(self.ctx, sorted({c for _, c in TENANTS}), self.secure_rho))
 
     def sign_trust_root(self) -> None:
-        from aggregation.trust_root import build_root, key_from_public_json, to_json_bytes
+        from aggregation.trust_root import to_json_bytes
+        from aggregation.trust_root_build import build_root, key_from_public_json
         from server.admin_cli import reviewer_keys
 
         self.p.step("Reviewers: Ed25519 keys and the signed trust root")
@@ -285,7 +286,7 @@ class DemoLoop:
             sim = SimTenant(tenant_id, cohort, self.sessions if cohort == HOTSPOT.cohort else self.sessions // 4)
             sims.append(sim)
             self.net = AgentNetwork(sims, seed=self.seed, hotspot=HOTSPOT, intent_weights=INTENT_WEIGHTS)
-            replay_set = ReplaySet(tdir, ReplaySetPolicy(enabled=True, per_category_cap=REPLAY_CAP), clock=self.clock.time)
+            replay_set = ReplaySet(tdir, ReplaySetPolicy(enabled=True, per_category_cap=REPLAY_CAP), clock=self.clock.datetime)
             run = TenantRun(tenant_id, cohort, Collector(config, clock=self.clock.datetime), replay_set,
                             HarnessServer(self.net, sim))
             self.tenants.append(run)
@@ -396,8 +397,20 @@ class DemoLoop:
         kinds = " -> ".join(v["kind"] for v in plan["validation"])
         self.p.line(f"plan: {kinds} -> live stages 10 % -> 50 % -> 100 % (one window each) for intent "
                     f"'{HOTSPOT.intent}' only; gates and alpha as shipped; replay cannot be dropped")
+        # alice's tool, as `fedsignal admin candidates show` then `admin approve`: it rebuilds the approval
+        # from what it shows, refuses a server payload that differs, and signs only content shown unchanged.
+        from server.admin_cli import approval
+
+        records = approval.ReviewRecords(self.state / "reviews" / "alice", self.running.address)
+        shown = review.GetCandidate(review_pb2.GetCandidateRequest(id=cand.id))
+        _text, _previous, seen = approval.show_and_record(shown, records, datetime.now(UTC))
         current = review.GetCandidate(review_pb2.GetCandidateRequest(id=cand.id))
-        payload = bytes(current.signing_payload)
+        decision = approval.decide(current, records, datetime.now(UTC))
+        if decision.payload is None:
+            raise decision.refusal or approval.NotYetReviewed(f"candidate {cand.id}: nothing was signed")
+        payload = decision.payload
+        self.p.line(f"alice's tool rebuilt the approval from what it showed: digest {seen.digest[:16]} "
+                    "(equal to the server's payload byte for byte)")
         sig = self.signers["alice"].sign(payload)
         signed = review.ApproveCandidate(review_pb2.ApproveCandidateRequest(
             id=cand.id, keyid=sig.keyid, signature=bytes.fromhex(sig.signature), signing_payload=payload))

@@ -45,6 +45,7 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from aggregation.bundle import VerifiedBundle
+from aggregation.clock import Clock, to_unix
 from aggregation.errors import FedsignalError
 from aggregation.events import EVENT_SCHEMA_VERSION, DecisionEvent
 from aggregation.rollout_plan import ReplayArm, replay_label
@@ -299,12 +300,12 @@ class ReplayRunner:
     """Runs one rollout's replay for one tenant and releases its results through :func:`release_slices`."""
 
     def __init__(self, collector: Any, replay_set: ReplaySet, harness: HarnessClient | None, *,
-                 clock: Callable[[], float] | None = None, max_cases: int = 500,
+                 clock: Clock | None = None, max_cases: int = 500,
                  deadline_seconds: float = 120.0) -> None:
         self.collector = collector
         self.replay_set = replay_set
         self.harness = harness
-        self.clock = clock or collector.clock
+        self.clock: Clock = clock or collector.clock
         self.max_cases = max_cases
         self.deadline = deadline_seconds
 
@@ -330,7 +331,7 @@ class ReplayRunner:
         taxonomy = self.collector.taxonomy
         started = time.monotonic()
         rows: list[SliceRow] = []
-        now = self.clock()
+        now = to_unix(self.clock())
         for case in cases:
             if time.monotonic() - started > self.deadline:
                 run.errors["slow"] += 1

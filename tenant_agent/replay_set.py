@@ -24,12 +24,12 @@ import hashlib
 import json
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aggregation.clock import Clock, system_clock, to_unix
 from aggregation.events import DecisionEvent
 from aggregation.taxonomy import Taxonomy
 
@@ -111,7 +111,7 @@ class ReplaySet:
     """The tenant's replay cases in ``<state_dir>/replay.db`` (thread-safe)."""
 
     def __init__(self, state_dir: Path | str, policy: ReplaySetPolicy, taxonomy: Taxonomy | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Clock = system_clock) -> None:
         self.policy = policy
         self.path = Path(state_dir) / REPLAY_DB
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,7 +139,7 @@ class ReplaySet:
     def capture(self, events: Iterable[DecisionEvent]) -> CaptureResult:
         """Keep the failing turns of ``events`` as cases (nothing when the set is not enabled)."""
         out = CaptureResult()
-        now = self._clock()
+        now = to_unix(self._clock())
         rows = []
         for event in events:
             if not self.policy.enabled:
@@ -195,12 +195,12 @@ class ReplaySet:
     def prune(self) -> int:
         """Delete the cases older than the retention period; how many went."""
         with self._lock:
-            return self._prune(self._clock())
+            return self._prune(to_unix(self._clock()))
 
     # -- read / purge ---------------------------------------------------------------
     def cases(self, category: str | None = None, intents: Sequence[str] = ()) -> list[ReplayCase]:
         with self._lock:
-            self._prune(self._clock())
+            self._prune(to_unix(self._clock()))
             sql, args = "SELECT * FROM cases", []
             if category:
                 sql += " WHERE category = ?"
@@ -241,7 +241,7 @@ class ReplaySet:
 
     def counts(self) -> dict[str, int]:
         with self._lock:
-            self._prune(self._clock())
+            self._prune(to_unix(self._clock()))
             return dict(self._db.execute("SELECT category, COUNT(*) FROM cases GROUP BY category").fetchall())
 
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aggregation.clock import to_unix
 from aggregation.events import DecisionEvent
 from aggregation.rollout_plan import session_in_shadow, shadow_label
 from aggregation.schema import TURNS
@@ -148,7 +149,7 @@ class ShadowPairer:
 
     def pair(self) -> PairingCounts:
         """Release every complete, unreleased pair; drop shadow turns left alone too long."""
-        now = float(self.collector.clock())
+        now = to_unix(self.collector.clock())
         rows: list[SliceRow] = []
         stage = self._stage()
         if stage is not None and missing_labels(self.collector, {shadow_label(stage.rollout_id, "worse"),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from aggregation.clock import from_unix, system_clock
 from aggregation.events import DecisionEvent, ToolCall
 from aggregation.typed import DataFileError
 from fedsignal_cli.main import main
@@ -23,7 +24,7 @@ def _state(tmp_path: Path, enabled: bool = True) -> Path:
     (state / "collector.toml").write_text('state_dir = "."\ntenant_id = "t1"\ncohort = "c"\n')
     (state / "replay.toml").write_text(f"[replay_set]\nenabled = {str(enabled).lower()}\n")
     cfg = load_replay_config(state)
-    rs = ReplaySet(state, cfg.policy(), clock=lambda: T0)
+    rs = ReplaySet(state, cfg.policy(), clock=lambda: from_unix(T0))
     rs.capture([DecisionEvent(tenant_id="t1", session_id=f"s{i}", timestamp=T0, event_id=f"e{i}", intent="refund",
                               outcome="failure", tool_calls=(ToolCall("a", expected="b"),)) for i in range(3)])
     rs.close()
@@ -71,7 +72,7 @@ def test_a_running_collector_captures_cases_and_replays_in_the_background_only_w
     from tests.tenant_agent.collector.fakes import make_config
 
     off = tmp_path / "off"
-    with Collector(make_config(off), clock=time.time, rng=random.Random(1)) as c:
+    with Collector(make_config(off), clock=system_clock, rng=random.Random(1)) as c:
         c.record_many([DecisionEvent(tenant_id="tenant-1", session_id="s", timestamp=time.time(), event_id="e",
                                      outcome="failure", tool_calls=(ToolCall("a", expected="b"),))])
         replay_agent.tick(c)  # no bundle: nothing to replay
@@ -80,7 +81,7 @@ def test_a_running_collector_captures_cases_and_replays_in_the_background_only_w
     on = tmp_path / "on"
     on.mkdir()
     (on / "replay.toml").write_text("[replay_set]\nenabled = true\n")
-    with Collector(make_config(on), clock=time.time, rng=random.Random(1)) as c:
+    with Collector(make_config(on), clock=system_clock, rng=random.Random(1)) as c:
         c.record_many([DecisionEvent(tenant_id="tenant-1", session_id="s", timestamp=time.time(), event_id="e",
                                      outcome="failure", tool_calls=(ToolCall("a", expected="b"),))])
         assert replay_agent.attached(c).replay_set.counts() == {"wrong_tool": 1}

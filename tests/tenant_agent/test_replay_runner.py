@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from aggregation.clock import from_unix
 from aggregation.events import DecisionEvent, ToolCall
 from aggregation.rollout_plan import replay_label
 from aggregation.schema import default_schema
@@ -89,14 +90,14 @@ LABELLED = default_schema("cohort-a").with_values(
 
 
 def _collector(tmp_path: Path, now: list[float], channel: Any = None, *, labelled: bool = True) -> Collector:
-    c = Collector(make_config(tmp_path / "state"), channel=channel, clock=lambda: now[0], rng=random.Random(3))
+    c = Collector(make_config(tmp_path / "state"), channel=channel, clock=lambda: from_unix(now[0]), rng=random.Random(3))
     if labelled:
         c.adopt_schema(LABELLED)  # the server publishes a rollout's labels when it starts
     return c
 
 
 def _replay_set(tmp_path: Path, cases: int = 12, text: bool = True) -> ReplaySet:
-    rs = ReplaySet(tmp_path / "state", ReplaySetPolicy(enabled=True, store_redacted_text=text), clock=lambda: T0)
+    rs = ReplaySet(tmp_path / "state", ReplaySetPolicy(enabled=True, store_redacted_text=text), clock=lambda: from_unix(T0))
     rs.capture([failing_case(i) for i in range(cases)])
     return rs
 

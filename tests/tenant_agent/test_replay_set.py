@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
+from aggregation.clock import from_unix
 from aggregation.events import DecisionEvent, ToolCall
 from tenant_agent.replay_set import ReplaySet, ReplaySetPolicy
 
@@ -14,8 +16,8 @@ class Clock:
     def __init__(self) -> None:
         self.now = T0
 
-    def __call__(self) -> float:
-        return self.now
+    def __call__(self) -> datetime:
+        return from_unix(self.now)
 
 
 def wrong_tool(i: int, text: str | None = "my order <EMAIL> is late") -> DecisionEvent:

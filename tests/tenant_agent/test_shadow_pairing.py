@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from aggregation.clock import from_unix
 from aggregation.events import DecisionEvent, ToolCall
 from aggregation.rollout_plan import session_in_shadow, shadow_label
 from aggregation.schema import default_schema
@@ -37,7 +38,7 @@ def shadow(i: int, *, wrong_tool: bool = False, at: float = T0 + 6) -> DecisionE
 
 
 def _collector(tmp_path: Path, now: list[float]) -> Collector:
-    c = Collector(make_config(tmp_path / "state"), clock=lambda: now[0], rng=random.Random(1))
+    c = Collector(make_config(tmp_path / "state"), clock=lambda: from_unix(now[0]), rng=random.Random(1))
     c.adopt_schema(SCHEMA)  # the server publishes a rollout's labels at its start
     c._shadow_pairer = ShadowPairer(c, lambda: STAGE, pending_seconds=HOUR)  # type: ignore[attr-defined]
     return c
@@ -118,7 +119,7 @@ def test_duplicate_shadow_turns_and_repeated_live_turns_pair_once(tmp_path: Path
 
 def test_pairs_wait_until_the_schema_lists_the_rollouts_labels(tmp_path: Path) -> None:
     now = [T0 + 10]
-    with Collector(make_config(tmp_path / "state"), clock=lambda: now[0], rng=random.Random(1)) as c:
+    with Collector(make_config(tmp_path / "state"), clock=lambda: from_unix(now[0]), rng=random.Random(1)) as c:
         pairer = ShadowPairer(c, lambda: STAGE)
         c._shadow_pairer = pairer  # type: ignore[attr-defined]
         c.record_many([live(6), shadow(6)])
@@ -130,7 +131,7 @@ def test_pairs_wait_until_the_schema_lists_the_rollouts_labels(tmp_path: Path) -
 
 def test_without_a_shadow_stage_shadow_turns_are_still_kept_out_of_the_live_table(tmp_path: Path) -> None:
     now = [T0 + 10]
-    with Collector(make_config(tmp_path / "state"), clock=lambda: now[0], rng=random.Random(1)) as c:
+    with Collector(make_config(tmp_path / "state"), clock=lambda: from_unix(now[0]), rng=random.Random(1)) as c:
         result = c.record_many([shadow(5), live(5)])
         assert result.recorded == 1 and _window_events(c) == 1
 

@@ -30,7 +30,7 @@ def bundle(phase: str, fraction: float, intents: frozenset[str] = frozenset(), t
 
 class FixedResolver(Resolver):
     def __init__(self, state_dir: Path, tenant: str, active: VerifiedBundle) -> None:
-        super().__init__(state_dir, tenant, clock=lambda: NOW.timestamp())
+        super().__init__(state_dir, tenant, clock=lambda: NOW)
         self._active = active
 
     def active(self) -> VerifiedBundle | None:

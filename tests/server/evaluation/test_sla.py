@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from server import metrics
 from server.db import transaction
 from server.evaluation.sla import open_hotspots, run_sla, shipped_slas, sync_hotspots
 from server.rollout.controller import abort_rollout, start_rollout, step_rollout
@@ -72,10 +71,8 @@ def test_overdue_hotspots_come_first_and_the_gauge_counts_them(world: RolloutWor
     world.bundled_candidate(artifacts=arts, plan=SHORT_PLAN, key="new")
     ages = _open(world)
     assert [a.overdue for a in ages] == [True, False] and ages[0].candidate_id == old
-    fresh = metrics.ServerMetrics()
-    with metrics.bound(fresh):
-        run_sla(world.ctx)
-    value = fresh.registry.get_sample_value("fedsignal_hotspots_overdue",
+    run_sla(world.ctx)
+    value = world.ctx.metrics.registry.get_sample_value("fedsignal_hotspots_overdue",
                                             {"cohort": "retail-eu", "category": "wrong_tool"})
     assert value == 1.0
 

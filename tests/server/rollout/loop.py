@@ -131,7 +131,7 @@ class Loop:
         loop = cls(ctx, running, clock, collectors, network, admin, reviewer, t0, creds)
         for sim in network.tenants:
             t = sim.tenant_id
-            loop.replay_sets[t] = ReplaySet(tmp / t, ReplaySetPolicy(enabled=True), clock=clock)
+            loop.replay_sets[t] = ReplaySet(tmp / t, ReplaySetPolicy(enabled=True), clock=clock.dt)
             loop.harnesses[t] = HarnessServer(network, sim)
         return loop
 

@@ -162,12 +162,13 @@ def test_per_intent_rollouts_read_only_their_intents_slices(world: RolloutWorld)
     world.add_replay(T0, rid, REPLAY_STABLE, REPLAY_FIXED, intent="refund")
     assert step_rollout(world.ctx, rid).decision == "advance"
     with transaction(world.ctx.sessions) as s:
-        from aggregation.bundle import parse_bundle_view
-        from server.review.bundles import latest_bundle
+        from aggregation.bundle import verify_installed
+        from server.review.bundles import bundle_artifacts, latest_bundle
 
         stored = latest_bundle(s, "retail-eu")
         assert stored is not None
-    view = parse_bundle_view(stored.metadata_json.encode(), {})
+        artifacts = dict(bundle_artifacts(s, stored))
+    view = verify_installed(stored.metadata_json.encode(), artifacts)
     assert view.exposure is not None and view.exposure.intents == {"refund"} and view.exposure.phase == "live"
 
 

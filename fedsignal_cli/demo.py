@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedsignal.v1 import admin_pb2, admin_pb2_grpc, review_pb2, review_pb2_grpc, rollout_pb2, rollout_pb2_grpc
 
@@ -49,6 +49,10 @@ from fedsignal_cli.demo_report import (
     signals_table,
 )
 from fedsignal_cli.simulator import AgentNetwork, HarnessServer, Hotspot, SessionArtifacts, SimTenant
+
+if TYPE_CHECKING:
+    from tenant_agent import Collector
+    from tenant_agent.replay_set import ReplaySet
 
 TENANTS: tuple[tuple[str, str], ...] = (
     ("acme", "retail"),
@@ -91,8 +95,8 @@ class SimClock:
 class TenantRun:
     tenant_id: str
     cohort: str
-    collector: Any
-    replay_set: Any
+    collector: Collector
+    replay_set: ReplaySet
     harness: HarnessServer
     events: int = 0
     rho_spent: float = 0.0
@@ -333,12 +337,12 @@ class DemoLoop:
         self.clock.now = start + WINDOW_SECONDS + 1
         released = 0
         for run in self.tenants:
-            for outcome in run.collector.close_windows(self.clock.now):
+            for outcome in run.collector.close_windows(self.clock.datetime()):
                 if outcome.state != "sealed":
                     raise DemoError(f"{run.tenant_id}: window withheld: {outcome.reason}")
                 run.rho_spent += outcome.rho
                 released += 1
-            delivered = run.collector.deliver(self.clock.now, force=True)
+            delivered = run.collector.deliver(self.clock.datetime(), force=True)
             if delivered.pending:
                 raise DemoError(f"{run.tenant_id}: {delivered.pending} report(s) not acknowledged")
         for _ in range(2):  # secure rounds: attest the survivor set, then unmask

@@ -48,8 +48,12 @@ def _window_events(c: Collector) -> int:
     with c.store.engine.connect() as conn:
         from sqlalchemy import func, select
 
-        from tenant_agent.store import Window
-        return int(conn.execute(select(func.coalesce(func.sum(Window.events), 0))).scalar_one())
+        from tenant_agent.store import ContributionBatch, Window
+
+        # Sealed windows hold their count; an open window's events are in its contribution batches.
+        sealed = conn.execute(select(func.coalesce(func.sum(Window.events), 0))).scalar_one()
+        pending = conn.execute(select(func.coalesce(func.sum(ContributionBatch.events), 0))).scalar_one()
+        return int(sealed) + int(pending)
 
 
 def test_discordance_orients_success_and_failures() -> None:

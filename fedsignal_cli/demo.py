@@ -305,8 +305,10 @@ class DemoLoop:
         self.p.line(f"simulated agents: {self.sessions} sessions per retail tenant per window "
                     f"({self.sessions // 4} per travel tenant); planted hotspot: wrong tool in "
                     f"'{HOTSPOT.intent}' for cohort '{HOTSPOT.cohort}'")
-        self.p.line(f"each window: discrete Gaussian (OpenDP), rho = {self.rho} per release, "
-                    f"budget rho = {BUDGET_RHO} per 30 days; failing turns are kept as replay cases, "
+        self.p.line(f"each window: one secure round per cohort; each tenant adds its share of a discrete Gaussian "
+                    f"(OpenDP sampler) whose sum is the cohort release's noise at rho = {self.secure_rho}, and its "
+                    f"ledger spends that (local mode would need rho = {self.rho} per tenant release for a noisier "
+                    f"sum); budget rho = {BUDGET_RHO} per 30 days; failing turns are kept as replay cases, "
                     "inside each tenant (no text)")
 
     def run_window(self, label: str, *, replay: bool = False) -> None:
@@ -314,6 +316,7 @@ class DemoLoop:
         from aggregation.dp import calibrate_scale
         from server.app import run_jobs_once
         from tenant_agent.replay import HarnessClient, ReplayRunner, replay_active_bundle
+        from tenant_agent.secagg import is_secure
 
         assert self.net is not None
         start = self.clock.now
@@ -336,11 +339,13 @@ class DemoLoop:
                     run.replays.append(done)
         self.clock.now = start + WINDOW_SECONDS + 1
         released = 0
+        spent = 0.0
         for run in self.tenants:
             for outcome in run.collector.close_windows(self.clock.datetime()):
                 if outcome.state != "sealed":
                     raise DemoError(f"{run.tenant_id}: window withheld: {outcome.reason}")
                 run.rho_spent += outcome.rho
+                spent += outcome.rho
                 released += 1
             delivered = run.collector.deliver(self.clock.datetime(), force=True)
             if delivered.pending:
@@ -354,10 +359,17 @@ class DemoLoop:
         self.p.line(round_report(self.ctx, int(start) // WINDOW_SECONDS * WINDOW_SECONDS))
         self.windows += 1
         schema = self.tenants[0].collector.schema
-        sigma = calibrate_scale("discrete_gaussian", schema.max_cells_per_unit, schema.max_count_per_cell, rho=self.rho)
+        if is_secure(schema):  # the cohort's published noise: the sum of the tenants' shares
+            sigma, what = schema.noise_scale, "masked noise shares, cohort sigma"
+        else:
+            sigma = calibrate_scale("discrete_gaussian", schema.max_cells_per_unit, schema.max_count_per_cell,
+                                    rho=self.rho)
+            what = "per-tenant sigma"
         when = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d %H:%M")
-        self.p.line(f"{label} window {when} UTC: {events:>6,} turns -> {released} DP releases (sigma {sigma:.2f}, "
-                    f"L0 {schema.max_cells_per_unit}, Linf {schema.max_count_per_cell}), delivered and merged")
+        each = spent / released if released else 0.0
+        self.p.line(f"{label} window {when} UTC: {events:>6,} turns -> {released} DP releases ({what} {sigma:.2f}, "
+                    f"rho {each:.2f} spent per tenant, L0 {schema.max_cells_per_unit}, "
+                    f"Linf {schema.max_count_per_cell}), delivered and merged")
 
     def show_signals(self) -> None:
         self.p.step("Server merges cohort signals (noisy sums, variances, k-suppression, intervals)")

@@ -42,6 +42,7 @@ from fedsignal.v1 import (  # noqa: E402
     secagg_pb2_grpc,
 )
 
+from aggregation.clock import system_clock  # noqa: E402
 from aggregation.schema import SignalSchema  # noqa: E402
 from aggregation.secagg import (  # noqa: E402
     Attestation,
@@ -261,7 +262,7 @@ def bench(n: int, length: int, dropout: float, rounds: int) -> dict[str, float]:
             table = rng.integers(0, 20, size=schema.size).astype(np.int64)
             base = (int(time.time()) // 3600 - 50) * 3600
             for t in tenants:  # a collector verifies the long-term roster once and keeps it
-                t.verifier = RosterVerifier(ca, COHORT, time.time)
+                t.verifier = RosterVerifier(ca, COHORT, system_clock)
                 for entry in t.stub.GetRoster(secagg_pb2.GetRosterRequest()).entries:
                     t.verifier.verify(entry)
             _run_round(tenants, tenants, base - 3600, schema, ca, table)  # warm-up

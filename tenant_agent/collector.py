@@ -128,7 +128,7 @@ class Collector:
             privacy_unit=config.privacy_unit,
         )
         self.secure = SecureRelease(self.store, config.state_dir, tenant_id=self.tenant_id, cohort=self.cohort,
-                                    channel=lambda: self.channel(required=False), clock=lambda: to_unix(self.clock()),
+                                    channel=lambda: self.channel(required=False), clock=self.clock,
                                     config=config.secagg, rpc_timeout=config.delivery.rpc_timeout_seconds)
         self._sealer = self._make_sealer(config.close_grace_seconds)
         self.outbox = Outbox(self.store, config.delivery, rng=rng, audit_actor=self.tenant_id)

@@ -50,9 +50,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fedsignal.v1 import secagg_pb2, secagg_pb2_grpc
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
 
-from aggregation.budget import BudgetExceeded, BudgetLedger, BudgetPolicy, Spend
+from aggregation.budget import BudgetExceeded, BudgetPolicy
+from aggregation.clock import Clock, to_unix, utc
 from aggregation.errors import FedsignalError
 from aggregation.schema import SECURE, SignalSchema
 from aggregation.secagg import (
@@ -68,7 +69,9 @@ from aggregation.secagg import (
 )
 from aggregation.secagg.crypto import public_key_of
 from tenant_agent.config import SecAggConfig
-from tenant_agent.store import WINDOW_SEALED, WINDOW_WITHHELD, CollectorStore, LedgerSpend, Setting, Window
+from tenant_agent.release import load_ledger
+from tenant_agent.store import WINDOW_SEALED, WINDOW_WITHHELD, CollectorStore, Setting, Window
+from tenant_agent.store_models import LOCK_LEDGER, advisory_lock
 from tenant_agent.windows import WindowBook
 
 log = logging.getLogger(__name__)
@@ -192,7 +195,7 @@ def _cert_identity(cert: x509.Certificate) -> tuple[str, str]:
 class RosterVerifier:
     """Checks roster entries against the CA this tenant pinned at enrollment."""
 
-    def __init__(self, ca_pem: bytes, cohort: str, clock: Callable[[], float]) -> None:
+    def __init__(self, ca_pem: bytes, cohort: str, clock: Clock) -> None:
         self._ca = x509.load_pem_x509_certificate(ca_pem)
         self._cohort = cohort
         self._clock = clock
@@ -216,7 +219,7 @@ class RosterVerifier:
             cert.verify_directly_issued_by(self._ca)
         except (ValueError, TypeError, InvalidSignature) as exc:
             raise RosterRejected(f"roster entry of {tid!r}: certificate not issued by the pinned CA ({exc})") from None
-        now = datetime.fromtimestamp(self._clock(), tz=UTC)
+        now = utc(self._clock())
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise RosterRejected(f"roster entry of {tid!r}: certificate not valid now")
         subject, cohort = _cert_identity(cert)
@@ -270,7 +273,7 @@ class SecureRelease:
         tenant_id: str,
         cohort: str,
         channel: Callable[[], grpc.Channel | None],
-        clock: Callable[[], float],
+        clock: Clock,
         config: SecAggConfig | None = None,
         rpc_timeout: float = 10.0,
     ) -> None:
@@ -324,7 +327,7 @@ class SecureRelease:
             return False
         with self._store.transaction() as conn:
             CollectorStore.put_setting(conn, REGISTERED_SETTING, self.public_key.hex())
-            CollectorStore.append_audit(conn, _iso(self._clock()), self.tenant_id, "secagg.key.registered",
+            CollectorStore.append_audit(conn, _iso(to_unix(self._clock())), self.tenant_id, "secagg.key.registered",
                                         {"public_key": self.public_key.hex()})
         return True
 
@@ -409,6 +412,7 @@ class SecureRelease:
         key = ROUND_PREFIX + str(window_start)
         plan = prepared.plan
         with self._store.transaction() as conn:
+            advisory_lock(conn, LOCK_LEDGER)  # one spender at a time, as on the local release path
             if CollectorStore.get_setting(conn, key) is not None:
                 return None  # another process (or the empty-window path) already submitted
             win = conn.execute(select(Window.state).where(Window.window_start == window_start)).scalar_one_or_none()
@@ -419,9 +423,9 @@ class SecureRelease:
             cohort_rho = 0.0 if empty else plan.cohort_loss.rho
             own_rho = 0.0 if empty else plan.own_worst_case_loss.rho
             if not empty:
-                spends = [Spend(at=_utc(at), rho=rho, release_key=k) for at, rho, k in conn.execute(
-                    select(LedgerSpend.at, LedgerSpend.rho, LedgerSpend.release_key).order_by(LedgerSpend.id))]
-                BudgetLedger(policy(conn, now), spends).check(_utc(now), cohort_rho)
+                # The verified, chained ledger with its clock high-water mark (the local path's ledger).
+                load_ledger(conn, policy(conn, now)).check(_utc(now), cohort_rho)
+                CollectorStore.raise_clock_high_water(conn, now)
                 cap = self.config.own_worst_case_rho_cap
                 if cap is not None and _own_rho_total(conn) + own_rho > cap:
                     raise OwnLossCapExceeded(
@@ -440,7 +444,7 @@ class SecureRelease:
             }
             CollectorStore.put_setting(conn, key, json.dumps(state, sort_keys=True))
             if not empty:
-                conn.execute(insert(LedgerSpend), {"at": now, "rho": cohort_rho, "release_key": release_key})
+                CollectorStore.append_spend(conn, now, cohort_rho, release_key)
                 CollectorStore.append_audit(conn, _iso(now), self.tenant_id, "budget.spend", {
                     "release_key": release_key, "window_start": window_start, "mode": "secure",
                     "round_id": prepared.round_id, "rho": cohort_rho, "epsilon": plan.cohort_loss.epsilon,
@@ -567,7 +571,7 @@ class SecureRelease:
         state["note"] = why
         with self._store.transaction() as conn:
             CollectorStore.put_setting(conn, ROUND_PREFIX + str(state["window_start"]), json.dumps(state, sort_keys=True))
-            CollectorStore.append_audit(conn, _iso(self._clock()), self.tenant_id, f"secagg.round.{final}",
+            CollectorStore.append_audit(conn, _iso(to_unix(self._clock())), self.tenant_id, f"secagg.round.{final}",
                                         {"round_id": state["round_id"], "window_start": state["window_start"],
                                          "reason": why})
         log.info("secure round %s (window %s): %s (%s)", state["round_id"], state["window_start"], final, why)

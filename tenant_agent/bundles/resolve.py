@@ -168,7 +168,8 @@ class Resolver:
             if exposure.phase == "shadow" and session_in_shadow(exposure.rollout_id, session_id,
                                                                  exposure.session_fraction):
                 shadow = Resolution(artifact_name, cand.label, bundle.content(cand, artifact_name), CANDIDATE)
-                return Resolution(stable.name, stable.version, stable.content, CONTROL, shadow=shadow)
+                # Served: stable under its own label (not the control label), so not live-canary evidence.
+                return Resolution(stable.name, stable.version, stable.content, STABLE, shadow=shadow)
             return stable  # replay: nobody is served the candidate
         if in_rollout and cand is not None and exposure is not None:
             if session_in_canary(exposure.rollout_id, session_id, exposure.session_fraction):

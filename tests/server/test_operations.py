@@ -145,6 +145,7 @@ def test_default_build_registers_every_service_module(tmp_path: Path) -> None:
         assert running.services == [
             "fedsignal.v1.EnrollmentService", "fedsignal.v1.AdminService", "fedsignal.v1.SignalService",
             "fedsignal.v1.ReviewService", "fedsignal.v1.BundleService", "fedsignal.v1.RolloutService",
+            "fedsignal.v1.SecureAggregationService",
         ]
         assert running.services == [s.name for s in SERVICES]
         assert running.port != running.enrollment_port

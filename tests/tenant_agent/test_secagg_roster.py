@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fedsignal.v1 import secagg_pb2
 
+from aggregation.clock import system_clock
 from aggregation.secagg import generate_keypair
 from server.identity.ca import CertificateAuthority
 from server.secagg.roster import statement
@@ -41,11 +42,10 @@ def test_the_masking_key_is_private_to_its_owner_and_stable(tmp_path: Path) -> N
 
 
 def test_entries_are_checked_against_the_pinned_ca_cohort_and_signature(tmp_path: Path) -> None:
-    import time
 
     ca = CertificateAuthority.create(tmp_path / "ca")
     rogue = CertificateAuthority.create(tmp_path / "rogue")
-    verifier = RosterVerifier(ca.certificate_pem, "retail", time.time)
+    verifier = RosterVerifier(ca.certificate_pem, "retail", system_clock)
     good = _entry(ca, "acme", "retail")
     assert verifier.verify(good).tenant_id == "acme"
     with pytest.raises(RosterRejected, match="pinned CA"):

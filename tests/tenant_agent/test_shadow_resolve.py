@@ -43,7 +43,7 @@ SESSIONS = [f"sess-{i}" for i in range(400)]
 def test_in_replay_nobody_is_served_the_candidate(tmp_path: Path) -> None:
     r = FixedResolver(tmp_path, "t1", bundle("replay", 0.0))
     got = [r.resolve(NAME, s, "refund") for s in SESSIONS]
-    assert {(g.version, g.arm, g.content, g.shadow) for g in got} == {("stable-1", "control", b"S", None)}
+    assert {(g.version, g.arm, g.content, g.shadow) for g in got} == {("stable-1", "stable", b"S", None)}
 
 
 def test_in_shadow_a_sticky_share_serves_stable_and_shadows_the_candidate(tmp_path: Path) -> None:
@@ -51,7 +51,8 @@ def test_in_shadow_a_sticky_share_serves_stable_and_shadows_the_candidate(tmp_pa
     shadowed = 0
     for s in SESSIONS:
         got = r.resolve(NAME, s)
-        assert (got.version, got.content, got.arm) == ("stable-1", b"S", "control")  # what is served
+        # What is served: stable under its own label (arm "stable": not live-canary evidence).
+        assert (got.version, got.content, got.arm) == ("stable-1", b"S", "stable")
         expected = session_in_shadow(RID, s, 0.25)
         assert (got.shadow is not None) == expected
         if got.shadow is not None:

@@ -69,9 +69,11 @@ BUDGET_RHO = 8.0
 INTENT_WEIGHTS = (1.0, 12.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 #: Replay cases kept per failure category, and replayed per rollout, by each tenant.
 REPLAY_CAP = 400
+#: Secure aggregation: the cohort release's rho (what each ledger spends) per unit of local-mode rho per window.
+SECURE_RHO_SHARE = 0.5
 #: What --plant-regression ships: it routes refunds right, and makes tool calls time out 25 times as often.
 REGRESSION_EFFECTS = {"timeout": 25.0}
-__all__ = ["HOTSPOT", "TENANTS", "DemoError", "DemoSummary", "run_demo"]
+__all__ = ["HOTSPOT", "SECURE_RHO_SHARE", "TENANTS", "DemoError", "DemoSummary", "run_demo"]
 
 
 class DemoError(FedsignalError):
@@ -241,7 +243,7 @@ class DemoLoop:
                     f"{self.running.enrollment_address}")
         self.p.line(f"k = {self.min_tenants}: a merged cell is shown only when at least {self.min_tenants} "
                     "tenants reported its window")
-        self.secure_rho = self.rho / 2  # secure aggregation: a clearer sum than local mode at >= sqrt(3) x less rho
+        self.secure_rho = self.rho * SECURE_RHO_SHARE  # a clearer sum than local mode at >= sqrt(3) x less rho
         self.p.line(secure_cohorts(self.ctx, sorted({c for _, c in TENANTS}), self.secure_rho))
 
     def sign_trust_root(self) -> None:

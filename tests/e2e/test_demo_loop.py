@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fedsignal_cli.demo import HOTSPOT, TENANTS, DemoSummary, run_demo
+from fedsignal_cli.demo import HOTSPOT, SECURE_RHO_SHARE, TENANTS, DemoSummary, run_demo
 
 RETAIL = {t for t, c in TENANTS if c == HOTSPOT.cohort}
 
@@ -43,7 +43,9 @@ def test_the_bundle_is_signed_and_the_audit_chain_holds(summary: DemoSummary) ->
 def test_every_collector_released_every_window_under_its_budget(summary: DemoSummary) -> None:
     assert summary.tenants == len(TENANTS)
     for tenant, rho in summary.rho_per_tenant.items():
-        assert rho == pytest.approx(0.5 * summary.windows, rel=1e-6), tenant  # replay adds no spend
+        # Secure aggregation: each ledger spends the cohort release's loss (default rho 0.5 x the share) per
+        # window; replay adds no spend.
+        assert rho == pytest.approx(0.5 * SECURE_RHO_SHARE * summary.windows, rel=1e-6), tenant
 
 
 def test_every_retail_tenant_replayed_its_own_cases_and_the_candidate_fixed_them(summary: DemoSummary) -> None:

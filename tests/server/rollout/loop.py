@@ -21,6 +21,8 @@ import grpc
 from fedsignal.v1 import rollout_pb2, rollout_pb2_grpc
 from securesystemslib.signer import CryptoSigner
 
+from aggregation.dp import calibrate_scale
+from aggregation.schema import SECURE, default_schema
 from fedsignal_cli.simulator import AgentNetwork, HarnessServer, Hotspot, SimTenant
 from server.app import RunningServer, build_server
 from server.context import ServerContext, ServerSettings
@@ -32,7 +34,9 @@ from server.review.trust_root import bootstrap_root, current_root
 from server.review.workflow import approve_candidate, create_candidate
 from server.rollout.controller import run_controller
 from server.rollout.models import RolloutRecord
+from server.secagg.job import run_secagg
 from server.signals.merge import run_merge
+from server.signals.schemas import publish_aggregation
 from server.signals.views import merged_cells
 from tenant_agent.collector import Collector
 from tenant_agent.config import BudgetConfig, CollectorConfig, ReleaseConfig
@@ -108,6 +112,11 @@ class Loop:
                            thresholds={"low": 1, "high": 1, "critical": 1})
             for t in ids:
                 tokens[t] = identity.create_enrollment_token(s, t, COHORT, timedelta(hours=1), "test", clock.dt())[0]
+            # Secure aggregation, the default mode: the cohort's noise (the sum of the tenants' shares) is
+            # the central mechanism's at ``rho`` per window, published before anyone enrolls.
+            base = default_schema(COHORT)
+            publish_aggregation(s, COHORT, SECURE, calibrate_scale(
+                "discrete_gaussian", base.max_cells_per_unit, base.max_count_per_cell, rho=rho), clock=clock.dt)
         ctx.revocations.clear()
         running = build_server(ctx, jobs=False)
         collectors = {}
@@ -213,9 +222,17 @@ class Loop:
         # On the boundary: the window just simulated is closed, the next one not begun.
         self.clock.now = float(self.window_start)
         for tenant, c in self.collectors.items():
+            if tenant in self.silenced:
+                continue  # cut off: under secure aggregation its window's masked input never reaches the round
             c.close_windows()
-            if tenant not in self.silenced:
-                c.deliver(force=True)
+            c.deliver(force=True)
+        # Secure aggregation (every cohort's default): one round per window; the survivors attest the
+        # survivor set, then unmask. A silenced tenant is a dropout.
+        for _ in range(2):
+            for tenant, c in self.collectors.items():
+                if tenant not in self.silenced:
+                    c.secagg_duty()
+            run_secagg(self.ctx)
         run_merge(self.ctx)
         run_controller(self.ctx)
         self.pull_all()

@@ -17,11 +17,14 @@ import pytest
 from securesystemslib.signer import CryptoSigner
 from sqlalchemy import func, select
 
+from aggregation.dp import calibrate_scale
+from aggregation.schema import LOCAL, default_schema
 from fedsignal_cli.simulator import AgentNetwork, SimTenant
 from server.context import ServerContext, ServerSettings
 from server.db import transaction
 from server.review.trust_root import bootstrap_root
 from server.signals.models import SignalReport
+from server.signals.schemas import publish_aggregation
 from tenant_agent import Collector, CollectorConfig, enroll
 from tenant_agent.config import BudgetConfig, ReleaseConfig
 from tenant_agent.store import Release
@@ -62,6 +65,11 @@ def test_outboxes_redeliver_exactly_once_after_a_server_sigkill(database_url: st
     with transaction(ctx.sessions) as session:  # enrollment hands out the reviewers' root
         bootstrap_root(session, state_dir=state, reviewers=[CryptoSigner.generate_ed25519()], now=ctx.clock(),
                        thresholds={"low": 1, "high": 1, "critical": 1})
+        # The outbox carries per-tenant DP reports: the cohort runs in local mode (secure aggregation, the
+        # default, sends masked inputs to rounds instead; tests/e2e/test_secagg_crashes.py covers that path).
+        base = default_schema("cohort-x")
+        publish_aggregation(session, "cohort-x", LOCAL, calibrate_scale(
+            "discrete_gaussian", base.max_cells_per_unit, base.max_count_per_cell, rho=0.01))
     server = ServerProcess(state, database_url, tmp_path / "first.log", min_tenants=1).start()
     restarted: ServerProcess | None = None
     collectors: list[Collector] = []

@@ -80,7 +80,7 @@ class Serving:
             ("close", loops.close_interval_seconds, lambda: c.close_windows(at)),
             ("deliver", loops.deliver_interval_seconds, lambda: c.deliver(at) if c.has_server else None),
             ("bundle", loops.bundle_interval_seconds, lambda: c.pull_bundle() if c.has_server else None),
-            # In a rollout's replay stage: replay new cases in the background (validation-stages).
+            # In a rollout's replay stage: replay new cases in the background.
             ("replay", loops.bundle_interval_seconds, lambda: replay_agent.tick(c)),
         ]
         for name, interval, step in steps:

@@ -167,7 +167,7 @@ def _table(cells: Sequence[admin_pb2.MergedCell]) -> str:
 
 
 def hotspots_table(hotspots: Sequence[admin_pb2.HotspotAge]) -> str:
-    """Open hotspots with age and remediation SLA, overdue first (validation-stages)."""
+    """Open hotspots with age and remediation SLA, overdue first."""
     if not hotspots:
         return "<h2>Open hotspots</h2><p>No open hotspot.</p>"
     rows = "".join(

@@ -8,11 +8,13 @@ queue on the busy timeout instead of failing on a lock upgrade.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 
@@ -20,9 +22,22 @@ class Base(DeclarativeBase):
     """Declarative base of every server table (each domain package keeps its own ``models``)."""
 
 
+def _private_sqlite_file(database: str | None) -> None:
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for ``url`` with the settings fedsignal relies on."""
+    """An engine for ``url`` with the settings fedsignal relies on.
+
+    A SQLite file is created private (0600) before SQLite opens it: it holds every tenant's
+    reports. SQLite gives its -wal and -shm files the database file's mode.
+    """
     if url.startswith("sqlite"):
+        _private_sqlite_file(make_url(url).database)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
 
         @event.listens_for(engine, "connect")

@@ -160,3 +160,20 @@ def test_serve_cli_refuses_insecure_dev_off_loopback_and_metrics_default_to_loop
     assert "loopback" in capsys.readouterr().err
     args = build_parser().parse_args(["server", "serve"])
     assert args.metrics_host == "127.0.0.1"
+
+
+def test_a_sqlite_store_is_private(tmp_path: Path) -> None:
+    from server.db import make_engine
+    from server.migrate import init_db
+
+    db = tmp_path / "server.db"
+    engine = make_engine(f"sqlite:///{db}")
+    try:
+        init_db(engine)
+    finally:
+        engine.dispose()
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    (tmp_path / "loose.db").write_bytes(b"")
+    (tmp_path / "loose.db").chmod(0o644)
+    make_engine(f"sqlite:///{tmp_path / 'loose.db'}").dispose()
+    assert stat.S_IMODE((tmp_path / "loose.db").stat().st_mode) == 0o600

@@ -12,13 +12,15 @@ from fedsignal.v1 import admin_pb2, admin_pb2_grpc, enrollment_pb2, enrollment_p
 from securesystemslib.signer import CryptoSigner
 
 from aggregation.clock import Clock, system_clock
-from server.app import ADMIN, ENROLLMENT, SIGNALS, RunningServer, Service, build_server
+from aggregation.schema import LOCAL
+from server.app import ADMIN, ENROLLMENT, SECAGG, SIGNALS, RunningServer, Service, build_server
 from server.context import ServerContext, ServerSettings
 from server.db import transaction
 from server.identity import enrollment as identity
 from server.identity.auth import require
 from server.identity.ca import CertificateAuthority, generate_key, key_pem, make_csr
 from server.migrate import init_db
+from server.signals.schemas import current_schema, publish_aggregation
 
 CORE_SERVICES = [ENROLLMENT, ADMIN, SIGNALS]
 
@@ -39,6 +41,8 @@ class Harness:
     admin: Credentials
     probe_started: threading.Event = field(default_factory=threading.Event)
     probe_release: threading.Event = field(default_factory=threading.Event)
+    #: Without the secure-aggregation service no round can run: cohorts are published in local mode.
+    local_cohorts: bool = True
 
     @property
     def mtls_target(self) -> str:
@@ -61,6 +65,12 @@ class Harness:
         return admin_pb2_grpc.AdminServiceStub(self.channel(creds or self.admin))
 
     def token(self, tenant: str, cohort: str = "retail", ttl: int = 3600) -> str:
+        """A one-time enrollment token. A harness that serves no secure-aggregation rounds publishes
+        the cohort in local mode (per-tenant reports at the collector's own scale)."""
+        if self.local_cohorts:
+            with transaction(self.ctx.sessions) as session:
+                current_schema(session, cohort, clock=self.ctx.clock)
+                publish_aggregation(session, cohort, LOCAL, 0.0, clock=self.ctx.clock)
         resp = self.admin_stub().CreateEnrollmentToken(
             admin_pb2.CreateEnrollmentTokenRequest(tenant_id=tenant, cohort=cohort, ttl_seconds=ttl), timeout=10
         )
@@ -139,4 +149,4 @@ def start_harness(database_url: str, state_dir: Path, *, services: Sequence[Serv
                            extra_servicers=[probe_servicer(ctx, (started, release))])
     ctx.revocations.clear()
     return Harness(ctx, running, ca, state_dir, Credentials(key, issued.certificate_pem, "root-admin"),
-                   started, release)
+                   started, release, local_cohorts=SECAGG not in services)

@@ -48,6 +48,7 @@ from server.signals.refusals import (
     ReportConflict,
     ReportRefused,
     ReportTooLarge,
+    SecureCohortReport,
     SensitivityMismatch,
     StoreUnavailable,
     TaxonomyVersionMismatch,
@@ -303,8 +304,14 @@ class ReportIngest:
             raise NoiseScaleInvalid(
                 f"noise scale {scale!r} must be finite and in [{dp.MIN_SCALE:g}, {MAX_NOISE_SCALE:g}]"
             )
-        if (schema.aggregation_mode == LOCAL and schema.noise_scale > 0
-                and not math.isclose(scale, schema.noise_scale, rel_tol=1e-9)):
+        if schema.aggregation_mode != LOCAL:
+            # A secure cohort's windows are its rounds' sums: a per-tenant report would be added beside
+            # them, at a noise scale of the tenant's choosing (and could steer a rollout's evidence).
+            raise SecureCohortReport(
+                f"cohort {schema.cohort!r} uses secure aggregation (schema version {schema.version}): "
+                "its windows are released through secure-aggregation rounds, not per-tenant reports"
+            )
+        if schema.noise_scale > 0 and not math.isclose(scale, schema.noise_scale, rel_tol=1e-9):
             # A local-mode cohort's schema fixes the noise: no tenant declares its own (and outweighs the others).
             raise NoiseScaleInvalid(
                 f"noise scale {scale!r}; schema version {schema.version} of cohort {schema.cohort!r} "

@@ -75,6 +75,12 @@ class NoiseScaleInvalid(InvalidRequest, ReportRefused):
     reason = "noise_scale"
 
 
+class SecureCohortReport(PreconditionFailed, ReportRefused):
+    """A per-tenant report for a cohort whose schema says secure aggregation."""
+
+    reason = "secure_cohort"
+
+
 class SensitivityMismatch(InvalidRequest, ReportRefused):
     reason = "sensitivity"
 

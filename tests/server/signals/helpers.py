@@ -11,11 +11,11 @@ import numpy as np
 from fedsignal.v1 import common_pb2
 
 from aggregation import dp
-from aggregation.schema import SignalSchema
+from aggregation.schema import LOCAL, SignalSchema
 from server.context import ServerContext, ServerSettings
 from server.db import make_engine, make_sessionmaker, transaction
 from server.migrate import init_db
-from server.signals.schemas import current_schema
+from server.signals.schemas import current_schema, publish_aggregation
 
 COHORT = "retail-eu"
 # A fixed "now": windows are hourly; NOW sits well after WINDOW.
@@ -33,8 +33,10 @@ def make_context(database_url: str, state_dir: Path, *, min_tenants: int = 3, no
 
 
 def cohort_schema(ctx: ServerContext, cohort: str = COHORT) -> SignalSchema:
+    """``cohort``'s schema in local mode (per-tenant reports, each at its declared scale): what these tests exercise."""
     with transaction(ctx.sessions) as session:
-        return current_schema(session, cohort)
+        current_schema(session, cohort, clock=ctx.clock)
+        return publish_aggregation(session, cohort, LOCAL, 0.0, clock=ctx.clock)
 
 
 def make_report(

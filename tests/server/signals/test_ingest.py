@@ -12,12 +12,15 @@ from fedsignal.v1 import common_pb2
 from sqlalchemy import func, select
 
 from aggregation import dp
+from aggregation.schema import SECURE
 from server.audit import AuditRecord
 from server.context import ServerContext
+from server.db import transaction
 from server.servicer import status_for
 from server.signals import refusals
 from server.signals.ingest import IngestOutcome, ReportIngest, Submitter
 from server.signals.models import SignalReport
+from server.signals.schemas import current_schema
 from tests.server.signals.helpers import COHORT, NOW, WINDOW, cohort_schema, make_report
 
 TENANT = Submitter("acme", COHORT)
@@ -240,3 +243,20 @@ def test_concurrent_submissions_are_group_committed_with_an_intact_audit_chain(c
         audited = {json.loads(a.payload_json)["report_id"] for a in session.scalars(select(AuditRecord))}
     assert verdict.ok and verdict.checked == len(reports)
     assert audited == {str(i) for i in ids}
+
+
+def test_a_per_tenant_report_for_a_secure_cohort_is_refused(ctx: ServerContext) -> None:
+    # A secure cohort's windows are its rounds' sums: a per-tenant report beside them, at a
+    # tiny scale of the tenant's choosing, would outweigh every other tenant's evidence.
+    with transaction(ctx.sessions) as session:
+        secure = current_schema(session, "secure-cohort", clock=ctx.clock)
+    assert secure.aggregation_mode == SECURE
+    report = make_report(secure, TENANT.tenant_id, scale=0.5)
+    report.cohort = "secure-cohort"
+    tenant = Submitter(TENANT.tenant_id, "secure-cohort")
+    before = store_counts(ctx)
+    with pytest.raises(refusals.SecureCohortReport) as refused:
+        ReportIngest(ctx).submit(tenant, report)
+    assert status_for(refused.value) == grpc.StatusCode.FAILED_PRECONDITION
+    assert "secure aggregation" in str(refused.value)
+    assert store_counts(ctx) == before

@@ -18,9 +18,11 @@ import pytest
 from fedsignal.v1 import signals_pb2, signals_pb2_grpc
 from sqlalchemy import func, select
 
-from aggregation.schema import SignalSchema
+from aggregation.schema import LOCAL, SignalSchema
 from server.context import ServerContext, ServerSettings
+from server.db import transaction
 from server.signals.models import SignalReport
+from server.signals.schemas import publish_aggregation
 from tests.server.signals.helpers import make_report
 from tests.server.signals.pki import Pki
 from tests.server.signals.procs import (
@@ -61,6 +63,12 @@ def tenant_stubs(ctx: ServerContext, pki: Pki, tenants: list[str],
     return stubs
 
 
+def local_mode(ctx: ServerContext, schema: SignalSchema) -> SignalSchema:
+    """These replicas ingest per-tenant reports: the cohort is switched to local mode first."""
+    with transaction(ctx.sessions) as session:
+        return publish_aggregation(session, schema.cohort, LOCAL, 0.0, clock=ctx.clock)
+
+
 def test_two_replicas_ingest_and_merge_concurrently(deployment: tuple[Path, ServerContext, Pki],
                                                     tmp_path: Path) -> None:
     state, ctx, pki = deployment
@@ -75,7 +83,7 @@ def test_two_replicas_ingest_and_merge_concurrently(deployment: tuple[Path, Serv
             protos = list(pool.map(lambda s: s.GetSignalSchema(signals_pb2.GetSignalSchemaRequest(), timeout=30),
                                    [stubs[t][i] for t in tenants[:2] for i in range(2)]))
         assert {p.version for p in protos} == {1}
-        schema = SignalSchema.from_proto(protos[0])
+        schema = local_mode(ctx, SignalSchema.from_proto(protos[0]))
         windows = closed_windows(5, schema.window_seconds)
 
         def tenant_run(tenant: str) -> list[int]:
@@ -110,9 +118,9 @@ def test_sigkill_during_a_burst_loses_no_acknowledged_report(deployment: tuple[P
     try:
         tenants = [f"tenant-{i}" for i in range(6)]
         stubs = tenant_stubs(ctx, pki, tenants, [server])
-        schema = SignalSchema.from_proto(
+        schema = local_mode(ctx, SignalSchema.from_proto(
             stubs[tenants[0]][0].GetSignalSchema(signals_pb2.GetSignalSchemaRequest(), timeout=30)
-        )
+        ))
         windows = closed_windows(40, schema.window_seconds)
         outbox = {t: [make_report(schema, t, window_start=w, seed=i) for i, w in enumerate(windows)] for t in tenants}
         acked: set[str] = set()

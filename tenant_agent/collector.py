@@ -287,9 +287,7 @@ class Collector:
         """
         now = self.clock() if now is None else now
         self.refresh_schema()
-        # A window is due when window_end + grace <= now; a grace of minus one window makes every window
-        # that has started due, while the spend and the seal stay dated at the real `now`.
-        return self._make_sealer(-float(self._schema.window_seconds)).close_due(to_unix(now), self._schema)
+        return self._sealer.close_due(to_unix(now), self._schema, force=True)
 
     def deliver(self, now: datetime | None = None, *, force: bool = False) -> DeliveryResult:
         """Send due reports from the outbox (``force``: ignore backoff)."""

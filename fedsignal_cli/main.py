@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import grpc
 
 from aggregation.errors import FedsignalError
-from server.logs import StderrHandler
+from server.observability import StderrHandler
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,14 +40,14 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from aggregation.errors import FedsignalError
-from server import metrics as metrics_mod
+from server import observability
 from server.admin import service as admin_service
 from server.audit import run_audit_checkpoint
 from server.context import ServerContext, ServerSettings
 from server.evaluation.sla import run_sla
 from server.identity import service as identity_service
 from server.identity.ca import server_tls_files
-from server.logs import log_event
+from server.observability import log_event
 from server.review import bundle_service
 from server.review import service as review_service
 from server.review.candidates import run_detection
@@ -130,7 +130,7 @@ def run_jobs_once(ctx: ServerContext, jobs: Sequence[tuple[str, Job]] | None = N
 class MetricsInterceptor(grpc.ServerInterceptor):
     """Counts and times every call by method and status code; logs it (never its payload)."""
 
-    def __init__(self, metrics: metrics_mod.ServerMetrics) -> None:
+    def __init__(self, metrics: observability.ServerMetrics) -> None:
         self._metrics = metrics
 
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
@@ -221,7 +221,7 @@ class RunningServer:
     port: int
     enrollment_port: int
     host: str
-    metrics: metrics_mod.ServerMetrics
+    metrics: observability.ServerMetrics
     health: health.HealthServicer
     services: list[str]
     metrics_port: int | None = None

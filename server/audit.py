@@ -28,9 +28,8 @@ from aggregation.audit import (
     verify_chain,
     verify_chain_against_heads,
 )
-from server import locks
 from server.context import ServerContext
-from server.db import Base, advisory_lock, transaction
+from server.db import Base, advisory_lock, locks, transaction
 
 
 class AuditRecord(Base):

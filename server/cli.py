@@ -205,7 +205,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from server.app import build_server
-    from server.logs import configure_json_logging
+    from server.observability import configure_json_logging
 
     configure_json_logging(getattr(logging, args.log_level.upper()))
     if args.min_tenants < 1:

@@ -29,7 +29,7 @@ from aggregation.clock import Clock, system_clock
 from aggregation.errors import FedsignalError
 from aggregation.typed import StrictModel, validate
 from server.db import make_engine, make_sessionmaker
-from server.metrics import ServerMetrics
+from server.observability import ServerMetrics
 
 #: The server's online Ed25519 key (signs bundle metadata and audit heads), in the state directory.
 ONLINE_KEY_FILE = Path("bundle-keys") / "online_ed25519.pem"

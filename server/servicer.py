@@ -48,7 +48,7 @@ from aggregation.errors import (
 from server.context import ServerContext
 from server.db import transaction
 from server.identity.auth import Identity, RequiredRole, require
-from server.logs import log_event
+from server.observability import log_event
 
 log = logging.getLogger("fedsignal.server.rpc")
 

@@ -14,7 +14,7 @@ from server.audit import iter_audit, latest_head, verify_and_checkpoint
 from server.context import ServerContext
 from server.evaluation.sla import open_hotspots
 from server.identity import enrollment as identity
-from server.logs import log_event
+from server.observability import log_event
 from server.servicer import unit_of_work
 from server.signals.views import DEFAULT_LIST_LIMIT, list_signals
 

@@ -31,9 +31,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aggregation.typed import StrictModel, load_json
-from server import locks
 from server.context import ServerContext
-from server.db import advisory_lock, transaction
+from server.db import advisory_lock, locks, transaction
 from server.evaluation.models import HotspotSla
 from server.review.models import CandidateRecord
 

@@ -26,9 +26,8 @@ from aggregation.errors import (
     PreconditionFailed,
     Unauthenticated,
 )
-from server import locks
 from server.audit import append_audit
-from server.db import advisory_lock
+from server.db import advisory_lock, locks
 from server.identity.models import CertificateRecord, EnrollmentTokenRecord, TenantRecord
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

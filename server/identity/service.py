@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from server.context import ServerContext
 from server.identity import enrollment as identity
 from server.identity.ca import CertificateAuthority
-from server.logs import log_event
+from server.observability import log_event
 from server.servicer import unit_of_work
 
 log = logging.getLogger("fedsignal.server.enrollment")

@@ -21,10 +21,9 @@ from tuf.api.metadata import Metadata, Targets
 
 from aggregation.bundle import RolloutExposure, build_cohort_metadata, bundle_document, wire_name
 from aggregation.errors import PreconditionFailed
-from server import locks
 from server.audit import append_audit
 from server.context import ServerContext
-from server.db import advisory_lock
+from server.db import advisory_lock, locks
 from server.review.models import CandidateRecord, CohortBundleRecord
 from server.review.trust_root import current_root, current_root_version
 from server.review.workflow import (

@@ -36,9 +36,8 @@ from sqlalchemy.orm import Session
 
 from aggregation.rollout_plan import plan_for_candidate, with_default_intents
 from aggregation.stats import ratio_interval
-from server import locks
 from server.context import ServerContext
-from server.db import advisory_lock, transaction
+from server.db import advisory_lock, locks, transaction
 from server.review.models import CandidateRecord
 from server.review.remediation import RemediationMap
 from server.review.workflow import create_candidate

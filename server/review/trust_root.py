@@ -22,10 +22,9 @@ from sqlalchemy.orm import Session
 from aggregation.errors import FedsignalError, InvalidRequest, PreconditionFailed
 from aggregation.trust_root import TrustRoot, load_trusted_root, to_json_bytes, verify_rotation
 from aggregation.trust_root_build import build_root, default_root_threshold, public_key_json
-from server import locks
 from server.audit import append_audit
 from server.context import load_online_signer
-from server.db import advisory_lock
+from server.db import advisory_lock, locks
 from server.review.models import TrustRootRecord
 
 

@@ -40,9 +40,8 @@ from aggregation.bundle_format import sha256_hex, valid_part
 from aggregation.errors import FedsignalError, InvalidRequest, NotFound, PermissionDenied, PreconditionFailed
 from aggregation.rollout_plan import plan_for_candidate
 from aggregation.trust_root import TrustRoot, canonical_signed_bytes, to_json_bytes
-from server import locks
 from server.audit import append_audit
-from server.db import advisory_lock
+from server.db import advisory_lock, locks
 from server.review.models import CandidateRecord, ReviewerSignature
 from server.review.remediation import RemediationMap, default_remediation_map, highest_risk_class
 

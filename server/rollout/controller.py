@@ -56,10 +56,9 @@ from aggregation.rollout_plan import (
     session_fraction,
     shadow_label,
 )
-from server import locks
 from server.audit import append_audit
 from server.context import ServerContext
-from server.db import advisory_lock, transaction
+from server.db import advisory_lock, locks, transaction
 from server.evaluation.replay import assess_replay, read_replay
 from server.evaluation.shadow import assess_shadow, read_shadow
 from server.evaluation.sla import note_rollout_stage

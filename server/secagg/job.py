@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from server.context import ServerContext
-from server.logs import log_event
+from server.observability import log_event
 from server.secagg import metrics as secagg_metrics
 from server.secagg.models import ABORTED, COLLECTING, DONE, UNMASKING
 from server.secagg.rounds import (

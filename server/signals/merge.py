@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from server.context import ServerContext
 from server.db import transaction
-from server.logs import log_event
+from server.observability import log_event
 from server.signals.models import MergedWindow, SignalReport
 
 log = logging.getLogger(__name__)

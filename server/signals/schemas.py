@@ -20,8 +20,7 @@ from aggregation.clock import Clock, system_clock
 from aggregation.dp import Mechanism, calibrate_scale
 from aggregation.errors import InvalidRequest
 from aggregation.schema import DEFAULT_AGGREGATION_MODE, SignalSchema, default_schema
-from server import locks
-from server.db import advisory_lock
+from server.db import advisory_lock, locks
 from server.signals.models import SignalSchemaVersion
 
 ARTIFACT_VERSION = "artifact_version"

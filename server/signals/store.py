@@ -34,9 +34,9 @@ from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from aggregation.audit import ChainedEntry, chain_next
-from server import locks
 from server.audit import AuditRecord
 from server.context import ServerContext
+from server.db import locks
 from server.signals.models import SignalReport
 
 # A writer with nothing to do for this long exits; the next store starts a new one.

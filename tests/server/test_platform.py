@@ -16,7 +16,7 @@ from aggregation.typed import DataFileError
 from fedsignal_cli.main import build_parser, main
 from server.app import InsecureDevRefused, build_server, check_insecure_dev
 from server.context import ONLINE_KEY_FILE, RevocationCache, ServerContext, ServerSettings
-from server.metrics import ServerMetrics
+from server.observability import ServerMetrics
 from server.servicer import STATUS, RateLimiter, check_text, status_for
 from server.signals.refusals import ReportTooLarge, WindowOutOfRange
 

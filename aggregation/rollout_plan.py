@@ -3,8 +3,9 @@
 A :class:`RolloutPlan` lists the stages a candidate goes through (percent of
 the cohort's traffic), the dwell and evidence each stage needs, and the gates
 the canary must pass against the control. Plans per risk class ship as a
-versioned data file (``aggregation/data/rollout_plans_v1.json``), loaded and
-validated once; a reviewer may override a candidate's plan before approval
+versioned data file (``aggregation/data/rollout_plans_v1.json``), loaded through typed
+models (:mod:`aggregation.typed`: a typo'd key or a mistyped value is refused with
+its name and line) and validated once; a reviewer may override a candidate's plan before approval
 (the plan JSON on the candidate), and the plan is frozen when the rollout
 starts: the server stores it with the rollout and records its digest in the
 audit log, so gates cannot be loosened mid-rollout.
@@ -39,10 +40,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, Field
 
 from aggregation.errors import InvalidRequest
 from aggregation.risk import RISK_ORDER
+from aggregation.typed import DataFileError, StrictModel, load_json, validate
 
 PLANS_RESOURCE = "data/rollout_plans_v1.json"
 GATE_MEASURES = ("task_success", "escalated", "human_correction", "tool_error", "timeout", "safety_incident")
@@ -53,6 +57,7 @@ Direction = Literal["drop", "rise"]
 #: Largest share of a participating tenant's sessions on the candidate before the 100 % stage
 #: (when the cohort has enough tenants): the rest is the randomized control.
 MAX_CANARY_SHARE = 0.5
+M = TypeVar("M", bound=BaseModel)
 
 
 class RolloutPlanError(InvalidRequest):
@@ -190,10 +195,10 @@ def _check_percent(stage_percent: float) -> None:
 class Stage:
     percent: float
     #: Dwell: full windows the stage must have been observed for before advancing.
-    min_windows: int
+    min_windows: int = 1
     #: Minimum evidence: merged (noisy) turns in the canary / control slice since the stage started.
-    min_canary_turns: float
-    min_control_turns: float
+    min_canary_turns: float = 0.0
+    min_control_turns: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -251,20 +256,34 @@ class ValidationStage:
             doc["share"] = self.share
         return doc
 
-    @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> ValidationStage:
-        if not isinstance(doc, Mapping):
-            raise RolloutPlanError("a validation stage must be an object")
-        allowed = {"kind", "min_windows", "min_cases", "min_tenants", "improvement", "margin", "share"}
-        unknown = sorted(set(doc) - allowed)
-        if unknown:
-            raise RolloutPlanError(f"validation stage: unknown field(s) {', '.join(unknown)}")
-        return cls(
-            kind=str(doc["kind"]), min_windows=int(doc.get("min_windows", 1)),
-            min_cases=float(doc.get("min_cases", 30.0)), min_tenants=int(doc.get("min_tenants", 1)),
-            improvement=float(doc.get("improvement", 0.0)), margin=float(doc.get("margin", 0.02)),
-            share=float(doc.get("share", 0.0)),
-        )
+
+# The documents as written (a plans file, a reviewer's override, a rollout's frozen plan): typed
+# models (:mod:`aggregation.typed`), so a typo'd key or a mistyped value is refused with its name
+# (and, from a text, its line). Defaults are the dataclasses' own; the rules a plan obeys beyond
+# its types (increasing stages, a safety gate, ...) are checked once, on the dataclass.
+
+
+class StageDocument(StrictModel):
+    percent: float
+    min_windows: int = Stage.min_windows
+    min_canary_turns: float = Stage.min_canary_turns
+    min_control_turns: float = Stage.min_control_turns
+
+
+class GateDocument(StrictModel):
+    measure: str
+    direction: Direction
+    margin: float
+
+
+class ValidationStageDocument(StrictModel):
+    kind: str
+    min_windows: int = ValidationStage.min_windows
+    min_cases: float = ValidationStage.min_cases
+    min_tenants: int = ValidationStage.min_tenants
+    improvement: float = ValidationStage.improvement
+    margin: float = ValidationStage.margin
+    share: float = ValidationStage.share
 
 
 @dataclass(frozen=True)
@@ -319,49 +338,67 @@ class RolloutPlan:
         return hashlib.sha256(self.to_json().encode()).hexdigest()
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, Any], *, risk_class: str | None = None, plans_version: str = "") -> RolloutPlan:
-        if not isinstance(doc, Mapping):
-            raise RolloutPlanError("a rollout plan must be a JSON object")
-        try:
-            stages = tuple(
-                Stage(
-                    percent=float(s["percent"]),
-                    min_windows=int(s.get("min_windows", 1)),
-                    min_canary_turns=float(s.get("min_canary_turns", 0)),
-                    min_control_turns=float(s.get("min_control_turns", 0)),
-                )
-                for s in doc["stages"]
-            )
-            gates = tuple(
-                GateSpec(measure=str(g["measure"]), direction=g["direction"], margin=float(g["margin"]))
-                for g in doc["gates"]
-            )
-            validation = tuple(ValidationStage.from_dict(v) for v in doc.get("validation", ()))
-            intents = doc.get("intents", ())
-            if isinstance(intents, str) or not all(isinstance(i, str) for i in intents):
-                raise RolloutPlanError("invalid rollout plan: 'intents' must be a list of intent names")
-            return cls(
-                risk_class=str(risk_class or doc.get("risk_class", "")),
-                stages=stages,
-                gates=gates,
-                validation=validation,
-                intents=tuple(sorted(set(intents))),
-                alpha=float(doc.get("alpha", 0.05)),
-                mixture_scale=float(doc.get("mixture_scale", 0.05)),
-                plans_version=str(doc.get("plans_version", plans_version)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, RolloutPlanError):
-                raise
-            raise RolloutPlanError(f"invalid rollout plan: missing or malformed field ({exc})") from exc
+    def from_document(cls, doc: PlanDocument, *, risk_class: str | None = None, plans_version: str = "") -> RolloutPlan:
+        """The plan a validated document describes (``risk_class`` and ``plans_version`` where it names none)."""
+        return cls(
+            risk_class=risk_class or doc.risk_class,
+            stages=tuple(Stage(**s.model_dump()) for s in doc.stages),
+            gates=tuple(GateSpec(**g.model_dump()) for g in doc.gates),
+            validation=tuple(ValidationStage(**v.model_dump()) for v in doc.validation),
+            intents=tuple(sorted(set(doc.intents))),
+            alpha=doc.alpha,
+            mixture_scale=doc.mixture_scale,
+            plans_version=plans_version if doc.plans_version is None else doc.plans_version,
+        )
+
+    @classmethod
+    def from_dict(cls, doc: Any, *, risk_class: str | None = None, plans_version: str = "",
+                  text: str | None = None) -> RolloutPlan:
+        """A plan document (``text``: the JSON it was parsed from, for line numbers)."""
+        source = f"rollout plan ({risk_class or 'override'})"
+        return cls.from_document(_typed(PlanDocument, doc, source, text), risk_class=risk_class,
+                                 plans_version=plans_version)
 
     @classmethod
     def from_json(cls, text: str | bytes, *, risk_class: str | None = None) -> RolloutPlan:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", errors="replace")
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
             raise RolloutPlanError(f"rollout plan is not valid JSON: {exc}") from exc
-        return cls.from_dict(doc, risk_class=risk_class)
+        return cls.from_dict(doc, risk_class=risk_class, text=text)
+
+
+class PlanDocument(StrictModel):
+    """One rollout plan (:meth:`RolloutPlan.to_dict` writes every key; a plans file leaves out the first two)."""
+
+    risk_class: str = ""
+    plans_version: str | None = None
+    alpha: float = RolloutPlan.alpha
+    mixture_scale: float = RolloutPlan.mixture_scale
+    stages: list[StageDocument]
+    gates: list[GateDocument]
+    validation: list[ValidationStageDocument] = []
+    intents: list[str] = []
+
+
+class PlansFileDocument(StrictModel):
+    """``aggregation/data/rollout_plans_v1.json``: the shipped plans, one per risk class."""
+
+    version: str = Field(min_length=1)
+    description: str = ""
+    override_max_first_percent: dict[str, float] = {}
+    plans: dict[str, PlanDocument]
+    intent_scoped_kinds: list[str] = []
+
+
+def _typed(model: type[M], doc: Any, source: str, text: str | None) -> M:
+    """``doc`` as ``model``; a :class:`RolloutPlanError` naming each key (and line) otherwise."""
+    try:
+        return validate(model, doc, source=source, text=text, fmt="json")
+    except DataFileError as exc:
+        raise RolloutPlanError("; ".join(str(exc).splitlines())) from None
 
 
 def _validate(plan: RolloutPlan) -> None:
@@ -498,19 +535,17 @@ class RolloutPlans:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> RolloutPlans:
+        """Load and validate a plans file (None: the shipped one); raises :class:`RolloutPlanError`."""
         if path is None:
-            text = resources.files("aggregation").joinpath(PLANS_RESOURCE).read_text()
-            source = PLANS_RESOURCE
+            source, text = f"aggregation/{PLANS_RESOURCE}", resources.files("aggregation").joinpath(PLANS_RESOURCE).read_text()
         else:
-            text = Path(path).read_text()
-            source = str(path)
+            source, text = str(path), None
         try:
-            doc = json.loads(text)
-            version = str(doc["version"])
-            raw = doc["plans"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise RolloutPlanError(f"{source}: not a rollout plans document ({exc})") from exc
-        plans = {rc: RolloutPlan.from_dict(p, risk_class=rc, plans_version=version) for rc, p in raw.items()}
+            doc = load_json(PlansFileDocument, source, text=text)
+        except DataFileError as exc:
+            raise RolloutPlanError("; ".join(str(exc).splitlines())) from None
+        plans = {rc: RolloutPlan.from_document(p, risk_class=rc, plans_version=doc.version)
+                 for rc, p in doc.plans.items()}
         missing = [rc for rc in RISK_CLASSES if rc not in plans]
         if missing:
             raise RolloutPlanError(f"{source}: no plan for risk class(es) {', '.join(missing)}")
@@ -518,17 +553,11 @@ class RolloutPlans:
             lacking = [k for k in MANDATORY_VALIDATION.get(rc, ()) if plan.validation_stage(k) is None]
             if lacking:
                 raise RolloutPlanError(f"{source}: plan {rc!r} lacks its mandatory {', '.join(lacking)} stage(s)")
-        try:
-            ceilings = {str(rc): float(v) for rc, v in doc.get("override_max_first_percent", {}).items()}
-        except (AttributeError, TypeError, ValueError) as exc:
-            raise RolloutPlanError(f"{source}: override_max_first_percent must map risk classes to percents") from exc
-        for rc, v in ceilings.items():
+        for rc, v in doc.override_max_first_percent.items():
             if rc not in plans or not 0.0 < v < 100.0:
                 raise RolloutPlanError(f"{source}: override_max_first_percent[{rc!r}] must be in (0, 100) for a known class")
-        scoped = doc.get("intent_scoped_kinds", [])
-        if not isinstance(scoped, list) or not all(isinstance(k, str) for k in scoped):
-            raise RolloutPlanError(f"{source}: intent_scoped_kinds must be a list of artifact kinds")
-        return cls(version=version, plans=plans, max_first_percent=ceilings, intent_scoped_kinds=frozenset(scoped))
+        return cls(version=doc.version, plans=plans, max_first_percent=dict(doc.override_max_first_percent),
+                   intent_scoped_kinds=frozenset(doc.intent_scoped_kinds))
 
     def for_risk_class(self, risk_class: str) -> RolloutPlan:
         try:

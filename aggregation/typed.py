@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -157,14 +157,19 @@ def _shown(value: Any) -> str:
 def _allowed_keys(model: type[BaseModel], loc: Loc) -> list[str]:
     """Field names of the (nested) model at ``loc``, when it can be followed through the annotations."""
     current: Any = model
+    keyed = False  # the next string part is a key of a dict-valued field, not a field name
     for part in loc:
         if isinstance(part, int):
+            continue
+        if keyed:
+            keyed = False
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return []
         field = current.model_fields.get(part)
         if field is None:
             return []
+        keyed = get_origin(field.annotation) in (dict, Mapping)
         current = _model_in(field.annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return sorted(f.alias or name for name, f in current.model_fields.items())

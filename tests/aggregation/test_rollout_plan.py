@@ -61,7 +61,7 @@ def test_reviewer_override_is_used_and_validated() -> None:
         (lambda d: d["gates"][-1].update(margin=0.01), "must not rise at all"),
         (lambda d: d["gates"].append(dict(d["gates"][0])), "one gate per measure"),
         (lambda d: d["gates"][0].update(measure="vibes"), "unknown measure"),
-        (lambda d: d.pop("stages"), "missing or malformed"),
+        (lambda d: d.pop("stages"), "stages: required key is missing"),
     ],
 )
 def test_invalid_plans_are_refused(mutate, message) -> None:  # type: ignore[no-untyped-def]

@@ -63,7 +63,7 @@ def test_a_smaller_shadow_share_is_looser() -> None:
     ([{"kind": "replay"}, {"kind": "replay"}], "at most one"),
     ([{"kind": "canary"}], "unknown validation stage kind"),
     ([{"kind": "shadow", "share": 0.0}], "share must be in"),
-    ([{"kind": "replay", "surprise": 1}], "unknown field"),
+    ([{"kind": "replay", "surprise": 1}], r"validation\[0\]\.surprise: unknown key"),
 ])
 def test_malformed_validation_stages_are_refused(validation: list[dict[str, object]], message: str) -> None:
     doc = shipped_plans().for_risk_class("low").to_dict()

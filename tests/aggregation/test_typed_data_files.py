@@ -1,4 +1,4 @@
-"""The versioned data files (taxonomy, signal schema template and versions) refuse typo'd or mistyped keys."""
+"""The versioned data files (taxonomy, signal schema template and versions, rollout plans) refuse typo'd or mistyped keys."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from aggregation.rollout_plan import RolloutPlan, RolloutPlanError, RolloutPlans
 from aggregation.schema import (
     SchemaError,
     SignalSchema,
@@ -83,3 +84,49 @@ def test_a_mistyped_schema_version_is_refused() -> None:
     doc["privacy_unt"] = "user"
     with pytest.raises(SchemaError, match="privacy_unt: unknown key"):
         SignalSchema.from_dict(doc)
+
+
+def shipped_plans_text() -> str:
+    return resources.files("aggregation").joinpath("data/rollout_plans_v1.json").read_text()
+
+
+def test_a_misspelt_key_in_a_rollout_plans_file_is_refused_with_its_name_line_and_a_suggestion(
+        tmp_path: Path) -> None:
+    doc = json.loads(shipped_plans_text())
+    stage = doc["plans"]["high"]["stages"][0]
+    stage["min_windws"] = stage.pop("min_windows")
+    text = json.dumps(doc, indent=2)
+    path = tmp_path / "plans.json"
+    path.write_text(text)
+    with pytest.raises(RolloutPlanError) as err:
+        RolloutPlans.load(path)
+    line = line_of(text, '"min_windws"')
+    assert (f"{path}:{line}: plans.high.stages[0].min_windws: unknown key (did you mean min_windows?)"
+            in str(err.value))
+
+
+def test_a_mistyped_value_in_a_rollout_plans_file_is_refused_not_coerced(tmp_path: Path) -> None:
+    doc = json.loads(shipped_plans_text())
+    doc["plans"]["critical"]["alpha"] = "0.05"
+    doc["intent_scoped_kinds"] = "routing_rule"
+    text = json.dumps(doc, indent=2)
+    path = tmp_path / "plans.json"
+    path.write_text(text)
+    with pytest.raises(RolloutPlanError) as err:
+        RolloutPlans.load(path)
+    message = str(err.value)
+    critical = text.index('"critical": {\n      "alpha"')
+    alpha_line = text[: text.index('"alpha"', critical)].count("\n") + 1
+    assert f"{path}:{alpha_line}: plans.critical.alpha: input should be a valid number, got the string '0.05'" in message
+    kinds_line = line_of(text, '"intent_scoped_kinds"')
+    assert f"{path}:{kinds_line}: intent_scoped_kinds:" in message
+
+
+def test_a_mistyped_reviewer_override_names_the_key_and_its_line() -> None:
+    doc = RolloutPlans.load().for_risk_class("low").to_dict()
+    doc["stages"][0]["min_windows"] = True  # a boolean is not a number of windows
+    text = json.dumps(doc, indent=2)
+    with pytest.raises(RolloutPlanError) as err:
+        RolloutPlan.from_json(text, risk_class="low")
+    line = line_of(text, '"min_windows"')
+    assert f"rollout plan (low):{line}: stages[0].min_windows:" in str(err.value)

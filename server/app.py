@@ -309,12 +309,14 @@ def build_server(ctx: ServerContext, *, jobs: bool = True, job_interval: float =
                  metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
                  enrollment_listen: str | None = None, health_listen: str | None = None, workers: int = 16,
                  services: Sequence[Service] = SERVICES,
-                 extra_servicers: list[Callable[[grpc.Server], None]] | None = None) -> RunningServer:
+                 extra_servicers: list[Callable[[grpc.Server], None]] | None = None,
+                 interceptors: Sequence[grpc.ServerInterceptor] = ()) -> RunningServer:
     """Build, start and return the server described by ``ctx.settings``.
 
     ``metrics_port`` None: no Prometheus HTTP endpoint (0: an ephemeral port).
     ``health_listen`` HOST:PORT: also serve the health service alone, in plaintext, there.
     ``extra_servicers``: callables that add more servicers to the grpc server (tests).
+    ``interceptors``: more server interceptors, after the metrics one (tests: a seam that records or holds calls).
     """
     settings = ctx.settings
     check_insecure_dev(settings)
@@ -322,7 +324,7 @@ def build_server(ctx: ServerContext, *, jobs: bool = True, job_interval: float =
     limit = settings.max_message_bytes
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fedsignal-rpc"),
-        interceptors=[MetricsInterceptor(metrics)],
+        interceptors=[MetricsInterceptor(metrics), *interceptors],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),

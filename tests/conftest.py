@@ -77,6 +77,14 @@ def harness(database_url: str, tmp_path: Path) -> Iterator[Harness]:
     try:
         yield h
     finally:
-        h.probe_release.set()
-        h.running.stop(0)
-        h.ctx.engine.dispose()
+        h.close()
+
+
+@pytest.fixture
+def sqlite_harness(tmp_path: Path) -> Iterator[Harness]:
+    """The real server over SQLite only (for tests parametrized on something else, e.g. the collector's store)."""
+    h = start_harness(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-state")
+    try:
+        yield h
+    finally:
+        h.close()

@@ -1,4 +1,13 @@
-"""A real server on loopback with real TLS, on both stores, plus credentials helpers."""
+"""A real server on loopback with real TLS, on both stores, plus credentials helpers.
+
+Seams for tests a healthy server cannot play, built in rather than monkeypatched:
+
+* :class:`CallTap`, a server interceptor on every harness server: it records each request a
+  method receives (duplicates included, as the bytes the client sent) and can hold a method's
+  reply open after the real servicer has handled the call, until the test releases it;
+* :meth:`Harness.stop_server` / :meth:`Harness.start_server`: an outage, then a new server
+  instance on the same addresses over the same store.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +15,12 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from fedsignal.v1 import admin_pb2, admin_pb2_grpc, enrollment_pb2, enrollment_pb2_grpc
 from securesystemslib.signer import CryptoSigner
+from sqlalchemy import select
 
 from aggregation.clock import Clock, system_clock
 from aggregation.schema import LOCAL
@@ -20,9 +31,74 @@ from server.identity import enrollment as identity
 from server.identity.auth import require
 from server.identity.ca import CertificateAuthority, generate_key, key_pem, make_csr
 from server.migrate import init_db
+from server.signals.models import SignalReport
 from server.signals.schemas import current_schema, publish_aggregation
+from tenant_agent.transport import enroll as enroll_collector
 
 CORE_SERVICES = [ENROLLMENT, ADMIN, SIGNALS]
+SUBMIT_REPORT = "/fedsignal.v1.SignalService/SubmitReport"
+#: Client channel options for a test that restarts the server: reconnect quickly once it is back.
+FAST_RECONNECT: list[tuple[str, object]] = [("grpc.initial_reconnect_backoff_ms", 100),
+                                            ("grpc.min_reconnect_backoff_ms", 100),
+                                            ("grpc.max_reconnect_backoff_ms", 500)]
+
+
+@dataclass
+class Hold:
+    """A held reply: ``arrived`` is set once the servicer has handled the call; the reply waits for ``release``."""
+
+    arrived: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    timeout: float = 30.0
+
+
+class CallTap(grpc.ServerInterceptor):
+    """Records every unary request per method and holds a method's reply when asked (a test seam)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._received: dict[str, list[bytes]] = {}
+        self._holds: dict[str, Hold] = {}
+
+    def received(self, method: str = SUBMIT_REPORT) -> list[bytes]:
+        """Every request ``method`` received so far, in order, re-serialized deterministically."""
+        with self._lock:
+            return list(self._received.get(method, []))
+
+    def hold(self, method: str = SUBMIT_REPORT, timeout: float = 30.0) -> Hold:
+        """Hold the reply of the next call of ``method`` (handled and committed, not yet answered)."""
+        hold = Hold(timeout=timeout)
+        with self._lock:
+            self._holds[method] = hold
+        return hold
+
+    def release_all(self) -> None:
+        with self._lock:
+            holds, self._holds = list(self._holds.values()), {}
+        for hold in holds:
+            hold.release.set()
+
+    def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
+                          handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method, behaviour = handler_call_details.method, handler.unary_unary
+
+        def tapped(request: Any, context: grpc.ServicerContext) -> Any:
+            data = request.SerializeToString(deterministic=True) if hasattr(request, "SerializeToString") else request
+            with self._lock:
+                self._received.setdefault(method, []).append(data)
+            response = behaviour(request, context)
+            with self._lock:
+                hold = self._holds.pop(method, None)
+            if hold is not None:
+                hold.arrived.set()
+                hold.release.wait(hold.timeout)
+            return response
+
+        return grpc.unary_unary_rpc_method_handler(tapped, request_deserializer=handler.request_deserializer,
+                                                   response_serializer=handler.response_serializer)
 
 
 @dataclass
@@ -43,6 +119,40 @@ class Harness:
     probe_release: threading.Event = field(default_factory=threading.Event)
     #: Without the secure-aggregation service no round can run: cohorts are published in local mode.
     local_cohorts: bool = True
+    services: Sequence[Service] = field(default_factory=lambda: list(CORE_SERVICES))
+    tap: CallTap = field(default_factory=CallTap)
+    #: False between :meth:`stop_server` and :meth:`start_server`.
+    serving: bool = True
+
+    def stop_server(self) -> None:
+        """Take the server down (its store stays): clients see UNAVAILABLE until :meth:`start_server`."""
+        self.tap.release_all()
+        self.probe_release.set()
+        self.running.stop(0)
+        self.ctx.engine.dispose()
+        self.serving = False
+
+    def start_server(self) -> None:
+        """A new server instance (new context, caches and servicers) on the same addresses and store."""
+        if self.serving:
+            raise RuntimeError("the server is running; stop_server() first")
+        settings = self.ctx.settings.model_copy(update={"listen": f"127.0.0.1:{self.running.port}"})
+        enroll_listen = f"127.0.0.1:{self.running.enrollment_port}"
+        self.ctx = ServerContext.create(settings, clock=self.ctx.clock)
+        self.probe_started, self.probe_release = threading.Event(), threading.Event()
+        self.running = _serve(self.ctx, self.services, self.tap, (self.probe_started, self.probe_release),
+                              enrollment_listen=enroll_listen)
+        self.serving = True
+
+    def close(self) -> None:
+        if self.serving:
+            self.stop_server()
+
+    def reports(self, tenant: str = "tenant-1") -> list[SignalReport]:
+        """The reports the server stored for ``tenant``, in arrival order."""
+        with self.ctx.sessions() as session:
+            return list(session.scalars(
+                select(SignalReport).where(SignalReport.tenant_id == tenant).order_by(SignalReport.id)))
 
     @property
     def mtls_target(self) -> str:
@@ -86,6 +196,11 @@ class Harness:
 
     def tenant(self, tenant: str, cohort: str = "retail") -> Credentials:
         return self.enroll(self.token(tenant, cohort), tenant)[0]
+
+    def enroll_collector(self, state_dir: Path, tenant: str = "tenant-1", cohort: str = "cohort-a") -> None:
+        """Enroll a collector state directory as ``tenant`` (credentials, server address and schema)."""
+        enroll_collector(self.enroll_target, self.token(tenant, cohort), state_dir, self.ca.certificate_pem,
+                         signals_address=self.mtls_target)
 
     def whoami(self, creds: Credentials | None, claimed: str = "", port: int | None = None) -> str:
         with self.channel(creds, port=port) as ch:
@@ -145,8 +260,16 @@ def start_harness(database_url: str, state_dir: Path, *, services: Sequence[Serv
         bootstrap_root(session, state_dir=state_dir, reviewers=[CryptoSigner.generate_ed25519() for _ in range(3)],
                        now=now)
     started, release = threading.Event(), threading.Event()
-    running = build_server(ctx, jobs=False, metrics_port=0, services=services,
-                           extra_servicers=[probe_servicer(ctx, (started, release))])
-    ctx.revocations.clear()
+    tap = CallTap()
+    running = _serve(ctx, services, tap, (started, release))
     return Harness(ctx, running, ca, state_dir, Credentials(key, issued.certificate_pem, "root-admin"),
-                   started, release, local_cohorts=SECAGG not in services)
+                   started, release, local_cohorts=SECAGG not in services, services=list(services), tap=tap)
+
+
+def _serve(ctx: ServerContext, services: Sequence[Service], tap: CallTap,
+           probe_events: tuple[threading.Event, threading.Event], *, enrollment_listen: str | None = None
+           ) -> RunningServer:
+    running = build_server(ctx, jobs=False, metrics_port=0, services=services, enrollment_listen=enrollment_listen,
+                           extra_servicers=[probe_servicer(ctx, probe_events)], interceptors=[tap])
+    ctx.revocations.clear()
+    return running

@@ -20,11 +20,14 @@ from aggregation.clock import from_unix
 from aggregation.events import DecisionEvent, ToolCall
 from aggregation.rollout_plan import replay_label
 from aggregation.schema import default_schema
+from server.db import transaction
+from server.signals.schemas import publish_artifact_versions
 from tenant_agent.collector import Collector
 from tenant_agent.replay import ArtifactContent, HarnessClient, ReplayRunner
 from tenant_agent.replay_set import ReplaySet, ReplaySetPolicy
 from tenant_agent.store import LedgerSpend
-from tests.tenant_agent.collector.fakes import HOUR, T0, FakeSignalService, make_config, signal_server
+from tests.harness import Harness
+from tests.tenant_agent.collector.fakes import HOUR, T0, make_config, recent_t0
 
 RID = "ro-test"
 SECRET_TEXT = "refund for jane.doe@example.com please"
@@ -44,7 +47,7 @@ def good_harness(doc: dict[str, Any]) -> tuple[int, bytes]:
 
 
 @contextmanager
-def harness(answer: Answer) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+def agent_harness(answer: Answer) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     seen: list[dict[str, Any]] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -74,8 +77,8 @@ def harness(answer: Answer) -> Iterator[tuple[str, list[dict[str, Any]]]]:
         thread.join(5)
 
 
-def failing_case(i: int) -> DecisionEvent:
-    return DecisionEvent(tenant_id="tenant-1", session_id=f"sess-{i}", timestamp=T0 + i, event_id=f"ev-{i}",
+def failing_case(i: int, t0: float = T0) -> DecisionEvent:
+    return DecisionEvent(tenant_id="tenant-1", session_id=f"sess-{i}", timestamp=t0 + i, event_id=f"ev-{i}",
                          intent="refund", outcome="failure", text=SECRET_TEXT,
                          tool_calls=(ToolCall("lookup_order", expected="issue_refund"),))
 
@@ -96,20 +99,23 @@ def _collector(tmp_path: Path, now: list[float], channel: Any = None, *, labelle
     return c
 
 
-def _replay_set(tmp_path: Path, cases: int = 12, text: bool = True) -> ReplaySet:
-    rs = ReplaySet(tmp_path / "state", ReplaySetPolicy(enabled=True, store_redacted_text=text), clock=lambda: from_unix(T0))
-    rs.capture([failing_case(i) for i in range(cases)])
+def _replay_set(tmp_path: Path, cases: int = 12, text: bool = True, t0: float = T0) -> ReplaySet:
+    rs = ReplaySet(tmp_path / "state", ReplaySetPolicy(enabled=True, store_redacted_text=text), clock=lambda: from_unix(t0))
+    rs.capture([failing_case(i, t0) for i in range(cases)])
     return rs
 
 
 def test_replay_fixes_are_scored_locally_and_released_as_dp_slices_that_spend_the_ledger(
-        tmp_path: Path, schema_with_labels) -> None:  # type: ignore[no-untyped-def]
-    service = FakeSignalService(schema=schema_with_labels)
-    now = [T0 + 10]
-    with signal_server(service) as (_addr, channel), harness(good_harness) as (url, seen), \
-            _collector(tmp_path, now, channel) as c:
-        c.adopt_schema(schema_with_labels)
-        rs = _replay_set(tmp_path)
+        harness: Harness, tmp_path: Path, schema_with_labels) -> None:  # type: ignore[no-untyped-def]
+    t0 = recent_t0()
+    now = [t0 + 10]
+    channel = harness.channel(harness.tenant("tenant-1", "cohort-a"))
+    with transaction(harness.ctx.sessions) as session:  # the server publishes a rollout's labels when it starts
+        publish_artifact_versions(session, "cohort-a", schema_with_labels.dimension("artifact_version").values[:-1])
+    with agent_harness(good_harness) as (url, seen), _collector(tmp_path / "agent", now, channel, labelled=False) as c:
+        assert c.refresh_schema()
+        assert c.schema.dimensions == schema_with_labels.dimensions
+        rs = _replay_set(tmp_path / "agent", t0=t0)
         run = ReplayRunner(c, rs, HarnessClient(url, c.tenant_id)).run(RID, "cand-1", "wrong_tool", STABLE, CANDIDATE)
         assert (run.status, run.cases) == ("ok", 12)
         assert run.failing("stable", "wrong_tool") == 12 and run.failing("candidate", "wrong_tool") == 0
@@ -119,14 +125,15 @@ def test_replay_fixes_are_scored_locally_and_released_as_dp_slices_that_spend_th
         assert run.released == 24
         with c.store.engine.connect() as conn:
             spends_before = conn.execute(select(func.count()).select_from(LedgerSpend)).scalar_one()
-        now[0] = T0 + HOUR + 1
+        now[0] = t0 + HOUR + 1
         sealed = c.close_windows()
         assert [o.state for o in sealed] == ["sealed"] and sealed[0].rho > 0
         with c.store.engine.connect() as conn:
             assert conn.execute(select(func.count()).select_from(LedgerSpend)).scalar_one() == spends_before + 1
         assert c.deliver(force=True).delivered == 1
-    (report,) = service.reports()
-    cells = np.array(report.cells)
+    channel.close()
+    (report,) = harness.reports()
+    cells = np.frombuffer(report.cells, dtype="<i8")
     schema = schema_with_labels
 
     def cell(measure: str, label: str) -> int:
@@ -136,7 +143,7 @@ def test_replay_fixes_are_scored_locally_and_released_as_dp_slices_that_spend_th
     assert abs(cell("turns", replay_label(RID, "stable")) - 12) < 12
     assert cell("wrong_tool", replay_label(RID, "stable")) - cell("wrong_tool", replay_label(RID, "candidate")) > 0
     # Nothing of the replay set itself left: no text, no session id, no artifact content, no case id.
-    sent = b"".join(service.received)
+    sent = b"".join(harness.tap.received())
     for secret in (SECRET_TEXT.encode(), b"jane.doe", b"sess-", b"issue_refund", b"case-", RID.encode()[:0] + b"lookup"):
         assert secret not in sent
 
@@ -152,7 +159,7 @@ def test_replay_fixes_are_scored_locally_and_released_as_dp_slices_that_spend_th
 def test_a_broken_harness_gets_a_clear_status_and_releases_nothing(
         tmp_path: Path, answer: Answer, status: str) -> None:
     now = [T0 + 10]
-    with harness(answer) as (url, _seen), _collector(tmp_path, now) as c:
+    with agent_harness(answer) as (url, _seen), _collector(tmp_path, now) as c:
         run = ReplayRunner(c, _replay_set(tmp_path, 3), HarnessClient(url, c.tenant_id)).run(
             RID, "cand-1", "wrong_tool", STABLE, CANDIDATE)
         assert (run.status, run.cases, run.released) == (status, 0, 0)
@@ -166,7 +173,7 @@ def test_a_slow_harness_times_out_per_call(tmp_path: Path) -> None:
         return good_harness(doc)
 
     now = [T0 + 10]
-    with harness(slow) as (url, _seen), _collector(tmp_path, now) as c:
+    with agent_harness(slow) as (url, _seen), _collector(tmp_path, now) as c:
         run = ReplayRunner(c, _replay_set(tmp_path, 2), HarnessClient(url, c.tenant_id, timeout_seconds=0.2)).run(
             RID, "cand-1", "wrong_tool", STABLE, CANDIDATE)
     assert (run.status, run.cases) == ("slow", 0)
@@ -177,7 +184,7 @@ def test_no_harness_or_no_cases_is_a_status_not_an_error(tmp_path: Path) -> None
     with _collector(tmp_path, now) as c:
         assert ReplayRunner(c, _replay_set(tmp_path, 1), None).run(
             RID, "cand-1", "wrong_tool", STABLE, CANDIDATE).status == "missing"
-        with harness(good_harness) as (url, _seen):
+        with agent_harness(good_harness) as (url, _seen):
             run = ReplayRunner(c, _replay_set(tmp_path, 1), HarnessClient(url, c.tenant_id)).run(
                 RID, "cand-1", "timeout", STABLE, CANDIDATE)
         assert run.status == "no_cases"
@@ -195,7 +202,7 @@ def test_otlp_spans_are_an_accepted_answer(tmp_path: Path) -> None:
         return 200, json.dumps(body).encode()
 
     now = [T0 + 10]
-    with harness(otlp) as (url, _seen), _collector(tmp_path, now) as c:
+    with agent_harness(otlp) as (url, _seen), _collector(tmp_path, now) as c:
         run = ReplayRunner(c, _replay_set(tmp_path, 2), HarnessClient(url, c.tenant_id)).run(
             RID, "cand-1", "wrong_tool", STABLE, CANDIDATE, release=False)
     assert run.status == "ok" and run.cases == 2
@@ -203,7 +210,7 @@ def test_otlp_spans_are_an_accepted_answer(tmp_path: Path) -> None:
 
 def test_a_schema_without_the_rollouts_labels_is_not_ready_and_calls_no_harness(tmp_path: Path) -> None:
     now = [T0 + 10]
-    with harness(good_harness) as (url, seen), _collector(tmp_path, now, labelled=False) as c:
+    with agent_harness(good_harness) as (url, seen), _collector(tmp_path, now, labelled=False) as c:
         run = ReplayRunner(c, _replay_set(tmp_path, 2), HarnessClient(url, c.tenant_id)).run(
             RID, "cand-1", "wrong_tool", STABLE, CANDIDATE)
         assert (run.status, run.cases, seen) == ("not_ready", 0, [])
@@ -211,7 +218,7 @@ def test_a_schema_without_the_rollouts_labels_is_not_ready_and_calls_no_harness(
 
 def test_each_case_is_replayed_once_per_rollout_and_new_cases_later(tmp_path: Path) -> None:
     now = [T0 + 10]
-    with harness(good_harness) as (url, seen), _collector(tmp_path, now) as c:
+    with agent_harness(good_harness) as (url, seen), _collector(tmp_path, now) as c:
         rs = _replay_set(tmp_path, 4)
         runner = ReplayRunner(c, rs, HarnessClient(url, c.tenant_id))
         assert runner.run(RID, "cand-1", "wrong_tool", STABLE, CANDIDATE).cases == 4

@@ -24,8 +24,9 @@ from aggregation.clock import from_unix
 from tenant_agent.collector import Collector
 from tenant_agent.store import CollectorStore, LedgerSpend, Release
 from tenant_agent.windows import WindowBook
+from tests.harness import Harness
 
-from .collector.fakes import HOUR, REPO_ROOT, T0, make_config, read_line, remaining_lines
+from .collector.fakes import HOUR, REPO_ROOT, T0, make_config, read_line, recent_t0, remaining_lines, turn
 from .replica_worker import LOOP_SIZE, batches, events, loop_batch
 
 WINDOWS = [int(T0), int(T0 + HOUR), int(T0 + 2 * HOUR)]
@@ -149,30 +150,28 @@ def test_the_shared_store_keeps_one_unit_key_for_every_replica(tmp_path: Path, p
         b.close()
 
 
-def _sends_once_while_another_holds_the_sender(tmp_path: Path, url: str | None) -> None:
-    from .collector.fakes import FakeSignalService, signal_server, turn
-
-    service = FakeSignalService()
-    with (
-        signal_server(service) as (_address, channel),
-        Collector(make_config(tmp_path / "a", store_url=url)) as a,
-        Collector(make_config(tmp_path / ("b" if url else "a"), store_url=url), channel=channel) as b,
-    ):
-        a.record(turn("s1", T0 + 1))
-        [outcome] = a.close_windows(now=from_unix(T0 + HOUR))
-        with a.store.sender() as sending:
-            assert sending
-            skipped = b.deliver(now=from_unix(T0 + HOUR))
-            assert (skipped.accepted, skipped.pending) == (0, 1)
-            assert service.received == []
-        sent = b.deliver(now=from_unix(T0 + HOUR))
-        assert (sent.accepted, sent.pending) == (1, 0)
-    assert list(service.stored) == [outcome.release_key]
+def _sends_once_while_another_holds_the_sender(harness: Harness, tmp_path: Path, url: str | None) -> None:
+    t0 = recent_t0()
+    channel = harness.channel(harness.tenant("tenant-1", "cohort-a"))
+    with Collector(make_config(tmp_path / ("b" if url else "a"), store_url=url), channel=channel) as b:
+        assert b.refresh_schema()  # the cohort's schema, kept in the store both replicas share
+        with Collector(make_config(tmp_path / "a", store_url=url)) as a:
+            a.record(turn("s1", t0 + 1))
+            [outcome] = a.close_windows(now=from_unix(t0 + HOUR))
+            with a.store.sender() as sending:
+                assert sending
+                skipped = b.deliver(now=from_unix(t0 + HOUR))
+                assert (skipped.accepted, skipped.pending) == (0, 1)
+                assert harness.tap.received() == []
+            sent = b.deliver(now=from_unix(t0 + HOUR))
+            assert (sent.accepted, sent.pending) == (1, 0)
+    channel.close()
+    assert [r.idempotency_key for r in harness.reports()] == [outcome.release_key]
 
 
-def test_one_replica_sends_the_outbox_at_a_time(tmp_path: Path, postgres_url: str) -> None:
-    _sends_once_while_another_holds_the_sender(tmp_path, postgres_url)
+def test_one_replica_sends_the_outbox_at_a_time(sqlite_harness: Harness, tmp_path: Path, postgres_url: str) -> None:
+    _sends_once_while_another_holds_the_sender(sqlite_harness, tmp_path, postgres_url)
 
 
-def test_one_process_sends_a_sqlite_outbox_at_a_time(tmp_path: Path) -> None:
-    _sends_once_while_another_holds_the_sender(tmp_path, None)
+def test_one_process_sends_a_sqlite_outbox_at_a_time(sqlite_harness: Harness, tmp_path: Path) -> None:
+    _sends_once_while_another_holds_the_sender(sqlite_harness, tmp_path, None)

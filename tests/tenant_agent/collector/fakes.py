@@ -1,14 +1,14 @@
-"""Test doubles for the collector's tests: a real gRPC SignalService on loopback.
+"""Shared helpers of the collector's tests: configs, decision events, worker processes, fixed times.
 
-Tests that need a server the real one cannot play (one that is down, or
-holds a call open) use this servicer: it implements the wire contract's
-idempotency (same key + same bytes: DUPLICATE) and records every
-byte it receives, so tests can check exactly-once arrival and scan for PII.
+Tests that need a server run the real one (``tests/harness.py``: real gRPC, mTLS, the server's
+store). :class:`FakeSignalService` (a stand-in that re-implements the server's idempotency) is
+kept only for the tests outside this folder that still use it.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
@@ -24,7 +24,14 @@ from aggregation.schema import SignalSchema, default_schema
 from tenant_agent.config import BudgetConfig, CollectorConfig, DeliveryConfig, ReleaseConfig
 
 HOUR = 3600.0
+DAY = 24 * HOUR
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a window boundary
+
+
+def recent_t0(days: int = 2) -> float:
+    """The UTC day boundary ``days`` before today: windows from there to now have ended, and the real
+    server accepts them (it refuses windows that have not ended or are more than 400 days old)."""
+    return (int(time.time() // DAY) - days) * DAY
 
 
 @dataclass

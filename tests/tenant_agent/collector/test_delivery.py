@@ -1,4 +1,4 @@
-"""Outbox delivery: exactly once through outages, crashes and retries (real gRPC on loopback)."""
+"""Outbox delivery: exactly once through outages, crashes and retries (the real server: gRPC, mTLS, its store)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ import dataclasses
 import random
 import signal
 import socket
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -25,9 +23,9 @@ from tenant_agent.config import BudgetConfig, CollectorConfig, DeliveryConfig
 from tenant_agent.outbox import SUBMIT_METHOD, backoff_delay
 from tenant_agent.store import Release
 from tenant_agent.transport import enroll
-from tests.harness import Harness
+from tests.harness import FAST_RECONNECT, Harness
 
-from .fakes import HOUR, T0, FakeSignalService, make_config, read_line, signal_server, spawn_worker, turn
+from .fakes import HOUR, T0, make_config, read_line, recent_t0, spawn_worker, turn
 
 
 class FixedRandom(random.Random):
@@ -47,35 +45,41 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
     assert len(draws) > 1 and all(10 <= d <= 20 for d in draws)
 
 
-def test_server_down_for_a_simulated_day_every_window_arrives_exactly_once(tmp_path: Path) -> None:
-    service = FakeSignalService(available=False)
-    now = [T0]
-    with signal_server(service) as (_address, channel):
-        cfg = make_config(tmp_path, budget=BudgetConfig(rho_per_period=100.0))
-        with Collector(cfg, channel=channel, clock=lambda: from_unix(now[0]), rng=random.Random(7)) as c:
-            for hour in range(24):
-                now[0] = T0 + hour * HOUR
-                c.record_many([turn(f"s{hour}-{i}", now[0] + i, tool_error=i % 4 == 0) for i in range(10)])
-                c.close_windows()
-                result = c.deliver()
-                assert result.delivered == 0
-            assert c.status().windows["sealed"] == 23  # the current hour is still open
-            assert c.status().outbox_depth == 23
-            assert service.received == []
-            # The server comes back; the collector keeps going on its own schedule.
-            service.available = True
-            for step in range(40):
-                now[0] = T0 + 24 * HOUR + step * 30 * 60
-                c.close_windows()
-                if c.deliver().pending == 0 and c.status().windows["open"] == 0:
-                    break
-            status = c.status()
-            assert status.outbox_depth == 0
-            assert status.windows["delivered"] == 24
-    assert len(service.stored) == 24
-    assert len(service.received) == 24  # nothing was sent twice
-    starts = sorted(r.window_start for r in service.reports())
-    assert starts == [int(T0 + h * HOUR) for h in range(24)]
+def test_server_down_for_a_simulated_day_every_window_arrives_exactly_once(harness: Harness, tmp_path: Path) -> None:
+    t0 = recent_t0()
+    now = [t0]
+    channel = harness.channel(harness.tenant("tenant-1", "cohort-a"), options=FAST_RECONNECT)
+    cfg = make_config(tmp_path / "collector", budget=BudgetConfig(rho_per_period=100.0))
+    with Collector(cfg, channel=channel, clock=lambda: from_unix(now[0]), rng=random.Random(7)) as c:
+        assert c.refresh_schema()  # the cohort's schema, fetched before the outage
+        harness.stop_server()
+        for hour in range(24):
+            now[0] = t0 + hour * HOUR
+            c.record_many([turn(f"s{hour}-{i}", now[0] + i, tool_error=i % 4 == 0) for i in range(10)])
+            c.close_windows()
+            result = c.deliver()
+            assert result.delivered == 0
+        assert c.status().windows["sealed"] == 23  # the current hour is still open
+        assert c.status().outbox_depth == 23
+        assert harness.tap.received() == []
+        # The server comes back (a new instance, same address and store); the collector keeps going
+        # on its own schedule.
+        harness.start_server()
+        grpc.channel_ready_future(channel).result(timeout=30)
+        for step in range(40):
+            now[0] = t0 + 24 * HOUR + step * 30 * 60
+            c.close_windows()
+            if c.deliver().pending == 0 and c.status().windows["open"] == 0:
+                break
+        status = c.status()
+        assert status.outbox_depth == 0
+        assert status.windows["delivered"] == 24
+    channel.close()
+    stored = harness.reports()
+    assert len(stored) == 24
+    assert len(harness.tap.received()) == 24  # nothing was sent twice
+    starts = sorted(r.window_start for r in stored)
+    assert starts == [int(t0 + h * HOUR) for h in range(24)]
 
 
 def test_nothing_listening_is_retried_with_backoff(tmp_path: Path) -> None:
@@ -119,45 +123,32 @@ def test_duplicate_answer_counts_as_delivered(harness: Harness, tmp_path: Path) 
         assert len(conn.execute(select(SignalReport.id).where(SignalReport.tenant_id == "acme")).all()) == 1
 
 
-class HoldingService(FakeSignalService):
-    """Stores the report, then holds the call open until released."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.arrived = threading.Event()
-        self.release = threading.Event()
-
-    def SubmitReport(self, request: Any, context: grpc.ServicerContext) -> Any:
-        response = super().SubmitReport(request, context)
-        if not self.arrived.is_set():
-            self.arrived.set()
-            self.release.wait(30)
-        return response
-
-
 @pytest.mark.slow
-def test_killed_after_the_server_stored_but_before_the_ack_counts_once(tmp_path: Path) -> None:
-    with Collector(make_config(tmp_path)) as c:
-        c.record_many([turn(f"s{i}", T0 + i) for i in range(5)])
-        c.close_windows(now=from_unix(T0 + HOUR))
-    service = HoldingService()
-    with signal_server(service) as (address, channel):
-        proc = spawn_worker("deliver_hang", str(tmp_path), address)
-        try:
-            read_line(proc, "delivering")
-            assert service.arrived.wait(30)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-        finally:
-            service.release.set()
-            if proc.poll() is None:
-                proc.kill()
-        with Collector(make_config(tmp_path), channel=channel) as c:
-            assert c.status().outbox_depth == 1  # the ack never reached the store
-            result = c.deliver(now=from_unix(T0 + HOUR), force=True)
-            assert (result.duplicates, result.pending) == (1, 0)
-    assert len(service.stored) == 1
-    assert len(service.received) == 2 and service.received[0] == service.received[1]
+def test_killed_after_the_server_stored_but_before_the_ack_counts_once(harness: Harness, tmp_path: Path) -> None:
+    t0, state = recent_t0(), tmp_path / "collector"
+    harness.enroll_collector(state)
+    with Collector(make_config(state)) as c:
+        c.record_many([turn(f"s{i}", t0 + i) for i in range(5)])
+        c.close_windows(now=from_unix(t0 + HOUR))
+    # The server stores the report, then holds its reply open.
+    held = harness.tap.hold()
+    proc = spawn_worker("deliver_hang", str(state), str(t0))
+    try:
+        read_line(proc, "delivering")
+        assert held.arrived.wait(30)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        held.release.set()
+        if proc.poll() is None:
+            proc.kill()
+    with Collector(make_config(state)) as c:
+        assert c.status().outbox_depth == 1  # the ack never reached the store
+        result = c.deliver(now=from_unix(t0 + HOUR), force=True)
+        assert (result.duplicates, result.pending) == (1, 0)
+    assert len(harness.reports()) == 1
+    received = harness.tap.received()
+    assert len(received) == 2 and received[0] == received[1]
 
 
 def test_close_adopts_the_servers_newer_schema_and_releases_with_it(harness: Harness, tmp_path: Path) -> None:

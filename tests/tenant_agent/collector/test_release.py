@@ -17,8 +17,9 @@ from tenant_agent.collector import Collector
 from tenant_agent.config import BudgetConfig, ReleaseConfig
 from tenant_agent.release import release_params
 from tenant_agent.store import Contribution, LedgerSpend, Release, Window
+from tests.harness import Harness
 
-from .fakes import HOUR, T0, make_config, read_line, remaining_lines, spawn_worker, turn
+from .fakes import HOUR, T0, make_config, read_line, recent_t0, remaining_lines, spawn_worker, turn
 
 DAY = 24 * HOUR
 
@@ -130,10 +131,10 @@ def test_two_processes_on_one_store_cannot_overspend(tmp_path: Path) -> None:
         assert c.status().windows["withheld"] == windows - 3
 
 
-def test_killed_between_seal_and_send_restart_sends_same_bytes_once(tmp_path: Path) -> None:
-    from .fakes import FakeSignalService, signal_server
-
-    proc = spawn_worker("seal_then_hang", str(tmp_path))
+def test_killed_between_seal_and_send_restart_sends_same_bytes_once(harness: Harness, tmp_path: Path) -> None:
+    t0, state = recent_t0(), tmp_path / "collector"
+    harness.enroll_collector(state)
+    proc = spawn_worker("seal_then_hang", str(state), str(t0))
     try:
         line = read_line(proc, "sealed ")
         proc.send_signal(signal.SIGKILL)
@@ -142,16 +143,15 @@ def test_killed_between_seal_and_send_restart_sends_same_bytes_once(tmp_path: Pa
         if proc.poll() is None:
             proc.kill()
     key = line.split(" ", 1)[1]
-    service = FakeSignalService()
-    with signal_server(service) as (_address, channel), Collector(make_config(tmp_path), channel=channel) as c:
-        stored = sealed_bytes(c)[int(T0)]
-        assert c.close_windows(now=from_unix(T0 + 2 * HOUR)) == []
-        result = c.deliver(now=from_unix(T0 + 2 * HOUR))
+    with Collector(make_config(state)) as c:
+        stored = sealed_bytes(c)[int(t0)]
+        assert c.close_windows(now=from_unix(t0 + 2 * HOUR)) == []
+        result = c.deliver(now=from_unix(t0 + 2 * HOUR))
         assert (result.accepted, result.pending) == (1, 0)
-        assert c.deliver(now=from_unix(T0 + 3 * HOUR), force=True).accepted == 0
+        assert c.deliver(now=from_unix(t0 + 3 * HOUR), force=True).accepted == 0
         assert len(spends(c)) == 1
-    assert list(service.stored) == [key]
-    assert service.received == [stored]
+    assert [r.idempotency_key for r in harness.reports()] == [key]
+    assert harness.tap.received() == [stored]
 
 
 def test_lifetime_cap_withholds_for_good_and_says_so(tmp_path: Path) -> None:

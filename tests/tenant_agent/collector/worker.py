@@ -12,8 +12,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import grpc
-
 from aggregation.clock import from_unix
 from tenant_agent.collector import Collector
 from tenant_agent.config import BudgetConfig, ReleaseConfig
@@ -43,19 +41,19 @@ def main(argv: list[str]) -> int:
             say(json.dumps([[o.window_start, o.state] for o in outcomes]))
         return 0
     if mode == "seal_then_hang":
+        start = float(argv[2]) if len(argv) > 2 else T0
         with Collector(config(state_dir)) as c:
-            c.record_many([turn(f"s{i}", T0 + i, tool_error=i % 3 == 0) for i in range(50)])
-            outcomes = c.close_windows(now=from_unix(T0 + HOUR))
+            c.record_many([turn(f"s{i}", start + i, tool_error=i % 3 == 0) for i in range(50)])
+            outcomes = c.close_windows(now=from_unix(start + HOUR))
             say("sealed " + ",".join(o.release_key or "" for o in outcomes))
             time.sleep(120)  # killed here: sealed, never sent
         return 1
     if mode == "deliver_hang":
-        # Sends to a server that holds the call; the parent kills us mid-RPC.
-        address = argv[2]
-        channel = grpc.insecure_channel(address)
-        with Collector(config(state_dir), channel=channel) as c:
+        # Sends to the enrolled server, which holds the reply; the parent kills us mid-RPC.
+        start = float(argv[2])
+        with Collector(config(state_dir)) as c:
             say("delivering")
-            c.deliver(now=from_unix(T0 + HOUR))
+            c.deliver(now=from_unix(start + HOUR))
             say("returned")
         return 1
     if mode == "record_loop":

@@ -38,6 +38,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -137,11 +138,21 @@ def control_label(rollout_id: str) -> str:
     return f"control-{rollout_id}"
 
 
+class RolloutPhase(StrEnum):
+    """Where a rollout is: a validation stage (nobody is served the candidate) or its live stages.
+
+    A validation stage's kind is its phase (stored as the string value)."""
+
+    REPLAY = "replay"
+    SHADOW = "shadow"
+    LIVE = "live"
+
+
 #: Validation stage kinds, in the order a rollout runs them (before its live stages).
-VALIDATION_KINDS = ("replay", "shadow")
+VALIDATION_KINDS = (RolloutPhase.REPLAY, RolloutPhase.SHADOW)
 #: Stages no plan of a risk class may lack (a reviewer's override may add stages, never drop these).
-MANDATORY_VALIDATION: Mapping[str, tuple[str, ...]] = {
-    "low": ("replay",), "high": ("replay", "shadow"), "critical": ("replay", "shadow"),
+MANDATORY_VALIDATION: Mapping[str, tuple[RolloutPhase, ...]] = {
+    "low": (RolloutPhase.REPLAY,), "high": VALIDATION_KINDS, "critical": VALIDATION_KINDS,
 }
 ReplayArm = Literal["stable", "candidate"]
 ShadowSide = Literal["worse", "better"]
@@ -250,7 +261,7 @@ class ValidationStage:
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"kind": self.kind, "min_windows": self.min_windows, "min_cases": self.min_cases,
                                "min_tenants": self.min_tenants, "margin": self.margin}
-        if self.kind == "replay":
+        if self.kind == RolloutPhase.REPLAY:
             doc["improvement"] = self.improvement
         else:
             doc["share"] = self.share
@@ -439,7 +450,7 @@ def _validate(plan: RolloutPlan) -> None:
             raise RolloutPlanError(f"{where}: {v.kind} stage: min_windows/min_cases >= 0 and min_tenants >= 1")
         if not 0.0 <= v.margin < 1.0 or not 0.0 <= v.improvement < 1.0:
             raise RolloutPlanError(f"{where}: {v.kind} stage: margin and improvement must be in [0, 1)")
-        if v.kind == "shadow" and not 0.0 < v.share <= 1.0:
+        if v.kind == RolloutPhase.SHADOW and not 0.0 < v.share <= 1.0:
             raise RolloutPlanError(f"{where}: shadow stage: share must be in (0, 1]")
     if len(set(kinds)) != len(kinds) or kinds != sorted(kinds, key=VALIDATION_KINDS.index):
         raise RolloutPlanError(f"{where}: at most one replay and one shadow stage, replay first")
@@ -516,7 +527,7 @@ def _check_validation_floor(shipped: RolloutPlan, proposed: RolloutPlan, where: 
             continue
         if (got.min_windows < floor.min_windows or got.min_cases < floor.min_cases
                 or got.min_tenants < floor.min_tenants or got.improvement < floor.improvement
-                or got.margin > floor.margin or (kind == "shadow" and got.share < floor.share)):
+                or got.margin > floor.margin or (kind == RolloutPhase.SHADOW and got.share < floor.share)):
             raise RolloutPlanError(
                 f"{where}: the {kind} stage cannot be looser than the shipped one ({floor.to_dict()})"
             )

@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from sqlalchemy import BigInteger, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db import Base
 
 
+class HotspotStage(StrEnum):
+    """Where a hotspot's newest candidate is (stored as the string value)."""
+
+    CANDIDATE = "candidate"  # proposed, in review, approved or bundled
+    REPLAY = "replay"
+    SHADOW = "shadow"
+    CANARY = "canary"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    REJECTED = "rejected"
+
+
+class SlaState(StrEnum):
+    """A hotspot's remediation clock: ``open`` until a promoted fix closes it."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+
+
 class HotspotSla(Base):
     """A hotspot's remediation clock.
 
-    ``stage`` follows its candidate: detected, candidate, replay, shadow,
-    canary, promoted; ``state`` is ``open`` until a promoted fix closes it
+    ``stage`` (a :class:`HotspotStage`) follows its candidate: candidate, replay, shadow,
+    canary, promoted (or rolled_back, rejected); ``state`` (a :class:`SlaState`) is ``open`` until a promoted fix closes it
     (a rollback reopens it, ``reopened`` counts how often).
     """
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -38,7 +38,13 @@ from aggregation.rollout_plan import RolloutPlan, ValidationStage, replay_label
 from aggregation.schema import OTHER, TURNS
 from aggregation.sequential import Direction, Gate, Verdict, WindowEvidence
 from server.context import ServerSettings
-from server.evaluation.slices import LabelledSlices, read_labelled_slices, with_turns
+from server.evaluation.slices import (
+    LabelledSlices,
+    ValidationDecision,
+    read_labelled_slices,
+    verdict_json,
+    with_turns,
+)
 
 #: Effect size the replay's mixture is tuned for: the replay set holds exactly the failures of the
 #: candidate's category, so the fix it should show is large (tens of points), unlike a live canary's.
@@ -46,7 +52,6 @@ REPLAY_MIXTURE_SCALE = 0.5
 #: Measures where a higher rate is better (the rest are failures or counters where higher is worse).
 POSITIVE_MEASURES = frozenset({"task_success"})
 
-ReplayDecision = Literal["pass", "regression", "no_fix", "wait"]
 
 
 @dataclass
@@ -62,7 +67,7 @@ class ArmSummary:
 
 @dataclass
 class ReplayAssessment:
-    decision: ReplayDecision
+    decision: ValidationDecision
     reason: str
     category: str
     fix: Verdict | None
@@ -75,17 +80,9 @@ class ReplayAssessment:
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
-        doc["fix"] = _finite(self.fix) if self.fix else None
-        doc["verdicts"] = [_finite(v) for v in self.verdicts]
+        doc["fix"] = verdict_json(self.fix) if self.fix else None
+        doc["verdicts"] = [verdict_json(v) for v in self.verdicts]
         return doc
-
-
-def _finite(v: Verdict) -> dict[str, Any]:
-    d = asdict(v)
-    for k in ("estimate", "low", "high"):
-        x = d[k]
-        d[k] = None if x in (float("inf"), float("-inf")) else round(x, 6)
-    return d
 
 
 def read_replay(
@@ -129,14 +126,14 @@ def assess_replay(
                for m in [category, *others]]
     need_tenants = max(k, stage.min_tenants)
 
-    def result(decision: ReplayDecision, reason: str) -> ReplayAssessment:
+    def result(decision: ValidationDecision, reason: str) -> ReplayAssessment:
         return ReplayAssessment(decision, reason, category, fix, verdicts, slices.min_tenants, stable_cases,
                                 cand_cases, len(slices.windows), summary)
 
     # A regression is decisive whenever it shows (always-valid intervals).
     regressions = [v for v in verdicts if v.verdict == "harm"]
     if regressions:
-        return result("regression", "replay regression: " + "; ".join(
+        return result(ValidationDecision.REGRESSION, "replay regression: " + "; ".join(
             f"{v.gate} worse by [{v.low:+.3f}, {v.high:+.3f}] (margin {v.margin:g})" for v in regressions))
     missing = []
     if elapsed_windows < stage.min_windows:
@@ -146,12 +143,12 @@ def assess_replay(
     if min(cand_cases, stable_cases) < stage.min_cases:
         missing.append(f"replayed cases {min(cand_cases, stable_cases):.0f} < {stage.min_cases:g} per arm")
     if missing:
-        return result("wait", "replay evidence missing: " + "; ".join(missing))
+        return result(ValidationDecision.WAIT, "replay evidence missing: " + "; ".join(missing))
     if fix.verdict == "harm":  # the "drop" gate's "harm" is exactly the fix: the interval below -improvement
-        return result("pass", f"replay: {category} drops by [{-fix.high:.3f}, {-fix.low:.3f}] "
+        return result(ValidationDecision.PASS, f"replay: {category} drops by [{-fix.high:.3f}, {-fix.low:.3f}] "
                               f"(>= {stage.improvement:g} required); no other measure worse beyond {stage.margin:g}")
     if fix.verdict != "insufficient" and fix.low > -stage.improvement:
-        return result("no_fix", f"replay: the candidate does not fix {category}: change [{fix.low:+.3f}, "
+        return result(ValidationDecision.NO_FIX, f"replay: the candidate does not fix {category}: change [{fix.low:+.3f}, "
                                 f"{fix.high:+.3f}] excludes a drop of {stage.improvement:g}")
-    return result("wait", f"replay: {category} change [{fix.low:+.3f}, {fix.high:+.3f}] does not yet show a drop "
+    return result(ValidationDecision.WAIT, f"replay: {category} change [{fix.low:+.3f}, {fix.high:+.3f}] does not yet show a drop "
                           f"of {stage.improvement:g}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -31,14 +31,12 @@ from aggregation.rollout_plan import RolloutPlan, ValidationStage, shadow_label
 from aggregation.schema import TURNS
 from aggregation.sequential import PairedCounts, PairedGate, Verdict
 from server.context import ServerSettings
-from server.evaluation.slices import LabelledSlices, read_labelled_slices
-
-ShadowDecision = Literal["pass", "harm", "wait"]
+from server.evaluation.slices import LabelledSlices, ValidationDecision, read_labelled_slices, verdict_json
 
 
 @dataclass
 class ShadowAssessment:
-    decision: ShadowDecision
+    decision: ValidationDecision
     reason: str
     verdicts: list[Verdict]
     pairs: float
@@ -47,8 +45,7 @@ class ShadowAssessment:
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
-        doc["verdicts"] = [{**asdict(v), **{k: (None if abs(getattr(v, k)) == float("inf") else round(getattr(v, k), 6))
-                                            for k in ("estimate", "low", "high")}} for v in self.verdicts]
+        doc["verdicts"] = [verdict_json(v) for v in self.verdicts]
         return doc
 
 
@@ -81,12 +78,12 @@ def assess_shadow(
     verdicts = [g.evaluate(paired_evidence(slices, rollout_id, g.measure)) for g in gates]
     pairs = sum(p.pairs for p in paired_evidence(slices, rollout_id, TURNS))
 
-    def result(decision: ShadowDecision, reason: str) -> ShadowAssessment:
+    def result(decision: ValidationDecision, reason: str) -> ShadowAssessment:
         return ShadowAssessment(decision, reason, verdicts, pairs, slices.min_tenants, len(slices.windows))
 
     harm = [v for v in verdicts if v.verdict == "harm"]
     if harm:
-        return result("harm", "shadow: " + "; ".join(v.reason for v in harm))
+        return result(ValidationDecision.HARM, "shadow: " + "; ".join(v.reason for v in harm))
     missing = []
     if elapsed_windows < stage.min_windows:
         missing.append(f"dwell {elapsed_windows}/{stage.min_windows} windows")
@@ -99,5 +96,5 @@ def assess_shadow(
     if thin:
         missing.append(f"no usable batch of pairs yet for {', '.join(thin)}")
     if missing:
-        return result("wait", "shadow evidence missing: " + "; ".join(missing))
-    return result("pass", f"shadow: {pairs:.0f} pairs, the paired test shows no gate worse beyond its margin")
+        return result(ValidationDecision.WAIT, "shadow evidence missing: " + "; ".join(missing))
+    return result(ValidationDecision.PASS, f"shadow: {pairs:.0f} pairs, the paired test shows no gate worse beyond its margin")

@@ -30,18 +30,23 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aggregation.rollout_plan import RolloutPhase
 from aggregation.typed import StrictModel, load_json
 from server.context import ServerContext
 from server.db import advisory_lock, locks, transaction
-from server.evaluation.models import HotspotSla
+from server.evaluation.models import HotspotSla, HotspotStage, SlaState
 from server.review.models import CandidateRecord
+from server.review.workflow import CandidateState
 
 SLA_RESOURCE = "data/remediation_slas_v1.json"
-#: Candidate states before a rollout starts.
-_PRE_ROLLOUT = {"proposed", "edited", "approved", "bundled", "in_review"}
 #: A rollout phase -> the hotspot stage it means.
-PHASE_STAGE = {"replay": "replay", "shadow": "shadow", "live": "canary"}
+PHASE_STAGE: dict[str, HotspotStage] = {RolloutPhase.REPLAY: HotspotStage.REPLAY, RolloutPhase.SHADOW: HotspotStage.SHADOW,
+                                        RolloutPhase.LIVE: HotspotStage.CANARY}
 ROLLOUT_STAGES = frozenset(PHASE_STAGE.values())
+#: A candidate's final state -> the hotspot stage it means.
+_FINAL_STAGE: dict[str, HotspotStage] = {CandidateState.PROMOTED: HotspotStage.PROMOTED,
+                                         CandidateState.ROLLED_BACK: HotspotStage.ROLLED_BACK,
+                                         CandidateState.REJECTED: HotspotStage.REJECTED}
 
 
 class RemediationSlas(StrictModel):
@@ -91,16 +96,13 @@ def _key(c: CandidateRecord) -> str:
     return f"{c.cohort}|{c.category}|{','.join(names)}"[:300]
 
 
-def _stage(c: CandidateRecord, rollout_stage: str | None) -> str:
-    if c.state == "promoted":
-        return "promoted"
-    if c.state == "rolled_back":
-        return "rolled_back"
-    if c.state == "rejected":
-        return "rejected"
-    if c.state == "rolling_out":
-        return rollout_stage if rollout_stage in ROLLOUT_STAGES else "replay"
-    return "candidate"
+def _stage(c: CandidateRecord, rollout_stage: str | None) -> HotspotStage:
+    final = _FINAL_STAGE.get(c.state)
+    if final is not None:
+        return final
+    if c.state == CandidateState.ROLLING_OUT:
+        return HotspotStage(rollout_stage) if rollout_stage in ROLLOUT_STAGES else HotspotStage.REPLAY
+    return HotspotStage.CANDIDATE
 
 
 def sync_hotspots(session: Session, now: datetime, slas: RemediationSlas | None = None, *,
@@ -123,22 +125,22 @@ def sync_hotspots(session: Session, now: datetime, slas: RemediationSlas | None 
         row = session.get(HotspotSla, key)
         known = row.stage if row is not None and row.candidate_id == latest.id else None
         stage = _stage(latest, told.get(latest.id, known))
-        if stage == "rejected" and len(cands) > 1:  # a rejected retry does not undo an earlier promotion
+        if stage == HotspotStage.REJECTED and len(cands) > 1:  # a rejected retry does not undo an earlier promotion
             stage = _stage(cands[-2], None)
         if row is None:
             row = HotspotSla(hotspot_key=key, cohort=first.cohort, category=first.category,
                              detected_at=first.created_at, sla_seconds=slas.sla_seconds(first.category),
-                             stage=stage, candidate_id=latest.id, state="open", closed_at=None, reopened=0,
+                             stage=stage, candidate_id=latest.id, state=SlaState.OPEN, closed_at=None, reopened=0,
                              updated_at=stamp)
             session.add(row)
-        elif stage == "rolled_back" and row.stage != "rolled_back":
+        elif stage == HotspotStage.ROLLED_BACK and row.stage != HotspotStage.ROLLED_BACK:
             row.reopened += 1
         row.stage, row.candidate_id = stage, latest.id
-        if stage == "promoted":
-            if row.state != "closed":
-                row.state, row.closed_at = "closed", latest.updated_at
+        if stage == HotspotStage.PROMOTED:
+            if row.state != SlaState.CLOSED:
+                row.state, row.closed_at = SlaState.CLOSED, latest.updated_at
         else:
-            row.state, row.closed_at = "open", None
+            row.state, row.closed_at = SlaState.OPEN, None
         row.sla_seconds = slas.sla_seconds(row.category)
         row.updated_at = stamp
         rows.append(row)
@@ -161,7 +163,7 @@ def age_of(row: HotspotSla, now: datetime) -> HotspotAge:
 
 def open_hotspots(session: Session, now: datetime, cohort: str = "") -> list[HotspotAge]:
     """Open hotspots with their age and SLA: overdue first, then the oldest."""
-    stmt = select(HotspotSla).where(HotspotSla.state == "open")
+    stmt = select(HotspotSla).where(HotspotSla.state == SlaState.OPEN)
     if cohort:
         stmt = stmt.where(HotspotSla.cohort == cohort)
     ages = [age_of(r, now) for r in session.scalars(stmt)]

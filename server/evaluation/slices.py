@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from aggregation.schema import TURNS
-from aggregation.sequential import ZERO, ArmCounts
+from aggregation.sequential import ZERO, ArmCounts, Verdict
 from server.context import ServerSettings
 from server.signals.views import merged_cells
 
@@ -103,3 +105,30 @@ def read_labelled_slices(
 def with_turns(counts: ArmCounts, turns: ArmCounts) -> ArmCounts:
     """``counts`` of a measure joined with its slice's turns (for :mod:`aggregation.sequential`)."""
     return ArmCounts(counts.count, counts.count_variance, turns.turns, turns.turns_variance)
+
+
+class ValidationDecision(StrEnum):
+    """A validation stage's outcome (stored as the string value in the rollout's assessment).
+
+    Replay: ``pass``, ``regression`` (a gate or another category worse), ``no_fix`` (the
+    category does not drop) or ``wait``; shadow: ``pass``, ``harm`` or ``wait``.
+    """
+
+    PASS = "pass"
+    REGRESSION = "regression"
+    NO_FIX = "no_fix"
+    HARM = "harm"
+    WAIT = "wait"
+
+    @property
+    def failed(self) -> bool:
+        return self in (ValidationDecision.REGRESSION, ValidationDecision.NO_FIX, ValidationDecision.HARM)
+
+
+def verdict_json(v: Verdict) -> dict[str, Any]:
+    """A gate verdict as JSON-able values: an unbounded end of its interval is None, numbers rounded."""
+    d = asdict(v)
+    for k in ("estimate", "low", "high"):
+        x = d[k]
+        d[k] = None if x in (float("inf"), float("-inf")) else round(x, 6)
+    return d

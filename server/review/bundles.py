@@ -27,6 +27,7 @@ from server.db import advisory_lock, locks
 from server.review.models import CandidateRecord, CohortBundleRecord
 from server.review.trust_root import current_root, current_root_version
 from server.review.workflow import (
+    CandidateState,
     approval_metadata,
     artifacts_of,
     get_candidate,
@@ -68,7 +69,7 @@ def latest_bundle(session: Session, cohort: str) -> CohortBundleRecord | None:
 def _stable(session: Session, cohort: str) -> list[CandidateRecord]:
     promoted = session.scalars(
         select(CandidateRecord)
-        .where(CandidateRecord.cohort == cohort, CandidateRecord.state == "promoted")
+        .where(CandidateRecord.cohort == cohort, CandidateRecord.state == CandidateState.PROMOTED)
         .order_by(CandidateRecord.updated_at, CandidateRecord.id)
     ).all()
     # Drop sets whose every artifact a later promotion overrides (they would never be resolved).
@@ -103,9 +104,9 @@ def issue_cohort_bundle(
         cand = get_candidate(session, rollout.candidate_id, for_update=True)
         if cand.cohort != cohort:
             raise BundleIssueError(f"candidate {cand.id} belongs to cohort {cand.cohort}, not {cohort}")
-        if cand.state == "bundled":
-            transition(session, cand, "rolling_out", actor=actor, now=now, detail={"rollout_id": rollout.rollout_id})
-        elif cand.state != "rolling_out":
+        if cand.state == CandidateState.BUNDLED:
+            transition(session, cand, CandidateState.ROLLING_OUT, actor=actor, now=now, detail={"rollout_id": rollout.rollout_id})
+        elif cand.state != CandidateState.ROLLING_OUT:
             raise BundleIssueError(f"candidate {cand.id} is {cand.state}; only bundled or rolling-out candidates can be exposed")
         candidate_md = approval_metadata(cand)
     last = session.scalar(select(func.max(CohortBundleRecord.version)).where(CohortBundleRecord.cohort == cohort))
@@ -155,7 +156,7 @@ def promote_candidate(session: Session, ctx: ServerContext, candidate_id: str, *
     """rolling_out -> promoted, and issue a bundle whose stable includes it (no candidate exposure)."""
     serialize_writes(session)
     cand = get_candidate(session, candidate_id, for_update=True)
-    transition(session, cand, "promoted", actor=actor, now=ctx.clock(), detail=detail)
+    transition(session, cand, CandidateState.PROMOTED, actor=actor, now=ctx.clock(), detail=detail)
     return issue_cohort_bundle(session, ctx, cand.cohort, None, actor=actor)
 
 
@@ -163,7 +164,7 @@ def roll_back_candidate(session: Session, ctx: ServerContext, candidate_id: str,
     """rolling_out -> rolled_back, and issue a newer bundle pointing back to the promoted sets only."""
     serialize_writes(session)
     cand = get_candidate(session, candidate_id, for_update=True)
-    transition(session, cand, "rolled_back", actor=actor, now=ctx.clock(), detail=detail)
+    transition(session, cand, CandidateState.ROLLED_BACK, actor=actor, now=ctx.clock(), detail=detail)
     return issue_cohort_bundle(session, ctx, cand.cohort, None, actor=actor)
 
 
@@ -185,7 +186,7 @@ def current_bundle(session: Session, ctx: ServerContext, cohort: str) -> CohortB
         rec = latest_bundle(session, cohort)  # another replica may have refreshed it meanwhile
         if _stale(session, ctx, rec):
             exposure = exposure_of(rec) if rec is not None else None
-            if exposure is not None and get_candidate(session, exposure.candidate_id).state != "rolling_out":
+            if exposure is not None and get_candidate(session, exposure.candidate_id).state != CandidateState.ROLLING_OUT:
                 exposure = None
             issue_cohort_bundle(session, ctx, cohort, exposure, actor="system:refresh")
             rec = latest_bundle(session, cohort)

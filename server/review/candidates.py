@@ -40,10 +40,11 @@ from server.context import ServerContext
 from server.db import advisory_lock, locks, transaction
 from server.review.models import CandidateRecord
 from server.review.remediation import RemediationMap
-from server.review.workflow import create_candidate
+from server.review.workflow import CandidateState, create_candidate
 from server.signals.views import EvidenceFloor, MergedCellView, merged_cells
 
-OPEN_STATES = ("proposed", "edited", "approved", "bundled", "rolling_out")
+OPEN_STATES = (CandidateState.PROPOSED, CandidateState.EDITED, CandidateState.APPROVED, CandidateState.BUNDLED,
+               CandidateState.ROLLING_OUT)
 @dataclass(frozen=True)
 class Hotspot:
     rule: str

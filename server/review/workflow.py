@@ -60,17 +60,18 @@ class CandidateState(StrEnum):
 
 
 STATES = tuple(CandidateState)
-TRANSITIONS: Mapping[str, frozenset[str]] = {
-    "proposed": frozenset({"edited", "approved", "rejected"}),
-    "edited": frozenset({"edited", "approved", "rejected"}),
-    "approved": frozenset({"bundled"}),
-    "bundled": frozenset({"rolling_out"}),
-    "rolling_out": frozenset({"promoted", "rolled_back"}),
-    "rejected": frozenset(),
-    "promoted": frozenset(),
-    "rolled_back": frozenset(),
+_S = CandidateState
+TRANSITIONS: Mapping[CandidateState, frozenset[CandidateState]] = {
+    _S.PROPOSED: frozenset({_S.EDITED, _S.APPROVED, _S.REJECTED}),
+    _S.EDITED: frozenset({_S.EDITED, _S.APPROVED, _S.REJECTED}),
+    _S.APPROVED: frozenset({_S.BUNDLED}),
+    _S.BUNDLED: frozenset({_S.ROLLING_OUT}),
+    _S.ROLLING_OUT: frozenset({_S.PROMOTED, _S.ROLLED_BACK}),
+    _S.REJECTED: frozenset(),
+    _S.PROMOTED: frozenset(),
+    _S.ROLLED_BACK: frozenset(),
 }
-REVIEWABLE = frozenset({"proposed", "edited"})
+REVIEWABLE = frozenset({_S.PROPOSED, _S.EDITED})
 
 
 class CandidateNotFound(NotFound):
@@ -109,11 +110,11 @@ def get_candidate(session: Session, candidate_id: str, *, for_update: bool = Fal
 
 
 def transition(
-    session: Session, candidate: CandidateRecord, to_state: str, *, actor: str, now: datetime,
+    session: Session, candidate: CandidateRecord, to_state: CandidateState, *, actor: str, now: datetime,
     detail: Mapping[str, Any] | None = None,
 ) -> CandidateRecord:
     """Move ``candidate`` to ``to_state`` (refused unless the lifecycle allows it) and audit it."""
-    if to_state not in TRANSITIONS.get(candidate.state, frozenset()):
+    if to_state not in TRANSITIONS.get(CandidateState(candidate.state), frozenset()):
         raise IllegalTransition(f"candidate {candidate.id} is {candidate.state}; it cannot become {to_state}")
     serialize_writes(session)
     previous = candidate.state
@@ -181,7 +182,7 @@ def required_risk_class(
 
 
 #: Candidates whose artifacts are (or may become) stable or the candidate of a cohort's bundle.
-SHIPPING_STATES = ("approved", "bundled", "rolling_out", "promoted")
+SHIPPING_STATES = (_S.APPROVED, _S.BUNDLED, _S.ROLLING_OUT, _S.PROMOTED)
 
 
 def shipped_names_floor(
@@ -227,7 +228,7 @@ def create_candidate(
         raise InvalidArtifacts(f"generated candidate id {candidate_id!r} is not a valid name part")
     rec = CandidateRecord(
         id=candidate_id, dedupe_key=dedupe_key, cohort=cohort, category=category, kind=kind,
-        risk_class=risk_class, state="proposed", artifacts_json=_encode_artifacts(artifacts),
+        risk_class=risk_class, state=CandidateState.PROPOSED, artifacts_json=_encode_artifacts(artifacts),
         evidence_json=json.dumps(evidence, sort_keys=True), rollout_plan_json=rollout_plan_json, revision=1,
         signing_payload="", created_at=now_text(now), updated_at=now_text(now), bundle_version=0,
     )
@@ -286,7 +287,7 @@ def edit_candidate(
     detail: dict[str, Any] = {"artifacts": [n for n, _, _ in new_artifacts]}
     if new_class != previous_class:
         detail["risk_class"] = {"from": previous_class, "to": new_class}
-    return transition(session, rec, "edited", actor=actor, now=now, detail=detail)
+    return transition(session, rec, CandidateState.EDITED, actor=actor, now=now, detail=detail)
 
 
 def signed_by(session: Session, rec: CandidateRecord) -> list[str]:
@@ -357,9 +358,9 @@ def _approve_if_threshold(session: Session, rec: CandidateRecord, root: TrustRoo
     for keyid in sorted(result.signed):
         md.signatures[keyid] = next(Signature(r.keyid, r.signature_hex) for r in rows if r.keyid == keyid)
     rec.approval_json = to_json_bytes(md).decode("utf-8")
-    transition(session, rec, "approved", actor=actor, now=now,
+    transition(session, rec, CandidateState.APPROVED, actor=actor, now=now,
                detail={"signed_by": sorted(result.signed), "threshold": result.threshold, "root_version": root.version})
-    return transition(session, rec, "bundled", actor="system:review", now=now)
+    return transition(session, rec, CandidateState.BUNDLED, actor="system:review", now=now)
 
 
 def reject_candidate(session: Session, candidate_id: str, *, reason: str, actor: str, now: datetime) -> CandidateRecord:
@@ -368,7 +369,7 @@ def reject_candidate(session: Session, candidate_id: str, *, reason: str, actor:
     serialize_writes(session)
     rec = get_candidate(session, candidate_id, for_update=True)
     rec.reject_reason = reason
-    return transition(session, rec, "rejected", actor=actor, now=now, detail={"reason": reason})
+    return transition(session, rec, CandidateState.REJECTED, actor=actor, now=now, detail={"reason": reason})
 
 
 def approval_metadata(rec: CandidateRecord) -> Metadata[Targets]:

@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session
 from aggregation.bundle_format import BASELINE, RolloutExposure
 from aggregation.errors import AlreadyExists, FedsignalError, NotFound, PreconditionFailed
 from aggregation.rollout_plan import (
+    RolloutPhase,
     RolloutPlan,
     control_label,
     exposure,
@@ -59,14 +60,15 @@ from aggregation.rollout_plan import (
 from server.audit import append_audit
 from server.context import ServerContext
 from server.db import advisory_lock, locks, transaction
-from server.evaluation.replay import assess_replay, read_replay
-from server.evaluation.shadow import assess_shadow, read_shadow
+from server.evaluation.replay import ReplayAssessment, assess_replay, read_replay
+from server.evaluation.shadow import ShadowAssessment, assess_shadow, read_shadow
 from server.evaluation.sla import note_rollout_stage
+from server.evaluation.slices import ValidationDecision
 from server.identity.enrollment import cohort_tenants
 from server.review.bundles import issue_cohort_bundle, promote_candidate, roll_back_candidate
 from server.review.models import CandidateRecord
-from server.review.workflow import artifacts_of, get_candidate
-from server.rollout.evidence import EVIDENCE_GRACE_WINDOWS, Assessment, assess, read_stage_evidence
+from server.review.workflow import CandidateState, artifacts_of, get_candidate
+from server.rollout.evidence import EVIDENCE_GRACE_WINDOWS, Assessment, Decision, assess, read_stage_evidence
 from server.rollout.models import RolloutRecord
 from server.signals.schemas import current_schema, publish_artifact_versions
 
@@ -80,6 +82,14 @@ class RolloutState(StrEnum):
     PROMOTED = "promoted"
     ROLLED_BACK = "rolled_back"
     ABORTED = "aborted"
+
+
+class PausedBy(StrEnum):
+    """Who paused a rollout (stored as the string value; empty while it is not paused)."""
+
+    NOBODY = ""
+    CONTROLLER = "controller"
+    REVIEWER = "reviewer"
 
 
 ACTIVE_STATES = (RolloutState.RUNNING, RolloutState.PAUSED)
@@ -150,7 +160,7 @@ def stable_label(session: Session, cohort: str, artifact_names: set[str]) -> str
     """The label control sessions resolve to: the newest promoted set shipping one of the names."""
     promoted = session.scalars(
         select(CandidateRecord)
-        .where(CandidateRecord.cohort == cohort, CandidateRecord.state == "promoted")
+        .where(CandidateRecord.cohort == cohort, CandidateRecord.state == CandidateState.PROMOTED)
         .order_by(CandidateRecord.updated_at.desc(), CandidateRecord.id.desc())
     ).all()
     for rec in promoted:
@@ -208,7 +218,7 @@ def start_rollout(
     """
     cand = get_candidate(session, candidate_id, for_update=True)
     advisory_lock(session, locks.rollout_cohort(cand.cohort))
-    if cand.state != "bundled":
+    if cand.state != CandidateState.BUNDLED:
         raise RolloutStateError(
             f"candidate {cand.id} is {cand.state}; only a bundled (reviewer-approved) candidate can roll out"
         )
@@ -237,13 +247,13 @@ def start_rollout(
         # Validation first: every tenant replays (nobody is served the candidate), then shadow.
         phase = plan.validation[0].kind
         chosen = sorted(tenants)
-        fraction = plan.validation[0].share if phase == "shadow" else 0.0
+        fraction = plan.validation[0].share if phase == RolloutPhase.SHADOW else 0.0
     else:
-        phase = "live"
+        phase = RolloutPhase.LIVE
         chosen = participating_tenants(rid, tenants, first)
         fraction = session_fraction(first, len(tenants), len(chosen))
     rec = RolloutRecord(
-        id=rid, candidate_id=cand.id, cohort=cand.cohort, state="running", paused_by="", pause_reason="",
+        id=rid, candidate_id=cand.id, cohort=cand.cohort, state=RolloutState.RUNNING, paused_by=PausedBy.NOBODY, pause_reason="",
         plan_json=plan.to_json(), plan_digest=plan.digest(), candidate_label=cand.id, stable_label=control,
         stage_index=0, stage_window_start=_next_window(now, schema.window_seconds), stage_started_at=_iso(now),
         participants_json=json.dumps(chosen), session_fraction=fraction,
@@ -284,9 +294,9 @@ def run_controller(ctx: ServerContext) -> None:
 @dataclass(frozen=True)
 class StepResult:
     rollout_id: str
-    decision: str
+    decision: Decision
     reason: str
-    state: str
+    state: RolloutState
     stage_index: int
 
 
@@ -315,9 +325,9 @@ def step_rollout(ctx: ServerContext, rollout_id: str) -> StepResult:
     with transaction(ctx.sessions) as session:
         rec = _locked(session, rollout_id)
         if rec.state not in ACTIVE_STATES:
-            return StepResult(rec.id, "none", f"rollout is {rec.state}", rec.state, rec.stage_index)
+            return StepResult(rec.id, Decision.NONE, f"rollout is {rec.state}", RolloutState(rec.state), rec.stage_index)
         plan = frozen_plan(rec)
-        if rec.phase != "live":
+        if rec.phase != RolloutPhase.LIVE:
             return _step_validation(session, ctx, rec, plan)
         a = assess_rollout(session, ctx, rec)
         now = ctx.clock()
@@ -325,26 +335,41 @@ def step_rollout(ctx: ServerContext, rollout_id: str) -> StepResult:
         rec.updated_at = _iso(now)
         evidence = {**_stage_audit(rec, plan), "assessment": a.to_dict()}
         decision = a.decision
-        if decision == "rollback":
-            _finish(session, ctx, rec, "rolled_back", CONTROLLER, evidence, now)
-        elif rec.state == "paused":
-            if rec.paused_by == "controller" and decision != "pause":
-                rec.state, rec.paused_by, rec.pause_reason = "running", "", ""
-                append_audit(session, CONTROLLER, "rollout.resumed", {**evidence, "reason": "evidence is back"}, at=now)
-                if decision in ("advance", "promote"):
+        if decision == Decision.ROLLBACK:
+            _finish(session, ctx, rec, RolloutState.ROLLED_BACK, CONTROLLER, evidence, now)
+        elif rec.state == RolloutState.PAUSED:
+            if rec.paused_by == PausedBy.CONTROLLER and decision != Decision.PAUSE:
+                _resume(session, rec, evidence, now)
+                if decision in MOVES:
                     _move_on(session, ctx, rec, plan, decision, evidence, now)
             else:
-                decision = "wait"
-        elif decision == "pause":
-            rec.state, rec.paused_by, rec.pause_reason = "paused", "controller", a.reason
-            append_audit(session, CONTROLLER, "rollout.paused", {**evidence, "reason": a.reason}, at=now)
-        elif decision in ("advance", "promote"):
+                decision = Decision.WAIT
+        elif decision == Decision.PAUSE:
+            _pause(session, rec, a.reason, evidence, now)
+        elif decision in MOVES:
             _move_on(session, ctx, rec, plan, decision, evidence, now)
-        return StepResult(rec.id, decision, a.reason, rec.state, rec.stage_index)
+        return StepResult(rec.id, decision, a.reason, RolloutState(rec.state), rec.stage_index)
 
 
-def assess_validation(session: Session, ctx: ServerContext, rec: RolloutRecord) -> dict[str, object]:
-    """The current validation stage's assessment (replay or shadow) as a JSON-able dict with ``decision``."""
+#: Decisions that move a rollout on (to its next stage, or to promotion).
+MOVES = (Decision.ADVANCE, Decision.PROMOTE)
+
+
+def _pause(session: Session, rec: RolloutRecord, reason: str, evidence: dict[str, object], now: datetime) -> None:
+    """The controller pauses ``rec`` (evidence is missing); it resumes once the evidence is back."""
+    rec.state, rec.paused_by, rec.pause_reason = RolloutState.PAUSED, PausedBy.CONTROLLER, reason
+    append_audit(session, CONTROLLER, "rollout.paused", {**evidence, "reason": reason}, at=now)
+
+
+def _resume(session: Session, rec: RolloutRecord, evidence: dict[str, object], now: datetime) -> None:
+    """The controller resumes a rollout it had paused."""
+    rec.state, rec.paused_by, rec.pause_reason = RolloutState.RUNNING, PausedBy.NOBODY, ""
+    append_audit(session, CONTROLLER, "rollout.resumed", {**evidence, "reason": "evidence is back"}, at=now)
+
+
+def assess_validation(session: Session, ctx: ServerContext, rec: RolloutRecord
+                      ) -> ReplayAssessment | ShadowAssessment:
+    """The current validation stage's assessment (replay or shadow)."""
     plan = frozen_plan(rec)
     stage = plan.validation_stage(rec.phase)
     if stage is None:
@@ -355,51 +380,54 @@ def assess_validation(session: Session, ctx: ServerContext, rec: RolloutRecord) 
     # the stage began in (tenants replay, and pair, as soon as they hold the bundle, mid-window too).
     began = datetime.fromisoformat(rec.stage_started_at).timestamp()
     from_window = int(began // rec.window_seconds) * rec.window_seconds
-    if rec.phase == "replay":
+    if rec.phase == RolloutPhase.REPLAY:
         cand = get_candidate(session, rec.candidate_id)
         slices = read_replay(session, ctx.settings, rec.cohort, rec.id, from_window, intents_of(rec))
         measures = current_schema(session, rec.cohort).dimensions[0].values
-        return {"kind": "replay", **assess_replay(plan, stage, cand.category, rec.id, slices, measures, k=k,
-                                                  elapsed_windows=elapsed).to_dict()}
+        return assess_replay(plan, stage, cand.category, rec.id, slices, measures, k=k, elapsed_windows=elapsed)
     slices = read_shadow(session, ctx.settings, rec.cohort, rec.id, from_window, intents_of(rec))
-    return {"kind": "shadow", **assess_shadow(plan, stage, rec.id, slices, k=k, elapsed_windows=elapsed).to_dict()}
+    return assess_shadow(plan, stage, rec.id, slices, k=k, elapsed_windows=elapsed)
 
 
 def _step_validation(session: Session, ctx: ServerContext, rec: RolloutRecord, plan: RolloutPlan) -> StepResult:
     """Replay or shadow: pass -> next stage, regression/no fix/harm -> rollback, else wait (or pause)."""
     a = assess_validation(session, ctx, rec)
     now = ctx.clock()
-    rec.last_assessment_json = json.dumps(a)
+    doc = {"kind": rec.phase, **a.to_dict()}
+    rec.last_assessment_json = json.dumps(doc)
     rec.updated_at = _iso(now)
-    evidence: dict[str, object] = {**_stage_audit(rec, plan), "assessment": a}
-    verdict, reason = str(a["decision"]), str(a["reason"])
+    evidence: dict[str, object] = {**_stage_audit(rec, plan), "assessment": doc}
+    reason = a.reason
     stage = plan.validation_stage(rec.phase)
-    assert stage is not None
-    if verdict in ("regression", "no_fix", "harm"):
-        _finish(session, ctx, rec, "rolled_back", CONTROLLER, evidence, now)
-        return StepResult(rec.id, "rollback", reason, rec.state, rec.stage_index)
-    if verdict == "pass":
+    if stage is None:  # assess_validation refused a phase outside the plan already
+        raise RolloutStateError(f"rollout {rec.id}: phase {rec.phase!r} is not in its plan")
+
+    def result(decision: Decision, why: str = reason) -> StepResult:
+        return StepResult(rec.id, decision, why, RolloutState(rec.state), rec.stage_index)
+
+    if a.decision.failed:
+        _finish(session, ctx, rec, RolloutState.ROLLED_BACK, CONTROLLER, evidence, now)
+        return result(Decision.ROLLBACK)
+    if a.decision == ValidationDecision.PASS:
         done = json.loads(rec.validation_json or "{}")
-        done[rec.phase] = a
+        done[rec.phase] = doc
         rec.validation_json = json.dumps(done)
-        if rec.state == "paused" and rec.paused_by == "controller":
-            rec.state, rec.paused_by, rec.pause_reason = "running", "", ""
-            append_audit(session, CONTROLLER, "rollout.resumed", {**evidence, "reason": "evidence is back"}, at=now)
-        elif rec.state == "paused":
-            return StepResult(rec.id, "wait", "paused by a reviewer", rec.state, rec.stage_index)
+        if rec.state == RolloutState.PAUSED and rec.paused_by == PausedBy.CONTROLLER:
+            _resume(session, rec, evidence, now)
+        elif rec.state == RolloutState.PAUSED:
+            return result(Decision.WAIT, "paused by a reviewer")
         _enter_next_phase(session, ctx, rec, plan, evidence, now)
-        return StepResult(rec.id, "advance", reason, rec.state, rec.stage_index)
-    if rec.state == "running" and elapsed_windows(rec, now) >= stage.min_windows + EVIDENCE_GRACE_WINDOWS + 1:
-        rec.state, rec.paused_by, rec.pause_reason = "paused", "controller", reason
-        append_audit(session, CONTROLLER, "rollout.paused", {**evidence, "reason": reason}, at=now)
-        return StepResult(rec.id, "pause", reason, rec.state, rec.stage_index)
-    return StepResult(rec.id, "wait", reason, rec.state, rec.stage_index)
+        return result(Decision.ADVANCE)
+    if rec.state == RolloutState.RUNNING and elapsed_windows(rec, now) >= stage.min_windows + EVIDENCE_GRACE_WINDOWS + 1:
+        _pause(session, rec, reason, evidence, now)
+        return result(Decision.PAUSE)
+    return result(Decision.WAIT)
 
 
 def validation_passed(rec: RolloutRecord, plan: RolloutPlan) -> list[str]:
     """The validation stages of ``plan`` the rollout has NOT passed yet (empty: it may go live)."""
     done = json.loads(rec.validation_json or "{}")
-    return [v.kind for v in plan.validation if done.get(v.kind, {}).get("decision") != "pass"]
+    return [v.kind for v in plan.validation if done.get(v.kind, {}).get("decision") != ValidationDecision.PASS]
 
 
 def _enter_next_phase(
@@ -413,12 +441,12 @@ def _enter_next_phase(
         nxt = plan.validation[position + 1]
         rec.phase = nxt.kind
         rec.participants_json = json.dumps(sorted(tenants))
-        rec.session_fraction = nxt.share if nxt.kind == "shadow" else 0.0
+        rec.session_fraction = nxt.share if nxt.kind == RolloutPhase.SHADOW else 0.0
     else:
         missing = validation_passed(rec, plan)
         if missing:  # structural guard: nobody is served the candidate without the evidence
             raise RolloutStateError(f"rollout {rec.id}: cannot go live without passing {', '.join(missing)}")
-        rec.phase = "live"
+        rec.phase = RolloutPhase.LIVE
         rec.stage_index = 0
         first = plan.stages[0].percent
         chosen = participating_tenants(rec.id, tenants, first)
@@ -427,7 +455,7 @@ def _enter_next_phase(
     rec.n_tenants = len(tenants)
     rec.stage_window_start = _next_window(now, rec.window_seconds)
     rec.stage_started_at = _iso(now)
-    if rec.phase == "live":
+    if rec.phase == RolloutPhase.LIVE:
         rec.validation_json = json.dumps({**json.loads(rec.validation_json), "live_window_start":
                                           rec.stage_window_start})
     # "validated": a validation stage passed (the live stages' moves are "advanced").
@@ -437,11 +465,11 @@ def _enter_next_phase(
 
 
 def _move_on(
-    session: Session, ctx: ServerContext, rec: RolloutRecord, plan: RolloutPlan, decision: str,
+    session: Session, ctx: ServerContext, rec: RolloutRecord, plan: RolloutPlan, decision: Decision,
     evidence: dict[str, object], now: datetime,
 ) -> None:
-    if decision == "promote":
-        _finish(session, ctx, rec, "promoted", CONTROLLER, evidence, now)
+    if decision == Decision.PROMOTE:
+        _finish(session, ctx, rec, RolloutState.PROMOTED, CONTROLLER, evidence, now)
         return
     rec.stage_index += 1
     percent = plan.stages[rec.stage_index].percent
@@ -460,15 +488,15 @@ def _move_on(
 
 
 def _finish(
-    session: Session, ctx: ServerContext, rec: RolloutRecord, state: str, actor: str,
+    session: Session, ctx: ServerContext, rec: RolloutRecord, state: RolloutState, actor: str,
     evidence: dict[str, object], now: datetime,
 ) -> None:
     detail = {"rollout_id": rec.id}
-    if state == "promoted":
+    if state == RolloutState.PROMOTED:
         issued = promote_candidate(session, ctx, rec.candidate_id, actor=actor, detail=detail)
     else:
         issued = roll_back_candidate(session, ctx, rec.candidate_id, actor=actor, detail=detail)
-    rec.state, rec.paused_by, rec.pause_reason = state, "", ""
+    rec.state, rec.paused_by, rec.pause_reason = state, PausedBy.NOBODY, ""
     rec.bundle_version = issued.version
     rec.finished_at = _iso(now)
     append_audit(session, actor, f"rollout.{state}", {**evidence, "bundle_version": issued.version}, at=now)
@@ -480,22 +508,24 @@ def _finish(
 
 def pause_rollout(session: Session, ctx: ServerContext, rollout_id: str, *, actor: str, reason: str) -> RolloutRecord:
     rec = _locked(session, rollout_id)
-    if rec.state != "running" and not (rec.state == "paused" and rec.paused_by == "controller"):
+    if rec.state != RolloutState.RUNNING and not (rec.state == RolloutState.PAUSED
+                                                  and rec.paused_by == PausedBy.CONTROLLER):
         raise RolloutStateError(f"rollout {rec.id} is {rec.state}; only a running rollout can be paused")
-    rec.state, rec.paused_by, rec.pause_reason = "paused", "reviewer", reason or "paused by a reviewer"
+    rec.state, rec.paused_by, rec.pause_reason = RolloutState.PAUSED, PausedBy.REVIEWER, reason or "paused by a reviewer"
     rec.updated_at = _iso(ctx.clock())
-    append_audit(session, actor, "rollout.paused", {"rollout_id": rec.id, "by": "reviewer", "reason": rec.pause_reason},
+    append_audit(session, actor, "rollout.paused",
+                 {"rollout_id": rec.id, "by": PausedBy.REVIEWER, "reason": rec.pause_reason},
                  at=ctx.clock())
     return rec
 
 
 def resume_rollout(session: Session, ctx: ServerContext, rollout_id: str, *, actor: str, reason: str) -> RolloutRecord:
     rec = _locked(session, rollout_id)
-    if rec.state != "paused":
+    if rec.state != RolloutState.PAUSED:
         raise RolloutStateError(f"rollout {rec.id} is {rec.state}; only a paused rollout can be resumed")
-    rec.state, rec.paused_by, rec.pause_reason = "running", "", ""
+    rec.state, rec.paused_by, rec.pause_reason = RolloutState.RUNNING, PausedBy.NOBODY, ""
     rec.updated_at = _iso(ctx.clock())
-    append_audit(session, actor, "rollout.resumed", {"rollout_id": rec.id, "by": "reviewer", "reason": reason},
+    append_audit(session, actor, "rollout.resumed", {"rollout_id": rec.id, "by": PausedBy.REVIEWER, "reason": reason},
                  at=ctx.clock())
     return rec
 
@@ -509,12 +539,12 @@ def abort_rollout(session: Session, ctx: ServerContext, rollout_id: str, *, acto
     plan = frozen_plan(rec)
     issued = roll_back_candidate(session, ctx, rec.candidate_id, actor=actor,
                                  detail={"rollout_id": rec.id, "reason": reason or "aborted by a reviewer"})
-    rec.state, rec.paused_by, rec.pause_reason = "aborted", "", ""
+    rec.state, rec.paused_by, rec.pause_reason = RolloutState.ABORTED, PausedBy.NOBODY, ""
     rec.bundle_version = issued.version
     rec.finished_at = rec.updated_at = _iso(now)
     append_audit(session, actor, "rollout.aborted",
                  {**_stage_audit(rec, plan), "reason": reason, "bundle_version": issued.version}, at=now)
-    note_rollout_stage(session, rec.candidate_id, "rolled_back", now)
+    note_rollout_stage(session, rec.candidate_id, RolloutState.ROLLED_BACK, now)
     return rec
 
 

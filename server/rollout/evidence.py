@@ -25,13 +25,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from aggregation.rollout_plan import RolloutPlan
 from aggregation.sequential import ZERO, ArmCounts, Gate, Verdict, WindowEvidence
 from server.context import ServerSettings
+from server.evaluation.slices import verdict_json
 from server.signals.views import merged_cells
 
 ARTIFACT_VERSION = "artifact_version"
@@ -39,7 +41,16 @@ ARTIFACT_VERSION = "artifact_version"
 #: (reports of the last window may still be in outboxes or not merged yet).
 EVIDENCE_GRACE_WINDOWS = 1
 
-Decision = Literal["advance", "promote", "rollback", "pause", "wait"]
+class Decision(StrEnum):
+    """What the controller does with a rollout after an assessment (stored as the string value)."""
+
+    ADVANCE = "advance"
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+    PAUSE = "pause"
+    WAIT = "wait"
+    #: A step over a rollout that is no longer active.
+    NONE = "none"
 
 
 @dataclass
@@ -159,16 +170,8 @@ class Assessment:
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
-        doc["verdicts"] = [_finite_verdict(v) for v in self.verdicts]
+        doc["verdicts"] = [verdict_json(v) for v in self.verdicts]
         return doc
-
-
-def _finite_verdict(v: Verdict) -> dict[str, Any]:
-    d = asdict(v)
-    for k in ("estimate", "low", "high"):
-        x = d[k]
-        d[k] = None if x in (float("inf"), float("-inf")) else round(x, 6)
-    return d
 
 
 def non_inferior(v: Verdict) -> bool:
@@ -193,9 +196,9 @@ def assess(plan: RolloutPlan, stage_index: int, evidence: StageEvidence, elapsed
 
     harm = [v for v in verdicts if v.verdict == "harm"]
     if harm:
-        return result("rollback", "; ".join(v.reason for v in harm))
+        return result(Decision.ROLLBACK, "; ".join(v.reason for v in harm))
     if elapsed_windows < stage.min_windows:
-        return result("wait", f"dwell: {elapsed_windows}/{stage.min_windows} windows of stage {stage.percent:g} %")
+        return result(Decision.WAIT, f"dwell: {elapsed_windows}/{stage.min_windows} windows of stage {stage.percent:g} %")
     missing = []
     if len(windows) < max(1, stage.min_windows):
         missing.append(f"{len(windows)}/{max(1, stage.min_windows)} windows with reports")
@@ -211,16 +214,16 @@ def assess(plan: RolloutPlan, stage_index: int, evidence: StageEvidence, elapsed
     if missing:
         reason = "evidence missing: " + "; ".join(missing)
         if elapsed_windows >= stage.min_windows + EVIDENCE_GRACE_WINDOWS:
-            return result("pause", reason)
-        return result("wait", reason)
+            return result(Decision.PAUSE, reason)
+        return result(Decision.WAIT, reason)
     # A plan whose current stage is the last one (already 100 %) has nothing left but promotion.
     nxt = plan.stages[stage_index + 1] if stage_index + 1 < len(plan.stages) else stage
     if nxt.percent < 100.0:
-        return result("advance", f"stage {stage.percent:g} % passed every gate; next {nxt.percent:g} %")
+        return result(Decision.ADVANCE, f"stage {stage.percent:g} % passed every gate; next {nxt.percent:g} %")
     unproven = [v for v in verdicts if not non_inferior(v)]
     if unproven:
-        return result("wait", "evidence for promotion: " + "; ".join(
+        return result(Decision.WAIT, "evidence for promotion: " + "; ".join(
             f"{v.gate} interval [{v.low:+.4f}, {v.high:+.4f}] does not yet exclude a "
             f"{v.direction} beyond {v.margin:g}" for v in unproven))
-    return result("promote", f"stage {stage.percent:g} % passed every gate and every margin is shown; "
+    return result(Decision.PROMOTE, f"stage {stage.percent:g} % passed every gate and every margin is shown; "
                              f"next {nxt.percent:g} % (promotion)")

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from aggregation.rollout_plan import RolloutPlan
 from server.context import ServerContext
 from server.rollout import controller as rollout
+from server.rollout.evidence import Decision
 from server.rollout.models import RolloutRecord
 from server.servicer import unit_of_work
 
@@ -27,15 +28,16 @@ def rollout_status(session: Session, ctx: ServerContext, rec: RolloutRecord) -> 
     plan = RolloutPlan.from_json(rec.plan_json)
     stage = plan.stages[rec.stage_index]
     if rec.state in rollout.ACTIVE_STATES:
-        a = rollout.assess_rollout(session, ctx, rec).to_dict()
-        if rec.state == "paused" and rec.paused_by == "reviewer":
+        live = rollout.assess_rollout(session, ctx, rec)
+        a = live.to_dict()
+        if rec.state == rollout.RolloutState.PAUSED and rec.paused_by == rollout.PausedBy.REVIEWER:
             next_decision = f"paused by a reviewer ({rec.pause_reason}); `fedsignal admin rollout resume {rec.id}`"
-        elif rec.state == "paused":
+        elif rec.state == rollout.RolloutState.PAUSED:
             next_decision = f"paused by the controller ({rec.pause_reason}); resumes when evidence is back"
-            if a["decision"] == "rollback":
-                next_decision = f"rollback: {a['reason']}"
+            if live.decision == Decision.ROLLBACK:
+                next_decision = f"rollback: {live.reason}"
         else:
-            next_decision = f"{a['decision']}: {a['reason']}"
+            next_decision = f"{live.decision}: {live.reason}"
     else:
         a = json.loads(rec.last_assessment_json or "{}")
         next_decision = f"none ({rec.state})"

@@ -12,6 +12,7 @@ from server.db import transaction
 from server.review.models import CandidateRecord
 from server.review.trust_root import current_root
 from server.review.workflow import (
+    CandidateState,
     IllegalTransition,
     SignatureRejected,
     approve_candidate,
@@ -105,7 +106,7 @@ def test_illegal_transitions_are_refused(world: ServerWorld, setup: str, to_stat
         with transaction(world.ctx.sessions) as s:
             reject_candidate(s, cid, reason="not needed", actor="admin:a", now=world.clock())
     with transaction(world.ctx.sessions) as s, pytest.raises(IllegalTransition):
-        transition(s, get_candidate(s, cid), to_state, actor="admin:a", now=world.clock())
+        transition(s, get_candidate(s, cid), CandidateState(to_state), actor="admin:a", now=world.clock())
     assert _state(world, cid) == setup
 
 

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.harness import Harness, start_harness
+from tests.harness import Harness, running_harness
 
 PG_ENV = "FEDSIGNAL_TEST_DATABASE_URL"
 
@@ -73,18 +73,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # 
 def harness(database_url: str, tmp_path: Path) -> Iterator[Harness]:
     """A real server (mTLS on loopback) over ``database_url``, with an admin and a probe servicer."""
 
-    h = start_harness(database_url, tmp_path / "state")
-    try:
+    with running_harness(database_url, tmp_path / "state") as h:
         yield h
-    finally:
-        h.close()
 
 
 @pytest.fixture
 def sqlite_harness(tmp_path: Path) -> Iterator[Harness]:
     """The real server over SQLite only (for tests parametrized on something else, e.g. the collector's store)."""
-    h = start_harness(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-state")
-    try:
+    with running_harness(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-state") as h:
         yield h
-    finally:
-        h.close()

@@ -12,7 +12,8 @@ Seams for tests a healthy server cannot play, built in rather than monkeypatched
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,16 @@ def probe_servicer(ctx: ServerContext, harness_events: tuple[threading.Event, th
         ])
 
     return add
+
+
+@contextmanager
+def running_harness(database_url: str, state_dir: Path, **kwargs: Any) -> Iterator[Harness]:
+    """:func:`start_harness`, closed (server stopped, store released) on the way out."""
+    h = start_harness(database_url, state_dir, **kwargs)
+    try:
+        yield h
+    finally:
+        h.close()
 
 
 def make_pki(state_dir: Path) -> CertificateAuthority:

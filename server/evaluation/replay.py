@@ -28,20 +28,17 @@ controller may look after every window), tuned for a large effect.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
-
-from sqlalchemy.orm import Session
 
 from aggregation.rollout_plan import RolloutPlan, ValidationStage, replay_label
 from aggregation.schema import OTHER, TURNS
 from aggregation.sequential import Direction, Gate, Verdict, WindowEvidence
-from server.context import ServerSettings
 from server.evaluation.slices import (
     LabelledSlices,
     ValidationDecision,
-    read_labelled_slices,
+    VerdictsJson,
     verdict_json,
     with_turns,
 )
@@ -66,7 +63,7 @@ class ArmSummary:
 
 
 @dataclass
-class ReplayAssessment:
+class ReplayAssessment(VerdictsJson):
     decision: ValidationDecision
     reason: str
     category: str
@@ -79,18 +76,9 @@ class ReplayAssessment:
     summary: list[ArmSummary] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        doc = asdict(self)
+        doc = super().to_dict()
         doc["fix"] = verdict_json(self.fix) if self.fix else None
-        doc["verdicts"] = [verdict_json(v) for v in self.verdicts]
         return doc
-
-
-def read_replay(
-    session: Session, settings: ServerSettings, cohort: str, rollout_id: str, from_window: int,
-    intents: Collection[str] = (),
-) -> LabelledSlices:
-    labels = [replay_label(rollout_id, "stable"), replay_label(rollout_id, "candidate")]
-    return read_labelled_slices(session, settings, cohort, labels, from_window, intents=intents)
 
 
 def _evidence(slices: LabelledSlices, rollout_id: str, measure: str) -> list[WindowEvidence]:

@@ -21,40 +21,22 @@ stable label, and the shadow turns never enter the live slices.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import asdict, dataclass
-from typing import Any
-
-from sqlalchemy.orm import Session
+from dataclasses import dataclass
 
 from aggregation.rollout_plan import RolloutPlan, ValidationStage, shadow_label
 from aggregation.schema import TURNS
 from aggregation.sequential import PairedCounts, PairedGate, Verdict
-from server.context import ServerSettings
-from server.evaluation.slices import LabelledSlices, ValidationDecision, read_labelled_slices, verdict_json
+from server.evaluation.slices import LabelledSlices, ValidationDecision, VerdictsJson
 
 
 @dataclass
-class ShadowAssessment:
+class ShadowAssessment(VerdictsJson):
     decision: ValidationDecision
     reason: str
     verdicts: list[Verdict]
     pairs: float
     tenants: int
     windows: int
-
-    def to_dict(self) -> dict[str, Any]:
-        doc = asdict(self)
-        doc["verdicts"] = [verdict_json(v) for v in self.verdicts]
-        return doc
-
-
-def read_shadow(
-    session: Session, settings: ServerSettings, cohort: str, rollout_id: str, from_window: int,
-    intents: Collection[str] = (),
-) -> LabelledSlices:
-    labels = [shadow_label(rollout_id, "worse"), shadow_label(rollout_id, "better")]
-    return read_labelled_slices(session, settings, cohort, labels, from_window, intents=intents)
 
 
 def paired_evidence(slices: LabelledSlices, rollout_id: str, measure: str) -> list[PairedCounts]:

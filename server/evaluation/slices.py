@@ -14,10 +14,11 @@ from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.orm import Session
 
+from aggregation.rollout_plan import RolloutPhase, replay_label, shadow_label
 from aggregation.schema import TURNS
 from aggregation.sequential import ZERO, ArmCounts, Verdict
 from server.context import ServerSettings
@@ -132,3 +133,32 @@ def verdict_json(v: Verdict) -> dict[str, Any]:
         x = d[k]
         d[k] = None if x in (float("inf"), float("-inf")) else round(x, 6)
     return d
+
+
+def validation_labels(rollout_id: str, phase: str) -> list[str]:
+    """The two labels a validation stage's results arrive under (replay: stable, candidate; shadow: worse, better)."""
+    if phase == RolloutPhase.REPLAY:
+        return [replay_label(rollout_id, "stable"), replay_label(rollout_id, "candidate")]
+    if phase == RolloutPhase.SHADOW:
+        return [shadow_label(rollout_id, "worse"), shadow_label(rollout_id, "better")]
+    raise ValueError(f"{phase!r} is not a validation stage")
+
+
+def read_validation(
+    session: Session, settings: ServerSettings, cohort: str, rollout_id: str, phase: str, from_window: int,
+    intents: Collection[str] = (),
+) -> LabelledSlices:
+    """A rollout's replay or shadow slices (``phase``) from ``from_window`` on."""
+    return read_labelled_slices(session, settings, cohort, validation_labels(rollout_id, phase), from_window,
+                                intents=intents)
+
+
+class VerdictsJson:
+    """Mixin of an assessment dataclass with ``verdicts``: its JSON-able dict (see :func:`verdict_json`)."""
+
+    verdicts: list[Verdict]
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = asdict(cast(Any, self))
+        doc["verdicts"] = [verdict_json(v) for v in self.verdicts]
+        return doc

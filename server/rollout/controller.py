@@ -60,10 +60,10 @@ from aggregation.rollout_plan import (
 from server.audit import append_audit
 from server.context import ServerContext
 from server.db import advisory_lock, locks, transaction
-from server.evaluation.replay import ReplayAssessment, assess_replay, read_replay
-from server.evaluation.shadow import ShadowAssessment, assess_shadow, read_shadow
+from server.evaluation.replay import ReplayAssessment, assess_replay
+from server.evaluation.shadow import ShadowAssessment, assess_shadow
 from server.evaluation.sla import note_rollout_stage
-from server.evaluation.slices import ValidationDecision
+from server.evaluation.slices import ValidationDecision, read_validation
 from server.identity.enrollment import cohort_tenants
 from server.review.bundles import issue_cohort_bundle, promote_candidate, roll_back_candidate
 from server.review.models import CandidateRecord
@@ -380,12 +380,11 @@ def assess_validation(session: Session, ctx: ServerContext, rec: RolloutRecord
     # the stage began in (tenants replay, and pair, as soon as they hold the bundle, mid-window too).
     began = datetime.fromisoformat(rec.stage_started_at).timestamp()
     from_window = int(began // rec.window_seconds) * rec.window_seconds
+    slices = read_validation(session, ctx.settings, rec.cohort, rec.id, rec.phase, from_window, intents_of(rec))
     if rec.phase == RolloutPhase.REPLAY:
         cand = get_candidate(session, rec.candidate_id)
-        slices = read_replay(session, ctx.settings, rec.cohort, rec.id, from_window, intents_of(rec))
         measures = current_schema(session, rec.cohort).dimensions[0].values
         return assess_replay(plan, stage, cand.category, rec.id, slices, measures, k=k, elapsed_windows=elapsed)
-    slices = read_shadow(session, ctx.settings, rec.cohort, rec.id, from_window, intents_of(rec))
     return assess_shadow(plan, stage, rec.id, slices, k=k, elapsed_windows=elapsed)
 
 

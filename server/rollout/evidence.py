@@ -24,16 +24,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy.orm import Session
 
 from aggregation.rollout_plan import RolloutPlan
 from aggregation.sequential import ZERO, ArmCounts, Gate, Verdict, WindowEvidence
 from server.context import ServerSettings
-from server.evaluation.slices import verdict_json
+from server.evaluation.slices import VerdictsJson
 from server.signals.views import merged_cells
 
 ARTIFACT_VERSION = "artifact_version"
@@ -72,16 +71,26 @@ class StageEvidence:
     stage_window_start: int | None = None
     window_turns: dict[int, tuple[float, float]] = field(default_factory=dict)
 
-    def stage_view(self) -> tuple[list[int], list[int], float, float]:
-        """(usable windows, suppressed windows, canary turns, control turns) of the current stage."""
+    def stage_view(self) -> StageView:
+        """The current stage's share of the evidence (its dwell and minimum evidence are judged on it)."""
         start = self.stage_window_start
         if start is None:
-            return self.windows, self.suppressed_windows, self.canary_turns, self.control_turns
+            return StageView(self.windows, self.suppressed_windows, self.canary_turns, self.control_turns)
         windows = [w for w in self.windows if w >= start]
         suppressed = [w for w in self.suppressed_windows if w >= start]
         canary = sum(self.window_turns.get(w, (0.0, 0.0))[0] for w in windows)
         control = sum(self.window_turns.get(w, (0.0, 0.0))[1] for w in windows)
-        return windows, suppressed, canary, control
+        return StageView(windows, suppressed, canary, control)
+
+
+@dataclass(frozen=True)
+class StageView:
+    """The current stage's usable and suppressed windows and its canary and control turns."""
+
+    windows: list[int]
+    suppressed_windows: list[int]
+    canary_turns: float
+    control_turns: float
 
 
 def read_stage_evidence(
@@ -158,7 +167,7 @@ def plan_gates(plan: RolloutPlan) -> list[Gate]:
 
 
 @dataclass
-class Assessment:
+class Assessment(VerdictsJson):
     decision: Decision
     reason: str
     verdicts: list[Verdict]
@@ -167,11 +176,6 @@ class Assessment:
     suppressed_windows: int
     canary_turns: float
     control_turns: float
-
-    def to_dict(self) -> dict[str, Any]:
-        doc = asdict(self)
-        doc["verdicts"] = [verdict_json(v) for v in self.verdicts]
-        return doc
 
 
 def non_inferior(v: Verdict) -> bool:
@@ -188,7 +192,9 @@ def assess(plan: RolloutPlan, stage_index: int, evidence: StageEvidence, elapsed
     verdicts = [g.evaluate(evidence.per_measure.get(g.measure, [])) for g in plan_gates(plan)]
     stage_index = min(max(stage_index, 0), len(plan.stages) - 1)
     stage = plan.stages[stage_index]
-    windows, suppressed, canary_turns, control_turns = evidence.stage_view()
+    view = evidence.stage_view()
+    windows, suppressed = view.windows, view.suppressed_windows
+    canary_turns, control_turns = view.canary_turns, view.control_turns
 
     def result(decision: Decision, reason: str) -> Assessment:
         return Assessment(decision, reason, verdicts, elapsed_windows, len(windows),

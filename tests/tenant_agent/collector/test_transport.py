@@ -20,7 +20,7 @@ from tenant_agent.outbox import SUBMIT_METHOD
 from tenant_agent.store import Release
 from tenant_agent.transport import TransportError, enroll, open_channel
 from tests.bundle_factory import World
-from tests.harness import CORE_SERVICES, Credentials, Harness, start_harness
+from tests.harness import CORE_SERVICES, Credentials, Harness, running_harness
 
 from .fakes import T0, turn
 
@@ -29,11 +29,8 @@ HOUR = 3600
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Harness]:
-    h = start_harness(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server")
-    try:
+    with running_harness(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server") as h:
         yield h
-    finally:
-        h.running.stop(0)
         h.ctx.engine.dispose()
 
 
@@ -57,15 +54,11 @@ def test_enrollment_writes_credentials_trust_root_and_schema(server: Harness, tm
 
 
 def test_enrollment_refuses_a_server_whose_ca_is_not_the_pinned_one(server: Harness, tmp_path: Path) -> None:
-    other = start_harness(f"sqlite:///{tmp_path / 'other.db'}", tmp_path / "other")
-    try:
+    with running_harness(f"sqlite:///{tmp_path / 'other.db'}", tmp_path / "other") as other:
         with pytest.raises(TransportError, match="not signed by the pinned CA") as err:
             enroll(server.enroll_target, server.token("acme"), tmp_path / "c", other.ca.certificate_pem, timeout=5)
         assert "\n" not in str(err.value)
         assert not (tmp_path / "c" / "credentials" / "client.key").exists()
-    finally:
-        other.running.stop(0)
-        other.ctx.engine.dispose()
 
 
 def test_open_channel_without_credentials_says_to_enroll(tmp_path: Path) -> None:
@@ -95,10 +88,10 @@ def test_enrolled_collector_reports_to_the_real_server_over_mtls(server: Harness
 
 
 def test_pull_bundle_installs_the_cohort_bundle_from_the_real_server(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    h = start_harness(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server", services=[*CORE_SERVICES, BUNDLES])
-    try:
+    with running_harness(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server",
+                         services=[*CORE_SERVICES, BUNDLES]) as h:
         state = tmp_path / "collector"
         enroll(h.enroll_target, h.token("acme", "retail"), state, h.ca.certificate_pem, signals_address=h.mtls_target)
         with Collector(CollectorConfig(state_dir=state)) as c:
@@ -108,9 +101,6 @@ def test_pull_bundle_installs_the_cohort_bundle_from_the_real_server(
             assert c.status().active_bundle == f"version {result.active_version}"
             assert c.resolver.resolve("routing", "session-1").version == "baseline"
             assert c.pull_bundle().status == "up_to_date"
-    finally:
-        h.running.stop(0)
-        h.ctx.engine.dispose()
 
 
 # -- the trust root on (re-)enrollment ------------------------------------------------------------------

@@ -36,6 +36,13 @@ def write(tmp_path: Path, text: str, name: str = "collector.toml") -> Path:
     return p
 
 
+def refusal(path: Path) -> str:
+    """The message :func:`load_toml` refuses ``path`` with."""
+    with pytest.raises(DataFileError) as err:
+        load_toml(Config, path)
+    return str(err.value)
+
+
 def test_a_valid_file_loads_with_defaults_written_once(tmp_path: Path) -> None:
     cfg = load_toml(Config, write(tmp_path, 'state_dir = "/var/lib/x"\n[loop]\ninterval_seconds = 2\n'))
     assert cfg.state_dir == Path("/var/lib/x")
@@ -45,30 +52,22 @@ def test_a_valid_file_loads_with_defaults_written_once(tmp_path: Path) -> None:
 
 def test_a_typo_is_refused_with_its_line_and_a_suggestion(tmp_path: Path) -> None:
     p = write(tmp_path, '# comment\nstate_dir = "s"\notlp_lsiten = "0.0.0.0:1"\n')
-    with pytest.raises(DataFileError) as err:
-        load_toml(Config, p)
-    assert str(err.value) == f"{p}:3: otlp_lsiten: unknown key (did you mean otlp_listen?)"
+    assert refusal(p) == f"{p}:3: otlp_lsiten: unknown key (did you mean otlp_listen?)"
 
 
 def test_a_typo_inside_a_table_names_the_dotted_key_and_its_line(tmp_path: Path) -> None:
     p = write(tmp_path, '[loop]\ninsecure_dev = false\n\n[budget]\nrho_per_perod = 0.1\n')
-    with pytest.raises(DataFileError) as err:
-        load_toml(Config, p)
-    assert str(err.value) == f"{p}:5: budget.rho_per_perod: unknown key (did you mean rho_per_period?)"
+    assert refusal(p) == f"{p}:5: budget.rho_per_perod: unknown key (did you mean rho_per_period?)"
 
 
 def test_the_string_false_is_not_a_boolean(tmp_path: Path) -> None:
     p = write(tmp_path, '[loop]\ninsecure_dev = "false"\n')
-    with pytest.raises(DataFileError) as err:
-        load_toml(Config, p)
-    assert str(err.value) == f"{p}:2: loop.insecure_dev: expected true or false, got the string 'false'"
+    assert refusal(p) == f"{p}:2: loop.insecure_dev: expected true or false, got the string 'false'"
 
 
 def test_every_problem_is_listed_and_array_tables_are_located(tmp_path: Path) -> None:
     p = write(tmp_path, '[[cohorts]]\nname = "a"\n[[cohorts]]\nname = 7\n[loop]\ninterval_seconds = "fast"\n')
-    with pytest.raises(DataFileError) as err:
-        load_toml(Config, p)
-    lines = sorted(str(err.value).splitlines())
+    lines = sorted(refusal(p).splitlines())
     assert len(lines) == 2
     assert lines[0] == f"{p}:4: cohorts[1].name: input should be a valid string, got 7"
     assert lines[1] == f"{p}:6: loop.interval_seconds: input should be a valid number, got the string 'fast'"

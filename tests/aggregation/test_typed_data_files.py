@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,15 +30,20 @@ def line_of(text: str, needle: str) -> int:
     return text[: text.index(needle)].count("\n") + 1
 
 
+def refused(tmp_path: Path, doc: Any, load: Callable[[Path], object], error: type[Exception]) -> tuple[Path, str, str]:
+    """``doc`` written as indented JSON and loaded: the file, its text and the message it is refused with."""
+    path = tmp_path / "data.json"
+    text = json.dumps(doc, indent=2)
+    path.write_text(text)
+    with pytest.raises(error) as err:
+        load(path)
+    return path, text, str(err.value)
+
+
 def test_a_misspelt_category_key_is_refused_with_its_name_and_line(tmp_path: Path) -> None:
     doc = shipped_taxonomy()
     doc["categories"][1]["raeds"] = doc["categories"][1].pop("reads")
-    path = tmp_path / "taxonomy.json"
-    text = json.dumps(doc, indent=2)
-    path.write_text(text)
-    with pytest.raises(TaxonomyError) as err:
-        Taxonomy.load(path)
-    message = str(err.value)
+    path, text, message = refused(tmp_path, doc, Taxonomy.load, TaxonomyError)
     line = line_of(text, '"raeds"')
     assert f"{path}:{line}: categories[1].raeds: unknown key (did you mean reads?)" in message
     assert "categories[1].reads: required key is missing" in message
@@ -47,12 +53,7 @@ def test_a_mistyped_taxonomy_value_is_refused_not_coerced(tmp_path: Path) -> Non
     doc = shipped_taxonomy()
     doc["version"] = 1
     doc["categories"][0]["kind"] = "failur"
-    path = tmp_path / "taxonomy.json"
-    text = json.dumps(doc, indent=2)
-    path.write_text(text)
-    with pytest.raises(TaxonomyError) as err:
-        Taxonomy.load(path)
-    message = str(err.value)
+    path, text, message = refused(tmp_path, doc, Taxonomy.load, TaxonomyError)
     line = line_of(text, '"version"')
     assert f"{path}:{line}: version:" in message
     assert "categories[0].kind:" in message
@@ -95,26 +96,16 @@ def test_a_misspelt_key_in_a_rollout_plans_file_is_refused_with_its_name_line_an
     doc = json.loads(shipped_plans_text())
     stage = doc["plans"]["high"]["stages"][0]
     stage["min_windws"] = stage.pop("min_windows")
-    text = json.dumps(doc, indent=2)
-    path = tmp_path / "plans.json"
-    path.write_text(text)
-    with pytest.raises(RolloutPlanError) as err:
-        RolloutPlans.load(path)
+    path, text, message = refused(tmp_path, doc, RolloutPlans.load, RolloutPlanError)
     line = line_of(text, '"min_windws"')
-    assert (f"{path}:{line}: plans.high.stages[0].min_windws: unknown key (did you mean min_windows?)"
-            in str(err.value))
+    assert f"{path}:{line}: plans.high.stages[0].min_windws: unknown key (did you mean min_windows?)" in message
 
 
 def test_a_mistyped_value_in_a_rollout_plans_file_is_refused_not_coerced(tmp_path: Path) -> None:
     doc = json.loads(shipped_plans_text())
     doc["plans"]["critical"]["alpha"] = "0.05"
     doc["intent_scoped_kinds"] = "routing_rule"
-    text = json.dumps(doc, indent=2)
-    path = tmp_path / "plans.json"
-    path.write_text(text)
-    with pytest.raises(RolloutPlanError) as err:
-        RolloutPlans.load(path)
-    message = str(err.value)
+    path, text, message = refused(tmp_path, doc, RolloutPlans.load, RolloutPlanError)
     critical = text.index('"critical": {\n      "alpha"')
     alpha_line = text[: text.index('"alpha"', critical)].count("\n") + 1
     assert f"{path}:{alpha_line}: plans.critical.alpha: input should be a valid number, got the string '0.05'" in message

@@ -112,34 +112,12 @@ def test_detection_creates_one_candidate_with_evidence_and_is_idempotent(
 def test_concurrent_detection_on_two_replicas_creates_one_candidate(
     world: ServerWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import threading
-
-    from server.context import ServerContext
-
     cells = [cell("wrong_tool", 0.35, 0.30, 0.40, intent="order_status")]
     monkeypatch.setattr(candidates, "merged_cells", lambda session, cohort, settings, **kw: cells)
-    replicas = [ServerContext.create(world.ctx.settings, clock=world.clock) for _ in range(2)]
-    barrier = threading.Barrier(2)
-    errors: list[BaseException] = []
-
-    def run(ctx: ServerContext) -> None:
-        try:
-            barrier.wait(timeout=30)
-            candidates.run_detection(ctx)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(r,)) for r in replicas]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert errors == []
+    world.on_replicas(candidates.run_detection)
     from sqlalchemy import func, select
 
     from server.review.models import CandidateRecord
 
     with transaction(world.ctx.sessions) as s:
         assert s.scalar(select(func.count()).select_from(CandidateRecord)) == 1
-    for r in replicas:
-        r.engine.dispose()

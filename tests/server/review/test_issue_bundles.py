@@ -149,29 +149,14 @@ def test_root_without_this_servers_key_is_refused(world: ServerWorld) -> None:
 
 
 def test_concurrent_issuing_on_two_replicas_gives_distinct_consecutive_versions(world: ServerWorld) -> None:
-    import threading
-
     from server.context import ServerContext
 
-    replicas = [ServerContext.create(world.ctx.settings, clock=world.clock) for _ in range(2)]
-    barrier = threading.Barrier(2)
     versions: list[int] = []
-    errors: list[BaseException] = []
 
-    def run(ctx: ServerContext) -> None:
-        try:
-            barrier.wait(timeout=30)
-            for _ in range(3):
-                with transaction(ctx.sessions) as s:
-                    versions.append(issue_cohort_bundle(s, ctx, "c1", None).version)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+    def issue_three(ctx: ServerContext) -> None:
+        for _ in range(3):
+            with transaction(ctx.sessions) as s:
+                versions.append(issue_cohort_bundle(s, ctx, "c1", None).version)
 
-    threads = [threading.Thread(target=run, args=(r,)) for r in replicas]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert errors == [] and sorted(versions) == [1, 2, 3, 4, 5, 6]
-    for r in replicas:
-        r.engine.dispose()
+    world.on_replicas(issue_three)
+    assert sorted(versions) == [1, 2, 3, 4, 5, 6]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,6 +68,29 @@ class ServerWorld:
             return approve_candidate(s, candidate_id, keyid=sig.keyid, signature=bytes.fromhex(sig.signature),
                                      signing_payload=payload, root=current_root(s), actor=f"admin:r{reviewer}",
                                      now=self.clock())
+
+    def on_replicas(self, work: Callable[[ServerContext], None], replicas: int = 2) -> None:
+        """Run ``work`` at once on ``replicas`` server contexts over this store (threads released together);
+        fails with the first error any of them raised."""
+        contexts = [ServerContext.create(self.ctx.settings, clock=self.clock) for _ in range(replicas)]
+        barrier = threading.Barrier(replicas)
+        errors: list[BaseException] = []
+
+        def run(ctx: ServerContext) -> None:
+            try:
+                barrier.wait(timeout=30)
+                work(ctx)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(c,)) for c in contexts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        for c in contexts:
+            c.engine.dispose()
+        assert errors == []
 
     def approved(self, cohort: str = "c1", risk: str = "low", **kw: object) -> str:
         cid = self.propose(cohort, risk, **kw)  # type: ignore[arg-type]

@@ -16,25 +16,17 @@ from .fakes import make_config
 LOCAL = {"otlp_listen": "127.0.0.1:0", "resolve_listen": "127.0.0.1:0"}
 
 
-def test_a_second_collector_on_the_same_otlp_port_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("listener", "key", "message"), [
+    ("otlp_port", "otlp_listen", "cannot listen for OTLP on {taken}: the address is in use"),
+    ("resolve_port", "resolve_listen", "cannot serve resolve on {taken}"),
+])
+def test_a_second_collector_on_a_port_in_use_is_refused(tmp_path: Path, listener: str, key: str, message: str) -> None:
     with Collector(make_config(tmp_path / "a", **LOCAL)) as first:
         serving = start_serving(first)
         try:
-            taken = f"127.0.0.1:{serving.otlp_port}"
-            second = Collector(make_config(tmp_path / "b", **{**LOCAL, "otlp_listen": taken}))
-            with second, pytest.raises(ListenError, match=f"cannot listen for OTLP on {taken}: the address is in use"):
-                start_serving(second)
-        finally:
-            serving.stop(0)
-
-
-def test_a_second_collector_on_the_same_resolve_port_is_refused(tmp_path: Path) -> None:
-    with Collector(make_config(tmp_path / "a", **LOCAL)) as first:
-        serving = start_serving(first)
-        try:
-            taken = f"127.0.0.1:{serving.resolve_port}"
-            second = Collector(make_config(tmp_path / "b", **{**LOCAL, "resolve_listen": taken}))
-            with second, pytest.raises(ListenError, match=f"cannot serve resolve on {taken}"):
+            taken = f"127.0.0.1:{getattr(serving, listener)}"
+            second = Collector(make_config(tmp_path / "b", **{**LOCAL, key: taken}))
+            with second, pytest.raises(ListenError, match=message.format(taken=taken)):
                 start_serving(second)
         finally:
             serving.stop(0)

@@ -409,7 +409,12 @@ def _typed(model: type[M], doc: Any, source: str, text: str | None) -> M:
     try:
         return validate(model, doc, source=source, text=text, fmt="json")
     except DataFileError as exc:
-        raise RolloutPlanError("; ".join(str(exc).splitlines())) from None
+        raise _refusal(exc) from None
+
+
+def _refusal(exc: DataFileError) -> RolloutPlanError:
+    """A typed loader's problems (one per key, each with its file and line) as one plan error on one line."""
+    return RolloutPlanError("; ".join(str(exc).splitlines()))
 
 
 def _validate(plan: RolloutPlan) -> None:
@@ -554,7 +559,7 @@ class RolloutPlans:
         try:
             doc = load_json(PlansFileDocument, source, text=text)
         except DataFileError as exc:
-            raise RolloutPlanError("; ".join(str(exc).splitlines())) from None
+            raise _refusal(exc) from None
         plans = {rc: RolloutPlan.from_document(p, risk_class=rc, plans_version=doc.version)
                  for rc, p in doc.plans.items()}
         missing = [rc for rc in RISK_CLASSES if rc not in plans]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from aggregation.errors import FedsignalError
+from tenant_agent.redaction import addresses
 from tenant_agent.redaction.recognizers import (
     BUILTIN,
     CONTEXT_WINDOW,
@@ -37,7 +38,7 @@ ENTITY_TYPES = (
     "PHONE", "US_ITIN", "UK_NHS", "CA_SIN", "AU_TFN", "AU_ABN", "AU_MEDICARE", "IN_AADHAAR", "NATIONAL_ID",
     "NPI", "ABA_ROUTING", "MEDICAL_LICENSE", "PASSPORT", "DRIVER_LICENSE", "INSURANCE_ID", "BANK_ACCOUNT",
     "CRYPTO_WALLET", "VAT_ID", "IN_GSTIN", "IN_PAN", "SG_NRIC", "DEA", "MBI", "UK_NINO", "KR_RRN",
-    "UK_POSTCODE", "MAC_ADDRESS", "PERSON",
+    "UK_POSTCODE", "MAC_ADDRESS", "PERSON", "STREET_ADDRESS",
 )  # fmt: skip
 
 _TENANT_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,39}")
@@ -288,6 +289,8 @@ def _builtin(text: str, counts: dict[str, int]) -> str:
                 continue
         text = rec.pattern.sub(_replacer(rec.entity, rec.validate, rec.replace, rec.context, rec.group, counts), text)
     text = _scan(text, gates, counts)
+    if addresses.may_have_others(lowered, bool(gates & G_DIGIT)):
+        text = _spans(text, addresses.other_spans(text, text.lower()), "STREET_ADDRESS", counts)
     for rec in _AFTER:
         if not rec.gates & ~gates and _has_keyword(rec.keywords, lowered):
             text = rec.pattern.sub(_replacer(rec.entity, rec.validate, rec.replace, rec.context, rec.group, counts), text)
@@ -302,6 +305,23 @@ _COMBINED = tuple(rec for rec in BUILTIN if rec.stage == "combined")
 # Context words are checked per candidate (``_apply``), not here: a text's keywords would
 # multiply the scanners, and a context check costs less than a scan.
 _SCANNERS: dict[int, tuple[re.Pattern[str] | None, dict[str, tuple[Recognizer, ...]]]] = {}
+
+
+def _spans(text: str, spans: list[tuple[int, int]], entity: str, counts: dict[str, int]) -> str:
+    """``text`` with each (start, end) span replaced by ``<entity>``; spans over a placeholder are kept."""
+    pieces, position, n = [], 0, 0
+    for start, end in spans:
+        if "<" in text[start:end]:
+            continue
+        pieces.append(text[position:start])
+        pieces.append(f"<{entity}>")
+        position = end
+        n += 1
+    if not n:
+        return text
+    pieces.append(text[position:])
+    counts[entity] = counts.get(entity, 0) + n
+    return "".join(pieces)
 
 
 def _has_keyword(keywords: tuple[str, ...], lowered: str) -> bool:
@@ -336,6 +356,15 @@ def _scan(text: str, gates: int, counts: dict[str, int]) -> str:
         start = m.start()
         done = None
         for position, rec in enumerate(tails[m.lastgroup or ""]):
+            if rec.span is not None:
+                real = rec.pattern.match(text, start)
+                around = None if real is None else rec.span(real, last)
+                if around is not None:
+                    counts[rec.entity] = counts.get(rec.entity, 0) + 1
+                    start = around[0]
+                    done = (around[1], rec.placeholder)
+                    break
+                continue
             if position == 0 and rec.replace is None and rec.group == 0 and rec.context is None:
                 # The scanner's own match is this recognizer's match: no second regex run.
                 end = m.end()

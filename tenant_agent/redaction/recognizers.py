@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
+from tenant_agent.redaction import addresses
 from tenant_agent.redaction import checksums as ck
 from tenant_agent.redaction.domains import is_domain
 
@@ -122,6 +123,9 @@ class Recognizer:
     stage: str = "combined"
     flags: int = _A
     placeholder: str = ""
+    # Instead of replace: the (start, end) of the entity around the match, which may begin before
+    # it (a street address found from its house number); the single scan only.
+    span: Callable[[re.Match[str], int], tuple[int, int] | None] | None = None
 
 
 def _context(*words: str) -> re.Pattern[str]:
@@ -560,6 +564,10 @@ def _person_replace(m: re.Match[str]) -> str | None:
 # -- the list, in the order the passes run ------------------------------------------------
 
 
+def _address_span(m: re.Match[str], floor: int) -> tuple[int, int] | None:
+    return addresses.at_number(m.string, m.start(), m.end(), floor)
+
+
 def _rrn_ok(value: str) -> bool:
     return ck.kr_rrn_valid(_only_digits(value))
 
@@ -664,6 +672,7 @@ def R(
     flags: int = _A,
     replace: Callable[[re.Match[str]], str | None] | None = None,
     stage: str = "",
+    span: Callable[[re.Match[str], int], tuple[int, int] | None] | None = None,
 ) -> Recognizer:
     return Recognizer(
         entity=entity,
@@ -680,6 +689,7 @@ def R(
         stage=stage or ("context" if context else "combined"),
         flags=flags,
         placeholder=f"<{entity}>",
+        span=span,
     )
 
 
@@ -760,6 +770,7 @@ BUILTIN: tuple[Recognizer, ...] = (
     R("DATE", DATE_MONTH_YEAR.pattern, gates=G_DOT_NUM, replace=_date_month_year_replace),
     R("DATE", DATE_DAY_MONTH.pattern, _day_ok, gates=G_DIGIT, flags=_A | re.IGNORECASE),
     R("DATE", DATE_MONTH_FIRST.pattern, gates=G_DIGIT),
+    R("STREET_ADDRESS", addresses.HOUSE_NUMBER.pattern, gates=G_DIGIT, span=_address_span),
     R("PHONE", PHONE.pattern, gates=G_NUM7, replace=_phone_replace),
     R("URL", DOMAIN.pattern, is_domain, gates=G_DOMAIN, stage="after"),
     R("PERSON", PERSON.pattern, flags=0, replace=_person_replace),

@@ -770,7 +770,7 @@ BUILTIN: tuple[Recognizer, ...] = (
     R("DATE", DATE_MONTH_YEAR.pattern, gates=G_DOT_NUM, replace=_date_month_year_replace),
     R("DATE", DATE_DAY_MONTH.pattern, _day_ok, gates=G_DIGIT, flags=_A | re.IGNORECASE),
     R("DATE", DATE_MONTH_FIRST.pattern, gates=G_DIGIT),
-    R("STREET_ADDRESS", addresses.HOUSE_NUMBER.pattern, gates=G_DIGIT, span=_address_span),
+    R("STREET_ADDRESS", addresses.HOUSE_NUMBER.pattern, gates=G_DIGIT, flags=0, span=_address_span),
     R("PHONE", PHONE.pattern, gates=G_NUM7, replace=_phone_replace),
     R("URL", DOMAIN.pattern, is_domain, gates=G_DOMAIN, stage="after"),
     R("PERSON", PERSON.pattern, flags=0, replace=_person_replace),

@@ -115,11 +115,15 @@ ADDRESS_CONTEXT = re.compile(
     r"|deliver to|delivery to|dirección|indirizzo|endereço)(?![a-z])[:\s]*"
 )
 # Substrings one of which every ADDRESS_CONTEXT match contains (each test costs ~0.2 us).
-_CUE_HINTS = ("addr", "adres", "lives at", "living at", "ship to", "shipping to", "resid", "deliver", "irecci", "ndirizzo", "ndere")
+_CUE_HINTS = ("addr", "adres", "resid", "deliver", "irecci", "ndirizzo", "ndere")
 
 
 def may_have_context(lowered: str) -> bool:
     """A superset of ADDRESS_CONTEXT in substring tests (most texts have none of them)."""
+    if "liv" in lowered and ("lives at" in lowered or "living at" in lowered):
+        return True
+    if "ship" in lowered and ("ship to" in lowered or "shipping to" in lowered):
+        return True
     for hint in _CUE_HINTS:  # noqa: SIM110 - a loop: no generator per text
         if hint in lowered:
             return True
@@ -267,9 +271,9 @@ def at_number(text: str, start: int, end: int, floor: int = 0) -> tuple[int, int
 
 
 def _may_have_box(lowered: str) -> bool:
-    return "box" in lowered or "postfach" in lowered or "postbus" in lowered or "postboks" in lowered or (
-        "apartado" in lowered or "caixa" in lowered or "casella" in lowered or "boîte" in lowered
-    )
+    return "box" in lowered or "apartado" in lowered or "caixa" in lowered or "casella" in lowered or (
+        "post" in lowered and ("postfach" in lowered or "postbus" in lowered or "postboks" in lowered)
+    ) or "boîte" in lowered
 
 
 def may_have_others(lowered: str, digits: bool) -> bool:

@@ -57,32 +57,37 @@ class Features:
 
     @staticmethod
     def of(text: str) -> Features:
-        gates = 0
-        if _has_digit(text):
-            gates |= G_DIGIT
-            # The longest run in characters bounds its digits from above: a superset, as gates
-            # must be, at the price of opening a gate for "1 - 2 - 3" now and then.
-            most = max(map(len, _RUN.findall(text)))
-            if most >= 6:
-                gates |= G_NUM6
-                if most >= 7:
-                    gates |= G_NUM7
-                    if most >= 9:
-                        gates |= G_NUM9
-                        if most >= 12:
-                            gates |= G_NUM12
-            if _DOT_NUM.search(text):
-                gates |= G_DOT_NUM
-            if _MIXED.search(text):
-                gates |= G_MIXED
-        colons = text.count(":")
-        if colons >= 2:
-            gates |= G_COLON2
-        if "." in text and _DOMAIN_GATE.search(text):
-            gates |= G_DOMAIN
-        if colons >= 5 or (gates & G_DIGIT and (text.count("-") >= 5 or text.count(".") >= 2)):
-            gates |= G_MAC
-        return Features(gates)
+        return Features(gates_of(text))
+
+
+def gates_of(text: str) -> int:
+    """The gates of ``text`` (see Features): an int, no object per text."""
+    gates = 0
+    if _has_digit(text):
+        gates |= G_DIGIT
+        # The longest run in characters bounds its digits from above: a superset, as gates
+        # must be, at the price of opening a gate for "1 - 2 - 3" now and then.
+        most = max(map(len, _RUN.findall(text)))
+        if most >= 6:
+            gates |= G_NUM6
+            if most >= 7:
+                gates |= G_NUM7
+                if most >= 9:
+                    gates |= G_NUM9
+                    if most >= 12:
+                        gates |= G_NUM12
+        if _DOT_NUM.search(text):
+            gates |= G_DOT_NUM
+        if _MIXED.search(text):
+            gates |= G_MIXED
+    colons = text.count(":")
+    if colons >= 2:
+        gates |= G_COLON2
+    if "." in text and _DOMAIN_GATE.search(text):
+        gates |= G_DOMAIN
+    if colons >= 5 or (gates & G_DIGIT and (text.count("-") >= 5 or text.count(".") >= 2)):
+        gates |= G_MAC
+    return gates
 
 
 _DIGITS = frozenset("0123456789")

@@ -404,7 +404,12 @@ def _context_pass(rec: Recognizer, context: re.Pattern[str], text: str, counts: 
     out: list[str] = []
     last = 0
     finditer = rec.pattern.finditer
-    for cue in context.finditer(text):
+    lowered = text.lower()
+    # Lower-casing keeps the positions unless a character grows (İ -> i̇): then the slower pattern.
+    cues = rec.context_lower.finditer(lowered) if rec.context_lower and len(lowered) == len(text) else (
+        context.finditer(text)
+    )
+    for cue in cues:
         limit = cue.start() + CONTEXT_WINDOW
         for m in finditer(text, max(cue.end(), last)):
             if m.start() > limit:

@@ -131,6 +131,20 @@ class Recognizer:
     # Instead of replace: the (start, end) of the entity around the match, which may begin before
     # it (a street address found from its house number); the single scan only.
     span: Callable[[re.Match[str], int], tuple[int, int] | None] | None = None
+    context_lower: re.Pattern[str] | None = None  # the context words, for the lower-cased text
+
+
+def _context_lower(*words: str) -> re.Pattern[str]:
+    """``_context(*words)`` for the lower-cased text, written so that re skips ahead: grouped by
+    first letter, the boundary checked by look-behind after it (see fast_start). Searching the
+    whole text with the IGNORECASE pattern, which starts with a look-behind, is ~4x slower."""
+    by_first: dict[str, list[str]] = {}
+    for w in words:
+        low = w.lower()
+        by_first.setdefault(low[0], []).append(re.escape(low[1:]) + (r"(?![a-z])" if len(w) <= 4 else ""))
+    return re.compile(
+        "|".join(re.escape(first) + r"(?<![a-z].)(?:" + "|".join(rests) + ")" for first, rests in by_first.items())
+    )
 
 
 def _context(*words: str) -> re.Pattern[str]:
@@ -686,6 +700,7 @@ def R(
         gates=gates,
         keywords=tuple(k.lower() for k in (keywords or context)),
         context=_context(*context) if context else None,
+        context_lower=_context_lower(*context) if context else None,
         group=group,
         replace=replace,
         # Context-bound recognizers run as passes of their own, and only when one of their

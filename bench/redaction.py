@@ -1,11 +1,13 @@
 """Redaction quality and speed, in one process, side by side.
 
     .venv/bin/python -m bench.redaction [--per-type 120] [--negatives 1500] [--seed 14] [--repeat 3]
-                                        [--no-presidio] [--no-baseline]
+                                        [--no-presidio] [--no-baseline] [--baseline-rev 94207de]
 
 Prints, on the labelled corpus of ``tests/redaction/corpus.py`` (deterministic, Faker):
-precision and recall per entity type for this redactor, the first redactor
-(``git show main:tenant_agent/redact.py``, loaded as a module beside the new one)
+precision and recall per entity type for this redactor, the redactor before this round
+(``git show 94207de:tenant_agent/redact.py``, the single-module redactor of 11 types, loaded as
+a module beside the new one; ``--baseline-rev`` picks another commit whose
+``tenant_agent/redact.py`` is self-contained)
 and — when ``presidio-analyzer`` is installed (the ``bench`` extra) — Presidio's
 pattern recognizers (no NLP model: ``NoOpNlpEngine``) plus its anonymizer; the
 share of hard negatives each one touches; and texts/s of each on the corpus
@@ -52,17 +54,24 @@ PRESIDIO_TYPES = {
 _PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*)>")
 
 
-def load_baseline() -> ModuleType | None:
-    """The first redactor, from the main branch, as a module of its own."""
+#: The last commit whose redactor was the single module tenant_agent/redact.py (11 types).
+BASELINE_REV = "94207de"
+
+
+def load_baseline(rev: str = BASELINE_REV) -> ModuleType | None:
+    """The redactor of commit ``rev`` (``tenant_agent/redact.py``), as a module of its own."""
     try:
         source = subprocess.run(
-            ["git", "show", "main:tenant_agent/redact.py"], cwd=ROOT, check=True, capture_output=True, text=True
+            ["git", "show", f"{rev}:tenant_agent/redact.py"], cwd=ROOT, check=True, capture_output=True, text=True
         ).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
-    path = Path("/tmp") / "fedsignal_redact_main.py"
+    if "tenant_agent.redaction" in source:
+        return None  # a facade over the package: it would load today's code, not the old one
+    name = "fedsignal_redact_" + re.sub(r"\W", "_", rev)
+    path = Path("/tmp") / f"{name}.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location("fedsignal_redact_main", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         return None
     module = importlib.util.module_from_spec(spec)
@@ -156,13 +165,17 @@ def collector_texts(seed: int, n: int) -> dict[str, list[str]]:
     }
 
 
+def _ratio(value: float) -> str:
+    return f"{value:.2f}x" if value < 10 else f"{value:.0f}x"
+
+
 def print_quality(scores: dict[str, Score]) -> None:
     names = list(scores)
     ours = scores[names[0]]
     labels = [label for label in ours.labels() if ours.tp[label] + ours.fn[label]]
     head = f"{'entity':<16}{'n':>5}  {'precision':>9} {'recall':>7} {'any':>6}"
     for name in names[1:]:
-        head += f" | {name[:12]:>12} rec"
+        head += f" | {name[:17]:>17}"
     print(head)
     for label in labels:
         has_recognizer = label not in UNCOVERED
@@ -171,7 +184,7 @@ def print_quality(scores: dict[str, Score]) -> None:
             f"{ours.recall(label):>7.3f} {ours.any_recall(label):>6.3f}"
         )
         for name in names[1:]:
-            line += f" | {scores[name].recall(label):>16.3f}"
+            line += f" | {scores[name].recall(label):>17.3f}"
         print(line + ("" if has_recognizer else "   (no recognizer)"))
     print()
     for name, result in scores.items():
@@ -198,14 +211,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--collector-texts", type=int, default=3000)
     parser.add_argument("--no-presidio", action="store_true")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--baseline-rev", default=BASELINE_REV, help="commit of the older redactor")
     args = parser.parse_args(argv)
 
     docs: list[Doc] = generate(args.seed, args.per_type, args.negatives)
     print(f"corpus: {len(docs)} texts (seed {args.seed}), {len(ENTITY_TYPES)} built-in entity types\n")
     redactors: dict[str, Callable[[str], str]] = {"fedsignal": Redactor().redact}
-    baseline = None if args.no_baseline else load_baseline()
+    baseline = None if args.no_baseline else load_baseline(args.baseline_rev)
     if baseline is not None:
-        redactors["fedsignal main"] = baseline.Redactor().redact
+        redactors[f"fedsignal {args.baseline_rev}"] = baseline.Redactor().redact
+    elif not args.no_baseline:
+        print(f"no self-contained tenant_agent/redact.py at {args.baseline_rev}: the older redactor is left out\n")
     presidio = None if args.no_presidio else presidio_redact(False)
     if presidio is not None:
         redactors["presidio"] = presidio[0]
@@ -230,9 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sample = texts[:2000] if slow else texts
             rates[set_name][name] = texts_per_second(redact, sample, 1 if slow else args.repeat)
         line = f"  {set_name:<22}" + "".join(f"{name} {rate:>10,.0f}   " for name, rate in rates[set_name].items())
-        for other in ("presidio", "presidio all"):
+        for other in [n for n in rates[set_name] if n.startswith("fedsignal ")] + ["presidio", "presidio all"]:
             if other in rates[set_name]:
-                line += f"fedsignal/{other} {rates[set_name]['fedsignal'] / rates[set_name][other]:.0f}x   "
+                line += f"fedsignal/{other} {_ratio(rates[set_name]['fedsignal'] / rates[set_name][other])}   "
         print(line)
     return 0
 

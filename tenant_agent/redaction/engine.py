@@ -1,6 +1,6 @@
 """The Redactor: tenant passes, secrets, then the built-in recognizers, then detectors.
 
-Speed comes from gates. ``Features.of`` looks at the text once (C-level scans:
+Speed comes from gates. ``gates_of`` looks at the text once (C-level scans:
 is there a digit, the longest digit run, an upper-case letter next to a digit,
 a dotted name, and every keyword any recognizer needs, found by one compiled
 alternation); a recognizer whose gate is closed costs one integer test. A
@@ -20,15 +20,16 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from aggregation.errors import FedsignalError
+from tenant_agent.redaction import addresses
 from tenant_agent.redaction.recognizers import (
     BUILTIN,
     CONTEXT_WINDOW,
     G_DIGIT,
     URL,
-    Features,
     Recognizer,
     _url_replace,
     combined_scanner,
+    gates_of,
 )
 
 #: Every built-in entity type; each is replaced by ``<TYPE>``. See docs/redaction.md.
@@ -37,7 +38,7 @@ ENTITY_TYPES = (
     "PHONE", "US_ITIN", "UK_NHS", "CA_SIN", "AU_TFN", "AU_ABN", "AU_MEDICARE", "IN_AADHAAR", "NATIONAL_ID",
     "NPI", "ABA_ROUTING", "MEDICAL_LICENSE", "PASSPORT", "DRIVER_LICENSE", "INSURANCE_ID", "BANK_ACCOUNT",
     "CRYPTO_WALLET", "VAT_ID", "IN_GSTIN", "IN_PAN", "SG_NRIC", "DEA", "MBI", "UK_NINO", "KR_RRN",
-    "UK_POSTCODE", "MAC_ADDRESS", "PERSON",
+    "UK_POSTCODE", "MAC_ADDRESS", "PERSON", "STREET_ADDRESS",
 )  # fmt: skip
 
 _TENANT_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,39}")
@@ -271,13 +272,13 @@ def _builtin(text: str, counts: dict[str, int]) -> str:
         constant(_JWT, "BEARER_TOKEN", "<BEARER_TOKEN>")
     if "@" in text:
         constant(_EMAIL, "EMAIL", "<EMAIL>")
-    gates = Features.of(text).gates
+    gates = gates_of(text)
     if gates & G_DIGIT:
         if "ssn" in lowered or "social security" in lowered:
             text = _SSN_LABELLED.sub(_labelled_ssn(counts), text)
         if "mrn" in lowered or "medical record" in lowered or "patient" in lowered or "chart" in lowered:
             constant(_MRN, "MRN", r"\1<MRN>")
-    for rec in _CONTEXT + _BEFORE:
+    for rec in _CONTEXT_BEFORE:
         if rec.gates & ~gates:
             continue
         if rec.keywords:
@@ -286,8 +287,13 @@ def _builtin(text: str, counts: dict[str, int]) -> str:
                     break
             else:
                 continue
-        text = rec.pattern.sub(_replacer(rec.entity, rec.validate, rec.replace, rec.context, rec.group, counts), text)
+        if rec.context is not None:
+            text = _context_pass(rec, rec.context, text, counts)
+        else:
+            text = rec.pattern.sub(_replacer(rec.entity, rec.validate, rec.replace, None, rec.group, counts), text)
     text = _scan(text, gates, counts)
+    if addresses.may_have_others(lowered, bool(gates & G_DIGIT)):
+        text = _spans(text, addresses.other_spans(text, text.lower()), "STREET_ADDRESS", counts)
     for rec in _AFTER:
         if not rec.gates & ~gates and _has_keyword(rec.keywords, lowered):
             text = rec.pattern.sub(_replacer(rec.entity, rec.validate, rec.replace, rec.context, rec.group, counts), text)
@@ -297,11 +303,29 @@ def _builtin(text: str, counts: dict[str, int]) -> str:
 _CONTEXT = tuple(rec for rec in BUILTIN if rec.stage == "context")
 _BEFORE = tuple(rec for rec in BUILTIN if rec.stage == "before")
 _AFTER = tuple(rec for rec in BUILTIN if rec.stage == "after")
+_CONTEXT_BEFORE = _CONTEXT + _BEFORE
 _COMBINED = tuple(rec for rec in BUILTIN if rec.stage == "combined")
 # Per feature set (the gates: ten bits), the single scan over the recognizers they open.
 # Context words are checked per candidate (``_apply``), not here: a text's keywords would
 # multiply the scanners, and a context check costs less than a scan.
 _SCANNERS: dict[int, tuple[re.Pattern[str] | None, dict[str, tuple[Recognizer, ...]]]] = {}
+
+
+def _spans(text: str, spans: list[tuple[int, int]], entity: str, counts: dict[str, int]) -> str:
+    """``text`` with each (start, end) span replaced by ``<entity>``; spans over a placeholder are kept."""
+    pieces, position, n = [], 0, 0
+    for start, end in spans:
+        if "<" in text[start:end]:
+            continue
+        pieces.append(text[position:start])
+        pieces.append(f"<{entity}>")
+        position = end
+        n += 1
+    if not n:
+        return text
+    pieces.append(text[position:])
+    counts[entity] = counts.get(entity, 0) + n
+    return "".join(pieces)
 
 
 def _has_keyword(keywords: tuple[str, ...], lowered: str) -> bool:
@@ -336,6 +360,15 @@ def _scan(text: str, gates: int, counts: dict[str, int]) -> str:
         start = m.start()
         done = None
         for position, rec in enumerate(tails[m.lastgroup or ""]):
+            if rec.span is not None:
+                real = rec.pattern.match(text, start)
+                around = None if real is None else rec.span(real, last)
+                if around is not None:
+                    counts[rec.entity] = counts.get(rec.entity, 0) + 1
+                    start = around[0]
+                    done = (around[1], rec.placeholder)
+                    break
+                continue
             if position == 0 and rec.replace is None and rec.group == 0 and rec.context is None:
                 # The scanner's own match is this recognizer's match: no second regex run.
                 end = m.end()
@@ -363,9 +396,38 @@ def _scan(text: str, gates: int, counts: dict[str, int]) -> str:
     return "".join(out)
 
 
-def _apply(rec: Recognizer, m: re.Match[str], counts: dict[str, int]) -> str | None:
+def _context_pass(rec: Recognizer, context: re.Pattern[str], text: str, counts: dict[str, int]) -> str:
+    """A context-bound recognizer: its candidates are looked for only where they may start,
+    from the end of each context word to ``CONTEXT_WINDOW`` characters after its start (the
+    rule of ``_apply``: a context word within the window before the value), instead of a
+    callback for every candidate in the text."""
+    out: list[str] = []
+    last = 0
+    finditer = rec.pattern.finditer
+    lowered = text.lower()
+    # Lower-casing keeps the positions unless a character grows (İ -> i̇): then the slower pattern.
+    cues = rec.context_lower.finditer(lowered) if rec.context_lower and len(lowered) == len(text) else (
+        context.finditer(text)
+    )
+    for cue in cues:
+        limit = cue.start() + CONTEXT_WINDOW
+        for m in finditer(text, max(cue.end(), last)):
+            if m.start() > limit:
+                break
+            replacement = _apply(rec, m, counts, False)
+            if replacement is not None:
+                out.append(text[last : m.start()])
+                out.append(replacement)
+                last = m.end()
+    if not out:
+        return text
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _apply(rec: Recognizer, m: re.Match[str], counts: dict[str, int], check_context: bool = True) -> str | None:
     """The replacement of one candidate match, or None when it is not this entity."""
-    if rec.context is not None:
+    if check_context and rec.context is not None:
         start = m.start()
         if not rec.context.search(m.string, max(0, start - CONTEXT_WINDOW), start):
             return None

@@ -29,6 +29,8 @@ UNITS = [
     "1", "1 ", "1-", "1.", "1/", "1, ", "12 ", "A1", "AB", "1A", "a.", "a-", ":", "a:", "1:", "f:", "ff:",
     "Aa ", "Dr. Aa ", "patient Aa ", "(", "(1", "+1 ", "0", "0 ", "x1", "GB82 ", "ABCD ", "a@", "www.a.",
     "May ", "1 May ", "9", "9-", "S1", "bc1q", "1Zz", "::1.", "%a", "-1", "X-1", "ab-", "Ab ", "ß",
+    # street addresses: numbers between names, street words, address words, units
+    "1 Aa ", "Aa 1 ", "Via Aa ", "Aa, 1 ", "rue Aa ", "address 1 Aa ", "address rue ", "Flat 1 ", "Aagatan 1 ", "Aa tie 1 ",
 ]  # fmt: skip
 
 

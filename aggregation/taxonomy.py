@@ -112,7 +112,7 @@ class Taxonomy:
         # one call per event instead of a closure call per predicate node.
         fused = _fuse(self._categories)
         if fused is not None:
-            self.classify = fused  # type: ignore[method-assign]
+            self.classify = fused  # type: ignore[method-assign,assignment]
 
     # -- loading -------------------------------------------------------------
     @classmethod

@@ -160,3 +160,20 @@ def test_record_many_pauses_the_cyclic_gc_and_always_switches_it_back_on(tmp_pat
         finally:
             gc.enable()
         assert c.status().counters["events_recorded"] == 3
+
+
+def test_remembered_tool_calls_never_skip_a_redaction_nor_cross_redactors() -> None:
+    from tenant_agent.ingest.records import event_from_dict
+    from tenant_agent.redact import RedactionConfig, Redactor
+
+    plain = Redactor()
+    strict = Redactor(RedactionConfig(patterns={"TOOL_SECRET": r"lookup_order"}))
+    call = {"name": "lookup_order", "error": "timeout"}
+    pii = {"name": "lookup_order", "error": "failed for jane.roe@example.org"}
+    for _ in range(3):
+        first = event_from_dict(doc(1, tool_calls=[call, pii]), "t", plain)
+        assert first.tool_calls[0].name == "lookup_order" and "<EMAIL>" in str(first.tool_calls[1].error)
+        # Another redactor (another tenant configuration) decides for itself.
+        assert event_from_dict(doc(2, tool_calls=[call]), "t", strict).tool_calls[0].name == "<TOOL_SECRET>"
+    assert plain.stats.get("EMAIL") == 3  # the call with PII was redacted (and counted) every time
+    assert strict.stats.get("TOOL_SECRET") == 3

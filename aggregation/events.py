@@ -104,5 +104,8 @@ _FIELD_DEFAULTS = {f.name: f.default for f in _FIELDS if f.default is not datacl
 _FIELD_FACTORIES = tuple(
     (f.name, f.default_factory) for f in _FIELDS if f.default_factory is not dataclasses.MISSING
 )
+#: Every field's default value, and the fields made by a factory (for code that builds events in place).
+FIELD_DEFAULTS: Mapping[str, Any] = _FIELD_DEFAULTS
+FIELD_FACTORIES = _FIELD_FACTORIES
 # from_fields skips the generated __init__, so it would skip a __post_init__ too.
 assert not hasattr(DecisionEvent, "__post_init__"), "DecisionEvent.from_fields must call __post_init__"

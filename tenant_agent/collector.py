@@ -16,10 +16,12 @@ timestamps, so simulated time works as long as ``now`` is passed along.
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -79,6 +81,26 @@ class CollectorStatus:
     bundle_problem: str | None
     counters: dict[str, int]
     redaction: dict[str, int]
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a batch is being recorded.
+
+    A batch holds thousands of live events (each a few containers) until it is stored: the cyclic GC
+    ran a young collection every 700 of those allocations and walked them all again and again, 15-25 %
+    of ``record_many`` (they form no cycles; reference counting frees them when the batch ends). The
+    collector is switched back on afterwards, whatever happens, unless it was off already (or another
+    thread's batch switched it off: then that batch switches it back on).
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class Collector:
@@ -220,10 +242,12 @@ class Collector:
 
     def record_many(self, events: Iterable[DecisionEvent | Mapping[str, Any]]) -> RecordResult:
         """Record events in one transaction; every event is durable when this returns."""
-        batch = [e if isinstance(e, DecisionEvent) else self._from_dict(e) for e in events]
-        batch = shadow.divert(self, batch)  # shadow turns are paired, never live evidence
-        result = self.book.record(batch, self._redaction_deltas)
-        replay_agent.capture(self, batch)  # failing turns become local replay cases, when enabled
+        with _cyclic_gc_paused():
+            from_dict = self._from_dict
+            batch = [e if type(e) is DecisionEvent or isinstance(e, DecisionEvent) else from_dict(e) for e in events]
+            batch = shadow.divert(self, batch)  # shadow turns are paired, never live evidence
+            result = self.book.record(batch, self._redaction_deltas)
+            replay_agent.capture(self, batch)  # failing turns become local replay cases, when enabled
         return result
 
     def _from_dict(self, doc: Mapping[str, Any]) -> DecisionEvent:

@@ -51,7 +51,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, func, insert, s
 
 from aggregation.audit import GENESIS, ChainedEntry, chain_next, verify_chain
 from tenant_agent import store_migrations
-from tenant_agent.files import FILE_MODE, private_dir
+from tenant_agent.files import FILE_MODE, private_dir, write_atomic
 from tenant_agent.store_models import (
     CLOCK_HIGH_WATER,
     CREDENTIALS_DIR,
@@ -63,6 +63,8 @@ from tenant_agent.store_models import (
     LOCK_NAMESPACE,
     LOCK_SENDER,
     LOCK_STORE_UPGRADE,
+    SHARED_STORE_MARKER_FILE,
+    STORE_ID_SETTING,
     STORE_MARKER_FILE,
     UNIT_KEY_FILE,
     WINDOW_OPEN,
@@ -233,12 +235,40 @@ class CollectorStore:
         """
         self.is_shared = True
         self._gate = None
+        marker = self.state_dir / SHARED_STORE_MARKER_FILE
+        recorded = marker.read_text().strip() if marker.exists() else None
         self.engine = create_engine(_sqlalchemy_url(url), pool_pre_ping=True)
-        with self.transaction() as conn:
-            advisory_lock(conn, LOCK_STORE_UPGRADE)
-            store_migrations.upgrade(conn)
-            if get_setting(conn, UNIT_KEY_SETTING) is None:
-                put_setting(conn, UNIT_KEY_SETTING, secrets.token_bytes(32).hex())
+        try:
+            with self.transaction() as conn:
+                advisory_lock(conn, LOCK_STORE_UPGRADE)
+                fresh = store_migrations.store_version(conn) is None or get_setting(conn, UNIT_KEY_SETTING) is None
+                if fresh and recorded is not None:
+                    # Raised before anything is created: the transaction leaves the database as it was.
+                    raise StoreMissingError(
+                        f"{self.state_dir} recorded shared store {recorded} ({marker}) but the database at "
+                        f"{_redacted_url(url)} holds no collector store: starting a new one would start with a "
+                        "full privacy budget. Point store_url at the tenant's store (restore it from a backup), "
+                        "or enroll again into a new state directory"
+                    )
+                store_migrations.upgrade(conn)
+                if fresh:
+                    put_setting(conn, UNIT_KEY_SETTING, secrets.token_bytes(32).hex())
+                store_id = get_setting(conn, STORE_ID_SETTING)
+                if store_id is None:  # made with the store (or added to a store from before the id)
+                    store_id = secrets.token_hex(16)
+                    put_setting(conn, STORE_ID_SETTING, store_id)
+                if recorded is not None and recorded != store_id:
+                    raise StoreMissingError(
+                        f"{self.state_dir} recorded shared store {recorded} ({marker}) but the database at "
+                        f"{_redacted_url(url)} holds store {store_id}: its ledger is not this collector's. Point "
+                        "store_url at the tenant's store, or enroll again into a new state directory"
+                    )
+        except BaseException:
+            self.engine.dispose()
+            raise
+        if recorded is None:
+            write_atomic(marker, (store_id + "\n").encode())
+        self.store_id = store_id
         with self.engine.connect() as conn:
             self.unit_key = bytes.fromhex(get_setting(conn, UNIT_KEY_SETTING) or "")
             self.verify_ledger(conn)
@@ -432,6 +462,17 @@ def _sqlalchemy_url(url: str) -> str:
     if url.startswith("postgresql://"):
         return "postgresql+psycopg://" + url[len("postgresql://") :]
     return url
+
+
+def _redacted_url(url: str) -> str:
+    """A database URL for a message: host, port and database, never the user or password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(_sqlalchemy_url(url))
+    except Exception:  # noqa: BLE001 - only for a message
+        return "the configured store_url"
+    return f"postgresql://{parsed.host or ''}{f':{parsed.port}' if parsed.port else ''}/{parsed.database or ''}"
 
 
 def _load_or_create_secret(path: Path) -> bytes:

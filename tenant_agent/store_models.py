@@ -31,6 +31,11 @@ UNIT_KEY_FILE = "unit.key"
 CREDENTIALS_DIR = "credentials"
 IDENTITY_FILE = "identity.json"
 STORE_MARKER_FILE = "store.created"
+#: In the state directory of a collector on a shared (PostgreSQL) store: the identity of that store
+#: (its ``store_id`` setting), so an empty or another database is refused instead of a full budget.
+SHARED_STORE_MARKER_FILE = "shared-store.id"
+#: settings key of a shared store's identity (random, made with the store).
+STORE_ID_SETTING = "store_id"
 #: settings key of the ledger chain's head: "<count>:<hash of the last spend>".
 LEDGER_HEAD = "ledger_head"
 #: settings key of the ledger's persisted clock high-water mark (unix seconds).

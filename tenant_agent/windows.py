@@ -131,15 +131,10 @@ class WindowBook:
         """The cell keys (canonical JSON of dimension → domain value) one event counts in."""
         schema = schema or self._schema()
         measures = self._taxonomy.classify(event)
-        getter = self._slice_getter
-        if getter is None or getter[0] is not schema:
-            names = [d.name for d in schema.slice_dimensions]
-            # attrgetter reads every slice field in one C call; one name gives a bare value.
-            read = operator.attrgetter(*names) if len(names) > 1 else _single_getter(names)
-            getter = self._slice_getter = (schema, read)
+        read = self._slice_reader(schema)
         # Keyed on the raw field values: the domain mapping runs once per distinct combination.
         try:
-            raw = getter[1](event)
+            raw = read(event)
         except AttributeError:  # a dimension that is not an event field: always "other"
             raw = tuple([getattr(event, d.name, None) for d in schema.slice_dimensions])
         cache_key = (schema.version, measures, raw)
@@ -153,6 +148,16 @@ class WindowBook:
                 self._cell_cache.clear()
             self._cell_cache[cache_key] = cached
         return cached
+
+    def _slice_reader(self, schema: SignalSchema) -> Callable[[DecisionEvent], tuple[object, ...]]:
+        """Reads an event's slice-dimension fields as a tuple (in one C call), made once per schema."""
+        getter = self._slice_getter
+        if getter is None or getter[0] is not schema:
+            names = [d.name for d in schema.slice_dimensions]
+            # attrgetter reads every slice field in one C call; one name gives a bare value.
+            read = operator.attrgetter(*names) if len(names) > 1 else _single_getter(names)
+            getter = self._slice_getter = (schema, read)
+        return getter[1]
 
     @staticmethod
     def _cells_of(schema: SignalSchema, measures: frozenset[str], raw: tuple[object, ...]) -> tuple[str, ...]:
@@ -191,6 +196,11 @@ class WindowBook:
         w = schema.window_seconds
         by_user = self.privacy_unit == "user"
         unit_hash, cells_of = self._unit_hash, self.cells
+        # The caches of _unit_hash and cells() read inline (a hit is the usual case); a miss goes
+        # through the methods, which fill them.
+        unit_cache, cell_cache, classify = self._unit_cache, self._cell_cache, self._taxonomy.classify
+        read = self._slice_reader(schema)
+        version = schema.version
         # window start -> (unit, cells) -> [count, first seen]; and the events with ids.
         sums: dict[int, dict[tuple[int, tuple[str, ...]], list[float]]] = {}
         with_ids: dict[int, list[tuple[int, tuple[str, ...], float, int]]] = {}
@@ -199,7 +209,15 @@ class WindowBook:
             total += 1
             ts = float(event.timestamp)
             start = int(ts // w) * w
-            key = (unit_hash(event, by_user), cells_of(event, schema))
+            user = event.user_id
+            unit = unit_cache.get("user:" + user if by_user and user else "session:" + event.session_id)
+            if unit is None:
+                unit = unit_hash(event, by_user)
+            try:
+                cells = cell_cache.get((version, classify(event), read(event)))
+            except (AttributeError, TypeError):  # a dimension that is no event field, an unhashable value
+                cells = None
+            key = (unit, cells if cells is not None else cells_of(event, schema))
             if event.event_id:
                 with_ids.setdefault(start, []).append((*key, ts, self._event_hash(event.event_id)))
                 continue

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 from aggregation.errors import FedsignalError
-from aggregation.events import EVENT_SCHEMA_VERSION, DecisionEvent, ToolCall
+from aggregation.events import EVENT_SCHEMA_VERSION, FIELD_DEFAULTS, FIELD_FACTORIES, DecisionEvent, ToolCall
 from tenant_agent.redact import Redactor
 
 #: Longest free text accepted on one event (characters).
@@ -126,6 +127,9 @@ def _tool_calls(raw: Any, redactor: Redactor) -> tuple[ToolCall, ...]:
         raise _fail("tool_calls", f"must be a list of at most {MAX_TOOL_CALLS} objects")
     calls = []
     clean = redactor.redact_label
+    plain = _plain_calls.get(redactor)
+    if plain is None:
+        plain = _plain_calls[redactor] = {}
     for i, item in enumerate(raw):
         # Fast path for the usual call: a dict of known fields whose labels are
         # all well-formed, with a non-empty name. It cleans the same labels as
@@ -139,11 +143,25 @@ def _tool_calls(raw: Any, redactor: Redactor) -> tuple[ToolCall, ...]:
                 and (error is None or (type(error) is str and len(error) <= MAX_LABEL))
                 and (expected is None or (type(expected) is str and len(expected) <= MAX_LABEL))
             ):
+                latency = item.get("latency_ms")
+                if latency is None:
+                    # Calls repeat (same tool, same outcome): one whose labels all come back from the
+                    # redactor unchanged is remembered (no entity in it, so no redaction count to add).
+                    key = (name, error, expected)
+                    call = plain.get(key)
+                    if call is None:
+                        call = tool_call(clean(name), clean(error) if error else None, None,
+                                         clean(expected) if expected else None)  # fmt: skip
+                        if call.name == name and call.error == (error or None) and call.expected == (expected or None):
+                            if len(plain) >= _PLAIN_CALLS_MAX:
+                                plain.clear()
+                            plain[key] = call
+                    calls.append(call)
+                    continue
                 # The same order as the general path: name, error, latency (which may raise), expected.
                 name = clean(name)
                 error = clean(error) if error else None
-                latency = item.get("latency_ms")
-                if latency is not None and not (type(latency) is float and 0 <= latency < math.inf):
+                if not (type(latency) is float and 0 <= latency < math.inf):
                     latency = _number(item, "latency_ms")
                 calls.append(tool_call(name, error, latency, clean(expected) if expected else None))
                 continue
@@ -178,6 +196,11 @@ def _tool_call(item: Any, where: str, redactor: Redactor) -> ToolCall:
 
 
 _TOOL_CALL_FIELDS = frozenset({"name", "error", "latency_ms", "expected"})
+# Per redactor (its configuration decides what is plain): (name, error, expected) -> the ToolCall.
+_plain_calls: weakref.WeakKeyDictionary[Redactor, dict[tuple[str, str | None, str | None], ToolCall]] = (
+    weakref.WeakKeyDictionary()
+)
+_PLAIN_CALLS_MAX = 4096
 
 
 def _string_list(raw: Any, field: str, limit: int, clean: Callable[[str], str]) -> tuple[str, ...]:
@@ -289,9 +312,17 @@ def event_from_dict(doc: Any, tenant_id: str, redactor: Redactor) -> DecisionEve
         raise _fail("event_id", f"must be a string of at most {MAX_LABEL} characters")
 
     clean = redactor.redact_label
+    # The event is built in place: its __dict__ starts as the defaults and the
+    # fields below are set in it (the same event as DecisionEvent(**fields),
+    # without the frozen dataclass's per-field object.__setattr__ nor an
+    # intermediate dict; the instance is still frozen: only __setattr__ is
+    # blocked). Every required field and every default_factory field
+    # (``evaluations``) is set below.
+    event = object.__new__(DecisionEvent)
+    fields = event.__dict__
+    fields.update(FIELD_DEFAULTS)
     # Flags, labels and versions in loops over their names: one dict lookup
     # per field and no call for the (usual) absent or well-typed value.
-    fields: dict[str, Any] = {}
     get = doc.get
     for name in _FLAG_FIELDS:
         value = get(name)
@@ -353,10 +384,11 @@ def event_from_dict(doc: Any, tenant_id: str, redactor: Redactor) -> DecisionEve
     fields["evaluations"] = evaluations
     if text:
         fields["text"] = redactor.redact(text)
-    # from_fields: the same event as DecisionEvent(**fields), without the frozen
-    # dataclass's per-field object.__setattr__ (a tenth of this function's cost).
-    return DecisionEvent.from_fields(fields)
+    return event
 
+
+# event_from_dict sets these itself (a new field with a default factory must be added there).
+assert [name for name, _factory in FIELD_FACTORIES] == ["evaluations"], "event_from_dict sets every factory field"
 
 _FLAG_FIELDS = (
     "retrieval_empty", "fallback", "escalated", "escalation_requested", "policy_blocked",

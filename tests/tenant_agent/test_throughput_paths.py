@@ -15,6 +15,7 @@ import json
 import random
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -130,3 +131,49 @@ def test_redaction_counts_of_a_batch_land_with_that_batch(tmp_path: Path) -> Non
     with Collector(make_config(tmp_path)) as c:
         c.record_many([doc(1, text="mail jane.roe@example.org now"), doc(2)])
         assert c.status().redaction.get("EMAIL") == 1
+
+
+def test_record_many_pauses_the_cyclic_gc_and_always_switches_it_back_on(tmp_path: Path) -> None:
+    import gc
+
+    from tenant_agent.ingest.records import EventFormatError
+
+    seen: list[bool] = []
+    with Collector(make_config(tmp_path)) as c:
+        real = c._from_dict
+
+        def spy(document: Any) -> Any:
+            seen.append(gc.isenabled())
+            return real(document)
+
+        c._from_dict = spy  # type: ignore[method-assign,assignment]
+        assert gc.isenabled()
+        c.record_many([doc(1), doc(2)])
+        assert seen == [False, False] and gc.isenabled()
+        with pytest.raises(EventFormatError):
+            c.record_many([doc(3, escalated="yes")])
+        assert gc.isenabled()  # back on after a failed batch too
+        gc.disable()
+        try:
+            c.record_many([doc(4)])
+            assert not gc.isenabled()  # a caller who runs without the cyclic GC keeps it off
+        finally:
+            gc.enable()
+        assert c.status().counters["events_recorded"] == 3
+
+
+def test_remembered_tool_calls_never_skip_a_redaction_nor_cross_redactors() -> None:
+    from tenant_agent.ingest.records import event_from_dict
+    from tenant_agent.redact import RedactionConfig, Redactor
+
+    plain = Redactor()
+    strict = Redactor(RedactionConfig(patterns={"TOOL_SECRET": r"lookup_order"}))
+    call = {"name": "lookup_order", "error": "timeout"}
+    pii = {"name": "lookup_order", "error": "failed for jane.roe@example.org"}
+    for _ in range(3):
+        first = event_from_dict(doc(1, tool_calls=[call, pii]), "t", plain)
+        assert first.tool_calls[0].name == "lookup_order" and "<EMAIL>" in str(first.tool_calls[1].error)
+        # Another redactor (another tenant configuration) decides for itself.
+        assert event_from_dict(doc(2, tool_calls=[call]), "t", strict).tool_calls[0].name == "<TOOL_SECRET>"
+    assert plain.stats.get("EMAIL") == 3  # the call with PII was redacted (and counted) every time
+    assert strict.stats.get("TOOL_SECRET") == 3

@@ -43,6 +43,7 @@ from fedsignal.v1 import (  # noqa: E402
 )
 
 from aggregation.clock import system_clock  # noqa: E402
+from aggregation.dp import DEFAULT_DELTA  # noqa: E402
 from aggregation.schema import SignalSchema  # noqa: E402
 from aggregation.secagg import (  # noqa: E402
     Attestation,
@@ -50,10 +51,9 @@ from aggregation.secagg import (  # noqa: E402
     RoundContext,
     UnmaskRequest,
     generate_keypair,
-    word_dtype,
     plan_noise,  # noqa: E402
+    word_dtype,
 )
-from aggregation.dp import DEFAULT_DELTA  # noqa: E402
 from tenant_agent.secagg import ATTESTATION_DOMAIN, RosterVerifier, roster_statement  # noqa: E402
 
 FLOWER = "Flower SecAgg+ (issue 11, same machine): N=100, L=1000, 9 neighbours: 5.5-7.6 s; N=50: 2.7 s; N=200: 11-12 s"

@@ -134,7 +134,13 @@ class ClientRound:
 
     @classmethod
     def from_bytes(
-        cls, data: bytes, private_key: bytes, *, verify: Verifier | None = None, rng: RandomBytes | None = None
+        cls,
+        data: bytes,
+        private_key: bytes,
+        *,
+        verify: Verifier | None = None,
+        rng: RandomBytes | None = None,
+        pair_secrets: MutableMapping[bytes, bytes] | None = None,
     ) -> ClientRound:
         r = Reader(data, _STATE_MAGIC, "ClientRound state")
         ctx = RoundContext.from_bytes(r.blob("context", len(data)))
@@ -150,7 +156,7 @@ class ClientRound:
             raise MalformedMessage("ClientRound state: committed digest does not match the phase")
         if phase is Phase.NEW:
             raise MalformedMessage("ClientRound state: a round that has not submitted has nothing to restore")
-        round_ = cls(ctx, tenant_id, private_key, None, rng=rng, verify=verify)
+        round_ = cls(ctx, tenant_id, private_key, None, rng=rng, verify=verify, pair_secrets=pair_secrets)
         round_.phase = phase
         round_.committed_digest = digest or None
         return round_

@@ -39,6 +39,7 @@ from tenant_agent.config import SecAggConfig
 from tenant_agent.release import load_ledger
 from tenant_agent.secagg.errors import NotInRound, OwnLossCapExceeded, RosterRejected, SecAggClientError
 from tenant_agent.secagg.keys import load_or_create_masking_key
+from tenant_agent.secagg.noise_pool import NoisePool
 from tenant_agent.secagg.roster import ATTESTATION_DOMAIN, RosterVerifier, roster_statement
 from tenant_agent.store import WINDOW_SEALED, WINDOW_WITHHELD, CollectorStore, Setting, Window
 from tenant_agent.store_models import LOCK_LEDGER, advisory_lock

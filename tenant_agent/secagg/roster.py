@@ -31,8 +31,8 @@ def roster_statement(cohort: str, tenant_id: str, public_key: bytes) -> bytes:
     return ROSTER_DOMAIN + msg.SerializeToString(deterministic=True)
 
 
-def _ecdsa_verify(cert: x509.Certificate, message: bytes, signature: bytes) -> bool:
-    key = cert.public_key()
+def _ecdsa_verify(cert: x509.Certificate | ec.EllipticCurvePublicKey, message: bytes, signature: bytes) -> bool:
+    key = cert if isinstance(cert, ec.EllipticCurvePublicKey) else cert.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey):
         return False
     try:
@@ -67,6 +67,7 @@ class RosterVerifier:
         self._cohort = cohort
         self._clock = clock
         self._certs: dict[str, x509.Certificate] = {}
+        self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
         # (tenant id, public key) of every entry verified so far: the roster is long-term, so a
         # collector verifies each entry once and a round's context is checked against this set.
         self._verified: dict[str, bytes] = {}
@@ -100,10 +101,13 @@ class RosterVerifier:
         except SecAggError as exc:
             raise RosterRejected(f"roster entry of {tid!r}: {exc}") from None
         self._certs[tid] = cert
+        key = cert.public_key()
+        if isinstance(key, ec.EllipticCurvePublicKey):  # parsed once: every round verifies t attestations
+            self._keys[tid] = key
         self._verified[tid] = verified.public_key
         self._seen.add(fingerprint)
         return verified
 
     def verify_attestation(self, tenant_id: str, digest: bytes, signature: bytes) -> bool:
-        cert = self._certs.get(tenant_id)
-        return cert is not None and _ecdsa_verify(cert, ATTESTATION_DOMAIN + digest, signature)
+        key = self._keys.get(tenant_id)
+        return key is not None and _ecdsa_verify(key, ATTESTATION_DOMAIN + digest, signature)

@@ -211,13 +211,20 @@ def _run_round(tenants: list[Tenant], live: list[Tenant], window: int, schema: S
         t.noise = None
         req = secagg_pb2.SubmitMaskedInputRequest(round_id=info.round_id, masked_input=msg)
         t.up += req.ByteSize()
-        t.stub.SubmitMaskedInput(req)
-        clients[t.tenant_id] = client
         rid = info.round_id
+        try:
+            t.stub.SubmitMaskedInput(req)
+        except grpc.RpcError as exc:  # past the submission deadline: this tenant is a dropout
+            if exc.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+            return
+        clients[t.tenant_id] = client
 
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(submit, live))
     t_last_input = time.perf_counter()
+    late = len(live) - len(clients)
+    live = [t for t in live if t.tenant_id in clients]
     ref = secagg_pb2.RoundRef(round_id=rid)
     while True:
         view = live[0].stub.GetUnmaskRequest(secagg_pb2.UnmaskQuery(round_id=rid, omit_request=True,
@@ -267,7 +274,7 @@ def _run_round(tenants: list[Tenant], live: list[Tenant], window: int, schema: S
         print(f"  phases: submit {t_last_input - t0:.3f} close {t_closed - t_last_input:.3f} "
               f"attest {t_attested - t_closed:.3f} unmask {t_answered - t_attested:.3f} "
               f"release {t_done - t_answered:.3f}", flush=True)
-    return {"wall": t_done - t0, "idle": idle, "client_cpu": time.process_time() - cpu0}
+    return {"wall": t_done - t0, "idle": idle, "client_cpu": time.process_time() - cpu0, "late": late}
 
 
 def _bits_of(t: Tenant, window: int) -> int:
@@ -295,7 +302,7 @@ def bench(n: int, length: int, dropout: float, rounds: int, deadline: float | No
     with tempfile.TemporaryDirectory(prefix="fedsignal-secagg-bench-") as tmp:
         # Without dropouts the round closes when the last roster member submits; with dropouts it
         # closes at its submission deadline, which is then part of the measured wall time.
-        submit_seconds = (deadline if deadline is not None else 0.3 + 0.003 * n * (1 + length / 4000)) \
+        submit_seconds = (deadline if deadline is not None else 0.5 + 0.03 * n * (1 + length / 4000)) \
             if dropout else 20.0 + 0.3 * n * (1 + length / 2000)
         parent, child = mp.Pipe()
         proc = mp.get_context("spawn").Process(
@@ -339,7 +346,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="N=10 and one N=100 row only")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--deadline", type=float, default=None,
-                        help="submission deadline in seconds of the dropout rows (default: 0.3 + 3 ms x N x (1 + L/4000))")
+                        help="submission deadline in seconds of the dropout rows (default: 0.5 s + 30 ms x N x (1 + L/4000))")
     parser.add_argument("--only", metavar="N,L,DROPOUT", action="append", default=[],
                         help="run only this grid row (repeatable), e.g. --only 100,1000,0.1")
     args = parser.parse_args()
@@ -349,18 +356,19 @@ def main() -> None:
         grid = [(int(n), int(length), float(d)) for n, length, d in (row.split(",") for row in args.only)]
     print(FLOWER)
     print(f"{'N':>4} {'L':>6} {'drop':>5} {'wall s':>8} {'wall-idle s':>11} {'server CPU s':>12} "
-          f"{'tenant CPU ms':>13} {'noise ms':>8} {'up B/val':>9} {'down B/val':>10} {'payload B/val':>13}")
+          f"{'tenant CPU ms':>13} {'noise ms':>8} {'up B/val':>9} {'down B/val':>10} {'payload B/val':>13} {'late':>4}")
     for n, length, d in grid:
         r = bench(n, length, d, args.rounds, args.deadline)
         live = n - int(round(d * n))
         print(f"{n:>4} {length:>6} {d:>5.0%} {r['wall']:>8.3f} {r['wall'] - r['idle']:>11.3f} "
               f"{r['server_cpu']:>12.3f} {1000 * r['client_cpu'] / live:>13.1f} {1000 * r['predraw']:>8.1f} "
-              f"{r['up_bpv']:>9.2f} {r['down_bpv']:>10.2f} {r['payload_bpv']:>13.2f}", flush=True)
+              f"{r['up_bpv']:>9.2f} {r['down_bpv']:>10.2f} {r['payload_bpv']:>13.2f} {r['late']:>4.0f}", flush=True)
     print(f"wall: first GetRound to release (clients in one process, {THREADS} threads); wall-idle: minus the wait for the")
     print("submission deadline (dropouts only); tenant CPU: this process's CPU per live tenant (kernel, TLS, ECDSA)")
     print("during the round; noise ms: CPU per tenant drawing its noise share with OpenDP's exact sampler ahead of the")
     print("round (off the critical path, not in tenant CPU); up/down B/val: every byte of every secure-aggregation")
-    print("message per live tenant per value (protobuf sizes); payload B/val: the masked vector alone (b-bit words).")
+    print("message per live tenant per value (protobuf sizes); payload B/val: the masked vector alone (b-bit words);")
+    print("late: tenants meant to be live whose input missed the submission deadline (they became dropouts too).")
     _ = math
 
 

@@ -10,11 +10,11 @@ import pytest
 
 from aggregation.schema import LOCAL, SECURE
 from fedsignal_cli.main import main
+from server.app import ADMIN, ENROLLMENT, SECAGG, SIGNALS
 from server.audit import iter_audit
 from server.db import transaction
 from server.identity.ca import write_credentials_dir
 from server.signals.schemas import current_schema
-from server.app import ADMIN, ENROLLMENT, SECAGG, SIGNALS
 from tests.harness import Harness, start_harness
 
 

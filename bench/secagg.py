@@ -14,6 +14,7 @@ Figures, not assertions. Run: .venv/bin/python bench/secagg.py [--quick]
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import multiprocessing as mp
 import os
@@ -21,7 +22,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from fedsignal.v1 import (  # noqa: E402
 )
 
 from aggregation.clock import system_clock  # noqa: E402
+from aggregation.dp import DEFAULT_DELTA  # noqa: E402
 from aggregation.schema import SignalSchema  # noqa: E402
 from aggregation.secagg import (  # noqa: E402
     Attestation,
@@ -51,9 +53,12 @@ from aggregation.secagg import (  # noqa: E402
     UnmaskRequest,
     generate_keypair,
     plan_noise,  # noqa: E402
+    word_dtype,
 )
 from tenant_agent.secagg import ATTESTATION_DOMAIN, RosterVerifier, roster_statement  # noqa: E402
 
+#: The kernel takes pre-drawn noise shares and an agreement cache (False when this file benchmarks an older commit).
+_NEW_KERNEL = "noise_share" in inspect.signature(ClientRound.submit).parameters
 FLOWER = "Flower SecAgg+ (issue 11, same machine): N=100, L=1000, 9 neighbours: 5.5-7.6 s; N=50: 2.7 s; N=200: 11-12 s"
 COHORT = "bench"
 #: In-process tenant clients run on this many threads (their RPCs overlap; their Python work shares one GIL).
@@ -96,7 +101,15 @@ def _serve(db_url: str, state_dir: str, length: int, submit_seconds: float, pipe
         bootstrap_root(session, state_dir=state, reviewers=[CryptoSigner.generate_ed25519() for _ in range(3)], now=now)
         session.add(SignalSchemaVersion(cohort=COHORT, version=1, document=_schema(length).to_json(), created_at=now))
     configure(ctx, SecAggSettings(submit_seconds=submit_seconds, unmask_seconds=60.0))
-    running = build_server(ctx, jobs=True, job_interval=0.2)
+    from server.app import JOBS, JobLoop
+
+    # The server's own job loops: the secure-aggregation job (it closes a round at its submission
+    # deadline) every 50 ms, the others at the production default of 10 s.
+    running = build_server(ctx, jobs=False)
+    loops = [JobLoop(ctx, [j for j in JOBS if j[0] == "secagg"], 0.05),
+             JobLoop(ctx, [j for j in JOBS if j[0] != "secagg"], 10.0)]
+    for loop in loops:
+        loop.start()
     pipe.send((running.port, running.enrollment_port, ca.certificate_pem, key, issued.certificate_pem))
     profile = os.environ.get("FEDSIGNAL_BENCH_PROFILE")
     if profile:  # a wall-clock profile of every server thread (yappi is not a dependency: cProfile per thread)
@@ -112,6 +125,8 @@ def _serve(db_url: str, state_dir: str, length: int, submit_seconds: float, pipe
 
         threading.setprofile(tracer)
     pipe.recv()  # stop
+    for loop in loops:
+        loop.stop(5)
     running.stop(0)
     if profile:
         import pstats
@@ -139,6 +154,10 @@ class Tenant:
     verifier: RosterVerifier | None = None
     up: int = 0
     down: int = 0
+    #: X25519 agreements kept across rounds (the masking keys are long-term), like a collector's.
+    pair_secrets: dict[bytes, bytes] = field(default_factory=dict)
+    #: This window's noise share, drawn ahead of the round (a collector draws it when the window opens).
+    noise: np.ndarray | None = None
 
 
 def _enroll(port: int, enroll_port: int, ca: bytes, admin_key: bytes, admin_cert: bytes, n: int) -> list[Tenant]:
@@ -183,17 +202,29 @@ def _run_round(tenants: list[Tenant], live: list[Tenant], window: int, schema: S
         assert t.verifier is not None and all(t.verifier.knows(e) for e in ctx.roster)  # verified once, kept
         plan = plan_noise(info.sigma_central, schema.max_cells_per_unit, schema.max_count_per_cell,
                           len(ctx.roster), ctx.threshold, info.delta)
-        client = ClientRound(ctx, t.tenant_id, t.private, plan)
-        msg = client.submit(plan.scale_table(table)).to_bytes()
+        if _NEW_KERNEL:
+            client = ClientRound(ctx, t.tenant_id, t.private, plan, pair_secrets=t.pair_secrets)
+            msg = client.submit(plan.scale_table(table), noise_share=t.noise).to_bytes()
+        else:  # this file run against an older kernel (before/after comparisons): noise drawn inline
+            client = ClientRound(ctx, t.tenant_id, t.private, plan)
+            msg = client.submit(plan.scale_table(table)).to_bytes()
+        t.noise = None
         req = secagg_pb2.SubmitMaskedInputRequest(round_id=info.round_id, masked_input=msg)
         t.up += req.ByteSize()
-        t.stub.SubmitMaskedInput(req)
-        clients[t.tenant_id] = client
         rid = info.round_id
+        try:
+            t.stub.SubmitMaskedInput(req)
+        except grpc.RpcError as exc:  # past the submission deadline: this tenant is a dropout
+            if exc.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+            return
+        clients[t.tenant_id] = client
 
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(submit, live))
     t_last_input = time.perf_counter()
+    late = len(live) - len(clients)
+    live = [t for t in live if t.tenant_id in clients]
     ref = secagg_pb2.RoundRef(round_id=rid)
     while True:
         view = live[0].stub.GetUnmaskRequest(secagg_pb2.UnmaskQuery(round_id=rid, omit_request=True,
@@ -243,14 +274,36 @@ def _run_round(tenants: list[Tenant], live: list[Tenant], window: int, schema: S
         print(f"  phases: submit {t_last_input - t0:.3f} close {t_closed - t_last_input:.3f} "
               f"attest {t_attested - t_closed:.3f} unmask {t_answered - t_attested:.3f} "
               f"release {t_done - t_answered:.3f}", flush=True)
-    return {"wall": t_done - t0, "idle": idle, "client_cpu": time.process_time() - cpu0}
+    return {"wall": t_done - t0, "idle": idle, "client_cpu": time.process_time() - cpu0, "late": late}
 
 
-def bench(n: int, length: int, dropout: float, rounds: int) -> dict[str, float]:
+def _bits_of(t: Tenant, window: int) -> int:
+    info = t.stub.GetRound(secagg_pb2.GetRoundRequest(window_start=window, schema_version=1, omit_roster=True))
+    return RoundContext.from_bytes(info.context).modulus_bits
+
+
+def _predraw(live: list[Tenant], schema: SignalSchema, n: int) -> float:
+    """Draw each live tenant's noise share for the next window (off the round's path); seconds per tenant."""
+    from server.secagg.rounds import DEFAULT_SETTINGS, threshold_for
+
+    plan = plan_noise(schema.noise_scale, schema.max_cells_per_unit, schema.max_count_per_cell, n,
+                      threshold_for(n, DEFAULT_SETTINGS.threshold_fraction), DEFAULT_DELTA)
+    if not _NEW_KERNEL:
+        return 0.0
+    started = time.process_time()
+    for t in live:
+        t.noise = plan.sample_share(schema.size)
+    return (time.process_time() - started) / len(live)
+
+
+def bench(n: int, length: int, dropout: float, rounds: int, deadline: float | None) -> dict[str, float]:
     schema = _schema(length)
     live_n = n - int(round(dropout * n))
     with tempfile.TemporaryDirectory(prefix="fedsignal-secagg-bench-") as tmp:
-        submit_seconds = 20.0 + 0.3 * n * (1 + length / 2000)
+        # Without dropouts the round closes when the last roster member submits; with dropouts it
+        # closes at its submission deadline, which is then part of the measured wall time.
+        submit_seconds = (deadline if deadline is not None else 0.5 + 0.03 * n * (1 + length / 4000)) \
+            if dropout else 20.0 + 0.3 * n * (1 + length / 2000)
         parent, child = mp.Pipe()
         proc = mp.get_context("spawn").Process(
             target=_serve, args=(f"sqlite:///{tmp}/server.db", f"{tmp}/state", length, submit_seconds, child))
@@ -265,16 +318,20 @@ def bench(n: int, length: int, dropout: float, rounds: int) -> dict[str, float]:
                 t.verifier = RosterVerifier(ca, COHORT, system_clock)
                 for entry in t.stub.GetRoster(secagg_pb2.GetRosterRequest()).entries:
                     t.verifier.verify(entry)
+            _predraw(tenants, schema, n)
             _run_round(tenants, tenants, base - 3600, schema, ca, table)  # warm-up
             results = []
             for r in range(rounds):
                 for t in tenants:
                     t.up = t.down = 0
                 live = tenants[:live_n]
+                predraw = _predraw(live, schema, n)
                 assert proc.pid is not None
                 cpu_server = _cpu_of(proc.pid)
                 out = _run_round(tenants, live, base + r * 3600, schema, ca, table)
                 out["server_cpu"] = _cpu_of(proc.pid) - cpu_server
+                out["predraw"] = predraw
+                out["payload_bpv"] = float(np.dtype(word_dtype(_bits_of(live[0], base + r * 3600))).itemsize)
                 out["up_bpv"] = sum(t.up for t in live) / len(live) / length
                 out["down_bpv"] = sum(t.down for t in live) / len(live) / length
                 results.append(out)
@@ -288,20 +345,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="N=10 and one N=100 row only")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="submission deadline in seconds of the dropout rows (default: 0.5 s + 30 ms x N x (1 + L/4000))")
+    parser.add_argument("--only", metavar="N,L,DROPOUT", action="append", default=[],
+                        help="run only this grid row (repeatable), e.g. --only 100,1000,0.1")
     args = parser.parse_args()
     grid = [(100, 1000, 0.0)] if os.environ.get("FEDSIGNAL_BENCH_PROFILE") else [(10, 1000, 0.0), (100, 1000, 0.0), (100, 1000, 0.1)] if args.quick else [
         (n, length, d) for n in (10, 100) for length in (1000, 10000) for d in (0.0, 0.1)]
+    if args.only:
+        grid = [(int(n), int(length), float(d)) for n, length, d in (row.split(",") for row in args.only)]
     print(FLOWER)
     print(f"{'N':>4} {'L':>6} {'drop':>5} {'wall s':>8} {'wall-idle s':>11} {'server CPU s':>12} "
-          f"{'tenant CPU ms':>13} {'up B/val':>9} {'down B/val':>10}")
+          f"{'tenant CPU ms':>13} {'noise ms':>8} {'up B/val':>9} {'down B/val':>10} {'payload B/val':>13} {'late':>4}")
     for n, length, d in grid:
-        r = bench(n, length, d, args.rounds)
+        r = bench(n, length, d, args.rounds, args.deadline)
         live = n - int(round(d * n))
         print(f"{n:>4} {length:>6} {d:>5.0%} {r['wall']:>8.3f} {r['wall'] - r['idle']:>11.3f} "
-              f"{r['server_cpu']:>12.3f} {1000 * r['client_cpu'] / live:>13.1f} {r['up_bpv']:>9.2f} "
-              f"{r['down_bpv']:>10.2f}", flush=True)
+              f"{r['server_cpu']:>12.3f} {1000 * r['client_cpu'] / live:>13.1f} {1000 * r['predraw']:>8.1f} "
+              f"{r['up_bpv']:>9.2f} {r['down_bpv']:>10.2f} {r['payload_bpv']:>13.2f} {r['late']:>4.0f}", flush=True)
     print(f"wall: first GetRound to release (clients in one process, {THREADS} threads); wall-idle: minus the wait for the")
-    print("submission deadline (dropouts only); tenant CPU: this process's CPU per live tenant (kernel, TLS, ECDSA).")
+    print("submission deadline (dropouts only); tenant CPU: this process's CPU per live tenant (kernel, TLS, ECDSA)")
+    print("during the round; noise ms: CPU per tenant drawing its noise share with OpenDP's exact sampler ahead of the")
+    print("round (off the critical path, not in tenant CPU); up/down B/val: every byte of every secure-aggregation")
+    print("message per live tenant per value (protobuf sizes); payload B/val: the masked vector alone (b-bit words);")
+    print("late: tenants meant to be live whose input missed the submission deadline (they became dropouts too).")
     _ = math
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 
 import numpy as np
 import numpy.typing as npt
@@ -96,6 +96,7 @@ class ClientRound:
         *,
         rng: RandomBytes | None = None,
         verify: Verifier | None = None,
+        pair_secrets: MutableMapping[bytes, bytes] | None = None,
     ) -> None:
         ctx.index_of(tenant_id)
         self._private = crypto.load_private_key(private_key)
@@ -111,8 +112,11 @@ class ClientRound:
         self._noise = noise
         self._rng: RandomBytes = rng if rng is not None else os.urandom
         self._verify = verify
-        # X25519 results for this round's peers (memory only; recomputed after a restart).
-        self._secrets: dict[str, bytes] = {}
+        # X25519 results by peer public key (memory only; recomputed after a restart). The masking
+        # keys are long-term, so a caller that keeps one mapping per own key across rounds
+        # (``pair_secrets``) computes each agreement once; per-round keys stay HKDF of it.
+        self._secrets: MutableMapping[bytes, bytes] = pair_secrets if pair_secrets is not None else {}
+        self._own_public = ctx.public_key_of(tenant_id)
         self.phase = Phase.NEW
         self.committed_digest: bytes | None = None
         #: This tenant's own noise share, in memory after ``submit`` (never persisted or sent).
@@ -130,7 +134,13 @@ class ClientRound:
 
     @classmethod
     def from_bytes(
-        cls, data: bytes, private_key: bytes, *, verify: Verifier | None = None, rng: RandomBytes | None = None
+        cls,
+        data: bytes,
+        private_key: bytes,
+        *,
+        verify: Verifier | None = None,
+        rng: RandomBytes | None = None,
+        pair_secrets: MutableMapping[bytes, bytes] | None = None,
     ) -> ClientRound:
         r = Reader(data, _STATE_MAGIC, "ClientRound state")
         ctx = RoundContext.from_bytes(r.blob("context", len(data)))
@@ -146,15 +156,24 @@ class ClientRound:
             raise MalformedMessage("ClientRound state: committed digest does not match the phase")
         if phase is Phase.NEW:
             raise MalformedMessage("ClientRound state: a round that has not submitted has nothing to restore")
-        round_ = cls(ctx, tenant_id, private_key, None, rng=rng, verify=verify)
+        round_ = cls(ctx, tenant_id, private_key, None, rng=rng, verify=verify, pair_secrets=pair_secrets)
         round_.phase = phase
         round_.committed_digest = digest or None
         return round_
 
     # -- phase 2: masked input -----------------------------------------------------------------
 
-    def submit(self, table: npt.NDArray[np.integer]) -> MaskedInput:
-        """Mask ``table`` (int, length ``ctx.length``, already multiplied by the plan's scale_factor)."""
+    def submit(
+        self, table: npt.NDArray[np.integer], *, noise_share: npt.NDArray[np.int64] | None = None
+    ) -> MaskedInput:
+        """Mask ``table`` (int, length ``ctx.length``, already multiplied by the plan's scale_factor).
+
+        ``noise_share`` is this round's noise share drawn ahead of time by
+        ``NoisePlan.sample_share(ctx.length)`` (the share does not depend on the
+        data, so a collector draws it when the window opens, off the round's
+        critical path; it must be used for one round only and kept in memory
+        only). Without it the share is drawn here.
+        """
         if self.phase is not Phase.NEW:
             raise WrongPhase(f"{self.tenant_id!r} already submitted to round {self.ctx.round_id!r}")
         if self._noise is None:
@@ -165,20 +184,22 @@ class ClientRound:
         if not np.issubdtype(values.dtype, np.integer):
             raise InvalidRoundParams(f"table must hold integers, got {values.dtype}")
         ctx, me, bits = self.ctx, self.tenant_id, self.ctx.modulus_bits
-        noise = self._noise.sample_share(ctx.length)
+        if noise_share is None:
+            noise = self._noise.sample_share(ctx.length)
+        else:
+            noise = np.asarray(noise_share)
+            if noise.shape != (ctx.length,) or noise.dtype != np.int64:
+                raise InvalidRoundParams(f"noise share must be int64 of length {ctx.length}, got {noise.dtype} {noise.shape}")
         words = arithmetic.encode(values.astype(np.int64) + noise, bits)
 
-        seed = self._rng(crypto.SEED_BYTES)
-        if len(seed) != crypto.SEED_BYTES:
-            raise InvalidRoundParams("rng returned the wrong number of bytes")
+        seed = crypto.draw_seed(self._rng)
         words += crypto.prg_words(crypto.self_mask_key(seed, ctx, me), ctx.length, bits)
 
-        for peer in sorted(graph.neighbours(ctx)[me]):
-            mask = crypto.prg_words(self._pair_key(peer, crypto.PURPOSE_MASK), ctx.length, bits)
-            if pair_sign(me, peer):
-                words += mask
-            else:
-                words -= mask
+        peers = sorted(graph.neighbours(ctx)[me])
+        plus = [self._pair_key(p, crypto.PURPOSE_MASK) for p in peers if pair_sign(me, p)]
+        minus = [self._pair_key(p, crypto.PURPOSE_MASK) for p in peers if not pair_sign(me, p)]
+        words += crypto.prg_sum(plus, ctx.length, bits)
+        words -= crypto.prg_sum(minus, ctx.length, bits)
 
         holders = graph.share_holders(ctx, me)
         ys = shamir.split(
@@ -207,10 +228,14 @@ class ClientRound:
         )
 
     def _pair_key(self, peer: str, purpose: bytes) -> bytes:
-        secret = self._secrets.get(peer)
+        public = self.ctx.public_key_of(peer)
+        # The cache key binds both public keys: a mapping handed to the ClientRound of another
+        # own key (a rotated masking key) can never return a stale agreement.
+        cache_key = self._own_public + public
+        secret = self._secrets.get(cache_key)
         if secret is None:
-            secret = crypto.pairwise_secret(self._private, self.ctx.public_key_of(peer))
-            self._secrets[peer] = secret
+            secret = crypto.pairwise_secret(self._private, public)
+            self._secrets[cache_key] = secret
         return crypto.derive_pair_key(secret, self.ctx, self.tenant_id, peer, purpose)
 
     # -- phase 3: consistency --------------------------------------------------------------------

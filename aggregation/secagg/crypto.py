@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -27,9 +28,11 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from aggregation.secagg.arithmetic import word_dtype
 from aggregation.secagg.context import RoundContext
 from aggregation.secagg.errors import InvalidRoundParams
+from aggregation.secagg.shamir import PRIME
 
 KEY_BYTES = 32
-SEED_BYTES = 32
+#: A self-mask seed is a uniform element of Shamir's field GF(2^127 - 1), stored in 16 bytes.
+SEED_BYTES = 16
 PURPOSE_MASK = b"pairwise-mask"
 PURPOSE_SHARE = b"share-aead"
 _HKDF_SALT = b"fedsignal/secagg/v1/hkdf"
@@ -83,6 +86,33 @@ def prg_words(key: bytes, length: int, bits: int) -> npt.NDArray[np.unsignedinte
         bytes(length * dtype.itemsize)
     )
     return np.frombuffer(stream, dtype=dtype).astype(word_dtype(bits))
+
+
+def draw_seed(random_bytes: Callable[[int], bytes]) -> bytes:
+    """A self-mask seed: uniform in [0, 2^127 - 1) (rejection sampling), as 16 big-endian bytes."""
+    while True:
+        raw = random_bytes(SEED_BYTES)
+        if len(raw) != SEED_BYTES:
+            raise InvalidRoundParams("rng returned the wrong number of bytes")
+        value = int.from_bytes(raw, "big") & PRIME
+        if value < PRIME:
+            return value.to_bytes(SEED_BYTES, "big")
+
+
+def seed_in_field(value: int) -> bool:
+    """True when a reconstructed value can be a seed (every seed lies in [0, 2^127 - 1))."""
+    return 0 <= value < PRIME
+
+
+def prg_sum(keys: Sequence[bytes], length: int, bits: int) -> npt.NDArray[np.unsignedinteger]:
+    """The sum (wrapping) of ``prg_words(k, length, bits)`` over ``keys``: one buffer, no per-key array."""
+    dtype = np.dtype(word_dtype(bits)).newbyteorder("<")
+    total = np.zeros(length, dtype=word_dtype(bits))
+    zeros = bytes(length * dtype.itemsize)
+    for key in keys:
+        stream = Cipher(algorithms.ChaCha20(key, _ZERO_NONCE), mode=None).encryptor().update(zeros)
+        total += np.frombuffer(stream, dtype=dtype)
+    return total
 
 
 def self_mask_key(seed: bytes, ctx: RoundContext, tenant_id: str) -> bytes:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -149,6 +150,7 @@ def _sum_loss(sigma_share: float, shares: int, scale: int, l0: int, linf: int, d
     return PrivacyLoss(rho=rho, epsilon=dp.epsilon_at_delta(rho, delta), delta=delta)
 
 
+@lru_cache(maxsize=256)
 def plan_noise(
     sigma_central: float, l0: int, linf: int, roster_size: int, threshold: int, delta: float = dp.DEFAULT_DELTA
 ) -> NoisePlan:

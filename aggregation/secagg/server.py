@@ -247,7 +247,7 @@ class ServerRound:
         t = graph.share_threshold(self.ctx, owner)
         for start in range(min(MAX_RECONSTRUCTION_ATTEMPTS, len(pts) - t + 1)):
             value = shamir.reconstruct(pts[start : start + t], t)
-            if value < 1 << (8 * crypto.SEED_BYTES):
+            if crypto.seed_in_field(value):
                 seed = value.to_bytes(crypto.SEED_BYTES, "big")
                 if crypto.seed_commitment(seed, self.ctx, owner) == self._commitments[owner]:
                     return seed

@@ -1,6 +1,16 @@
-"""Shamir secret sharing of a 32-byte seed over GF(p), p = 2^521 - 1.
+"""Shamir secret sharing of a 127-bit seed over GF(p), p = 2^127 - 1.
 
-One field element holds the whole seed (2^256 < p). Evaluation points are
+The secret is the self-mask seed itself, drawn uniformly from [0, p) (see
+``crypto.draw_seed``): one 16-byte field element per share. Security does not
+depend on the field's size beyond holding the secret: Shamir's scheme is
+information-theoretically hiding over any field with more elements than
+holders (fewer than t shares are independent of the secret), so the only
+computational assumption left is that a 127-bit uniformly random seed cannot
+be guessed (2^127 work against the SHA-256-derived ChaCha20 key of the
+self-mask; the pairwise masks use 256-bit X25519/HKDF keys). The earlier
+p = 2^521 - 1 carried a 256-bit seed in 66-byte elements: four times the
+bytes per share and slower arithmetic for no security that matters against
+the PRG's own 2^128 bound. Evaluation points are
 small positive integers (the holders' 1-based roster positions), so the
 Lagrange coefficients are ratios of small integers: one modular inversion per
 reconstruction (batched), the rest products of machine-size integers.
@@ -14,12 +24,12 @@ from functools import lru_cache
 
 from aggregation.secagg.errors import InsufficientShares, InvalidRoundParams
 
-PRIME = (1 << 521) - 1  # a Mersenne prime
-ELEMENT_BYTES = 66  # ceil(521 / 8)
+PRIME = (1 << 127) - 1  # a Mersenne prime
+ELEMENT_BYTES = 16  # ceil(127 / 8)
 
 
 def _random_element(random_bytes: Callable[[int], bytes]) -> int:
-    # Rejection sampling: uniform in [0, p) (a 521-bit draw is >= p with probability 2^-521).
+    # Rejection sampling: uniform in [0, p) (a 127-bit draw is >= p with probability 2^-127).
     while True:
         value = int.from_bytes(random_bytes(ELEMENT_BYTES), "big") & PRIME
         if value < PRIME:

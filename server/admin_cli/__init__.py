@@ -18,7 +18,7 @@ EXIT_BROKEN_PIPE = 141
 
 
 def register(groups: Any) -> None:
-    from server.admin_cli import audit, review, rollout, signals
+    from server.admin_cli import audit, cohort, review, rollout, signals
 
     parser: argparse.ArgumentParser = groups.add_parser(
         "admin", help="review signals, sign approvals, steer rollouts (admin certificate)",
@@ -29,6 +29,7 @@ def register(groups: Any) -> None:
     audit.register(sub)
     review.register(sub)
     rollout.register(sub)
+    cohort.register(sub)
     _guard_output(parser)
 
 

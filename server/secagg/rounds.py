@@ -23,10 +23,11 @@ import hashlib
 import json
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import TypeVar
 
 import numpy as np
 from sqlalchemy import func, select
@@ -76,6 +77,8 @@ from server.secagg.models import (
 )
 from server.signals.models import MergedWindow
 from server.signals.schemas import get_schema
+
+_Msg = TypeVar("_Msg")
 
 #: Largest message of any kind a round accepts (a masked input of 2^20 64-bit words plus shares).
 MAX_MESSAGE_BYTES = 8 * (1 << 20) + (1 << 20)
@@ -218,6 +221,33 @@ def _locked_round(session: Session, round_id: str, cohort: str) -> RoundRecord:
     return row
 
 
+def _prologue(session: Session, tenant_id: str, cohort: str, round_id: str, data: bytes, what: str,
+              parse: Callable[[bytes], _Msg], sender_of: Callable[[_Msg], str]) -> tuple[RoundRecord, _Msg]:
+    """The common entry of every message handler: size bound, the round locked (and the caller's
+    cohort's), the kernel's parse (malformed -> ``MalformedRoundMessage``), the named sender is the caller."""
+    _bounded(data, what)
+    row = _locked_round(session, round_id, cohort)
+    try:
+        msg = parse(data)
+    except KernelMalformed as exc:
+        raise MalformedRoundMessage(str(exc)) from exc
+    if sender_of(msg) != tenant_id:
+        raise SenderMismatch(f"{what} sent by {tenant_id!r} names {sender_of(msg)!r}")
+    return row, msg
+
+
+def _survivors_for(row: RoundRecord, tenant_id: str) -> list[str]:
+    """The fixed survivor set, which must include ``tenant_id`` (attestations and unmask responses)."""
+    if row.phase == ABORTED:
+        raise RoundWasAborted(f"round {row.round_id!r} was aborted: {row.abort_reason}")
+    if row.phase == COLLECTING:
+        raise WrongRoundPhase(f"round {row.round_id!r} has not fixed its survivor set yet")
+    survivors = survivors_of(row)
+    if tenant_id not in survivors:
+        raise NotInRoster(f"{tenant_id!r} is not a survivor of round {row.round_id!r}")
+    return survivors
+
+
 def _participants(session: Session, row: RoundRecord) -> list[ParticipantRecord]:
     return list(session.scalars(
         select(ParticipantRecord).where(ParticipantRecord.round_pk == row.id).order_by(ParticipantRecord.tenant_id)
@@ -306,14 +336,8 @@ def roster_entries(session: Session, row: RoundRecord) -> list[RosterRecord]:
 def submit_input(session: Session, tenant_id: str, cohort: str, round_id: str, data: bytes, now: datetime,
                  settings: SecAggSettings = DEFAULT_SETTINGS) -> str:
     """Store one masked input; "accepted" or "duplicate" (the same bytes again)."""
-    _bounded(data, "masked input")
-    row = _locked_round(session, round_id, cohort)
-    try:
-        msg = MaskedInput.from_bytes(data)
-    except KernelMalformed as exc:
-        raise MalformedRoundMessage(str(exc)) from exc
-    if msg.sender != tenant_id:
-        raise SenderMismatch(f"masked input sent by {tenant_id!r} names sender {msg.sender!r}")
+    row, msg = _prologue(session, tenant_id, cohort, round_id, data, "masked input", MaskedInput.from_bytes,
+                         lambda m: m.sender)
     rctx = context_of(row)
     if msg.context_digest != rctx.digest():
         raise ReplayedRoundMessage(
@@ -445,21 +469,9 @@ def attestation_message(digest: bytes) -> bytes:
 
 
 def submit_attestation(session: Session, tenant_id: str, cohort: str, round_id: str, data: bytes) -> None:
-    _bounded(data, "attestation")
-    row = _locked_round(session, round_id, cohort)
-    try:
-        att = Attestation.from_bytes(data)
-    except KernelMalformed as exc:
-        raise MalformedRoundMessage(str(exc)) from exc
-    if att.tenant_id != tenant_id:
-        raise SenderMismatch(f"attestation sent by {tenant_id!r} names {att.tenant_id!r}")
-    if row.phase == ABORTED:
-        raise RoundWasAborted(f"round {round_id!r} was aborted: {row.abort_reason}")
-    if row.phase == COLLECTING:
-        raise WrongRoundPhase(f"round {round_id!r} has not fixed its survivor set yet")
-    survivors = survivors_of(row)
-    if tenant_id not in survivors:
-        raise NotInRoster(f"{tenant_id!r} is not a survivor of round {round_id!r}")
+    row, att = _prologue(session, tenant_id, cohort, round_id, data, "attestation", Attestation.from_bytes,
+                         lambda a: a.tenant_id)
+    survivors = _survivors_for(row, tenant_id)
     if att.digest != survivor_set_digest(context_of(row), survivors):
         raise ReplayedRoundMessage(f"attestation of {tenant_id!r} covers another survivor set or round")
     entry = session.get(RosterRecord, tenant_id)
@@ -476,24 +488,12 @@ def submit_attestation(session: Session, tenant_id: str, cohort: str, round_id: 
 
 
 def submit_response(session: Session, tenant_id: str, cohort: str, round_id: str, data: bytes, now: datetime) -> None:
-    _bounded(data, "unmask response")
-    row = _locked_round(session, round_id, cohort)
-    try:
-        resp = UnmaskResponse.from_bytes(data)
-    except KernelMalformed as exc:
-        raise MalformedRoundMessage(str(exc)) from exc
-    if resp.sender != tenant_id:
-        raise SenderMismatch(f"unmask response sent by {tenant_id!r} names {resp.sender!r}")
+    row, resp = _prologue(session, tenant_id, cohort, round_id, data, "unmask response", UnmaskResponse.from_bytes,
+                          lambda r: r.sender)
     rctx = context_of(row)
     if resp.context_digest != rctx.digest():
         raise ReplayedRoundMessage(f"unmask response was made for another round than {round_id!r}")
-    if row.phase == ABORTED:
-        raise RoundWasAborted(f"round {round_id!r} was aborted: {row.abort_reason}")
-    if row.phase == COLLECTING:
-        raise WrongRoundPhase(f"round {round_id!r} has not fixed its survivor set yet")
-    survivors = survivors_of(row)
-    if tenant_id not in survivors:
-        raise NotInRoster(f"{tenant_id!r} is not a survivor of round {round_id!r}")
+    survivors = _survivors_for(row, tenant_id)
     if resp.survivors_digest != survivor_set_digest(rctx, survivors):
         raise ReplayedRoundMessage(f"unmask response of {tenant_id!r} answers another survivor set")
     mine = _participant(session, row, tenant_id)
@@ -522,13 +522,23 @@ def responses_suffice(row: RoundRecord, answered: set[str]) -> bool:
     """The kernel's unmask condition, from the graph alone (no message parsed): every survivor's
     seed has enough answering holders, and every survivor next to a dropped tenant answered."""
     rctx = context_of(row)
+    holders, thresholds = _holders_of(rctx)
+    if len(answered) < min(thresholds.values()):
+        return False  # the common case while responses arrive: no survivor can be unmasked yet
     survivors = set(survivors_of(row))
+    if any(len(holders[v] & answered) < thresholds[v] for v in survivors):
+        return False
     nbrs = graph.neighbours(rctx)
-    for v in survivors:
-        if sum(1 for h in graph.share_holders(rctx, v) if h in answered) < graph.share_threshold(rctx, v):
-            return False
     dropped = set(rctx.tenant_ids) - survivors
-    return all(u in answered for d in dropped for u in nbrs[d] & survivors)
+    return all(nbrs[d] & survivors <= answered for d in dropped)
+
+
+@lru_cache(maxsize=64)
+def _holders_of(rctx: RoundContext) -> tuple[dict[str, frozenset[str]], dict[str, int]]:
+    """Each tenant's share holders (as a set) and share threshold, computed once per round context."""
+    ids = rctx.tenant_ids
+    return ({v: frozenset(graph.share_holders(rctx, v)) for v in ids},
+            {v: graph.share_threshold(rctx, v) for v in ids})
 
 
 def try_release(session: Session, row: RoundRecord, now: datetime, *, final: bool) -> str:

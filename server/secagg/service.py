@@ -24,8 +24,8 @@ from server.context import ServerContext
 from server.db import transaction
 from server.identity.auth import Identity, require
 from server.secagg import metrics as secagg_metrics
+from server.secagg import modes, rounds
 from server.secagg import roster as roster_mod
-from server.secagg import rounds
 from server.secagg.models import ABORTED, COLLECTING, DONE, UNMASKING, ParticipantRecord, RoundRecord
 from server.servicer import abort
 
@@ -185,6 +185,20 @@ class SecureAggregationServicer:
 
         return self._run(context, answer)  # type: ignore[no-any-return]
 
+    def SetAggregationMode(  # noqa: N802
+        self, request: secagg_pb2.SetAggregationModeRequest, context: grpc.ServicerContext
+    ) -> secagg_pb2.SetAggregationModeResponse:
+        identity = require(context, self._ctx, "admin")
+
+        def switch() -> secagg_pb2.SetAggregationModeResponse:
+            with self._write() as session:
+                change = modes.set_mode(session, request.cohort, request.mode, float(request.noise_scale),
+                                        identity.subject, request.reason, self._ctx.clock())
+            return secagg_pb2.SetAggregationModeResponse(schema_version=change.schema_version, mode=change.mode,
+                                                         noise_scale=change.noise_scale, changed=change.changed)
+
+        return self._run(context, switch)  # type: ignore[no-any-return]
+
     def GetRoundStatus(self, request: secagg_pb2.RoundRef, context: grpc.ServicerContext) -> secagg_pb2.RoundStatus:  # noqa: N802
         _identity, cohort = self._tenant(context)
 
@@ -270,6 +284,7 @@ def add_to_server(grpc_server: grpc.Server, ctx: ServerContext) -> None:
         "SubmitAttestation": (secagg_pb2.SubmitAttestationRequest, secagg_pb2.SubmitAttestationResponse),
         "SubmitUnmaskResponse": (secagg_pb2.SubmitUnmaskResponseRequest, secagg_pb2.SubmitUnmaskResponseResponse),
         "GetRoundStatus": (secagg_pb2.RoundRef, secagg_pb2.RoundStatus),
+        "SetAggregationMode": (secagg_pb2.SetAggregationModeRequest, secagg_pb2.SetAggregationModeResponse),
     }
     handlers: dict[str, Any] = {
         name: grpc.unary_unary_rpc_method_handler(

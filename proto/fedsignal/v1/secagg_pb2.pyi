@@ -20,6 +20,30 @@ UNMASKING: RoundPhase
 DONE: RoundPhase
 ABORTED: RoundPhase
 
+class SetAggregationModeRequest(_message.Message):
+    __slots__ = ("cohort", "mode", "noise_scale", "reason")
+    COHORT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    cohort: str
+    mode: str
+    noise_scale: float
+    reason: str
+    def __init__(self, cohort: _Optional[str] = ..., mode: _Optional[str] = ..., noise_scale: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SetAggregationModeResponse(_message.Message):
+    __slots__ = ("schema_version", "mode", "noise_scale", "changed")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    mode: str
+    noise_scale: float
+    changed: bool
+    def __init__(self, schema_version: _Optional[int] = ..., mode: _Optional[str] = ..., noise_scale: _Optional[float] = ..., changed: _Optional[bool] = ...) -> None: ...
+
 class RegisterMaskingKeyRequest(_message.Message):
     __slots__ = ("public_key", "signature")
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]

@@ -91,6 +91,11 @@ class SecureAggregationServiceStub:
                 request_serializer=fedsignal_dot_v1_dot_secagg__pb2.RoundRef.SerializeToString,
                 response_deserializer=fedsignal_dot_v1_dot_secagg__pb2.RoundStatus.FromString,
                 _registered_method=True)
+        self.SetAggregationMode = channel.unary_unary(
+                '/fedsignal.v1.SecureAggregationService/SetAggregationMode',
+                request_serializer=fedsignal_dot_v1_dot_secagg__pb2.SetAggregationModeRequest.SerializeToString,
+                response_deserializer=fedsignal_dot_v1_dot_secagg__pb2.SetAggregationModeResponse.FromString,
+                _registered_method=True)
 
 
 class SecureAggregationServiceServicer:
@@ -165,6 +170,16 @@ class SecureAggregationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetAggregationMode(self, request, context):
+        """Operators only (admin certificate): switch a cohort between secure aggregation and
+        per-tenant ("local") releases by publishing a new schema version; audited.
+        INVALID_ARGUMENT for an unknown mode or a bad noise scale, NOT_FOUND for a cohort
+        without a schema.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SecureAggregationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -207,6 +222,11 @@ def add_SecureAggregationServiceServicer_to_server(servicer, server):
                     servicer.GetRoundStatus,
                     request_deserializer=fedsignal_dot_v1_dot_secagg__pb2.RoundRef.FromString,
                     response_serializer=fedsignal_dot_v1_dot_secagg__pb2.RoundStatus.SerializeToString,
+            ),
+            'SetAggregationMode': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAggregationMode,
+                    request_deserializer=fedsignal_dot_v1_dot_secagg__pb2.SetAggregationModeRequest.FromString,
+                    response_serializer=fedsignal_dot_v1_dot_secagg__pb2.SetAggregationModeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -442,6 +462,33 @@ class SecureAggregationService:
             '/fedsignal.v1.SecureAggregationService/GetRoundStatus',
             fedsignal_dot_v1_dot_secagg__pb2.RoundRef.SerializeToString,
             fedsignal_dot_v1_dot_secagg__pb2.RoundStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAggregationMode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedsignal.v1.SecureAggregationService/SetAggregationMode',
+            fedsignal_dot_v1_dot_secagg__pb2.SetAggregationModeRequest.SerializeToString,
+            fedsignal_dot_v1_dot_secagg__pb2.SetAggregationModeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -235,3 +235,38 @@ def test_a_low_order_roster_key_is_refused_not_used() -> None:
     client = ClientRound(ctx, victim, cohort.keys[victim], plan)
     with pytest.raises(InvalidRoundParams, match="X25519"):
         client.submit(np.zeros(4, dtype=np.int64))
+
+
+def test_pre_drawn_noise_and_cached_agreements_give_the_same_exact_sum() -> None:
+    """submit(noise_share=) masks the given share; an agreement cache kept across rounds changes no mask."""
+    from aggregation.secagg import ClientRound
+
+    caches: dict[str, dict[bytes, bytes]] = {}
+    for window, dropped in ((1_700_000_000, None), (1_700_003_600, "tenant-0002")):
+        c = make_cohort(6, window_start=window, round_id=f"r{window}", seed=4)
+        keys = c.keys
+        for tid in c.ids:
+            caches.setdefault(tid, {})
+            c.clients[tid] = ClientRound(c.ctx, tid, keys[tid], c.plan, verify=c.clients[tid]._verify,
+                                         pair_secrets=caches[tid])
+        noises = {tid: c.plan.sample_share(c.ctx.length) for tid in c.ids}
+        senders = [t for t in c.ids if t != dropped]
+        for tid in senders:
+            c.server.add_input(c.clients[tid].submit(c.tables[tid], noise_share=noises[tid]))
+            assert c.clients[tid].noise_share is not None
+        survivors = c.server.close()
+        c.attest()
+        c.unmask(sorted(survivors))
+        expected = sum(c.tables[t] + noises[t] for t in senders)
+        assert np.array_equal(c.server.result(), expected)
+    # One X25519 per roster key (the 5 peers, and its own for the share it holds itself) over both rounds.
+    assert all(len(cache) == 6 for cache in caches.values())
+
+
+def test_a_noise_share_of_the_wrong_shape_or_type_is_refused() -> None:
+    c = make_cohort(3)
+    tid = c.ids[0]
+    with pytest.raises(InvalidRoundParams):
+        c.clients[tid].submit(c.tables[tid], noise_share=np.zeros(c.ctx.length + 1, dtype=np.int64))
+    with pytest.raises(InvalidRoundParams):
+        c.clients[tid].submit(c.tables[tid], noise_share=np.zeros(c.ctx.length, dtype=np.float64))

@@ -1,84 +1,52 @@
-"""The collector's side of secure aggregation: masking key, roster checks, masked release, unmasking.
+"""The round client: seal a window into a masked input, persist it, answer the unmask phase.
 
-What the tenant does, and why each check is here rather than on the server:
-
-* **Masking key.** A long-term X25519 key pair lives in ``state_dir/secagg/masking.key``
-  (0600). Its public half is registered in the cohort's roster with an ECDSA-SHA256
-  signature by the enrolled identity key (``credentials/client.key``) over
-  ``ROSTER_DOMAIN || RosterStatement(cohort, tenant, key)``.
-* **Roster.** Before using a round, every roster entry is verified here: its certificate
-  chains to the CA pinned at enrollment (``credentials/ca.crt``), names that tenant and
-  this cohort, and its key signed the entry. The round context must list exactly the
-  verified entries, this window, this schema version and the schema's noise. A server
-  that inserts a key of its own is refused (:class:`RosterRejected`).
-* **Seal.** At window seal (``tenant_agent.release`` calls :meth:`SecureRelease.seal`)
-  the bounded table, clipped per cell to the round's room and multiplied by the plan's
-  scale factor, is masked with the kernel (``aggregation.secagg.ClientRound``), which adds
-  this tenant's discrete-Gaussian noise share. In the same store transaction the ledger
-  spends the *cohort* release's loss (honest majority) and the tenant's own worst-case loss
-  is recorded beside it (capped by ``SecAggConfig.own_worst_case_rho_cap``); the round state
-  and the masked input are persisted, so a restart resends the same bytes, never redraws.
-* **Presence.** Every due window the collector is online for gets an input, an empty table
-  included (:meth:`SecureRelease.cover_empty_windows`), so the server cannot tell windows
-  with traffic from windows without.
-* **Unmask.** Once the survivor set is fixed the tenant signs the set it was shown, waits for
-  at least t valid attestations of the same set (signatures checked against the roster's
-  certificates), then answers with the kernel. A round it missed is a dropout, not an error.
+See the package doc (``tenant_agent.secagg``) for what the tenant checks and why.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import grpc
 import numpy as np
 import numpy.typing as npt
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from fedsignal.v1 import secagg_pb2, secagg_pb2_grpc
 from sqlalchemy import Connection, select
 
 from aggregation.budget import BudgetExceeded, BudgetPolicy
-from aggregation.clock import Clock, to_unix, utc
-from aggregation.errors import FedsignalError
+from aggregation.clock import Clock, to_unix
 from aggregation.schema import SECURE, SignalSchema
 from aggregation.secagg import (
     Attestation,
     ClientRound,
     NoisePlan,
-    RosterEntry,
     RoundContext,
     SecAggError,
     UnmaskRequest,
-    generate_keypair,
     plan_noise,
 )
-from aggregation.secagg.crypto import public_key_of
 from tenant_agent.config import SecAggConfig
 from tenant_agent.release import load_ledger
+from tenant_agent.secagg.errors import NotInRound, OwnLossCapExceeded, RosterRejected, SecAggClientError
+from tenant_agent.secagg.keys import load_or_create_masking_key
+from tenant_agent.secagg.noise_pool import NoisePool
+from tenant_agent.secagg.roster import ATTESTATION_DOMAIN, RosterVerifier, roster_statement
 from tenant_agent.store import WINDOW_SEALED, WINDOW_WITHHELD, CollectorStore, Setting, Window
 from tenant_agent.store_models import LOCK_LEDGER, advisory_lock
 from tenant_agent.windows import WindowBook
 
 log = logging.getLogger(__name__)
 
-ROSTER_DOMAIN = b"fedsignal/secagg/v1/roster-entry\n"
-ATTESTATION_DOMAIN = b"fedsignal/secagg/v1/attestation\n"
-KEY_FILE = "secagg/masking.key"
 ROUND_PREFIX = "secagg.round."
 REGISTERED_SETTING = "secagg.registered_key"
 ONLINE_SINCE_SETTING = "secagg.online_since"
@@ -105,22 +73,6 @@ FINAL_STATES = (DONE, DROPPED, ABORTED, REFUSED)
 LOCAL_FALLBACK = object()
 
 
-class SecAggClientError(FedsignalError):
-    """Base of the tenant-side secure-aggregation refusals."""
-
-
-class RosterRejected(SecAggClientError):
-    """A roster entry or round context the tenant does not accept (bad signature, foreign CA, mismatch)."""
-
-
-class NotInRound(SecAggClientError):
-    """The window's round was opened without this tenant (it registered its key later)."""
-
-
-class OwnLossCapExceeded(SecAggClientError):
-    """The tenant's own worst-case loss would pass its configured cap."""
-
-
 @dataclass(frozen=True)
 class LossSummary:
     """What ``fedsignal agent budget`` shows under secure aggregation."""
@@ -132,114 +84,6 @@ class LossSummary:
     rounds_done: int
     rounds_dropped: int
     rounds_aborted: int
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
-def load_or_create_masking_key(state_dir: Path) -> tuple[bytes, bytes]:
-    """(private, public) raw X25519 keys of this tenant, created on first use (0600)."""
-    path = state_dir / KEY_FILE
-    if path.exists():
-        private = path.read_bytes()
-        if len(private) != 32:
-            raise SecAggClientError(f"{path} is not a 32-byte X25519 private key")
-        return private, public_key_of(private)
-    private, public = generate_keypair()
-    _write_private(path, private)
-    return private, public
-
-
-def roster_statement(cohort: str, tenant_id: str, public_key: bytes) -> bytes:
-    msg = secagg_pb2.RosterStatement(cohort=cohort, tenant_id=tenant_id, public_key=public_key)
-    return ROSTER_DOMAIN + msg.SerializeToString(deterministic=True)
-
-
-def _ecdsa_verify(cert: x509.Certificate, message: bytes, signature: bytes) -> bool:
-    key = cert.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        return False
-    try:
-        key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
-        return True
-    except (InvalidSignature, ValueError):
-        return False
-
-
-def _cert_identity(cert: x509.Certificate) -> tuple[str, str]:
-    """(tenant id, cohort) a tenant certificate of our CA binds (CN and fedsignal:// URI must agree)."""
-    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        uris = [u for u in san.get_values_for_type(x509.UniformResourceIdentifier) if u.startswith("fedsignal://")]
-    except x509.ExtensionNotFound:
-        uris = []
-    if not cns or len(uris) != 1:
-        raise RosterRejected("roster certificate lacks its fedsignal identity")
-    parts = urlsplit(uris[0])
-    subject = unquote(parts.path.lstrip("/"))
-    if parts.netloc != "tenant" or subject != str(cns[0].value):
-        raise RosterRejected("roster certificate is not a tenant certificate")
-    return subject, parse_qs(parts.query).get("cohort", [""])[0]
-
-
-class RosterVerifier:
-    """Checks roster entries against the CA this tenant pinned at enrollment."""
-
-    def __init__(self, ca_pem: bytes, cohort: str, clock: Clock) -> None:
-        self._ca = x509.load_pem_x509_certificate(ca_pem)
-        self._cohort = cohort
-        self._clock = clock
-        self._certs: dict[str, x509.Certificate] = {}
-        # (tenant id, public key) of every entry verified so far: the roster is long-term, so a
-        # collector verifies each entry once and a round's context is checked against this set.
-        self._verified: dict[str, bytes] = {}
-        self._seen: set[bytes] = set()
-
-    def knows(self, entry: RosterEntry) -> bool:
-        return self._verified.get(entry.tenant_id) == entry.public_key
-
-    def verify(self, entry: secagg_pb2.RosterEntry) -> RosterEntry:
-        """The kernel's roster entry, or ``RosterRejected`` naming what failed."""
-        tid = entry.tenant_id
-        fingerprint = hashlib.sha256(entry.SerializeToString(deterministic=True)).digest()
-        if fingerprint in self._seen:
-            return RosterEntry(tid, bytes(entry.public_key))
-        try:
-            cert = x509.load_pem_x509_certificate(bytes(entry.certificate_pem))
-            cert.verify_directly_issued_by(self._ca)
-        except (ValueError, TypeError, InvalidSignature) as exc:
-            raise RosterRejected(f"roster entry of {tid!r}: certificate not issued by the pinned CA ({exc})") from None
-        now = utc(self._clock())
-        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            raise RosterRejected(f"roster entry of {tid!r}: certificate not valid now")
-        subject, cohort = _cert_identity(cert)
-        if subject != tid or cohort != self._cohort:
-            raise RosterRejected(f"roster entry of {tid!r}: certificate names {subject!r} of cohort {cohort!r}")
-        if not _ecdsa_verify(cert, roster_statement(self._cohort, tid, bytes(entry.public_key)),
-                             bytes(entry.signature)):
-            raise RosterRejected(f"roster entry of {tid!r}: signature does not verify with its certificate")
-        try:
-            verified = RosterEntry(tid, bytes(entry.public_key))
-        except SecAggError as exc:
-            raise RosterRejected(f"roster entry of {tid!r}: {exc}") from None
-        self._certs[tid] = cert
-        self._verified[tid] = verified.public_key
-        self._seen.add(fingerprint)
-        return verified
-
-    def verify_attestation(self, tenant_id: str, digest: bytes, signature: bytes) -> bool:
-        cert = self._certs.get(tenant_id)
-        return cert is not None and _ecdsa_verify(cert, ATTESTATION_DOMAIN + digest, signature)
 
 
 @dataclass
@@ -289,6 +133,10 @@ class SecureRelease:
         self._identity_key: ec.EllipticCurvePrivateKey | None = None
         self._rounds: dict[str, PreparedRound] = {}
         self._verifier: RosterVerifier | None = None
+        # X25519 agreements with roster keys, kept across rounds (memory only): the masking keys are
+        # long-term, the per-round keys are HKDF of these.
+        self._pair_secrets: dict[bytes, bytes] = {}
+        self.noise_pool = NoisePool()
         # Set when the server answers UNIMPLEMENTED: it does not serve secure aggregation.
         self.unavailable = False
 
@@ -432,8 +280,8 @@ class SecureRelease:
                         f"own worst-case rho would reach {_own_rho_total(conn) + own_rho:.4g}, over the cap {cap}"
                     )
             clipped = np.clip(table, -MAX_CELL_COUNT, MAX_CELL_COUNT) * plan.scale_factor
-            client = ClientRound(prepared.ctx, self.tenant_id, self._private, plan)
-            msg = client.submit(clipped)
+            client = ClientRound(prepared.ctx, self.tenant_id, self._private, plan, pair_secrets=self._pair_secrets)
+            msg = client.submit(clipped, noise_share=self.noise_pool.take(window_start, plan, schema.size))
             release_key = f"secagg/{self.tenant_id}/{window_start}/{prepared.round_id}"
             state = {
                 "round_id": prepared.round_id, "window_start": window_start, "state": SUBMITTED,
@@ -458,6 +306,8 @@ class SecureRelease:
                 WindowBook.set_state(conn, window_start, WINDOW_SEALED, release_key=release_key, withheld_reason=None)
                 WindowBook.forget_contributions(conn, window_start)
             CollectorStore.add_counters(conn, {"secagg_inputs": 1})
+        # The next window's share, drawn now in the background: off that round's critical path.
+        self.noise_pool.prefetch(window_start + schema.window_seconds, plan, schema.size)
         self._advance(window_start)
         return prepared.round_id
 
@@ -618,7 +468,7 @@ class SecureRelease:
 
     def _prepared(self, state: dict[str, Any]) -> tuple[ClientRound, RosterVerifier] | None:
         prepared = self._rounds.get(state["round_id"])
-        client = ClientRound.from_bytes(_unb64(state["client"]), self._private)
+        client = ClientRound.from_bytes(_unb64(state["client"]), self._private, pair_secrets=self._pair_secrets)
         if prepared is None:
             # After a restart: re-fetch and re-verify the roster of the stored context.
             stub = self._stub()

@@ -12,6 +12,7 @@ Seams for tests a healthy server cannot play, built in rather than monkeypatched
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,8 +24,8 @@ from fedsignal.v1 import admin_pb2, admin_pb2_grpc, enrollment_pb2, enrollment_p
 from securesystemslib.signer import CryptoSigner
 from sqlalchemy import select
 
-from aggregation.clock import Clock, system_clock
-from aggregation.schema import LOCAL
+from aggregation.clock import Clock, FakeClock, system_clock
+from aggregation.schema import LOCAL, SignalSchema
 from server.app import ADMIN, ENROLLMENT, SECAGG, SIGNALS, RunningServer, Service, build_server
 from server.context import ServerContext, ServerSettings
 from server.db import transaction
@@ -32,7 +33,7 @@ from server.identity import enrollment as identity
 from server.identity.auth import require
 from server.identity.ca import CertificateAuthority, generate_key, key_pem, make_csr
 from server.migrate import init_db
-from server.signals.models import SignalReport
+from server.signals.models import SignalReport, SignalSchemaVersion
 from server.signals.schemas import current_schema, publish_aggregation
 from tenant_agent.transport import enroll as enroll_collector
 
@@ -155,6 +156,22 @@ class Harness:
             return list(session.scalars(
                 select(SignalReport).where(SignalReport.tenant_id == tenant).order_by(SignalReport.id)))
 
+    def seed_schema(self, schema: SignalSchema) -> None:
+        """Store ``schema`` as its cohort's version ``schema.version``, as an earlier server published it.
+
+        For a collector store made by an earlier release, whose sealed reports name a schema version
+        this server must know exactly (the publishing API only ever adds the next version). Call it
+        before anything creates the cohort's first version (:meth:`token` does); refuses a version the
+        cohort already has.
+        """
+        with transaction(self.ctx.sessions) as session:
+            known = session.scalars(select(SignalSchemaVersion.version).where(
+                SignalSchemaVersion.cohort == schema.cohort, SignalSchemaVersion.version == schema.version)).first()
+            if known is not None:
+                raise ValueError(f"cohort {schema.cohort!r} already has schema version {schema.version}")
+            session.add(SignalSchemaVersion(cohort=schema.cohort, version=schema.version,
+                                            document=schema.to_json(), created_at=self.ctx.clock()))
+
     @property
     def mtls_target(self) -> str:
         return f"localhost:{self.running.port}"
@@ -247,6 +264,27 @@ def running_harness(database_url: str, state_dir: Path, **kwargs: Any) -> Iterat
         yield h
     finally:
         h.close()
+
+
+@contextmanager
+def harness_for_sealed_store(database_url: str, state_dir: Path, *, schema: SignalSchema, at: float,
+                             tenant: str = "tenant-1") -> Iterator[tuple[Harness, grpc.Channel]]:
+    """The real server for a collector store whose reports were sealed at a fixed past time (a fixture).
+
+    The server knows ``schema`` (the version the store sealed under, see :meth:`Harness.seed_schema`);
+    ``tenant`` enrolls at the real time (TLS checks certificates against it), then the server's clock
+    reads ``at``, so the fixture's windows are as old to it as when they were sealed. Yields the
+    harness and an mTLS channel of ``tenant``.
+    """
+    clock = FakeClock(time.time())
+    with running_harness(database_url, state_dir, clock=clock) as h:
+        h.seed_schema(schema)
+        channel = h.channel(h.tenant(tenant, schema.cohort))
+        clock.set(at)
+        try:
+            yield h, channel
+        finally:
+            channel.close()
 
 
 def make_pki(state_dir: Path) -> CertificateAuthority:

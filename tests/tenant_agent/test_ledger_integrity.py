@@ -29,8 +29,9 @@ from tenant_agent.store import (
     Window,
 )
 from tenant_agent.windows import WindowBook, WindowLengthMismatch
+from tests.harness import Harness
 
-from .collector.fakes import HOUR, T0, FakeSignalService, make_config, signal_server, turn
+from .collector.fakes import HOUR, T0, make_config, turn
 
 DAY = 24 * HOUR
 
@@ -84,7 +85,7 @@ def test_the_ledger_chain_extends_across_restarts(tmp_path: Path) -> None:
 # -- sealed reports are checked before they are sent ------------------------------------
 
 
-def test_altered_report_bytes_that_still_parse_are_not_sent(tmp_path: Path) -> None:
+def test_altered_report_bytes_that_still_parse_are_not_sent(tmp_path: Path, sqlite_harness: Harness) -> None:
     sealed(tmp_path, windows=1)
     store = CollectorStore(tmp_path)
     with store.transaction() as conn:
@@ -93,14 +94,15 @@ def test_altered_report_bytes_that_still_parse_are_not_sent(tmp_path: Path) -> N
         report.cells[0] += 1000  # still a well-formed report
         conn.execute(update(Release).values(report=report.SerializeToString(deterministic=True)))
     store.close()
-    service = FakeSignalService()
+    channel = sqlite_harness.channel(sqlite_harness.tenant("tenant-1", "cohort-a"))
     with (
-        signal_server(service) as (_address, channel),
+        channel,
         Collector(make_config(tmp_path), channel=channel) as c,
         pytest.raises(StoreIntegrityError, match="altered on disk"),
     ):
         c.deliver(now=from_unix(T0 + 2 * HOUR))
-    assert service.received == []
+    assert sqlite_harness.tap.received() == []
+    assert sqlite_harness.reports() == []
 
 
 def test_verified_report_bytes_returns_the_sealed_bytes(tmp_path: Path) -> None:

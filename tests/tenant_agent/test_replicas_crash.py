@@ -34,21 +34,14 @@ import pytest
 from sqlalchemy import create_engine, func, inspect, select, text
 
 from aggregation.clock import from_unix
+from aggregation.schema import default_schema
 from tenant_agent.collector import Collector
 from tenant_agent.store import CollectorStore, LedgerSpend, Release, StoreMissingError
 from tenant_agent.store_models import LOCK_LEDGER, LOCK_NAMESPACE, SHARED_STORE_MARKER_FILE
 from tenant_agent.windows import WindowBook
+from tests.harness import harness_for_sealed_store
 
-from .collector.fakes import (
-    HOUR,
-    REPO_ROOT,
-    T0,
-    FakeSignalService,
-    make_config,
-    read_line,
-    remaining_lines,
-    signal_server,
-)
+from .collector.fakes import HOUR, REPO_ROOT, T0, make_config, read_line, remaining_lines
 from .replica_worker import LOOP_SIZE, batches, loop_batch
 
 WINDOWS = [int(T0), int(T0 + HOUR), int(T0 + 2 * HOUR)]
@@ -144,9 +137,10 @@ def test_a_replica_killed_inside_a_seal_leaves_the_window_to_the_other_sealed_an
         np.testing.assert_array_equal(sealed_from[w], alone[w])
         assert alone[w].sum() > 0
 
-    service = FakeSignalService()
+    # The real server (over SQLite): it knows the schema the replicas sealed under, at the windows' time.
     with (
-        signal_server(service) as (_address, channel),
+        harness_for_sealed_store(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-state",
+                                 schema=default_schema("cohort-a"), at=T0 + 4 * HOUR) as (harness, channel),
         Collector(make_config(tmp_path / "r0", store_url=postgres_url), channel=channel) as r0,
         Collector(make_config(tmp_path / "r1", store_url=postgres_url), channel=channel) as r1,
     ):
@@ -163,8 +157,8 @@ def test_a_replica_killed_inside_a_seal_leaves_the_window_to_the_other_sealed_an
                 t.start()
             for t in threads:
                 t.join(timeout=60)
-        assert sorted(service.stored) == sorted(key for _w, _s, key in outcomes)
-        assert len(service.received) == len(WINDOWS)
+        assert sorted(r.idempotency_key for r in harness.reports()) == sorted(key for _w, _s, key in outcomes)
+        assert len(harness.tap.received()) == len(WINDOWS)
         assert r0.outbox.depth() == 0
 
 

@@ -4,6 +4,10 @@
 release without a store version): 49 events in three hourly windows from
 ``T0``, the first two sealed at ``T0 + 2 h + 61 s`` (rho 0.5 each, tenant-1,
 cohort-a), the first of them delivered, the third open with 7 sessions.
+
+The undelivered report goes to the real server (``tests/harness.py``): the server knows the
+cohort's schema version 1 the old store sealed under, and its clock reads the fixture's time once
+the collector has enrolled, so a window of ``T0`` is as recent to it as it was when sealed.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ from sqlalchemy import select
 
 from aggregation.audit import verify_chain
 from aggregation.clock import from_unix
+from aggregation.schema import default_schema
 from tenant_agent.collector import Collector
 from tenant_agent.store import CollectorStore, Release
 from tenant_agent.store_migrations import STORE_SCHEMA_VERSION, VERSION_KEY, StoreVersionError, store_version
 from tenant_agent.windows import WindowBook
+from tests.harness import harness_for_sealed_store
 
-from .collector.fakes import HOUR, T0, FakeSignalService, make_config, signal_server
+from .collector.fakes import HOUR, T0, make_config
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_v0"
 
@@ -53,10 +59,19 @@ def test_the_fixture_is_a_store_without_a_version(old_store: Path) -> None:
         db.close()
 
 
-def test_a_store_of_the_previous_release_upgrades_keeping_ledger_outbox_and_windows(old_store: Path) -> None:
+def test_a_store_of_the_previous_release_upgrades_keeping_ledger_outbox_and_windows(
+    old_store: Path, database_url: str, tmp_path: Path
+) -> None:
     before = raw_releases(old_store)
-    service = FakeSignalService()
-    with signal_server(service) as (_address, channel), Collector(make_config(old_store), channel=channel) as c:
+    # The server knows the schema the old store sealed under (cohort-a version 1, local mode), and
+    # reads the time the old collector would have delivered at.
+    [sealed_under] = {common_pb2.DpReport.FromString(r).schema_version for r in before.values()}
+    with (
+        harness_for_sealed_store(database_url, tmp_path / "server-state",
+                                 schema=default_schema("cohort-a", version=sealed_under),
+                                 at=T0 + 4 * HOUR) as (harness, channel),
+        Collector(make_config(old_store), channel=channel) as c,
+    ):
         with c.store.engine.connect() as conn:
             assert store_version(conn) == STORE_SCHEMA_VERSION
             assert CollectorStore.verify_ledger(conn) == 2
@@ -75,7 +90,9 @@ def test_a_store_of_the_previous_release_upgrades_keeping_ledger_outbox_and_wind
         assert c.store.verified_report_bytes(keys[int(T0 + HOUR)]) == before[int(T0 + HOUR)]
         result = c.deliver(now=from_unix(T0 + 4 * HOUR))
         assert (result.accepted, result.pending) == (1, 0)
-        assert service.received == [before[int(T0 + HOUR)]]
+        assert harness.tap.received() == [before[int(T0 + HOUR)]]
+        [stored] = harness.reports()
+        assert (stored.window_start, stored.schema_version) == (int(T0 + HOUR), sealed_under)
         # The open window seals on the upgraded store and extends the chained ledger.
         [outcome] = c.close_windows(now=from_unix(T0 + 4 * HOUR + 61))
         assert outcome.state == "sealed"

@@ -1,26 +1,17 @@
 """Shared helpers of the collector's tests: configs, decision events, worker processes, fixed times.
 
 Tests that need a server run the real one (``tests/harness.py``: real gRPC, mTLS, the server's
-store). :class:`FakeSignalService` (a stand-in that re-implements the server's idempotency) is
-kept only for the tests outside this folder that still use it.
+store); there is no stand-in server.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from concurrent import futures
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
-from fedsignal.v1 import common_pb2, signals_pb2, signals_pb2_grpc
-
 from aggregation.events import DecisionEvent, ToolCall
-from aggregation.schema import SignalSchema, default_schema
 from tenant_agent.config import BudgetConfig, CollectorConfig, DeliveryConfig, ReleaseConfig
 
 HOUR = 3600.0
@@ -32,57 +23,6 @@ def recent_t0(days: int = 2) -> float:
     """The UTC day boundary ``days`` before today: windows from there to now have ended, and the real
     server accepts them (it refuses windows that have not ended or are more than 400 days old)."""
     return (int(time.time() // DAY) - days) * DAY
-
-
-@dataclass
-class FakeSignalService(signals_pb2_grpc.SignalServiceServicer):
-    schema: SignalSchema = field(default_factory=lambda: default_schema("cohort-a"))
-    available: bool = True
-    # idempotency key -> report bytes as received (first time).
-    stored: dict[str, bytes] = field(default_factory=dict)
-    # Every SubmitReport payload received, in order, including duplicates.
-    received: list[bytes] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def GetSignalSchema(self, request: Any, context: grpc.ServicerContext) -> common_pb2.SignalSchema:
-        if not self.available:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "server down")
-        return self.schema.to_proto()
-
-    def SubmitReport(self, request: common_pb2.DpReport, context: grpc.ServicerContext) -> Any:
-        if not self.available:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "server down")
-        data = request.SerializeToString(deterministic=True)
-        with self.lock:
-            self.received.append(data)
-            previous = self.stored.get(request.idempotency_key)
-            if previous is None:
-                self.stored[request.idempotency_key] = data
-                outcome = signals_pb2.SubmitReportResponse.ACCEPTED
-            elif previous == data:
-                outcome = signals_pb2.SubmitReportResponse.DUPLICATE
-            else:
-                context.abort(grpc.StatusCode.ALREADY_EXISTS, "same key, different content")
-        return signals_pb2.SubmitReportResponse(outcome=outcome, report_id=request.idempotency_key)
-
-    def reports(self) -> list[common_pb2.DpReport]:
-        return [common_pb2.DpReport.FromString(b) for b in self.stored.values()]
-
-
-@contextmanager
-def signal_server(service: FakeSignalService) -> Iterator[tuple[str, grpc.Channel]]:
-    """A real gRPC server on a loopback port (port 0) and a channel to it."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    signals_pb2_grpc.add_SignalServiceServicer_to_server(service, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    address = f"127.0.0.1:{port}"
-    channel = grpc.insecure_channel(address)
-    try:
-        yield address, channel
-    finally:
-        channel.close()
-        server.stop(0).wait()
 
 
 def make_config(state_dir: Path, **overrides: Any) -> CollectorConfig:
@@ -142,7 +82,6 @@ def _lines(proc: Any) -> Any:
     wrapper's read-ahead, which can hold complete lines select() never sees.
     """
     import queue
-    import threading
 
     lines = getattr(proc, "_fedsignal_lines", None)
     if lines is None:

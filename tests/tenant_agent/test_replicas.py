@@ -26,7 +26,17 @@ from tenant_agent.store import CollectorStore, LedgerSpend, Release
 from tenant_agent.windows import WindowBook
 from tests.harness import Harness
 
-from .collector.fakes import HOUR, REPO_ROOT, T0, make_config, read_line, recent_t0, remaining_lines, turn
+from .collector.fakes import (
+    HOUR,
+    REPO_ROOT,
+    T0,
+    finish,
+    make_config,
+    read_line,
+    recent_t0,
+    remaining_lines,
+    turn,
+)
 from .replica_worker import LOOP_SIZE, batches, events, loop_batch
 
 WINDOWS = [int(T0), int(T0 + HOUR), int(T0 + 2 * HOUR)]
@@ -38,16 +48,6 @@ def spawn(*args: str) -> Any:
         [sys.executable, "-m", "tests.tenant_agent.replica_worker", *args],
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-
-
-def finish(proc: Any) -> list[str]:
-    try:
-        lines = remaining_lines(proc, timeout=120)
-        assert proc.wait(timeout=60) == 0, proc.stderr.read()
-        return lines
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 def tables(c: Collector) -> dict[int, np.ndarray]:

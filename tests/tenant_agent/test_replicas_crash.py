@@ -41,7 +41,7 @@ from tenant_agent.store_models import LOCK_LEDGER, LOCK_NAMESPACE, SHARED_STORE_
 from tenant_agent.windows import WindowBook
 from tests.harness import harness_for_sealed_store
 
-from .collector.fakes import HOUR, REPO_ROOT, T0, make_config, read_line, remaining_lines
+from .collector.fakes import HOUR, REPO_ROOT, T0, finish, make_config, read_line, remaining_lines
 from .replica_worker import LOOP_SIZE, batches, loop_batch
 
 WINDOWS = [int(T0), int(T0 + HOUR), int(T0 + 2 * HOUR)]
@@ -58,16 +58,6 @@ def spawn(module: str, *args: str) -> Any:
 def kill(proc: Any) -> None:
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
-
-
-def finish(proc: Any) -> list[str]:
-    try:
-        lines = remaining_lines(proc, timeout=120)
-        assert proc.wait(timeout=60) == 0, proc.stderr.read()
-        return lines
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 def waiting_for_the_ledger_lock(url: str) -> int:

@@ -124,3 +124,15 @@ def remaining_lines(proc: Any, timeout: float = 60.0) -> list[str]:
         if line is None:
             return out
         out.append(line)
+
+
+def finish(proc: Any) -> list[str]:
+    """The rest of a worker's output once it exits cleanly (killed if it has not exited by then)."""
+    try:
+        lines = remaining_lines(proc, timeout=120)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+        return lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from aggregation.clock import Clock, system_clock
 from aggregation.errors import FedsignalError
 from aggregation.typed import StrictModel, validate
-from server.db import make_engine, make_sessionmaker
+from server.db import make_engine, make_read_sessionmaker, make_sessionmaker
 from server.observability import ServerMetrics
 
 #: The server's online Ed25519 key (signs bundle metadata and audit heads), in the state directory.
@@ -143,10 +143,13 @@ class ServerContext:
     clock: Clock = system_clock
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     revocations: RevocationCache = field(init=False)
+    #: Read-only sessions (SQLite: a snapshot without the write lock); built from ``engine``.
+    read_sessions: sessionmaker[Session] = field(init=False)
     #: The online key (bundle metadata, audit heads); loaded from the state directory at creation.
     online_signer: CryptoSigner = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        self.read_sessions = make_read_sessionmaker(self.engine)
         self.revocations = RevocationCache(self.clock, timedelta(seconds=self.settings.revocation_cache_seconds))
         if self.online_signer is None:
             self.online_signer = load_online_signer(self.settings.state_dir)

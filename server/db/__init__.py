@@ -2,8 +2,11 @@
 
 SQLite is the embedded default, PostgreSQL the production store. Every
 state transition runs in one transaction (:func:`transaction`). On SQLite
-each transaction starts with ``BEGIN IMMEDIATE`` so concurrent writers
-queue on the busy timeout instead of failing on a lock upgrade.
+each write transaction starts with ``BEGIN IMMEDIATE`` so concurrent writers
+queue on the busy timeout instead of failing on a lock upgrade; sessions of a
+:func:`make_read_sessionmaker` factory begin a plain (deferred) transaction
+instead, a WAL snapshot that neither takes nor waits for the write lock, and
+refuse to flush anything.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+#: Execution option of the engine behind read-only sessions (see :func:`make_read_sessionmaker`).
+READ_ONLY = "fedsignal_read_only"
 
 
 class Base(DeclarativeBase):
@@ -38,6 +44,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     """
     if url.startswith("sqlite"):
         _private_sqlite_file(make_url(url).database)
+        # Read sessions no longer queue on the write lock, so more connections are open at once:
+        # one per RPC worker and job thread.
+        kwargs.setdefault("pool_size", 24)
+        kwargs.setdefault("max_overflow", 16)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
 
         @event.listens_for(engine, "connect")
@@ -52,7 +62,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A read-only session's snapshot (WAL readers never block and are never blocked);
+            # everything else takes the write lock up front.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):
@@ -65,6 +77,34 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+class ReadOnlySessionError(RuntimeError):
+    """A read-only session was asked to write (a bug in the caller: use :func:`transaction`)."""
+
+
+def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise ReadOnlySessionError("a read-only session may not write; use server.db.transaction")
+
+
+def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for reads only: on SQLite a deferred ``BEGIN`` (a snapshot, no write lock), and any
+    flush of a change is refused. Close or roll them back promptly: a long-lived WAL snapshot keeps
+    SQLite from checkpointing."""
+    factory = sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+    event.listen(factory, "before_flush", _refuse_flush)
+    return factory
+
+
+@contextmanager
+def read_only(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A read-only session (from :func:`make_read_sessionmaker`), its transaction ended on exit."""
+    with factory() as session:
+        try:
+            yield session
+        finally:
+            session.rollback()
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from typing import Literal, NoReturn
 import grpc
 
 from server.context import ServerContext
+from server.db import read_only
 from server.identity.ca import ROLES, CertificateAuthorityError, ClientClaims, parse_client_certificate
 from server.identity.enrollment import certificate_refusal, tenant_refusal
 
@@ -73,7 +74,7 @@ def _refusal(ctx: ServerContext, identity: Identity) -> str | None:
     hit, refusal = ctx.revocations.get(key)
     if hit:
         return refusal
-    with ctx.sessions() as session:
+    with read_only(ctx.read_sessions) as session:
         if identity.serial == INSECURE_SERIAL:
             refusal = tenant_refusal(session, identity.subject) if identity.role == "tenant" else None
         else:

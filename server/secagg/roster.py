@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -57,12 +58,18 @@ def statement(cohort: str, tenant_id: str, public_key: bytes) -> bytes:
     return ROSTER_DOMAIN + msg.SerializeToString(deterministic=True)
 
 
+@lru_cache(maxsize=4096)
+def _public_key(certificate_pem: bytes) -> ec.EllipticCurvePublicKey | None:
+    """The certificate's EC public key (parsed once per certificate); None for another key type."""
+    key = x509.load_pem_x509_certificate(certificate_pem).public_key()
+    return key if isinstance(key, ec.EllipticCurvePublicKey) else None
+
+
 def verify_ecdsa(certificate_pem: bytes, message: bytes, signature: bytes) -> bool:
     """True when ``signature`` is an ECDSA-SHA256 signature of ``message`` by the certificate's P-256 key."""
     try:
-        cert = x509.load_pem_x509_certificate(certificate_pem)
-        key = cert.public_key()
-        if not isinstance(key, ec.EllipticCurvePublicKey):
+        key = _public_key(certificate_pem)
+        if key is None:
             return False
         key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
         return True

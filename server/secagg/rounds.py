@@ -23,15 +23,17 @@ import hashlib
 import json
 import math
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy.orm import Session, defer
 
 from aggregation import dp
 from aggregation.errors import (
@@ -66,6 +68,7 @@ from aggregation.secagg import (
 from server.audit import append_audit
 from server.db import advisory_lock
 from server.secagg import roster as roster_mod
+from server.secagg.facts import RoundFacts, RoundFactsCache
 from server.secagg.models import (
     ABORTED,
     COLLECTING,
@@ -183,8 +186,22 @@ def _context(data: bytes) -> RoundContext:
     return RoundContext.from_bytes(data)
 
 
+_CONTEXTS: OrderedDict[str, RoundContext] = OrderedDict()
+_CONTEXTS_LOCK = threading.Lock()
+
+
 def context_of(row: RoundRecord) -> RoundContext:
-    return _context(bytes(row.context))
+    """The round's context, parsed once per process (round ids are random and never reused, and a
+    round's context never changes), so handlers need not load the column."""
+    with _CONTEXTS_LOCK:
+        found = _CONTEXTS.get(row.round_id)
+    if found is None:
+        found = _context(bytes(row.context))
+        with _CONTEXTS_LOCK:
+            _CONTEXTS[row.round_id] = found
+            while len(_CONTEXTS) > 512:
+                _CONTEXTS.popitem(last=False)
+    return found
 
 
 def noise_plan_of(row: RoundRecord, schema: SignalSchema) -> NoisePlan:
@@ -212,8 +229,38 @@ def _bounded(data: bytes, what: str) -> bytes:
     return data
 
 
+# The statements every round message runs, built once: SQLAlchemy then reuses their compiled form
+# without rebuilding them or recomputing their cache keys per call.
+_LOCKED_ROUND = (select(RoundRecord).where(RoundRecord.round_id == bindparam("round_id"))
+                 .options(defer(RoundRecord.context)).with_for_update())
+# The caller's row in Core (no ORM object, no unit of work): the message handlers read a few
+# small columns and write one.
+_PARTICIPANTS = cast(Table, ParticipantRecord.__table__)
+_P = _PARTICIPANTS.c
+_PARTICIPANT = select(_P.id, _P.input_digest, _P.attestation, _P.unmask_response).where(
+    _P.round_pk == bindparam("pk"), _P.tenant_id == bindparam("tenant"))
+_INSERT_INPUT = _PARTICIPANTS.insert()
+_SET_ATTESTATION = update(_PARTICIPANTS).where(_P.id == bindparam("pid")).values(
+    attestation=bindparam("value"))
+_SET_RESPONSE = update(_PARTICIPANTS).where(_P.id == bindparam("pid")).values(
+    unmask_response=bindparam("value"))
+_INPUT_COUNT = select(func.count()).select_from(ParticipantRecord).where(ParticipantRecord.round_pk == bindparam("pk"))
+_PHASE_AND_SURVIVORS = select(RoundRecord.phase, RoundRecord.abort_reason, RoundRecord.survivors_json).where(
+    RoundRecord.id == bindparam("pk"))
+_UNMASK_REQUEST = select(ParticipantRecord.unmask_request).where(
+    ParticipantRecord.round_pk == bindparam("pk"), ParticipantRecord.tenant_id == bindparam("tenant"))
+_ATTESTATIONS = select(ParticipantRecord.tenant_id, ParticipantRecord.attestation).where(
+    ParticipantRecord.round_pk == bindparam("pk"), ParticipantRecord.attestation.is_not(None))
+_RESPONDERS = select(ParticipantRecord.tenant_id).where(
+    ParticipantRecord.round_pk == bindparam("pk"), ParticipantRecord.unmask_response.is_not(None))
+_OPEN_ROUNDS = (select(RoundRecord).where(RoundRecord.phase.in_([COLLECTING, UNMASKING]))
+                .options(defer(RoundRecord.context)))
+_CERTIFICATE_OF = select(RosterRecord.certificate_pem).where(RosterRecord.tenant_id == bindparam("tenant"))
+PHASE = select(RoundRecord.phase).where(RoundRecord.id == bindparam("pk"))
+
+
 def _locked_round(session: Session, round_id: str, cohort: str) -> RoundRecord:
-    row = session.scalars(select(RoundRecord).where(RoundRecord.round_id == round_id).with_for_update()).first()
+    row = session.scalars(_LOCKED_ROUND, {"round_id": round_id}).first()
     if row is None:
         raise RoundNotFound(f"no secure-aggregation round {round_id!r}")
     if row.cohort != cohort:
@@ -254,10 +301,9 @@ def _participants(session: Session, row: RoundRecord) -> list[ParticipantRecord]
     ))
 
 
-def _participant(session: Session, row: RoundRecord, tenant_id: str) -> ParticipantRecord | None:
-    return session.scalars(
-        select(ParticipantRecord).where(ParticipantRecord.round_pk == row.id, ParticipantRecord.tenant_id == tenant_id)
-    ).first()
+def _participant(session: Session, row: RoundRecord, tenant_id: str) -> Any:
+    """The caller's row: id, input digest, attestation, unmask response (not the large columns)."""
+    return session.connection().execute(_PARTICIPANT, {"pk": row.id, "tenant": tenant_id}).first()
 
 
 def survivors_of(row: RoundRecord) -> list[str]:
@@ -323,9 +369,9 @@ def open_round(session: Session, cohort: str, window_start: int, schema_version:
     return row
 
 
-def roster_entries(session: Session, row: RoundRecord) -> list[RosterRecord]:
+def roster_entries(session: Session, rctx: RoundContext) -> list[RosterRecord]:
     """The stored roster entries (with signatures and certificates) of the round's context."""
-    ids = list(context_of(row).tenant_ids)
+    ids = list(rctx.tenant_ids)
     found = {r.tenant_id: r for r in session.scalars(select(RosterRecord).where(RosterRecord.tenant_id.in_(ids)))}
     return [found[t] for t in ids if t in found]
 
@@ -359,11 +405,9 @@ def submit_input(session: Session, tenant_id: str, cohort: str, round_id: str, d
         ServerRound(rctx).add_input(msg)  # the kernel's own entry checks (shape, shares, holders)
     except SecAggError as exc:
         raise MalformedRoundMessage(str(exc)) from exc
-    session.add(ParticipantRecord(round_pk=row.id, tenant_id=tenant_id, submitted_at=now, masked_input=data,
-                                  input_digest=digest))
-    session.flush()
-    count = session.scalar(select(func.count()).select_from(ParticipantRecord)
-                           .where(ParticipantRecord.round_pk == row.id))
+    session.connection().execute(_INSERT_INPUT, {"round_pk": row.id, "tenant_id": tenant_id, "submitted_at": now,
+                                                 "masked_input": data, "input_digest": digest})
+    count = session.scalar(_INPUT_COUNT, {"pk": row.id})
     if count == row.roster_size:
         close_round(session, row, now, settings)
     return "accepted"
@@ -436,32 +480,44 @@ class UnmaskView:
     threshold: int
 
 
-def unmask_view(session: Session, tenant_id: str, cohort: str, round_id: str, *, want_request: bool = True,
-                want_attestations: bool = True) -> UnmaskView:
-    row = session.scalars(select(RoundRecord).where(RoundRecord.round_id == round_id)).first()
-    if row is None:
-        raise RoundNotFound(f"no secure-aggregation round {round_id!r}")
-    if row.cohort != cohort:
+def round_facts(session: Session, cache: RoundFactsCache, round_id: str, cohort: str) -> RoundFacts:
+    """The round's immutable facts (cached; loaded from ``session`` once), checked against the caller's cohort."""
+    facts = cache.get(round_id)
+    if facts is None:
+        row = session.scalars(select(RoundRecord).where(RoundRecord.round_id == round_id)).first()
+        if row is None:
+            raise RoundNotFound(f"no secure-aggregation round {round_id!r}")
+        facts = cache.remember(row)
+    if facts.cohort != cohort:
         raise CrossCohort(f"round {round_id!r} belongs to another cohort than the caller's {cohort!r}")
-    if row.phase == ABORTED:
-        raise RoundWasAborted(f"round {round_id!r} was aborted: {row.abort_reason}")
-    survivors = survivors_of(row)
-    if row.phase == COLLECTING:
-        return UnmaskView(COLLECTING, b"", (), 0, row.threshold)
+    return facts
+
+
+def unmask_view(session: Session, cache: RoundFactsCache, tenant_id: str, cohort: str, round_id: str, *,
+                want_request: bool = True, want_attestations: bool = True) -> UnmaskView:
+    """What a survivor needs to attest and unmask; ``session`` is read-only (it sees committed data only)."""
+    facts = round_facts(session, cache, round_id, cohort)
+    phase, reason, survivors_json = session.execute(_PHASE_AND_SURVIVORS, {"pk": facts.pk}).one()
+    if phase == ABORTED:
+        raise RoundWasAborted(f"round {round_id!r} was aborted: {reason}")
+    if phase == COLLECTING:
+        return UnmaskView(COLLECTING, b"", (), 0, facts.threshold)
+    survivors = json.loads(survivors_json) if survivors_json else []
     if tenant_id not in survivors:
         raise NotInRoster(f"{tenant_id!r} is not a survivor of round {round_id!r} (it is a dropout)")
     request = b""
     if want_request:
-        request = bytes(session.scalar(select(ParticipantRecord.unmask_request).where(
-            ParticipantRecord.round_pk == row.id, ParticipantRecord.tenant_id == tenant_id)) or b"")
+        request = bytes(session.scalar(_UNMASK_REQUEST, {"pk": facts.pk, "tenant": tenant_id}) or b"")
     atts: tuple[bytes, ...] = ()
     if want_attestations:
-        # A client needs t attestations of its set; relaying the first t keeps the download O(t).
-        atts = tuple(bytes(a or b"") for a in session.scalars(
-            select(ParticipantRecord.attestation)
-            .where(ParticipantRecord.round_pk == row.id, ParticipantRecord.attestation.is_not(None))
-            .order_by(ParticipantRecord.tenant_id).limit(row.threshold)))
-    return UnmaskView(row.phase, request, atts, len(survivors), row.threshold)
+        # A client needs t attestations of its set; relaying t keeps the download O(t). Stored
+        # attestations never change, so once this process saw t of them it asks no more.
+        known = cache.attestations(round_id)
+        if len(known) < facts.threshold:
+            known = {tid: bytes(a or b"") for tid, a in session.execute(_ATTESTATIONS, {"pk": facts.pk})}
+            cache.add_attestations(round_id, known)
+        atts = tuple(known[t] for t in sorted(known)[: facts.threshold])
+    return UnmaskView(phase, request, atts, len(survivors), facts.threshold)
 
 
 def attestation_message(digest: bytes) -> bytes:
@@ -474,9 +530,8 @@ def submit_attestation(session: Session, tenant_id: str, cohort: str, round_id: 
     survivors = _survivors_for(row, tenant_id)
     if att.digest != survivor_set_digest(context_of(row), survivors):
         raise ReplayedRoundMessage(f"attestation of {tenant_id!r} covers another survivor set or round")
-    entry = session.get(RosterRecord, tenant_id)
-    if entry is None or not roster_mod.verify_ecdsa(bytes(entry.certificate_pem), attestation_message(att.digest),
-                                                     att.signature):
+    pem = session.scalar(_CERTIFICATE_OF, {"tenant": tenant_id})
+    if pem is None or not roster_mod.verify_ecdsa(bytes(pem), attestation_message(att.digest), att.signature):
         raise MalformedRoundMessage(f"the attestation signature of {tenant_id!r} does not verify")
     mine = _participant(session, row, tenant_id)
     assert mine is not None
@@ -484,7 +539,7 @@ def submit_attestation(session: Session, tenant_id: str, cohort: str, round_id: 
         if bytes(mine.attestation) == data:
             return
         raise ConflictingMessage(f"{tenant_id!r} already attested round {round_id!r}")
-    mine.attestation = data
+    session.connection().execute(_SET_ATTESTATION, {"pid": mine.id, "value": data})
 
 
 def submit_response(session: Session, tenant_id: str, cohort: str, round_id: str, data: bytes, now: datetime) -> None:
@@ -504,8 +559,7 @@ def submit_response(session: Session, tenant_id: str, cohort: str, round_id: str
         raise ConflictingMessage(f"{tenant_id!r} already answered round {round_id!r}")
     if row.phase != UNMASKING:
         raise LateMessage(f"round {round_id!r} is already released")
-    mine.unmask_response = data
-    session.flush()
+    session.connection().execute(_SET_RESPONSE, {"pid": mine.id, "value": data})
     if responses_suffice(row, responders(session, row)):
         try_release(session, row, now, final=False)  # release as soon as the responses suffice
 
@@ -514,8 +568,7 @@ def submit_response(session: Session, tenant_id: str, cohort: str, round_id: str
 
 
 def responders(session: Session, row: RoundRecord) -> set[str]:
-    return set(session.scalars(select(ParticipantRecord.tenant_id).where(
-        ParticipantRecord.round_pk == row.id, ParticipantRecord.unmask_response.is_not(None))))
+    return set(session.scalars(_RESPONDERS, {"pk": row.id}))
 
 
 def responses_suffice(row: RoundRecord, answered: set[str]) -> bool:
@@ -624,7 +677,7 @@ def _write_merged(session: Session, row: RoundRecord, schema: SignalSchema, cell
 def rounds_needing_work(session: Session, now: datetime) -> list[int]:
     """Read-only: ids of rounds whose deadline passed or whose responses now suffice (no write lock taken)."""
     due = []
-    for row in session.scalars(select(RoundRecord).where(RoundRecord.phase.in_([COLLECTING, UNMASKING]))):
+    for row in session.scalars(_OPEN_ROUNDS):
         if row.phase == COLLECTING:
             if now >= aware(row.submit_deadline, now):
                 due.append(row.id)

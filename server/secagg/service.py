@@ -17,12 +17,14 @@ from typing import Any
 import grpc
 from fedsignal.v1 import secagg_pb2
 from google.protobuf.message import DecodeError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import defer
 
 from server.context import ServerContext
-from server.db import transaction
+from server.db import read_only, transaction
 from server.identity.auth import Identity, require
+from server.secagg import facts as facts_mod
 from server.secagg import metrics as secagg_metrics
 from server.secagg import modes, rounds
 from server.secagg import roster as roster_mod
@@ -101,31 +103,31 @@ class SecureAggregationServicer:
     def GetRound(self, request: secagg_pb2.GetRoundRequest, context: grpc.ServicerContext) -> secagg_pb2.RoundInfo:  # noqa: N802
         _identity, cohort = self._tenant(context)
         settings = rounds.settings_for(self._ctx)
+        cache = facts_mod.cache_for(self._ctx.engine)
 
-        def info(session: Any, row: RoundRecord) -> secagg_pb2.RoundInfo:
-            entries = [] if request.omit_roster else rounds.roster_entries(session, row)
+        def info(session: Any, facts: facts_mod.RoundFacts, phase: str) -> secagg_pb2.RoundInfo:
+            entries = [] if request.omit_roster else rounds.roster_entries(session, facts.rctx)
             return secagg_pb2.RoundInfo(
-                round_id=row.round_id, context=bytes(row.context),
-                roster=[roster_mod.to_proto(e) for e in entries], phase=_PHASES[row.phase],
-                submit_deadline=rounds.aware(row.submit_deadline, self._ctx.clock()).timestamp(),
-                sigma_central=row.sigma_central, delta=row.delta, window_end=row.window_end,
+                round_id=facts.round_id, context=facts.context,
+                roster=[roster_mod.to_proto(e) for e in entries], phase=_PHASES[phase],
+                submit_deadline=rounds.aware(facts.submit_deadline, self._ctx.clock()).timestamp(),
+                sigma_central=facts.sigma_central, delta=facts.delta, window_end=facts.window_end,
             )
 
         def get() -> secagg_pb2.RoundInfo:
             window, version = int(request.window_start), int(request.schema_version)
             with read_session(self._ctx) as session:  # the common case, read-only: the round exists
-                found = rounds.find_round(session, cohort, window, version)
-                if found is not None:
-                    return info(session, found)
+                facts = cache.for_window(cohort, window, version)
+                if facts is None:
+                    found = rounds.find_round(session, cohort, window, version)
+                    facts = None if found is None else cache.remember(found)
+                if facts is not None:
+                    phase = session.scalar(rounds.PHASE, {"pk": facts.pk})
+                    return info(session, facts, phase)
             with self._write() as session:
                 row = rounds.open_round(session, cohort, window, version, self._ctx.clock(), settings)
-                entries = [] if request.omit_roster else rounds.roster_entries(session, row)
-                return secagg_pb2.RoundInfo(
-                    round_id=row.round_id, context=bytes(row.context),
-                    roster=[roster_mod.to_proto(e) for e in entries], phase=_PHASES[row.phase],
-                    submit_deadline=rounds.aware(row.submit_deadline, self._ctx.clock()).timestamp(),
-                    sigma_central=row.sigma_central, delta=row.delta, window_end=row.window_end,
-                )
+            with read_session(self._ctx) as session:  # committed: now it may be cached
+                return info(session, cache.remember(row), row.phase)
 
         return self._run(context, get)  # type: ignore[no-any-return]
 
@@ -150,7 +152,8 @@ class SecureAggregationServicer:
 
         def view() -> secagg_pb2.UnmaskRequestInfo:
             with read_session(self._ctx) as session:
-                v = rounds.unmask_view(session, identity.subject, cohort, request.round_id,
+                v = rounds.unmask_view(session, facts_mod.cache_for(self._ctx.engine), identity.subject, cohort,
+                                       request.round_id,
                                        want_request=not request.omit_request,
                                        want_attestations=not request.omit_attestations)
             return secagg_pb2.UnmaskRequestInfo(phase=_PHASES[v.phase], unmask_request=v.request,
@@ -204,13 +207,16 @@ class SecureAggregationServicer:
 
         def status() -> secagg_pb2.RoundStatus:
             with read_session(self._ctx) as session:
-                row = session.scalars(select(RoundRecord).where(RoundRecord.round_id == request.round_id)).first()
+                row = session.scalars(select(RoundRecord).where(RoundRecord.round_id == request.round_id)
+                                      .options(defer(RoundRecord.context))).first()
                 if row is None:
                     raise rounds.RoundNotFound(f"no secure-aggregation round {request.round_id!r}")
                 if row.cohort != cohort:
                     raise rounds.CrossCohort(f"round {request.round_id!r} belongs to another cohort")
-                parts = list(session.scalars(select(ParticipantRecord).where(ParticipantRecord.round_pk == row.id)))
-                return round_status(row, parts)
+                counts = session.execute(select(
+                    func.count(), func.count(ParticipantRecord.attestation), func.count(ParticipantRecord.unmask_response),
+                ).where(ParticipantRecord.round_pk == row.id)).one()
+                return round_status(row, *counts)
 
         return self._run(context, status)  # type: ignore[no-any-return]
 
@@ -234,25 +240,17 @@ def write_transaction(ctx: ServerContext) -> Iterator[Any]:
 
 @contextmanager
 def read_session(ctx: ServerContext) -> Iterator[Any]:
-    """A session for reads. On SQLite every transaction of this server begins ``IMMEDIATE`` (it takes
-    the write lock), so reads queue on the same process lock as writes."""
-    if ctx.engine.dialect.name != "sqlite":
-        with ctx.sessions() as session:
-            yield session
-        return
-    with _GUARD:
-        lock = _SQLITE_WRITERS.setdefault(id(ctx.engine), threading.Lock())
-    with lock, ctx.sessions() as session:
+    """A read-only session: on SQLite a WAL snapshot that neither takes nor waits for the write lock."""
+    with read_only(ctx.read_sessions) as session:
         yield session
-        session.rollback()  # end the transaction (and release SQLite's lock) inside the process lock
 
 
-def round_status(row: RoundRecord, parts: list[ParticipantRecord]) -> secagg_pb2.RoundStatus:
+def round_status(row: RoundRecord, inputs: int, attestations: int, responses: int) -> secagg_pb2.RoundStatus:
     return secagg_pb2.RoundStatus(
         round_id=row.round_id, cohort=row.cohort, window_start=row.window_start, phase=_PHASES[row.phase],
-        roster_size=row.roster_size, threshold=row.threshold, inputs=len(parts),
-        survivors=len(rounds.survivors_of(row)), attestations=sum(p.attestation is not None for p in parts),
-        responses=sum(p.unmask_response is not None for p in parts), abort_reason=row.abort_reason or "",
+        roster_size=row.roster_size, threshold=row.threshold, inputs=inputs,
+        survivors=len(rounds.survivors_of(row)), attestations=attestations,
+        responses=responses, abort_reason=row.abort_reason or "",
     )
 
 

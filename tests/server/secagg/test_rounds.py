@@ -30,6 +30,7 @@ from server.identity.models import TenantRecord
 from server.migrate import init_db
 from server.secagg import roster as roster_mod
 from server.secagg import rounds
+from server.secagg.facts import cache_for
 from server.secagg.job import run_rounds
 from server.secagg.models import ABORTED, DONE, UNMASKING, RoundRecord
 from server.signals.models import MergedWindow
@@ -99,7 +100,7 @@ def _attest_and_answer(ctx: ServerContext, members: list[Member], row_id: str) -
     requests = {}
     for m in members:
         with ctx.sessions() as session:
-            view = rounds.unmask_view(session, m.tenant_id, COHORT, row_id)
+            view = rounds.unmask_view(session, cache_for(ctx.engine), m.tenant_id, COHORT, row_id)
         assert m.client is not None
         req = UnmaskRequest.from_bytes(view.request)
         requests[m.tenant_id] = req
@@ -114,7 +115,7 @@ def _attest_and_answer(ctx: ServerContext, members: list[Member], row_id: str) -
 
     for m in members:
         with ctx.sessions() as session:
-            view = rounds.unmask_view(session, m.tenant_id, COHORT, row_id)
+            view = rounds.unmask_view(session, cache_for(ctx.engine), m.tenant_id, COHORT, row_id)
         assert m.client is not None
         resp = m.client.unmask(requests[m.tenant_id], [Attestation.from_bytes(a) for a in view.attestations], ok)
         with transaction(ctx.sessions) as session:

@@ -8,7 +8,7 @@ and talk to the server through the SecureAggregationService stubs. Dropouts are 
 members that never submit: the server waits for its submission deadline, so the table
 prints the wall time both with and without that idle wait.
 
-Figures, not assertions. Run: .venv/bin/python bench/secagg.py [--quick]
+Figures, not assertions. Run: .venv/bin/python bench/secagg.py [--quick] [--database-url postgresql://...]
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -234,6 +236,7 @@ def _run_round(tenants: list[Tenant], live: list[Tenant], window: int, schema: S
         time.sleep(0.005)
     t_closed = time.perf_counter()
     requests: dict[str, UnmaskRequest] = {}
+    relayed: dict[str, list[bytes]] = {}  # attestations a tenant's SubmitAttestation reply carried (>= t)
 
     def attest(t: Tenant) -> None:
         view = t.stub.GetUnmaskRequest(secagg_pb2.UnmaskQuery(round_id=rid, omit_attestations=True))
@@ -244,12 +247,19 @@ def _run_round(tenants: list[Tenant], live: list[Tenant], window: int, schema: S
         att = Attestation(t.tenant_id, digest, t.identity.sign(ATTESTATION_DOMAIN + digest, ec.ECDSA(hashes.SHA256())))
         msg = secagg_pb2.SubmitAttestationRequest(round_id=rid, attestation=att.to_bytes())
         t.up += msg.ByteSize()
-        t.stub.SubmitAttestation(msg)
+        reply = t.stub.SubmitAttestation(msg)
+        t.down += reply.ByteSize()
+        carried = list(getattr(reply, "attestations", ()))  # () from a server before they were relayed here
+        if len(carried) >= clients[t.tenant_id].ctx.threshold:  # enough attested before this one
+            relayed[t.tenant_id] = carried
 
     def unmask(t: Tenant) -> None:
-        view = t.stub.GetUnmaskRequest(secagg_pb2.UnmaskQuery(round_id=rid, omit_request=True))
-        t.down += view.ByteSize()
-        atts = [Attestation.from_bytes(a) for a in view.attestations]
+        found = relayed.get(t.tenant_id)
+        if found is None:
+            view = t.stub.GetUnmaskRequest(secagg_pb2.UnmaskQuery(round_id=rid, omit_request=True))
+            t.down += view.ByteSize()
+            found = list(view.attestations)
+        atts = [Attestation.from_bytes(a) for a in found]
         assert t.verifier is not None
         resp = clients[t.tenant_id].unmask(requests[t.tenant_id], atts, t.verifier.verify_attestation)
         msg2 = secagg_pb2.SubmitUnmaskResponseRequest(round_id=rid, unmask_response=resp.to_bytes())
@@ -296,17 +306,40 @@ def _predraw(live: list[Tenant], schema: SignalSchema, n: int) -> float:
     return (time.process_time() - started) / len(live)
 
 
-def bench(n: int, length: int, dropout: float, rounds: int, deadline: float | None) -> dict[str, float]:
+@contextmanager
+def _database(tmp: str, postgres: str | None) -> Iterator[str]:
+    """The server's store for one grid row: a SQLite file, or a fresh PostgreSQL database on the
+    server of ``postgres`` (created, then dropped)."""
+    if postgres is None:
+        yield f"sqlite:///{tmp}/server.db"
+        return
+    from sqlalchemy import create_engine, make_url, text
+
+    url = make_url(postgres.replace("postgresql://", "postgresql+psycopg://", 1))
+    name = f"fedsignal_secagg_bench_{os.getpid()}_{int(time.time() * 1000) % 10**9}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False).replace("+psycopg", "", 1)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def bench(n: int, length: int, dropout: float, rounds: int, deadline: float | None,
+          postgres: str | None = None) -> dict[str, float]:
     schema = _schema(length)
     live_n = n - int(round(dropout * n))
-    with tempfile.TemporaryDirectory(prefix="fedsignal-secagg-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="fedsignal-secagg-bench-") as tmp, _database(tmp, postgres) as db_url:
         # Without dropouts the round closes when the last roster member submits; with dropouts it
         # closes at its submission deadline, which is then part of the measured wall time.
         submit_seconds = (deadline if deadline is not None else 0.5 + 0.03 * n * (1 + length / 4000)) \
             if dropout else 20.0 + 0.3 * n * (1 + length / 2000)
         parent, child = mp.Pipe()
         proc = mp.get_context("spawn").Process(
-            target=_serve, args=(f"sqlite:///{tmp}/server.db", f"{tmp}/state", length, submit_seconds, child))
+            target=_serve, args=(db_url, f"{tmp}/state", length, submit_seconds, child))
         proc.start()
         port, enroll_port, ca, admin_key, admin_cert = parent.recv()
         try:
@@ -349,16 +382,19 @@ def main() -> None:
                         help="submission deadline in seconds of the dropout rows (default: 0.5 s + 30 ms x N x (1 + L/4000))")
     parser.add_argument("--only", metavar="N,L,DROPOUT", action="append", default=[],
                         help="run only this grid row (repeatable), e.g. --only 100,1000,0.1")
+    parser.add_argument("--database-url", default=None, metavar="postgresql://...",
+                        help="run the server on PostgreSQL (a fresh database per grid row on that server) instead of SQLite")
     args = parser.parse_args()
     grid = [(100, 1000, 0.0)] if os.environ.get("FEDSIGNAL_BENCH_PROFILE") else [(10, 1000, 0.0), (100, 1000, 0.0), (100, 1000, 0.1)] if args.quick else [
         (n, length, d) for n in (10, 100) for length in (1000, 10000) for d in (0.0, 0.1)]
     if args.only:
         grid = [(int(n), int(length), float(d)) for n, length, d in (row.split(",") for row in args.only)]
     print(FLOWER)
+    print(f"server store: {'PostgreSQL' if args.database_url else 'SQLite'}")
     print(f"{'N':>4} {'L':>6} {'drop':>5} {'wall s':>8} {'wall-idle s':>11} {'server CPU s':>12} "
           f"{'tenant CPU ms':>13} {'noise ms':>8} {'up B/val':>9} {'down B/val':>10} {'payload B/val':>13} {'late':>4}")
     for n, length, d in grid:
-        r = bench(n, length, d, args.rounds, args.deadline)
+        r = bench(n, length, d, args.rounds, args.deadline, args.database_url)
         live = n - int(round(d * n))
         print(f"{n:>4} {length:>6} {d:>5.0%} {r['wall']:>8.3f} {r['wall'] - r['idle']:>11.3f} "
               f"{r['server_cpu']:>12.3f} {1000 * r['client_cpu'] / live:>13.1f} {1000 * r['predraw']:>8.1f} "

@@ -524,7 +524,11 @@ def attestation_message(digest: bytes) -> bytes:
     return roster_mod.ATTESTATION_DOMAIN + digest
 
 
-def submit_attestation(session: Session, tenant_id: str, cohort: str, round_id: str, data: bytes) -> None:
+def submit_attestation(session: Session, tenant_id: str, cohort: str, round_id: str,
+                       data: bytes) -> tuple[dict[str, bytes], int]:
+    """Store the caller's attestation (the same bytes again are accepted once more); returns every
+    attestation the round holds now, by tenant (this transaction's view: the caller's included),
+    and the round's threshold."""
     row, att = _prologue(session, tenant_id, cohort, round_id, data, "attestation", Attestation.from_bytes,
                          lambda a: a.tenant_id)
     survivors = _survivors_for(row, tenant_id)
@@ -536,10 +540,12 @@ def submit_attestation(session: Session, tenant_id: str, cohort: str, round_id: 
     mine = _participant(session, row, tenant_id)
     assert mine is not None
     if mine.attestation is not None:
-        if bytes(mine.attestation) == data:
-            return
-        raise ConflictingMessage(f"{tenant_id!r} already attested round {round_id!r}")
-    session.connection().execute(_SET_ATTESTATION, {"pid": mine.id, "value": data})
+        if bytes(mine.attestation) != data:
+            raise ConflictingMessage(f"{tenant_id!r} already attested round {round_id!r}")
+    else:
+        session.connection().execute(_SET_ATTESTATION, {"pid": mine.id, "value": data})
+    stored = {tid: bytes(a or b"") for tid, a in session.connection().execute(_ATTESTATIONS, {"pk": row.id})}
+    return stored, row.threshold
 
 
 def submit_response(session: Session, tenant_id: str, cohort: str, round_id: str, data: bytes, now: datetime) -> None:

@@ -169,9 +169,13 @@ class SecureAggregationServicer:
 
         def attest() -> secagg_pb2.SubmitAttestationResponse:
             with self._write() as session:
-                rounds.submit_attestation(session, identity.subject, cohort, request.round_id,
-                                          bytes(request.attestation))
-            return secagg_pb2.SubmitAttestationResponse()
+                stored, threshold = rounds.submit_attestation(session, identity.subject, cohort, request.round_id,
+                                                              bytes(request.attestation))
+            cache = facts_mod.cache_for(self._ctx.engine)
+            cache.add_attestations(request.round_id, stored)  # committed now
+            # Relay up to t, the caller's first: it knows its own, and any t of the same set will do.
+            relay = sorted(stored, key=lambda tid: (tid != identity.subject, tid))[:threshold]
+            return secagg_pb2.SubmitAttestationResponse(attestations=[stored[t] for t in relay], threshold=threshold)
 
         return self._run(context, attest)  # type: ignore[no-any-return]
 

@@ -517,15 +517,17 @@ class SecureRelease:
             digest = client.attest(request)  # the same set again (InconsistentSurvivors otherwise)
         if not any(a.tenant_id == self.tenant_id for a in atts) and len(atts) < client.ctx.threshold:
             mine = Attestation(self.tenant_id, digest, self._sign(ATTESTATION_DOMAIN + digest))
+            relayed: Sequence[bytes] = ()
             try:
-                stub.SubmitAttestation(secagg_pb2.SubmitAttestationRequest(round_id=rid, attestation=mine.to_bytes()),
-                                       timeout=self._timeout)
+                relayed = stub.SubmitAttestation(secagg_pb2.SubmitAttestationRequest(
+                    round_id=rid, attestation=mine.to_bytes()), timeout=self._timeout).attestations
             except grpc.RpcError as exc:
                 if exc.code() is not grpc.StatusCode.ALREADY_EXISTS:  # sent before a restart: already counted
                     raise
-            view = stub.GetUnmaskRequest(secagg_pb2.UnmaskQuery(round_id=rid, omit_request=True),
-                                         timeout=self._timeout)
-            atts = [Attestation.from_bytes(bytes(a)) for a in view.attestations]
+            if len(relayed) < client.ctx.threshold:  # fewer than t attested yet: ask again for them
+                relayed = stub.GetUnmaskRequest(secagg_pb2.UnmaskQuery(round_id=rid, omit_request=True),
+                                                timeout=self._timeout).attestations
+            atts = [Attestation.from_bytes(bytes(a)) for a in relayed]
         if len(atts) < client.ctx.threshold:
             return False  # wait for more survivors to attest
         # InconsistentSurvivors and friends propagate: an equivocating server is never answered.

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fedsignal.v1 import secagg_pb2
 from sqlalchemy import func, select
 
 from aggregation.schema import SignalSchema
@@ -22,6 +23,7 @@ from server.audit import verify_audit
 from server.secagg.job import run_rounds
 from server.secagg.models import DONE, ParticipantRecord, RoundRecord
 from server.secagg.rounds import SecAggSettings, configure
+from server.secagg.service import SERVICE_NAME
 from server.signals.models import MergedWindow
 from tenant_agent import Collector, CollectorConfig, enroll
 from tenant_agent.config import BudgetConfig
@@ -93,6 +95,12 @@ def test_a_secure_round_releases_the_sum_of_the_survivors_once(h: Harness, tmp_p
             assert session.scalar(select(func.count()).select_from(ParticipantRecord)
                                   .where(ParticipantRecord.masked_input.is_not(None))) == 0
             assert verify_audit(session).ok
+        # The last survivor to attest got the t attestations with its SubmitAttestation reply: only
+        # the earlier ones asked for them again (GetUnmaskRequest without the request).
+        queries = [secagg_pb2.UnmaskQuery.FromString(b) for b in h.tap.received(f"/{SERVICE_NAME}/GetUnmaskRequest")]
+        assert sum(q.omit_request for q in queries) == len(live) - 1
+        replies = h.tap.received(f"/{SERVICE_NAME}/SubmitAttestation")
+        assert len(replies) == len(live)
         for c in live:
             summary_ = c.secure.loss_summary()
             assert summary_.rounds_done == 1 and summary_.releases == 1

@@ -193,8 +193,12 @@ class SubmitAttestationRequest(_message.Message):
     def __init__(self, round_id: _Optional[str] = ..., attestation: _Optional[bytes] = ...) -> None: ...
 
 class SubmitAttestationResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("attestations", "threshold")
+    ATTESTATIONS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    attestations: _containers.RepeatedScalarFieldContainer[bytes]
+    threshold: int
+    def __init__(self, attestations: _Optional[_Iterable[bytes]] = ..., threshold: _Optional[int] = ...) -> None: ...
 
 class SubmitUnmaskResponseRequest(_message.Message):
     __slots__ = ("round_id", "unmask_response")

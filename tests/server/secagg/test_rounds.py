@@ -98,6 +98,7 @@ def _submit(ctx: ServerContext, members: list[Member], row_id: str, table: np.nd
 
 def _attest_and_answer(ctx: ServerContext, members: list[Member], row_id: str) -> None:
     requests = {}
+    attested: list[str] = []
     for m in members:
         with ctx.sessions() as session:
             view = rounds.unmask_view(session, cache_for(ctx.engine), m.tenant_id, COHORT, row_id)
@@ -107,7 +108,11 @@ def _attest_and_answer(ctx: ServerContext, members: list[Member], row_id: str) -
         digest = m.client.attest(req)
         att = Attestation(m.tenant_id, digest, m.sign(rounds.attestation_message(digest)))
         with transaction(ctx.sessions) as session:
-            rounds.submit_attestation(session, m.tenant_id, COHORT, row_id, att.to_bytes())
+            stored, threshold = rounds.submit_attestation(session, m.tenant_id, COHORT, row_id, att.to_bytes())
+            # Every attestation so far comes back (the caller's too), with the round's threshold.
+            attested.append(m.tenant_id)
+            assert sorted(stored) == sorted(attested) and stored[m.tenant_id] == att.to_bytes()
+            assert threshold == session.scalars(select(RoundRecord.threshold).where(RoundRecord.round_id == row_id)).one()
     verify = {m.tenant_id: m for m in members}
 
     def ok(tid: str, digest: bytes, sig: bytes) -> bool:

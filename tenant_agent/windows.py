@@ -77,6 +77,7 @@ class WindowBook:
             )
         self._unit_override = privacy_unit
         self._unit_cache: dict[str, int] = {}
+        self._mac_state: tuple[bytes, hashlib.blake2b] | None = None
         # Interned cell keys; only ids committed to the store are cached.
         self._cell_ids: dict[str, int] = {}
         self._cell_cache: dict[tuple[int, frozenset[str], tuple[object, ...]], tuple[str, ...]] = {}
@@ -118,7 +119,7 @@ class WindowBook:
         if cached is None:
             if len(self._unit_cache) >= _UNIT_CACHE_LIMIT:
                 self._unit_cache.clear()
-            cached = _keyed_hash(self._store.unit_key, raw)
+            cached = self._mac(raw)
             self._unit_cache[raw] = cached
         return cached
 
@@ -128,7 +129,18 @@ class WindowBook:
         return self._event_hash(event.event_id)
 
     def _event_hash(self, event_id: str) -> int:
-        return _keyed_hash(self._store.unit_key, "event:" + event_id)
+        return self._mac("event:" + event_id)
+
+    def _mac(self, value: str) -> int:
+        """``_keyed_hash(store.unit_key, value)`` from a copy of the keyed BLAKE2b state: keying
+        compresses a whole block first, which was most of the cost for a short id."""
+        key = self._store.unit_key
+        state = self._mac_state
+        if state is None or state[0] is not key:  # the store may load its (shared) key later
+            state = self._mac_state = (key, hashlib.blake2b(key=key, digest_size=8))
+        mac = state[1].copy()
+        mac.update(value.encode("utf-8"))
+        return int.from_bytes(mac.digest(), "big", signed=True)
 
     def cells(self, event: DecisionEvent, schema: SignalSchema | None = None) -> tuple[str, ...]:
         """The cell keys (canonical JSON of dimension → domain value) one event counts in."""

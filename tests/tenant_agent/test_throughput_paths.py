@@ -220,3 +220,17 @@ def test_packed_rows_are_one_row_per_cell_of_each_sum() -> None:
         (-5, 1, 2, 10.5), (-5, 2, 2, 10.5), (7, 3, 1, 3.0), (2**62, 1, 4, 1.25), (2**62, 3, 4, 1.25), (2**62, 2, 4, 1.25),
     ]  # fmt: skip
     assert _pack({}, ids).size == 0
+
+
+def test_the_unit_and_event_macs_are_the_keyed_blake2b_of_the_store_key(tmp_path: Path) -> None:
+    from tenant_agent.windows import _keyed_hash
+
+    with Collector(make_config(tmp_path)) as c:
+        book, store = c.book, c.store
+        for value in ["session:s1", "user:u_0123", "event:ev-1", "session:" + "x" * 300, "session:é"]:
+            assert book._mac(value) == _keyed_hash(store.unit_key, value)
+        assert book.unit_hash(turn("s1", T0)) == _keyed_hash(store.unit_key, "session:s1")
+        old_key = store.unit_key
+        store.unit_key = bytes(reversed(old_key))  # as a shared store's key loaded after start
+        assert book._mac("session:s1") == _keyed_hash(store.unit_key, "session:s1")
+        assert book._mac("session:s1") != _keyed_hash(old_key, "session:s1")

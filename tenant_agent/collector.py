@@ -251,7 +251,8 @@ class Collector:
         return result
 
     def _from_dict(self, doc: Mapping[str, Any]) -> DecisionEvent:
-        return event_from_dict(dict(doc), self.tenant_id, self.redactor)
+        # A dict is read as it is (event_from_dict keeps no reference to it nor to its containers).
+        return event_from_dict(doc if type(doc) is dict else dict(doc), self.tenant_id, self.redactor)
 
     def _redaction_deltas(self) -> dict[str, int]:
         with self._lock:

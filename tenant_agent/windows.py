@@ -77,9 +77,13 @@ class WindowBook:
             )
         self._unit_override = privacy_unit
         self._unit_cache: dict[str, int] = {}
+        self._mac_state: tuple[bytes, hashlib.blake2b] | None = None
         # Interned cell keys; only ids committed to the store are cached.
         self._cell_ids: dict[str, int] = {}
         self._cell_cache: dict[tuple[int, frozenset[str], tuple[object, ...]], tuple[str, ...]] = {}
+        # (schema version, raw slice values) -> measure -> cell key: the same slice comes back with
+        # many combinations of measures (each a miss of _cell_cache), its keys are made once.
+        self._measure_keys: dict[tuple[int, tuple[object, ...]], dict[str, str]] = {}
         self._slice_getter: tuple[SignalSchema, Callable[[DecisionEvent], tuple[object, ...]]] | None = None
 
     # -- layout --------------------------------------------------------------
@@ -115,7 +119,7 @@ class WindowBook:
         if cached is None:
             if len(self._unit_cache) >= _UNIT_CACHE_LIMIT:
                 self._unit_cache.clear()
-            cached = _keyed_hash(self._store.unit_key, raw)
+            cached = self._mac(raw)
             self._unit_cache[raw] = cached
         return cached
 
@@ -125,7 +129,18 @@ class WindowBook:
         return self._event_hash(event.event_id)
 
     def _event_hash(self, event_id: str) -> int:
-        return _keyed_hash(self._store.unit_key, "event:" + event_id)
+        return self._mac("event:" + event_id)
+
+    def _mac(self, value: str) -> int:
+        """``_keyed_hash(store.unit_key, value)`` from a copy of the keyed BLAKE2b state: keying
+        compresses a whole block first, which was most of the cost for a short id."""
+        key = self._store.unit_key
+        state = self._mac_state
+        if state is None or state[0] is not key:  # the store may load its (shared) key later
+            state = self._mac_state = (key, hashlib.blake2b(key=key, digest_size=8))
+        mac = state[1].copy()
+        mac.update(value.encode("utf-8"))
+        return int.from_bytes(mac.digest(), "big", signed=True)
 
     def cells(self, event: DecisionEvent, schema: SignalSchema | None = None) -> tuple[str, ...]:
         """The cell keys (canonical JSON of dimension → domain value) one event counts in."""
@@ -159,18 +174,17 @@ class WindowBook:
             getter = self._slice_getter = (schema, read)
         return getter[1]
 
-    @staticmethod
-    def _cells_of(schema: SignalSchema, measures: frozenset[str], raw: tuple[object, ...]) -> tuple[str, ...]:
-        dims = schema.slice_dimensions
-        slice_values = [dim.values[dim.index(_str_or_none(v))] for dim, v in zip(dims, raw, strict=True)]
-        names = [d.name for d in dims]
-        measure_dim = schema.dimensions[0]
-        keys = []
-        for m in [TURNS, *sorted(measures - {TURNS})]:
-            doc = dict(zip(names, slice_values, strict=True))
-            doc[MEASURE] = measure_dim.values[measure_dim.index(m)]
-            keys.append(json.dumps(doc, sort_keys=True, separators=(",", ":")))
-        return tuple(dict.fromkeys(keys))
+    def _cells_of(self, schema: SignalSchema, measures: frozenset[str], raw: tuple[object, ...]) -> tuple[str, ...]:
+        measure_names = [TURNS, *sorted(measures - {TURNS})]
+        try:
+            keys = self._measure_keys.get((schema.version, raw))
+        except TypeError:  # an unhashable slice value: nothing to remember it by
+            return _cell_keys(schema, raw, measure_names, {})
+        if keys is None:
+            if len(self._measure_keys) > 50_000:
+                self._measure_keys.clear()
+            keys = self._measure_keys[(schema.version, raw)] = {}
+        return _cell_keys(schema, raw, measure_names, keys)
 
     # -- record path ---------------------------------------------------------
     def record(
@@ -431,21 +445,19 @@ def _keyed_hash(key: bytes, value: str) -> int:
 
 
 def _pack(per: dict[tuple[int, tuple[str, ...]], list[float]], ids: dict[str, int]) -> np.ndarray:
-    """One batch's sums for one window as packed rows (unit, cell id, count, first seen)."""
-    n = sum(len(cells) for _unit, cells in per)
-    out = np.empty(n, dtype=BATCH_DTYPE)
-    units = out["unit"]
-    cells_col = out["cell"]
-    counts = out["count"]
-    firsts = out["first"]
-    i = 0
-    for (unit, cells), (count, first) in per.items():
-        for cell in cells:
-            units[i] = unit
-            cells_col[i] = ids[cell]
-            counts[i] = count
-            firsts[i] = first
-            i += 1
+    """One batch's sums for one window as packed rows (unit, cell id, count, first seen).
+
+    Column by column: each (unit, cells) sum gives one row per cell (np.repeat), the cell ids
+    in the same order; setting a structured array element by element cost ~1 us a field.
+    """
+    keys = list(per)
+    sums = list(per.values())
+    lengths = [len(cells) for _unit, cells in keys]
+    out = np.empty(sum(lengths), dtype=BATCH_DTYPE)
+    out["unit"] = np.repeat(np.array([unit for unit, _cells in keys], dtype=np.int64), lengths)
+    out["cell"] = [ids[cell] for _unit, cells in keys for cell in cells]
+    out["count"] = np.repeat(np.array([s[0] for s in sums], dtype=np.int64), lengths)
+    out["first"] = np.repeat(np.array([s[1] for s in sums], dtype=np.float64), lengths)
     return out
 
 
@@ -471,6 +483,24 @@ def _claim_event_ids(conn: Connection, window_start: int, hashes: list[int]) -> 
     rows = conn.execute(stmt, [{"window_start": window_start, "event": h} for h in unique])
     fresh = {int(h) for h in rows.scalars()}
     return fresh
+
+
+def _cell_keys(schema: SignalSchema, raw: tuple[object, ...], measures: list[str], known: dict[str, str]) -> tuple[str, ...]:
+    """The cell keys (canonical JSON) of one slice for ``measures``; ``known`` holds (and gets) the keys made."""
+    keys = []
+    doc: dict[str, str] | None = None
+    for m in measures:
+        key = known.get(m)
+        if key is None:
+            if doc is None:
+                dims = schema.slice_dimensions
+                doc = {d.name: d.values[d.index(_str_or_none(v))] for d, v in zip(dims, raw, strict=True)}
+            measure_dim = schema.dimensions[0]
+            key = known[m] = json.dumps(
+                {**doc, MEASURE: measure_dim.values[measure_dim.index(m)]}, sort_keys=True, separators=(",", ":")
+            )
+        keys.append(key)
+    return tuple(dict.fromkeys(keys))
 
 
 def _single_getter(names: list[str]) -> Callable[[DecisionEvent], tuple[object, ...]]:

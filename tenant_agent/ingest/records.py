@@ -127,9 +127,7 @@ def _tool_calls(raw: Any, redactor: Redactor) -> tuple[ToolCall, ...]:
         raise _fail("tool_calls", f"must be a list of at most {MAX_TOOL_CALLS} objects")
     calls = []
     clean = redactor.redact_label
-    plain = _plain_calls.get(redactor)
-    if plain is None:
-        plain = _plain_calls[redactor] = {}
+    plain = _plain_calls_of(redactor)
     for i, item in enumerate(raw):
         # Fast path for the usual call: a dict of known fields whose labels are
         # all well-formed, with a non-empty name. It cleans the same labels as
@@ -169,6 +167,45 @@ def _tool_calls(raw: Any, redactor: Redactor) -> tuple[ToolCall, ...]:
     return tuple(calls)
 
 
+def _plain_calls_of(redactor: Redactor) -> dict[tuple[str, str | None, str | None], ToolCall]:
+    """The remembered plain tool calls of ``redactor`` (the last one asked is kept at hand: a
+    WeakKeyDictionary lookup makes a weak reference every time)."""
+    global _last_plain
+    last = _last_plain
+    if last is not None and last[0]() is redactor:
+        return last[1]
+    plain = _plain_calls.get(redactor)
+    if plain is None:
+        plain = _plain_calls[redactor] = {}
+    _last_plain = (weakref.ref(redactor), plain)
+    return plain
+
+
+def _remembered_calls(raw: list[Any], redactor: Redactor) -> tuple[ToolCall, ...] | None:
+    """The tool calls of ``raw`` when every one is a remembered plain call (see _tool_calls), else None.
+
+    A remembered call is one _tool_calls built from the same (name, error, expected) labels with no
+    latency, all of which came back from the redactor unchanged: the same ToolCall, no redaction to count.
+    """
+    if len(raw) > MAX_TOOL_CALLS:
+        return None
+    plain = _plain_calls_of(redactor)
+    calls = []
+    for item in raw:
+        if type(item) is not dict or not item.keys() <= _TOOL_CALL_FIELDS or item.get("latency_ms") is not None:
+            return None
+        name, error, expected = item.get("name"), item.get("error"), item.get("expected")
+        if type(name) is not str or not (error is None or type(error) is str) or not (
+            expected is None or type(expected) is str
+        ):
+            return None
+        call = plain.get((name, error, expected))
+        if call is None:
+            return None
+        calls.append(call)
+    return tuple(calls)
+
+
 def tool_call(name: str, error: str | None, latency_ms: float | None, expected: str | None) -> ToolCall:
     """``ToolCall(name, error, latency_ms, expected)`` without the frozen dataclass's
     per-field ``object.__setattr__`` (as ``DecisionEvent.from_fields`` does; the
@@ -201,6 +238,7 @@ _plain_calls: weakref.WeakKeyDictionary[Redactor, dict[tuple[str, str | None, st
     weakref.WeakKeyDictionary()
 )
 _PLAIN_CALLS_MAX = 4096
+_last_plain: tuple[weakref.ref[Redactor], dict[tuple[str, str | None, str | None], ToolCall]] | None = None
 
 
 def _string_list(raw: Any, field: str, limit: int, clean: Callable[[str], str]) -> tuple[str, ...]:
@@ -293,25 +331,39 @@ def event_from_dict(doc: Any, tenant_id: str, redactor: Redactor) -> DecisionEve
         raise _fail("session_id", f"is required: a non-empty string of at most {MAX_LABEL} characters")
     if "timestamp" not in doc:
         raise _fail("timestamp", "is required (unix seconds or RFC 3339)")
-    timestamp = parse_timestamp(doc["timestamp"])
+    timestamp = doc["timestamp"]
+    # The usual values of the fields below are checked inline; any other value goes
+    # through the general helper, at the same point, so errors and redactions
+    # happen in the same order (test_event_fast_paths.py compares the two).
+    if not (type(timestamp) is float and 0.0 < timestamp < math.inf):
+        timestamp = parse_timestamp(timestamp)
     user_id = doc.get("user_id")
     if user_id is not None and (not isinstance(user_id, str) or len(user_id) > MAX_LABEL):
         raise _fail("user_id", f"must be a string of at most {MAX_LABEL} characters")
     text = doc.get("text")
     if text is not None:
-        if not isinstance(text, str):
+        if type(text) is not str and not isinstance(text, str):
             raise _fail("text", "must be a string")
         if len(text) > MAX_TEXT:
             raise _fail("text", f"longer than {MAX_TEXT} characters")
-    evaluations = _evaluations(doc.get("evaluations"), redactor) if "evaluations" in doc else {}
-    if _flag(doc, "safety_incident"):
+    clean = redactor.redact_label
+    evaluations: dict[str, Any]
+    raw = doc.get("evaluations")
+    if raw is None:
+        evaluations = {}
+    elif type(raw) is dict and len(raw) <= MAX_EVALUATIONS and _plain_scores(raw):
+        # Every entry a well-formed name with a finite float score (what _evaluations keeps as is).
+        evaluations = {clean(name): value for name, value in raw.items()}
+    else:
+        evaluations = _evaluations(raw, redactor)
+    safety = doc.get("safety_incident")
+    if safety is True or (safety is not None and safety is not False and _flag(doc, "safety_incident")):
         # The taxonomy reads safety verdicts from evaluations; an explicit flag is one.
         evaluations["safety"] = "unsafe"
     event_id = doc.get("event_id")
     if event_id is not None and (not isinstance(event_id, str) or len(event_id) > MAX_LABEL):
         raise _fail("event_id", f"must be a string of at most {MAX_LABEL} characters")
 
-    clean = redactor.redact_label
     # The event is built in place: its __dict__ starts as the defaults and the
     # fields below are set in it (the same event as DecisionEvent(**fields),
     # without the frozen dataclass's per-field object.__setattr__ nor an
@@ -339,7 +391,7 @@ def event_from_dict(doc: Any, tenant_id: str, redactor: Redactor) -> DecisionEve
         if len(value) > MAX_LABEL:
             raise _fail(name, f"longer than {MAX_LABEL} characters")
         if value:
-            fields[name] = redactor.redact_label(value)
+            fields[name] = clean(value)
     for name in _VERSION_FIELDS:
         # Artifact and model versions are identifiers the platform assigns, not
         # user content: kept verbatim so "gpt-4o-2024-08-06" stays itself.
@@ -361,21 +413,31 @@ def event_from_dict(doc: Any, tenant_id: str, redactor: Redactor) -> DecisionEve
                 raise _fail("shadow_of", "a shadow turn must name the event_id of the live turn it shadows")
             fields["shadow_of"] = clean(shadow_of)
     if "tool_calls" in doc:
-        fields["tool_calls"] = _tool_calls(doc["tool_calls"], redactor)
+        raw = doc["tool_calls"]
+        calls = _remembered_calls(raw, redactor) if type(raw) is list else None
+        fields["tool_calls"] = calls if calls is not None else _tool_calls(raw, redactor)
     if "retrieval_ids" in doc:
-        fields["retrieval_ids"] = _string_list(
-            doc["retrieval_ids"], "retrieval_ids", MAX_RETRIEVAL_IDS, clean
-        )
+        raw = doc["retrieval_ids"]
+        if type(raw) is list and not raw:
+            fields["retrieval_ids"] = ()
+        elif type(raw) is list and len(raw) <= MAX_RETRIEVAL_IDS and _short_strings(raw):
+            fields["retrieval_ids"] = tuple([clean(item) for item in raw])
+        else:
+            fields["retrieval_ids"] = _string_list(raw, "retrieval_ids", MAX_RETRIEVAL_IDS, clean)
     if "finish_reasons" in doc:
         fields["finish_reasons"] = _string_list(doc["finish_reasons"], "finish_reasons", 16, clean)
     if "latency_ms" in doc:
-        fields["latency_ms"] = _number(doc, "latency_ms")
+        latency = doc["latency_ms"]
+        fields["latency_ms"] = latency if type(latency) is float and 0.0 <= latency < math.inf else _number(
+            doc, "latency_ms"
+        )
     if "input_tokens" in doc:
         fields["input_tokens"] = _count(doc, "input_tokens")
     if "output_tokens" in doc:
         fields["output_tokens"] = _count(doc, "output_tokens")
     fields["tenant_id"] = tenant_id
-    fields["session_id"] = clean_session(session_id, redactor)
+    # clean_session, inline (one call instead of three for the usual plain id).
+    fields["session_id"] = session_id if clean(session_id) == session_id else _session_pseudonym(session_id)
     fields["timestamp"] = timestamp
     if user_id:
         fields["user_id"] = pseudonymise(user_id)
@@ -402,5 +464,25 @@ def clean_session(session_id: str, redactor: Redactor) -> str:
     """Session ids are opaque tokens; one that carries personal data (an
     e-mail, a phone number) is replaced by its pseudonym."""
     if clean_label(session_id, redactor) != session_id:
-        return "s_" + hashlib.blake2b(session_id.encode("utf-8"), digest_size=12).hexdigest()
+        return _session_pseudonym(session_id)
     return session_id
+
+
+def _session_pseudonym(session_id: str) -> str:
+    return "s_" + hashlib.blake2b(session_id.encode("utf-8"), digest_size=12).hexdigest()
+
+
+def _plain_scores(raw: dict[Any, Any]) -> bool:
+    """Every evaluation a non-empty name of at most MAX_LABEL characters with a finite float score."""
+    for name, value in raw.items():  # noqa: SIM110 - as _short_strings
+        if not (type(name) is str and 0 < len(name) <= MAX_LABEL and type(value) is float and math.isfinite(value)):
+            return False
+    return True
+
+
+def _short_strings(raw: list[Any]) -> bool:
+    """Every item a string of at most MAX_LABEL characters (what _string_list accepts)."""
+    for item in raw:  # noqa: SIM110 - a loop, not all(<generator>): no generator per document
+        if type(item) is not str or len(item) > MAX_LABEL:
+            return False
+    return True

@@ -94,9 +94,13 @@ _ROLES: dict[Any, int] = {
 }
 
 
+# Slot members as module globals (``Slot.X`` takes EnumType's slow attribute path on Python 3.11).
+_OPERATION, _SPAN_KIND = Slot.OPERATION, Slot.SPAN_KIND
+
+
 def _role(values: dict[Slot, Any]) -> int:
-    operation = values.get(Slot.OPERATION)
-    kind = values.get(Slot.SPAN_KIND)
+    operation = values.get(_OPERATION)
+    kind = values.get(_SPAN_KIND)
     role = _ROLES.get(operation, 0) if isinstance(operation, str) else 0
     return role | _ROLES.get(kind, 0) if isinstance(kind, str) else role
 
@@ -118,19 +122,31 @@ def read_span(span: Any, resource: dict[Slot, Any]) -> SpanView:
     """One pass over a span's attributes: dict dispatch on the key; the values of
     keys off the allow-list are never converted."""
     table = _KEY_CODES
-    raw = {code: kv.value for kv in span.attributes if (code := table.get(kv.key)) is not None}
     values: dict[Slot, Any] = {}
-    documents: list[tuple[int, str]] | None = None
-    for code, any_val in raw.items():
+    raw_documents: dict[int, Any] | None = None
+    for kv in span.attributes:
+        code = table.get(kv.key)
+        if code is None:
+            continue
+        if code >= DOCUMENT_ID_BASE:
+            if raw_documents is None:
+                raw_documents = {}
+            raw_documents[code] = kv.value
+            continue
+        any_val = kv.value
         # Most allow-listed values are strings: read those without WhichOneof.
         value = any_val.string_value or any_value(any_val)
-        if value is None:
-            continue
-        if code < DOCUMENT_ID_BASE:
+        if value is not None:
             values[code] = value  # type: ignore[index]  # codes below the base are Slots
-        elif isinstance(value, str | int):
-            documents = documents if documents is not None else []
-            documents.append((code - DOCUMENT_ID_BASE, str(value)))
+        else:  # the last of the aliases on the span wins, even when it holds no value
+            values.pop(code, None)  # type: ignore[call-overload]
+    documents: list[tuple[int, str]] | None = None
+    if raw_documents is not None:
+        for code, any_val in raw_documents.items():
+            value = any_val.string_value or any_value(any_val)
+            if isinstance(value, str | int):
+                documents = documents if documents is not None else []
+                documents.append((code - DOCUMENT_ID_BASE, str(value)))
     role = _role(values)
     evaluations = None
     if span.events:  # an evaluation result may ride on a span event

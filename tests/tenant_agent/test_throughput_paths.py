@@ -177,3 +177,60 @@ def test_remembered_tool_calls_never_skip_a_redaction_nor_cross_redactors() -> N
         assert event_from_dict(doc(2, tool_calls=[call]), "t", strict).tool_calls[0].name == "<TOOL_SECRET>"
     assert plain.stats.get("EMAIL") == 3  # the call with PII was redacted (and counted) every time
     assert strict.stats.get("TOOL_SECRET") == 3
+
+
+def test_cell_keys_are_the_canonical_json_of_each_measure_whatever_came_before(tmp_path: Path) -> None:
+    """cells() remembers the key of each (slice, measure): events of one slice with other sets of
+    measures, seen in any order, still get exactly their own keys (turns first, then sorted)."""
+    rng = random.Random(9)
+    with Collector(make_config(tmp_path)) as c:
+        book, schema = c.book, c.schema
+        events = [
+            dataclasses.replace(
+                turn(f"s{i}", T0 + i, intent=rng.choice(INTENTS), tool_error=rng.random() < 0.5,
+                     artifact_version=rng.choice(["baseline", "cand-7", None])),
+                timed_out=rng.random() < 0.5, escalated=rng.random() < 0.5,
+                outcome=rng.choice(["success", "failure", None]),
+            )
+            for i in range(400)
+        ]  # fmt: skip
+        seen = set()
+        for event in events:
+            measures = c.taxonomy.classify(event)
+            intent = event.intent if event.intent in ("billing", "refund") else "other"
+            version = "baseline" if event.artifact_version == "baseline" else "other"
+            expected = tuple(
+                json.dumps({"artifact_version": version, "intent": intent, MEASURE: m}, sort_keys=True,
+                           separators=(",", ":"))  # fmt: skip
+                for m in [TURNS, *sorted(measures - {TURNS})]
+            )
+            assert book.cells(event, schema) == expected
+            seen.add(expected)
+        assert len(seen) > 8
+
+
+def test_packed_rows_are_one_row_per_cell_of_each_sum() -> None:
+    from tenant_agent.windows import _pack
+
+    ids = {"a": 1, "b": 2, "c": 3}
+    per = {(-5, ("a", "b")): [2, 10.5], (7, ("c",)): [1, 3.0], (2**62, ("a", "c", "b")): [4, 1.25]}
+    rows = _pack(per, ids)  # type: ignore[arg-type]
+    assert rows.dtype == BATCH_DTYPE
+    assert [tuple(r) for r in rows.tolist()] == [
+        (-5, 1, 2, 10.5), (-5, 2, 2, 10.5), (7, 3, 1, 3.0), (2**62, 1, 4, 1.25), (2**62, 3, 4, 1.25), (2**62, 2, 4, 1.25),
+    ]  # fmt: skip
+    assert _pack({}, ids).size == 0
+
+
+def test_the_unit_and_event_macs_are_the_keyed_blake2b_of_the_store_key(tmp_path: Path) -> None:
+    from tenant_agent.windows import _keyed_hash
+
+    with Collector(make_config(tmp_path)) as c:
+        book, store = c.book, c.store
+        for value in ["session:s1", "user:u_0123", "event:ev-1", "session:" + "x" * 300, "session:é"]:
+            assert book._mac(value) == _keyed_hash(store.unit_key, value)
+        assert book.unit_hash(turn("s1", T0)) == _keyed_hash(store.unit_key, "session:s1")
+        old_key = store.unit_key
+        store.unit_key = bytes(reversed(old_key))  # as a shared store's key loaded after start
+        assert book._mac("session:s1") == _keyed_hash(store.unit_key, "session:s1")
+        assert book._mac("session:s1") != _keyed_hash(old_key, "session:s1")

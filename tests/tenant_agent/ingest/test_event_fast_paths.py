@@ -247,3 +247,79 @@ def test_a_label_shaped_like_an_iban_with_only_its_check_digits_is_redacted() ->
     value = "GB75WESTABCDEFGHIJKLMN"  # valid mod-97 checksum, two digits only
     assert Redactor().redact(value) == "<IBAN>"
     assert Redactor().redact_label(value) == "<IBAN>"
+
+
+# -- the inline reads of event_from_dict ---------------------------------------------
+
+DOC_VARIANTS: dict[str, list[Any]] = {
+    "session_id": ["sess-1", "sess-2", "jane@example.org", "", 7],
+    "timestamp": [1_764_000_000.5, 1_764_000_000, "2025-11-24T16:00:00Z", -1.0, 0.0, float("nan"),
+                  float("inf"), True, None, "yesterday"],
+    "evaluations": [None, {}, {"groundedness": 0.3}, {"groundedness": 0.3, "tone": 0.9}, {"groundedness": 1},
+                    {"groundedness": float("nan")}, {"": 0.3}, {"call jane@example.org": 0.2},
+                    {"groundedness": "off_brand"}, {"groundedness": {"score": 0.1}}, [0.1], {7: 0.1},
+                    {"x" * 257: 0.1}, {"a": 0.1, "b": True}],
+    "safety_incident": [True, False, None, "yes", 1],
+    "tool_calls": [None, [], [{"name": "lookup_order"}], [{"name": "lookup_order", "error": "timeout"}],
+                   [{"name": "lookup_order", "error": None, "expected": "refund_order"}],
+                   [{"name": "lookup_order"}, {"name": "call jane@example.org"}],
+                   [{"name": "lookup_order", "latency_ms": 12.0}], [{"name": "lookup_order", "extra": 1}],
+                   [{"name": 7}], [{"name": ["a"]}], [{"name": "lookup_order"}, "lookup"], [{}], "lookup",
+                   [{"name": "lookup_order", "error": ""}], [{"name": "x" * 257}]],
+    "retrieval_ids": [None, [], ["kb-1", "kb-2"], ["kb-1", "jane@example.org"], ["kb-1", 7], ["x" * 257],
+                      "kb-1", [None]],
+    "latency_ms": [None, 1200.5, 0.0, 12, -1.0, float("inf"), float("nan"), True, "12"],
+    "intent": [None, "refund", "", "call +44 20 7946 0958", 7],
+    "escalated": [True, False, None, "no"],
+}  # fmt: skip
+
+
+def generated_docs(rng: random.Random, count: int) -> list[dict[str, Any]]:
+    docs = []
+    for _ in range(count):
+        doc: dict[str, Any] = {"schema_version": "1"}
+        for field, values in DOC_VARIANTS.items():
+            # Mostly well-formed (the first values), so that one bad field at a time is common.
+            if field in ("session_id", "timestamp") or rng.random() < 0.7:
+                doc[field] = rng.choice(values[:3] if rng.random() < 0.7 else values)
+        if rng.random() < 0.3:
+            doc["text"] = "reach me at jane@example.org"
+        docs.append(doc)
+    return docs
+
+
+def test_the_inline_reads_of_event_from_dict_equal_the_general_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same documents through event_from_dict, with its inline reads and with them turned off (every
+    field then goes through _evaluations, _tool_calls, _string_list, ...): the same events, errors, counts."""
+    from tenant_agent.ingest import records
+
+    docs = generated_docs(random.Random(5), 4000)
+    fast_redactor, slow_redactor = Redactor(), Redactor()
+    fast = [outcome(event_from_dict, doc, "t", fast_redactor) for doc in docs]
+    fast_stats = dict(fast_redactor.stats)
+    with monkeypatch.context() as patched:
+        patched.setattr(records, "_plain_scores", lambda raw: False)
+        patched.setattr(records, "_short_strings", lambda raw: False)
+        patched.setattr(records, "_remembered_calls", lambda raw, redactor: None)
+        slow = [outcome(event_from_dict, doc, "t", slow_redactor) for doc in docs]
+    assert dict(slow_redactor.stats) == fast_stats
+    for doc, a, b in zip(docs, fast, slow, strict=True):
+        assert repr(a) == repr(b), doc  # repr: NaN != NaN
+    # The documents reach every inline read, their fallbacks and the errors behind them.
+    assert sum(a[0] == "ok" for a in fast) > 1000
+    assert sum(a[0] == "error" for a in fast) > 1000
+    assert {type(a[1].tool_calls) for a in fast if a[0] == "ok"} == {tuple}
+
+
+def test_remembered_calls_are_the_tool_calls_built_before() -> None:
+    from tenant_agent.ingest import records
+
+    redactor = Redactor()
+    calls: list[Any] = [{"name": "lookup_order", "error": "timeout"}, {"name": "refund_order"}]
+    doc = {"schema_version": "1", "session_id": "s", "timestamp": 1.0, "tool_calls": calls}
+    assert records._remembered_calls(calls, redactor) is None  # nothing remembered yet
+    first = event_from_dict(doc, "t", redactor)
+    again = records._remembered_calls(calls, redactor)
+    assert again is not None and again == first.tool_calls and again[0] is first.tool_calls[0]
+    assert records._remembered_calls(calls, Redactor()) is None  # per redactor
+    assert records._remembered_calls([{"name": "call jane@example.org"}], redactor) is None

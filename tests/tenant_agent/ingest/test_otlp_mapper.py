@@ -263,3 +263,26 @@ def test_one_tool_call_recorded_by_two_spans_counts_once() -> None:
         )
     )
     assert [(c.name, c.error) for c in event.tool_calls] == [("lookup", "http_500"), ("lookup", None)]
+
+
+def test_read_span_keeps_the_last_alias_on_the_span_even_without_a_value() -> None:
+    from tenant_agent.ingest.otel_attrs import Slot
+    from tenant_agent.ingest.spans import read_span
+
+    def with_attrs(*pairs: tuple[str, common_pb2.AnyValue]) -> trace_pb2.Span:
+        s = span(1, None)
+        s.attributes.extend([common_pb2.KeyValue(key=k, value=v) for k, v in pairs])
+        return s
+
+    a, b, empty = (common_pb2.AnyValue(string_value="a"), common_pb2.AnyValue(string_value="b"),
+                   common_pb2.AnyValue())  # fmt: skip
+    model, response = "gen_ai.request.model", "gen_ai.response.model"
+    assert read_span(with_attrs((model, a), (response, b)), {}).values == {Slot.MODEL: "b"}
+    assert read_span(with_attrs((response, b), (model, a)), {}).values == {Slot.MODEL: "a"}
+    assert Slot.MODEL not in read_span(with_attrs((model, a), (response, empty)), {}).values
+    assert read_span(with_attrs((model, empty), (response, a)), {}).values == {Slot.MODEL: "a"}
+    docs = with_attrs(("retrieval.documents.1.document.id", a), ("retrieval.documents.0.document.id", b),
+                      ("retrieval.documents.1.document.id", b), ("retrieval.documents.2.document.id", empty),
+                      ("retrieval.documents.3.document.id", common_pb2.AnyValue(int_value=7)))  # fmt: skip
+    view = read_span(docs, {})
+    assert view.values == {} and view.document_ids == [(1, "b"), (0, "b"), (3, "7")]

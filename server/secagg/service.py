@@ -173,8 +173,8 @@ class SecureAggregationServicer:
                                                               bytes(request.attestation))
             cache = facts_mod.cache_for(self._ctx.engine)
             cache.add_attestations(request.round_id, stored)  # committed now
-            # Relay up to t, the caller's first: it knows its own, and any t of the same set will do.
-            relay = sorted(stored, key=lambda tid: (tid != identity.subject, tid))[:threshold]
+            # Relay t once t are in (any t of the same set will do); fewer are of no use to the caller yet.
+            relay = sorted(stored)[:threshold] if len(stored) >= threshold else []
             return secagg_pb2.SubmitAttestationResponse(attestations=[stored[t] for t in relay], threshold=threshold)
 
         return self._run(context, attest)  # type: ignore[no-any-return]

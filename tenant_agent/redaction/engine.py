@@ -81,35 +81,39 @@ class RedactionConfig:
 _EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]++@[A-Za-z0-9\-]++(?:\.[A-Za-z0-9\-]++)*\.[A-Za-z]{2,}\b", _A
 )
+# The patterns below start with a character (class) and check their boundary by look-behind
+# after it (see recognizers.fast_start): re skips ahead to the characters that can start a
+# match instead of trying the pattern at every position. Case-insensitive parts are scoped
+# after that first class: under IGNORECASE a class with letters gives re no prefix to skip on.
 _API_KEY = re.compile(
-    r"\b(?:sk-(?:proj-|ant-(?:api\d\d-)?)?[A-Za-z0-9_\-]{20,}"
-    r"|(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{16,}"
-    r"|(?:AKIA|ASIA)[0-9A-Z]{16}"
-    r"|gh[pousr]_[A-Za-z0-9]{36,}"
-    r"|github_pat_[A-Za-z0-9_]{22,}"
-    r"|xox[abposr]-[A-Za-z0-9\-]{10,}"
-    r"|AIza[0-9A-Za-z_\-]{35}"
-    r"|glpat-[A-Za-z0-9_\-]{20,})"
+    r"[sprAgx\-](?:(?<!\w.)(?:(?<=s)k-(?:proj-|ant-(?:api\d\d-)?)?[A-Za-z0-9_\-]{20,}"
+    r"|(?<=[spr])k_(?:live|test)_[A-Za-z0-9]{16,}"
+    r"|(?<=A)(?:KIA|SIA)[0-9A-Z]{16}"
+    r"|(?<=g)h[pousr]_[A-Za-z0-9]{36,}"
+    r"|(?<=g)ithub_pat_[A-Za-z0-9_]{22,}"
+    r"|(?<=x)ox[abposr]-[A-Za-z0-9\-]{10,}"
+    r"|(?<=A)Iza[0-9A-Za-z_\-]{35}"
+    r"|(?<=g)lpat-[A-Za-z0-9_\-]{20,})"
     # Bounded: an unterminated BEGIN line must not make the scan quadratic.
-    r"|-----BEGIN [A-Z ]{0,20}PRIVATE KEY-----[\s\S]{0,10000}?-----END [A-Z ]{0,20}PRIVATE KEY-----",
+    r"|(?<=-)----BEGIN [A-Z ]{0,20}PRIVATE KEY-----[\s\S]{0,10000}?-----END [A-Z ]{0,20}PRIVATE KEY-----)",
     _A,
 )
 # "password=…", "api_key: …": keep the name, redact the value.
 _SECRET_ASSIGNMENT = re.compile(
-    r"(?i)\b((?:api[_\-]?key|apikey|secret(?:[_\-]?key)?|client[_\-]?secret|access[_\-]?token"
-    r"|auth[_\-]?token|password|passwd|pwd)\s*[:=]\s*[\"']?)([^\s\"',;]{6,})",
+    r"([aAsScCpP](?<!\w.)(?i:(?<=a)(?:pi[_\-]?key|pikey|ccess[_\-]?token|uth[_\-]?token)|(?<=s)ecret(?:[_\-]?key)?"
+    r"|(?<=c)lient[_\-]?secret|(?<=p)(?:assword|asswd|wd))\s*[:=]\s*[\"']?)([^\s\"',;]{6,})",
     _A,
 )
-_BEARER = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9\-._~+/]{8,}=*", _A)
-_JWT = re.compile(r"\beyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*", _A)
+_BEARER = re.compile(r"(B(?<!\w.)(?:earer|asic))\s+[A-Za-z0-9\-._~+/]{8,}=*", _A)
+_JWT = re.compile(r"eyJ(?<!\weyJ)[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*", _A)
 # "SSN 123456789": nine bare digits only count next to the word.
 _SSN_LABELLED = re.compile(
-    r"(?i)(\b(?:ssn|social security(?: number| no\.?)?)\s*(?:is\s+)?[:#]?\s*)([0-9]{3}-?[0-9]{2}-?[0-9]{4})\b",
+    r"([sS](?<!\w.)(?i:sn|ocial security(?: number| no\.?)?)(?i:\s*(?:is\s+)?[:#]?\s*))([0-9]{3}-?[0-9]{2}-?[0-9]{4})\b",
     _A,
 )
 _MRN = re.compile(
-    r"(?i)(\b(?:mrn|medical record(?: number| no\.?| #)?|patient (?:id|number)|chart (?:no\.?|number|#))"
-    r"\s*(?:is\s+)?[:#]?\s*)([A-Z]{0,3}-?[0-9]{5,10})\b",
+    r"([mMpPcC](?<!\w.)(?i:(?<=m)(?:rn|edical record(?: number| no\.?| #)?)|(?<=p)atient (?:id|number)"
+    r"|(?<=c)hart (?:no\.?|number|#))(?i:\s*(?:is\s+)?[:#]?\s*))((?i:[A-Z]{0,3})-?[0-9]{5,10})\b",
     _A,
 )
 _API_KEY_HINTS = (

@@ -438,7 +438,7 @@ DOMAIN = re.compile(
     _A,
 )
 
-URL = re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>\"'`]+", _A | re.IGNORECASE)
+URL = re.compile(r"[hHfFwW](?<!\w.)(?i:(?<=h)ttps?://|(?<=f)tp://|(?<=w)ww\.)[^\s<>\"'`]+", _A)
 _URL_TRAIL = ".,;:!?)]}"
 
 

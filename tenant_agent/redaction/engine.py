@@ -410,7 +410,7 @@ def _scan(text: str, gates: int, counts: dict[str, int]) -> str:
         done = None
         for position, rec in enumerate(tails[m.lastgroup or ""]):
             if rec.span is not None:
-                real = rec.pattern.match(text, start)
+                real = m if position == 0 and rec.whole else rec.pattern.match(text, start)
                 around = None if real is None else rec.span(real, last)
                 if around is not None:
                     counts[rec.entity] = counts.get(rec.entity, 0) + 1
@@ -426,7 +426,7 @@ def _scan(text: str, gates: int, counts: dict[str, int]) -> str:
                     done = (end, rec.placeholder)
                     break
                 continue
-            real = rec.pattern.match(text, start)
+            real = m if position == 0 and rec.whole else rec.pattern.match(text, start)
             if real is None:
                 continue
             replacement = _apply(rec, real, counts)

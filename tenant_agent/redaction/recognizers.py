@@ -65,9 +65,29 @@ def gates_of(text: str) -> int:
     gates = 0
     if _has_digit(text):
         gates |= G_DIGIT
-        # The longest run in characters bounds its digits from above: a superset, as gates
-        # must be, at the price of opening a gate for "1 - 2 - 3" now and then.
-        most = max(map(len, _RUN.findall(text)))
+        # One pass over the digit runs (every digit lies in one) gives three gates. The longest
+        # run in characters bounds its digits from above: a superset, as gates must be, at the
+        # price of opening a gate for "1 - 2 - 3" now and then. A digit, '.', '-' or '/', a digit
+        # (G_DOT_NUM) lies inside one run; a capital next to a digit (G_MIXED: A1, A-1, 1A, 1-A)
+        # touches a run's first or last digit, as no run holds a letter. Searching the whole
+        # text for those two instead tries every digit and capital, several times slower on
+        # digit-rich text.
+        most = 0
+        dot_num = mixed = False
+        for m in _RUN.finditer(text):
+            start, end = m.span()
+            if end - start > most:
+                most = end - start
+            if not dot_num and end - start > 2:
+                run = m.group()
+                if ("." in run or "-" in run or "/" in run) and _DOT_NUM.search(run):
+                    dot_num = True
+            if not mixed and (
+                (start and text[start - 1] in _CAPITALS) or (start > 1 and text[start - 2 : start] in _CAPITAL_DASH)
+                or text[end : end + 1] in _CAPITALS
+                or text[end : end + 2] in _DASH_CAPITAL
+            ):
+                mixed = True
         if most >= 6:
             gates |= G_NUM6
             if most >= 7:
@@ -76,9 +96,9 @@ def gates_of(text: str) -> int:
                     gates |= G_NUM9
                     if most >= 12:
                         gates |= G_NUM12
-        if _DOT_NUM.search(text):
+        if dot_num:
             gates |= G_DOT_NUM
-        if _MIXED.search(text):
+        if mixed:
             gates |= G_MIXED
     colons = text.count(":")
     if colons >= 2:
@@ -88,6 +108,11 @@ def gates_of(text: str) -> int:
     if colons >= 5 or (gates & G_DIGIT and (text.count("-") >= 5 or text.count(".") >= 2)):
         gates |= G_MAC
     return gates
+
+
+_CAPITALS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")  # the empty slice past the text's end is none
+_CAPITAL_DASH = frozenset(c + "-" for c in _CAPITALS)
+_DASH_CAPITAL = frozenset("-" + c for c in _CAPITALS)
 
 
 _DIGITS = frozenset("0123456789")
@@ -132,6 +157,9 @@ class Recognizer:
     # it (a street address found from its house number); the single scan only.
     span: Callable[[re.Match[str], int], tuple[int, int] | None] | None = None
     context_lower: re.Pattern[str] | None = None  # the context words, for the lower-cased text
+    # replace / span read only the whole match (group 0, start, end, string): the single scan
+    # hands them its own match instead of running the pattern again.
+    whole: bool = False
 
 
 def _context_lower(*words: str) -> re.Pattern[str]:
@@ -692,6 +720,7 @@ def R(
     replace: Callable[[re.Match[str]], str | None] | None = None,
     stage: str = "",
     span: Callable[[re.Match[str], int], tuple[int, int] | None] | None = None,
+    whole: bool = False,
 ) -> Recognizer:
     return Recognizer(
         entity=entity,
@@ -710,6 +739,7 @@ def R(
         flags=flags,
         placeholder=f"<{entity}>",
         span=span,
+        whole=whole,
     )
 
 
@@ -758,7 +788,7 @@ BUILTIN: tuple[Recognizer, ...] = (
       keywords=("bc1", "tb1"), stage="before"),
     R("CRYPTO_WALLET", r"\b[13][1-9A-HJ-NP-Za-km-z]{25,34}+\b", ck.base58check_valid, gates=G_MIXED),
     R("CRYPTO_WALLET", r"\b0x[0-9a-fA-F]{40}\b", gates=G_DIGIT),
-    R("IBAN", _IBAN_RUN.pattern, gates=G_MIXED, replace=_iban_replace),
+    R("IBAN", _IBAN_RUN.pattern, gates=G_MIXED, replace=_iban_replace, whole=True),
     R("VAT_ID", r"\b[ABDEFINPS][A-Z][0-9A-Z]{8,12}\b", ck.vat_valid,
       gates=G_MIXED),
     R("IN_GSTIN", r"\b[0-3][0-9][A-Z]{5}[0-9]{4}[A-Z][1-9A-Z]Z[0-9A-Z]\b", ck.gstin_valid, gates=G_MIXED),
@@ -779,7 +809,7 @@ BUILTIN: tuple[Recognizer, ...] = (
     R("NATIONAL_ID", _B + r"[1278] ?[0-9]{2} ?[0-9]{2} ?(?:[0-9]{2}|2[AB]) ?[0-9]{3} ?[0-9]{3} ?[0-9]{2}" + _E, _fr_ok,
       gates=G_NUM12),
     R("KR_RRN", _B + r"[0-9]{6}-?[0-9]{7}" + _E, _rrn_ok, gates=G_NUM12),
-    R("CREDIT_CARD", _CARD_RUN.pattern, gates=G_NUM12, replace=_card_replace),
+    R("CREDIT_CARD", _CARD_RUN.pattern, gates=G_NUM12, replace=_card_replace, whole=True),
     R("US_SSN", _B + r"[0-9]{3}([- ])[0-9]{2}\1[0-9]{4}" + _E, _ssn_ok, gates=G_NUM9),
     R("US_ITIN", _B + r"9[0-9]{2}([- ])[0-9]{2}\1[0-9]{4}" + _E, _itin_ok, gates=G_NUM9),
     R("UK_POSTCODE", r"\b[A-PR-UWYZ](?:[A-HK-Y]?[0-9][A-HJKMNPR-Y0-9]?) ?[0-9][ABD-HJLNP-UW-Z]{2}\b", gates=G_MIXED),
@@ -790,10 +820,10 @@ BUILTIN: tuple[Recognizer, ...] = (
     R("DATE", DATE_MONTH_YEAR.pattern, gates=G_DOT_NUM, replace=_date_month_year_replace),
     R("DATE", DATE_DAY_MONTH.pattern, _day_ok, gates=G_DIGIT, flags=_A | re.IGNORECASE),
     R("DATE", DATE_MONTH_FIRST.pattern, gates=G_DIGIT),
-    R("STREET_ADDRESS", addresses.HOUSE_NUMBER.pattern, gates=G_DIGIT, flags=0, span=_address_span),
-    R("PHONE", PHONE.pattern, gates=G_NUM7, replace=_phone_replace),
+    R("STREET_ADDRESS", addresses.HOUSE_NUMBER.pattern, gates=G_DIGIT, flags=0, span=_address_span, whole=True),
+    R("PHONE", PHONE.pattern, gates=G_NUM7, replace=_phone_replace, whole=True),
     R("URL", DOMAIN.pattern, is_domain, gates=G_DOMAIN, stage="after"),
-    R("PERSON", PERSON.pattern, flags=0, replace=_person_replace),
+    R("PERSON", PERSON.pattern, flags=0, replace=_person_replace, whole=True),
 )  # fmt: skip
 
 

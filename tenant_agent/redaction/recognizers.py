@@ -41,7 +41,7 @@ G_DOT_NUM = 32  # a digit, '.', '/' or '-', a digit
 G_COLON2 = 64  # two ':' (IPv6, MAC)
 G_DOMAIN = 128  # a letter or digit, '.', two letters
 G_NUM7 = 256  # ... >= 7 digits
-G_MAC = 512  # five ':'; or a digit and five '-' or two '.'
+G_MAC = 512  # five ':'; or a digit and five '-' or two '.' five apart
 
 
 # Digits with up to three separators between them: every numeric entity's digits lie in one run.
@@ -105,9 +105,21 @@ def gates_of(text: str) -> int:
         gates |= G_COLON2
     if "." in text and _DOMAIN_GATE.search(text):
         gates |= G_DOMAIN
-    if colons >= 5 or (gates & G_DIGIT and (text.count("-") >= 5 or text.count(".") >= 2)):
+    if colons >= 5 or (gates & G_DIGIT and (text.count("-") >= 5 or _dots_five_apart(text))):
         gates |= G_MAC
     return gates
+
+
+def _dots_five_apart(text: str) -> bool:
+    """Two consecutive '.' five characters apart, as in a MAC address written 0123.4567.89ab
+    (prose with figures has two dots often; the MAC pass tries every hex letter)."""
+    i = text.find(".")
+    while i >= 0:
+        j = text.find(".", i + 1)
+        if j - i == 5:
+            return True
+        i = j
+    return False
 
 
 _CAPITALS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")  # the empty slice past the text's end is none
@@ -181,8 +193,11 @@ def _context(*words: str) -> re.Pattern[str]:
     return re.compile(r"(?<![a-z])(?:" + "|".join(alternatives) + ")", re.IGNORECASE)
 
 
+_NOT_DIGITS = re.compile(r"[^0-9]+")
+
+
 def _only_digits(value: str) -> str:
-    return "".join(ch for ch in value if "0" <= ch <= "9")
+    return _NOT_DIGITS.sub("", value)
 
 
 def _strip(value: str) -> str:

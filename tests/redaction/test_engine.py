@@ -106,7 +106,7 @@ def test_the_recognizers_a_text_opens_are_those_with_open_gates_and_a_keyword_in
 
     keywords = sorted({k for rec in _CONTEXT_BEFORE for k in rec.keywords})
     rng = random.Random(7)
-    pieces = [*keywords, "social insurance", "tax filed", "ssnhs", "a", " ", "1", "123456789012", "-", "x", ":", "1.2.3"]
+    pieces = [*keywords, "social insurance", "tax filed", "ssnhs", "a", " ", "1", "123456789012", "-", "x", ":", "1.2.3", "0123.4567.89ab"]
     checked: set[int] = set()
     for length in (1, 3, 8, 30):
         for _ in range(400):

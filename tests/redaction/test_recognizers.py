@@ -151,3 +151,25 @@ def test_the_gates_from_one_pass_over_the_digit_runs_equal_their_definitions() -
             assert bool(gates & gate) == want, (text, gate)
             seen.add((gate, want))
     assert len(seen) == 12  # every gate seen open and closed
+
+
+def test_the_mac_gate_is_open_wherever_the_mac_pattern_matches() -> None:
+    import random
+
+    from tenant_agent.redaction import recognizers as rc
+
+    rng = random.Random(13)
+    macs = ["0a:1b:2c:3d:4e:5f", "aa:bb:cc:dd:ee:ff", "01-23-45-67-89-ab", "0123.4567.89ab", "abcd.ef01.2345"]
+    noise = [*"0123456789abAF.-: x", "v1.2.3 ", "2.5 "]
+    matched = 0
+    for _ in range(20_000):
+        mac = list(rng.choice(macs))
+        for _ in range(rng.randrange(3)):  # a few characters changed: near misses too
+            mac[rng.randrange(len(mac))] = rng.choice(noise)
+        text = "".join(rng.choice(noise) for _ in range(rng.randrange(4))) + "".join(mac) + rng.choice(noise)
+        if rc.MAC.search(text):
+            matched += 1
+            assert rc.gates_of(text) & rc.G_MAC, text
+    assert 200 < matched < 20_000
+    assert Redactor().redact("v1.2.3 on 0123.4567.89ab, 2.5 s.") == "v1.2.3 on <MAC_ADDRESS>, 2.5 s."
+    assert not rc.gates_of("version 1.2.3 took 2.5 s") & rc.G_MAC  # two dots, none five apart

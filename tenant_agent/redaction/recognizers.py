@@ -275,7 +275,8 @@ def _card_replace(m: re.Match[str]) -> str | None:
             if inside:
                 break
             # One separator kind per card number.
-            if len({s for s in seps[i : j - 1]}) > 1 or any(s == ", " for s in seps[i : j - 1]):
+            between = seps[i : j - 1]
+            if between and (between.count(between[0]) != len(between) or between[0] == ", "):
                 continue
             digits = "".join(groups[i:j])
             if 12 <= len(digits) <= 19 and _card_shape_ok(groups[i:j]) and card_brand_ok(digits) and (
@@ -307,20 +308,21 @@ def _iban_replace(m: re.Match[str]) -> str | None:
     expected = ck.IBAN_LENGTHS.get(run[:2])
     if expected is None:
         return None
-    count = 0
-    for end, ch in enumerate(run):
-        if ch.isalnum():
-            count += 1
-            if count == expected:
-                candidate, rest = run[: end + 1], run[end + 1 :]
-                if rest[:1].isalnum() and not rest[:1].isalpha():
-                    return None  # more digits glued on: a longer account number, not this IBAN
-                # Groups of four are how IBANs are written: a group cut short is not this IBAN.
-                if rest[:1].isalpha() and (" " in candidate or "-" in candidate):
-                    return None
-                if ck.iban_valid(candidate):
-                    return "<IBAN>" + rest
-                break
+    # The run is capitals and digits with single ' ' or '-' between: its first ``expected``
+    # of those, found by re instead of a loop over the characters.
+    head = _IBAN_PREFIX.get(expected)
+    if head is None:
+        head = _IBAN_PREFIX[expected] = re.compile(rf"(?:[ \-]?[A-Z0-9]){{{expected}}}", _A)
+    found = head.match(run)
+    if found is not None:
+        candidate, rest = run[: found.end()], run[found.end() :]
+        if rest[:1].isalnum() and not rest[:1].isalpha():
+            return None  # more digits glued on: a longer account number, not this IBAN
+        # Groups of four are how IBANs are written: a group cut short is not this IBAN.
+        if rest[:1].isalpha() and (" " in candidate or "-" in candidate):
+            return None
+        if ck.iban_valid(candidate):
+            return "<IBAN>" + rest
     # A registry length mismatch with a valid mod-97 checksum (a generator bug, a country that
     # changed its format) is still an IBAN when the run ends at a word boundary.
     compact = run.replace(" ", "").replace("-", "")
@@ -328,6 +330,9 @@ def _iban_replace(m: re.Match[str]) -> str | None:
     if 15 <= len(compact) <= 34 and at_boundary and _mod97(compact):
         return "<IBAN>"
     return None
+
+
+_IBAN_PREFIX: dict[int, re.Pattern[str]] = {}  # registry length -> its prefix pattern
 
 
 def _mod97(compact: str) -> bool:
@@ -515,7 +520,8 @@ PHONE = re.compile(
 _PHONE_NOT_AFTER = frozenset("+-./_#") | _DIGITS | frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _SSN_SHAPE = re.compile(r"[0-9]{3}([- ])[0-9]{2}\1[0-9]{4}")
 _NANP_SHAPE = re.compile(r"(?:1[-. ])?(?:[0-9]{3}[-. ]|\([0-9]{3}\) ?)?[0-9]{3}[-. ][0-9]{4}")
-_IBAN_HEAD = re.compile(r"\b[A-Z]{2}[0-9]{2}(?:[ \-]?[A-Z0-9]{4})* ?$", _A)
+# Its boundary after the first capital (see fast_start): re skips to capitals in the window.
+_IBAN_HEAD = re.compile(r"[A-Z](?<!\w.)[A-Z][0-9]{2}(?:[ \-]?[A-Z0-9]{4})* ?$", _A)
 _EXT = re.compile(r"\s?(?:x|ext\.?|extension)\s?[0-9]+$")
 _PHONE_CONTEXT = re.compile(
     r"(?i)(?<![a-z])(?:phone|call|tel|mobile|cell|fax|sms|text|whatsapp|number is|contact|reach|dial)(?![a-z])"

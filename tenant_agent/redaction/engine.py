@@ -129,7 +129,10 @@ def _api_key_hint(text: str) -> bool:
         return True
     if "-" in text and ("sk-" in text or "glpat-" in text):
         return True
-    return "AKIA" in text or "ASIA" in text or "AIza" in text or "xox" in text or "PRIVATE KEY" in text
+    # A one-character search is a memchr; a longer one scans with a skip table, several times slower.
+    if "A" in text and ("AKIA" in text or "ASIA" in text or "AIza" in text):
+        return True
+    return ("x" in text and "xox" in text) or ("Y" in text and "PRIVATE KEY" in text)
 _PLAIN_LABELS_MAX = 65_536
 # What a lower-case label without whitespace must contain to hold an entity at all (see
 # Redactor.redact_label); with four to six digits, also one of _LABEL_NUMERIC_RISK. Every
@@ -262,7 +265,8 @@ def _builtin(text: str, counts: dict[str, int]) -> str:
         if n:
             counts[name] = counts.get(name, 0) + n
 
-    if "://" in text or "www." in text or "WWW." in text:
+    # Each substring test behind a one-character one (memchr): most texts have no ':', '.', 'B', 'J'.
+    if (":" in text and "://" in text) or ("." in text and ("www." in text or "WWW." in text)):
         text = URL.sub(_replacer("URL", None, _url_replace, None, 0, counts), text)
     if _api_key_hint(text):
         constant(_API_KEY, "API_KEY", "<API_KEY>")
@@ -271,9 +275,9 @@ def _builtin(text: str, counts: dict[str, int]) -> str:
         "key" in lowered or "secret" in lowered or "token" in lowered or "pass" in lowered or "pwd" in lowered
     ):
         constant(_SECRET_ASSIGNMENT, "API_KEY", r"\1<API_KEY>")
-    if "Bearer" in text or "Basic" in text:
+    if "B" in text and ("Bearer" in text or "Basic" in text):
         constant(_BEARER, "BEARER_TOKEN", r"\1 <BEARER_TOKEN>")
-    if "eyJ" in text:
+    if "J" in text and "eyJ" in text:
         constant(_JWT, "BEARER_TOKEN", "<BEARER_TOKEN>")
     if "@" in text:
         constant(_EMAIL, "EMAIL", "<EMAIL>")

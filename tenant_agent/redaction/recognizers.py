@@ -72,9 +72,15 @@ def gates_of(text: str) -> int:
         # touches a run's first or last digit, as no run holds a letter. Searching the whole
         # text for those two instead tries every digit and capital, several times slower on
         # digit-rich text.
+        # Past a dozen runs (hex strings, tables) the two searches cost less than the loop.
         most = 0
         dot_num = mixed = False
-        for m in _RUN.finditer(text):
+        for count, m in enumerate(_RUN.finditer(text)):
+            if count == _FEW_RUNS:
+                most = max(most, *map(len, _RUN.findall(text, m.start())))
+                dot_num = dot_num or bool(_DOT_NUM.search(text))
+                mixed = mixed or bool(_MIXED.search(text))
+                break
             start, end = m.span()
             if end - start > most:
                 most = end - start
@@ -122,6 +128,7 @@ def _dots_five_apart(text: str) -> bool:
     return False
 
 
+_FEW_RUNS = 12
 _CAPITALS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")  # the empty slice past the text's end is none
 _CAPITAL_DASH = frozenset(c + "-" for c in _CAPITALS)
 _DASH_CAPITAL = frozenset("-" + c for c in _CAPITALS)

@@ -137,7 +137,8 @@ def test_the_gates_from_one_pass_over_the_digit_runs_equal_their_definitions() -
     alphabet = [*"0123456789AZaz-./:() \t\u2003é", "A-", "-A", "1-", "12", "Ab", "123456", "4111 1111 1111"]
     seen = set()
     for _ in range(20_000):
-        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 16)))
+        # up to 60 pieces: past rc._FEW_RUNS runs gates_of searches the whole text instead
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 16 if rng.random() < 0.8 else 60)))
         gates = rc.gates_of(text)
         if not rc._has_digit(text):
             assert gates & (rc.G_DIGIT | rc.G_NUM6 | rc.G_DOT_NUM | rc.G_MIXED) == 0

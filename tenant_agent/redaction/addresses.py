@@ -129,7 +129,7 @@ def may_have_context(lowered: str) -> bool:
         return True
     if "dir" in lowered and ("dirección" in lowered or "indirizzo" in lowered):
         return True
-    return "dereç" in lowered
+    return "ç" in lowered and "dereç" in lowered  # a one-character search first: a memchr
 
 
 _CUES: tuple[str, list[int]] = ("", [])
@@ -275,7 +275,7 @@ def at_number(text: str, start: int, end: int, floor: int = 0) -> tuple[int, int
 def _may_have_box(lowered: str) -> bool:
     return "box" in lowered or "apartado" in lowered or "caixa" in lowered or "casella" in lowered or (
         "post" in lowered and ("postfach" in lowered or "postbus" in lowered or "postboks" in lowered)
-    ) or "boîte" in lowered
+    ) or ("î" in lowered and "boîte" in lowered)
 
 
 def may_have_others(lowered: str, digits: bool) -> bool:

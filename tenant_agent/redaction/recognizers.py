@@ -41,7 +41,7 @@ G_DOT_NUM = 32  # a digit, '.', '/' or '-', a digit
 G_COLON2 = 64  # two ':' (IPv6, MAC)
 G_DOMAIN = 128  # a letter or digit, '.', two letters
 G_NUM7 = 256  # ... >= 7 digits
-G_MAC = 512  # five ':'; or a digit and five '-' or two '.'
+G_MAC = 512  # five ':'; or a digit and five '-' or two '.' five apart
 
 
 # Digits with up to three separators between them: every numeric entity's digits lie in one run.
@@ -65,9 +65,35 @@ def gates_of(text: str) -> int:
     gates = 0
     if _has_digit(text):
         gates |= G_DIGIT
-        # The longest run in characters bounds its digits from above: a superset, as gates
-        # must be, at the price of opening a gate for "1 - 2 - 3" now and then.
-        most = max(map(len, _RUN.findall(text)))
+        # One pass over the digit runs (every digit lies in one) gives three gates. The longest
+        # run in characters bounds its digits from above: a superset, as gates must be, at the
+        # price of opening a gate for "1 - 2 - 3" now and then. A digit, '.', '-' or '/', a digit
+        # (G_DOT_NUM) lies inside one run; a capital next to a digit (G_MIXED: A1, A-1, 1A, 1-A)
+        # touches a run's first or last digit, as no run holds a letter. Searching the whole
+        # text for those two instead tries every digit and capital, several times slower on
+        # digit-rich text.
+        # Past a dozen runs (hex strings, tables) the two searches cost less than the loop.
+        most = 0
+        dot_num = mixed = False
+        for count, m in enumerate(_RUN.finditer(text)):
+            if count == _FEW_RUNS:
+                most = max(most, *map(len, _RUN.findall(text, m.start())))
+                dot_num = dot_num or bool(_DOT_NUM.search(text))
+                mixed = mixed or bool(_MIXED.search(text))
+                break
+            start, end = m.span()
+            if end - start > most:
+                most = end - start
+            if not dot_num and end - start > 2:
+                run = m.group()
+                if ("." in run or "-" in run or "/" in run) and _DOT_NUM.search(run):
+                    dot_num = True
+            if not mixed and (
+                (start and text[start - 1] in _CAPITALS) or (start > 1 and text[start - 2 : start] in _CAPITAL_DASH)
+                or text[end : end + 1] in _CAPITALS
+                or text[end : end + 2] in _DASH_CAPITAL
+            ):
+                mixed = True
         if most >= 6:
             gates |= G_NUM6
             if most >= 7:
@@ -76,18 +102,36 @@ def gates_of(text: str) -> int:
                     gates |= G_NUM9
                     if most >= 12:
                         gates |= G_NUM12
-        if _DOT_NUM.search(text):
+        if dot_num:
             gates |= G_DOT_NUM
-        if _MIXED.search(text):
+        if mixed:
             gates |= G_MIXED
     colons = text.count(":")
     if colons >= 2:
         gates |= G_COLON2
     if "." in text and _DOMAIN_GATE.search(text):
         gates |= G_DOMAIN
-    if colons >= 5 or (gates & G_DIGIT and (text.count("-") >= 5 or text.count(".") >= 2)):
+    if colons >= 5 or (gates & G_DIGIT and (text.count("-") >= 5 or _dots_five_apart(text))):
         gates |= G_MAC
     return gates
+
+
+def _dots_five_apart(text: str) -> bool:
+    """Two consecutive '.' five characters apart, as in a MAC address written 0123.4567.89ab
+    (prose with figures has two dots often; the MAC pass tries every hex letter)."""
+    i = text.find(".")
+    while i >= 0:
+        j = text.find(".", i + 1)
+        if j - i == 5:
+            return True
+        i = j
+    return False
+
+
+_FEW_RUNS = 12
+_CAPITALS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")  # the empty slice past the text's end is none
+_CAPITAL_DASH = frozenset(c + "-" for c in _CAPITALS)
+_DASH_CAPITAL = frozenset("-" + c for c in _CAPITALS)
 
 
 _DIGITS = frozenset("0123456789")
@@ -132,6 +176,9 @@ class Recognizer:
     # it (a street address found from its house number); the single scan only.
     span: Callable[[re.Match[str], int], tuple[int, int] | None] | None = None
     context_lower: re.Pattern[str] | None = None  # the context words, for the lower-cased text
+    # replace / span read only the whole match (group 0, start, end, string): the single scan
+    # hands them its own match instead of running the pattern again.
+    whole: bool = False
 
 
 def _context_lower(*words: str) -> re.Pattern[str]:
@@ -153,8 +200,11 @@ def _context(*words: str) -> re.Pattern[str]:
     return re.compile(r"(?<![a-z])(?:" + "|".join(alternatives) + ")", re.IGNORECASE)
 
 
+_NOT_DIGITS = re.compile(r"[^0-9]+")
+
+
 def _only_digits(value: str) -> str:
-    return "".join(ch for ch in value if "0" <= ch <= "9")
+    return _NOT_DIGITS.sub("", value)
 
 
 def _strip(value: str) -> str:
@@ -232,7 +282,8 @@ def _card_replace(m: re.Match[str]) -> str | None:
             if inside:
                 break
             # One separator kind per card number.
-            if len({s for s in seps[i : j - 1]}) > 1 or any(s == ", " for s in seps[i : j - 1]):
+            between = seps[i : j - 1]
+            if between and (between.count(between[0]) != len(between) or between[0] == ", "):
                 continue
             digits = "".join(groups[i:j])
             if 12 <= len(digits) <= 19 and _card_shape_ok(groups[i:j]) and card_brand_ok(digits) and (
@@ -264,20 +315,21 @@ def _iban_replace(m: re.Match[str]) -> str | None:
     expected = ck.IBAN_LENGTHS.get(run[:2])
     if expected is None:
         return None
-    count = 0
-    for end, ch in enumerate(run):
-        if ch.isalnum():
-            count += 1
-            if count == expected:
-                candidate, rest = run[: end + 1], run[end + 1 :]
-                if rest[:1].isalnum() and not rest[:1].isalpha():
-                    return None  # more digits glued on: a longer account number, not this IBAN
-                # Groups of four are how IBANs are written: a group cut short is not this IBAN.
-                if rest[:1].isalpha() and (" " in candidate or "-" in candidate):
-                    return None
-                if ck.iban_valid(candidate):
-                    return "<IBAN>" + rest
-                break
+    # The run is capitals and digits with single ' ' or '-' between: its first ``expected``
+    # of those, found by re instead of a loop over the characters.
+    head = _IBAN_PREFIX.get(expected)
+    if head is None:
+        head = _IBAN_PREFIX[expected] = re.compile(rf"(?:[ \-]?[A-Z0-9]){{{expected}}}", _A)
+    found = head.match(run)
+    if found is not None:
+        candidate, rest = run[: found.end()], run[found.end() :]
+        if rest[:1].isalnum() and not rest[:1].isalpha():
+            return None  # more digits glued on: a longer account number, not this IBAN
+        # Groups of four are how IBANs are written: a group cut short is not this IBAN.
+        if rest[:1].isalpha() and (" " in candidate or "-" in candidate):
+            return None
+        if ck.iban_valid(candidate):
+            return "<IBAN>" + rest
     # A registry length mismatch with a valid mod-97 checksum (a generator bug, a country that
     # changed its format) is still an IBAN when the run ends at a word boundary.
     compact = run.replace(" ", "").replace("-", "")
@@ -285,6 +337,9 @@ def _iban_replace(m: re.Match[str]) -> str | None:
     if 15 <= len(compact) <= 34 and at_boundary and _mod97(compact):
         return "<IBAN>"
     return None
+
+
+_IBAN_PREFIX: dict[int, re.Pattern[str]] = {}  # registry length -> its prefix pattern
 
 
 def _mod97(compact: str) -> bool:
@@ -438,7 +493,7 @@ DOMAIN = re.compile(
     _A,
 )
 
-URL = re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>\"'`]+", _A | re.IGNORECASE)
+URL = re.compile(r"[hHfFwW](?<!\w.)(?i:(?<=h)ttps?://|(?<=f)tp://|(?<=w)ww\.)[^\s<>\"'`]+", _A)
 _URL_TRAIL = ".,;:!?)]}"
 
 
@@ -472,7 +527,8 @@ PHONE = re.compile(
 _PHONE_NOT_AFTER = frozenset("+-./_#") | _DIGITS | frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _SSN_SHAPE = re.compile(r"[0-9]{3}([- ])[0-9]{2}\1[0-9]{4}")
 _NANP_SHAPE = re.compile(r"(?:1[-. ])?(?:[0-9]{3}[-. ]|\([0-9]{3}\) ?)?[0-9]{3}[-. ][0-9]{4}")
-_IBAN_HEAD = re.compile(r"\b[A-Z]{2}[0-9]{2}(?:[ \-]?[A-Z0-9]{4})* ?$", _A)
+# Its boundary after the first capital (see fast_start): re skips to capitals in the window.
+_IBAN_HEAD = re.compile(r"[A-Z](?<!\w.)[A-Z][0-9]{2}(?:[ \-]?[A-Z0-9]{4})* ?$", _A)
 _EXT = re.compile(r"\s?(?:x|ext\.?|extension)\s?[0-9]+$")
 _PHONE_CONTEXT = re.compile(
     r"(?i)(?<![a-z])(?:phone|call|tel|mobile|cell|fax|sms|text|whatsapp|number is|contact|reach|dial)(?![a-z])"
@@ -692,6 +748,7 @@ def R(
     replace: Callable[[re.Match[str]], str | None] | None = None,
     stage: str = "",
     span: Callable[[re.Match[str], int], tuple[int, int] | None] | None = None,
+    whole: bool = False,
 ) -> Recognizer:
     return Recognizer(
         entity=entity,
@@ -710,6 +767,7 @@ def R(
         flags=flags,
         placeholder=f"<{entity}>",
         span=span,
+        whole=whole,
     )
 
 
@@ -758,7 +816,7 @@ BUILTIN: tuple[Recognizer, ...] = (
       keywords=("bc1", "tb1"), stage="before"),
     R("CRYPTO_WALLET", r"\b[13][1-9A-HJ-NP-Za-km-z]{25,34}+\b", ck.base58check_valid, gates=G_MIXED),
     R("CRYPTO_WALLET", r"\b0x[0-9a-fA-F]{40}\b", gates=G_DIGIT),
-    R("IBAN", _IBAN_RUN.pattern, gates=G_MIXED, replace=_iban_replace),
+    R("IBAN", _IBAN_RUN.pattern, gates=G_MIXED, replace=_iban_replace, whole=True),
     R("VAT_ID", r"\b[ABDEFINPS][A-Z][0-9A-Z]{8,12}\b", ck.vat_valid,
       gates=G_MIXED),
     R("IN_GSTIN", r"\b[0-3][0-9][A-Z]{5}[0-9]{4}[A-Z][1-9A-Z]Z[0-9A-Z]\b", ck.gstin_valid, gates=G_MIXED),
@@ -779,7 +837,7 @@ BUILTIN: tuple[Recognizer, ...] = (
     R("NATIONAL_ID", _B + r"[1278] ?[0-9]{2} ?[0-9]{2} ?(?:[0-9]{2}|2[AB]) ?[0-9]{3} ?[0-9]{3} ?[0-9]{2}" + _E, _fr_ok,
       gates=G_NUM12),
     R("KR_RRN", _B + r"[0-9]{6}-?[0-9]{7}" + _E, _rrn_ok, gates=G_NUM12),
-    R("CREDIT_CARD", _CARD_RUN.pattern, gates=G_NUM12, replace=_card_replace),
+    R("CREDIT_CARD", _CARD_RUN.pattern, gates=G_NUM12, replace=_card_replace, whole=True),
     R("US_SSN", _B + r"[0-9]{3}([- ])[0-9]{2}\1[0-9]{4}" + _E, _ssn_ok, gates=G_NUM9),
     R("US_ITIN", _B + r"9[0-9]{2}([- ])[0-9]{2}\1[0-9]{4}" + _E, _itin_ok, gates=G_NUM9),
     R("UK_POSTCODE", r"\b[A-PR-UWYZ](?:[A-HK-Y]?[0-9][A-HJKMNPR-Y0-9]?) ?[0-9][ABD-HJLNP-UW-Z]{2}\b", gates=G_MIXED),
@@ -790,10 +848,10 @@ BUILTIN: tuple[Recognizer, ...] = (
     R("DATE", DATE_MONTH_YEAR.pattern, gates=G_DOT_NUM, replace=_date_month_year_replace),
     R("DATE", DATE_DAY_MONTH.pattern, _day_ok, gates=G_DIGIT, flags=_A | re.IGNORECASE),
     R("DATE", DATE_MONTH_FIRST.pattern, gates=G_DIGIT),
-    R("STREET_ADDRESS", addresses.HOUSE_NUMBER.pattern, gates=G_DIGIT, flags=0, span=_address_span),
-    R("PHONE", PHONE.pattern, gates=G_NUM7, replace=_phone_replace),
+    R("STREET_ADDRESS", addresses.HOUSE_NUMBER.pattern, gates=G_DIGIT, flags=0, span=_address_span, whole=True),
+    R("PHONE", PHONE.pattern, gates=G_NUM7, replace=_phone_replace, whole=True),
     R("URL", DOMAIN.pattern, is_domain, gates=G_DOMAIN, stage="after"),
-    R("PERSON", PERSON.pattern, flags=0, replace=_person_replace),
+    R("PERSON", PERSON.pattern, flags=0, replace=_person_replace, whole=True),
 )  # fmt: skip
 
 

@@ -93,3 +93,29 @@ def test_the_label_fast_path_equals_the_passes_for_the_new_recognizers() -> None
         fast, slow = Redactor(), Redactor()
         assert fast.redact_label(label) == slow.redact(label), label
         assert fast.stats == slow.stats, label
+
+
+def test_the_recognizers_a_text_opens_are_those_with_open_gates_and_a_keyword_in_it() -> None:
+    """_context_before finds keywords by substring searches or, with many, by one alternation:
+    both give every recognizer whose gates are open and one of whose keywords is in the text,
+    also for keywords inside or overlapping others ("social insurance", "tax filed")."""
+    import random
+
+    from tenant_agent.redaction.engine import _CONTEXT_BEFORE, _context_before
+    from tenant_agent.redaction.recognizers import gates_of
+
+    keywords = sorted({k for rec in _CONTEXT_BEFORE for k in rec.keywords})
+    rng = random.Random(7)
+    pieces = [*keywords, "social insurance", "tax filed", "ssnhs", "a", " ", "1", "123456789012", "-", "x", ":", "1.2.3", "0123.4567.89ab"]
+    checked: set[int] = set()
+    for length in (1, 3, 8, 30):
+        for _ in range(400):
+            lowered = "".join(rng.choice(pieces) for _ in range(length))
+            gates = gates_of(lowered)
+            expected = [
+                rec for rec in _CONTEXT_BEFORE
+                if not rec.gates & ~gates and (not rec.keywords or any(k in lowered for k in rec.keywords))
+            ]  # fmt: skip
+            assert list(_context_before(gates, lowered)) == expected, lowered
+            checked.update(id(rec) for rec in expected)
+    assert len(checked) == len(_CONTEXT_BEFORE)  # every recognizer was opened at least once

@@ -124,3 +124,53 @@ def test_the_issue_misses_are_redacted(text: str, expected: str) -> None:
 @pytest.mark.parametrize("text", ISSUE_FALSE_POSITIVES)
 def test_the_issue_false_positives_stay_readable(text: str) -> None:
     assert Redactor().redact(text) == text
+
+
+def test_the_gates_from_one_pass_over_the_digit_runs_equal_their_definitions() -> None:
+    """gates_of derives the run-length, digit-separator-digit and capital-next-to-digit gates
+    from the digit runs; each must equal its definition on the whole text."""
+    import random
+
+    from tenant_agent.redaction import recognizers as rc
+
+    rng = random.Random(11)
+    alphabet = [*"0123456789AZaz-./:() \t\u2003é", "A-", "-A", "1-", "12", "Ab", "123456", "4111 1111 1111"]
+    seen = set()
+    for _ in range(20_000):
+        # up to 60 pieces: past rc._FEW_RUNS runs gates_of searches the whole text instead
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 16 if rng.random() < 0.8 else 60)))
+        gates = rc.gates_of(text)
+        if not rc._has_digit(text):
+            assert gates & (rc.G_DIGIT | rc.G_NUM6 | rc.G_DOT_NUM | rc.G_MIXED) == 0
+            continue
+        most = max(map(len, rc._RUN.findall(text)))
+        expected = {
+            rc.G_NUM6: most >= 6, rc.G_NUM7: most >= 7, rc.G_NUM9: most >= 9, rc.G_NUM12: most >= 12,
+            rc.G_DOT_NUM: bool(rc._DOT_NUM.search(text)), rc.G_MIXED: bool(rc._MIXED.search(text)),
+        }  # fmt: skip
+        for gate, want in expected.items():
+            assert bool(gates & gate) == want, (text, gate)
+            seen.add((gate, want))
+    assert len(seen) == 12  # every gate seen open and closed
+
+
+def test_the_mac_gate_is_open_wherever_the_mac_pattern_matches() -> None:
+    import random
+
+    from tenant_agent.redaction import recognizers as rc
+
+    rng = random.Random(13)
+    macs = ["0a:1b:2c:3d:4e:5f", "aa:bb:cc:dd:ee:ff", "01-23-45-67-89-ab", "0123.4567.89ab", "abcd.ef01.2345"]
+    noise = [*"0123456789abAF.-: x", "v1.2.3 ", "2.5 "]
+    matched = 0
+    for _ in range(20_000):
+        mac = list(rng.choice(macs))
+        for _ in range(rng.randrange(3)):  # a few characters changed: near misses too
+            mac[rng.randrange(len(mac))] = rng.choice(noise)
+        text = "".join(rng.choice(noise) for _ in range(rng.randrange(4))) + "".join(mac) + rng.choice(noise)
+        if rc.MAC.search(text):
+            matched += 1
+            assert rc.gates_of(text) & rc.G_MAC, text
+    assert 200 < matched < 20_000
+    assert Redactor().redact("v1.2.3 on 0123.4567.89ab, 2.5 s.") == "v1.2.3 on <MAC_ADDRESS>, 2.5 s."
+    assert not rc.gates_of("version 1.2.3 took 2.5 s") & rc.G_MAC  # two dots, none five apart

@@ -214,6 +214,39 @@ def _plan(sigma: float, l0: int, linf: int, n: int, t: int, delta: float) -> Noi
     return plan_noise(sigma, l0, linf, n, t, delta)
 
 
+class _ParsedInputs:
+    """Masked inputs parsed by this process, by their bytes, up to a total size: the handler that
+    accepted an input parsed it, and closing and releasing the round would parse it twice more.
+    A ``MaskedInput`` is immutable, so sharing one is safe."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._size = 0
+        self._entries: OrderedDict[bytes, MaskedInput] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, data: bytes) -> MaskedInput:
+        with self._lock:
+            found = self._entries.get(data)
+            if found is not None:
+                self._entries.move_to_end(data)
+                return found
+        msg = MaskedInput.from_bytes(data)  # KernelMalformed propagates, and nothing is kept
+        if len(data) <= self._max // 16:
+            with self._lock:
+                if data not in self._entries:
+                    self._entries[data] = msg
+                    self._size += len(data)
+                while self._size > self._max:
+                    old, _ = self._entries.popitem(last=False)
+                    self._size -= len(old)
+        return msg
+
+
+#: Parse of a masked input's bytes, shared by the message handler, the close and the release.
+parsed_input = _ParsedInputs(max_bytes=64 << 20)
+
+
 def aware(value: datetime, like: datetime) -> datetime:
     """``value`` comparable with ``like`` (SQLite returns naive datetimes)."""
     if value.tzinfo is None and like.tzinfo is not None:
@@ -382,7 +415,7 @@ def roster_entries(session: Session, rctx: RoundContext) -> list[RosterRecord]:
 def submit_input(session: Session, tenant_id: str, cohort: str, round_id: str, data: bytes, now: datetime,
                  settings: SecAggSettings = DEFAULT_SETTINGS) -> str:
     """Store one masked input; "accepted" or "duplicate" (the same bytes again)."""
-    row, msg = _prologue(session, tenant_id, cohort, round_id, data, "masked input", MaskedInput.from_bytes,
+    row, msg = _prologue(session, tenant_id, cohort, round_id, data, "masked input", parsed_input,
                          lambda m: m.sender)
     rctx = context_of(row)
     if msg.context_digest != rctx.digest():
@@ -449,7 +482,7 @@ def close_round(session: Session, row: RoundRecord, now: datetime, settings: Sec
     server = ServerRound(rctx)
     for p in parts:
         assert p.masked_input is not None
-        server.add_input(bytes(p.masked_input))
+        server.add_input(parsed_input(bytes(p.masked_input)))
     try:
         survivors = server.close()
     except SecAggError as exc:
@@ -619,7 +652,7 @@ def try_release(session: Session, row: RoundRecord, now: datetime, *, final: boo
     server = ServerRound(rctx)
     for p in parts:
         assert p.masked_input is not None
-        server.add_input(bytes(p.masked_input))
+        server.add_input(parsed_input(bytes(p.masked_input)))
     survivors = server.close()
     for p in parts:
         if p.unmask_response is not None:

@@ -1,0 +1,39 @@
+"""The server parses each masked input once per process, and keeps no more than its byte budget."""
+
+from __future__ import annotations
+
+import pytest
+
+from aggregation.secagg import MalformedMessage, MaskedInput
+from server.secagg.rounds import _ParsedInputs
+
+
+def _input(sender: str, words: int) -> bytes:
+    return MaskedInput(context_digest=bytes(32), sender=sender, modulus_bits=32, masked=bytes(4 * words),
+                       seed_commitment=bytes([7]) * 32, shares=()).to_bytes()
+
+
+def test_an_input_is_parsed_once_and_equal_to_a_fresh_parse() -> None:
+    parse = _ParsedInputs(max_bytes=1 << 20)
+    data = _input("a", 10)
+    first = parse(data)
+    assert parse(bytes(data)) is first  # new bytes object, same content: the kept parse
+    assert first == MaskedInput.from_bytes(data)
+
+
+def test_malformed_bytes_are_refused_every_time_and_never_kept() -> None:
+    parse = _ParsedInputs(max_bytes=1 << 20)
+    for _ in range(2):
+        with pytest.raises(MalformedMessage):
+            parse(b"FSM1 not an input")
+    assert parse._size == 0
+
+
+def test_the_byte_budget_evicts_the_oldest_and_large_inputs_are_not_kept() -> None:
+    one = _input("t00", 100)
+    parse = _ParsedInputs(max_bytes=16 * len(one) + 10)
+    kept = [parse(_input(f"t{i:02d}", 100)) for i in range(20)]
+    assert parse._size <= 16 * len(one) + 10
+    assert parse(_input("t19", 100)) is kept[19] and parse(_input("t00", 100)) is not kept[0]
+    big = _input("big", 2000)  # larger than a sixteenth of the budget: parsed, not kept
+    assert parse(big) is not parse(big)

@@ -46,8 +46,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         _private_sqlite_file(make_url(url).database)
         # Read sessions no longer queue on the write lock, so more connections are open at once:
         # one per RPC worker and job thread.
-        kwargs.setdefault("pool_size", 24)
-        kwargs.setdefault("max_overflow", 16)
+        database = make_url(url).database
+        if database and database != ":memory:" and not database.startswith("file:"):  # a file: a queue pool
+            kwargs.setdefault("pool_size", 24)
+            kwargs.setdefault("max_overflow", 16)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
 
         @event.listens_for(engine, "connect")

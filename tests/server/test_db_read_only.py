@@ -92,3 +92,11 @@ def test_the_round_facts_cache_is_bounded_and_per_engine(tmp_path: Path) -> None
     assert cache.attestations("unknown") == {}
     one, two = make_engine(f"sqlite:///{tmp_path / 'a.db'}"), make_engine(f"sqlite:///{tmp_path / 'b.db'}")
     assert cache_for(one) is cache_for(one) and cache_for(one) is not cache_for(two)
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_sqlite_store_still_opens_and_reads(url: str) -> None:
+    engine = make_engine(url)  # its single-connection pool takes no queue-pool sizes
+    with read_only(make_read_sessionmaker(engine)) as session:
+        assert session.execute(text("SELECT 1")).scalar() == 1
+    engine.dispose()

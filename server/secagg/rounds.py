@@ -530,7 +530,10 @@ def unmask_view(session: Session, cache: RoundFactsCache, tenant_id: str, cohort
                 want_request: bool = True, want_attestations: bool = True) -> UnmaskView:
     """What a survivor needs to attest and unmask; ``session`` is read-only (it sees committed data only)."""
     facts = round_facts(session, cache, round_id, cohort)
-    phase, reason, survivors_json = session.execute(_PHASE_AND_SURVIVORS, {"pk": facts.pk}).one()
+    found = session.execute(_PHASE_AND_SURVIVORS, {"pk": facts.pk}).first()
+    if found is None:
+        raise RoundNotFound(f"no secure-aggregation round {round_id!r}")
+    phase, reason, survivors_json = found
     if phase == ABORTED:
         raise RoundWasAborted(f"round {round_id!r} was aborted: {reason}")
     if phase == COLLECTING:

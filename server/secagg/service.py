@@ -121,8 +121,8 @@ class SecureAggregationServicer:
                 if facts is None:
                     found = rounds.find_round(session, cohort, window, version)
                     facts = None if found is None else cache.remember(found)
-                if facts is not None:
-                    phase = session.scalar(rounds.PHASE, {"pk": facts.pk})
+                phase = None if facts is None else session.scalar(rounds.PHASE, {"pk": facts.pk})
+                if facts is not None and phase is not None:  # (a cached round whose row is gone: look again)
                     return info(session, facts, phase)
             with self._write() as session:
                 row = rounds.open_round(session, cohort, window, version, self._ctx.clock(), settings)

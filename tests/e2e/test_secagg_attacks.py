@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from sqlalchemy import select
 from aggregation.schema import SignalSchema
 from aggregation.secagg import MaskedInput, UnmaskRequest
 from server.audit import iter_audit
+from server.db import transaction
 from server.secagg.job import run_rounds
 from server.secagg.models import ABORTED, DONE, RoundRecord
 from server.secagg.rounds import SecAggSettings, configure
@@ -167,13 +169,18 @@ def test_a_roster_signature_that_does_not_verify_is_refused_by_server_and_tenant
 
 
 def test_fewer_than_t_inputs_abort_the_round_visibly(h: Harness, tmp_path: Path) -> None:
-    configure(h.ctx, SecAggSettings(submit_seconds=0.5))
+    configure(h.ctx, SecAggSettings(submit_seconds=60.0))
     cs = [_collector(h, tmp_path, f"a{i}") for i in range(4)]
     try:
         start = _window()
         rid, data = _masked(cs[0], start)
         _stub(cs[0]).SubmitMaskedInput(secagg_pb2.SubmitMaskedInputRequest(round_id=rid, masked_input=data))
-        time.sleep(0.6)
+        assert run_rounds(h.ctx).aborted == 0  # still collecting: nothing to decide yet
+        # The submission deadline passes (moved, rather than slept past: a loaded machine must not
+        # make the one input itself late).
+        with transaction(h.ctx.sessions) as session:
+            row = session.scalars(select(RoundRecord).where(RoundRecord.round_id == rid)).one()
+            row.submit_deadline = datetime.now(UTC) - timedelta(seconds=1)
         assert run_rounds(h.ctx).aborted == 1
         status = _stub(cs[0]).GetRoundStatus(secagg_pb2.RoundRef(round_id=rid))
         assert status.phase == secagg_pb2.ABORTED and status.inputs == 1 and status.threshold == 3

@@ -43,10 +43,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     reports. SQLite gives its -wal and -shm files the database file's mode.
     """
     if url.startswith("sqlite"):
-        _private_sqlite_file(make_url(url).database)
+        database = make_url(url).database
+        _private_sqlite_file(database)
         # Read sessions no longer queue on the write lock, so more connections are open at once:
         # one per RPC worker and job thread.
-        database = make_url(url).database
         if database and database != ":memory:" and not database.startswith("file:"):  # a file: a queue pool
             kwargs.setdefault("pool_size", 24)
             kwargs.setdefault("max_overflow", 16)

@@ -260,15 +260,19 @@ def certificate_refusal(session: Session, serial: str, now: datetime) -> str | N
     if aware(not_after) < now:
         return f"client certificate {serial} expired; enroll again"
     if role == "tenant" and tenant_revoked_at is not None:
-        return f"tenant {subject!r} was revoked"
+        return _tenant_revoked(subject)
     return None
 
 
 def tenant_refusal(session: Session, tenant_id: str) -> str | None:
     tenant = session.get(TenantRecord, tenant_id)
     if tenant is not None and tenant.revoked_at is not None:
-        return f"tenant {tenant_id!r} was revoked"
+        return _tenant_revoked(tenant_id)
     return None
+
+
+def _tenant_revoked(tenant_id: str) -> str:
+    return f"tenant {tenant_id!r} was revoked"
 
 
 def cohort_tenants(session: Session, cohort: str) -> list[str]:

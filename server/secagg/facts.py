@@ -1,14 +1,14 @@
 """What a round never changes once it is opened or closed, kept in memory by each server process.
 
 A round's context, threshold, deadlines and noise are fixed when it opens; attestations
-only accumulate. The
-read-mostly handlers (``GetRound``, ``GetUnmaskRequest``) take those from here and ask the
-database only for what moves: the phase and survivor set (two small columns), the caller's
-unmask request, and attestations until the cache holds a threshold of them. Only what a
-read-only session saw committed is cached. Every write path still reads and locks the round's row, so several
-replicas stay correct: a replica whose cache lacks something loads it from the database,
-and nothing cached here can be contradicted later (round ids are random, 128 bits, and never
-reused; an attestation, once stored, is never replaced).
+only accumulate. The read-mostly handlers (``GetRound``, ``GetUnmaskRequest``) take those
+from here and ask the database only for what moves: the phase and survivor set (two small
+columns), the caller's unmask request, and attestations until the cache holds a threshold
+of them. Only what a read-only session saw committed is cached. Every write path still
+reads and locks the round's row, so several replicas stay correct: a replica whose cache
+lacks something loads it from the database, and nothing cached here can be contradicted
+later (round ids are random, 128 bits, and never reused; an attestation, once stored, is
+never replaced).
 
 One cache per engine (tests run many servers, on many databases, in one process).
 """
@@ -43,7 +43,6 @@ class RoundFacts:
     context: bytes
     rctx: RoundContext
     threshold: int
-    roster_size: int
     sigma_central: float
     delta: float
     submit_deadline: datetime
@@ -81,7 +80,7 @@ class RoundFactsCache:
         facts = RoundFacts(
             pk=row.id, round_id=row.round_id, cohort=row.cohort, window_start=row.window_start,
             window_end=row.window_end, schema_version=row.schema_version, context=data,
-            rctx=RoundContext.from_bytes(data), threshold=row.threshold, roster_size=row.roster_size,
+            rctx=RoundContext.from_bytes(data), threshold=row.threshold,
             sigma_central=row.sigma_central, delta=row.delta, submit_deadline=row.submit_deadline,
         )
         with self._lock:

@@ -126,8 +126,11 @@ class SecureAggregationServicer:
                     return info(session, facts, phase)
             with self._write() as session:
                 row = rounds.open_round(session, cohort, window, version, self._ctx.clock(), settings)
-            with read_session(self._ctx) as session:  # committed: now it may be cached
-                return info(session, cache.remember(row), row.phase)
+            facts = cache.remember(row)  # committed: now it may be cached
+            if request.omit_roster:
+                return info(None, facts, row.phase)
+            with read_session(self._ctx) as session:
+                return info(session, facts, row.phase)
 
         return self._run(context, get)  # type: ignore[no-any-return]
 

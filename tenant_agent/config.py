@@ -18,7 +18,7 @@ period_days = 30
 lifetime_rho = 100.0                   # optional
 anchor = "2026-01-01T00:00:00+00:00"   # optional; default: first start
 
-[release]
+[release]                              # the cohort schema's noise scale wins; these calibrate a schema without one
 mechanism = "discrete_gaussian"        # or "discrete_laplace"
 rho = 0.01                             # per window (Gaussian): sigma 28 at L0=16, Linf=1
 epsilon = 0.1                          # per window (Laplace): rho 0.005 on the ledger

@@ -100,9 +100,12 @@ def _params(mechanism: str, l0: int, linf: int, target: float, delta: float) -> 
 def release_params(cfg: ReleaseConfig, schema: SignalSchema) -> dp.ReleaseParams:
     """Mechanism and scale for one window, calibrated to the configured per-release loss.
 
-    A schema that fixes the cohort's noise scale (``noise_scale`` > 0) decides the Gaussian's scale.
+    A schema that fixes the cohort's noise scale (``noise_scale`` > 0, every schema the server publishes)
+    decides the noise: a discrete Gaussian of that scale, whatever ``[release]`` says (the server refuses any
+    other). The configured mechanism and ``rho``/``epsilon`` calibrate only a schema that fixes none (an
+    earlier release's, or the template before the first schema fetch).
     """
-    if schema.noise_scale > 0 and cfg.mechanism == dp.Mechanism.DISCRETE_GAUSSIAN.value:
+    if schema.noise_scale > 0:
         return dp.ReleaseParams(dp.Mechanism.DISCRETE_GAUSSIAN, schema.noise_scale, schema.max_cells_per_unit,
                                 schema.max_count_per_cell, cfg.delta)
     target = cfg.rho if cfg.mechanism == dp.Mechanism.DISCRETE_GAUSSIAN.value else cfg.epsilon

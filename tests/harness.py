@@ -34,7 +34,7 @@ from server.identity.auth import require
 from server.identity.ca import CertificateAuthority, generate_key, key_pem, make_csr
 from server.migrate import init_db
 from server.signals.models import SignalReport, SignalSchemaVersion
-from server.signals.schemas import current_schema, publish_aggregation
+from server.signals.schemas import current_schema, fix_legacy_noise, fixed_noise_scale, publish_aggregation
 from tenant_agent.transport import enroll as enroll_collector
 
 CORE_SERVICES = [ENROLLMENT, ADMIN, SIGNALS]
@@ -121,6 +121,8 @@ class Harness:
     probe_release: threading.Event = field(default_factory=threading.Event)
     #: Without the secure-aggregation service no round can run: cohorts are published in local mode.
     local_cohorts: bool = True
+    #: zCDP rho per window of a local cohort's fixed noise (the test collectors' ``[release] rho``).
+    local_rho: float = 0.5
     services: Sequence[Service] = field(default_factory=lambda: list(CORE_SERVICES))
     tap: CallTap = field(default_factory=CallTap)
     #: False between :meth:`stop_server` and :meth:`start_server`.
@@ -171,6 +173,9 @@ class Harness:
                 raise ValueError(f"cohort {schema.cohort!r} already has schema version {schema.version}")
             session.add(SignalSchemaVersion(cohort=schema.cohort, version=schema.version,
                                             document=schema.to_json(), created_at=self.ctx.clock()))
+            # An upgraded server's store: the legacy version was followed by the cut-over to a fixed scale.
+            session.flush()
+            fix_legacy_noise(session, self.ctx.clock())
 
     @property
     def mtls_target(self) -> str:
@@ -194,11 +199,12 @@ class Harness:
 
     def token(self, tenant: str, cohort: str = "retail", ttl: int = 3600) -> str:
         """A one-time enrollment token. A harness that serves no secure-aggregation rounds publishes
-        the cohort in local mode (per-tenant reports at the collector's own scale)."""
+        the cohort in local mode (per-tenant reports at the scale the schema fixes for ``local_rho``)."""
         if self.local_cohorts:
             with transaction(self.ctx.sessions) as session:
-                current_schema(session, cohort, clock=self.ctx.clock)
-                publish_aggregation(session, cohort, LOCAL, 0.0, clock=self.ctx.clock)
+                current = current_schema(session, cohort, clock=self.ctx.clock)
+                publish_aggregation(session, cohort, LOCAL, fixed_noise_scale(current, self.local_rho),
+                                    clock=self.ctx.clock)
         resp = self.admin_stub().CreateEnrollmentToken(
             admin_pb2.CreateEnrollmentTokenRequest(tenant_id=tenant, cohort=cohort, ttl_seconds=ttl), timeout=10
         )

@@ -21,6 +21,7 @@ import logging
 import math
 import threading
 from dataclasses import dataclass
+from datetime import UTC
 from enum import Enum
 from typing import Any
 
@@ -42,9 +43,11 @@ from server.signals.refusals import (
     DeclaredLossInvalid,
     ForeignCohort,
     ForeignTenant,
+    MechanismMismatch,
     MechanismMissing,
     MissingIdempotencyKey,
     NoiseScaleInvalid,
+    NoiseScaleUnfixed,
     ReportConflict,
     ReportRefused,
     ReportTooLarge,
@@ -57,7 +60,7 @@ from server.signals.refusals import (
     VectorLengthMismatch,
     WindowOutOfRange,
 )
-from server.signals.schemas import get_schema
+from server.signals.schemas import get_schema, noise_fixed_at
 from server.signals.store import ReportStore
 
 # A collector's clock may run this far ahead of the server's.
@@ -194,6 +197,7 @@ class ReportIngest:
     def __init__(self, ctx: ServerContext, store: ReportStore | None = None) -> None:
         self._ctx = ctx
         self._schemas: dict[tuple[str, int], SignalSchema] = {}
+        self._fixed_at: dict[str, float] = {}
         self._loss_checks: dict[tuple[Any, ...], _LossCheck] = {}
         self._lock = threading.Lock()
         self._store = store if store is not None else ReportStore(ctx)
@@ -213,6 +217,35 @@ class ReportIngest:
         with self._lock:
             self._schemas[(cohort, version)] = schema
         return schema
+
+    def _noise_fixed_at(self, cohort: str) -> float | None:
+        """Unix time ``cohort``'s noise scale was first fixed by a schema version (cached once known)."""
+        fixed = self._fixed_at.get(cohort)
+        if fixed is not None:
+            return fixed
+        with self._ctx.sessions() as session:
+            moment = noise_fixed_at(session, cohort)
+        if moment is None:
+            return None
+        # SQLite hands back naive datetimes for a timezone-aware column: they were stored in UTC.
+        fixed = (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).timestamp()
+        with self._lock:
+            self._fixed_at[cohort] = fixed
+        return fixed
+
+    def _check_legacy(self, report: common_pb2.DpReport, schema: SignalSchema) -> None:
+        """A schema version of an earlier release fixes no noise scale: each report declared its own.
+
+        Such reports are accepted only for windows that ended before the cohort's scale was fixed (the
+        upgrade's cut-over, :func:`server.signals.schemas.fix_legacy_noise`), so what sat in outboxes
+        across the upgrade is not lost, and no window after it is weighted by a scale a tenant chose.
+        """
+        fixed = self._noise_fixed_at(schema.cohort)
+        if fixed is None or report.window_end > fixed:
+            raise NoiseScaleUnfixed(
+                f"schema version {schema.version} of cohort {schema.cohort!r} fixes no noise scale; "
+                "fetch the current schema (GetSignalSchema), which does, and release at its scale"
+            )
 
     def _loss_check(self, report: common_pb2.DpReport, mechanism: dp.Mechanism) -> _LossCheck:
         loss = report.privacy_loss
@@ -311,12 +344,21 @@ class ReportIngest:
                 f"cohort {schema.cohort!r} uses secure aggregation (schema version {schema.version}): "
                 "its windows are released through secure-aggregation rounds, not per-tenant reports"
             )
-        if schema.noise_scale > 0 and not math.isclose(scale, schema.noise_scale, rel_tol=1e-9):
-            # A local-mode cohort's schema fixes the noise: no tenant declares its own (and outweighs the others).
-            raise NoiseScaleInvalid(
-                f"noise scale {scale!r}; schema version {schema.version} of cohort {schema.cohort!r} "
-                f"fixes {schema.noise_scale!r}"
-            )
+        # A local-mode cohort's schema fixes the noise (a discrete Gaussian's sigma): no tenant declares
+        # its own, and so none outweighs the others in the inverse-variance merge.
+        if schema.noise_scale > 0:
+            if mechanism is not dp.Mechanism.DISCRETE_GAUSSIAN:
+                raise MechanismMismatch(
+                    f"mechanism {mechanism.value}; schema version {schema.version} of cohort {schema.cohort!r} "
+                    f"fixes discrete Gaussian noise of scale {schema.noise_scale!r}"
+                )
+            if not math.isclose(scale, schema.noise_scale, rel_tol=1e-9):
+                raise NoiseScaleInvalid(
+                    f"noise scale {scale!r}; schema version {schema.version} of cohort {schema.cohort!r} "
+                    f"fixes {schema.noise_scale!r}"
+                )
+        else:
+            self._check_legacy(report, schema)
         params = dp.ReleaseParams(mechanism, scale, schema.max_cells_per_unit, schema.max_count_per_cell)
         if not math.isclose(report.sensitivity, params.sensitivity, rel_tol=1e-9, abs_tol=1e-12):
             raise SensitivityMismatch(

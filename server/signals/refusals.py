@@ -75,6 +75,19 @@ class NoiseScaleInvalid(InvalidRequest, ReportRefused):
     reason = "noise_scale"
 
 
+class MechanismMismatch(InvalidRequest, ReportRefused):
+    """A mechanism other than the one the cohort's schema fixes."""
+
+    reason = "mechanism_mismatch"
+
+
+class NoiseScaleUnfixed(PreconditionFailed, ReportRefused):
+    """A report for a schema version that fixes no noise scale (an earlier release's), for a window after
+    the cohort's scale was fixed."""
+
+    reason = "noise_scale_unfixed"
+
+
 class SecureCohortReport(PreconditionFailed, ReportRefused):
     """A per-tenant report for a cohort whose schema says secure aggregation."""
 

@@ -33,10 +33,11 @@ def make_context(database_url: str, state_dir: Path, *, min_tenants: int = 3, no
 
 
 def cohort_schema(ctx: ServerContext, cohort: str = COHORT) -> SignalSchema:
-    """``cohort``'s schema in local mode (per-tenant reports, each at its declared scale): what these tests exercise."""
+    """``cohort``'s schema in local mode (per-tenant reports, each at the schema's ``SCALE``): what these tests
+    exercise."""
     with transaction(ctx.sessions) as session:
         current_schema(session, cohort, clock=ctx.clock)
-        return publish_aggregation(session, cohort, LOCAL, 0.0, clock=ctx.clock)
+        return publish_aggregation(session, cohort, LOCAL, SCALE, clock=ctx.clock)
 
 
 def make_report(

@@ -11,7 +11,6 @@ import pytest
 from fedsignal.v1 import common_pb2
 from sqlalchemy import func, select
 
-from aggregation import dp
 from aggregation.schema import SECURE
 from server.audit import AuditRecord
 from server.context import ServerContext
@@ -106,13 +105,12 @@ BAD_REPORTS: dict[str, tuple[Mutation, type[refusals.ReportRefused], grpc.Status
     "zero noise scale": (_set(noise_scale=0.0), refusals.NoiseScaleInvalid, grpc.StatusCode.INVALID_ARGUMENT),
     "NaN noise scale": (_set(noise_scale=float("nan")), refusals.NoiseScaleInvalid, grpc.StatusCode.INVALID_ARGUMENT),
     "absurd noise scale": (_set(noise_scale=1e12), refusals.NoiseScaleInvalid, grpc.StatusCode.INVALID_ARGUMENT),
-    "scale inconsistent with declared loss": (
-        _set(noise_scale=2.0), refusals.DeclaredLossInvalid, grpc.StatusCode.INVALID_ARGUMENT
-    ),
+    # The schema fixes the noise: a tenant's own scale (it would outweigh the others) is refused.
+    "scale other than the schema's": (_set(noise_scale=2.0), refusals.NoiseScaleInvalid, grpc.StatusCode.INVALID_ARGUMENT),
     "overstated rho": (_overstated_rho, refusals.DeclaredLossInvalid, grpc.StatusCode.INVALID_ARGUMENT),
     "understated epsilon": (_understated_epsilon, refusals.DeclaredLossInvalid, grpc.StatusCode.INVALID_ARGUMENT),
-    "mechanism inconsistent with declared loss": (
-        _laplace_with_gaussian_loss, refusals.DeclaredLossInvalid, grpc.StatusCode.INVALID_ARGUMENT
+    "mechanism other than the schema's": (
+        _laplace_with_gaussian_loss, refusals.MechanismMismatch, grpc.StatusCode.INVALID_ARGUMENT
     ),
     "wrong sensitivity": (_set(sensitivity=1.0), refusals.SensitivityMismatch, grpc.StatusCode.INVALID_ARGUMENT),
 }
@@ -142,7 +140,7 @@ def test_oversized_report_is_refused(ctx: ServerContext) -> None:
 
 def test_accepted_report_is_stored_packed_and_audited_with_its_privacy_loss(ctx: ServerContext) -> None:
     schema = cohort_schema(ctx)
-    report = make_report(schema, TENANT.tenant_id, mechanism=dp.Mechanism.DISCRETE_LAPLACE, scale=20.0)
+    report = make_report(schema, TENANT.tenant_id)
     result = ReportIngest(ctx).submit(TENANT, report)
     assert result.outcome is IngestOutcome.ACCEPTED
     with ctx.sessions() as session:

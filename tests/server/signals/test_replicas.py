@@ -23,7 +23,7 @@ from server.context import ServerContext, ServerSettings
 from server.db import transaction
 from server.signals.models import SignalReport
 from server.signals.schemas import publish_aggregation
-from tests.server.signals.helpers import make_report
+from tests.server.signals.helpers import SCALE, make_report
 from tests.server.signals.pki import Pki
 from tests.server.signals.procs import (
     ServerProcess,
@@ -66,7 +66,7 @@ def tenant_stubs(ctx: ServerContext, pki: Pki, tenants: list[str],
 def local_mode(ctx: ServerContext, schema: SignalSchema) -> SignalSchema:
     """These replicas ingest per-tenant reports: the cohort is switched to local mode first."""
     with transaction(ctx.sessions) as session:
-        return publish_aggregation(session, schema.cohort, LOCAL, 0.0, clock=ctx.clock)
+        return publish_aggregation(session, schema.cohort, LOCAL, SCALE, clock=ctx.clock)
 
 
 def test_two_replicas_ingest_and_merge_concurrently(deployment: tuple[Path, ServerContext, Pki],

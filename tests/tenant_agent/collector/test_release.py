@@ -7,6 +7,7 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
 from fedsignal.v1 import common_pb2
 from sqlalchemy import func, select
 
@@ -211,3 +212,21 @@ def test_sealing_while_another_process_records_counts_each_event_in_or_out(tmp_p
         # Every event the worker was told was recorded is in the sealed window; the rest were refused.
         assert sealed_events == recorded + 1
         assert c.status().counters["events_late_dropped"] == sum(late for _, late in acks)
+
+
+def test_a_schema_that_fixes_the_noise_decides_mechanism_and_scale_whatever_the_config_says() -> None:
+    """The server refuses any other noise for such a schema: the collector's own calibration would be wasted."""
+    from dataclasses import replace
+
+    from aggregation.schema import default_schema
+
+    legacy = default_schema("cohort-a")
+    fixed = replace(legacy, version=2, noise_scale=7.5)
+    for cfg in (ReleaseConfig(rho=0.5), ReleaseConfig(mechanism="discrete_laplace", epsilon=0.3)):
+        params = release_params(cfg, fixed)
+        assert (params.mechanism, params.scale) == (dp.Mechanism.DISCRETE_GAUSSIAN, 7.5)
+        assert (params.l0, params.linf) == (fixed.max_cells_per_unit, fixed.max_count_per_cell)
+    # Without a fixed scale (the template before the first schema fetch), the config calibrates.
+    laplace = release_params(ReleaseConfig(mechanism="discrete_laplace", epsilon=0.3), legacy)
+    assert laplace.mechanism is dp.Mechanism.DISCRETE_LAPLACE
+    assert dp.privacy_loss(laplace).epsilon == pytest.approx(0.3, rel=1e-3)

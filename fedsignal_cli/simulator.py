@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -114,8 +115,19 @@ class AgentNetwork:
     intent_weights: Sequence[float] | None = None
 
     def _rng(self, tenant: SimTenant, window_start: float) -> np.random.Generator:
-        tag = int.from_bytes(hashlib.sha256(tenant.tenant_id.encode()).digest()[:8], "big")
-        return np.random.default_rng([self.seed, tag, int(window_start)])
+        return np.random.default_rng([self.seed, _tag(tenant.tenant_id), int(window_start)])
+
+    def _intent_cdf(self) -> np.ndarray:
+        """The cumulative intent weights exactly as ``Generator.choice(p=...)`` computes them.
+
+        ``choice`` draws one uniform double and searches this array (side ``right``); doing the
+        same here draws the same intents from the same generator without ``choice``'s per-call
+        validation of ``p`` (the simulator's hottest line).
+        """
+        weights = np.asarray(self.intent_weights or [1.0] * len(INTENTS), dtype=float)
+        cdf = (weights / weights.sum()).cumsum()
+        cdf /= cdf[-1]
+        return cdf
 
     def session_events(
         self, tenant: SimTenant, window_start: float, window_seconds: int, resolve: SessionSource,
@@ -129,13 +141,12 @@ class AgentNetwork:
         changes the odds (which is what a paired test measures).
         """
         rng = self._rng(tenant, window_start)
-        weights = np.asarray(self.intent_weights or [1.0] * len(INTENTS), dtype=float)
-        weights = weights / weights.sum()
-        tag = int.from_bytes(hashlib.sha256(tenant.tenant_id.encode()).digest()[:8], "big")
+        cdf = self._intent_cdf()
+        tag = _tag(tenant.tenant_id)
         events: list[DecisionEvent] = []
         for s in range(tenant.sessions_per_window):
             session_id = f"{tenant.tenant_id}-{int(window_start)}-{s}"
-            intent = INTENTS[int(rng.choice(len(INTENTS), p=weights))]
+            intent = INTENTS[int(cdf.searchsorted(rng.random(), side="right"))]
             got = resolve(session_id, intent)
             rates = self._effective_rates(tenant, intent, got.docs)
             shadow_rates = (self._effective_rates(tenant, intent, got.shadow_docs)
@@ -146,11 +157,14 @@ class AgentNetwork:
                 if shadow_rates is None:
                     events.append(self._turn(rng, tenant, session_id, t, intent, ts, got.label, rates))
                     continue
-                seed = [self.seed, tag, int(window_start), s, t]
-                live = self._turn(np.random.default_rng(seed), tenant, session_id, t, intent, ts, got.label, rates)
+                # The twin replays the live turn's draws: a copy of its fresh generator's state.
+                turn_bits = np.random.PCG64(np.random.SeedSequence([self.seed, tag, int(window_start), s, t]))
+                twin_bits = np.random.PCG64()
+                twin_bits.state = turn_bits.state
+                live = self._turn(np.random.Generator(turn_bits), tenant, session_id, t, intent, ts, got.label, rates)
                 events.append(live)
                 if shadow_rates is not None:
-                    twin = self._turn(np.random.default_rng(seed), tenant, session_id, t, intent, ts + 0.001,
+                    twin = self._turn(np.random.Generator(twin_bits), tenant, session_id, t, intent, ts + 0.001,
                                       got.shadow_label or "shadow", shadow_rates)
                     events.append(replace(twin, event_id=f"{live.event_id}-shadow", mode="shadow",
                                           shadow_of=live.event_id))
@@ -166,12 +180,11 @@ class AgentNetwork:
     ) -> list[DecisionEvent]:
         """All decision events of one tenant in one window, timestamps inside it."""
         rng = self._rng(tenant, window_start)
-        weights = np.asarray(self.intent_weights or [1.0] * len(INTENTS), dtype=float)
-        weights = weights / weights.sum()
+        cdf = self._intent_cdf()
         events: list[DecisionEvent] = []
         for s in range(tenant.sessions_per_window):
             session_id = f"{tenant.tenant_id}-{int(window_start)}-{s}"
-            intent = INTENTS[int(rng.choice(len(INTENTS), p=weights))]
+            intent = INTENTS[int(cdf.searchsorted(rng.random(), side="right"))]
             label, docs = artifacts(session_id)
             rates = self._effective_rates(tenant, intent, docs)
             turns = int(rng.integers(1, self.max_turns_per_session + 1))
@@ -237,29 +250,25 @@ class AgentNetwork:
         def hit(name: str) -> bool:
             return bool(rng.random() < rates[name])
 
+        # The first ten outcomes in one draw: the same doubles, in the same order, as ten
+        # scalar draws (the generator fills the array one next_double at a time).
+        u = rng.random(len(_FIRST_OUTCOMES)).tolist()
+        (wrong, tool_failed, timed_out, missing_context, unsupported, escalated, poor_escalation, safety, policy,
+         style) = [x < rates[name] for x, name in zip(u, _FIRST_OUTCOMES, strict=True)]
         right_tool = INTENT_TOOLS[intent]
-        wrong = hit("wrong_tool")
         if wrong:
             hot = self.hotspot
             called = hot.wrong_tool_name if hot is not None and hot.intent == intent else "web_search"
         else:
             called = right_tool
-        tool_failed = hit("tool_error")
-        timed_out = hit("timeout")
         error = "timeout" if timed_out else ("http_500" if tool_failed else None)
-        missing_context = hit("missing_context")
-        unsupported = hit("unsupported_claim")
-        escalated = hit("escalation")
-        poor_escalation = hit("poor_escalation")
-        safety = hit("safety_incident")
-        policy = hit("policy_violation")
         failed = wrong or tool_failed or timed_out or missing_context or unsupported or safety
         evaluations: dict[str, Any] = {}
         if unsupported:
             evaluations["groundedness"] = 0.1
         if safety:
             evaluations["safety"] = "unsafe"
-        if hit("style_mismatch"):
+        if style:
             evaluations["style"] = "mismatch"
         return DecisionEvent(
             tenant_id=tenant.tenant_id,
@@ -287,6 +296,19 @@ class AgentNetwork:
             artifact_version=label,
             bundle_version=label,
         )
+
+
+#: The outcomes each turn draws first, in draw order (see ``AgentNetwork._turn``).
+_FIRST_OUTCOMES = (
+    "wrong_tool", "tool_error", "timeout", "missing_context", "unsupported_claim", "escalation",
+    "poor_escalation", "safety_incident", "policy_violation", "style_mismatch",
+)  # fmt: skip
+
+
+@lru_cache(maxsize=256)
+def _tag(tenant_id: str) -> int:
+    """A tenant's 64-bit tag in the generators' seeds."""
+    return int.from_bytes(hashlib.sha256(tenant_id.encode()).digest()[:8], "big")
 
 
 def with_sessions(tenants: Sequence[SimTenant], sessions: int) -> list[SimTenant]:

@@ -222,9 +222,16 @@ class ReplaySet:
         return {r[0] for r in rows}
 
     def mark_replayed(self, rollout_id: str, case_ids: Iterable[str]) -> None:
+        rows = [(rollout_id, c) for c in case_ids]
         with self._lock:
-            self._db.executemany("INSERT OR IGNORE INTO replayed VALUES (?, ?)",
-                                 [(rollout_id, c) for c in case_ids])
+            # One transaction (the connection autocommits: one commit per row otherwise).
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR IGNORE INTO replayed VALUES (?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def show(self, case_id: str) -> ReplayCase | None:
         with self._lock:

@@ -105,6 +105,7 @@ class Taxonomy:
         self.source = source
         self._categories = tuple(categories)
         self.categories: tuple[str, ...] = tuple(c.name for c in self._categories)
+        self._reads_field: dict[str, bool] = {}  # reads_field's answers (the categories never change)
         self._rules: tuple[tuple[str, Predicate], ...] = tuple(
             (c.name, c.predicate) for c in self._categories
         )
@@ -170,6 +171,19 @@ class Taxonomy:
             if c.name == name:
                 return c
         raise KeyError(name)
+
+    def reads_field(self, name: str) -> bool:
+        """Whether some category's rule reads the event field ``name`` (``"tool_calls"`` also
+        matches ``tool_calls.error``). A hand-made predicate (no ``when`` document) could read
+        anything: it counts as reading every field."""
+        known = self._reads_field.get(name)
+        if known is None:
+            prefix = name + "."
+            known = self._reads_field[name] = any(
+                c.when is None or name in c.reads or any(r.startswith(prefix) for r in c.reads)
+                for c in self._categories
+            )
+        return known
 
     def classify(self, event: DecisionEvent) -> frozenset[str]:
         """Every failure category and outcome counter that applies to ``event``."""

@@ -195,8 +195,17 @@ def _stub_redaction(redactor: Any) -> None:
     redactor.redact_label = lambda value: value
 
 
-def record_many_rates(n: int, repeat: int, *, stub_redaction: bool) -> tuple[float, float]:
-    """Best events/s (wall, cpu) of ``Collector.record_many`` in batches of 2,000 on a fresh store."""
+#: How record_many treats the free texts: ``discard`` is the collector's own decision with no
+#: consumer of text (replay capture off, the shipped taxonomy): texts are dropped unread;
+#: ``keep`` forces them kept and redacted (what a replay set storing redacted text, or a taxonomy
+#: rule on ``text``, makes it do; the work the code before data minimization always did);
+#: ``stub`` keeps them with the redactor stubbed out (bench only: the record path's own cost).
+TEXT_MODES = ("discard", "keep", "stub")
+
+
+def record_many_rates(n: int, repeat: int, *, mode: str) -> tuple[float, float, bool]:
+    """Best events/s (wall, cpu) of ``Collector.record_many`` in batches of 2,000 on a fresh store,
+    and whether this code decides on free text at all (code before it always redacts)."""
     from tenant_agent.collector import Collector
     from tenant_agent.config import CollectorConfig
 
@@ -205,38 +214,49 @@ def record_many_rates(n: int, repeat: int, *, stub_redaction: bool) -> tuple[flo
     docs = event_docs(n, rng, t0)
     batch = 2000
     wall = cpu = float("inf")
+    decides = False
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as tmp:
             config = CollectorConfig(state_dir=Path(tmp), tenant_id="tenant-a", cohort="cohort-a")
             with Collector(config, clock=_fixed_clock(t0)) as collector:
-                if stub_redaction:
+                decides = hasattr(collector, "keeps_text")
+                if mode == "stub":
                     _stub_redaction(collector.redactor)
+                if mode in ("keep", "stub") and decides:
+                    collector.keeps_text = lambda: True  # type: ignore[method-assign]  # bench only
+                if mode == "discard" and decides and collector.keeps_text():
+                    raise SystemExit("the collector keeps free text here: the discard mode measures nothing")
                 started, started_cpu = time.perf_counter(), time.process_time()
                 for i in range(0, n, batch):
                     collector.record_many(docs[i : i + batch])
                 wall = min(wall, time.perf_counter() - started)
                 cpu = min(cpu, time.process_time() - started_cpu)
-    return n / wall, n / max(cpu, 1e-9)
+    return n / wall, n / max(cpu, 1e-9), decides
 
 
 def _rates(wall: float, cpu: float) -> str:
     return f"{wall:>10,.0f}/s wall {cpu:>10,.0f}/s cpu"
 
 
-def _baseline_rates(tree: Path, n: int, repeat: int, stub_redaction: bool) -> tuple[float, float]:
-    """The same measurement with the collector code of another checkout (``git worktree``)."""
-    env = dict(os.environ, PYTHONPATH=str(tree))
-    args = [sys.executable, __file__, "--record-only", "--events", str(n), "--repeat", str(repeat)]
-    if stub_redaction:
-        args.append("--stub-redaction")
+def _tree_rates(tree: Path, n: int, repeat: int, mode: str) -> tuple[float, float, bool]:
+    """The measurement in a subprocess with the collector code of ``tree`` (``git worktree``)."""
+    env = dict(os.environ, PYTHONPATH=f"{tree / 'proto'}{os.pathsep}{tree}")
+    args = [sys.executable, __file__, "--record-only", "--events", str(n), "--repeat", str(repeat), "--mode", mode]
     out = subprocess.run(args, env=env, cwd=tree, check=True, capture_output=True, text=True).stdout
     doc = json.loads(out.strip().splitlines()[-1])
     if Path(doc["tenant_agent"]).resolve().parent != tree.resolve():
-        raise SystemExit(f"the baseline run imported {doc['tenant_agent']}, not {tree}")
-    return float(doc["wall"]), float(doc["cpu"])
+        raise SystemExit(f"the run for {tree} imported {doc['tenant_agent']}, not {tree}")
+    return float(doc["wall"]), float(doc["cpu"]), bool(doc["decides_text"])
 
 
-def bench_events(n: int, repeat: int, baseline: Path | None) -> None:
+_MODE_LABELS = {
+    "discard": "capture off (text discarded)",
+    "keep": "text kept (redacted)",
+    "stub": "redaction stubbed out (bench only)",
+}
+
+
+def bench_events(n: int, repeat: int, baseline: Path | None, rounds: int) -> None:
     rng = random.Random(7)
     t0 = 1_764_000_000.0
     docs = event_docs(n, rng, t0)
@@ -248,14 +268,34 @@ def bench_events(n: int, repeat: int, baseline: Path | None) -> None:
             taxonomy.classify(event_from_dict(doc, "tenant-a", redactor))
 
     print(f"events, redact+classify (in memory, no store)    {best_rate(n, in_memory, repeat)}")
-    for stub in (False, True):
-        label = "redaction stubbed out (bench only)" if stub else "with redaction"
-        after = record_many_rates(n, repeat, stub_redaction=stub)
-        print(f"events, record_many, {label:<36}  {_rates(*after)}")
-        if baseline is not None:
-            before = _baseline_rates(baseline, n, repeat, stub)
-            print(f"  same, code of {baseline} {'':<8} {_rates(*before)}")
-            print(f"  speed-up: {after[0] / before[0]:.2f}x wall, {after[1] / before[1]:.2f}x cpu")
+    if baseline is None:
+        for mode in TEXT_MODES:
+            wall, cpu, _ = record_many_rates(n, repeat, mode=mode)
+            print(f"events, record_many, {_MODE_LABELS[mode]:<36}  {_rates(wall, cpu)}")
+        return
+    # Old and new code alternately, each in its own subprocess (old, new, old, new, ...), best of each.
+    here = Path(__file__).resolve().parents[1]
+    best: dict[tuple[str, str], tuple[float, float]] = {}
+    old_decides = False
+    for r in range(rounds):
+        for mode in ("keep", "discard", "stub"):
+            for which, tree in (("old", baseline), ("new", here)):
+                if which == "old" and mode == "discard":
+                    continue  # the old code has one text mode (it always redacts): measured as "keep"
+                wall, cpu, decides = _tree_rates(tree, n, repeat, mode)
+                if which == "old":
+                    old_decides = decides
+                print(f"  round {r + 1}: {which} {_MODE_LABELS[mode]:<36} {_rates(wall, cpu)}", flush=True)
+                prev = best.get((which, mode), (0.0, 0.0))
+                best[(which, mode)] = (max(prev[0], wall), max(prev[1], cpu))
+    old_note = "decides on text too" if old_decides else "always redacts"
+    for mode in TEXT_MODES:
+        new = best[("new", mode)]
+        print(f"events, record_many, {_MODE_LABELS[mode]:<36}  {_rates(*new)}")
+        old_mode = "stub" if mode == "stub" else "keep"
+        old = best[("old", old_mode)]
+        print(f"  code of {baseline} ({old_note}), {_MODE_LABELS[old_mode]:<22} {_rates(*old)}")
+        print(f"  speed-up: {new[0] / old[0]:.2f}x wall, {new[1] / old[1]:.2f}x cpu")
 
 
 def _replica_worker(url: str, replica: int, replicas: int, n: int, go: Path) -> None:
@@ -539,8 +579,10 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="postgresql://... for --replicas")
     parser.add_argument("--replica-worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--go", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="with --baseline: old and new code alternately this many times (default 2)")
     parser.add_argument("--record-only", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--stub-redaction", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=TEXT_MODES, default="discard", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.replica_worker is not None:
         _replica_worker(args.database_url, args.replica_worker, args.replicas, args.events, args.go)
@@ -550,10 +592,11 @@ def main() -> None:
     if args.record_only:
         import tenant_agent
 
-        wall, cpu = record_many_rates(args.events, args.repeat, stub_redaction=args.stub_redaction)
-        print(json.dumps({"wall": wall, "cpu": cpu, "tenant_agent": str(Path(tenant_agent.__file__).parent)}))
+        wall, cpu, decides = record_many_rates(args.events, args.repeat, mode=args.mode)
+        print(json.dumps({"wall": wall, "cpu": cpu, "decides_text": decides,
+                          "tenant_agent": str(Path(tenant_agent.__file__).parent)}))
         return
-    bench_events(args.events, args.repeat, args.baseline)
+    bench_events(args.events, args.repeat, args.baseline, args.rounds)
     if args.replicas:
         bench_replicas(args.database_url, 1, args.events)
         bench_replicas(args.database_url, args.replicas, args.events)

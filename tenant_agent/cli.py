@@ -408,4 +408,6 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"counter:  {name} = {value}")
     redaction = ", ".join(f"{k} {v}" for k, v in sorted(st.redaction.items())) or "none"
     print(f"redacted: {redaction}")
+    print(f"text:     {st.texts_discarded} free text(s) discarded unread (no replay capture stored them, "
+          "no taxonomy rule read them)")
     return 0

@@ -44,7 +44,8 @@ from tenant_agent.bundles import BundleClient, PullResult, Resolver
 from tenant_agent.config import CollectorConfig, ConfigError
 from tenant_agent.files import private_dir
 from tenant_agent.ingest.jsonl import LineError, read_jsonl
-from tenant_agent.ingest.records import event_from_dict
+from tenant_agent.ingest.otlp import OtlpMapper
+from tenant_agent.ingest.records import DiscardedTexts, event_from_dict
 from tenant_agent.outbox import DeadLetter, DeliveryResult, Outbox
 from tenant_agent.redact import RedactionConfig, Redactor
 from tenant_agent.release import WindowOutcome, WindowSealer, load_ledger
@@ -81,6 +82,8 @@ class CollectorStatus:
     bundle_problem: str | None
     counters: dict[str, int]
     redaction: dict[str, int]
+    # Free texts dropped unread on arrival (no replay capture stored them, no taxonomy rule read them).
+    texts_discarded: int = 0
 
 
 @contextmanager
@@ -135,6 +138,9 @@ class Collector:
                             dictionaries={k: list(v) for k, v in config.redaction.dictionaries.items()})
         )
         self._redaction_seen: dict[str, int] = {}
+        # Free texts dropped unread (see keeps_text); folded into the store's counters like the redactions.
+        self.texts_discarded = DiscardedTexts()
+        self._discarded_seen = 0
         self._lock = threading.Lock()
         self._schema = self._initial_schema()
         try:
@@ -241,24 +247,67 @@ class Collector:
         return self.record_many([event])
 
     def record_many(self, events: Iterable[DecisionEvent | Mapping[str, Any]]) -> RecordResult:
-        """Record events in one transaction; every event is durable when this returns."""
+        """Record events in one transaction; every event is durable when this returns.
+
+        A dict event's free text is redacted onto it when some consumer reads text
+        (:meth:`keeps_text`, decided once per batch), else checked and discarded unread.
+        """
         with _cyclic_gc_paused():
-            from_dict = self._from_dict
-            batch = [e if type(e) is DecisionEvent or isinstance(e, DecisionEvent) else from_dict(e) for e in events]
+            batch: list[DecisionEvent] = []
+            append = batch.append
+            keep: bool | None = None
+            discarded = 0
+            tenant_id, redactor = self.tenant_id, self.redactor
+            for e in events:
+                if type(e) is DecisionEvent or isinstance(e, DecisionEvent):
+                    append(e)
+                    continue
+                if keep is None:
+                    keep = self.keeps_text()
+                # A dict is read as it is (event_from_dict keeps no reference to it nor to its containers).
+                doc = e if type(e) is dict else dict(e)
+                append(event_from_dict(doc, tenant_id, redactor, keep_text=keep))
+                if not keep and doc.get("text"):
+                    discarded += 1  # a valid event: its text was a non-empty string, dropped unread
+            self.texts_discarded.add(discarded)
             batch = shadow.divert(self, batch)  # shadow turns are paired, never live evidence
             result = self.book.record(batch, self._redaction_deltas)
             replay_agent.capture(self, batch)  # failing turns become local replay cases, when enabled
         return result
 
-    def _from_dict(self, doc: Mapping[str, Any]) -> DecisionEvent:
-        # A dict is read as it is (event_from_dict keeps no reference to it nor to its containers).
-        return event_from_dict(doc if type(doc) is dict else dict(doc), self.tenant_id, self.redactor)
+    def keeps_text(self) -> bool:
+        """Whether free text (``DecisionEvent.text``) is kept, redacted, on arriving events.
+
+        Only two consumers read it: replay capture, when the replay set is enabled and stores
+        redacted text (or classifies with a taxonomy that reads ``text``), and a taxonomy rule
+        on ``text``. Without either the text is discarded unread on arrival (never redacted,
+        never stored, counted in ``texts_discarded``). Asked at every batch and OTLP request,
+        so the answer follows the replay policy and taxonomy in force (``replay.toml`` is read
+        when the collector first records and kept until it closes).
+        """
+        if self.taxonomy.reads_field("text"):
+            return True
+        replay = replay_agent.attached(self)
+        if not replay.config.replay_set.enabled:
+            return False  # replay_agent.capture does not run
+        replay_set = replay.replay_set  # what capture stores through (opened on first use, as capture does)
+        policy = replay_set.policy
+        return policy.enabled and (policy.store_redacted_text or replay_set.taxonomy.reads_field("text"))
+
+    def otlp_mapper(self, **options: Any) -> OtlpMapper:
+        """An OTLP mapper for this collector: its tenant and redactor, and its decision on free
+        text (:meth:`keeps_text`, asked at every request) with the discarded texts counted here."""
+        return OtlpMapper(self.tenant_id, self.redactor, keep_text=self.keeps_text,
+                          discarded=self.texts_discarded, **options)
 
     def _redaction_deltas(self) -> dict[str, int]:
         with self._lock:
             current = dict(self.redactor.stats)
             deltas = {f"redacted_{k}": v - self._redaction_seen.get(k, 0) for k, v in current.items()}
             self._redaction_seen = current
+            discarded = self.texts_discarded.total
+            deltas["texts_discarded"] = discarded - self._discarded_seen
+            self._discarded_seen = discarded
         return {k: v for k, v in deltas.items() if v}
 
     def import_jsonl(self, path: str | Path) -> ImportResult:
@@ -266,7 +315,9 @@ class Collector:
         lines = imported = late = 0
         errors: list[tuple[int, str]] = []
         batch: list[DecisionEvent] = []
-        for item in read_jsonl(path, self.tenant_id, self.redactor):
+        # The decision on free text is taken once for the file (keeps_text).
+        for item in read_jsonl(path, self.tenant_id, self.redactor, keep_text=self.keeps_text(),
+                               discarded=self.texts_discarded):
             lines += 1
             if isinstance(item, LineError):
                 errors.append((item.line, item.reason))
@@ -378,6 +429,7 @@ class Collector:
             "delivered": int(delivered),
         }
         redaction = {k[len("redacted_"):]: v for k, v in counters.items() if k.startswith("redacted_")}
+        texts_discarded = counters.pop("texts_discarded", 0)
         bundle, problem = self._active_bundle()
         return CollectorStatus(
             tenant_id=self.tenant_id,
@@ -391,6 +443,7 @@ class Collector:
             bundle_problem=problem,
             counters={k: v for k, v in counters.items() if not k.startswith("redacted_")},
             redaction=redaction,
+            texts_discarded=texts_discarded,
         )
 
     def verify_audit(self) -> ChainVerdict:

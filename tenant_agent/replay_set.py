@@ -131,6 +131,11 @@ class ReplaySet:
         self._db.execute("CREATE TABLE IF NOT EXISTS replayed (rollout_id TEXT NOT NULL, case_id TEXT NOT NULL, "
                          "PRIMARY KEY (rollout_id, case_id))")
 
+    @property
+    def taxonomy(self) -> Taxonomy:
+        """The taxonomy that classifies captured turns (what the collector asks whether it reads ``text``)."""
+        return self._taxonomy
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -113,7 +113,7 @@ def start_serving(collector: Collector) -> Serving:
     def sink(events: Sequence[DecisionEvent]) -> None:
         collector.record_many(events)  # durable before the Export call answers
 
-    receiver = add_otlp_services(otlp, sink, tenant_id=collector.tenant_id, redactor=collector.redactor)
+    receiver = add_otlp_services(otlp, sink, mapper=collector.otlp_mapper())  # its redactor and text decision
     try:
         otlp_port = otlp.add_insecure_port(cfg.otlp_listen)
     except RuntimeError:

@@ -4,7 +4,9 @@ One JSON object per line (the schema of :mod:`tenant_agent.ingest.records`).
 A bad line never stops the import and never half-counts: the reader yields a
 :class:`LineError` with the 1-based line number and the reason, and an event
 is yielded only once its whole line has been parsed, validated and redacted.
-Blank lines are skipped.
+Blank lines are skipped. With ``keep_text=False`` free texts are checked and
+discarded unread (see :func:`~tenant_agent.ingest.records.event_from_dict`),
+each one counted in ``discarded``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from aggregation.errors import FedsignalError
 from aggregation.events import DecisionEvent
-from tenant_agent.ingest.records import EventFormatError, event_from_dict
+from tenant_agent.ingest.records import DiscardedTexts, EventFormatError, event_from_dict
 from tenant_agent.redact import Redactor
 
 #: Longest line accepted (bytes); longer lines are reported, not parsed.
@@ -36,8 +38,16 @@ class LineError:
         return f"line {self.line}: {self.reason}"
 
 
-def read_jsonl(path: str | Path, tenant_id: str, redactor: Redactor) -> Iterator[DecisionEvent | LineError]:
-    """Decision events and line errors, in file order."""
+def read_jsonl(
+    path: str | Path,
+    tenant_id: str,
+    redactor: Redactor,
+    *,
+    keep_text: bool = True,
+    discarded: DiscardedTexts | None = None,
+) -> Iterator[DecisionEvent | LineError]:
+    """Decision events and line errors, in file order (``keep_text``: as :func:`event_from_dict`;
+    ``discarded`` counts the texts dropped unread)."""
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed by the generator's with-block below
     except OSError as exc:
@@ -63,6 +73,10 @@ def read_jsonl(path: str | Path, tenant_id: str, redactor: Redactor) -> Iterator
                 yield LineError(number, f"invalid JSON: {exc.msg} at column {exc.pos + 1}")
                 continue
             try:
-                yield event_from_dict(doc, tenant_id, redactor)
+                event = event_from_dict(doc, tenant_id, redactor, keep_text=keep_text)
             except EventFormatError as exc:
                 yield LineError(number, str(exc))
+                continue
+            if not keep_text and discarded is not None and doc.get("text"):
+                discarded.add(1)  # a valid event: its text was a non-empty string, dropped unread
+            yield event

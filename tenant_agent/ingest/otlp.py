@@ -18,7 +18,8 @@ Evaluations that arrive before the trace completes — or within
 Only the attributes of :mod:`tenant_agent.ingest.otel_attrs` are read; the
 loop looks each key up in one dict and skips the rest without converting the
 value. The only free text read (``fedsignal.text``) goes through the
-:class:`~tenant_agent.redact.Redactor`.
+:class:`~tenant_agent.redact.Redactor` — or, when ``keep_text`` says no consumer
+reads it, is discarded unread when its turn is assembled (counted in ``discarded``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from aggregation.events import DecisionEvent
 from tenant_agent.ingest import otel_attrs as A
 from tenant_agent.ingest.otel_attrs import Slot
+from tenant_agent.ingest.records import DiscardedTexts
 from tenant_agent.ingest.spans import SpanView, read_attributes, read_span
 from tenant_agent.ingest.turns import TurnAssembler, split_turns
 from tenant_agent.redact import Redactor
@@ -68,10 +70,17 @@ class OtlpMapper:
         clock: Callable[[], float] = time.monotonic,
         evaluation_grace: float = 0.0,
         pending_timeout: float = 300.0,
+        keep_text: bool | Callable[[], bool] = True,
+        discarded: DiscardedTexts | None = None,
     ) -> None:
+        """``keep_text``: whether turns keep their (redacted) free text, or a callable asked at
+        every request (the collector's decision follows its replay policy and taxonomy);
+        ``discarded`` counts the texts dropped unread (default: a counter of this mapper's own)."""
         self.tenant_id = tenant_id
         self.redactor = redactor
-        self._assembler = TurnAssembler(tenant_id, redactor)
+        self._keep_text = keep_text
+        self.discarded = DiscardedTexts() if discarded is None else discarded
+        self._assembler = TurnAssembler(tenant_id, redactor, discarded=self.discarded)
         self.clock = clock
         self.evaluation_grace = evaluation_grace
         self.pending_timeout = pending_timeout
@@ -92,6 +101,7 @@ class OtlpMapper:
     def map_traces(self, request: ExportTraceServiceRequest) -> list[DecisionEvent]:
         """Events for every turn whose trace is complete after this request."""
         self.commit()  # a new request: the previous events were accepted
+        self._decide_text()
         now = self.clock()
         ready: list[bytes] = []
         pending = self._pending
@@ -130,6 +140,11 @@ class OtlpMapper:
         events.extend(self._sweep(now, force=False))
         return events
 
+    def _decide_text(self) -> None:
+        # Once per request: the turns it completes keep their text, or drop it unread.
+        keep = self._keep_text
+        self._assembler.keep_text = bool(keep() if callable(keep) else keep)
+
     # -- acknowledgement ----------------------------------------------------------
     def commit(self) -> None:
         """The events returned by the last call are stored: forget their spans.
@@ -149,6 +164,7 @@ class OtlpMapper:
         """Merge ``gen_ai.evaluation.result`` records into their turns; returns the
         events that became ready (complete traces past their evaluation grace)."""
         self.commit()
+        self._decide_text()
         now = self.clock()
         for resource_logs in request.resource_logs:
             for scope_logs in resource_logs.scope_logs:
@@ -174,6 +190,7 @@ class OtlpMapper:
         """Events of traces that are due: complete and past the evaluation grace,
         or incomplete for longer than ``pending_timeout``; ``force``: everything."""
         self.commit()
+        self._decide_text()
         return self._sweep(self.clock() if now is None else now, force=force)
 
     def _sweep(self, now: float, *, force: bool) -> list[DecisionEvent]:

@@ -4,13 +4,17 @@
 or raises :class:`EventFormatError` naming the first problem. Field reference:
 ``docs/event-schema.md``. Every string a person could have typed goes through
 the :class:`~tenant_agent.redact.Redactor` before it is put on the event; the
-end-user id is pseudonymised (see :func:`pseudonymise`).
+end-user id is pseudonymised (see :func:`pseudonymise`). The free text
+(``text``) is checked, then either redacted onto the event or, with
+``keep_text=False`` (no consumer of the collector reads it), discarded unread:
+the event's ``text`` is None and the text is counted in :class:`DiscardedTexts`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import threading
 import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -31,6 +35,27 @@ MAX_EVALUATIONS = 64
 
 class EventFormatError(FedsignalError):
     """A decision-event document that does not follow the event schema."""
+
+
+class DiscardedTexts:
+    """A running count of free texts discarded unread (``keep_text=False``); thread-safe.
+
+    The collector folds its growth into the store's ``texts_discarded`` counter, as it does
+    with the redactor's statistics.
+    """
+
+    def __init__(self) -> None:
+        self._total = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int = 1) -> None:
+        if n:
+            with self._lock:
+                self._total += n
+
+    @property
+    def total(self) -> int:
+        return self._total
 
 
 def pseudonymise(user_id: str) -> str:
@@ -311,10 +336,13 @@ KNOWN_FIELDS = frozenset(
 )  # fmt: skip
 
 
-def event_from_dict(doc: Any, tenant_id: str, redactor: Redactor) -> DecisionEvent:
+def event_from_dict(doc: Any, tenant_id: str, redactor: Redactor, *, keep_text: bool = True) -> DecisionEvent:
     """One decision event from its JSON document; raises :class:`EventFormatError`.
 
-    The tenant comes from the collector, never from the document.
+    The tenant comes from the collector, never from the document. ``keep_text``: the free
+    text is redacted onto the event; without it the text is checked like any field (a
+    non-string or one longer than :data:`MAX_TEXT` is refused the same way) and then dropped
+    unread: never redacted, the event's ``text`` is None (the caller counts it).
     """
     # type() first: isinstance against the Mapping ABC is slow for the usual dict.
     if type(doc) is not dict and not isinstance(doc, Mapping):
@@ -444,7 +472,7 @@ def event_from_dict(doc: Any, tenant_id: str, redactor: Redactor) -> DecisionEve
     if event_id:
         fields["event_id"] = clean(event_id)
     fields["evaluations"] = evaluations
-    if text:
+    if text and keep_text:
         fields["text"] = redactor.redact(text)
     return event
 

@@ -15,6 +15,7 @@ from aggregation.events import DecisionEvent, ToolCall
 from tenant_agent.ingest import otel_attrs as A
 from tenant_agent.ingest.otel_attrs import Slot
 from tenant_agent.ingest.records import (
+    DiscardedTexts,
     EventFormatError,
     clean_label,
     clean_session,
@@ -67,11 +68,19 @@ Turn = tuple[SpanView, list[SpanView], list[dict[Slot, Any]]]
 
 
 class TurnAssembler:
-    """Builds decision events of one tenant from turns, redacting as it reads."""
+    """Builds decision events of one tenant from turns, redacting as it reads.
 
-    def __init__(self, tenant_id: str, redactor: Redactor) -> None:
+    ``keep_text`` False: a turn's free text (``fedsignal.text``) is dropped unread — never
+    redacted, the event's ``text`` is None — and counted in ``discarded``.
+    """
+
+    def __init__(
+        self, tenant_id: str, redactor: Redactor, *, keep_text: bool = True, discarded: DiscardedTexts | None = None
+    ) -> None:
         self.tenant_id = tenant_id
         self.redactor = redactor
+        self.keep_text = keep_text
+        self.discarded = DiscardedTexts() if discarded is None else discarded
 
     def event(
         self, turn: SpanView, members: list[SpanView], evaluations: list[dict[Slot, Any]]
@@ -187,6 +196,13 @@ class TurnAssembler:
         )
         user = first(_USER_ID)
         text = first(_TEXT)
+        if not isinstance(text, str) or not text:
+            text = None
+        elif self.keep_text:
+            text = redactor.redact(text[:65_536])
+        else:
+            self.discarded.add(1)
+            text = None
         end_ns = turn.end_ns or turn.start_ns
         # from_fields: the same event as DecisionEvent(**fields), without the frozen
         # dataclass's per-field object.__setattr__ (see DecisionEvent.from_fields).
@@ -222,7 +238,7 @@ class TurnAssembler:
                 "policy_version": version(_POLICY_VERSION),
                 "bundle_version": version(_BUNDLE_VERSION),
                 "artifact_version": version(_ARTIFACT_VERSION),
-                "text": redactor.redact(text[:65_536]) if isinstance(text, str) and text else None,
+                "text": text,
                 "mode": "shadow" if first(_MODE) == "shadow" else None,
                 "shadow_of": self._label(str(first(_SHADOW_OF)))
                 if first(_MODE) == "shadow" and first(_SHADOW_OF) else None,

@@ -149,6 +149,40 @@ _DROP_DIGITS = str.maketrans("", "", "0123456789")
 _PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*>")
 
 
+_EMAIL_LOCAL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
+
+
+def _emails(text: str, counts: dict[str, int]) -> str:
+    """``_EMAIL.sub("<EMAIL>", text)``, tried only where an address can start: every match holds
+    one '@', and begins where the run of local-part characters before it begins (the pattern's
+    look-behind and possessive run), so the pattern runs once per '@' instead of at every
+    position of the text. A run that began inside the previous match gives none (re resumes
+    the search after that match, where every position inside the run follows a local-part
+    character)."""
+    pieces: list[str] = []
+    last = 0
+    at = text.find("@")
+    while at >= 0:
+        start = at
+        while start > last and text[start - 1] in _EMAIL_LOCAL:
+            start -= 1
+        m = None
+        if start < at and not (start == last and last and text[last - 1] in _EMAIL_LOCAL):
+            m = _EMAIL.match(text, start)
+        if m is None:
+            at = text.find("@", at + 1)
+            continue
+        pieces.append(text[last:start])
+        pieces.append("<EMAIL>")
+        last = m.end()
+        at = text.find("@", last)
+    if not pieces:
+        return text
+    pieces.append(text[last:])
+    counts["EMAIL"] = counts.get("EMAIL", 0) + len(pieces) // 2
+    return "".join(pieces)
+
+
 def _ssn_digits_ok(digits: str) -> bool:
     area, group, serial = digits[:3], digits[3:5], digits[5:]
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
@@ -271,16 +305,19 @@ def _builtin(text: str, counts: dict[str, int]) -> str:
     if _api_key_hint(text):
         constant(_API_KEY, "API_KEY", "<API_KEY>")
     lowered = text.lower()
+    # The names _SECRET_ASSIGNMENT knows: api?key, access?token, auth?token, secret, client?secret,
+    # password, passwd, pwd (a bare "key" or "token" is none of them).
     if ("=" in text or ":" in text) and (  # inline: a generator costs more than the searches
-        "key" in lowered or "secret" in lowered or "token" in lowered or "pass" in lowered or "pwd" in lowered
-    ):
+        "secret" in lowered or "pwd" in lowered or "passw" in lowered or ("key" in lowered and "api" in lowered)
+        or ("token" in lowered and ("access" in lowered or "auth" in lowered))
+    ):  # fmt: skip
         constant(_SECRET_ASSIGNMENT, "API_KEY", r"\1<API_KEY>")
     if "B" in text and ("Bearer" in text or "Basic" in text):
         constant(_BEARER, "BEARER_TOKEN", r"\1 <BEARER_TOKEN>")
     if "J" in text and "eyJ" in text:
         constant(_JWT, "BEARER_TOKEN", "<BEARER_TOKEN>")
     if "@" in text:
-        constant(_EMAIL, "EMAIL", "<EMAIL>")
+        text = _emails(text, counts)
     gates = gates_of(text)
     if gates & G_DIGIT:
         if "ssn" in lowered or "social security" in lowered:

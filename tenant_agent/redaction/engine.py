@@ -149,6 +149,40 @@ _DROP_DIGITS = str.maketrans("", "", "0123456789")
 _PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*>")
 
 
+_EMAIL_LOCAL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
+
+
+def _emails(text: str, counts: dict[str, int]) -> str:
+    """``_EMAIL.sub("<EMAIL>", text)``, tried only where an address can start: every match holds
+    one '@', and begins where the run of local-part characters before it begins (the pattern's
+    look-behind and possessive run), so the pattern runs once per '@' instead of at every
+    position of the text. A run that began inside the previous match gives none (re resumes
+    the search after that match, where every position inside the run follows a local-part
+    character)."""
+    pieces: list[str] = []
+    last = 0
+    at = text.find("@")
+    while at >= 0:
+        start = at
+        while start > last and text[start - 1] in _EMAIL_LOCAL:
+            start -= 1
+        m = None
+        if start < at and not (start == last and last and text[last - 1] in _EMAIL_LOCAL):
+            m = _EMAIL.match(text, start)
+        if m is None:
+            at = text.find("@", at + 1)
+            continue
+        pieces.append(text[last:start])
+        pieces.append("<EMAIL>")
+        last = m.end()
+        at = text.find("@", last)
+    if not pieces:
+        return text
+    pieces.append(text[last:])
+    counts["EMAIL"] = counts.get("EMAIL", 0) + len(pieces) // 2
+    return "".join(pieces)
+
+
 def _ssn_digits_ok(digits: str) -> bool:
     area, group, serial = digits[:3], digits[3:5], digits[5:]
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
@@ -271,16 +305,19 @@ def _builtin(text: str, counts: dict[str, int]) -> str:
     if _api_key_hint(text):
         constant(_API_KEY, "API_KEY", "<API_KEY>")
     lowered = text.lower()
+    # The names _SECRET_ASSIGNMENT knows: api?key, access?token, auth?token, secret, client?secret,
+    # password, passwd, pwd (a bare "key" or "token" is none of them).
     if ("=" in text or ":" in text) and (  # inline: a generator costs more than the searches
-        "key" in lowered or "secret" in lowered or "token" in lowered or "pass" in lowered or "pwd" in lowered
-    ):
+        "secret" in lowered or "pwd" in lowered or "passw" in lowered or ("key" in lowered and "api" in lowered)
+        or ("token" in lowered and ("access" in lowered or "auth" in lowered))
+    ):  # fmt: skip
         constant(_SECRET_ASSIGNMENT, "API_KEY", r"\1<API_KEY>")
     if "B" in text and ("Bearer" in text or "Basic" in text):
         constant(_BEARER, "BEARER_TOKEN", r"\1 <BEARER_TOKEN>")
     if "J" in text and "eyJ" in text:
         constant(_JWT, "BEARER_TOKEN", "<BEARER_TOKEN>")
     if "@" in text:
-        constant(_EMAIL, "EMAIL", "<EMAIL>")
+        text = _emails(text, counts)
     gates = gates_of(text)
     if gates & G_DIGIT:
         if "ssn" in lowered or "social security" in lowered:
@@ -324,24 +361,46 @@ _KEYWORD_SCAN = 8
 def _plan(gates: int) -> tuple[tuple[Recognizer, ...], re.Pattern[str] | None, dict[str, int], int]:
     recs = tuple(rec for rec in _CONTEXT_BEFORE if not rec.gates & ~gates)
     words = sorted({k for rec in recs for k in rec.keywords}, key=lambda k: (-len(k), k))
-    # A keyword found stands for every recognizer with a keyword inside it ("social insurance"
-    # also holds "insurance"); longer keywords come first at one position, so the one found
-    # there holds every other that starts there.
-    bits = {w: sum(1 << i for i, rec in enumerate(recs) if any(k in w for k in rec.keywords)) for w in words}
+    # A keyword found stands for every recognizer with a keyword starting a word inside it
+    # ("social insurance" also holds "insurance"; "routing" holds no "tin"); longer keywords come
+    # first at one position, so the one found there holds every other that starts there.
+    bits = {
+        w: sum(1 << i for i, rec in enumerate(recs) if any(_starts_word_in(k, w) for k in rec.keywords))
+        for w in words
+    }
     always = sum(1 << i for i, rec in enumerate(recs) if not rec.keywords)
     by_first: dict[str, list[str]] = {}
     for w in words:
         by_first.setdefault(w[0], []).append(re.escape(w[1:]))
-    scan = re.compile("|".join(re.escape(f) + "(?:" + "|".join(rest) + ")" for f, rest in by_first.items()))
+    alternation = "|".join(re.escape(f) + "(?:" + "|".join(rest) + ")" for f, rest in by_first.items())
+    # Every context word counts only at a word start (see recognizers._context_lower: no letter
+    # before it), as do the keywords inside them and the wallet prefixes (``\b``): the scan skips
+    # to the characters that are no letters (the text is searched with a space in front) and
+    # tries the keywords after them, not at every letter.
+    if not all("a" <= w[0] <= "z" for w in words):
+        raise ValueError(f"a keyword must start with a letter: {words}")
+    scan = re.compile(f"[^a-z]({alternation})")
     plan = _PLANS[gates] = (recs, scan if words else None, bits, always)
     return plan
+
+
+def _starts_word_in(keyword: str, word: str) -> bool:
+    """``keyword`` inside ``word`` at its start or after a non-letter: where it starts a word of a
+    text in which ``word`` does ("tin" in "tax tin", not in "routing")."""
+    at = word.find(keyword)
+    while at >= 0:
+        if not at or not "a" <= word[at - 1] <= "z":
+            return True
+        at = word.find(keyword, at + 1)
+    return False
 
 
 def _context_before(gates: int, lowered: str) -> Iterable[Recognizer]:
     """The context-bound and "before" recognizers to run: their gates open and, when they have
     keywords, one of them in ``lowered``. Few keywords are substring searches; many (digit-rich
-    text opens most gates) are one scan of an alternation, restarted one character after each
-    hit so that overlapping keywords are all found."""
+    text opens most gates) are one scan of an alternation tried after each non-letter (a
+    keyword counts where it starts a word, as the context rule needs), restarted one character
+    after each hit so that overlapping keywords are all found."""
     plan = _PLANS.get(gates) or _plan(gates)
     recs, scan, bits, mask = plan
     if scan is None:
@@ -358,10 +417,11 @@ def _context_before(gates: int, lowered: str) -> Iterable[Recognizer]:
             found.append(rec)
         return found
     search = scan.search
-    m = search(lowered)
+    spaced = " " + lowered
+    m = search(spaced)
     while m is not None:
-        mask |= bits[m.group()]
-        m = search(lowered, m.start() + 1)
+        mask |= bits[m.group(1)]
+        m = search(spaced, m.start() + 1)
     key = (gates, mask)
     opened = _OPENED.get(key)
     if opened is None:

@@ -591,15 +591,31 @@ CUE_PHRASES = frozenset(
     ["referred by", "signed by", "seen by", "spoke with", "spoke to", "talked to", "assigned to", "name is"]
 )
 CUE_WORDS = frozenset(_TITLES.split(" ") + _ROLES.split(" "))
-# Capitalised words, one to four (with particles: van der Berg, de la Cruz).
-PERSON = re.compile(
-    # A lower-case letter (or an apostrophe) second: acronyms (IBAN, SSN, GB82) are no names.
-    rf"[{_UPPER}](?<![\w].)(?=[a-z\u00df-\u024f\u03ac-\u03ff\u0430-\u045f'’])(?:[^\W\d_]|['’])*\.?"
-    rf"(?:\s+(?:[A-Z]\.\s+)?{_PARTICLE}{{0,2}}{_NAME_TOKEN}){{0,3}}"
-)
 # Capitalised words that follow a role word without being a name (telemetry is Title Case).
 NOT_NAMES = frozenset(
     ["Agent", "Id", "Interface", "Service", "Support", "Data", "Account", "Session", "Request", "Error", "Profile", "Portal", "Record", "Records", "Chart", "Number", "Name", "Names", "Message", "Messages", "Input", "Output", "Id", "Api", "Tool", "Tools", "Feedback", "Query", "Intent", "Consent", "History", "Details", "Info", "Information", "Notes", "Note", "Summary", "Status", "Data", "Settings", "Team", "Group", "Admin", "Manager", "Success", "Failure", "Timeout", "The", "This", "That", "These", "Those", "A", "An", "And", "Or", "Of", "On", "In", "At", "To", "For", "With", "From", "By", "Is", "Was", "Services", "Care", "Portal", "Id", "Login", "Logout", "Token", "Key", "Email", "Phone", "Address", "Date", "Time", "Today", "Tomorrow", "Yesterday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "January", "February", "March", "October", "November", "December", "Hospital", "Clinic", "Health", "Medical", "Insurance", "Plan", "Please", "Thanks", "Thank", "Hello", "Hi", "Hey", "Dear", "Sir", "Madam", "Team", "Staff", "Unknown", "None", "Null", "True", "False", "Yes", "No", "Ok", "Okay", "New", "Old", "Main", "Default", "Test", "Demo", "Production", "Staging", "Local", "Remote", "Server", "Client", "Customer", "Patient", "User", "Member", "Doctor", "Nurse", "Physician", "Provider", "Pharmacy", "Lab", "Laboratory", "Department", "Room", "Ward", "Bed", "Unit", "Floor", "Queue"],
+)
+
+# Capitalised words, one to four (with particles: van der Berg, de la Cruz).
+_PERSON_MORE = rf"\s+(?:[A-Z]\.\s+)?{_PARTICLE}{{0,2}}{_NAME_TOKEN}"
+
+
+def _refused_words(words: frozenset[str]) -> str:
+    """A look-ahead, placed after a name's first letter, that fails where the whole match would be
+    one of ``words`` (no '.', no further name after it): ``_person_replace`` refuses those first
+    thing, and refused inside re they cost the scan no callback ("The customer asked ...")."""
+    by_first: dict[str, list[str]] = {}
+    for w in sorted(words, key=lambda w: (-len(w), w)):
+        if len(w) > 1:
+            by_first.setdefault(w[0], []).append(re.escape(w[1:]))
+    alternatives = "|".join(f"(?<={re.escape(f)})(?:{'|'.join(rest)})" for f, rest in sorted(by_first.items()))
+    return rf"(?!(?:{alternatives})(?![^\W\d_]|['’.])(?!{_PERSON_MORE}))"
+
+
+PERSON = re.compile(
+    # A lower-case letter (or an apostrophe) second: acronyms (IBAN, SSN, GB82) are no names.
+    rf"[{_UPPER}](?<![\w].){_refused_words(NOT_NAMES)}(?=[a-z\u00df-\u024f\u03ac-\u03ff\u0430-\u045f'’])(?:[^\W\d_]|['’])*\.?"
+    rf"(?:{_PERSON_MORE}){{0,3}}"
 )
 
 

@@ -96,13 +96,17 @@ def test_the_label_fast_path_equals_the_passes_for_the_new_recognizers() -> None
 
 
 def test_the_recognizers_a_text_opens_are_those_with_open_gates_and_a_keyword_in_it() -> None:
-    """_context_before finds keywords by substring searches or, with many, by one alternation:
-    both give every recognizer whose gates are open and one of whose keywords is in the text,
-    also for keywords inside or overlapping others ("social insurance", "tax filed")."""
+    """_context_before finds keywords by substring searches or, with many, by one alternation
+    tried after each non-letter: both give every recognizer whose gates are open and one of whose
+    keywords starts a word of the text (what its context needs), also for keywords inside or
+    overlapping others ("social insurance", "tax filed"); none without a keyword in the text."""
     import random
 
     from tenant_agent.redaction.engine import _CONTEXT_BEFORE, _context_before
     from tenant_agent.redaction.recognizers import gates_of
+
+    def at_word_start(keyword: str, lowered: str) -> bool:
+        return any(not p or not "a" <= lowered[p - 1] <= "z" for p in _positions(keyword, lowered))
 
     keywords = sorted({k for rec in _CONTEXT_BEFORE for k in rec.keywords})
     rng = random.Random(7)
@@ -112,10 +116,34 @@ def test_the_recognizers_a_text_opens_are_those_with_open_gates_and_a_keyword_in
         for _ in range(400):
             lowered = "".join(rng.choice(pieces) for _ in range(length))
             gates = gates_of(lowered)
-            expected = [
-                rec for rec in _CONTEXT_BEFORE
-                if not rec.gates & ~gates and (not rec.keywords or any(k in lowered for k in rec.keywords))
-            ]  # fmt: skip
-            assert list(_context_before(gates, lowered)) == expected, lowered
-            checked.update(id(rec) for rec in expected)
+            open_ = [rec for rec in _CONTEXT_BEFORE if not rec.gates & ~gates]
+            anywhere = [rec for rec in open_ if not rec.keywords or any(k in lowered for k in rec.keywords)]
+            word_start = [rec for rec in open_ if not rec.keywords or any(at_word_start(k, lowered) for k in rec.keywords)]
+            got = list(_context_before(gates, lowered))
+            assert [rec for rec in anywhere if rec in got] == got, lowered  # in order, each with a keyword
+            assert all(rec in got for rec in word_start), lowered
+            checked.update(id(rec) for rec in word_start)
     assert len(checked) == len(_CONTEXT_BEFORE)  # every recognizer was opened at least once
+
+
+def _positions(keyword: str, text: str) -> list[int]:
+    found, at = [], text.find(keyword)
+    while at >= 0:
+        found.append(at)
+        at = text.find(keyword, at + 1)
+    return found
+
+
+def test_a_keyword_inside_a_word_opens_no_recognizer_when_many_keywords_are_scanned() -> None:
+    """The alternation looks for keywords at word starts only: "tin" in "routing" or "nhs" in
+    "ssnhs" is no cue (the context pass would find none), so NATIONAL_ID / UK_NHS stay closed,
+    while the same words standing alone open them."""
+    from tenant_agent.redaction.engine import _context_before
+    from tenant_agent.redaction.recognizers import gates_of
+
+    digits = " 1234 5678 9012"  # opens every numeric gate, so the plan has many keywords
+    for inner, alone, entity in (("routing", "tin", "NATIONAL_ID"), ("xnhs", "nhs", "UK_NHS")):
+        hidden, shown = f"{inner}{digits}", f"{inner} {alone}{digits}"
+        assert len(hidden) < 60  # short: the alternation, not the substring searches
+        assert entity not in [r.entity for r in _context_before(gates_of(hidden), hidden)], hidden
+        assert entity in [r.entity for r in _context_before(gates_of(shown), shown)], shown

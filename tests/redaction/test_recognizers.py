@@ -174,3 +174,33 @@ def test_the_mac_gate_is_open_wherever_the_mac_pattern_matches() -> None:
     assert 200 < matched < 20_000
     assert Redactor().redact("v1.2.3 on 0123.4567.89ab, 2.5 s.") == "v1.2.3 on <MAC_ADDRESS>, 2.5 s."
     assert not rc.gates_of("version 1.2.3 took 2.5 s") & rc.G_MAC  # two dots, none five apart
+
+
+def test_person_refuses_a_lone_not_name_inside_re_exactly_as_the_callback_does() -> None:
+    """PERSON fails at once where its whole match would be a word of NOT_NAMES ("The customer"),
+    which _person_replace refuses first thing; a NOT_NAMES word with a '.', a longer word or a
+    name after it still matches, so the redaction is the one of the pattern without that test."""
+    import random
+    import re
+
+    from tenant_agent.redaction.recognizers import NOT_NAMES, PERSON, _person_replace, _refused_words
+
+    plain = re.compile(PERSON.pattern.replace(_refused_words(NOT_NAMES), "", 1))
+    assert plain.pattern != PERSON.pattern
+    assert PERSON.match("The customer") is None and plain.match("The customer") is not None
+    for text in ("The.", "Theodore asked", "The Smith", "Thee", "The’s", "Dr. Jane Roe", "Patient Maria", "Data de la Cruz"):
+        found, expected = PERSON.match(text), plain.match(text)
+        assert found is not None and expected is not None and found.group() == expected.group(), text
+
+    def replace(m: re.Match[str]) -> str:
+        return _person_replace(m) or m.group(0)
+
+    words = [*sorted(NOT_NAMES)[:60], "The", "Intent", "March", "Jane", "Roe", "van", "der", "Berg", "patient",
+             "dr.", "Dr.", "Mrs", "named", "the", "R.", "O'Neil", "Ó", "Élodie", "1", "."]  # fmt: skip
+    separators = [" ", " ", "  ", ", ", ". ", ": ", "\n", "-", "'"]
+    rng = random.Random(5)
+    for _ in range(3000):
+        text = "".join(rng.choice(words) + rng.choice(separators) for _ in range(rng.randrange(1, 9)))
+        assert PERSON.sub(replace, text) == plain.sub(replace, text), text
+    assert Redactor().redact("Patient The customer asked") == "Patient The customer asked"
+    assert Redactor().redact("The customer asked Dr. Jane Roe") == "The customer asked Dr. <PERSON>"

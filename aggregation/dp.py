@@ -85,7 +85,7 @@ _TO_PROTO = {
     Mechanism.DISCRETE_GAUSSIAN: common_pb2.DISCRETE_GAUSSIAN,
     Mechanism.DISCRETE_LAPLACE: common_pb2.DISCRETE_LAPLACE,
 }
-_FROM_PROTO = {v: k for k, v in _TO_PROTO.items()}
+_FROM_PROTO: dict[int, Mechanism] = {int(v): k for k, v in _TO_PROTO.items()}
 
 
 def mechanism_to_proto(mechanism: Mechanism | str) -> common_pb2.Mechanism:
@@ -96,7 +96,7 @@ def mechanism_to_proto(mechanism: Mechanism | str) -> common_pb2.Mechanism:
 def mechanism_from_proto(value: int | common_pb2.Mechanism) -> Mechanism:
     """The mechanism of a wire enum value; UNSPECIFIED or unknown values are refused."""
     try:
-        return _FROM_PROTO[value]
+        return _FROM_PROTO[int(value)]
     except KeyError:
         raise InvalidReleaseParams(
             f"unknown or unspecified mechanism {value!r} on the wire; "

@@ -280,7 +280,7 @@ def _parsed(method: Any, message: Any) -> Any:
 
 def add_to_server(grpc_server: grpc.Server, ctx: ServerContext) -> None:
     servicer = SecureAggregationServicer(ctx)
-    methods = {
+    methods: dict[str, tuple[type[Any], type[Any]]] = {
         "RegisterMaskingKey": (secagg_pb2.RegisterMaskingKeyRequest, secagg_pb2.RegisterMaskingKeyResponse),
         "GetRoster": (secagg_pb2.GetRosterRequest, secagg_pb2.Roster),
         "GetRound": (secagg_pb2.GetRoundRequest, secagg_pb2.RoundInfo),

@@ -24,7 +24,8 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,17 @@ class ReplaySet:
         """The taxonomy that classifies captured turns (what the collector asks whether it reads ``text``)."""
         return self._taxonomy
 
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction (the connection autocommits otherwise); the caller holds the lock."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -159,8 +171,7 @@ class ReplaySet:
             return out
         with self._lock:
             self._prune(now)
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 counts = dict(self._db.execute("SELECT category, COUNT(*) FROM cases GROUP BY category").fetchall())
                 for event, failures in rows:
                     category = failures[0]
@@ -187,10 +198,6 @@ class ReplaySet:
                     self._db.execute("DELETE FROM cases WHERE case_id IN (SELECT case_id FROM cases "
                                      "ORDER BY created_at, case_id LIMIT ?)", (excess,))
                     out.evicted = excess
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
         return out
 
     def _prune(self, now: float) -> int:
@@ -228,15 +235,8 @@ class ReplaySet:
 
     def mark_replayed(self, rollout_id: str, case_ids: Iterable[str]) -> None:
         rows = [(rollout_id, c) for c in case_ids]
-        with self._lock:
-            # One transaction (the connection autocommits: one commit per row otherwise).
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany("INSERT OR IGNORE INTO replayed VALUES (?, ?)", rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, self._transaction():  # one commit, not one per row
+            self._db.executemany("INSERT OR IGNORE INTO replayed VALUES (?, ?)", rows)
 
     def show(self, case_id: str) -> ReplayCase | None:
         with self._lock:

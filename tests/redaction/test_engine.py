@@ -147,3 +147,24 @@ def test_a_keyword_inside_a_word_opens_no_recognizer_when_many_keywords_are_scan
         assert len(hidden) < 60  # short: the alternation, not the substring searches
         assert entity not in [r.entity for r in _context_before(gates_of(hidden), hidden)], hidden
         assert entity in [r.entity for r in _context_before(gates_of(shown), shown)], shown
+
+
+def test_the_email_pass_finds_exactly_what_the_pattern_substitution_finds() -> None:
+    """``_emails`` tries the pattern once per '@': the same output and count as ``_EMAIL.subn`` (fuzzed)."""
+    import random
+
+    from tenant_agent.redaction.engine import _EMAIL, _emails
+
+    rng = random.Random(20261202)
+    alphabet = "ab.-_+@@ 1x.Z%'\n" + "é"
+    fixed = ["a@b.co", "x.y@example.org, z@w.io", "@@a@b.cc", "a..b@c.de", "mail me at jo.doe+tag@sub.example.com."]
+    texts = fixed + ["".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 40))) + rng.choice(["", ".com", ".io"])
+                     for _ in range(20_000)]
+    differing = []
+    for text in texts:
+        counts: dict[str, int] = {}
+        expected, n = _EMAIL.subn("<EMAIL>", text)
+        if (_emails(text, counts), counts.get("EMAIL", 0)) != (expected, n):
+            differing.append(text)
+    assert differing == []
+    assert sum(_EMAIL.search(t) is not None for t in texts) > 500  # the fuzz does produce addresses (619)

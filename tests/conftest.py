@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import os
 import uuid
+
+# Every advisory lock the server takes is checked against server.db.locks' order (on SQLite too).
+os.environ["FEDSIGNAL_CHECK_LOCK_ORDER"] = "1"
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote

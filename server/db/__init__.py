@@ -20,6 +20,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from server.db import locks
+
 #: Execution option of the engine behind read-only sessions (see :func:`make_read_sessionmaker`).
 READ_ONLY = "fedsignal_read_only"
 
@@ -116,10 +118,41 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+class LockOrderViolation(RuntimeError):
+    """An advisory lock requested out of :mod:`server.db.locks`' order (only with the order check on)."""
+
+
+def _check_lock_order(session: Session, key: int) -> None:
+    rank = locks.rank_of(key)
+    if rank is None:
+        return
+    tx = session.get_transaction()
+    while tx is not None and tx.parent is not None:
+        tx = tx.parent
+    info = session.info
+    if info.get("fedsignal.lock_tx") is not tx:
+        info["fedsignal.lock_tx"], info["fedsignal.lock_rank"], info["fedsignal.lock_keys"] = tx, 0, set()
+    keys = info["fedsignal.lock_keys"]
+    if key in keys:
+        return  # held already (the locks are re-entrant): no new wait
+    keys.add(key)
+    held = info["fedsignal.lock_rank"]
+    if rank < held:
+        raise LockOrderViolation(
+            f"advisory lock {key:#x} (rank {rank}) requested after a rank-{held} lock in the same transaction; "
+            "see server.db.locks for the order"
+        )
+    info["fedsignal.lock_rank"] = rank
+
+
 def advisory_lock(session: Session, key: int) -> None:
     """Serialize a critical section across replicas (PostgreSQL), until commit.
 
-    On SQLite the ``BEGIN IMMEDIATE`` write lock already serializes writers.
+    On SQLite the ``BEGIN IMMEDIATE`` write lock already serializes writers. With
+    ``FEDSIGNAL_CHECK_LOCK_ORDER=1`` (the test suite sets it) a lock requested out of
+    :mod:`server.db.locks`' order raises :class:`LockOrderViolation`, on either store.
     """
+    if os.environ.get("FEDSIGNAL_CHECK_LOCK_ORDER") == "1":
+        _check_lock_order(session, key)
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})

@@ -65,10 +65,12 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
         with unit_of_work(context, self._ctx, None) as call:
             ca = self._authority()
             grant = identity.redeem_token(call.session, request.token, now)
+            # The cohort's schema before the audited enrollment: a new cohort's first version is created
+            # under its schema lock, which comes before the audit lock (server.db.locks' order).
+            schema = self._package.signal_schema(call.session, grant.cohort)
             issued = ca.issue_client_cert(request.csr_pem, grant.tenant_id, grant.cohort, "tenant", now=now)
             identity.complete_enrollment(call.session, grant, request.token, issued.serial, issued.not_after, now)
             trust_root = self._package.trust_root(call.session)
-            schema = self._package.signal_schema(call.session, grant.cohort)
         log_event(log, "tenant enrolled", tenant=grant.tenant_id, cohort=grant.cohort, serial=issued.serial)
         return enrollment_pb2.EnrollResponse(
             tenant_id=grant.tenant_id,

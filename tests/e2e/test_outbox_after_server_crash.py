@@ -65,6 +65,7 @@ def test_outboxes_redeliver_exactly_once_after_a_server_sigkill(database_url: st
     with transaction(ctx.sessions) as session:  # enrollment hands out the reviewers' root
         bootstrap_root(session, state_dir=state, reviewers=[CryptoSigner.generate_ed25519()], now=ctx.clock(),
                        thresholds={"low": 1, "high": 1, "critical": 1})
+    with transaction(ctx.sessions) as session:
         # The outbox carries per-tenant DP reports: the cohort runs in local mode (secure aggregation, the
         # default, sends masked inputs to rounds instead; tests/e2e/test_secagg_crashes.py covers that path).
         base = default_schema("cohort-x")

@@ -152,3 +152,60 @@ def test_concurrent_tokens_for_a_new_tenant_all_succeed(harness: Harness) -> Non
     for t in threads:
         t.join(30)
     assert len(set(tokens)) == 4
+
+
+def _advisory_waiters(conn, key: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """(granted, waiting) holders of the bigint advisory lock ``key`` in this database."""
+    from sqlalchemy import text as sql
+
+    unsigned = key & 0xFFFFFFFFFFFFFFFF
+    rows = conn.execute(sql(
+        "SELECT granted FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
+        "AND classid = :hi AND objid = :lo"), {"hi": unsigned >> 32, "lo": unsigned & 0xFFFFFFFF}).all()
+    return sum(1 for r in rows if r[0]), sum(1 for r in rows if not r[0])
+
+
+def test_enrollment_into_a_new_cohort_takes_the_schema_lock_before_the_audit_lock(
+        postgres_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The lock order of server.db.locks: a new cohort's first schema version is created under the
+    cohort's schema lock, and enrollment takes it *before* the audit lock. Taken the other way round,
+    an enrollment holding the audit lock while it waits for the schema lock deadlocks against a
+    rollout start (schema lock, then audit lock) in the same cohort. Here another transaction holds the
+    schema lock: the enrollment must wait for it without holding the audit lock, then complete."""
+    import time
+
+    from sqlalchemy import create_engine
+    from sqlalchemy import text as sql
+
+    from server.db import locks
+    from tests.harness import running_harness
+
+    with running_harness(postgres_url, tmp_path / "state") as h:
+        now = h.ctx.clock()
+        with transaction(h.ctx.sessions) as session:
+            token, _ = identity.create_enrollment_token(session, "orderly", "fresh-cohort", timedelta(hours=1),
+                                                        "test", now)
+        engine = create_engine(postgres_url)
+        try:
+            with engine.connect() as holder, engine.connect() as observer:
+                holder.execute(sql("SELECT pg_advisory_xact_lock(:k)"), {"k": locks.schema("fresh-cohort")})
+                result: dict[str, object] = {}
+                thread = threading.Thread(target=lambda: result.update(resp=_enroll_raw(h, token)))
+                thread.start()
+                deadline = time.monotonic() + 20
+                while _advisory_waiters(observer, locks.schema("fresh-cohort"))[1] == 0:
+                    assert time.monotonic() < deadline, "the enrollment never waited for the cohort's schema lock"
+                    assert thread.is_alive(), "the enrollment finished while the schema lock was held"
+                    time.sleep(0.02)
+                    observer.rollback()
+                # Waiting for the schema lock, the enrollment holds no audit lock (nobody does).
+                assert _advisory_waiters(observer, locks.AUDIT) == (0, 0)
+                holder.rollback()  # releases the schema lock
+                thread.join(20)
+                assert not thread.is_alive()
+        finally:
+            engine.dispose()
+        resp = result["resp"]
+        assert isinstance(resp, enrollment_pb2.EnrollResponse)
+        assert resp.tenant_id == "orderly" and resp.cohort == "fresh-cohort"
+        assert SignalSchema.from_proto(resp.signal_schema).version == 1

@@ -110,8 +110,11 @@ class Loop:
                                               clock.dt())
             bootstrap_root(s, state_dir=state, reviewers=[reviewer], now=clock.dt(),
                            thresholds={"low": 1, "high": 1, "critical": 1})
-            for t in ids:
+        # One transaction per step, as the admin service runs them (server.db.locks' order holds in each).
+        for t in ids:
+            with transaction(ctx.sessions) as s:
                 tokens[t] = identity.create_enrollment_token(s, t, COHORT, timedelta(hours=1), "test", clock.dt())[0]
+        with transaction(ctx.sessions) as s:
             # Secure aggregation, the default mode: the cohort's noise (the sum of the tenants' shares) is
             # the central mechanism's at ``rho`` per window, published before anyone enrolls.
             base = default_schema(COHORT)

@@ -60,6 +60,7 @@ class RolloutWorld:
         with transaction(ctx.sessions) as s:
             bootstrap_root(s, state_dir=state_dir, reviewers=[reviewer], now=clock(),
                            thresholds={"low": 1, "high": 1, "critical": 1})
+        with transaction(ctx.sessions) as s:  # as the server does: the root and the tenants apart (lock order)
             for i in range(tenants):
                 world.enroll(s, f"tenant-{i}")
         return world

@@ -197,10 +197,12 @@ def _stub_redaction(redactor: Any) -> None:
 
 #: How record_many treats the free texts: ``discard`` is the collector's own decision with no
 #: consumer of text (replay capture off, the shipped taxonomy): texts are dropped unread;
-#: ``keep`` forces them kept and redacted (what a replay set storing redacted text, or a taxonomy
-#: rule on ``text``, makes it do; the work the code before data minimization always did);
-#: ``stub`` keeps them with the redactor stubbed out (bench only: the record path's own cost).
-TEXT_MODES = ("discard", "keep", "stub")
+#: ``replay`` is its decision with the replay set on and storing redacted text (``replay.toml``
+#: with the default caps): capture classifies every turn and redacts the texts of the cases it
+#: stores, and only those; ``keep`` forces every text redacted on arrival (what a taxonomy rule on
+#: ``text`` makes it do; the work the code before data minimization always did); ``stub`` keeps
+#: them with the redactor stubbed out (bench only: the record path's own cost).
+TEXT_MODES = ("discard", "replay", "keep", "stub")
 
 
 def record_many_rates(n: int, repeat: int, *, mode: str) -> tuple[float, float, bool]:
@@ -217,15 +219,22 @@ def record_many_rates(n: int, repeat: int, *, mode: str) -> tuple[float, float, 
     decides = False
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as tmp:
+            if mode == "replay":
+                (Path(tmp) / "replay.toml").write_text("[replay_set]\nenabled = true\nstore_redacted_text = true\n")
             config = CollectorConfig(state_dir=Path(tmp), tenant_id="tenant-a", cohort="cohort-a")
             with Collector(config, clock=_fixed_clock(t0)) as collector:
                 decides = hasattr(collector, "keeps_text")
                 if mode == "stub":
                     _stub_redaction(collector.redactor)
-                if mode in ("keep", "stub") and decides:
-                    collector.keeps_text = lambda: True  # type: ignore[method-assign]  # bench only
+                if mode in ("keep", "stub") and decides:  # bench only: every text redacted on arrival
+                    if hasattr(collector, "text_mode"):
+                        collector.text_mode = lambda: "redact"  # type: ignore[method-assign]
+                    else:  # code before the deferred mode
+                        collector.keeps_text = lambda: True  # type: ignore[method-assign]
                 if mode == "discard" and decides and collector.keeps_text():
                     raise SystemExit("the collector keeps free text here: the discard mode measures nothing")
+                if mode == "replay" and getattr(collector, "text_mode", lambda: "defer")() != "defer":
+                    raise SystemExit("the replay set does not defer redaction here: the replay mode measures nothing")
                 started, started_cpu = time.perf_counter(), time.process_time()
                 for i in range(0, n, batch):
                     collector.record_many(docs[i : i + batch])
@@ -251,7 +260,8 @@ def _tree_rates(tree: Path, n: int, repeat: int, mode: str) -> tuple[float, floa
 
 _MODE_LABELS = {
     "discard": "capture off (text discarded)",
-    "keep": "text kept (redacted)",
+    "replay": "replay capture stores redacted text",
+    "keep": "every text redacted on arrival",
     "stub": "redaction stubbed out (bench only)",
 }
 
@@ -278,9 +288,9 @@ def bench_events(n: int, repeat: int, baseline: Path | None, rounds: int) -> Non
     best: dict[tuple[str, str], tuple[float, float]] = {}
     old_decides = False
     for r in range(rounds):
-        for mode in ("keep", "discard", "stub"):
+        for mode in ("keep", "replay", "discard", "stub"):
             for which, tree in (("old", baseline), ("new", here)):
-                if which == "old" and mode == "discard":
+                if which == "old" and mode in ("discard", "replay"):
                     continue  # the old code has one text mode (it always redacts): measured as "keep"
                 wall, cpu, decides = _tree_rates(tree, n, repeat, mode)
                 if which == "old":

@@ -56,6 +56,9 @@ from tenant_agent.windows import RecordResult, WindowBook
 
 log = logging.getLogger(__name__)
 
+#: What :meth:`Collector.text_mode` answers.
+TEXT_REDACT, TEXT_DEFER, TEXT_DISCARD = "redact", "defer", "discard"
+
 
 @dataclass(frozen=True)
 class ImportResult:
@@ -84,6 +87,31 @@ class CollectorStatus:
     redaction: dict[str, int]
     # Free texts dropped unread on arrival (no replay capture stored them, no taxonomy rule read them).
     texts_discarded: int = 0
+
+
+class DeferredTexts:
+    """The unredacted free texts of one ``defer`` batch (:meth:`Collector.text_mode`), by
+    ``id(event)``, held only while :meth:`Collector.record_many` runs. Called by replay
+    capture for the text of a case it stores: the held text, redacted now (an event handed
+    over as a ``DecisionEvent`` keeps its own, already redacted, text)."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
+        self._texts: dict[int, str] = {}
+        self.redacted = 0
+
+    def hold(self, event: DecisionEvent, text: str) -> None:
+        self._texts[id(event)] = text
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def __call__(self, event: DecisionEvent) -> str | None:
+        raw = self._texts.pop(id(event), None)
+        if raw is None:
+            return event.text
+        self.redacted += 1
+        return self._redactor.redact(raw)
 
 
 @contextmanager
@@ -249,50 +277,85 @@ class Collector:
     def record_many(self, events: Iterable[DecisionEvent | Mapping[str, Any]]) -> RecordResult:
         """Record events in one transaction; every event is durable when this returns.
 
-        A dict event's free text is redacted onto it when some consumer reads text
-        (:meth:`keeps_text`, decided once per batch), else checked and discarded unread.
+        A dict event's free text is handled as :meth:`text_mode` says (decided once per
+        batch): redacted onto the event, kept aside unredacted until replay capture decides
+        whether it stores the turn (then redacted there, and only then), or checked and
+        discarded unread.
         """
         with _cyclic_gc_paused():
             batch: list[DecisionEvent] = []
             append = batch.append
-            keep: bool | None = None
+            mode: str | None = None
             discarded = 0
+            #: ``defer``: the unredacted texts, local to this call (never on an event, never stored):
+            #: replay capture redacts those of the turns it stores.
+            deferred = DeferredTexts(self.redactor)
             tenant_id, redactor = self.tenant_id, self.redactor
             for e in events:
                 if type(e) is DecisionEvent or isinstance(e, DecisionEvent):
                     append(e)
                     continue
-                if keep is None:
-                    keep = self.keeps_text()
+                if mode is None:
+                    mode = self.text_mode()
                 # A dict is read as it is (event_from_dict keeps no reference to it nor to its containers).
                 doc = e if type(e) is dict else dict(e)
-                append(event_from_dict(doc, tenant_id, redactor, keep_text=keep))
-                if not keep and doc.get("text"):
-                    discarded += 1  # a valid event: its text was a non-empty string, dropped unread
+                event = event_from_dict(doc, tenant_id, redactor, keep_text=mode == TEXT_REDACT)
+                append(event)
+                if mode != TEXT_REDACT:
+                    text = doc.get("text")
+                    if text:  # a valid event: its text was a non-empty string
+                        if mode == TEXT_DEFER:
+                            deferred.hold(event, text)
+                        else:
+                            discarded += 1  # dropped unread
             self.texts_discarded.add(discarded)
             batch = shadow.divert(self, batch)  # shadow turns are paired, never live evidence
             result = self.book.record(batch, self._redaction_deltas)
-            replay_agent.capture(self, batch)  # failing turns become local replay cases, when enabled
+            # Failing turns become local replay cases, when enabled.
+            held = len(deferred)
+            replay_agent.capture(self, batch, deferred if held else None)
+            if held:
+                # The held texts capture did not store were never redacted: discarded unread.
+                self.texts_discarded.add(held - deferred.redacted)
+                deltas = self._redaction_deltas()
+                if deltas:
+                    with self.store.transaction() as conn:
+                        CollectorStore.add_counters(conn, deltas)
         return result
 
-    def keeps_text(self) -> bool:
-        """Whether free text (``DecisionEvent.text``) is kept, redacted, on arriving events.
+    def text_mode(self) -> str:
+        """How arriving free text (``DecisionEvent.text``) is handled: one of
 
-        Only two consumers read it: replay capture, when the replay set is enabled and stores
-        redacted text (or classifies with a taxonomy that reads ``text``), and a taxonomy rule
-        on ``text``. Without either the text is discarded unread on arrival (never redacted,
-        never stored, counted in ``texts_discarded``). Asked at every batch and OTLP request,
-        so the answer follows the replay policy and taxonomy in force (``replay.toml`` is read
-        when the collector first records and kept until it closes).
+        * ``redact`` — redacted onto the event on arrival: a taxonomy rule reads ``text`` (the
+          collector's, or replay capture's);
+        * ``defer`` — replay capture stores redacted text and nothing else reads it: a dict
+          event's text is held, unredacted, only until the end of :meth:`record_many`, and
+          redacted only for the turns capture stores (the others are discarded unread). Paths
+          that hand over finished events (OTLP, JSON Lines) redact on arrival instead;
+        * ``discard`` — no consumer: the text is checked and discarded unread (never redacted,
+          never stored, counted in ``texts_discarded``).
+
+        Asked at every batch and OTLP request, so the answer follows the replay policy and
+        taxonomy in force (``replay.toml`` is read when the collector first records and kept
+        until it closes).
         """
         if self.taxonomy.reads_field("text"):
-            return True
+            return TEXT_REDACT
         replay = replay_agent.attached(self)
         if not replay.config.replay_set.enabled:
-            return False  # replay_agent.capture does not run
+            return TEXT_DISCARD  # replay_agent.capture does not run
         replay_set = replay.replay_set  # what capture stores through (opened on first use, as capture does)
         policy = replay_set.policy
-        return policy.enabled and (policy.store_redacted_text or replay_set.taxonomy.reads_field("text"))
+        if not policy.enabled:
+            return TEXT_DISCARD
+        if replay_set.taxonomy.reads_field("text"):
+            return TEXT_REDACT
+        return TEXT_DEFER if policy.store_redacted_text else TEXT_DISCARD
+
+    def keeps_text(self) -> bool:
+        """Whether some consumer reads free text (:meth:`text_mode` is not ``discard``): the
+        OTLP and JSON Lines paths then redact it onto the events they build."""
+        return self.text_mode() != TEXT_DISCARD
 
     def otlp_mapper(self, **options: Any) -> OtlpMapper:
         """An OTLP mapper for this collector: its tenant and redactor, and its decision on free

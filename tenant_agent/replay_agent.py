@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,11 +113,13 @@ def attached(collector: Any) -> CollectorReplay:
     return replay
 
 
-def capture(collector: Any, events: Sequence[DecisionEvent]) -> None:
-    """Record-path hook: keep failing live turns as replay cases (only when the tenant enabled it)."""
+def capture(collector: Any, events: Sequence[DecisionEvent],
+            text_of: Callable[[DecisionEvent], str | None] | None = None) -> None:
+    """Record-path hook: keep failing live turns as replay cases (only when the tenant enabled it);
+    ``text_of`` as :meth:`ReplaySet.capture`."""
     replay = attached(collector)
     if replay.config.replay_set.enabled and events:
-        replay.replay_set.capture(events)
+        replay.replay_set.capture(events, text_of)
 
 
 def tick(collector: Any) -> None:

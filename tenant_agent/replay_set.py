@@ -24,7 +24,7 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,8 +153,13 @@ class ReplaySet:
             self._db.close()
 
     # -- capture ------------------------------------------------------------------
-    def capture(self, events: Iterable[DecisionEvent]) -> CaptureResult:
-        """Keep the failing turns of ``events`` as cases (nothing when the set is not enabled)."""
+    def capture(self, events: Iterable[DecisionEvent],
+                text_of: Callable[[DecisionEvent], str | None] | None = None) -> CaptureResult:
+        """Keep the failing turns of ``events`` as cases (nothing when the set is not enabled).
+
+        With ``store_redacted_text`` a case keeps ``text_of(event)`` (default: ``event.text``),
+        asked only for a case about to be stored (not for a turn that is no failure or over its
+        category's cap): the collector's deferred texts are redacted there, and only there."""
         out = CaptureResult()
         now = to_unix(self._clock())
         rows = []
@@ -180,7 +185,9 @@ class ReplaySet:
                         continue
                     case_id = "case-" + hashlib.sha256(
                         f"{event.session_id}\0{event.event_id or ''}\0{event.timestamp!r}".encode()).hexdigest()[:16]
-                    text = event.text if self.policy.store_redacted_text else None
+                    text = None
+                    if self.policy.store_redacted_text:
+                        text = event.text if text_of is None else text_of(event)
                     cur = self._db.execute(
                         "INSERT OR IGNORE INTO cases VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                         (case_id, now, event.session_id, event.user_id, event.intent, category, json.dumps(failures),

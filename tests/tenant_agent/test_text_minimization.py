@@ -184,6 +184,59 @@ def test_capture_with_stored_text_redacts_and_stores_as_before(tmp_path: Path,
         assert case.text is not None and "<EMAIL>" in case.text and "jane.roe" not in case.text
 
 
+def test_deferred_text_is_redacted_only_for_the_cases_capture_stores(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_replay_toml(tmp_path, enabled=True, store_text=True)
+    (tmp_path / "replay.toml").write_text((tmp_path / "replay.toml").read_text() + "per_category_cap = 2\n")
+    with Collector(make_config(tmp_path)) as c:
+        assert c.text_mode() == "defer" and c.keeps_text()
+        redactions = spy_redactions(c, monkeypatch)
+        recorded = spy_batches(c, monkeypatch)
+        fine = {"tool_calls": [{"name": "lookup_order"}], "outcome": "success"}  # no failure: no case
+        docs = [doc(1, text=PII_TEXT + " one"), doc(2, text=PII_TEXT + " two", **fine),
+                doc(3, text=PII_TEXT + " three"), doc(4, text=PII_TEXT + " four"), doc(5)]
+        result = c.record_many(docs)
+        assert result.recorded == 5
+        assert [e.text for e in recorded] == [None] * 5  # the events never carry the held text
+        # Cases 1 and 3 fill the tool_error cap of 2; turn 2 is no failure and turn 4 is over the
+        # cap, so only the two stored texts were redacted.
+        assert redactions == [PII_TEXT + " one", PII_TEXT + " three"]
+        cases = sorted(replay_agent.attached(c).replay_set.cases(), key=lambda k: k.session_id)
+        assert [k.session_id for k in cases] == ["s1", "s3"]
+        assert all(k.text is not None and "<EMAIL>" in k.text and "jane.roe" not in k.text for k in cases)
+        # Counted as soon as record_many returns: two redacted, two discarded unread.
+        status = c.status()
+        assert status.redaction.get("EMAIL") == 2 and status.texts_discarded == 2
+        # A later batch over the cap redacts nothing at all.
+        c.record_many([doc(6, text=PII_TEXT)])
+        assert len(redactions) == 2 and c.status().texts_discarded == 3
+    for path in tmp_path.rglob("*"):  # the raw text reached no file
+        if path.is_file():
+            assert b"jane.roe" not in path.read_bytes(), path
+
+
+def test_deferred_mode_refuses_a_malformed_batch_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_replay_toml(tmp_path, enabled=True, store_text=True)
+    with Collector(make_config(tmp_path)) as c:
+        redactions = spy_redactions(c, monkeypatch)
+        with pytest.raises(EventFormatError, match="'text': must be a string"):
+            c.record_many([doc(1, text=PII_TEXT), doc(2, text=["x"])])
+        status = c.status()
+        assert status.counters.get("events_recorded", 0) == 0 and status.texts_discarded == 0
+        assert redactions == [] and replay_agent.attached(c).replay_set.cases() == []
+
+
+def test_a_replay_taxonomy_reading_text_redacts_on_arrival(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_replay_toml(tmp_path, enabled=True, store_text=True)
+    with Collector(make_config(tmp_path)) as c:
+        replay_set = replay_agent.attached(c).replay_set
+        monkeypatch.setattr(replay_set, "_taxonomy", text_taxonomy())
+        assert c.text_mode() == "redact"
+        recorded = spy_batches(c, monkeypatch)
+        c.record_many([doc(1, text=PII_TEXT)])
+        assert recorded[0].text == "please refund <EMAIL>, card <CREDIT_CARD>"
+
+
 def test_capture_without_stored_text_still_discards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_replay_toml(tmp_path, enabled=True, store_text=False)
     with Collector(make_config(tmp_path)) as c:
@@ -217,8 +270,11 @@ def test_the_decision_follows_a_replay_policy_change(tmp_path: Path, monkeypatch
         # The replay set is switched on with stored text (what a reload of replay.toml would do).
         on = ReplayConfig(replay_set=ReplaySetSettings(enabled=True, store_redacted_text=True))
         c._replay = CollectorReplay(c, on)  # type: ignore[attr-defined]  # replay_agent.attached's slot
+        assert c.text_mode() == "defer"
         c.record_many([doc(2, text=PII_TEXT)])
-        assert recorded[-1].text is not None and "<EMAIL>" in recorded[-1].text
+        assert recorded[-1].text is None  # held aside, not on the event: capture stored it redacted
+        (case,) = [k for k in replay_agent.attached(c).replay_set.cases() if k.session_id == "s2"]
+        assert case.text is not None and "<EMAIL>" in case.text
         mapper_events = mapper.map_traces(request(span(2, None, gen_ai__operation__name="invoke_agent",
                                                        fedsignal__text=PII_TEXT)))
         assert mapper_events[0].text is not None and "<EMAIL>" in mapper_events[0].text

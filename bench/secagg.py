@@ -236,7 +236,7 @@ def _run_round(tenants: list[Tenant], live: list[Tenant], window: int, schema: S
         time.sleep(0.005)
     t_closed = time.perf_counter()
     requests: dict[str, UnmaskRequest] = {}
-    relayed: dict[str, list[bytes]] = {}  # attestations a tenant's SubmitAttestation reply carried (>= t)
+    relayed: dict[str, list[Attestation]] = {}  # attestations a tenant's SubmitAttestation reply carried (>= t)
 
     def attest(t: Tenant) -> None:
         view = t.stub.GetUnmaskRequest(secagg_pb2.UnmaskQuery(round_id=rid, omit_attestations=True))
@@ -249,17 +249,16 @@ def _run_round(tenants: list[Tenant], live: list[Tenant], window: int, schema: S
         t.up += msg.ByteSize()
         reply = t.stub.SubmitAttestation(msg)
         t.down += reply.ByteSize()
-        carried = list(getattr(reply, "attestations", ()))  # () from a server before they were relayed here
+        carried = _attestations_of(clients[t.tenant_id].ctx, getattr(reply, "attestations", ()))
         if len(carried) >= clients[t.tenant_id].ctx.threshold:  # enough attested before this one
             relayed[t.tenant_id] = carried
 
     def unmask(t: Tenant) -> None:
-        found = relayed.get(t.tenant_id)
-        if found is None:
+        atts = relayed.get(t.tenant_id)
+        if atts is None:
             view = t.stub.GetUnmaskRequest(secagg_pb2.UnmaskQuery(round_id=rid, omit_request=True))
             t.down += view.ByteSize()
-            found = list(view.attestations)
-        atts = [Attestation.from_bytes(a) for a in found]
+            atts = _attestations_of(clients[t.tenant_id].ctx, view.attestations)
         assert t.verifier is not None
         resp = clients[t.tenant_id].unmask(requests[t.tenant_id], atts, t.verifier.verify_attestation)
         msg2 = secagg_pb2.SubmitUnmaskResponseRequest(round_id=rid, unmask_response=resp.to_bytes())
@@ -285,6 +284,16 @@ def _run_round(tenants: list[Tenant], live: list[Tenant], window: int, schema: S
               f"attest {t_attested - t_closed:.3f} unmask {t_answered - t_attested:.3f} "
               f"release {t_done - t_answered:.3f}", flush=True)
     return {"wall": t_done - t0, "idle": idle, "client_cpu": time.process_time() - cpu0, "late": late}
+
+
+def _attestations_of(ctx: RoundContext, relayed: Any) -> list[Attestation]:
+    """The relayed attestations of a reply: canonical RelayedAttestations bytes, or (a server from
+    before the compact relay) a list of canonical Attestation bytes."""
+    if isinstance(relayed, bytes):
+        from aggregation.secagg import RelayedAttestations
+
+        return list(RelayedAttestations.from_bytes(relayed).attestations(ctx)) if relayed else []
+    return [Attestation.from_bytes(a) for a in relayed]
 
 
 def _bits_of(t: Tenant, window: int) -> int:

@@ -37,6 +37,7 @@ from aggregation.secagg.messages import (
     Attestation,
     EncryptedShare,
     MaskedInput,
+    RelayedAttestations,
     UnmaskRequest,
     UnmaskResponse,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "MaskedInput",
     "NoisePlan",
     "Phase",
+    "RelayedAttestations",
     "ReplayedMessage",
     "RosterEntry",
     "RoundAborted",

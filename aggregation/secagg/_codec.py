@@ -29,6 +29,9 @@ class Writer:
     def u8(self, value: int) -> None:
         self._parts.append(struct.pack(">B", value))
 
+    def u16(self, value: int) -> None:
+        self._parts.append(struct.pack(">H", value))
+
     def u32(self, value: int) -> None:
         self._parts.append(struct.pack(">I", value))
 
@@ -84,6 +87,9 @@ class Reader:
 
     def u8(self, field: str) -> int:
         return int(struct.unpack(">B", self._take(1, field))[0])
+
+    def u16(self, field: str) -> int:
+        return int(struct.unpack(">H", self._take(2, field))[0])
 
     def u32(self, field: str) -> int:
         return int(struct.unpack(">I", self._take(4, field))[0])

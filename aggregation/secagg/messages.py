@@ -9,6 +9,7 @@ which know the context (``WrongRound``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,7 @@ import numpy.typing as npt
 
 from aggregation.secagg._codec import MAX_ITEMS, Reader, Writer
 from aggregation.secagg.arithmetic import word_dtype
-from aggregation.secagg.context import MAX_LENGTH
+from aggregation.secagg.context import MAX_LENGTH, MAX_ROSTER, RoundContext
 from aggregation.secagg.crypto import KEY_BYTES
 from aggregation.secagg.errors import MalformedMessage
 from aggregation.secagg.shamir import ELEMENT_BYTES, PRIME
@@ -212,6 +213,91 @@ class Attestation:
             return cls(tid, digest, sig)
 
         return _checked("Attestation", build)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class RelayedAttestations:
+    """Server -> survivor: attestations of one survivor set, compact (what the consistency check needs).
+
+    Every attestation covers the same digest, so it is sent once; each attester is named by
+    its 0-based position in the round's sorted roster (a 2-byte index instead of its id);
+    each signature travels as it was made. ``attestations(ctx)`` rebuilds the
+    :class:`Attestation` values the client checks (``ClientRound.unmask``), so a relay the
+    server tampered with fails there like any bad attestation.
+    """
+
+    digest: bytes
+    signers: tuple[int, ...]
+    signatures: tuple[bytes, ...]
+
+    MAGIC = b"FSL1"
+
+    def __post_init__(self) -> None:
+        if len(self.digest) != DIGEST_BYTES:
+            raise MalformedMessage("RelayedAttestations: digest must be 32 bytes")
+        if len(self.signers) != len(self.signatures):
+            raise MalformedMessage("RelayedAttestations: one signature per signer")
+        if len(self.signers) > MAX_ROSTER:
+            raise MalformedMessage(f"RelayedAttestations: more than {MAX_ROSTER} signers")
+        if any(b <= a for a, b in zip(self.signers, self.signers[1:], strict=False)) or any(
+                not 0 <= i < MAX_ROSTER for i in self.signers):
+            raise MalformedMessage("RelayedAttestations: signer indices must be distinct, increasing roster positions")
+        if any(not 0 < len(sig) <= MAX_SIGNATURE_BYTES for sig in self.signatures):
+            raise MalformedMessage(f"RelayedAttestations: signatures must be 1..{MAX_SIGNATURE_BYTES} bytes")
+
+    @classmethod
+    def of(cls, ctx: RoundContext, attestations: Iterable[Attestation]) -> RelayedAttestations:
+        """The compact form of ``attestations``: all of one digest, each by a roster member, once."""
+        by_index: dict[int, bytes] = {}
+        digest: bytes | None = None
+        for att in attestations:
+            if digest is None:
+                digest = att.digest
+            elif att.digest != digest:
+                raise MalformedMessage("RelayedAttestations: the attestations cover different survivor sets")
+            by_index[ctx.index_of(att.tenant_id)] = att.signature
+        if digest is None:
+            raise MalformedMessage("RelayedAttestations: no attestation to relay")
+        order = sorted(by_index)
+        return cls(digest, tuple(order), tuple(by_index[i] for i in order))
+
+    def attestations(self, ctx: RoundContext) -> tuple[Attestation, ...]:
+        """The attestations, with their signers' ids from ``ctx``'s roster (an index beyond it is malformed)."""
+        ids = ctx.tenant_ids
+        if self.signers and self.signers[-1] >= len(ids):
+            raise MalformedMessage(f"RelayedAttestations: signer {self.signers[-1]} is beyond the roster of {len(ids)}")
+        return tuple(Attestation(ids[i], self.digest, sig) for i, sig in zip(self.signers, self.signatures, strict=True))
+
+    def __len__(self) -> int:
+        return len(self.signers)
+
+    def to_bytes(self) -> bytes:
+        w = Writer(self.MAGIC)
+        w.raw(self.digest)
+        w.u32(len(self.signers))
+        for index, sig in zip(self.signers, self.signatures, strict=True):
+            w.u16(index)
+            w.u16(len(sig))
+            w.raw(sig)
+        return w.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RelayedAttestations:
+        r = Reader(data, cls.MAGIC, "RelayedAttestations")
+
+        def build() -> RelayedAttestations:
+            digest = r.raw(DIGEST_BYTES, "digest")
+            signers, sigs = [], []
+            for _ in range(r.count("signers", MAX_ROSTER)):
+                signers.append(r.u16("signer"))
+                n = r.u16("signature length")
+                if not 0 < n <= MAX_SIGNATURE_BYTES:
+                    raise MalformedMessage(f"RelayedAttestations: signature of {n} bytes")
+                sigs.append(r.raw(n, "signature"))
+            r.done()
+            return cls(digest, tuple(signers), tuple(sigs))
+
+        return _checked("RelayedAttestations", build)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from aggregation.secagg import RoundContext
+from aggregation.secagg import Attestation, RelayedAttestations, RoundContext
 from server.secagg.models import RoundRecord
 
 #: Rounds kept per engine (a round is looked up for a few minutes; a cohort opens one per window).
@@ -57,6 +57,7 @@ class RoundFactsCache:
         self._facts: OrderedDict[str, RoundFacts] = OrderedDict()
         self._by_window: dict[tuple[str, int, int], str] = {}
         self._attestations: dict[str, dict[str, bytes]] = {}
+        self._relays: dict[str, bytes] = {}
 
     def get(self, round_id: str) -> RoundFacts | None:
         with self._lock:
@@ -90,6 +91,7 @@ class RoundFactsCache:
                 old, gone = self._facts.popitem(last=False)
                 self._by_window.pop((gone.cohort, gone.window_start, gone.schema_version), None)
                 self._attestations.pop(old, None)
+                self._relays.pop(old, None)
         return facts
 
     def attestations(self, round_id: str) -> dict[str, bytes]:
@@ -101,6 +103,24 @@ class RoundFactsCache:
         with self._lock:
             if round_id in self._facts:
                 self._attestations.setdefault(round_id, {}).update(found)
+
+    def relay(self, round_id: str, rctx: RoundContext, threshold: int, known: dict[str, bytes]) -> bytes:
+        """Canonical :class:`RelayedAttestations` of ``threshold`` attestations of the round, or b""
+        while ``known`` (stored attestations by tenant) holds fewer. Any ``threshold`` of them will
+        do, so the first set built is kept and relayed to every later caller (built once per round
+        and process, not parsed again at every call)."""
+        with self._lock:
+            found = self._relays.get(round_id)
+        if found is not None:
+            return found
+        if len(known) < threshold:
+            return b""
+        chosen = sorted(known)[:threshold]
+        data = RelayedAttestations.of(rctx, (Attestation.from_bytes(known[t]) for t in chosen)).to_bytes()
+        with self._lock:
+            if round_id in self._facts:
+                data = self._relays.setdefault(round_id, data)
+        return data
 
 
 _CACHES: weakref.WeakKeyDictionary[Engine, RoundFactsCache] = weakref.WeakKeyDictionary()

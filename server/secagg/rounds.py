@@ -508,7 +508,8 @@ def close_round(session: Session, row: RoundRecord, now: datetime, settings: Sec
 class UnmaskView:
     phase: str
     request: bytes
-    attestations: tuple[bytes, ...]
+    #: Canonical RelayedAttestations of ``threshold`` attestations (b"" while fewer are in).
+    attestations: bytes
     survivors: int
     threshold: int
 
@@ -537,14 +538,14 @@ def unmask_view(session: Session, cache: RoundFactsCache, tenant_id: str, cohort
     if phase == ABORTED:
         raise RoundWasAborted(f"round {round_id!r} was aborted: {reason}")
     if phase == COLLECTING:
-        return UnmaskView(COLLECTING, b"", (), 0, facts.threshold)
+        return UnmaskView(COLLECTING, b"", b"", 0, facts.threshold)
     survivors = json.loads(survivors_json) if survivors_json else []
     if tenant_id not in survivors:
         raise NotInRoster(f"{tenant_id!r} is not a survivor of round {round_id!r} (it is a dropout)")
     request = b""
     if want_request:
         request = bytes(session.scalar(_UNMASK_REQUEST, {"pk": facts.pk, "tenant": tenant_id}) or b"")
-    atts: tuple[bytes, ...] = ()
+    relay = b""
     if want_attestations:
         # A client needs t attestations of its set; relaying t keeps the download O(t). Stored
         # attestations never change, so once this process saw t of them it asks no more.
@@ -552,8 +553,8 @@ def unmask_view(session: Session, cache: RoundFactsCache, tenant_id: str, cohort
         if len(known) < facts.threshold:
             known = {tid: bytes(a or b"") for tid, a in session.execute(_ATTESTATIONS, {"pk": facts.pk})}
             cache.add_attestations(round_id, known)
-        atts = tuple(known[t] for t in sorted(known)[: facts.threshold])
-    return UnmaskView(phase, request, atts, len(survivors), facts.threshold)
+        relay = cache.relay(round_id, facts.rctx, facts.threshold, known)
+    return UnmaskView(phase, request, relay, len(survivors), facts.threshold)
 
 
 def attestation_message(digest: bytes) -> bytes:
@@ -561,10 +562,10 @@ def attestation_message(digest: bytes) -> bytes:
 
 
 def submit_attestation(session: Session, tenant_id: str, cohort: str, round_id: str,
-                       data: bytes) -> tuple[dict[str, bytes], int]:
+                       data: bytes) -> tuple[dict[str, bytes], int, RoundContext]:
     """Store the caller's attestation (the same bytes again are accepted once more); returns every
     attestation the round holds now, by tenant (this transaction's view: the caller's included),
-    and the round's threshold."""
+    the round's threshold and its context."""
     row, att = _prologue(session, tenant_id, cohort, round_id, data, "attestation", Attestation.from_bytes,
                          lambda a: a.tenant_id)
     survivors = _survivors_for(row, tenant_id)
@@ -581,7 +582,7 @@ def submit_attestation(session: Session, tenant_id: str, cohort: str, round_id: 
     else:
         session.connection().execute(_SET_ATTESTATION, {"pid": mine.id, "value": data})
     stored = {tid: bytes(a or b"") for tid, a in session.connection().execute(_ATTESTATIONS, {"pk": row.id})}
-    return stored, row.threshold
+    return stored, row.threshold, context_of(row)
 
 
 def submit_response(session: Session, tenant_id: str, cohort: str, round_id: str, data: bytes, now: datetime) -> None:

@@ -160,7 +160,7 @@ class SecureAggregationServicer:
                                        want_request=not request.omit_request,
                                        want_attestations=not request.omit_attestations)
             return secagg_pb2.UnmaskRequestInfo(phase=_PHASES[v.phase], unmask_request=v.request,
-                                                attestations=list(v.attestations), survivors=v.survivors,
+                                                attestations=v.attestations, survivors=v.survivors,
                                                 threshold=v.threshold)
 
         return self._run(context, view)  # type: ignore[no-any-return]
@@ -172,13 +172,13 @@ class SecureAggregationServicer:
 
         def attest() -> secagg_pb2.SubmitAttestationResponse:
             with self._write() as session:
-                stored, threshold = rounds.submit_attestation(session, identity.subject, cohort, request.round_id,
-                                                              bytes(request.attestation))
+                stored, threshold, rctx = rounds.submit_attestation(session, identity.subject, cohort,
+                                                                    request.round_id, bytes(request.attestation))
             cache = facts_mod.cache_for(self._ctx.engine)
             cache.add_attestations(request.round_id, stored)  # committed now
             # Relay t once t are in (any t of the same set will do); fewer are of no use to the caller yet.
-            relay = sorted(stored)[:threshold] if len(stored) >= threshold else []
-            return secagg_pb2.SubmitAttestationResponse(attestations=[stored[t] for t in relay], threshold=threshold)
+            relay = cache.relay(request.round_id, rctx, threshold, stored)
+            return secagg_pb2.SubmitAttestationResponse(attestations=relay, threshold=threshold)
 
         return self._run(context, attest)  # type: ignore[no-any-return]
 

@@ -30,6 +30,7 @@ from aggregation.secagg import (
     Attestation,
     ClientRound,
     NoisePlan,
+    RelayedAttestations,
     RoundContext,
     SecAggError,
     UnmaskRequest,
@@ -505,7 +506,7 @@ class SecureRelease:
             return False
         client, verifier = got
         request = UnmaskRequest.from_bytes(bytes(view.unmask_request))
-        atts = [Attestation.from_bytes(bytes(a)) for a in view.attestations]
+        atts = relayed_attestations(client.ctx, bytes(view.attestations))
         if not state.get("attested"):
             # Commit to this survivor set (persisted before the signature leaves): an honest tenant
             # attests one set per round, so a server cannot gather t attestations of two sets.
@@ -517,17 +518,17 @@ class SecureRelease:
             digest = client.attest(request)  # the same set again (InconsistentSurvivors otherwise)
         if not any(a.tenant_id == self.tenant_id for a in atts) and len(atts) < client.ctx.threshold:
             mine = Attestation(self.tenant_id, digest, self._sign(ATTESTATION_DOMAIN + digest))
-            relayed: Sequence[bytes] = ()
+            relayed = b""
             try:
                 relayed = stub.SubmitAttestation(secagg_pb2.SubmitAttestationRequest(
                     round_id=rid, attestation=mine.to_bytes()), timeout=self._timeout).attestations
             except grpc.RpcError as exc:
                 if exc.code() is not grpc.StatusCode.ALREADY_EXISTS:  # sent before a restart: already counted
                     raise
-            if len(relayed) < client.ctx.threshold:  # fewer than t attested yet: ask again for them
+            if not relayed:  # fewer than t attested yet: ask again for them
                 relayed = stub.GetUnmaskRequest(secagg_pb2.UnmaskQuery(round_id=rid, omit_request=True),
                                                 timeout=self._timeout).attestations
-            atts = [Attestation.from_bytes(bytes(a)) for a in relayed]
+            atts = relayed_attestations(client.ctx, bytes(relayed))
         if len(atts) < client.ctx.threshold:
             return False  # wait for more survivors to attest
         # InconsistentSurvivors and friends propagate: an equivocating server is never answered.
@@ -554,6 +555,11 @@ class SecureRelease:
             rounds_dropped=sum(s["state"] == DROPPED for s in states),
             rounds_aborted=sum(s["state"] == ABORTED for s in states),
         )
+
+
+def relayed_attestations(ctx: RoundContext, data: bytes) -> list[Attestation]:
+    """The attestations the server relayed (canonical RelayedAttestations bytes; b"": none yet)."""
+    return list(RelayedAttestations.from_bytes(data).attestations(ctx)) if data else []
 
 
 def _own_rho_total(conn: Connection) -> float:

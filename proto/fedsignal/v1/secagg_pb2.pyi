@@ -179,10 +179,10 @@ class UnmaskRequestInfo(_message.Message):
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     phase: RoundPhase
     unmask_request: bytes
-    attestations: _containers.RepeatedScalarFieldContainer[bytes]
+    attestations: bytes
     survivors: int
     threshold: int
-    def __init__(self, phase: _Optional[_Union[RoundPhase, str]] = ..., unmask_request: _Optional[bytes] = ..., attestations: _Optional[_Iterable[bytes]] = ..., survivors: _Optional[int] = ..., threshold: _Optional[int] = ...) -> None: ...
+    def __init__(self, phase: _Optional[_Union[RoundPhase, str]] = ..., unmask_request: _Optional[bytes] = ..., attestations: _Optional[bytes] = ..., survivors: _Optional[int] = ..., threshold: _Optional[int] = ...) -> None: ...
 
 class SubmitAttestationRequest(_message.Message):
     __slots__ = ("round_id", "attestation")
@@ -196,9 +196,9 @@ class SubmitAttestationResponse(_message.Message):
     __slots__ = ("attestations", "threshold")
     ATTESTATIONS_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
-    attestations: _containers.RepeatedScalarFieldContainer[bytes]
+    attestations: bytes
     threshold: int
-    def __init__(self, attestations: _Optional[_Iterable[bytes]] = ..., threshold: _Optional[int] = ...) -> None: ...
+    def __init__(self, attestations: _Optional[bytes] = ..., threshold: _Optional[int] = ...) -> None: ...
 
 class SubmitUnmaskResponseRequest(_message.Message):
     __slots__ = ("round_id", "unmask_response")

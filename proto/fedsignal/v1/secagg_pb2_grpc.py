@@ -28,8 +28,8 @@ if _version_not_supported:
 class SecureAggregationServiceStub:
     """Secure aggregation (docs/privacy.md, docs/secagg.md). The caller's tenant
     and cohort come from its client certificate; every message body that is a
-    kernel message (masked input, unmask request, attestation, unmask
-    response, round context) travels as its canonical bytes
+    kernel message (masked input, unmask request, attestation, relayed
+    attestations, unmask response, round context) travels as its canonical bytes
     (aggregation.secagg), which bind the round context digest.
 
     Refusals, each with its own status:
@@ -101,8 +101,8 @@ class SecureAggregationServiceStub:
 class SecureAggregationServiceServicer:
     """Secure aggregation (docs/privacy.md, docs/secagg.md). The caller's tenant
     and cohort come from its client certificate; every message body that is a
-    kernel message (masked input, unmask request, attestation, unmask
-    response, round context) travels as its canonical bytes
+    kernel message (masked input, unmask request, attestation, relayed
+    attestations, unmask response, round context) travels as its canonical bytes
     (aggregation.secagg), which bind the round context digest.
 
     Refusals, each with its own status:
@@ -239,8 +239,8 @@ def add_SecureAggregationServiceServicer_to_server(servicer, server):
 class SecureAggregationService:
     """Secure aggregation (docs/privacy.md, docs/secagg.md). The caller's tenant
     and cohort come from its client certificate; every message body that is a
-    kernel message (masked input, unmask request, attestation, unmask
-    response, round context) travels as its canonical bytes
+    kernel message (masked input, unmask request, attestation, relayed
+    attestations, unmask response, round context) travels as its canonical bytes
     (aggregation.secagg), which bind the round context digest.
 
     Refusals, each with its own status:

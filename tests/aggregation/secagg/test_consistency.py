@@ -10,6 +10,7 @@ from aggregation.secagg import (
     DuplicateInput,
     InconsistentSurvivors,
     MalformedMessage,
+    RelayedAttestations,
     RoundAborted,
     SecAggError,
     UnknownParticipant,
@@ -212,3 +213,60 @@ def test_relaying_threshold_attestations_is_enough() -> None:
     cohort.clients[me].unmask(cohort.server.unmask_request_for(me), relayed)
     with pytest.raises(InconsistentSurvivors, match="only 4"):
         cohort.clients[cohort.ids[0]].unmask(cohort.server.unmask_request_for(cohort.ids[0]), relayed[:4])
+
+
+# -- the compact relay (RelayedAttestations) ------------------------------------------------------
+
+
+def test_the_compact_relay_round_trips_and_is_enough_to_unmask() -> None:
+    cohort = _closed(7, threshold=5)
+    cohort.attest()
+    relayed = RelayedAttestations.of(cohort.ctx, cohort.server.attestations(limit=5))
+    data = relayed.to_bytes()
+    assert RelayedAttestations.from_bytes(data) == relayed and RelayedAttestations.from_bytes(data).to_bytes() == data
+    # The digest once and a 2-byte roster index per signer: smaller than the attestations themselves.
+    assert len(data) < sum(len(a.to_bytes()) for a in cohort.server.attestations(limit=5)) - 4 * 32
+    rebuilt = relayed.attestations(cohort.ctx)
+    assert list(rebuilt) == list(cohort.server.attestations(limit=5))
+    me = cohort.ids[6]
+    cohort.clients[me].unmask(cohort.server.unmask_request_for(me), rebuilt)
+
+
+def test_a_tampered_relay_is_refused_by_the_client() -> None:
+    cohort = _closed(7, threshold=5)
+    cohort.attest()
+    relayed = RelayedAttestations.of(cohort.ctx, cohort.server.attestations(limit=5))
+    me = cohort.ids[6]
+    request = cohort.server.unmask_request_for(me)
+    # The server renames a signer (index shifted): that signature is not the named tenant's.
+    shifted = RelayedAttestations(relayed.digest, (*relayed.signers[:-1], 6), relayed.signatures)
+    with pytest.raises(InconsistentSurvivors, match="signature does not verify"):
+        cohort.clients[me].unmask(request, shifted.attestations(cohort.ctx))
+    # ... or relays another survivor set's digest: the attestations are of a different set.
+    other = RelayedAttestations(bytes(32), relayed.signers, relayed.signatures)
+    with pytest.raises(InconsistentSurvivors, match="different survivor set"):
+        cohort.clients[me].unmask(request, other.attestations(cohort.ctx))
+    # ... or a signer beyond the roster.
+    beyond = RelayedAttestations(relayed.digest, (*relayed.signers[:-1], 7), relayed.signatures)
+    with pytest.raises(MalformedMessage, match="beyond the roster"):
+        beyond.attestations(cohort.ctx)
+
+
+def test_malformed_relays_are_refused() -> None:
+    cohort = _closed(7, threshold=5)
+    atts = cohort.attest()
+    good = RelayedAttestations.of(cohort.ctx, atts[:5]).to_bytes()
+    for bad in (good[:-1], good + b"\0", b"FSX1" + good[4:], good[:36]):
+        with pytest.raises(MalformedMessage):
+            RelayedAttestations.from_bytes(bad)
+    with pytest.raises(MalformedMessage, match="distinct, increasing"):
+        RelayedAttestations(bytes(32), (2, 1), (b"a", b"b"))
+    with pytest.raises(MalformedMessage, match="one signature per signer"):
+        RelayedAttestations(bytes(32), (1, 2), (b"a",))
+    with pytest.raises(MalformedMessage, match="1..1024 bytes"):
+        RelayedAttestations(bytes(32), (1,), (b"",))
+    mixed = [atts[0], Attestation(atts[1].tenant_id, bytes(32), atts[1].signature)]
+    with pytest.raises(MalformedMessage, match="different survivor sets"):
+        RelayedAttestations.of(cohort.ctx, mixed)
+    with pytest.raises(UnknownParticipant):
+        RelayedAttestations.of(cohort.ctx, [Attestation("stranger", atts[0].digest, b"x")])

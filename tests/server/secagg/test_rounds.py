@@ -17,6 +17,7 @@ from aggregation.schema import LOCAL, SECURE
 from aggregation.secagg import (
     Attestation,
     ClientRound,
+    RelayedAttestations,
     RoundContext,
     UnmaskRequest,
     generate_keypair,
@@ -108,7 +109,9 @@ def _attest_and_answer(ctx: ServerContext, members: list[Member], row_id: str) -
         digest = m.client.attest(req)
         att = Attestation(m.tenant_id, digest, m.sign(rounds.attestation_message(digest)))
         with transaction(ctx.sessions) as session:
-            stored, threshold = rounds.submit_attestation(session, m.tenant_id, COHORT, row_id, att.to_bytes())
+            stored, threshold, rctx = rounds.submit_attestation(session, m.tenant_id, COHORT, row_id,
+                                                                att.to_bytes())
+            assert rctx == m.client.ctx
             # Every attestation so far comes back (the caller's too), with the round's threshold.
             attested.append(m.tenant_id)
             assert sorted(stored) == sorted(attested) and stored[m.tenant_id] == att.to_bytes()
@@ -122,7 +125,10 @@ def _attest_and_answer(ctx: ServerContext, members: list[Member], row_id: str) -
         with ctx.sessions() as session:
             view = rounds.unmask_view(session, cache_for(ctx.engine), m.tenant_id, COHORT, row_id)
         assert m.client is not None
-        resp = m.client.unmask(requests[m.tenant_id], [Attestation.from_bytes(a) for a in view.attestations], ok)
+        # t attestations relayed compactly: the signers by roster position, the digest once.
+        relayed = RelayedAttestations.from_bytes(view.attestations)
+        assert len(relayed) == view.threshold and relayed.digest == m.client.attest(requests[m.tenant_id])
+        resp = m.client.unmask(requests[m.tenant_id], relayed.attestations(m.client.ctx), ok)
         with transaction(ctx.sessions) as session:
             row = session.scalars(select(RoundRecord).where(RoundRecord.round_id == row_id)).one()
             if row.phase != UNMASKING:

@@ -61,6 +61,8 @@ from tenant_agent.secagg import ATTESTATION_DOMAIN, RosterVerifier, roster_state
 
 #: The kernel takes pre-drawn noise shares and an agreement cache (False when this file benchmarks an older commit).
 _NEW_KERNEL = "noise_share" in inspect.signature(ClientRound.submit).parameters
+#: The kernel and server send a round's context without the roster to a tenant that holds it.
+_HEADERS = hasattr(RoundContext, "header_bytes")
 FLOWER = "Flower SecAgg+ (issue 11, same machine): N=100, L=1000, 9 neighbours: 5.5-7.6 s; N=50: 2.7 s; N=200: 11-12 s"
 COHORT = "bench"
 #: In-process tenant clients run on this many threads (their RPCs overlap; their Python work shares one GIL).
@@ -160,6 +162,8 @@ class Tenant:
     pair_secrets: dict[bytes, bytes] = field(default_factory=dict)
     #: This window's noise share, drawn ahead of the round (a collector draws it when the window opens).
     noise: np.ndarray | None = None
+    #: The roster of the last round (a collector keeps the one it verified).
+    roster: tuple[Any, ...] = ()
 
 
 def _enroll(port: int, enroll_port: int, ca: bytes, admin_key: bytes, admin_cert: bytes, n: int) -> list[Tenant]:
@@ -198,9 +202,16 @@ def _run_round(tenants: list[Tenant], live: list[Tenant], window: int, schema: S
 
     def submit(t: Tenant) -> None:
         nonlocal rid
-        info = t.stub.GetRound(secagg_pb2.GetRoundRequest(window_start=window, schema_version=1, omit_roster=True))
+        query = secagg_pb2.GetRoundRequest(window_start=window, schema_version=1, omit_roster=True)
+        if t.roster and _HEADERS:  # the roster of the last round: the context comes without it when unchanged
+            query.roster_digest = roster_digest(t.roster)
+        info = t.stub.GetRound(query)
         t.down += info.ByteSize()
-        ctx = RoundContext.from_bytes(info.context)
+        if getattr(info, "context_header", b""):
+            ctx = RoundContext.from_header(info.context_header, t.roster)
+        else:
+            ctx = RoundContext.from_bytes(info.context)
+        t.roster = ctx.roster
         assert t.verifier is not None and all(t.verifier.knows(e) for e in ctx.roster)  # verified once, kept
         plan = plan_noise(info.sigma_central, schema.max_cells_per_unit, schema.max_count_per_cell,
                           len(ctx.roster), ctx.threshold, info.delta)
@@ -284,6 +295,12 @@ def _run_round(tenants: list[Tenant], live: list[Tenant], window: int, schema: S
               f"attest {t_attested - t_closed:.3f} unmask {t_answered - t_attested:.3f} "
               f"release {t_done - t_answered:.3f}", flush=True)
     return {"wall": t_done - t0, "idle": idle, "client_cpu": time.process_time() - cpu0, "late": late}
+
+
+def roster_digest(roster: tuple[Any, ...]) -> bytes:
+    from aggregation.secagg import roster_digest as digest
+
+    return digest(roster)
 
 
 def _attestations_of(ctx: RoundContext, relayed: Any) -> list[Attestation]:

@@ -8,7 +8,7 @@ store and transport the messages. See ``docs/secagg.md``.
 
 from aggregation.secagg.arithmetic import NOISE_HEADROOM_SIGMAS, decode, encode, modulus_bits, word_dtype
 from aggregation.secagg.client import ClientRound, Phase, Verifier, pair_sign, share_associated_data
-from aggregation.secagg.context import RosterEntry, RoundContext, survivor_set_digest
+from aggregation.secagg.context import RosterEntry, RoundContext, roster_digest, survivor_set_digest
 from aggregation.secagg.crypto import generate_keypair
 from aggregation.secagg.errors import (
     CorruptShares,
@@ -86,6 +86,7 @@ __all__ = [
     "neighbours",
     "pair_sign",
     "plan_noise",
+    "roster_digest",
     "share_associated_data",
     "share_holders",
     "share_threshold",

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from aggregation.secagg._codec import MAX_ID_BYTES, MAX_ITEMS, Reader, Writer
-from aggregation.secagg.errors import InvalidRoundParams, MalformedMessage, UnknownParticipant
+from aggregation.secagg.errors import InvalidRoundParams, MalformedMessage, UnknownParticipant, WrongRound
 
 PUBLIC_KEY_BYTES = 32
 _CTX_MAGIC = b"FSC1"
+_HEADER_MAGIC = b"FSH1"
+_ROSTER_DOMAIN = b"fedsignal/secagg/v1/roster"
 _DIGEST_DOMAIN = b"fedsignal/secagg/v1/round-context"
 _SURVIVORS_DOMAIN = b"fedsignal/secagg/v1/survivor-set"
 #: Largest roster a round accepts (bounded parsing; SecAgg+ rounds of a few thousand are the design point).
@@ -137,8 +139,7 @@ class RoundContext:
     def public_key_of(self, tenant_id: str) -> bytes:
         return self.roster[self.index_of(tenant_id)].public_key
 
-    def to_bytes(self) -> bytes:
-        w = Writer(_CTX_MAGIC)
+    def _write_fields(self, w: Writer) -> None:
         w.text(self.cohort)
         w.u32(self.schema_version)
         w.u64(self.window_start)
@@ -147,23 +148,48 @@ class RoundContext:
         w.u8(self.modulus_bits)
         w.u32(self.threshold)
         w.u32(0 if self.neighbour_degree is None else self.neighbour_degree)
+
+    def to_bytes(self) -> bytes:
+        w = Writer(_CTX_MAGIC)
+        self._write_fields(w)
         w.u32(len(self.roster))
-        for entry in self.roster:
-            w.text(entry.tenant_id)
-            w.raw(entry.public_key)
+        w.raw(_roster_body(self.roster))
         return w.getvalue()
+
+    @cached_property
+    def roster_digest(self) -> bytes:
+        """:func:`roster_digest` of this round's roster."""
+        return roster_digest(self.roster)
+
+    def header_bytes(self) -> bytes:
+        """The context without its roster, which it names by size and :func:`roster_digest`: what a
+        server sends a tenant that already holds the roster (``from_header`` rebuilds the context)."""
+        w = Writer(_HEADER_MAGIC)
+        self._write_fields(w)
+        w.u32(len(self.roster))
+        w.raw(self.roster_digest)
+        return w.getvalue()
+
+    @classmethod
+    def from_header(cls, data: bytes, roster: Iterable[RosterEntry]) -> RoundContext:
+        """The context of ``header_bytes()`` completed with ``roster``, the one the caller holds.
+
+        ``WrongRound`` when the header names another roster (the caller asks for the whole
+        context then); ``MalformedMessage`` for bytes that are no header."""
+        r = Reader(data, _HEADER_MAGIC, "RoundContext header")
+        fields = _read_fields(r)
+        n = r.u32("roster size")
+        digest = r.raw(32, "roster digest")
+        r.done()
+        held = tuple(sorted(roster, key=lambda e: e.tenant_id))
+        if n != len(held) or digest != roster_digest(held):
+            raise WrongRound("the round context names another roster than the one held")
+        return _build(fields, held)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RoundContext:
         r = Reader(data, _CTX_MAGIC, "RoundContext")
-        cohort = r.text("cohort")
-        schema_version = r.u32("schema_version")
-        window_start = r.u64("window_start")
-        round_id = r.text("round_id")
-        length = r.u32("length")
-        bits = r.u8("modulus_bits")
-        threshold = r.u32("threshold")
-        degree = r.u32("neighbour_degree")
+        fields = _read_fields(r)
         n = r.count("roster", min(MAX_ROSTER, MAX_ITEMS))
         roster = []
         for _ in range(n):
@@ -171,19 +197,10 @@ class RoundContext:
             roster.append((tid, r.raw(PUBLIC_KEY_BYTES, "public_key")))
         r.done()
         try:
-            ctx = cls(
-                cohort=cohort,
-                schema_version=schema_version,
-                window_start=window_start,
-                round_id=round_id,
-                length=length,
-                modulus_bits=bits,
-                threshold=threshold,
-                roster=tuple(RosterEntry(t, k) for t, k in roster),
-                neighbour_degree=degree or None,
-            )
+            entries = tuple(RosterEntry(t, k) for t, k in roster)
         except InvalidRoundParams as exc:
             raise MalformedMessage(f"RoundContext: {exc}") from exc
+        ctx = _build(fields, entries)
         if [e.tenant_id for e in ctx.roster] != [t for t, _ in roster]:
             raise MalformedMessage("RoundContext: roster is not in canonical (sorted) order")
         return ctx
@@ -205,6 +222,36 @@ class RoundContext:
     @cached_property
     def _digest(self) -> bytes:
         return hashlib.sha256(_DIGEST_DOMAIN + self.to_bytes()).digest()
+
+
+def _roster_body(roster: Iterable[RosterEntry]) -> bytes:
+    w = Writer(b"")
+    for entry in roster:
+        w.text(entry.tenant_id)
+        w.raw(entry.public_key)
+    return w.getvalue()
+
+
+def roster_digest(roster: Iterable[RosterEntry]) -> bytes:
+    """SHA-256 over a domain tag and the canonical encoding of ``roster`` (sorted by tenant id):
+    what a tenant sends to say which roster it holds, and what a context header names."""
+    entries = sorted(roster, key=lambda e: e.tenant_id)
+    return hashlib.sha256(_ROSTER_DOMAIN + len(entries).to_bytes(4, "big") + _roster_body(entries)).digest()
+
+
+def _read_fields(r: Reader) -> dict[str, object]:
+    return {
+        "cohort": r.text("cohort"), "schema_version": r.u32("schema_version"), "window_start": r.u64("window_start"),
+        "round_id": r.text("round_id"), "length": r.u32("length"), "modulus_bits": r.u8("modulus_bits"),
+        "threshold": r.u32("threshold"), "neighbour_degree": r.u32("neighbour_degree") or None,
+    }
+
+
+def _build(fields: dict[str, object], roster: tuple[RosterEntry, ...]) -> RoundContext:
+    try:
+        return RoundContext(roster=roster, **fields)  # type: ignore[arg-type]
+    except InvalidRoundParams as exc:
+        raise MalformedMessage(f"RoundContext: {exc}") from exc
 
 
 def survivor_set_digest(ctx: RoundContext, survivors: Iterable[str]) -> bytes:

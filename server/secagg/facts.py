@@ -20,6 +20,7 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 from sqlalchemy import Engine
 
@@ -46,6 +47,11 @@ class RoundFacts:
     sigma_central: float
     delta: float
     submit_deadline: datetime
+
+    @cached_property
+    def header(self) -> bytes:
+        """The context without its roster (``RoundContext.header_bytes``), for callers that hold it."""
+        return self.rctx.header_bytes()
 
 
 class RoundFactsCache:

@@ -107,8 +107,11 @@ class SecureAggregationServicer:
 
         def info(session: Any, facts: facts_mod.RoundFacts, phase: str) -> secagg_pb2.RoundInfo:
             entries = [] if request.omit_roster else rounds.roster_entries(session, facts.rctx)
+            # A caller that holds this round's roster gets the context without it.
+            held = bool(request.roster_digest) and bytes(request.roster_digest) == facts.rctx.roster_digest
             return secagg_pb2.RoundInfo(
-                round_id=facts.round_id, context=facts.context,
+                round_id=facts.round_id, context=b"" if held else facts.context,
+                context_header=facts.header if held else b"",
                 roster=[roster_mod.to_proto(e) for e in entries], phase=_PHASES[phase],
                 submit_deadline=rounds.aware(facts.submit_deadline, self._ctx.clock()).timestamp(),
                 sigma_central=facts.sigma_central, delta=facts.delta, window_end=facts.window_end,

@@ -31,10 +31,12 @@ from aggregation.secagg import (
     ClientRound,
     NoisePlan,
     RelayedAttestations,
+    RosterEntry,
     RoundContext,
     SecAggError,
     UnmaskRequest,
     plan_noise,
+    roster_digest,
 )
 from tenant_agent.config import SecAggConfig
 from tenant_agent.release import load_ledger
@@ -134,6 +136,9 @@ class SecureRelease:
         self._identity_key: ec.EllipticCurvePrivateKey | None = None
         self._rounds: dict[str, PreparedRound] = {}
         self._verifier: RosterVerifier | None = None
+        # The roster of the last round this tenant verified (memory only): the server then sends
+        # the next round's context without it when it is unchanged (GetRoundRequest.roster_digest).
+        self._held_roster: tuple[RosterEntry, ...] = ()
         # X25519 agreements with roster keys, kept across rounds (memory only): the masking keys are
         # long-term, the per-round keys are HKDF of these.
         self._pair_secrets: dict[bytes, bytes] = {}
@@ -194,7 +199,10 @@ class SecureRelease:
     def verify_round(self, info: secagg_pb2.RoundInfo, window_start: int, schema: SignalSchema) -> PreparedRound:
         """Check a round offered by the server against the schema and the signed roster."""
         try:
-            ctx = RoundContext.from_bytes(bytes(info.context))
+            if info.context_header:  # the roster this tenant holds (it sent its digest)
+                ctx = RoundContext.from_header(bytes(info.context_header), self._held_roster)
+            else:
+                ctx = RoundContext.from_bytes(bytes(info.context))
         except SecAggError as exc:
             raise RosterRejected(f"round context is malformed: {exc}") from None
         if (ctx.cohort, ctx.window_start, ctx.schema_version, ctx.length) != (
@@ -226,6 +234,7 @@ class SecureRelease:
                           ctx.threshold, info.delta)
         prepared = PreparedRound(info.round_id, ctx, plan, verifier)
         self._rounds[info.round_id] = prepared
+        self._held_roster = ctx.roster  # every entry verified above
         return prepared
 
     def prepare(self, window_start: int, schema: SignalSchema) -> PreparedRound | None:
@@ -236,8 +245,9 @@ class SecureRelease:
         if stub is None:
             return None
         try:
-            info = stub.GetRound(secagg_pb2.GetRoundRequest(window_start=window_start, schema_version=schema.version,
-                                                            omit_roster=True), timeout=self._timeout)
+            info = stub.GetRound(secagg_pb2.GetRoundRequest(
+                window_start=window_start, schema_version=schema.version, omit_roster=True,
+                roster_digest=roster_digest(self._held_roster) if self._held_roster else b""), timeout=self._timeout)
         except grpc.RpcError as exc:
             log.info("no round for window %s yet: %s", window_start, exc)
             return None

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fedsignal.v1 import secagg_pb2
+from fedsignal.v1 import secagg_pb2, secagg_pb2_grpc
 from sqlalchemy import func, select
 
 from aggregation.schema import SignalSchema
+from aggregation.secagg import RoundContext, roster_digest
 from fedsignal_cli.simulator import AgentNetwork, SimTenant
 from server.audit import verify_audit
 from server.secagg.job import run_rounds
@@ -113,3 +114,43 @@ def test_a_secure_round_releases_the_sum_of_the_survivors_once(h: Harness, tmp_p
 def _phase(h: Harness) -> str | None:
     with h.ctx.sessions() as session:
         return session.scalar(select(RoundRecord.phase))
+
+
+def test_a_tenant_holding_the_roster_gets_the_next_context_without_it(h: Harness, tmp_path: Path) -> None:
+    collectors = [_collector(h, tmp_path, t) for t in ("t0", "t1", "t2")]
+    try:
+        for c in collectors:
+            assert c.secure.register_key()
+            c.refresh_schema()
+        c = collectors[0]
+        schema = c.schema
+        start = (int(time.time()) // WINDOW - 3) * WINDOW
+        first = c.secure.prepare(start, schema)
+        second = c.secure.prepare(start + WINDOW, schema)
+        assert first is not None and second is not None
+        assert second.ctx.roster == first.ctx.roster and second.ctx.window_start == start + WINDOW
+        queries = [secagg_pb2.GetRoundRequest.FromString(b) for b in h.tap.received(f"/{SERVICE_NAME}/GetRound")]
+        assert [bool(q.roster_digest) for q in queries] == [False, True]
+        assert queries[1].roster_digest == roster_digest(first.ctx.roster)
+        # What the server answered: the header only, which rebuilds the very context it holds.
+        stub = secagg_pb2_grpc.SecureAggregationServiceStub(c.channel())
+        held = stub.GetRound(secagg_pb2.GetRoundRequest(window_start=start + WINDOW, schema_version=schema.version,
+                                                         omit_roster=True, roster_digest=queries[1].roster_digest))
+        assert not held.context and held.context_header
+        full = stub.GetRound(secagg_pb2.GetRoundRequest(window_start=start + WINDOW, schema_version=schema.version,
+                                                         omit_roster=True, roster_digest=bytes(32)))  # a stale roster
+        assert full.context and not full.context_header
+        rebuilt = RoundContext.from_header(held.context_header, first.ctx.roster)
+        assert rebuilt.to_bytes() == full.context and rebuilt.digest() == second.ctx.digest()
+        # A fourth tenant joins: the roster changed, so the held digest no longer matches.
+        late = _collector(h, tmp_path, "t3")
+        collectors.append(late)
+        assert late.secure.register_key()
+        third = c.secure.prepare(start + 2 * WINDOW, schema)
+        assert third is not None and len(third.ctx.roster) == 4
+        info = stub.GetRound(secagg_pb2.GetRoundRequest(window_start=start + 2 * WINDOW, schema_version=schema.version,
+                                                         omit_roster=True, roster_digest=queries[1].roster_digest))
+        assert info.context and not info.context_header
+    finally:
+        for c in collectors:
+            c.close()

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x64signal/v1/secagg.proto\x12\x0c\x66\x65\x64signal.v1\"^\n\x19SetAggregationModeRequest\x12\x0e\n\x06\x63ohort\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x13\n\x0bnoise_scale\x18\x03 \x01(\x01\x12\x0e\n\x06reason\x18\x04 \x01(\t\"h\n\x1aSetAggregationModeResponse\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x13\n\x0bnoise_scale\x18\x03 \x01(\x01\x12\x0f\n\x07\x63hanged\x18\x04 \x01(\x08\"B\n\x19RegisterMaskingKeyRequest\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\xb0\x01\n\x1aRegisterMaskingKeyResponse\x12\x41\n\x07outcome\x18\x01 \x01(\x0e\x32\x30.fedsignal.v1.RegisterMaskingKeyResponse.Outcome\"O\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0e\n\nREGISTERED\x10\x01\x12\r\n\tUNCHANGED\x10\x02\x12\x0c\n\x08REPLACED\x10\x03\"H\n\x0fRosterStatement\x12\x0e\n\x06\x63ohort\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\"`\n\x0bRosterEntry\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x04 \x01(\x0c\"\x12\n\x10GetRosterRequest\"D\n\x06Roster\x12\x0e\n\x06\x63ohort\x18\x01 \x01(\t\x12*\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x19.fedsignal.v1.RosterEntry\"T\n\x0fGetRoundRequest\x12\x14\n\x0cwindow_start\x18\x01 \x01(\x03\x12\x16\n\x0eschema_version\x18\x02 \x01(\r\x12\x13\n\x0bomit_roster\x18\x03 \x01(\x08\"\xd5\x01\n\tRoundInfo\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\x0c\x12)\n\x06roster\x18\x03 \x03(\x0b\x32\x19.fedsignal.v1.RosterEntry\x12\'\n\x05phase\x18\x04 \x01(\x0e\x32\x18.fedsignal.v1.RoundPhase\x12\x17\n\x0fsubmit_deadline\x18\x05 \x01(\x01\x12\x15\n\rsigma_central\x18\x06 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x07 \x01(\x01\x12\x12\n\nwindow_end\x18\x08 \x01(\x03\"\x1c\n\x08RoundRef\x12\x10\n\x08round_id\x18\x01 \x01(\t\"P\n\x0bUnmaskQuery\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x14\n\x0comit_request\x18\x02 \x01(\x08\x12\x19\n\x11omit_attestations\x18\x03 \x01(\x08\"B\n\x18SubmitMaskedInputRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x14\n\x0cmasked_input\x18\x02 \x01(\x0c\"\x9e\x01\n\x19SubmitMaskedInputResponse\x12@\n\x07outcome\x18\x01 \x01(\x0e\x32/.fedsignal.v1.SubmitMaskedInputResponse.Outcome\"?\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\r\n\tDUPLICATE\x10\x02\"\x96\x01\n\x11UnmaskRequestInfo\x12\'\n\x05phase\x18\x01 \x01(\x0e\x32\x18.fedsignal.v1.RoundPhase\x12\x16\n\x0eunmask_request\x18\x02 \x01(\x0c\x12\x14\n\x0c\x61ttestations\x18\x06 \x01(\x0c\x12\x11\n\tsurvivors\x18\x04 \x01(\r\x12\x11\n\tthreshold\x18\x05 \x01(\rJ\x04\x08\x03\x10\x04\"A\n\x18SubmitAttestationRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61ttestation\x18\x02 \x01(\x0c\"J\n\x19SubmitAttestationResponse\x12\x14\n\x0c\x61ttestations\x18\x03 \x01(\x0c\x12\x11\n\tthreshold\x18\x02 \x01(\rJ\x04\x08\x01\x10\x02\"H\n\x1bSubmitUnmaskResponseRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x17\n\x0funmask_response\x18\x02 \x01(\x0c\"\x1e\n\x1cSubmitUnmaskResponseResponse\"\xf8\x01\n\x0bRoundStatus\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ohort\x18\x02 \x01(\t\x12\x14\n\x0cwindow_start\x18\x03 \x01(\x03\x12\'\n\x05phase\x18\x04 \x01(\x0e\x32\x18.fedsignal.v1.RoundPhase\x12\x13\n\x0broster_size\x18\x05 \x01(\r\x12\x11\n\tthreshold\x18\x06 \x01(\r\x12\x0e\n\x06inputs\x18\x07 \x01(\r\x12\x11\n\tsurvivors\x18\x08 \x01(\r\x12\x14\n\x0c\x61ttestations\x18\t \x01(\r\x12\x11\n\tresponses\x18\n \x01(\r\x12\x14\n\x0c\x61\x62ort_reason\x18\x0b \x01(\t*_\n\nRoundPhase\x12\x1b\n\x17ROUND_PHASE_UNSPECIFIED\x10\x00\x12\x0e\n\nCOLLECTING\x10\x01\x12\r\n\tUNMASKING\x10\x02\x12\x08\n\x04\x44ONE\x10\x03\x12\x0b\n\x07\x41\x42ORTED\x10\x04\x32\xc3\x06\n\x18SecureAggregationService\x12g\n\x12RegisterMaskingKey\x12\'.fedsignal.v1.RegisterMaskingKeyRequest\x1a(.fedsignal.v1.RegisterMaskingKeyResponse\x12\x41\n\tGetRoster\x12\x1e.fedsignal.v1.GetRosterRequest\x1a\x14.fedsignal.v1.Roster\x12\x42\n\x08GetRound\x12\x1d.fedsignal.v1.GetRoundRequest\x1a\x17.fedsignal.v1.RoundInfo\x12\x64\n\x11SubmitMaskedInput\x12&.fedsignal.v1.SubmitMaskedInputRequest\x1a\'.fedsignal.v1.SubmitMaskedInputResponse\x12N\n\x10GetUnmaskRequest\x12\x19.fedsignal.v1.UnmaskQuery\x1a\x1f.fedsignal.v1.UnmaskRequestInfo\x12\x64\n\x11SubmitAttestation\x12&.fedsignal.v1.SubmitAttestationRequest\x1a\'.fedsignal.v1.SubmitAttestationResponse\x12m\n\x14SubmitUnmaskResponse\x12).fedsignal.v1.SubmitUnmaskResponseRequest\x1a*.fedsignal.v1.SubmitUnmaskResponseResponse\x12\x43\n\x0eGetRoundStatus\x12\x16.fedsignal.v1.RoundRef\x1a\x19.fedsignal.v1.RoundStatus\x12g\n\x12SetAggregationMode\x12\'.fedsignal.v1.SetAggregationModeRequest\x1a(.fedsignal.v1.SetAggregationModeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x64signal/v1/secagg.proto\x12\x0c\x66\x65\x64signal.v1\"^\n\x19SetAggregationModeRequest\x12\x0e\n\x06\x63ohort\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x13\n\x0bnoise_scale\x18\x03 \x01(\x01\x12\x0e\n\x06reason\x18\x04 \x01(\t\"h\n\x1aSetAggregationModeResponse\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x13\n\x0bnoise_scale\x18\x03 \x01(\x01\x12\x0f\n\x07\x63hanged\x18\x04 \x01(\x08\"B\n\x19RegisterMaskingKeyRequest\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\xb0\x01\n\x1aRegisterMaskingKeyResponse\x12\x41\n\x07outcome\x18\x01 \x01(\x0e\x32\x30.fedsignal.v1.RegisterMaskingKeyResponse.Outcome\"O\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0e\n\nREGISTERED\x10\x01\x12\r\n\tUNCHANGED\x10\x02\x12\x0c\n\x08REPLACED\x10\x03\"H\n\x0fRosterStatement\x12\x0e\n\x06\x63ohort\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\"`\n\x0bRosterEntry\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x04 \x01(\x0c\"\x12\n\x10GetRosterRequest\"D\n\x06Roster\x12\x0e\n\x06\x63ohort\x18\x01 \x01(\t\x12*\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x19.fedsignal.v1.RosterEntry\"k\n\x0fGetRoundRequest\x12\x14\n\x0cwindow_start\x18\x01 \x01(\x03\x12\x16\n\x0eschema_version\x18\x02 \x01(\r\x12\x13\n\x0bomit_roster\x18\x03 \x01(\x08\x12\x15\n\rroster_digest\x18\x04 \x01(\x0c\"\xed\x01\n\tRoundInfo\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\x0c\x12)\n\x06roster\x18\x03 \x03(\x0b\x32\x19.fedsignal.v1.RosterEntry\x12\'\n\x05phase\x18\x04 \x01(\x0e\x32\x18.fedsignal.v1.RoundPhase\x12\x17\n\x0fsubmit_deadline\x18\x05 \x01(\x01\x12\x15\n\rsigma_central\x18\x06 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x07 \x01(\x01\x12\x12\n\nwindow_end\x18\x08 \x01(\x03\x12\x16\n\x0e\x63ontext_header\x18\t \x01(\x0c\"\x1c\n\x08RoundRef\x12\x10\n\x08round_id\x18\x01 \x01(\t\"P\n\x0bUnmaskQuery\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x14\n\x0comit_request\x18\x02 \x01(\x08\x12\x19\n\x11omit_attestations\x18\x03 \x01(\x08\"B\n\x18SubmitMaskedInputRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x14\n\x0cmasked_input\x18\x02 \x01(\x0c\"\x9e\x01\n\x19SubmitMaskedInputResponse\x12@\n\x07outcome\x18\x01 \x01(\x0e\x32/.fedsignal.v1.SubmitMaskedInputResponse.Outcome\"?\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\r\n\tDUPLICATE\x10\x02\"\x96\x01\n\x11UnmaskRequestInfo\x12\'\n\x05phase\x18\x01 \x01(\x0e\x32\x18.fedsignal.v1.RoundPhase\x12\x16\n\x0eunmask_request\x18\x02 \x01(\x0c\x12\x14\n\x0c\x61ttestations\x18\x06 \x01(\x0c\x12\x11\n\tsurvivors\x18\x04 \x01(\r\x12\x11\n\tthreshold\x18\x05 \x01(\rJ\x04\x08\x03\x10\x04\"A\n\x18SubmitAttestationRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61ttestation\x18\x02 \x01(\x0c\"J\n\x19SubmitAttestationResponse\x12\x14\n\x0c\x61ttestations\x18\x03 \x01(\x0c\x12\x11\n\tthreshold\x18\x02 \x01(\rJ\x04\x08\x01\x10\x02\"H\n\x1bSubmitUnmaskResponseRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x17\n\x0funmask_response\x18\x02 \x01(\x0c\"\x1e\n\x1cSubmitUnmaskResponseResponse\"\xf8\x01\n\x0bRoundStatus\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ohort\x18\x02 \x01(\t\x12\x14\n\x0cwindow_start\x18\x03 \x01(\x03\x12\'\n\x05phase\x18\x04 \x01(\x0e\x32\x18.fedsignal.v1.RoundPhase\x12\x13\n\x0broster_size\x18\x05 \x01(\r\x12\x11\n\tthreshold\x18\x06 \x01(\r\x12\x0e\n\x06inputs\x18\x07 \x01(\r\x12\x11\n\tsurvivors\x18\x08 \x01(\r\x12\x14\n\x0c\x61ttestations\x18\t \x01(\r\x12\x11\n\tresponses\x18\n \x01(\r\x12\x14\n\x0c\x61\x62ort_reason\x18\x0b \x01(\t*_\n\nRoundPhase\x12\x1b\n\x17ROUND_PHASE_UNSPECIFIED\x10\x00\x12\x0e\n\nCOLLECTING\x10\x01\x12\r\n\tUNMASKING\x10\x02\x12\x08\n\x04\x44ONE\x10\x03\x12\x0b\n\x07\x41\x42ORTED\x10\x04\x32\xc3\x06\n\x18SecureAggregationService\x12g\n\x12RegisterMaskingKey\x12\'.fedsignal.v1.RegisterMaskingKeyRequest\x1a(.fedsignal.v1.RegisterMaskingKeyResponse\x12\x41\n\tGetRoster\x12\x1e.fedsignal.v1.GetRosterRequest\x1a\x14.fedsignal.v1.Roster\x12\x42\n\x08GetRound\x12\x1d.fedsignal.v1.GetRoundRequest\x1a\x17.fedsignal.v1.RoundInfo\x12\x64\n\x11SubmitMaskedInput\x12&.fedsignal.v1.SubmitMaskedInputRequest\x1a\'.fedsignal.v1.SubmitMaskedInputResponse\x12N\n\x10GetUnmaskRequest\x12\x19.fedsignal.v1.UnmaskQuery\x1a\x1f.fedsignal.v1.UnmaskRequestInfo\x12\x64\n\x11SubmitAttestation\x12&.fedsignal.v1.SubmitAttestationRequest\x1a\'.fedsignal.v1.SubmitAttestationResponse\x12m\n\x14SubmitUnmaskResponse\x12).fedsignal.v1.SubmitUnmaskResponseRequest\x1a*.fedsignal.v1.SubmitUnmaskResponseResponse\x12\x43\n\x0eGetRoundStatus\x12\x16.fedsignal.v1.RoundRef\x1a\x19.fedsignal.v1.RoundStatus\x12g\n\x12SetAggregationMode\x12\'.fedsignal.v1.SetAggregationModeRequest\x1a(.fedsignal.v1.SetAggregationModeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedsignal.v1.secagg_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROUNDPHASE']._serialized_start=2050
-  _globals['_ROUNDPHASE']._serialized_end=2145
+  _globals['_ROUNDPHASE']._serialized_start=2097
+  _globals['_ROUNDPHASE']._serialized_end=2192
   _globals['_SETAGGREGATIONMODEREQUEST']._serialized_start=43
   _globals['_SETAGGREGATIONMODEREQUEST']._serialized_end=137
   _globals['_SETAGGREGATIONMODERESPONSE']._serialized_start=139
@@ -52,31 +52,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROSTER']._serialized_start=684
   _globals['_ROSTER']._serialized_end=752
   _globals['_GETROUNDREQUEST']._serialized_start=754
-  _globals['_GETROUNDREQUEST']._serialized_end=838
-  _globals['_ROUNDINFO']._serialized_start=841
-  _globals['_ROUNDINFO']._serialized_end=1054
-  _globals['_ROUNDREF']._serialized_start=1056
-  _globals['_ROUNDREF']._serialized_end=1084
-  _globals['_UNMASKQUERY']._serialized_start=1086
-  _globals['_UNMASKQUERY']._serialized_end=1166
-  _globals['_SUBMITMASKEDINPUTREQUEST']._serialized_start=1168
-  _globals['_SUBMITMASKEDINPUTREQUEST']._serialized_end=1234
-  _globals['_SUBMITMASKEDINPUTRESPONSE']._serialized_start=1237
-  _globals['_SUBMITMASKEDINPUTRESPONSE']._serialized_end=1395
-  _globals['_SUBMITMASKEDINPUTRESPONSE_OUTCOME']._serialized_start=1332
-  _globals['_SUBMITMASKEDINPUTRESPONSE_OUTCOME']._serialized_end=1395
-  _globals['_UNMASKREQUESTINFO']._serialized_start=1398
-  _globals['_UNMASKREQUESTINFO']._serialized_end=1548
-  _globals['_SUBMITATTESTATIONREQUEST']._serialized_start=1550
-  _globals['_SUBMITATTESTATIONREQUEST']._serialized_end=1615
-  _globals['_SUBMITATTESTATIONRESPONSE']._serialized_start=1617
-  _globals['_SUBMITATTESTATIONRESPONSE']._serialized_end=1691
-  _globals['_SUBMITUNMASKRESPONSEREQUEST']._serialized_start=1693
-  _globals['_SUBMITUNMASKRESPONSEREQUEST']._serialized_end=1765
-  _globals['_SUBMITUNMASKRESPONSERESPONSE']._serialized_start=1767
-  _globals['_SUBMITUNMASKRESPONSERESPONSE']._serialized_end=1797
-  _globals['_ROUNDSTATUS']._serialized_start=1800
-  _globals['_ROUNDSTATUS']._serialized_end=2048
-  _globals['_SECUREAGGREGATIONSERVICE']._serialized_start=2148
-  _globals['_SECUREAGGREGATIONSERVICE']._serialized_end=2983
+  _globals['_GETROUNDREQUEST']._serialized_end=861
+  _globals['_ROUNDINFO']._serialized_start=864
+  _globals['_ROUNDINFO']._serialized_end=1101
+  _globals['_ROUNDREF']._serialized_start=1103
+  _globals['_ROUNDREF']._serialized_end=1131
+  _globals['_UNMASKQUERY']._serialized_start=1133
+  _globals['_UNMASKQUERY']._serialized_end=1213
+  _globals['_SUBMITMASKEDINPUTREQUEST']._serialized_start=1215
+  _globals['_SUBMITMASKEDINPUTREQUEST']._serialized_end=1281
+  _globals['_SUBMITMASKEDINPUTRESPONSE']._serialized_start=1284
+  _globals['_SUBMITMASKEDINPUTRESPONSE']._serialized_end=1442
+  _globals['_SUBMITMASKEDINPUTRESPONSE_OUTCOME']._serialized_start=1379
+  _globals['_SUBMITMASKEDINPUTRESPONSE_OUTCOME']._serialized_end=1442
+  _globals['_UNMASKREQUESTINFO']._serialized_start=1445
+  _globals['_UNMASKREQUESTINFO']._serialized_end=1595
+  _globals['_SUBMITATTESTATIONREQUEST']._serialized_start=1597
+  _globals['_SUBMITATTESTATIONREQUEST']._serialized_end=1662
+  _globals['_SUBMITATTESTATIONRESPONSE']._serialized_start=1664
+  _globals['_SUBMITATTESTATIONRESPONSE']._serialized_end=1738
+  _globals['_SUBMITUNMASKRESPONSEREQUEST']._serialized_start=1740
+  _globals['_SUBMITUNMASKRESPONSEREQUEST']._serialized_end=1812
+  _globals['_SUBMITUNMASKRESPONSERESPONSE']._serialized_start=1814
+  _globals['_SUBMITUNMASKRESPONSERESPONSE']._serialized_end=1844
+  _globals['_ROUNDSTATUS']._serialized_start=1847
+  _globals['_ROUNDSTATUS']._serialized_end=2095
+  _globals['_SECUREAGGREGATIONSERVICE']._serialized_start=2195
+  _globals['_SECUREAGGREGATIONSERVICE']._serialized_end=3030
 # @@protoc_insertion_point(module_scope)

@@ -103,17 +103,19 @@ class Roster(_message.Message):
     def __init__(self, cohort: _Optional[str] = ..., entries: _Optional[_Iterable[_Union[RosterEntry, _Mapping]]] = ...) -> None: ...
 
 class GetRoundRequest(_message.Message):
-    __slots__ = ("window_start", "schema_version", "omit_roster")
+    __slots__ = ("window_start", "schema_version", "omit_roster", "roster_digest")
     WINDOW_START_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     OMIT_ROSTER_FIELD_NUMBER: _ClassVar[int]
+    ROSTER_DIGEST_FIELD_NUMBER: _ClassVar[int]
     window_start: int
     schema_version: int
     omit_roster: bool
-    def __init__(self, window_start: _Optional[int] = ..., schema_version: _Optional[int] = ..., omit_roster: _Optional[bool] = ...) -> None: ...
+    roster_digest: bytes
+    def __init__(self, window_start: _Optional[int] = ..., schema_version: _Optional[int] = ..., omit_roster: _Optional[bool] = ..., roster_digest: _Optional[bytes] = ...) -> None: ...
 
 class RoundInfo(_message.Message):
-    __slots__ = ("round_id", "context", "roster", "phase", "submit_deadline", "sigma_central", "delta", "window_end")
+    __slots__ = ("round_id", "context", "roster", "phase", "submit_deadline", "sigma_central", "delta", "window_end", "context_header")
     ROUND_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     ROSTER_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +124,7 @@ class RoundInfo(_message.Message):
     SIGMA_CENTRAL_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     WINDOW_END_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_HEADER_FIELD_NUMBER: _ClassVar[int]
     round_id: str
     context: bytes
     roster: _containers.RepeatedCompositeFieldContainer[RosterEntry]
@@ -130,7 +133,8 @@ class RoundInfo(_message.Message):
     sigma_central: float
     delta: float
     window_end: int
-    def __init__(self, round_id: _Optional[str] = ..., context: _Optional[bytes] = ..., roster: _Optional[_Iterable[_Union[RosterEntry, _Mapping]]] = ..., phase: _Optional[_Union[RoundPhase, str]] = ..., submit_deadline: _Optional[float] = ..., sigma_central: _Optional[float] = ..., delta: _Optional[float] = ..., window_end: _Optional[int] = ...) -> None: ...
+    context_header: bytes
+    def __init__(self, round_id: _Optional[str] = ..., context: _Optional[bytes] = ..., roster: _Optional[_Iterable[_Union[RosterEntry, _Mapping]]] = ..., phase: _Optional[_Union[RoundPhase, str]] = ..., submit_deadline: _Optional[float] = ..., sigma_central: _Optional[float] = ..., delta: _Optional[float] = ..., window_end: _Optional[int] = ..., context_header: _Optional[bytes] = ...) -> None: ...
 
 class RoundRef(_message.Message):
     __slots__ = ("round_id",)

@@ -9,9 +9,12 @@ from aggregation.secagg import (
     ClientRound,
     MalformedMessage,
     MaskedInput,
+    RosterEntry,
     RoundContext,
     UnmaskRequest,
     UnmaskResponse,
+    WrongRound,
+    roster_digest,
 )
 from aggregation.secagg._codec import MAX_MESSAGE_BYTES
 
@@ -127,3 +130,21 @@ def test_client_state_round_trips_and_refuses_garbage() -> None:
     tampered[-(4 + 32 + 1)] = 9  # the phase byte
     with pytest.raises(MalformedMessage, match="phase"):
         ClientRound.from_bytes(bytes(tampered), cohort.keys[tid])
+
+
+def test_a_context_header_rebuilds_the_context_only_with_its_own_roster() -> None:
+    cohort = make_cohort(5, length=10, threshold=3)
+    ctx = cohort.ctx
+    header = ctx.header_bytes()
+    assert len(header) < len(ctx.to_bytes()) - 5 * 32  # no public key travels
+    rebuilt = RoundContext.from_header(header, reversed(ctx.roster))  # any order: the roster is sorted
+    assert rebuilt == ctx and rebuilt.to_bytes() == ctx.to_bytes() and rebuilt.digest() == ctx.digest()
+    assert roster_digest(ctx.roster) == roster_digest(reversed(ctx.roster)) == ctx.roster_digest
+    # Another roster (a key replaced, a tenant missing) is not the one the header names.
+    other_key = (RosterEntry(ctx.roster[0].tenant_id, bytes(32)), *ctx.roster[1:])
+    for held in (other_key, ctx.roster[1:], ()):
+        with pytest.raises(WrongRound, match="another roster"):
+            RoundContext.from_header(header, held)
+    for bad in (header[:-1], header + b"\0", ctx.to_bytes()):
+        with pytest.raises(MalformedMessage):
+            RoundContext.from_header(bad, ctx.roster)

@@ -313,6 +313,15 @@ def _attestations_of(ctx: RoundContext, relayed: Any) -> list[Attestation]:
     return [Attestation.from_bytes(a) for a in relayed]
 
 
+def _payload_bytes_per_value(bits: int) -> float:
+    """Bytes of one value of the masked vector: b-bit packed, or a whole uint32/uint64 word (older kernels)."""
+    try:
+        from aggregation.secagg.arithmetic import packed_width
+    except ImportError:
+        return float(np.dtype(word_dtype(bits)).itemsize)
+    return packed_width(bits) / 8
+
+
 def _bits_of(t: Tenant, window: int) -> int:
     info = t.stub.GetRound(secagg_pb2.GetRoundRequest(window_start=window, schema_version=1, omit_roster=True))
     return RoundContext.from_bytes(info.context).modulus_bits
@@ -390,7 +399,7 @@ def bench(n: int, length: int, dropout: float, rounds: int, deadline: float | No
                 out = _run_round(tenants, live, base + r * 3600, schema, ca, table)
                 out["server_cpu"] = _cpu_of(proc.pid) - cpu_server
                 out["predraw"] = predraw
-                out["payload_bpv"] = float(np.dtype(word_dtype(_bits_of(live[0], base + r * 3600))).itemsize)
+                out["payload_bpv"] = _payload_bytes_per_value(_bits_of(live[0], base + r * 3600))
                 out["up_bpv"] = sum(t.up for t in live) / len(live) / length
                 out["down_bpv"] = sum(t.down for t in live) / len(live) / length
                 results.append(out)
@@ -429,7 +438,7 @@ def main() -> None:
     print("submission deadline (dropouts only); tenant CPU: this process's CPU per live tenant (kernel, TLS, ECDSA)")
     print("during the round; noise ms: CPU per tenant drawing its noise share with OpenDP's exact sampler ahead of the")
     print("round (off the critical path, not in tenant CPU); up/down B/val: every byte of every secure-aggregation")
-    print("message per live tenant per value (protobuf sizes); payload B/val: the masked vector alone (b-bit words);")
+    print("message per live tenant per value (protobuf sizes); payload B/val: the masked vector alone (packed b-bit words);")
     print("late: tenants meant to be live whose input missed the submission deadline (they became dropouts too).")
     _ = math
 

@@ -222,7 +222,7 @@ class ClientRound:
             context_digest=ctx.digest(),
             sender=me,
             modulus_bits=bits,
-            masked=words.astype(words.dtype.newbyteorder("<")).tobytes(),
+            masked=arithmetic.pack(words, bits),
             seed_commitment=crypto.seed_commitment(seed, ctx, me),
             shares=tuple(shares),
         )

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from aggregation.secagg._codec import MAX_ITEMS, Reader, Writer
-from aggregation.secagg.arithmetic import word_dtype
+from aggregation.secagg.arithmetic import packed_size, packed_width, unpack
 from aggregation.secagg.context import MAX_LENGTH, MAX_ROSTER, RoundContext
 from aggregation.secagg.crypto import KEY_BYTES
 from aggregation.secagg.errors import MalformedMessage
@@ -29,17 +29,18 @@ SHARE_CIPHERTEXT_BYTES = ELEMENT_BYTES + TAG_BYTES
 MAX_SIGNATURE_BYTES = 1024
 
 
-def _write_share(w: Writer, share: EncryptedShare) -> None:
-    w.text(share.sender)
-    w.text(share.recipient)
+def _write_share(w: Writer, peer: str, share: EncryptedShare) -> None:
+    """One share in a message that implies one end of it (the input's sender, the request's recipient)."""
+    w.text(peer)
     w.raw(share.nonce)
     w.raw(share.ciphertext)
 
 
-def _read_share(r: Reader) -> EncryptedShare:
+def _read_share(r: Reader, *, sender: str | None = None, recipient: str | None = None) -> EncryptedShare:
+    peer = r.text("share.peer")
     return EncryptedShare(
-        sender=r.text("share.sender"),
-        recipient=r.text("share.recipient"),
+        sender=peer if sender is None else sender,
+        recipient=peer if recipient is None else recipient,
         nonce=r.raw(NONCE_BYTES, "share.nonce"),
         ciphertext=r.raw(SHARE_CIPHERTEXT_BYTES, "share.ciphertext"),
     )
@@ -79,10 +80,11 @@ class EncryptedShare:
 class MaskedInput:
     """Phase 2, tenant -> server: the masked table and the encrypted shares of the sender's seed.
 
-    ``masked`` holds ``length`` little-endian words (4 bytes each for
-    modulus_bits <= 32, else 8): x + noise share + PRG(b_u) + sum of signed
-    pairwise masks, mod 2^b. ``seed_commitment`` lets the server check a
-    reconstructed seed.
+    ``masked`` holds ``length`` words x + noise share + PRG(b_u) + sum of signed pairwise
+    masks, mod 2^b, packed at ``packed_width(modulus_bits)`` bits each
+    (``arithmetic.pack``: 3.5 bytes a value at b = 28). ``seed_commitment`` lets the
+    server check a reconstructed seed. On the wire each share names only its recipient
+    (the sender is the input's).
     """
 
     context_digest: bytes
@@ -92,22 +94,28 @@ class MaskedInput:
     seed_commitment: bytes
     shares: tuple[EncryptedShare, ...]
 
-    MAGIC = b"FSM1"
+    MAGIC = b"FSM2"
 
     def __post_init__(self) -> None:
         if len(self.context_digest) != DIGEST_BYTES or len(self.seed_commitment) != DIGEST_BYTES:
             raise MalformedMessage("MaskedInput: digests must be 32 bytes")
         if not 2 <= self.modulus_bits <= 64:
             raise MalformedMessage(f"MaskedInput: modulus_bits {self.modulus_bits} out of range")
-        size = np.dtype(word_dtype(self.modulus_bits)).itemsize
-        if len(self.masked) % size or not 0 < len(self.masked) // size <= MAX_LENGTH:
-            raise MalformedMessage(f"MaskedInput: masked vector of {len(self.masked)} bytes is not 1..{MAX_LENGTH} words of {size} bytes")
+        width = packed_width(self.modulus_bits)
+        count = len(self.masked) * 8 // width
+        if len(self.masked) != packed_size(count, self.modulus_bits) or not 0 < count <= MAX_LENGTH:
+            raise MalformedMessage(
+                f"MaskedInput: masked vector of {len(self.masked)} bytes is not 1..{MAX_LENGTH} packed {width}-bit words")
 
     def vector(self) -> npt.NDArray[np.unsignedinteger]:
-        dtype = np.dtype(word_dtype(self.modulus_bits)).newbyteorder("<")
-        return np.frombuffer(self.masked, dtype=dtype).astype(word_dtype(self.modulus_bits))
+        try:
+            return unpack(self.masked, self.modulus_bits)
+        except ValueError as exc:
+            raise MalformedMessage(f"MaskedInput: {exc}") from exc
 
     def to_bytes(self) -> bytes:
+        if any(share.sender != self.sender for share in self.shares):
+            raise MalformedMessage(f"MaskedInput: a share of another sender than {self.sender!r} cannot be encoded")
         w = Writer(self.MAGIC)
         w.raw(self.context_digest)
         w.text(self.sender)
@@ -116,7 +124,7 @@ class MaskedInput:
         w.raw(self.seed_commitment)
         w.u32(len(self.shares))
         for share in self.shares:
-            _write_share(w, share)
+            _write_share(w, share.recipient, share)
         return w.getvalue()
 
     @classmethod
@@ -129,23 +137,27 @@ class MaskedInput:
             bits = r.u8("modulus_bits")
             masked = r.blob("masked", 8 * MAX_LENGTH)
             commitment = r.raw(DIGEST_BYTES, "seed_commitment")
-            shares = tuple(_read_share(r) for _ in range(r.count("shares", MAX_ITEMS)))
+            shares = tuple(_read_share(r, sender=sender) for _ in range(r.count("shares", MAX_ITEMS)))
             r.done()
-            return cls(digest, sender, bits, masked, commitment, shares)
+            msg = cls(digest, sender, bits, masked, commitment, shares)
+            msg.vector()  # canonical packing (no stray padding bit), refused here as malformed
+            return msg
 
         return _checked("MaskedInput", build)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
 class UnmaskRequest:
-    """Phase 3, server -> tenant: the survivor set S and the shares addressed to ``recipient`` by survivors."""
+    """Phase 3, server -> tenant: the survivor set S and the shares addressed to ``recipient`` by survivors.
+
+    On the wire each share names only its sender (the recipient is the request's)."""
 
     context_digest: bytes
     recipient: str
     survivors: tuple[str, ...]
     shares: tuple[EncryptedShare, ...]
 
-    MAGIC = b"FSQ1"
+    MAGIC = b"FSQ2"
 
     def __post_init__(self) -> None:
         if len(self.context_digest) != DIGEST_BYTES:
@@ -154,13 +166,15 @@ class UnmaskRequest:
             raise MalformedMessage("UnmaskRequest: survivors must be sorted and distinct")
 
     def to_bytes(self) -> bytes:
+        if any(share.recipient != self.recipient for share in self.shares):
+            raise MalformedMessage(f"UnmaskRequest: a share for another recipient than {self.recipient!r} cannot be encoded")
         w = Writer(self.MAGIC)
         w.raw(self.context_digest)
         w.text(self.recipient)
         w.texts(self.survivors)
         w.u32(len(self.shares))
         for share in self.shares:
-            _write_share(w, share)
+            _write_share(w, share.sender, share)
         return w.getvalue()
 
     @classmethod
@@ -171,7 +185,7 @@ class UnmaskRequest:
             digest = r.raw(DIGEST_BYTES, "context_digest")
             recipient = r.text("recipient")
             survivors = r.texts("survivors")
-            shares = tuple(_read_share(r) for _ in range(r.count("shares")))
+            shares = tuple(_read_share(r, recipient=recipient) for _ in range(r.count("shares")))
             r.done()
             return cls(digest, recipient, survivors, shares)
 

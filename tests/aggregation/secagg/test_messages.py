@@ -148,3 +148,17 @@ def test_a_context_header_rebuilds_the_context_only_with_its_own_roster() -> Non
     for bad in (header[:-1], header + b"\0", ctx.to_bytes()):
         with pytest.raises(MalformedMessage):
             RoundContext.from_header(bad, ctx.roster)
+
+
+def test_shares_name_only_their_other_end_on_the_wire() -> None:
+    cohort, msgs = _messages()
+    masked, req = msgs[0], msgs[1]
+    assert isinstance(masked, MaskedInput) and isinstance(req, UnmaskRequest)
+    # The implied end is restored on parse: the sender from the input, the recipient from the request.
+    assert MaskedInput.from_bytes(masked.to_bytes()).shares == masked.shares
+    assert UnmaskRequest.from_bytes(req.to_bytes()).shares == req.shares
+    assert all(s.recipient == req.recipient for s in req.shares)
+    stray = req.shares[0]
+    moved = type(stray)(stray.sender, cohort.ids[4], stray.nonce, stray.ciphertext)
+    with pytest.raises(MalformedMessage, match="another recipient"):
+        UnmaskRequest(req.context_digest, req.recipient, req.survivors, (moved, *req.shares[1:])).to_bytes()

@@ -9,7 +9,10 @@ import pytest
 
 from aggregation.secagg import (
     COMPLETE_GRAPH_MAX,
+    EncryptedShare,
     InvalidRoundParams,
+    MalformedMessage,
+    MaskedInput,
     decode,
     default_degree,
     degree_failure_bounds,
@@ -18,7 +21,9 @@ from aggregation.secagg import (
     neighbours,
     share_holders,
     share_threshold,
+    word_dtype,
 )
+from aggregation.secagg.arithmetic import pack, packed_size, unpack
 from aggregation.secagg.graph import CORRECTNESS_BITS, SECURITY_BITS
 
 from .cohort import make_cohort
@@ -99,3 +104,53 @@ def test_default_degree_is_the_smallest_meeting_its_computed_bounds(n: int) -> N
     assert meets(k)
     assert not meets(k - 2)
     assert k <= 10 * math.log2(n)
+
+
+# -- b-bit packing of the masked vector ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", [2, 5, 8, 12, 16, 21, 28, 31, 32, 33, 47, 63, 64])
+def test_packing_round_trips_at_b_bits_a_word(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    for length in (1, 3, 7, 8, 9, 1000):
+        words = rng.integers(0, 1 << bits, size=length, dtype=np.uint64).astype(word_dtype(bits))
+        data = pack(words, bits)
+        assert len(data) == packed_size(length, bits) == math.ceil(length * max(8, bits) / 8)
+        back = unpack(data, bits)
+        assert back.dtype == word_dtype(bits) and np.array_equal(back, words)
+    # Words are reduced modulo 2^b before packing (a sum that wrapped past b bits packs its residue).
+    wide = np.array([(1 << bits) + 3], dtype=np.uint64).astype(word_dtype(bits)) if bits < 64 else None
+    if wide is not None:
+        assert unpack(pack(wide, bits), bits)[0] == 3
+
+
+def test_unpacking_refuses_what_pack_never_makes() -> None:
+    data = pack(np.array([1, 2, 3], dtype=np.uint32), 28)  # 84 bits: 11 bytes, 4 padding bits
+    assert len(data) == 11
+    with pytest.raises(ValueError, match="padding"):
+        unpack(data[:-1] + bytes([data[-1] | 0x80]), 28)
+    with pytest.raises(ValueError, match="whole number"):
+        unpack(data + b"\0", 28)  # 96 bits: 3 words would take 11 bytes, not 12
+    with pytest.raises(ValueError, match="exceeds 5 bits"):
+        unpack(bytes([0xFF]), 5)  # below 8 bits a word takes a byte; its high bits must be zero
+
+
+def test_a_masked_input_takes_b_bits_a_value_on_the_wire() -> None:
+    cohort = make_cohort(5, length=1000, threshold=3)
+    me = cohort.ids[0]
+    msg = cohort.clients[me].submit(cohort.tables[me])
+    bits = cohort.ctx.modulus_bits
+    assert len(msg.masked) == math.ceil(1000 * max(8, bits) / 8)
+    assert MaskedInput.from_bytes(msg.to_bytes()) == msg
+    # A stray padding bit makes bytes no client makes: refused as malformed.
+    if (1000 * bits) % 8:
+        data = bytearray(msg.to_bytes())
+        start = data.index(msg.masked)
+        data[start + len(msg.masked) - 1] |= 0x80
+        with pytest.raises(MalformedMessage, match="padding"):
+            MaskedInput.from_bytes(bytes(data))
+    # Each share names only its recipient on the wire: a share of another sender cannot be encoded.
+    foreign = EncryptedShare(cohort.ids[1], msg.shares[0].recipient, msg.shares[0].nonce, msg.shares[0].ciphertext)
+    forged = MaskedInput(msg.context_digest, me, bits, msg.masked, msg.seed_commitment, (foreign, *msg.shares[1:]))
+    with pytest.raises(MalformedMessage, match="another sender"):
+        forged.to_bytes()

@@ -112,10 +112,13 @@ class ClientRound:
         self._noise = noise
         self._rng: RandomBytes = rng if rng is not None else os.urandom
         self._verify = verify
-        # X25519 results by peer public key (memory only; recomputed after a restart). The masking
-        # keys are long-term, so a caller that keeps one mapping per own key across rounds
-        # (``pair_secrets``) computes each agreement once; per-round keys stay HKDF of it.
+        # The HKDF-Extract of each X25519 agreement, by both public keys (memory only; recomputed
+        # after a restart). The masking keys are long-term, so a caller that keeps one mapping
+        # across rounds (``pair_secrets``) computes each agreement once; per-round keys are the
+        # HKDF-Expand of it.
         self._secrets: MutableMapping[bytes, bytes] = pair_secrets if pair_secrets is not None else {}
+        # This round's pairwise keys by (peer, purpose), memory only (never in ``to_bytes``).
+        self._round_keys: dict[tuple[str, bytes], bytes] = {}
         self._own_public = ctx.public_key_of(tenant_id)
         self.phase = Phase.NEW
         self.committed_digest: bytes | None = None
@@ -228,15 +231,21 @@ class ClientRound:
         )
 
     def _pair_key(self, peer: str, purpose: bytes) -> bytes:
+        found = self._round_keys.get((peer, purpose))
+        if found is not None:  # the share key of a holder, derived at submit, again at unmask
+            return found
         public = self.ctx.public_key_of(peer)
         # The cache key binds both public keys: a mapping handed to the ClientRound of another
-        # own key (a rotated masking key) can never return a stale agreement.
+        # own key (a rotated masking key) can never return a stale agreement. It keeps the
+        # agreement's HKDF-Extract (round-independent); each round pays one HMAC per key.
         cache_key = self._own_public + public
-        secret = self._secrets.get(cache_key)
-        if secret is None:
-            secret = crypto.pairwise_secret(self._private, public)
-            self._secrets[cache_key] = secret
-        return crypto.derive_pair_key(secret, self.ctx, self.tenant_id, peer, purpose)
+        prk = self._secrets.get(cache_key)
+        if prk is None:
+            prk = crypto.pair_prk(crypto.pairwise_secret(self._private, public))
+            self._secrets[cache_key] = prk
+        key = crypto.expand_pair_key(prk, self.ctx, self.tenant_id, peer, purpose)
+        self._round_keys[(peer, purpose)] = key
+        return key
 
     # -- phase 3: consistency --------------------------------------------------------------------
 

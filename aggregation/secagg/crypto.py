@@ -15,14 +15,13 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from aggregation.secagg.arithmetic import word_dtype
@@ -72,11 +71,21 @@ def _pair_info(ctx: RoundContext, a: str, b: str, purpose: bytes) -> bytes:
     return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
 
 
+def pair_prk(secret: bytes) -> bytes:
+    """HKDF-Extract (RFC 5869) of a pairwise secret under the protocol's salt: independent of
+    the round, so a tenant keeps it with the agreement and pays only the expand per round."""
+    return hmac.digest(_HKDF_SALT, secret, "sha256")
+
+
+def expand_pair_key(prk: bytes, ctx: RoundContext, a: str, b: str, purpose: bytes) -> bytes:
+    """HKDF-Expand of ``pair_prk`` to one 32-byte key: T(1) = HMAC-SHA256(PRK, info || 0x01)."""
+    return hmac.digest(prk, _pair_info(ctx, a, b, purpose) + b"\x01", "sha256")
+
+
 def derive_pair_key(secret: bytes, ctx: RoundContext, a: str, b: str, purpose: bytes) -> bytes:
-    """HKDF-SHA256(secret; info = purpose, round digest, sorted pair ids)."""
-    return HKDF(
-        algorithm=hashes.SHA256(), length=KEY_BYTES, salt=_HKDF_SALT, info=_pair_info(ctx, a, b, purpose)
-    ).derive(secret)
+    """HKDF-SHA256(secret; salt, info = purpose, round digest, sorted pair ids), 32 bytes: the
+    same bytes as ``cryptography``'s HKDF (a test checks), in two one-shot HMACs."""
+    return expand_pair_key(pair_prk(secret), ctx, a, b, purpose)
 
 
 def prg_words(key: bytes, length: int, bits: int) -> npt.NDArray[np.unsignedinteger]:

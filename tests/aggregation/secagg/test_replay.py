@@ -93,3 +93,25 @@ def test_tampered_share_ciphertext_does_not_decrypt() -> None:
     flipped = EncryptedShare(first.sender, me, first.nonce, bytes([first.ciphertext[0] ^ 1]) + first.ciphertext[1:])
     with pytest.raises(ReplayedMessage):
         cohort.clients[me].unmask(UnmaskRequest(req.context_digest, me, req.survivors, (flipped, *req.shares[1:])), atts)
+
+
+def test_pair_keys_are_rfc5869_hkdf_and_differ_per_round_pair_and_purpose() -> None:
+    """The two-HMAC derivation is HKDF-SHA256 byte for byte (checked against cryptography's HKDF),
+    and every round, pair (in either order) and purpose gets its own key."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from aggregation.secagg import crypto
+
+    cohort = make_cohort(4, threshold=3)
+    ctx, (a, b, c) = cohort.ctx, cohort.ids[:3]
+    other = make_cohort(4, threshold=3, window_start=ctx.window_start + 3600).ctx
+    secret = bytes(range(32))
+    for purpose in (crypto.PURPOSE_MASK, crypto.PURPOSE_SHARE):
+        reference = HKDF(algorithm=hashes.SHA256(), length=32, salt=crypto._HKDF_SALT,
+                         info=crypto._pair_info(ctx, a, b, purpose)).derive(secret)
+        assert crypto.derive_pair_key(secret, ctx, a, b, purpose) == reference
+        assert crypto.expand_pair_key(crypto.pair_prk(secret), ctx, b, a, purpose) == reference
+    keys = {crypto.derive_pair_key(secret, x, p, q, purpose)
+            for x in (ctx, other) for p, q in ((a, b), (a, c)) for purpose in (crypto.PURPOSE_MASK, crypto.PURPOSE_SHARE)}
+    assert len(keys) == 8

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import grpc
 
 from aggregation.errors import FedsignalError
-from server.observability import StderrHandler
+from server.observability import ConsoleFormatter, StderrHandler
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +46,7 @@ def _console_logging(level: int) -> None:
         root.removeHandler(old)
     if not root.handlers:
         handler = StderrHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(ConsoleFormatter())
         root.addHandler(handler)
         root.setLevel(level)
 

@@ -43,6 +43,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str, separators=(",", ":"))
 
 
+class ConsoleFormatter(logging.Formatter):
+    """One readable line: the message, then its structured fields as ``key=value`` (a log line
+    such as ``rpc`` says nothing without its method and status)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = record.getMessage()
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict) and fields:
+            line += " " + " ".join(f"{key}={value}" for key, value in fields.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
 class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stderr`` is when a record is emitted.
 

@@ -526,15 +526,20 @@ class SecureRelease:
             self._save(state)
         else:
             digest = client.attest(request)  # the same set again (InconsistentSurvivors otherwise)
-        if not any(a.tenant_id == self.tenant_id for a in atts) and len(atts) < client.ctx.threshold:
+        if not state.get("attestation_stored") and len(atts) < client.ctx.threshold:
             mine = Attestation(self.tenant_id, digest, self._sign(ATTESTATION_DOMAIN + digest))
             relayed = b""
             try:
                 relayed = stub.SubmitAttestation(secagg_pb2.SubmitAttestationRequest(
                     round_id=rid, attestation=mine.to_bytes()), timeout=self._timeout).attestations
             except grpc.RpcError as exc:
-                if exc.code() is not grpc.StatusCode.ALREADY_EXISTS:  # sent before a restart: already counted
+                # ALREADY_EXISTS: sent before a restart and already counted (an ECDSA signature is
+                # randomised, so the bytes of a second one differ).
+                if exc.code() is not grpc.StatusCode.ALREADY_EXISTS:
                     raise
+            # Stored: later passes only fetch the attestations (the relay names no signer until t are in).
+            state["attestation_stored"] = True
+            self._save(state)
             if not relayed:  # fewer than t attested yet: ask again for them
                 relayed = stub.GetUnmaskRequest(secagg_pb2.UnmaskQuery(round_id=rid, omit_request=True),
                                                 timeout=self._timeout).attestations

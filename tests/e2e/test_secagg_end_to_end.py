@@ -18,7 +18,7 @@ from fedsignal.v1 import secagg_pb2, secagg_pb2_grpc
 from sqlalchemy import func, select
 
 from aggregation.schema import SignalSchema
-from aggregation.secagg import RoundContext, roster_digest
+from aggregation.secagg import Attestation, RoundContext, roster_digest
 from fedsignal_cli.simulator import AgentNetwork, SimTenant
 from server.audit import verify_audit
 from server.secagg.job import run_rounds
@@ -111,6 +111,12 @@ def test_a_secure_round_releases_the_sum_of_the_survivors_once(h: Harness, tmp_p
             c.close()
 
 
+def _attesters(h: Harness) -> list[str]:
+    """The tenant of every SubmitAttestation call the server received, in order."""
+    return [Attestation.from_bytes(secagg_pb2.SubmitAttestationRequest.FromString(b).attestation).tenant_id
+            for b in h.tap.received(f"/{SERVICE_NAME}/SubmitAttestation")]
+
+
 def _phase(h: Harness) -> str | None:
     with h.ctx.sessions() as session:
         return session.scalar(select(RoundRecord.phase))
@@ -151,6 +157,38 @@ def test_a_tenant_holding_the_roster_gets_the_next_context_without_it(h: Harness
         info = stub.GetRound(secagg_pb2.GetRoundRequest(window_start=start + 2 * WINDOW, schema_version=schema.version,
                                                          omit_roster=True, roster_digest=queries[1].roster_digest))
         assert info.context and not info.context_header
+    finally:
+        for c in collectors:
+            c.close()
+
+
+def test_a_tenant_waiting_for_attestations_sends_its_own_once(h: Harness, tmp_path: Path) -> None:
+    """While fewer than t attested, the relay names no signer; the collector remembers that its
+    attestation is stored and only fetches on later passes (a second, differently randomised ECDSA
+    signature would be refused as ALREADY_EXISTS)."""
+    configure(h.ctx, SecAggSettings(submit_seconds=30.0, unmask_seconds=30.0))
+    tenants = [f"t{i}" for i in range(4)]
+    collectors = [_collector(h, tmp_path, t) for t in tenants]
+    try:
+        for c in collectors:
+            assert c.secure.register_key()
+            c.refresh_schema()
+        schema = collectors[0].schema
+        start = (int(time.time()) // WINDOW - 2) * WINDOW
+        net = AgentNetwork([SimTenant(t, "retail", 20) for t in tenants], seed=3)
+        for sim, c in zip(net.tenants, collectors, strict=True):
+            c.record_many(net.window_events(sim, start, WINDOW))
+            assert [o.state for o in c._sealer.close_due(start + WINDOW + 1, schema)] == ["sealed"]
+            c.secure.advance_all()  # submits; the last input closes the round
+        first = collectors[0]
+        for _ in range(3):  # attests, then waits: the others have not attested yet
+            first.secure.advance_all()
+        assert _attesters(h).count("t0") == 1 and len(_attesters(h)) < len(collectors)  # fewer than t are in
+        advance_until(collectors, lambda: _phase(h) == DONE, run_job=lambda: run_rounds(h.ctx))
+        assert sorted(_attesters(h)) == tenants  # one attestation each
+        for c in collectors:  # those that had not answered yet learn that the round was released
+            c.secure.advance_all()
+        assert [c.secure.loss_summary().rounds_done for c in collectors] == [1] * len(collectors)
     finally:
         for c in collectors:
             c.close()

@@ -45,7 +45,7 @@ from tenant_agent.config import CollectorConfig, ConfigError
 from tenant_agent.files import private_dir
 from tenant_agent.ingest.jsonl import LineError, read_jsonl
 from tenant_agent.ingest.otlp import OtlpMapper
-from tenant_agent.ingest.records import DiscardedTexts, event_from_dict
+from tenant_agent.ingest.records import DeferredTexts, DiscardedTexts, event_from_dict
 from tenant_agent.outbox import DeadLetter, DeliveryResult, Outbox
 from tenant_agent.redact import RedactionConfig, Redactor
 from tenant_agent.release import WindowOutcome, WindowSealer, load_ledger
@@ -87,31 +87,6 @@ class CollectorStatus:
     redaction: dict[str, int]
     # Free texts dropped unread on arrival (no replay capture stored them, no taxonomy rule read them).
     texts_discarded: int = 0
-
-
-class DeferredTexts:
-    """The unredacted free texts of one ``defer`` batch (:meth:`Collector.text_mode`), by
-    ``id(event)``, held only while :meth:`Collector.record_many` runs. Called by replay
-    capture for the text of a case it stores: the held text, redacted now (an event handed
-    over as a ``DecisionEvent`` keeps its own, already redacted, text)."""
-
-    def __init__(self, redactor: Redactor) -> None:
-        self._redactor = redactor
-        self._texts: dict[int, str] = {}
-        self.redacted = 0
-
-    def hold(self, event: DecisionEvent, text: str) -> None:
-        self._texts[id(event)] = text
-
-    def __len__(self) -> int:
-        return len(self._texts)
-
-    def __call__(self, event: DecisionEvent) -> str | None:
-        raw = self._texts.pop(id(event), None)
-        if raw is None:
-            return event.text
-        self.redacted += 1
-        return self._redactor.redact(raw)
 
 
 @contextmanager
@@ -274,13 +249,16 @@ class Collector:
     def record(self, event: DecisionEvent | Mapping[str, Any]) -> RecordResult:
         return self.record_many([event])
 
-    def record_many(self, events: Iterable[DecisionEvent | Mapping[str, Any]]) -> RecordResult:
+    def record_many(self, events: Iterable[DecisionEvent | Mapping[str, Any]],
+                    held: Iterable[tuple[DecisionEvent, str]] = ()) -> RecordResult:
         """Record events in one transaction; every event is durable when this returns.
 
         A dict event's free text is handled as :meth:`text_mode` says (decided once per
         batch): redacted onto the event, kept aside unredacted until replay capture decides
         whether it stores the turn (then redacted there, and only then), or checked and
-        discarded unread.
+        discarded unread. ``held``: unredacted texts of ``DecisionEvent`` values of this batch,
+        each with its event, kept aside the same way (what an OTLP mapper with ``defer_text``
+        holds, :meth:`OtlpMapper.take_held`).
         """
         with _cyclic_gc_paused():
             batch: list[DecisionEvent] = []
@@ -290,6 +268,8 @@ class Collector:
             #: ``defer``: the unredacted texts, local to this call (never on an event, never stored):
             #: replay capture redacts those of the turns it stores.
             deferred = DeferredTexts(self.redactor)
+            for held_event, held_text in held:
+                deferred.hold(held_event, held_text)
             tenant_id, redactor = self.tenant_id, self.redactor
             for e in events:
                 if type(e) is DecisionEvent or isinstance(e, DecisionEvent):
@@ -312,11 +292,11 @@ class Collector:
             batch = shadow.divert(self, batch)  # shadow turns are paired, never live evidence
             result = self.book.record(batch, self._redaction_deltas)
             # Failing turns become local replay cases, when enabled.
-            held = len(deferred)
-            replay_agent.capture(self, batch, deferred if held else None)
-            if held:
+            holding = len(deferred)
+            replay_agent.capture(self, batch, deferred if holding else None)
+            if holding:
                 # The held texts capture did not store were never redacted: discarded unread.
-                self.texts_discarded.add(held - deferred.redacted)
+                self.texts_discarded.add(holding - deferred.redacted)
                 deltas = self._redaction_deltas()
                 if deltas:
                     with self.store.transaction() as conn:
@@ -330,8 +310,9 @@ class Collector:
           collector's, or replay capture's);
         * ``defer`` — replay capture stores redacted text and nothing else reads it: a dict
           event's text is held, unredacted, only until the end of :meth:`record_many`, and
-          redacted only for the turns capture stores (the others are discarded unread). Paths
-          that hand over finished events (OTLP, JSON Lines) redact on arrival instead;
+          redacted only for the turns capture stores (the others are discarded unread); the
+          collector's OTLP receiver holds its turns' texts the same way (:meth:`otlp_mapper`),
+          JSON Lines import redacts on arrival;
         * ``discard`` — no consumer: the text is checked and discarded unread (never redacted,
           never stored, counted in ``texts_discarded``).
 
@@ -359,9 +340,11 @@ class Collector:
 
     def otlp_mapper(self, **options: Any) -> OtlpMapper:
         """An OTLP mapper for this collector: its tenant and redactor, and its decision on free
-        text (:meth:`keeps_text`, asked at every request) with the discarded texts counted here."""
+        text (:meth:`text_mode`, asked at every request) with the discarded texts counted here.
+        In ``defer`` mode the mapper holds the texts unredacted: hand them to :meth:`record_many`
+        (``held=mapper.take_held()``) with the events, as the collector's OTLP receiver does."""
         return OtlpMapper(self.tenant_id, self.redactor, keep_text=self.keeps_text,
-                          discarded=self.texts_discarded, **options)
+                          defer_text=lambda: self.text_mode() == TEXT_DEFER, discarded=self.texts_discarded, **options)
 
     def _redaction_deltas(self) -> dict[str, int]:
         with self._lock:

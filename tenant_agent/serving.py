@@ -111,7 +111,9 @@ def start_serving(collector: Collector) -> Serving:
     otlp = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=list(GRPC_LISTEN_OPTIONS))
 
     def sink(events: Sequence[DecisionEvent]) -> None:
-        collector.record_many(events)  # durable before the Export call answers
+        # Durable before the Export call answers; with the texts the mapper held unredacted
+        # (``defer`` mode: replay capture redacts only those of the cases it stores).
+        collector.record_many(events, held=receiver.mapper.take_held())
 
     receiver = add_otlp_services(otlp, sink, mapper=collector.otlp_mapper())  # its redactor and text decision
     try:

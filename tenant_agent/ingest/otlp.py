@@ -71,14 +71,18 @@ class OtlpMapper:
         evaluation_grace: float = 0.0,
         pending_timeout: float = 300.0,
         keep_text: bool | Callable[[], bool] = True,
+        defer_text: Callable[[], bool] | None = None,
         discarded: DiscardedTexts | None = None,
     ) -> None:
         """``keep_text``: whether turns keep their (redacted) free text, or a callable asked at
         every request (the collector's decision follows its replay policy and taxonomy);
+        ``defer_text``, asked with it: a kept text is not redacted here but held, unredacted,
+        beside its event (:meth:`take_held`) for the caller to redact only what it stores;
         ``discarded`` counts the texts dropped unread (default: a counter of this mapper's own)."""
         self.tenant_id = tenant_id
         self.redactor = redactor
         self._keep_text = keep_text
+        self._defer_text = defer_text
         self.discarded = DiscardedTexts() if discarded is None else discarded
         self._assembler = TurnAssembler(tenant_id, redactor, discarded=self.discarded)
         self.clock = clock
@@ -141,15 +145,23 @@ class OtlpMapper:
         return events
 
     def _decide_text(self) -> None:
-        # Once per request: the turns it completes keep their text, or drop it unread.
+        # Once per request: the turns it completes keep their text (redacted, or held), or drop it unread.
         keep = self._keep_text
-        self._assembler.keep_text = bool(keep() if callable(keep) else keep)
+        self._assembler.keep_text = kept = bool(keep() if callable(keep) else keep)
+        self._assembler.defer_text = kept and self._defer_text is not None and self._defer_text()
+
+    def take_held(self) -> list[tuple[DecisionEvent, str]]:
+        """The unredacted texts held beside the events the last call returned (``defer_text``),
+        each with its event; forgotten at the next call, :meth:`commit` or :meth:`restore`."""
+        held, self._assembler.held = self._assembler.held, []
+        return held
 
     # -- acknowledgement ----------------------------------------------------------
     def commit(self) -> None:
         """The events returned by the last call are stored: forget their spans.
         (Implied by the next ``map_*``/``flush`` call.)"""
         self._in_flight.clear()
+        self._assembler.held = []
 
     def restore(self) -> None:
         """The events returned by the last call were not stored: hold their spans
@@ -158,6 +170,7 @@ class OtlpMapper:
             self._emitted.pop(trace_id, None)
             self._pending[trace_id] = trace
         self._in_flight.clear()
+        self._assembler.held = []
 
     # -- logs ----------------------------------------------------------------------
     def map_logs(self, request: ExportLogsServiceRequest) -> list[DecisionEvent]:

@@ -33,6 +33,32 @@ MAX_RETRIEVAL_IDS = 1024
 MAX_EVALUATIONS = 64
 
 
+class DeferredTexts:
+    """The unredacted free texts of one batch of events, by ``id(event)``, held only while the
+    batch is recorded (``Collector.text_mode`` ``defer``: a replay set storing redacted text
+    is the only consumer). Called by replay capture for the text of a case it stores: the held
+    text, redacted now (an event whose text was not held keeps its own, already redacted,
+    text). Local to one ``record_many`` call, so an ``id`` never outlives its event."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
+        self._texts: dict[int, str] = {}
+        self.redacted = 0
+
+    def hold(self, event: DecisionEvent, text: str) -> None:
+        self._texts[id(event)] = text
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def __call__(self, event: DecisionEvent) -> str | None:
+        raw = self._texts.pop(id(event), None)
+        if raw is None:
+            return event.text
+        self.redacted += 1
+        return self._redactor.redact(raw)
+
+
 class EventFormatError(FedsignalError):
     """A decision-event document that does not follow the event schema."""
 

@@ -80,6 +80,10 @@ class TurnAssembler:
         self.tenant_id = tenant_id
         self.redactor = redactor
         self.keep_text = keep_text
+        #: With ``keep_text``: hold each turn's text unredacted in ``held`` (with its event) instead of
+        #: redacting it, for the collector to redact only what replay capture stores.
+        self.defer_text = False
+        self.held: list[tuple[DecisionEvent, str]] = []
         self.discarded = DiscardedTexts() if discarded is None else discarded
 
     def event(
@@ -196,8 +200,11 @@ class TurnAssembler:
         )
         user = first(_USER_ID)
         text = first(_TEXT)
+        raw: str | None = None
         if not isinstance(text, str) or not text:
             text = None
+        elif self.keep_text and self.defer_text:
+            raw, text = text[:65_536], None
         elif self.keep_text:
             text = redactor.redact(text[:65_536])
         else:
@@ -206,7 +213,7 @@ class TurnAssembler:
         end_ns = turn.end_ns or turn.start_ns
         # from_fields: the same event as DecisionEvent(**fields), without the frozen
         # dataclass's per-field object.__setattr__ (see DecisionEvent.from_fields).
-        return DecisionEvent.from_fields(
+        event = DecisionEvent.from_fields(
             {
                 "tenant_id": self.tenant_id,
                 "session_id": clean_session(session[:256], redactor),
@@ -244,6 +251,9 @@ class TurnAssembler:
                 if first(_MODE) == "shadow" and first(_SHADOW_OF) else None,
             }
         )
+        if raw is not None:
+            self.held.append((event, raw))
+        return event
 
     def _label(self, value: str) -> str:
         return self.redactor.redact_label(value[:256])

@@ -277,8 +277,14 @@ def test_the_decision_follows_a_replay_policy_change(tmp_path: Path, monkeypatch
         assert case.text is not None and "<EMAIL>" in case.text
         mapper_events = mapper.map_traces(request(span(2, None, gen_ai__operation__name="invoke_agent",
                                                        fedsignal__text=PII_TEXT)))
-        assert mapper_events[0].text is not None and "<EMAIL>" in mapper_events[0].text
+        # The OTLP turn's text is held beside its event, unredacted, for record_many.
+        assert mapper_events[0].text is None
+        held = mapper.take_held()
+        assert len(held) == 1 and held[0][0] is mapper_events[0] and held[0][1] == PII_TEXT
+        assert mapper.take_held() == []
         assert c.status().texts_discarded == 2  # one dict, one OTLP turn, before the change
+        c.record_many(mapper_events, held=held)  # no failure in that turn: no case, never redacted
+        assert c.status().texts_discarded == 3
         # ... and off again.
         replay_agent.close(c)
         assert not c.keeps_text()
@@ -339,3 +345,19 @@ def test_otlp_mapper_asks_its_decision_at_every_request_and_flush() -> None:
     (event,) = mapper.map_traces(request(span(7, None, gen_ai__operation__name="invoke_agent",
                                               fedsignal__text=PII_TEXT)))
     assert event.text is None and shared.total == 1
+
+
+def test_otlp_mapper_holds_deferred_texts_only_for_the_call_that_made_them() -> None:
+    redactor = CountingRedactor()
+    mapper = OtlpMapper("t", redactor, keep_text=True, defer_text=lambda: True)
+    (event,) = mapper.map_traces(request(span(1, None, gen_ai__operation__name="invoke_agent", fedsignal__text=PII_TEXT)))
+    assert event.text is None and redactor.texts == []  # held, not redacted
+    mapper.restore()  # the sink failed: the retry maps the turn again and holds its text anew
+    assert mapper.take_held() == []
+    (again,) = mapper.map_traces(request(span(1, None, gen_ai__operation__name="invoke_agent", fedsignal__text=PII_TEXT)))
+    mapper.commit()
+    assert mapper.take_held() == []  # a committed call's texts are gone
+    # Without defer_text the same turn is redacted on arrival.
+    eager = OtlpMapper("t", redactor, keep_text=True)
+    (kept,) = eager.map_traces(request(span(1, None, gen_ai__operation__name="invoke_agent", fedsignal__text=PII_TEXT)))
+    assert kept.text is not None and "<EMAIL>" in kept.text and eager.take_held() == []

@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
 from aggregation.clock import from_unix
+from tenant_agent import replay_agent
 from tenant_agent.collector import Collector
 from tenant_agent.config import CollectorConfig, LoopConfig, RedactionSettings
 from tenant_agent.serving import Serving, serve
@@ -183,3 +184,51 @@ def run_pipeline(harness: Harness, tmp_path: Path) -> None:
     assert any(p.name == "collector.db" for p in written)
     for path in written:
         assert_clean(path.read_bytes(), str(path))
+
+
+@pytest.mark.slow
+def test_otlp_turns_are_redacted_only_when_replay_capture_stores_them(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replay set on, storing redacted text, two cases per category: the receiver holds each turn's
+    text unredacted beside its event, and only the two stored cases' texts are redacted."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "replay.toml").write_text("[replay_set]\nenabled = true\nstore_redacted_text = true\n"
+                                       "per_category_cap = 2\n")
+    cfg = CollectorConfig(state_dir=state, tenant_id="acme", cohort="retail", otlp_listen="127.0.0.1:0",
+                          resolve_listen="127.0.0.1:0",
+                          redaction=RedactionSettings(patterns={"ticket": r"TCK-[0-9]{6}"},
+                                                      dictionaries={"customer_name": [PII["name"]]}),
+                          loops=LoopConfig(close_interval_seconds=3600, deliver_interval_seconds=3600,
+                                           bundle_interval_seconds=3600))
+    with Collector(cfg) as c:
+        assert c.text_mode() == "defer"
+        redacted: list[str] = []
+        real = c.redactor.redact
+
+        def redact(text: str) -> str:
+            if PII["email"] in text:
+                redacted.append(text)
+            return real(text)
+
+        monkeypatch.setattr(c.redactor, "redact", redact)
+        stop = threading.Event()
+        ready: list[Serving] = []
+        thread = threading.Thread(target=serve, args=(c, stop), kwargs={"ready": ready.append})
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not ready and time.monotonic() < deadline:
+                time.sleep(0.05)
+            send_otlp_turns(ready[0].otlp_port, 5)
+        finally:
+            stop.set()
+            thread.join(30)
+        cases = replay_agent.attached(c).replay_set.cases()
+        assert len(cases) == 2 and all(k.text and "<EMAIL>" in k.text for k in cases)
+        # Two texts redacted (the stored cases'), three discarded unread: the tool_error cap is 2.
+        assert len(redacted) == 2
+        status = c.status()
+        assert status.counters["events_recorded"] == 5 and status.texts_discarded == 3
+        for path in (p for p in state.rglob("*") if p.is_file()):
+            assert_clean(path.read_bytes(), str(path))

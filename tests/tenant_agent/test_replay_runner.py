@@ -105,6 +105,10 @@ def _replay_set(tmp_path: Path, cases: int = 12, text: bool = True, t0: float = 
     return rs
 
 
+#: Cases of the DP-release test: enough that the released difference cannot drown in the noise.
+CASES = 48
+
+
 def test_replay_fixes_are_scored_locally_and_released_as_dp_slices_that_spend_the_ledger(
         harness: Harness, tmp_path: Path, schema_with_labels) -> None:  # type: ignore[no-untyped-def]
     t0 = recent_t0()
@@ -115,14 +119,14 @@ def test_replay_fixes_are_scored_locally_and_released_as_dp_slices_that_spend_th
     with agent_harness(good_harness) as (url, seen), _collector(tmp_path / "agent", now, channel, labelled=False) as c:
         assert c.refresh_schema()
         assert c.schema.dimensions == schema_with_labels.dimensions
-        rs = _replay_set(tmp_path / "agent", t0=t0)
+        rs = _replay_set(tmp_path / "agent", cases=CASES, t0=t0)
         run = ReplayRunner(c, rs, HarnessClient(url, c.tenant_id)).run(RID, "cand-1", "wrong_tool", STABLE, CANDIDATE)
-        assert (run.status, run.cases) == ("ok", 12)
-        assert run.failing("stable", "wrong_tool") == 12 and run.failing("candidate", "wrong_tool") == 0
-        assert (run.correct("stable"), run.correct("candidate")) == (0, 12)
-        assert {d["arm"] for d in seen} == {"stable", "candidate"} and len(seen) == 24
+        assert (run.status, run.cases) == ("ok", CASES)
+        assert run.failing("stable", "wrong_tool") == CASES and run.failing("candidate", "wrong_tool") == 0
+        assert (run.correct("stable"), run.correct("candidate")) == (0, CASES)
+        assert {d["arm"] for d in seen} == {"stable", "candidate"} and len(seen) == 2 * CASES
         assert seen[0]["case"]["text"] == SECRET_TEXT  # the harness is inside the boundary: it gets the case
-        assert run.released == 24
+        assert run.released == 2 * CASES
         with c.store.engine.connect() as conn:
             spends_before = conn.execute(select(func.count()).select_from(LedgerSpend)).scalar_one()
         now[0] = t0 + HOUR + 1
@@ -139,8 +143,11 @@ def test_replay_fixes_are_scored_locally_and_released_as_dp_slices_that_spend_th
     def cell(measure: str, label: str) -> int:
         return int(cells[schema.cell_index({"measure": measure, "intent": "refund", "artifact_version": label})])
 
-    # Noisy (discrete Gaussian at rho 0.5: sd about 2 per cell), but the 12 cases show through.
-    assert abs(cell("turns", replay_label(RID, "stable")) - 12) < 12
+    # Noisy (the schema's discrete Gaussian, sd 4 per cell), but the cases show through: with 48 of
+    # them the difference of two cells (sd 5.66) misses 48 by 48 with probability ~1e-17 (with 12
+    # cases it failed about 1 run in 60).
+    assert report.noise_variance == pytest.approx(16.0)
+    assert abs(cell("turns", replay_label(RID, "stable")) - CASES) < CASES
     assert cell("wrong_tool", replay_label(RID, "stable")) - cell("wrong_tool", replay_label(RID, "candidate")) > 0
     # Nothing of the replay set itself left: no text, no session id, no artifact content, no case id.
     sent = b"".join(harness.tap.received())

@@ -44,6 +44,15 @@ def h(database_url: str, tmp_path: Path) -> Iterator[Harness]:
         harness.ctx.engine.dispose()
 
 
+def _registered(h: Harness, tmp: Path, tenants: list[str]) -> list[Collector]:
+    """Enrolled collectors of ``tenants`` with their masking keys in the roster and the cohort's schema."""
+    collectors = [_collector(h, tmp, t) for t in tenants]
+    for c in collectors:
+        assert c.secure.register_key()
+        c.refresh_schema()
+    return collectors
+
+
 def _collector(h: Harness, tmp: Path, tenant: str, cohort: str = "retail") -> Collector:
     tdir = tmp / tenant
     enroll(h.enroll_target, h.token(tenant, cohort), tdir, h.ca.certificate_pem, signals_address=h.mtls_target)
@@ -54,11 +63,8 @@ def test_a_secure_round_releases_the_sum_of_the_survivors_once(h: Harness, tmp_p
     assert SECAGG_SERVICES
     configure(h.ctx, SecAggSettings(submit_seconds=3.0, unmask_seconds=30.0))
     tenants = [f"t{i}" for i in range(5)]
-    collectors = [_collector(h, tmp_path, t) for t in tenants]
+    collectors = _registered(h, tmp_path, tenants)
     try:
-        for c in collectors:
-            assert c.secure.register_key()
-            c.refresh_schema()
         schema: SignalSchema = collectors[0].schema
         assert schema.aggregation_mode == "secure" and schema.noise_scale > 0
         start = (int(time.time()) // WINDOW - 2) * WINDOW
@@ -123,11 +129,8 @@ def _phase(h: Harness) -> str | None:
 
 
 def test_a_tenant_holding_the_roster_gets_the_next_context_without_it(h: Harness, tmp_path: Path) -> None:
-    collectors = [_collector(h, tmp_path, t) for t in ("t0", "t1", "t2")]
+    collectors = _registered(h, tmp_path, ["t0", "t1", "t2"])
     try:
-        for c in collectors:
-            assert c.secure.register_key()
-            c.refresh_schema()
         c = collectors[0]
         schema = c.schema
         start = (int(time.time()) // WINDOW - 3) * WINDOW
@@ -168,11 +171,8 @@ def test_a_tenant_waiting_for_attestations_sends_its_own_once(h: Harness, tmp_pa
     signature would be refused as ALREADY_EXISTS)."""
     configure(h.ctx, SecAggSettings(submit_seconds=30.0, unmask_seconds=30.0))
     tenants = [f"t{i}" for i in range(4)]
-    collectors = [_collector(h, tmp_path, t) for t in tenants]
+    collectors = _registered(h, tmp_path, tenants)
     try:
-        for c in collectors:
-            assert c.secure.register_key()
-            c.refresh_schema()
         schema = collectors[0].schema
         start = (int(time.time()) // WINDOW - 2) * WINDOW
         net = AgentNetwork([SimTenant(t, "retail", 20) for t in tenants], seed=3)

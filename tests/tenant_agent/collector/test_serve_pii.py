@@ -14,6 +14,8 @@ import logging
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -69,6 +71,25 @@ def assert_clean(blob: bytes, where: str) -> None:
     lowered = blob.lower()
     for value in SEEDED:
         assert value.lower().encode() not in lowered, f"{value!r} found in {where}"
+
+
+@contextmanager
+def serving(c: Collector) -> Iterator[Serving]:
+    """``serve`` on a thread, until the block ends (then stopped and joined)."""
+    stop = threading.Event()
+    ready: list[Serving] = []
+    thread = threading.Thread(target=serve, args=(c, stop), kwargs={"ready": ready.append})
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not ready and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready, "serve did not start"
+        yield ready[0]
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
 
 
 def send_otlp_turns(port: int, n: int) -> None:
@@ -141,26 +162,14 @@ def run_pipeline(harness: Harness, tmp_path: Path) -> None:
     jsonl.write_text("\n".join(json.dumps(dict_event(100 + i, past + 60 + i)) for i in range(10))
                      + "\n{not json " + PII["email"] + "\n")
     with Collector(cfg) as c:
-        stop = threading.Event()
-        ready: list[Serving] = []
-        thread = threading.Thread(target=serve, args=(c, stop), kwargs={"ready": ready.append})
-        thread.start()
-        try:
-            deadline = time.monotonic() + 30
-            while not ready and time.monotonic() < deadline:
-                time.sleep(0.05)
-            serving = ready[0]
-            send_otlp_turns(serving.otlp_port, 5)
-            url = f"http://127.0.0.1:{serving.resolve_port}/v1/resolve?artifact=routing&session=s1"
+        with serving(c) as running:
+            send_otlp_turns(running.otlp_port, 5)
+            url = f"http://127.0.0.1:{running.resolve_port}/v1/resolve?artifact=routing&session=s1"
             with urllib.request.urlopen(url, timeout=10) as response:
                 assert json.loads(response.read())["version"] == "baseline"
             c.record_many([dict_event(i, past + i) for i in range(10)])
             result = c.import_jsonl(jsonl)
             assert (result.imported, len(result.errors)) == (10, 1)
-        finally:
-            stop.set()
-            thread.join(30)
-        assert not thread.is_alive()
         status = c.status()
         assert status.counters["events_recorded"] == 25
         # Every free text (5 OTLP turns, 10 API events, 10 JSONL lines) was dropped unread, never redacted;
@@ -212,18 +221,8 @@ def test_otlp_turns_are_redacted_only_when_replay_capture_stores_them(tmp_path: 
             return real(text)
 
         monkeypatch.setattr(c.redactor, "redact", redact)
-        stop = threading.Event()
-        ready: list[Serving] = []
-        thread = threading.Thread(target=serve, args=(c, stop), kwargs={"ready": ready.append})
-        thread.start()
-        try:
-            deadline = time.monotonic() + 30
-            while not ready and time.monotonic() < deadline:
-                time.sleep(0.05)
-            send_otlp_turns(ready[0].otlp_port, 5)
-        finally:
-            stop.set()
-            thread.join(30)
+        with serving(c) as running:
+            send_otlp_turns(running.otlp_port, 5)
         cases = replay_agent.attached(c).replay_set.cases()
         assert len(cases) == 2 and all(k.text and "<EMAIL>" in k.text for k in cases)
         # Two texts redacted (the stored cases'), three discarded unread: the tool_error cap is 2.

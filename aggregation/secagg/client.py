@@ -365,9 +365,9 @@ class ClientRound:
                 raise ReplayedMessage(
                     f"share from {sender!r} does not decrypt for this round and recipient (replayed or forged)"
                 ) from None
-            seed_shares.append((sender, int.from_bytes(plain, "big")))
+            seed_shares.append((ctx.index_of(sender), int.from_bytes(plain, "big")))
         dropped = sorted(mine - survivors)
-        pair_keys = [(peer, self._pair_key(peer, crypto.PURPOSE_MASK)) for peer in dropped]
+        pair_keys = [(ctx.index_of(peer), self._pair_key(peer, crypto.PURPOSE_MASK)) for peer in dropped]
         # By construction owners are survivors and peers are not; the invariant is what makes the
         # response safe, so it is checked, not assumed.
         if {o for o, _ in seed_shares} & {p for p, _ in pair_keys}:

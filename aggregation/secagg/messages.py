@@ -317,15 +317,21 @@ class RelayedAttestations:
 @dataclass(frozen=True)
 class UnmaskResponse:
     """Phase 4, tenant -> server: for each surviving neighbour its share of that neighbour's seed,
-    for each dropped neighbour the per-round pairwise mask key. Never both for one peer."""
+    for each dropped neighbour the per-round pairwise mask key. Never both for one peer.
+
+    Owners and peers are named by their 0-based position in the round's sorted roster (2 bytes
+    on the wire instead of an id; ``ServerRound.add_unmask`` maps them through its context).
+    """
 
     context_digest: bytes
     sender: str
     survivors_digest: bytes
-    seed_shares: tuple[tuple[str, int], ...]
-    pair_keys: tuple[tuple[str, bytes], ...]
+    #: (owner's roster index, share value), by increasing index.
+    seed_shares: tuple[tuple[int, int], ...]
+    #: (dropped peer's roster index, pairwise mask key), by increasing index.
+    pair_keys: tuple[tuple[int, bytes], ...]
 
-    MAGIC = b"FSR1"
+    MAGIC = b"FSR2"
 
     def __post_init__(self) -> None:
         if len(self.context_digest) != DIGEST_BYTES or len(self.survivors_digest) != DIGEST_BYTES:
@@ -334,6 +340,8 @@ class UnmaskResponse:
         peers = [p for p, _ in self.pair_keys]
         if owners != sorted(set(owners)) or peers != sorted(set(peers)):
             raise MalformedMessage("UnmaskResponse: share owners and key peers must be sorted and distinct")
+        if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < MAX_ROSTER for i in (*owners, *peers)):
+            raise MalformedMessage(f"UnmaskResponse: owners and peers must be roster positions below {MAX_ROSTER}")
         if any(not 0 <= y < PRIME for _, y in self.seed_shares):
             raise MalformedMessage("UnmaskResponse: share value out of the field")
         if any(len(k) != KEY_BYTES for _, k in self.pair_keys):
@@ -346,11 +354,11 @@ class UnmaskResponse:
         w.raw(self.survivors_digest)
         w.u32(len(self.seed_shares))
         for owner, y in self.seed_shares:
-            w.text(owner)
+            w.u16(owner)
             w.raw(y.to_bytes(ELEMENT_BYTES, "big"))
         w.u32(len(self.pair_keys))
         for peer, key in self.pair_keys:
-            w.text(peer)
+            w.u16(peer)
             w.raw(key)
         return w.getvalue()
 
@@ -363,10 +371,10 @@ class UnmaskResponse:
             sender = r.text("sender")
             sdigest = r.raw(DIGEST_BYTES, "survivors_digest")
             shares = tuple(
-                (r.text("share.owner"), int.from_bytes(r.raw(ELEMENT_BYTES, "share.value"), "big"))
+                (r.u16("share.owner"), int.from_bytes(r.raw(ELEMENT_BYTES, "share.value"), "big"))
                 for _ in range(r.count("seed_shares"))
             )
-            keys = tuple((r.text("key.peer"), r.raw(KEY_BYTES, "key.value")) for _ in range(r.count("pair_keys")))
+            keys = tuple((r.u16("key.peer"), r.raw(KEY_BYTES, "key.value")) for _ in range(r.count("pair_keys")))
             r.done()
             return cls(digest, sender, sdigest, shares, keys)
 

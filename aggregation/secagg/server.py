@@ -181,8 +181,11 @@ class ServerRound:
         if resp.survivors_digest != self.survivors_digest:
             raise InconsistentSurvivors(f"{resp.sender!r} answered for a different survivor set")
         mine = self._neighbours[resp.sender]
-        owners = {o for o, _ in resp.seed_shares}
-        peers = {p for p, _ in resp.pair_keys}
+        ids = self.ctx.tenant_ids
+        if any(i >= len(ids) for i, _ in (*resp.seed_shares, *resp.pair_keys)):
+            raise UnknownParticipant(f"unmask response from {resp.sender!r} names a position beyond the roster")
+        owners = {ids[o] for o, _ in resp.seed_shares}
+        peers = {ids[p] for p, _ in resp.pair_keys}
         if owners != (mine | {resp.sender}) & survivors or peers != mine - survivors:
             raise MalformedMessage(
                 f"{resp.sender!r} must reveal exactly its surviving neighbours' shares and its dropped neighbours' keys"
@@ -227,12 +230,13 @@ class ServerRound:
         for holder in sorted(self._responses):
             x = ctx.index_of(holder) + 1
             for owner, y in self._responses[holder].seed_shares:
-                shares_of[owner].append((x, y))
+                shares_of[ctx.tenant_ids[owner]].append((x, y))
         for v in sorted(survivors):
             seed = self._reconstruct(v, shares_of[v])
             total -= crypto.prg_words(crypto.self_mask_key(seed, ctx, v), ctx.length, bits)
         for holder in sorted(self._responses):
-            for peer, key in self._responses[holder].pair_keys:
+            for index, key in self._responses[holder].pair_keys:
+                peer = ctx.tenant_ids[index]
                 mask = crypto.prg_words(key, ctx.length, bits)
                 if pair_sign(holder, peer):
                     total -= mask

@@ -43,8 +43,9 @@ def test_honest_response_never_reveals_both_secrets_of_a_peer() -> None:
     survivors = cohort.server.survivors
     for tid in sorted(survivors):
         resp = cohort.clients[tid].unmask(cohort.server.unmask_request_for(tid), atts)
-        owners = {o for o, _ in resp.seed_shares}
-        peers = {p for p, _ in resp.pair_keys}
+        ids = cohort.ctx.tenant_ids  # owners and peers travel as roster positions
+        owners = {ids[o] for o, _ in resp.seed_shares}
+        peers = {ids[p] for p, _ in resp.pair_keys}
         assert not owners & peers
         assert owners == (neighbours(cohort.ctx)[tid] | {tid}) & survivors
         assert peers == neighbours(cohort.ctx)[tid] - survivors
@@ -192,7 +193,8 @@ def test_server_refuses_a_response_that_reveals_both_secrets_of_a_peer() -> None
     atts = cohort.attest()
     me = sorted(cohort.server.survivors)[0]
     honest = cohort.clients[me].unmask(cohort.server.unmask_request_for(me), atts)
-    peer = honest.seed_shares[-1][0] if honest.seed_shares[-1][0] != me else honest.seed_shares[0][0]
+    mine = cohort.ctx.index_of(me)
+    peer = honest.seed_shares[-1][0] if honest.seed_shares[-1][0] != mine else honest.seed_shares[0][0]
     both = UnmaskResponse(
         honest.context_digest, me, honest.survivors_digest, honest.seed_shares,
         tuple(sorted([*honest.pair_keys, (peer, bytes(32))])),
@@ -270,3 +272,17 @@ def test_malformed_relays_are_refused() -> None:
         RelayedAttestations.of(cohort.ctx, mixed)
     with pytest.raises(UnknownParticipant):
         RelayedAttestations.of(cohort.ctx, [Attestation("stranger", atts[0].digest, b"x")])
+
+
+def test_a_response_naming_a_position_beyond_the_roster_is_refused() -> None:
+    cohort = _closed(6, threshold=4, senders=5)
+    atts = cohort.attest()
+    me = sorted(cohort.server.survivors)[0]
+    honest = cohort.clients[me].unmask(cohort.server.unmask_request_for(me), atts)
+    beyond = UnmaskResponse(honest.context_digest, me, honest.survivors_digest,
+                            (*honest.seed_shares[:-1], (6, honest.seed_shares[-1][1])), honest.pair_keys)
+    with pytest.raises(UnknownParticipant, match="beyond the roster"):
+        cohort.server.add_unmask(UnmaskResponse.from_bytes(beyond.to_bytes()))
+    with pytest.raises(MalformedMessage, match="roster positions"):
+        UnmaskResponse(honest.context_digest, me, honest.survivors_digest, (("t0", 1),), ())  # type: ignore[arg-type]
+    cohort.server.add_unmask(honest)  # the honest answer still goes through

@@ -316,9 +316,9 @@ def _attestations_of(ctx: RoundContext, relayed: Any) -> list[Attestation]:
     """The relayed attestations of a reply: canonical RelayedAttestations bytes, or (a server from
     before the compact relay) a list of canonical Attestation bytes."""
     if isinstance(relayed, bytes):
-        from aggregation.secagg import RelayedAttestations
+        from tenant_agent.secagg.round import relayed_attestations  # the collector's own parse
 
-        return list(RelayedAttestations.from_bytes(relayed).attestations(ctx)) if relayed else []
+        return relayed_attestations(ctx, relayed)
     return [Attestation.from_bytes(a) for a in relayed]
 
 

@@ -1,14 +1,15 @@
 """What a round never changes once it is opened or closed, kept in memory by each server process.
 
 A round's context, threshold, deadlines and noise are fixed when it opens; attestations
-only accumulate. The read-mostly handlers (``GetRound``, ``GetUnmaskRequest``) take those
-from here and ask the database only for what moves: the phase and survivor set (two small
-columns), the caller's unmask request, and attestations until the cache holds a threshold
-of them. Only what a read-only session saw committed is cached. Every write path still
-reads and locks the round's row, so several replicas stay correct: a replica whose cache
-lacks something loads it from the database, and nothing cached here can be contradicted
-later (round ids are random, 128 bits, and never reused; an attestation, once stored, is
-never replaced).
+only accumulate. The handlers take those from here and ask the database only for what
+moves: the phase and survivor set (two small columns), the caller's unmask request, and
+attestations until the cache holds a threshold of them. Only committed rounds are cached
+(read by a read-only session, or by a write transaction that did not open them). Every
+write path still locks the round's row and re-reads its phase and survivor set under that
+lock, by id and round id, so several replicas stay correct: a replica whose cache lacks
+something loads it from the database, and nothing cached here can be contradicted later
+(round ids are random, 128 bits, and never reused; an attestation, once stored, is never
+replaced).
 
 One cache per engine (tests run many servers, on many databases, in one process).
 """
@@ -21,6 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -44,6 +46,7 @@ class RoundFacts:
     context: bytes
     rctx: RoundContext
     threshold: int
+    roster_size: int
     sigma_central: float
     delta: float
     submit_deadline: datetime
@@ -77,8 +80,10 @@ class RoundFactsCache:
             rid = self._by_window.get((cohort, window_start, schema_version))
             return None if rid is None else self._facts.get(rid)
 
-    def remember(self, row: RoundRecord) -> RoundFacts:
-        """The facts of ``row`` (a fully loaded round), kept."""
+    def remember(self, row: RoundRecord | Any) -> RoundFacts:
+        """The facts of ``row`` (a fully loaded round, or a Core row of the same columns), kept. Only
+        a committed round may be remembered; a round is never remembered from the transaction that
+        opened it."""
         with self._lock:
             found = self._facts.get(row.round_id)
             if found is not None:
@@ -87,7 +92,7 @@ class RoundFactsCache:
         facts = RoundFacts(
             pk=row.id, round_id=row.round_id, cohort=row.cohort, window_start=row.window_start,
             window_end=row.window_end, schema_version=row.schema_version, context=data,
-            rctx=RoundContext.from_bytes(data), threshold=row.threshold,
+            rctx=RoundContext.from_bytes(data), threshold=row.threshold, roster_size=row.roster_size,
             sigma_central=row.sigma_central, delta=row.delta, submit_deadline=row.submit_deadline,
         )
         with self._lock:
@@ -109,6 +114,11 @@ class RoundFactsCache:
         with self._lock:
             if round_id in self._facts:
                 self._attestations.setdefault(round_id, {}).update(found)
+
+    def relayed(self, round_id: str) -> bytes | None:
+        """The relay of ``threshold`` attestations already built for the round (None: not yet)."""
+        with self._lock:
+            return self._relays.get(round_id)
 
     def relay(self, round_id: str, rctx: RoundContext, threshold: int, known: dict[str, bytes]) -> bytes:
         """Canonical :class:`RelayedAttestations` of ``threshold`` attestations of the round, or b""

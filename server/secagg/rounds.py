@@ -29,10 +29,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import numpy as np
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Connection, Table, bindparam, func, select, update
 from sqlalchemy.orm import Session, defer
 
 from aggregation import dp
@@ -68,7 +68,7 @@ from aggregation.secagg import (
 from server.audit import append_audit
 from server.db import advisory_lock
 from server.secagg import roster as roster_mod
-from server.secagg.facts import RoundFacts, RoundFactsCache
+from server.secagg.facts import RoundFacts, RoundFactsCache, cache_for
 from server.secagg.models import (
     ABORTED,
     COLLECTING,
@@ -196,12 +196,16 @@ def context_of(row: RoundRecord) -> RoundContext:
     with _CONTEXTS_LOCK:
         found = _CONTEXTS.get(row.round_id)
     if found is None:
-        found = _context(bytes(row.context))
-        with _CONTEXTS_LOCK:
-            _CONTEXTS[row.round_id] = found
-            while len(_CONTEXTS) > 512:
-                _CONTEXTS.popitem(last=False)
+        found = _remember_context(row.round_id, _context(bytes(row.context)))
     return found
+
+
+def _remember_context(round_id: str, rctx: RoundContext) -> RoundContext:
+    with _CONTEXTS_LOCK:
+        _CONTEXTS[round_id] = rctx
+        while len(_CONTEXTS) > 512:
+            _CONTEXTS.popitem(last=False)
+    return rctx
 
 
 def noise_plan_of(row: RoundRecord, schema: SignalSchema) -> NoisePlan:
@@ -263,13 +267,32 @@ def _bounded(data: bytes, what: str) -> bytes:
 
 
 # The statements every round message runs, built once: SQLAlchemy then reuses their compiled form
-# without rebuilding them or recomputing their cache keys per call.
-_LOCKED_ROUND = (select(RoundRecord).where(RoundRecord.round_id == bindparam("round_id"))
-                 .options(defer(RoundRecord.context)).with_for_update())
-# The caller's row in Core (no ORM object, no unit of work): the message handlers read a few
-# small columns and write one.
+# without rebuilding them or recomputing their cache keys per call. The message handlers run them
+# in Core on the transaction's connection (no ORM object, no unit of work): they read a few small
+# columns and write one row. Closing and releasing, once per round, load the ORM objects.
+_ROUNDS = cast(Table, RoundRecord.__table__)
+_R = _ROUNDS.c
 _PARTICIPANTS = cast(Table, ParticipantRecord.__table__)
 _P = _PARTICIPANTS.c
+_ROSTER = cast(Table, RosterRecord.__table__)
+_LOCKED_ROUND = (select(RoundRecord).where(RoundRecord.round_id == bindparam("round_id"))
+                 .options(defer(RoundRecord.context)).with_for_update()
+                 .execution_options(populate_existing=True))
+#: A round's immutable facts (:class:`RoundFacts`), read once per process and round.
+_FACT_COLUMNS = (_R.id, _R.round_id, _R.cohort, _R.window_start, _R.window_end, _R.schema_version, _R.context,
+                 _R.threshold, _R.roster_size, _R.sigma_central, _R.delta, _R.submit_deadline)
+_FACTS = select(*_FACT_COLUMNS).where(_R.round_id == bindparam("round_id"))
+FACTS_OF_WINDOW = select(*_FACT_COLUMNS).where(
+    _R.cohort == bindparam("cohort"), _R.window_start == bindparam("window"),
+    _R.schema_version == bindparam("version"))
+#: What moves, re-read by every transition under the round's row lock (``FOR UPDATE``; on SQLite
+#: the transaction's ``BEGIN IMMEDIATE`` holds the write lock already and no clause is rendered).
+#: By id and round id: a cached id never names another round.
+_LOCKED_STATE = select(_R.phase, _R.abort_reason, _R.survivors_json).where(
+    _R.id == bindparam("pk"), _R.round_id == bindparam("round_id")).with_for_update()
+_PHASE_AND_SURVIVORS = select(_R.phase, _R.abort_reason, _R.survivors_json).where(
+    _R.id == bindparam("pk"), _R.round_id == bindparam("round_id"))
+PHASE = select(_R.phase).where(_R.id == bindparam("pk"), _R.round_id == bindparam("round_id"))
 _PARTICIPANT = select(_P.id, _P.input_digest, _P.attestation, _P.unmask_response).where(
     _P.round_pk == bindparam("pk"), _P.tenant_id == bindparam("tenant"))
 _INSERT_INPUT = _PARTICIPANTS.insert()
@@ -277,22 +300,27 @@ _SET_ATTESTATION = update(_PARTICIPANTS).where(_P.id == bindparam("pid")).values
     attestation=bindparam("value"))
 _SET_RESPONSE = update(_PARTICIPANTS).where(_P.id == bindparam("pid")).values(
     unmask_response=bindparam("value"))
-_INPUT_COUNT = select(func.count()).select_from(ParticipantRecord).where(ParticipantRecord.round_pk == bindparam("pk"))
-_PHASE_AND_SURVIVORS = select(RoundRecord.phase, RoundRecord.abort_reason, RoundRecord.survivors_json).where(
-    RoundRecord.id == bindparam("pk"))
-_UNMASK_REQUEST = select(ParticipantRecord.unmask_request).where(
-    ParticipantRecord.round_pk == bindparam("pk"), ParticipantRecord.tenant_id == bindparam("tenant"))
-_ATTESTATIONS = select(ParticipantRecord.tenant_id, ParticipantRecord.attestation).where(
-    ParticipantRecord.round_pk == bindparam("pk"), ParticipantRecord.attestation.is_not(None))
-_RESPONDERS = select(ParticipantRecord.tenant_id).where(
-    ParticipantRecord.round_pk == bindparam("pk"), ParticipantRecord.unmask_response.is_not(None))
-_OPEN_ROUNDS = (select(RoundRecord).where(RoundRecord.phase.in_([COLLECTING, UNMASKING]))
-                .options(defer(RoundRecord.context)))
-_CERTIFICATE_OF = select(RosterRecord.certificate_pem).where(RosterRecord.tenant_id == bindparam("tenant"))
-PHASE = select(RoundRecord.phase).where(RoundRecord.id == bindparam("pk"))
+_INPUT_COUNT = select(func.count()).select_from(_PARTICIPANTS).where(_P.round_pk == bindparam("pk"))
+_UNMASK_REQUEST = select(_P.unmask_request).where(_P.round_pk == bindparam("pk"), _P.tenant_id == bindparam("tenant"))
+_ATTESTATIONS = select(_P.tenant_id, _P.attestation).where(_P.round_pk == bindparam("pk"), _P.attestation.is_not(None))
+_RESPONDERS = select(_P.tenant_id).where(_P.round_pk == bindparam("pk"), _P.unmask_response.is_not(None))
+_OPEN_ROUNDS = select(_R.id, _R.round_id, _R.phase, _R.submit_deadline, _R.unmask_deadline, _R.survivors_json).where(
+    _R.phase.in_([COLLECTING, UNMASKING]))
+_CONTEXT_OF = select(_R.context).where(_R.id == bindparam("pk"))
+_CERTIFICATE_OF = select(_ROSTER.c.certificate_pem).where(_ROSTER.c.tenant_id == bindparam("tenant"))
+STATUS = select(_R.id, _R.round_id, _R.cohort, _R.window_start, _R.phase, _R.roster_size, _R.threshold,
+                 _R.survivors_json, _R.abort_reason).where(_R.round_id == bindparam("round_id"))
+COUNTS = select(func.count(), func.count(_P.attestation), func.count(_P.unmask_response)).where(
+    _P.round_pk == bindparam("pk"))
+
+
+def connection_of(session: Session | Connection) -> Connection:
+    """The Core connection of ``session``'s transaction (a connection is its own)."""
+    return session.connection() if isinstance(session, Session) else session
 
 
 def _locked_round(session: Session, round_id: str, cohort: str) -> RoundRecord:
+    """The round as an ORM object, locked (closing and releasing, which rewrite it and its participants)."""
     row = session.scalars(_LOCKED_ROUND, {"round_id": round_id}).first()
     if row is None:
         raise RoundNotFound(f"no secure-aggregation round {round_id!r}")
@@ -301,42 +329,78 @@ def _locked_round(session: Session, round_id: str, cohort: str) -> RoundRecord:
     return row
 
 
-def _prologue(session: Session, tenant_id: str, cohort: str, round_id: str, data: bytes, what: str,
-              parse: Callable[[bytes], _Msg], sender_of: Callable[[_Msg], str]) -> tuple[RoundRecord, _Msg]:
+def facts_of(conn: Connection, cache: RoundFactsCache, round_id: str, cohort: str) -> RoundFacts:
+    """The round's immutable facts (cached; read from ``conn`` once), checked against the caller's cohort.
+
+    ``conn`` sees committed rounds only (a read-only snapshot, or a write transaction that did not open
+    the round), so nothing cached here was rolled back; and since a transition re-reads the round by id
+    and round id under its lock, even a stale entry could only make it refuse with ``RoundNotFound``."""
+    facts = cache.get(round_id)
+    if facts is None:
+        found = conn.execute(_FACTS, {"round_id": round_id}).first()
+        if found is None:
+            raise RoundNotFound(f"no secure-aggregation round {round_id!r}")
+        facts = cache.remember(found)
+    if facts.cohort != cohort:
+        raise CrossCohort(f"round {round_id!r} belongs to another cohort than the caller's {cohort!r}")
+    return facts
+
+
+def _locked_state(conn: Connection, facts: RoundFacts) -> Any:
+    """The round's phase, abort reason and survivor set, read under the round's row lock."""
+    state = conn.execute(_LOCKED_STATE, {"pk": facts.pk, "round_id": facts.round_id}).first()
+    if state is None:
+        raise RoundNotFound(f"no secure-aggregation round {facts.round_id!r}")
+    return state
+
+
+def _cache_of(conn: Connection, cache: RoundFactsCache | None) -> RoundFactsCache:
+    return cache if cache is not None else cache_for(conn.engine)
+
+
+def _prologue(session: Session, cache: RoundFactsCache | None, tenant_id: str, cohort: str, round_id: str,
+              data: bytes, what: str, parse: Callable[[bytes], _Msg],
+              sender_of: Callable[[_Msg], str]) -> tuple[Connection, RoundFacts, Any, _Msg]:
     """The common entry of every message handler: size bound, the round locked (and the caller's
-    cohort's), the kernel's parse (malformed -> ``MalformedRoundMessage``), the named sender is the caller."""
+    cohort's), the kernel's parse (malformed -> ``MalformedRoundMessage``), the named sender is the caller.
+    Returns the transaction's connection, the round's facts and its state read under the lock."""
     _bounded(data, what)
-    row = _locked_round(session, round_id, cohort)
+    conn = session.connection()
+    facts = facts_of(conn, _cache_of(conn, cache), round_id, cohort)
+    state = _locked_state(conn, facts)
     try:
         msg = parse(data)
     except KernelMalformed as exc:
         raise MalformedRoundMessage(str(exc)) from exc
     if sender_of(msg) != tenant_id:
         raise SenderMismatch(f"{what} sent by {tenant_id!r} names {sender_of(msg)!r}")
-    return row, msg
+    return conn, facts, state, msg
 
 
-def _survivors_for(row: RoundRecord, tenant_id: str) -> list[str]:
-    """The fixed survivor set, which must include ``tenant_id`` (attestations and unmask responses)."""
-    if row.phase == ABORTED:
-        raise RoundWasAborted(f"round {row.round_id!r} was aborted: {row.abort_reason}")
-    if row.phase == COLLECTING:
-        raise WrongRoundPhase(f"round {row.round_id!r} has not fixed its survivor set yet")
-    survivors = survivors_of(row)
+@lru_cache(maxsize=256)
+def _survivor_set(rctx: RoundContext, survivors_json: str) -> tuple[frozenset[str], bytes]:
+    """The stored survivor set and its digest (parsed and hashed once per round: the key is the stored text)."""
+    ids = json.loads(survivors_json)
+    return frozenset(ids), survivor_set_digest(rctx, ids)
+
+
+def _survivors_for(state: Any, round_id: str, rctx: RoundContext, tenant_id: str) -> tuple[frozenset[str], bytes]:
+    """The fixed survivor set and its digest; the set must include ``tenant_id`` (attestations and
+    unmask responses)."""
+    if state.phase == ABORTED:
+        raise RoundWasAborted(f"round {round_id!r} was aborted: {state.abort_reason}")
+    if state.phase == COLLECTING:
+        raise WrongRoundPhase(f"round {round_id!r} has not fixed its survivor set yet")
+    survivors, digest = _survivor_set(rctx, state.survivors_json or "[]")
     if tenant_id not in survivors:
-        raise NotInRoster(f"{tenant_id!r} is not a survivor of round {row.round_id!r}")
-    return survivors
+        raise NotInRoster(f"{tenant_id!r} is not a survivor of round {round_id!r}")
+    return survivors, digest
 
 
 def _participants(session: Session, row: RoundRecord) -> list[ParticipantRecord]:
     return list(session.scalars(
         select(ParticipantRecord).where(ParticipantRecord.round_pk == row.id).order_by(ParticipantRecord.tenant_id)
     ))
-
-
-def _participant(session: Session, row: RoundRecord, tenant_id: str) -> Any:
-    """The caller's row: id, input digest, attestation, unmask response (not the large columns)."""
-    return session.connection().execute(_PARTICIPANT, {"pk": row.id, "tenant": tenant_id}).first()
 
 
 def survivors_of(row: RoundRecord) -> list[str]:
@@ -413,11 +477,11 @@ def roster_entries(session: Session, rctx: RoundContext) -> list[RosterRecord]:
 
 
 def submit_input(session: Session, tenant_id: str, cohort: str, round_id: str, data: bytes, now: datetime,
-                 settings: SecAggSettings = DEFAULT_SETTINGS) -> str:
+                 settings: SecAggSettings = DEFAULT_SETTINGS, cache: RoundFactsCache | None = None) -> str:
     """Store one masked input; "accepted" or "duplicate" (the same bytes again)."""
-    row, msg = _prologue(session, tenant_id, cohort, round_id, data, "masked input", parsed_input,
-                         lambda m: m.sender)
-    rctx = context_of(row)
+    conn, facts, state, msg = _prologue(session, cache, tenant_id, cohort, round_id, data, "masked input",
+                                        parsed_input, lambda m: m.sender)
+    rctx = facts.rctx
     if msg.context_digest != rctx.digest():
         raise ReplayedRoundMessage(
             f"masked input was made for another round, window, schema version or cohort than {round_id!r}"
@@ -425,24 +489,24 @@ def submit_input(session: Session, tenant_id: str, cohort: str, round_id: str, d
     if tenant_id not in rctx.tenant_ids:
         raise NotInRoster(f"{tenant_id!r} is not in the roster of round {round_id!r}")
     digest = hashlib.sha256(data).hexdigest()
-    existing = _participant(session, row, tenant_id)
+    existing = conn.execute(_PARTICIPANT, {"pk": facts.pk, "tenant": tenant_id}).first()
     if existing is not None:
         if existing.input_digest == digest:
             return "duplicate"
         raise ConflictingMessage(f"{tenant_id!r} already submitted a different masked input to {round_id!r}")
-    if row.phase == ABORTED:
-        raise RoundWasAborted(f"round {round_id!r} was aborted: {row.abort_reason}")
-    if row.phase != COLLECTING or now > aware(row.submit_deadline, now):
+    if state.phase == ABORTED:
+        raise RoundWasAborted(f"round {round_id!r} was aborted: {state.abort_reason}")
+    if state.phase != COLLECTING or now > aware(facts.submit_deadline, now):
         raise LateMessage(f"round {round_id!r} stopped collecting masked inputs; this tenant is a dropout")
     try:
         ServerRound(rctx).add_input(msg)  # the kernel's own entry checks (shape, shares, holders)
     except SecAggError as exc:
         raise MalformedRoundMessage(str(exc)) from exc
-    session.connection().execute(_INSERT_INPUT, {"round_pk": row.id, "tenant_id": tenant_id, "submitted_at": now,
-                                                 "masked_input": data, "input_digest": digest})
-    count = session.scalar(_INPUT_COUNT, {"pk": row.id})
-    if count == row.roster_size:
-        close_round(session, row, now, settings)
+    conn.execute(_INSERT_INPUT, {"round_pk": facts.pk, "tenant_id": tenant_id, "submitted_at": now,
+                                 "masked_input": data, "input_digest": digest})
+    count = conn.execute(_INPUT_COUNT, {"pk": facts.pk}).scalar()
+    if count == facts.roster_size:
+        close_round(session, _locked_round(session, round_id, cohort), now, settings)
     return "accepted"
 
 
@@ -514,24 +578,13 @@ class UnmaskView:
     threshold: int
 
 
-def round_facts(session: Session, cache: RoundFactsCache, round_id: str, cohort: str) -> RoundFacts:
-    """The round's immutable facts (cached; loaded from ``session`` once), checked against the caller's cohort."""
-    facts = cache.get(round_id)
-    if facts is None:
-        row = session.scalars(select(RoundRecord).where(RoundRecord.round_id == round_id)).first()
-        if row is None:
-            raise RoundNotFound(f"no secure-aggregation round {round_id!r}")
-        facts = cache.remember(row)
-    if facts.cohort != cohort:
-        raise CrossCohort(f"round {round_id!r} belongs to another cohort than the caller's {cohort!r}")
-    return facts
-
-
-def unmask_view(session: Session, cache: RoundFactsCache, tenant_id: str, cohort: str, round_id: str, *,
-                want_request: bool = True, want_attestations: bool = True) -> UnmaskView:
-    """What a survivor needs to attest and unmask; ``session`` is read-only (it sees committed data only)."""
-    facts = round_facts(session, cache, round_id, cohort)
-    found = session.execute(_PHASE_AND_SURVIVORS, {"pk": facts.pk}).first()
+def unmask_view(session: Session | Connection, cache: RoundFactsCache, tenant_id: str, cohort: str, round_id: str,
+                *, want_request: bool = True, want_attestations: bool = True) -> UnmaskView:
+    """What a survivor needs to attest and unmask; ``session`` (or a connection) is read-only: it sees
+    committed data only."""
+    conn = connection_of(session)
+    facts = facts_of(conn, cache, round_id, cohort)
+    found = conn.execute(_PHASE_AND_SURVIVORS, {"pk": facts.pk, "round_id": round_id}).first()
     if found is None:
         raise RoundNotFound(f"no secure-aggregation round {round_id!r}")
     phase, reason, survivors_json = found
@@ -539,21 +592,23 @@ def unmask_view(session: Session, cache: RoundFactsCache, tenant_id: str, cohort
         raise RoundWasAborted(f"round {round_id!r} was aborted: {reason}")
     if phase == COLLECTING:
         return UnmaskView(COLLECTING, b"", b"", 0, facts.threshold)
-    survivors = json.loads(survivors_json) if survivors_json else []
+    survivors, _digest = _survivor_set(facts.rctx, survivors_json or "[]")
     if tenant_id not in survivors:
         raise NotInRoster(f"{tenant_id!r} is not a survivor of round {round_id!r} (it is a dropout)")
     request = b""
     if want_request:
-        request = bytes(session.scalar(_UNMASK_REQUEST, {"pk": facts.pk, "tenant": tenant_id}) or b"")
+        request = bytes(conn.execute(_UNMASK_REQUEST, {"pk": facts.pk, "tenant": tenant_id}).scalar() or b"")
     relay = b""
     if want_attestations:
         # A client needs t attestations of its set; relaying t keeps the download O(t). Stored
         # attestations never change, so once this process saw t of them it asks no more.
-        known = cache.attestations(round_id)
-        if len(known) < facts.threshold:
-            known = {tid: bytes(a or b"") for tid, a in session.execute(_ATTESTATIONS, {"pk": facts.pk})}
-            cache.add_attestations(round_id, known)
-        relay = cache.relay(round_id, facts.rctx, facts.threshold, known)
+        relay = cache.relayed(round_id) or b""
+        if not relay:
+            known = cache.attestations(round_id)
+            if len(known) < facts.threshold:
+                known = {tid: bytes(a or b"") for tid, a in conn.execute(_ATTESTATIONS, {"pk": facts.pk})}
+                cache.add_attestations(round_id, known)
+            relay = cache.relay(round_id, facts.rctx, facts.threshold, known)
     return UnmaskView(phase, request, relay, len(survivors), facts.threshold)
 
 
@@ -561,67 +616,84 @@ def attestation_message(digest: bytes) -> bytes:
     return roster_mod.ATTESTATION_DOMAIN + digest
 
 
-def submit_attestation(session: Session, tenant_id: str, cohort: str, round_id: str,
-                       data: bytes) -> tuple[dict[str, bytes], int, RoundContext]:
-    """Store the caller's attestation (the same bytes again are accepted once more); returns every
-    attestation the round holds now, by tenant (this transaction's view: the caller's included),
-    the round's threshold and its context."""
-    row, att = _prologue(session, tenant_id, cohort, round_id, data, "attestation", Attestation.from_bytes,
-                         lambda a: a.tenant_id)
-    survivors = _survivors_for(row, tenant_id)
-    if att.digest != survivor_set_digest(context_of(row), survivors):
+class Attested(NamedTuple):
+    """What :func:`submit_attestation` hands the service to relay."""
+
+    #: Every attestation the round holds now, by tenant (this transaction's view: the caller's
+    #: included); None when ``relay`` is set (the round's relay was built already, nothing more is needed).
+    stored: dict[str, bytes] | None
+    threshold: int
+    rctx: RoundContext
+    #: The relay of ``threshold`` attestations this process built for the round already, if any.
+    relay: bytes | None
+
+
+def submit_attestation(session: Session, tenant_id: str, cohort: str, round_id: str, data: bytes,
+                       cache: RoundFactsCache | None = None) -> Attested:
+    """Store the caller's attestation (the same bytes again are accepted once more)."""
+    conn, facts, state, att = _prologue(session, cache, tenant_id, cohort, round_id, data, "attestation",
+                                        Attestation.from_bytes, lambda a: a.tenant_id)
+    _survivors, digest = _survivors_for(state, round_id, facts.rctx, tenant_id)
+    if att.digest != digest:
         raise ReplayedRoundMessage(f"attestation of {tenant_id!r} covers another survivor set or round")
-    pem = session.scalar(_CERTIFICATE_OF, {"tenant": tenant_id})
+    pem = conn.execute(_CERTIFICATE_OF, {"tenant": tenant_id}).scalar()
     if pem is None or not roster_mod.verify_ecdsa(bytes(pem), attestation_message(att.digest), att.signature):
         raise MalformedRoundMessage(f"the attestation signature of {tenant_id!r} does not verify")
-    mine = _participant(session, row, tenant_id)
+    mine = conn.execute(_PARTICIPANT, {"pk": facts.pk, "tenant": tenant_id}).first()
     assert mine is not None
     if mine.attestation is not None:
         if bytes(mine.attestation) != data:
             raise ConflictingMessage(f"{tenant_id!r} already attested round {round_id!r}")
     else:
-        session.connection().execute(_SET_ATTESTATION, {"pid": mine.id, "value": data})
-    stored = {tid: bytes(a or b"") for tid, a in session.connection().execute(_ATTESTATIONS, {"pk": row.id})}
-    return stored, row.threshold, context_of(row)
+        conn.execute(_SET_ATTESTATION, {"pid": mine.id, "value": data})
+    relay = _cache_of(conn, cache).relayed(round_id)
+    if relay is not None:
+        return Attested(None, facts.threshold, facts.rctx, relay)
+    stored = {tid: bytes(a or b"") for tid, a in conn.execute(_ATTESTATIONS, {"pk": facts.pk})}
+    return Attested(stored, facts.threshold, facts.rctx, None)
 
 
-def submit_response(session: Session, tenant_id: str, cohort: str, round_id: str, data: bytes, now: datetime) -> None:
-    row, resp = _prologue(session, tenant_id, cohort, round_id, data, "unmask response", UnmaskResponse.from_bytes,
-                          lambda r: r.sender)
-    rctx = context_of(row)
+def submit_response(session: Session, tenant_id: str, cohort: str, round_id: str, data: bytes, now: datetime,
+                    cache: RoundFactsCache | None = None) -> None:
+    conn, facts, state, resp = _prologue(session, cache, tenant_id, cohort, round_id, data, "unmask response",
+                                         UnmaskResponse.from_bytes, lambda r: r.sender)
+    rctx = facts.rctx
     if resp.context_digest != rctx.digest():
         raise ReplayedRoundMessage(f"unmask response was made for another round than {round_id!r}")
-    survivors = _survivors_for(row, tenant_id)
-    if resp.survivors_digest != survivor_set_digest(rctx, survivors):
+    survivors, digest = _survivors_for(state, round_id, rctx, tenant_id)
+    if resp.survivors_digest != digest:
         raise ReplayedRoundMessage(f"unmask response of {tenant_id!r} answers another survivor set")
-    mine = _participant(session, row, tenant_id)
+    mine = conn.execute(_PARTICIPANT, {"pk": facts.pk, "tenant": tenant_id}).first()
     assert mine is not None
     if mine.unmask_response is not None:
         if bytes(mine.unmask_response) == data:
             return
         raise ConflictingMessage(f"{tenant_id!r} already answered round {round_id!r}")
-    if row.phase != UNMASKING:
+    if state.phase != UNMASKING:
         raise LateMessage(f"round {round_id!r} is already released")
-    session.connection().execute(_SET_RESPONSE, {"pid": mine.id, "value": data})
-    if responses_suffice(row, responders(session, row)):
-        try_release(session, row, now, final=False)  # release as soon as the responses suffice
+    conn.execute(_SET_RESPONSE, {"pid": mine.id, "value": data})
+    if _suffice(rctx, survivors, set(conn.execute(_RESPONDERS, {"pk": facts.pk}).scalars())):
+        # Release as soon as the responses suffice (the ORM round, locked again in this transaction).
+        try_release(session, _locked_round(session, round_id, cohort), now, final=False)
 
 
 # -- release --------------------------------------------------------------------------------------
 
 
-def responders(session: Session, row: RoundRecord) -> set[str]:
-    return set(session.scalars(_RESPONDERS, {"pk": row.id}))
+def responders(session: Session | Connection, row: RoundRecord | Any) -> set[str]:
+    return set(connection_of(session).execute(_RESPONDERS, {"pk": row.id}).scalars())
 
 
 def responses_suffice(row: RoundRecord, answered: set[str]) -> bool:
     """The kernel's unmask condition, from the graph alone (no message parsed): every survivor's
     seed has enough answering holders, and every survivor next to a dropped tenant answered."""
-    rctx = context_of(row)
+    return _suffice(context_of(row), frozenset(survivors_of(row)), answered)
+
+
+def _suffice(rctx: RoundContext, survivors: frozenset[str], answered: set[str]) -> bool:
     holders, thresholds = _holders_of(rctx)
     if len(answered) < min(thresholds.values()):
         return False  # the common case while responses arrive: no survivor can be unmasked yet
-    survivors = set(survivors_of(row))
     if any(len(holders[v] & answered) < thresholds[v] for v in survivors):
         return False
     nbrs = graph.neighbours(rctx)
@@ -717,17 +789,30 @@ def _write_merged(session: Session, row: RoundRecord, schema: SignalSchema, cell
 # -- the periodic job -------------------------------------------------------------------------------
 
 
-def rounds_needing_work(session: Session, now: datetime) -> list[int]:
+def rounds_needing_work(session: Session | Connection, now: datetime) -> list[int]:
     """Read-only: ids of rounds whose deadline passed or whose responses now suffice (no write lock taken)."""
+    conn = connection_of(session)
     due = []
-    for row in session.scalars(_OPEN_ROUNDS):
+    for row in conn.execute(_OPEN_ROUNDS):
         if row.phase == COLLECTING:
             if now >= aware(row.submit_deadline, now):
                 due.append(row.id)
-        elif (row.unmask_deadline is not None and now >= aware(row.unmask_deadline, now)) or responses_suffice(
-                row, responders(session, row)):
+        elif row.unmask_deadline is not None and now >= aware(row.unmask_deadline, now):
             due.append(row.id)
+        else:
+            rctx = _context_by_id(conn, row.id, row.round_id)
+            survivors, _digest = _survivor_set(rctx, row.survivors_json or "[]")
+            if _suffice(rctx, survivors, responders(conn, row)):
+                due.append(row.id)
     return due
+
+
+def _context_by_id(conn: Connection, pk: int, round_id: str) -> RoundContext:
+    with _CONTEXTS_LOCK:
+        found = _CONTEXTS.get(round_id)
+    if found is None:
+        found = _remember_context(round_id, _context(bytes(conn.execute(_CONTEXT_OF, {"pk": pk}).scalar_one())))
+    return found
 
 
 def due_rounds(session: Session, now: datetime) -> Sequence[RoundRecord]:

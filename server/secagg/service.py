@@ -17,9 +17,8 @@ from typing import Any
 import grpc
 from fedsignal.v1 import secagg_pb2
 from google.protobuf.message import DecodeError
-from sqlalchemy import func, select
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import defer
 
 from server.context import ServerContext
 from server.db import read_only, transaction
@@ -28,7 +27,7 @@ from server.secagg import facts as facts_mod
 from server.secagg import metrics as secagg_metrics
 from server.secagg import modes, rounds
 from server.secagg import roster as roster_mod
-from server.secagg.models import ABORTED, COLLECTING, DONE, UNMASKING, ParticipantRecord, RoundRecord
+from server.secagg.models import ABORTED, COLLECTING, DONE, UNMASKING, RoundRecord
 from server.servicer import abort
 
 log = logging.getLogger(__name__)
@@ -119,13 +118,19 @@ class SecureAggregationServicer:
 
         def get() -> secagg_pb2.RoundInfo:
             window, version = int(request.window_start), int(request.schema_version)
-            with read_session(self._ctx) as session:  # the common case, read-only: the round exists
+            phase = None
+            with read_connection(self._ctx) as conn:  # the common case, read-only: the round exists
                 facts = cache.for_window(cohort, window, version)
                 if facts is None:
-                    found = rounds.find_round(session, cohort, window, version)
+                    found = conn.execute(rounds.FACTS_OF_WINDOW,
+                                         {"cohort": cohort, "window": window, "version": version}).first()
                     facts = None if found is None else cache.remember(found)
-                phase = None if facts is None else session.scalar(rounds.PHASE, {"pk": facts.pk})
-                if facts is not None and phase is not None:  # (a cached round whose row is gone: look again)
+                if facts is not None:
+                    phase = conn.execute(rounds.PHASE, {"pk": facts.pk, "round_id": facts.round_id}).scalar()
+            if facts is not None and phase is not None:  # (a cached round whose row is gone: look again)
+                if request.omit_roster:
+                    return info(None, facts, phase)
+                with read_session(self._ctx) as session:
                     return info(session, facts, phase)
             with self._write() as session:
                 row = rounds.open_round(session, cohort, window, version, self._ctx.clock(), settings)
@@ -146,7 +151,8 @@ class SecureAggregationServicer:
         def submit() -> secagg_pb2.SubmitMaskedInputResponse:
             with self._write() as session:
                 outcome = rounds.submit_input(session, identity.subject, cohort, request.round_id,
-                                              bytes(request.masked_input), self._ctx.clock(), settings)
+                                              bytes(request.masked_input), self._ctx.clock(), settings,
+                                              facts_mod.cache_for(self._ctx.engine))
             value = (secagg_pb2.SubmitMaskedInputResponse.ACCEPTED if outcome == "accepted"
                      else secagg_pb2.SubmitMaskedInputResponse.DUPLICATE)
             return secagg_pb2.SubmitMaskedInputResponse(outcome=value)
@@ -157,8 +163,8 @@ class SecureAggregationServicer:
         identity, cohort = self._tenant(context)
 
         def view() -> secagg_pb2.UnmaskRequestInfo:
-            with read_session(self._ctx) as session:
-                v = rounds.unmask_view(session, facts_mod.cache_for(self._ctx.engine), identity.subject, cohort,
+            with read_connection(self._ctx) as conn:
+                v = rounds.unmask_view(conn, facts_mod.cache_for(self._ctx.engine), identity.subject, cohort,
                                        request.round_id,
                                        want_request=not request.omit_request,
                                        want_attestations=not request.omit_attestations)
@@ -174,14 +180,17 @@ class SecureAggregationServicer:
         identity, cohort = self._tenant(context)
 
         def attest() -> secagg_pb2.SubmitAttestationResponse:
-            with self._write() as session:
-                stored, threshold, rctx = rounds.submit_attestation(session, identity.subject, cohort,
-                                                                    request.round_id, bytes(request.attestation))
             cache = facts_mod.cache_for(self._ctx.engine)
-            cache.add_attestations(request.round_id, stored)  # committed now
-            # Relay t once t are in (any t of the same set will do); fewer are of no use to the caller yet.
-            relay = cache.relay(request.round_id, rctx, threshold, stored)
-            return secagg_pb2.SubmitAttestationResponse(attestations=relay, threshold=threshold)
+            with self._write() as session:
+                done = rounds.submit_attestation(session, identity.subject, cohort, request.round_id,
+                                                 bytes(request.attestation), cache)
+            relay = done.relay
+            if relay is None:
+                assert done.stored is not None
+                cache.add_attestations(request.round_id, done.stored)  # committed now
+                # Relay t once t are in (any t of the same set will do); fewer are of no use to the caller yet.
+                relay = cache.relay(request.round_id, done.rctx, done.threshold, done.stored)
+            return secagg_pb2.SubmitAttestationResponse(attestations=relay, threshold=done.threshold)
 
         return self._run(context, attest)  # type: ignore[no-any-return]
 
@@ -193,7 +202,8 @@ class SecureAggregationServicer:
         def answer() -> secagg_pb2.SubmitUnmaskResponseResponse:
             with self._write() as session:
                 rounds.submit_response(session, identity.subject, cohort, request.round_id,
-                                       bytes(request.unmask_response), self._ctx.clock())
+                                       bytes(request.unmask_response), self._ctx.clock(),
+                                       facts_mod.cache_for(self._ctx.engine))
             return secagg_pb2.SubmitUnmaskResponseResponse()
 
         return self._run(context, answer)  # type: ignore[no-any-return]
@@ -216,16 +226,13 @@ class SecureAggregationServicer:
         _identity, cohort = self._tenant(context)
 
         def status() -> secagg_pb2.RoundStatus:
-            with read_session(self._ctx) as session:
-                row = session.scalars(select(RoundRecord).where(RoundRecord.round_id == request.round_id)
-                                      .options(defer(RoundRecord.context))).first()
+            with read_connection(self._ctx) as conn:
+                row = conn.execute(rounds.STATUS, {"round_id": request.round_id}).first()
                 if row is None:
                     raise rounds.RoundNotFound(f"no secure-aggregation round {request.round_id!r}")
                 if row.cohort != cohort:
                     raise rounds.CrossCohort(f"round {request.round_id!r} belongs to another cohort")
-                counts = session.execute(select(
-                    func.count(), func.count(ParticipantRecord.attestation), func.count(ParticipantRecord.unmask_response),
-                ).where(ParticipantRecord.round_pk == row.id)).one()
+                counts = conn.execute(rounds.COUNTS, {"pk": row.id}).one()
                 return round_status(row, *counts)
 
         return self._run(context, status)  # type: ignore[no-any-return]
@@ -249,13 +256,24 @@ def write_transaction(ctx: ServerContext) -> Iterator[Any]:
 
 
 @contextmanager
+def read_connection(ctx: ServerContext) -> Iterator[Connection]:
+    """A read-only Core connection (the read sessions' engine: on SQLite a WAL snapshot, a deferred
+    ``BEGIN``), its transaction rolled back on exit. No ORM session for handlers that read a few columns."""
+    with ctx.read_sessions.kw["bind"].connect() as conn:
+        try:
+            yield conn
+        finally:
+            conn.rollback()
+
+
+@contextmanager
 def read_session(ctx: ServerContext) -> Iterator[Any]:
     """A read-only session: on SQLite a WAL snapshot that neither takes nor waits for the write lock."""
     with read_only(ctx.read_sessions) as session:
         yield session
 
 
-def round_status(row: RoundRecord, inputs: int, attestations: int, responses: int) -> secagg_pb2.RoundStatus:
+def round_status(row: RoundRecord | Any, inputs: int, attestations: int, responses: int) -> secagg_pb2.RoundStatus:
     return secagg_pb2.RoundStatus(
         round_id=row.round_id, cohort=row.cohort, window_start=row.window_start, phase=_PHASES[row.phase],
         roster_size=row.roster_size, threshold=row.threshold, inputs=inputs,

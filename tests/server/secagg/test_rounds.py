@@ -109,9 +109,9 @@ def _attest_and_answer(ctx: ServerContext, members: list[Member], row_id: str) -
         digest = m.client.attest(req)
         att = Attestation(m.tenant_id, digest, m.sign(rounds.attestation_message(digest)))
         with transaction(ctx.sessions) as session:
-            stored, threshold, rctx = rounds.submit_attestation(session, m.tenant_id, COHORT, row_id,
-                                                                att.to_bytes())
-            assert rctx == m.client.ctx
+            stored, threshold, rctx, relay = rounds.submit_attestation(session, m.tenant_id, COHORT, row_id,
+                                                                       att.to_bytes())
+            assert rctx == m.client.ctx and relay is None and stored is not None
             # Every attestation so far comes back (the caller's too), with the round's threshold.
             attested.append(m.tenant_id)
             assert sorted(stored) == sorted(attested) and stored[m.tenant_id] == att.to_bytes()

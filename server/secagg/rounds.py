@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 import numpy as np
 from sqlalchemy import Connection, Table, bindparam, func, select, update
@@ -218,24 +218,25 @@ def _plan(sigma: float, l0: int, linf: int, n: int, t: int, delta: float) -> Noi
     return plan_noise(sigma, l0, linf, n, t, delta)
 
 
-class _ParsedInputs:
-    """Masked inputs parsed by this process, by their bytes, up to a total size: the handler that
-    accepted an input parsed it, and closing and releasing the round would parse it twice more.
-    A ``MaskedInput`` is immutable, so sharing one is safe."""
+class _ParsedMessages(Generic[_Msg]):
+    """Messages parsed by this process, by their bytes, up to a total size: the handler that
+    accepted a message parsed it, and closing and releasing the round would parse it again.
+    Kernel messages are immutable, so sharing one is safe."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, parse: Callable[[bytes], _Msg], max_bytes: int) -> None:
+        self._parse = parse
         self._max = max_bytes
         self._size = 0
-        self._entries: OrderedDict[bytes, MaskedInput] = OrderedDict()
+        self._entries: OrderedDict[bytes, _Msg] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __call__(self, data: bytes) -> MaskedInput:
+    def __call__(self, data: bytes) -> _Msg:
         with self._lock:
             found = self._entries.get(data)
             if found is not None:
                 self._entries.move_to_end(data)
                 return found
-        msg = MaskedInput.from_bytes(data)  # KernelMalformed propagates, and nothing is kept
+        msg = self._parse(data)  # KernelMalformed propagates, and nothing is kept
         if len(data) <= self._max // 16:
             with self._lock:
                 if data not in self._entries:
@@ -247,8 +248,15 @@ class _ParsedInputs:
         return msg
 
 
+class _ParsedInputs(_ParsedMessages[MaskedInput]):
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(MaskedInput.from_bytes, max_bytes)
+
+
 #: Parse of a masked input's bytes, shared by the message handler, the close and the release.
 parsed_input = _ParsedInputs(max_bytes=64 << 20)
+#: Parse of an unmask response's bytes, shared by the message handler and the release.
+parsed_response = _ParsedMessages(UnmaskResponse.from_bytes, max_bytes=16 << 20)
 
 
 def aware(value: datetime, like: datetime) -> datetime:
@@ -303,6 +311,7 @@ _SET_RESPONSE = update(_PARTICIPANTS).where(_P.id == bindparam("pid")).values(
 _INPUT_COUNT = select(func.count()).select_from(_PARTICIPANTS).where(_P.round_pk == bindparam("pk"))
 _UNMASK_REQUEST = select(_P.unmask_request).where(_P.round_pk == bindparam("pk"), _P.tenant_id == bindparam("tenant"))
 _ATTESTATIONS = select(_P.tenant_id, _P.attestation).where(_P.round_pk == bindparam("pk"), _P.attestation.is_not(None))
+_ATTESTATION_COUNT = select(func.count(_P.attestation)).where(_P.round_pk == bindparam("pk"))
 _RESPONDERS = select(_P.tenant_id).where(_P.round_pk == bindparam("pk"), _P.unmask_response.is_not(None))
 _OPEN_ROUNDS = select(_R.id, _R.round_id, _R.phase, _R.submit_deadline, _R.unmask_deadline, _R.survivors_json).where(
     _R.phase.in_([COLLECTING, UNMASKING]))
@@ -620,11 +629,12 @@ class Attested(NamedTuple):
     """What :func:`submit_attestation` hands the service to relay."""
 
     #: Every attestation the round holds now, by tenant (this transaction's view: the caller's
-    #: included); None when ``relay`` is set (the round's relay was built already, nothing more is needed).
+    #: included), once it holds at least ``threshold``; None when ``relay`` is set.
     stored: dict[str, bytes] | None
     threshold: int
     rctx: RoundContext
-    #: The relay of ``threshold`` attestations this process built for the round already, if any.
+    #: What to relay when ``stored`` is None: the relay of ``threshold`` attestations this process
+    #: built for the round already, or b"" while the round holds fewer than ``threshold``.
     relay: bytes | None
 
 
@@ -649,6 +659,8 @@ def submit_attestation(session: Session, tenant_id: str, cohort: str, round_id: 
     relay = _cache_of(conn, cache).relayed(round_id)
     if relay is not None:
         return Attested(None, facts.threshold, facts.rctx, relay)
+    if conn.execute(_ATTESTATION_COUNT, {"pk": facts.pk}).scalar_one() < facts.threshold:
+        return Attested(None, facts.threshold, facts.rctx, b"")  # fewer than t: nothing to relay yet
     stored = {tid: bytes(a or b"") for tid, a in conn.execute(_ATTESTATIONS, {"pk": facts.pk})}
     return Attested(stored, facts.threshold, facts.rctx, None)
 
@@ -656,7 +668,7 @@ def submit_attestation(session: Session, tenant_id: str, cohort: str, round_id: 
 def submit_response(session: Session, tenant_id: str, cohort: str, round_id: str, data: bytes, now: datetime,
                     cache: RoundFactsCache | None = None) -> None:
     conn, facts, state, resp = _prologue(session, cache, tenant_id, cohort, round_id, data, "unmask response",
-                                         UnmaskResponse.from_bytes, lambda r: r.sender)
+                                         parsed_response, lambda r: r.sender)
     rctx = facts.rctx
     if resp.context_digest != rctx.digest():
         raise ReplayedRoundMessage(f"unmask response was made for another round than {round_id!r}")
@@ -733,7 +745,7 @@ def try_release(session: Session, row: RoundRecord, now: datetime, *, final: boo
     for p in parts:
         if p.unmask_response is not None:
             try:
-                server.add_unmask(bytes(p.unmask_response))
+                server.add_unmask(parsed_response(bytes(p.unmask_response)))
             except SecAggError:
                 continue  # a response the kernel refuses counts as missing
     try:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from aggregation.secagg import MalformedMessage, MaskedInput
-from server.secagg.rounds import _ParsedInputs
+from aggregation.secagg import MalformedMessage, MaskedInput, UnmaskResponse
+from server.secagg.rounds import _ParsedInputs, _ParsedMessages, parsed_response
 
 
 def _input(sender: str, words: int) -> bytes:
@@ -37,3 +37,15 @@ def test_the_byte_budget_evicts_the_oldest_and_large_inputs_are_not_kept() -> No
     assert parse(_input("t19", 100)) is kept[19] and parse(_input("t00", 100)) is not kept[0]
     big = _input("big", 2000)  # larger than a sixteenth of the budget: parsed, not kept
     assert parse(big) is not parse(big)
+
+
+def test_unmask_responses_are_kept_parsed_for_the_release_and_malformed_ones_never() -> None:
+    parse = _ParsedMessages(UnmaskResponse.from_bytes, max_bytes=1 << 20)
+    data = UnmaskResponse(context_digest=bytes(32), sender="a", survivors_digest=bytes([1]) * 32,
+                          seed_shares=((0, 5),), pair_keys=()).to_bytes()
+    assert parse(bytes(data)) is parse(data) and parse(data) == UnmaskResponse.from_bytes(data)
+    for _ in range(2):
+        with pytest.raises(MalformedMessage):
+            parse(data + b"trailing")
+    assert parse._size == len(data)
+    assert isinstance(parsed_response(data), UnmaskResponse)

@@ -338,6 +338,13 @@ def _locked_round(session: Session, round_id: str, cohort: str) -> RoundRecord:
     return row
 
 
+def _orm_round(session: Session, facts: RoundFacts) -> RoundRecord:
+    """The round as an ORM object in this transaction, which holds its lock already (closing and
+    releasing), with the context this process parsed already."""
+    _remember_context(facts.round_id, facts.rctx)
+    return _locked_round(session, facts.round_id, facts.cohort)
+
+
 def facts_of(conn: Connection, cache: RoundFactsCache, round_id: str, cohort: str) -> RoundFacts:
     """The round's immutable facts (cached; read from ``conn`` once), checked against the caller's cohort.
 
@@ -515,7 +522,7 @@ def submit_input(session: Session, tenant_id: str, cohort: str, round_id: str, d
                                  "masked_input": data, "input_digest": digest})
     count = conn.execute(_INPUT_COUNT, {"pk": facts.pk}).scalar()
     if count == facts.roster_size:
-        close_round(session, _locked_round(session, round_id, cohort), now, settings)
+        close_round(session, _orm_round(session, facts), now, settings)
     return "accepted"
 
 
@@ -686,7 +693,7 @@ def submit_response(session: Session, tenant_id: str, cohort: str, round_id: str
     conn.execute(_SET_RESPONSE, {"pid": mine.id, "value": data})
     if _suffice(rctx, survivors, set(conn.execute(_RESPONDERS, {"pk": facts.pk}).scalars())):
         # Release as soon as the responses suffice (the ORM round, locked again in this transaction).
-        try_release(session, _locked_round(session, round_id, cohort), now, final=False)
+        try_release(session, _orm_round(session, facts), now, final=False)
 
 
 # -- release --------------------------------------------------------------------------------------

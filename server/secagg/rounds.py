@@ -303,12 +303,24 @@ _PHASE_AND_SURVIVORS = select(_R.phase, _R.abort_reason, _R.survivors_json).wher
 PHASE = select(_R.phase).where(_R.id == bindparam("pk"), _R.round_id == bindparam("round_id"))
 _PARTICIPANT = select(_P.id, _P.input_digest, _P.attestation, _P.unmask_response).where(
     _P.round_pk == bindparam("pk"), _P.tenant_id == bindparam("tenant"))
+#: The caller's input digest (None: no input from it yet) and how many inputs the round holds, in
+#: one statement (the inputs of a round are inserted only under its lock, so the count after this
+#: transaction's insert is this count plus one).
+_DIGEST_AND_INPUTS = select(
+    select(_P.input_digest).where(_P.round_pk == bindparam("pk"), _P.tenant_id == bindparam("tenant"))
+    .scalar_subquery().label("digest"),
+    select(func.count()).select_from(_PARTICIPANTS).where(_P.round_pk == bindparam("pk"))
+    .scalar_subquery().label("inputs"))
+#: The caller's row and its roster certificate, in one statement.
+_MINE_AND_CERTIFICATE = select(
+    _P.id, _P.attestation,
+    select(_ROSTER.c.certificate_pem).where(_ROSTER.c.tenant_id == bindparam("tenant")).scalar_subquery().label("pem"),
+).where(_P.round_pk == bindparam("pk"), _P.tenant_id == bindparam("tenant"))
 _INSERT_INPUT = _PARTICIPANTS.insert()
 _SET_ATTESTATION = update(_PARTICIPANTS).where(_P.id == bindparam("pid")).values(
     attestation=bindparam("value"))
 _SET_RESPONSE = update(_PARTICIPANTS).where(_P.id == bindparam("pid")).values(
     unmask_response=bindparam("value"))
-_INPUT_COUNT = select(func.count()).select_from(_PARTICIPANTS).where(_P.round_pk == bindparam("pk"))
 _UNMASK_REQUEST = select(_P.unmask_request).where(_P.round_pk == bindparam("pk"), _P.tenant_id == bindparam("tenant"))
 _ATTESTATIONS = select(_P.tenant_id, _P.attestation).where(_P.round_pk == bindparam("pk"), _P.attestation.is_not(None))
 _ATTESTATION_COUNT = select(func.count(_P.attestation)).where(_P.round_pk == bindparam("pk"))
@@ -505,9 +517,9 @@ def submit_input(session: Session, tenant_id: str, cohort: str, round_id: str, d
     if tenant_id not in rctx.tenant_ids:
         raise NotInRoster(f"{tenant_id!r} is not in the roster of round {round_id!r}")
     digest = hashlib.sha256(data).hexdigest()
-    existing = conn.execute(_PARTICIPANT, {"pk": facts.pk, "tenant": tenant_id}).first()
-    if existing is not None:
-        if existing.input_digest == digest:
+    existing = conn.execute(_DIGEST_AND_INPUTS, {"pk": facts.pk, "tenant": tenant_id}).one()
+    if existing.digest is not None:
+        if existing.digest == digest:
             return "duplicate"
         raise ConflictingMessage(f"{tenant_id!r} already submitted a different masked input to {round_id!r}")
     if state.phase == ABORTED:
@@ -520,8 +532,7 @@ def submit_input(session: Session, tenant_id: str, cohort: str, round_id: str, d
         raise MalformedRoundMessage(str(exc)) from exc
     conn.execute(_INSERT_INPUT, {"round_pk": facts.pk, "tenant_id": tenant_id, "submitted_at": now,
                                  "masked_input": data, "input_digest": digest})
-    count = conn.execute(_INPUT_COUNT, {"pk": facts.pk}).scalar()
-    if count == facts.roster_size:
+    if existing.inputs + 1 == facts.roster_size:
         close_round(session, _orm_round(session, facts), now, settings)
     return "accepted"
 
@@ -653,11 +664,11 @@ def submit_attestation(session: Session, tenant_id: str, cohort: str, round_id: 
     _survivors, digest = _survivors_for(state, round_id, facts.rctx, tenant_id)
     if att.digest != digest:
         raise ReplayedRoundMessage(f"attestation of {tenant_id!r} covers another survivor set or round")
-    pem = conn.execute(_CERTIFICATE_OF, {"tenant": tenant_id}).scalar()
+    mine = conn.execute(_MINE_AND_CERTIFICATE, {"pk": facts.pk, "tenant": tenant_id}).first()
+    pem = mine.pem if mine is not None else conn.execute(_CERTIFICATE_OF, {"tenant": tenant_id}).scalar()
     if pem is None or not roster_mod.verify_ecdsa(bytes(pem), attestation_message(att.digest), att.signature):
         raise MalformedRoundMessage(f"the attestation signature of {tenant_id!r} does not verify")
-    mine = conn.execute(_PARTICIPANT, {"pk": facts.pk, "tenant": tenant_id}).first()
-    assert mine is not None
+    assert mine is not None  # a survivor submitted an input
     if mine.attestation is not None:
         if bytes(mine.attestation) != data:
             raise ConflictingMessage(f"{tenant_id!r} already attested round {round_id!r}")

@@ -66,6 +66,8 @@ from tenant_agent.secagg import ATTESTATION_DOMAIN, RosterVerifier, roster_state
 _NEW_KERNEL = "noise_share" in inspect.signature(ClientRound.submit).parameters
 #: The kernel and server send a round's context without the roster to a tenant that holds it.
 _HEADERS = hasattr(RoundContext, "header_bytes")
+#: The unmask request names tenants by roster position and parses with the round's context.
+_POSITIONS = "ctx" in inspect.signature(UnmaskRequest.from_bytes).parameters
 FLOWER = "Flower SecAgg+ (issue 11, same machine): N=100, L=1000, 9 neighbours: 5.5-7.6 s; N=50: 2.7 s; N=200: 11-12 s"
 COHORT = "bench"
 #: In-process tenant clients run on this many threads (their RPCs overlap; their Python work shares one GIL).
@@ -261,7 +263,8 @@ def _run_round(tenants: list[Tenant], live: list[Tenant], window: int, schema: S
     def attest(t: Tenant) -> None:
         view = t.stub.GetUnmaskRequest(secagg_pb2.UnmaskQuery(round_id=rid, omit_attestations=True))
         t.down += view.ByteSize()
-        req = UnmaskRequest.from_bytes(view.unmask_request)
+        req = (UnmaskRequest.from_bytes(view.unmask_request, clients[t.tenant_id].ctx) if _POSITIONS
+               else UnmaskRequest.from_bytes(view.unmask_request))
         requests[t.tenant_id] = req
         digest = clients[t.tenant_id].attest(req)
         att = Attestation(t.tenant_id, digest, t.identity.sign(ATTESTATION_DOMAIN + digest, ec.ECDSA(hashes.SHA256())))

@@ -129,7 +129,7 @@ def run(n: int, length: int, degree: int | None, dropouts: tuple[float, ...]) ->
         for tid in sorted(survivors):
             c0 = time.process_time()
             clients[tid] = ClientRound.from_bytes(states[tid], keys[tid][0], verify=_verify)
-            wire_requests[tid] = UnmaskRequest.from_bytes(request_bytes[tid])
+            wire_requests[tid] = UnmaskRequest.from_bytes(request_bytes[tid], ctx)
             digest = clients[tid].attest(wire_requests[tid])
             unmask_cpu[tid] = time.process_time() - c0
             server.add_attestation(Attestation(tid, digest, digest))

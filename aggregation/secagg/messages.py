@@ -10,10 +10,11 @@ which know the context (``WrongRound``).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from aggregation.secagg._codec import MAX_ITEMS, Reader, Writer
 from aggregation.secagg.arithmetic import packed_size, packed_width, unpack
@@ -150,14 +151,18 @@ class MaskedInput:
 class UnmaskRequest:
     """Phase 3, server -> tenant: the survivor set S and the shares addressed to ``recipient`` by survivors.
 
-    On the wire each share names only its sender (the recipient is the request's)."""
+    On the wire (``FSQ3``) every tenant is named by its 0-based position in the round's sorted
+    roster: the recipient and each share's sender as 2 bytes, the survivor set as a bitmap of
+    ceil(n / 8) bytes. ``roster`` is that roster (``ctx.tenant_ids``): :class:`ServerRound`
+    sets it, ``from_bytes(data, ctx)`` takes it from the context the tenant verified."""
 
     context_digest: bytes
     recipient: str
     survivors: tuple[str, ...]
     shares: tuple[EncryptedShare, ...]
+    roster: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
-    MAGIC = b"FSQ2"
+    MAGIC = b"FSQ3"
 
     def __post_init__(self) -> None:
         if len(self.context_digest) != DIGEST_BYTES:
@@ -168,26 +173,65 @@ class UnmaskRequest:
     def to_bytes(self) -> bytes:
         if any(share.recipient != self.recipient for share in self.shares):
             raise MalformedMessage(f"UnmaskRequest: a share for another recipient than {self.recipient!r} cannot be encoded")
+        roster = self.roster
+        if not roster:
+            raise MalformedMessage("UnmaskRequest: the encoding names roster positions; build it with the round's roster")
+        position = {tid: i for i, tid in enumerate(roster)}
+
+        def at(tid: str) -> int:
+            found = position.get(tid)
+            if found is None:
+                raise MalformedMessage(f"UnmaskRequest: {tid!r} is not in the round's roster")
+            return found
+
         w = Writer(self.MAGIC)
         w.raw(self.context_digest)
-        w.text(self.recipient)
-        w.texts(self.survivors)
-        w.u32(len(self.shares))
+        w.u16(len(roster))
+        w.u16(at(self.recipient))
+        bitmap = bytearray((len(roster) + 7) // 8)
+        for tid in self.survivors:
+            i = at(tid)
+            bitmap[i >> 3] |= 1 << (i & 7)
+        w.raw(bytes(bitmap))
+        w.u16(len(self.shares))
         for share in self.shares:
-            _write_share(w, share.sender, share)
+            w.u16(at(share.sender))
+            w.raw(share.nonce)
+            w.raw(share.ciphertext)
         return w.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> UnmaskRequest:
+    def from_bytes(cls, data: bytes, ctx: RoundContext) -> UnmaskRequest:
+        """Parse with the roster of ``ctx`` (the round the tenant verified); a roster size other than
+        the context's, a position beyond it or a stray bitmap bit is malformed. That the request
+        is for this round at all (its context digest) is ``ClientRound``'s check."""
         r = Reader(data, cls.MAGIC, "UnmaskRequest")
+        ids = ctx.tenant_ids
+        n = len(ids)
+
+        def name(i: int, what: str) -> str:
+            if i >= n:
+                raise MalformedMessage(f"UnmaskRequest: {what} position {i} is beyond the roster of {n}")
+            return ids[i]
 
         def build() -> UnmaskRequest:
             digest = r.raw(DIGEST_BYTES, "context_digest")
-            recipient = r.text("recipient")
-            survivors = r.texts("survivors")
-            shares = tuple(_read_share(r, recipient=recipient) for _ in range(r.count("shares")))
+            size = r.u16("roster size")
+            if size != n:
+                raise MalformedMessage(f"UnmaskRequest: encoded for a roster of {size}, the round's has {n}")
+            recipient = name(r.u16("recipient"), "recipient")
+            bitmap = r.raw((n + 7) // 8, "survivors")
+            if n % 8 and bitmap[-1] >> (n % 8):
+                raise MalformedMessage("UnmaskRequest: survivor bitmap sets a bit beyond the roster")
+            survivors = tuple(ids[i] for i in range(n) if bitmap[i >> 3] >> (i & 7) & 1)
+            shares = []
+            for _ in range(r.u16("shares")):
+                sender = name(r.u16("share.sender"), "share sender")
+                shares.append(EncryptedShare(sender=sender, recipient=recipient,
+                                             nonce=r.raw(NONCE_BYTES, "share.nonce"),
+                                             ciphertext=r.raw(SHARE_CIPHERTEXT_BYTES, "share.ciphertext")))
             r.done()
-            return cls(digest, recipient, survivors, shares)
+            return cls(digest, recipient, survivors, tuple(shares), roster=ids)
 
         return _checked("UnmaskRequest", build)  # type: ignore[no-any-return]
 
@@ -229,13 +273,34 @@ class Attestation:
         return _checked("Attestation", build)  # type: ignore[no-any-return]
 
 
+_SIG_COMPACT, _SIG_OPAQUE = 0, 1
+_ECDSA_SCALAR_BYTES = 32
+
+
+def _compact_ecdsa(signature: bytes) -> bytes | None:
+    """r || s (32 bytes each) of a DER ECDSA signature that re-encodes to exactly ``signature``
+    with r, s < 2^256; None for anything else (which then travels as it is)."""
+    if not 8 <= len(signature) <= 72 or signature[0] != 0x30:
+        return None
+    try:
+        r, s = decode_dss_signature(signature)
+    except ValueError:
+        return None
+    limit = 1 << (8 * _ECDSA_SCALAR_BYTES)
+    if not (0 <= r < limit and 0 <= s < limit) or encode_dss_signature(r, s) != signature:
+        return None
+    return r.to_bytes(_ECDSA_SCALAR_BYTES, "big") + s.to_bytes(_ECDSA_SCALAR_BYTES, "big")
+
+
 @dataclass(frozen=True)
 class RelayedAttestations:
     """Server -> survivor: attestations of one survivor set, compact (what the consistency check needs).
 
     Every attestation covers the same digest, so it is sent once; each attester is named by
-    its 0-based position in the round's sorted roster (a 2-byte index instead of its id);
-    each signature travels as it was made. ``attestations(ctx)`` rebuilds the
+    its 0-based position in the round's sorted roster (a 2-byte index instead of its id). A
+    signature that is the DER encoding of an ECDSA signature with r, s < 2^256 (the tenants'
+    P-256 identity keys) travels as the 64 bytes r || s and is re-encoded, byte for byte, on
+    parse; any other signature travels as it was made. ``attestations(ctx)`` rebuilds the
     :class:`Attestation` values the client checks (``ClientRound.unmask``), so a relay the
     server tampered with fails there like any bad attestation.
     """
@@ -244,7 +309,7 @@ class RelayedAttestations:
     signers: tuple[int, ...]
     signatures: tuple[bytes, ...]
 
-    MAGIC = b"FSL1"
+    MAGIC = b"FSL2"
 
     def __post_init__(self) -> None:
         if len(self.digest) != DIGEST_BYTES:
@@ -291,8 +356,14 @@ class RelayedAttestations:
         w.u32(len(self.signers))
         for index, sig in zip(self.signers, self.signatures, strict=True):
             w.u16(index)
-            w.u16(len(sig))
-            w.raw(sig)
+            compact = _compact_ecdsa(sig)
+            if compact is not None:
+                w.u8(_SIG_COMPACT)
+                w.raw(compact)
+            else:
+                w.u8(_SIG_OPAQUE)
+                w.u16(len(sig))
+                w.raw(sig)
         return w.getvalue()
 
     @classmethod
@@ -304,10 +375,21 @@ class RelayedAttestations:
             signers, sigs = [], []
             for _ in range(r.count("signers", MAX_ROSTER)):
                 signers.append(r.u16("signer"))
+                form = r.u8("signature form")
+                if form == _SIG_COMPACT:
+                    raw = r.raw(2 * _ECDSA_SCALAR_BYTES, "signature")
+                    sigs.append(encode_dss_signature(int.from_bytes(raw[:_ECDSA_SCALAR_BYTES], "big"),
+                                                     int.from_bytes(raw[_ECDSA_SCALAR_BYTES:], "big")))
+                    continue
+                if form != _SIG_OPAQUE:
+                    raise MalformedMessage(f"RelayedAttestations: unknown signature form {form}")
                 n = r.u16("signature length")
                 if not 0 < n <= MAX_SIGNATURE_BYTES:
                     raise MalformedMessage(f"RelayedAttestations: signature of {n} bytes")
-                sigs.append(r.raw(n, "signature"))
+                sig = r.raw(n, "signature")
+                if _compact_ecdsa(sig) is not None:  # one value, one encoding
+                    raise MalformedMessage("RelayedAttestations: a DER ECDSA signature sent in full, not as r || s")
+                sigs.append(sig)
             r.done()
             return cls(digest, tuple(signers), tuple(sigs))
 

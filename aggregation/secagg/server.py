@@ -137,7 +137,7 @@ class ServerRound:
         if tenant_id not in survivors:
             raise UnknownParticipant(f"{tenant_id!r} is not a survivor of round {self.ctx.round_id!r}")
         shares = tuple(sorted(self._inbox[tenant_id], key=lambda s: s.sender))
-        return UnmaskRequest(self.ctx.digest(), tenant_id, tuple(sorted(survivors)), shares)
+        return UnmaskRequest(self.ctx.digest(), tenant_id, tuple(sorted(survivors)), shares, roster=self.ctx.tenant_ids)
 
     # -- phase 3 -------------------------------------------------------------------------------
 

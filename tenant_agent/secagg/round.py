@@ -515,7 +515,7 @@ class SecureRelease:
         if got is None:
             return False
         client, verifier = got
-        request = UnmaskRequest.from_bytes(bytes(view.unmask_request))
+        request = UnmaskRequest.from_bytes(bytes(view.unmask_request), client.ctx)
         atts = relayed_attestations(client.ctx, bytes(view.attestations))
         if not state.get("attested"):
             # Commit to this survivor set (persisted before the signature leaves): an honest tenant

@@ -20,7 +20,7 @@ from fedsignal.v1 import secagg_pb2, secagg_pb2_grpc
 from sqlalchemy import select
 
 from aggregation.schema import SignalSchema
-from aggregation.secagg import MaskedInput, UnmaskRequest
+from aggregation.secagg import MaskedInput, RoundContext, UnmaskRequest
 from server.audit import iter_audit
 from server.db import transaction
 from server.secagg.job import run_rounds
@@ -206,6 +206,7 @@ class _Equivocating(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     def __init__(self, hidden: str) -> None:
         self.hidden = hidden
         self.unmask_sent = False
+        self.ctx: RoundContext | None = None  # the round's context, as the server sent it (the request names positions in its roster)
 
     def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         method = details.method
@@ -214,15 +215,23 @@ class _Equivocating(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
         if method.endswith("/SubmitUnmaskResponse"):
             self.unmask_sent = True
         call = continuation(details, request)
+        if method.endswith("/GetRound"):
+            info = call.result()
+            if info.context:
+                self.ctx = RoundContext.from_bytes(info.context)
+            elif info.context_header and self.ctx is not None:
+                self.ctx = RoundContext.from_header(info.context_header, self.ctx.roster)
+            return call
         if not method.endswith("/GetUnmaskRequest"):
             return call
         view = call.result()
         if not view.unmask_request:
             return call
-        req = UnmaskRequest.from_bytes(view.unmask_request)
+        assert self.ctx is not None
+        req = UnmaskRequest.from_bytes(view.unmask_request, self.ctx)
         shown = UnmaskRequest(req.context_digest, req.recipient,
                               tuple(t for t in req.survivors if t != self.hidden),
-                              tuple(s for s in req.shares if s.sender != self.hidden))
+                              tuple(s for s in req.shares if s.sender != self.hidden), roster=req.roster)
         out = secagg_pb2.UnmaskRequestInfo()
         out.CopyFrom(view)
         out.unmask_request = shown.to_bytes()

@@ -76,7 +76,7 @@ class Cohort:
     def unmask(self, responders: Iterable[str]) -> None:
         atts = self.server.attestations()
         for tid in responders:
-            req = UnmaskRequest.from_bytes(self.server.unmask_request_for(tid).to_bytes())
+            req = UnmaskRequest.from_bytes(self.server.unmask_request_for(tid).to_bytes(), self.ctx)
             resp = self.clients[tid].unmask(req, atts)
             self.server.add_unmask(UnmaskResponse.from_bytes(resp.to_bytes()))
 

@@ -274,6 +274,34 @@ def test_malformed_relays_are_refused() -> None:
         RelayedAttestations.of(cohort.ctx, [Attestation("stranger", atts[0].digest, b"x")])
 
 
+def test_ecdsa_signatures_are_relayed_as_r_and_s_and_come_back_byte_for_byte() -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    cohort = _closed(7, threshold=5)
+    digest = cohort.server.survivors_digest
+    keys = {t: ec.generate_private_key(ec.SECP256R1()) for t in cohort.ids}
+    signed = [Attestation(t, digest, keys[t].sign(digest, ec.ECDSA(hashes.SHA256()))) for t in cohort.ids[:5]]
+    relayed = RelayedAttestations.of(cohort.ctx, signed)
+    data = relayed.to_bytes()
+    # Per signer: a 2-byte index, a form byte and 64 bytes r || s (DER takes 70-72 and a length).
+    assert len(data) == 4 + 32 + 4 + 5 * (2 + 1 + 64)
+    back = RelayedAttestations.from_bytes(data)
+    assert back.signatures == relayed.signatures and back.to_bytes() == data
+    for att in back.attestations(cohort.ctx):
+        keys[att.tenant_id].public_key().verify(att.signature, digest, ec.ECDSA(hashes.SHA256()))
+    # Other signatures travel as they are; a DER signature sent in full is not the canonical form.
+    opaque = RelayedAttestations.of(cohort.ctx, [Attestation(cohort.ids[0], digest, b"sig:x")])
+    assert RelayedAttestations.from_bytes(opaque.to_bytes()).signatures == (b"sig:x",)
+    der = signed[0].signature
+    full = (RelayedAttestations.MAGIC + digest + (1).to_bytes(4, "big") + (0).to_bytes(2, "big") + b"\x01"
+            + len(der).to_bytes(2, "big") + der)
+    with pytest.raises(MalformedMessage, match="sent in full"):
+        RelayedAttestations.from_bytes(full)
+    with pytest.raises(MalformedMessage, match="unknown signature form"):
+        RelayedAttestations.from_bytes(full[:42] + b"\x07" + full[43:])
+
+
 def test_a_response_naming_a_position_beyond_the_roster_is_refused() -> None:
     cohort = _closed(6, threshold=4, senders=5)
     atts = cohort.attest()

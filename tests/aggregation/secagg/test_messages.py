@@ -23,6 +23,11 @@ from .cohort import Cohort, make_cohort
 MESSAGE_TYPES = (MaskedInput, UnmaskRequest, UnmaskResponse, Attestation)
 
 
+def _parse(kind: type, data: bytes, ctx: RoundContext) -> object:
+    """``kind.from_bytes``; an unmask request names roster positions and parses with the round's context."""
+    return kind.from_bytes(data, ctx) if kind is UnmaskRequest else kind.from_bytes(data)  # type: ignore[attr-defined]
+
+
 def _messages() -> tuple[Cohort, list[object]]:
     cohort = make_cohort(5, length=10, threshold=3)
     masked = cohort.clients[cohort.ids[0]].submit(cohort.tables[cohort.ids[0]])
@@ -39,7 +44,7 @@ def test_round_trips_are_exact_and_deterministic() -> None:
     cohort, msgs = _messages()
     for msg in msgs:
         data = msg.to_bytes()  # type: ignore[attr-defined]
-        again = type(msg).from_bytes(data)  # type: ignore[attr-defined]
+        again = _parse(type(msg), data, cohort.ctx)
         assert again == msg
         assert again.to_bytes() == data
     assert RoundContext.from_bytes(cohort.ctx.to_bytes()) == cohort.ctx
@@ -54,16 +59,16 @@ def test_every_truncation_and_any_trailing_byte_is_refused() -> None:
         cut_points = sorted({*range(0, min(len(data), 80)), *range(len(data) - 80, len(data))} - {len(data)})
         for cut in cut_points:
             with pytest.raises(MalformedMessage):
-                type(msg).from_bytes(data[:cut])  # type: ignore[attr-defined]
+                _parse(type(msg), data[:cut], cohort.ctx)
         with pytest.raises(MalformedMessage, match="trailing"):
-            type(msg).from_bytes(data + b"\0")  # type: ignore[attr-defined]
+            _parse(type(msg), data + b"\0", cohort.ctx)
 
 
 def test_wrong_magic_oversize_and_non_bytes_are_refused() -> None:
-    _, msgs = _messages()
+    cohort, msgs = _messages()
     masked = msgs[0].to_bytes()  # type: ignore[attr-defined]
     with pytest.raises(MalformedMessage, match="magic"):
-        UnmaskRequest.from_bytes(masked)
+        UnmaskRequest.from_bytes(masked, cohort.ctx)
     with pytest.raises(MalformedMessage, match="exceeds"):
         MaskedInput.from_bytes(b"FSM1" + bytes(MAX_MESSAGE_BYTES))
     with pytest.raises(MalformedMessage, match="expected bytes"):
@@ -71,7 +76,7 @@ def test_wrong_magic_oversize_and_non_bytes_are_refused() -> None:
 
 
 def test_lengths_inside_messages_are_checked() -> None:
-    _, msgs = _messages()
+    cohort, msgs = _messages()
     masked = msgs[0]
     assert isinstance(masked, MaskedInput)
     data = bytearray(masked.to_bytes())
@@ -88,10 +93,11 @@ def test_lengths_inside_messages_are_checked() -> None:
     req = msgs[1]
     assert isinstance(req, UnmaskRequest)
     raw = bytearray(req.to_bytes())
-    count_at = 4 + 32 + 4 + len(req.recipient.encode())
-    raw[count_at : count_at + 4] = (60_000).to_bytes(4, "big")
+    count_at = 4 + 32 + 2 + 2 + 1  # magic, digest, roster size, recipient, the bitmap of 5
+    assert int.from_bytes(raw[count_at : count_at + 2], "big") == len(req.shares)
+    raw[count_at : count_at + 2] = (60_000).to_bytes(2, "big")
     with pytest.raises(MalformedMessage, match="truncated"):
-        UnmaskRequest.from_bytes(bytes(raw))
+        UnmaskRequest.from_bytes(bytes(raw), cohort.ctx)
 
 
 def test_field_invariants_are_refused_on_parse() -> None:
@@ -156,9 +162,45 @@ def test_shares_name_only_their_other_end_on_the_wire() -> None:
     assert isinstance(masked, MaskedInput) and isinstance(req, UnmaskRequest)
     # The implied end is restored on parse: the sender from the input, the recipient from the request.
     assert MaskedInput.from_bytes(masked.to_bytes()).shares == masked.shares
-    assert UnmaskRequest.from_bytes(req.to_bytes()).shares == req.shares
+    assert UnmaskRequest.from_bytes(req.to_bytes(), cohort.ctx).shares == req.shares
     assert all(s.recipient == req.recipient for s in req.shares)
     stray = req.shares[0]
     moved = type(stray)(stray.sender, cohort.ids[4], stray.nonce, stray.ciphertext)
     with pytest.raises(MalformedMessage, match="another recipient"):
         UnmaskRequest(req.context_digest, req.recipient, req.survivors, (moved, *req.shares[1:])).to_bytes()
+
+
+def test_unmask_request_names_tenants_by_roster_position() -> None:
+    cohort, msgs = _messages()
+    req = msgs[1]
+    assert isinstance(req, UnmaskRequest)
+    n = len(cohort.ids)
+    data = req.to_bytes()
+    # magic, digest, roster size, recipient, the survivor bitmap, the share count, then per share
+    # a 2-byte sender, the nonce and the ciphertext: no tenant id on the wire.
+    assert len(data) == 4 + 32 + 2 + 2 + (n + 7) // 8 + 2 + len(req.shares) * (2 + 12 + 32)
+    assert not any(tid.encode() in data for tid in cohort.ids)
+    bitmap = data[40 : 40 + (n + 7) // 8]
+    assert [cohort.ids[i] for i in range(n) if bitmap[i >> 3] >> (i & 7) & 1] == list(req.survivors)
+    parsed = UnmaskRequest.from_bytes(data, cohort.ctx)
+    assert (parsed.recipient, parsed.survivors, parsed.shares) == (req.recipient, req.survivors, req.shares)
+    # A bit past the roster, a roster of another size, a position beyond the roster: malformed.
+    stray = bytearray(data)
+    stray[40] |= 1 << n  # n = 5 < 8: the byte's top bits lie beyond the roster
+    with pytest.raises(MalformedMessage, match="beyond the roster"):
+        UnmaskRequest.from_bytes(bytes(stray), cohort.ctx)
+    resized = bytearray(data)
+    resized[36:38] = (n + 1).to_bytes(2, "big")
+    with pytest.raises(MalformedMessage, match="roster of 6"):
+        UnmaskRequest.from_bytes(bytes(resized), cohort.ctx)
+    for offset in (38, 40 + (n + 7) // 8 + 2):  # the recipient; the first share's sender
+        beyond = bytearray(data)
+        beyond[offset : offset + 2] = n.to_bytes(2, "big")
+        with pytest.raises(MalformedMessage, match="beyond the roster"):
+            UnmaskRequest.from_bytes(bytes(beyond), cohort.ctx)
+    # Without the roster it cannot be encoded; a survivor outside the roster cannot be named.
+    with pytest.raises(MalformedMessage, match="roster"):
+        UnmaskRequest(req.context_digest, req.recipient, req.survivors, req.shares).to_bytes()
+    with pytest.raises(MalformedMessage, match="not in the round's roster"):
+        UnmaskRequest(req.context_digest, req.recipient, (*req.survivors, "zz-stranger"), req.shares,
+                      roster=req.roster).to_bytes()

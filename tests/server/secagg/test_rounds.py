@@ -104,7 +104,7 @@ def _attest_and_answer(ctx: ServerContext, members: list[Member], row_id: str) -
         with ctx.sessions() as session:
             view = rounds.unmask_view(session, cache_for(ctx.engine), m.tenant_id, COHORT, row_id)
         assert m.client is not None
-        req = UnmaskRequest.from_bytes(view.request)
+        req = UnmaskRequest.from_bytes(view.request, m.client.ctx)
         requests[m.tenant_id] = req
         digest = m.client.attest(req)
         att = Attestation(m.tenant_id, digest, m.sign(rounds.attestation_message(digest)))

@@ -264,7 +264,7 @@ def _run_round(tenants: list[Tenant], live: list[Tenant], window: int, schema: S
         view = t.stub.GetUnmaskRequest(secagg_pb2.UnmaskQuery(round_id=rid, omit_attestations=True))
         t.down += view.ByteSize()
         req = (UnmaskRequest.from_bytes(view.unmask_request, clients[t.tenant_id].ctx) if _POSITIONS
-               else UnmaskRequest.from_bytes(view.unmask_request))
+               else UnmaskRequest.from_bytes(view.unmask_request))  # type: ignore[call-arg]
         requests[t.tenant_id] = req
         digest = clients[t.tenant_id].attest(req)
         att = Attestation(t.tenant_id, digest, t.identity.sign(ATTESTATION_DOMAIN + digest, ec.ECDSA(hashes.SHA256())))

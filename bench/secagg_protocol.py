@@ -113,7 +113,7 @@ def run(n: int, length: int, degree: int | None, dropouts: tuple[float, ...]) ->
         server = ServerRound(ctx, verify=_verify)
         s0 = time.process_time()
         for tid in senders:
-            server.add_input(MaskedInput.from_bytes(inputs[tid]))
+            server.add_input(MaskedInput.from_bytes(inputs[tid], ctx))
         add_input_cpu = time.process_time() - s0
 
         s0 = time.process_time()

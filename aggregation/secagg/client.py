@@ -228,6 +228,7 @@ class ClientRound:
             masked=arithmetic.pack(words, bits),
             seed_commitment=crypto.seed_commitment(seed, ctx, me),
             shares=tuple(shares),
+            roster=ctx.tenant_ids,
         )
 
     def _pair_key(self, peer: str, purpose: bytes) -> bytes:

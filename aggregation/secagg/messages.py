@@ -16,11 +16,11 @@ import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from aggregation.secagg._codec import MAX_ITEMS, Reader, Writer
+from aggregation.secagg._codec import Reader, Writer
 from aggregation.secagg.arithmetic import packed_size, packed_width, unpack
 from aggregation.secagg.context import MAX_LENGTH, MAX_ROSTER, RoundContext
 from aggregation.secagg.crypto import KEY_BYTES
-from aggregation.secagg.errors import MalformedMessage
+from aggregation.secagg.errors import MalformedMessage, WrongRound
 from aggregation.secagg.shamir import ELEMENT_BYTES, PRIME
 
 DIGEST_BYTES = 32
@@ -28,23 +28,6 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 SHARE_CIPHERTEXT_BYTES = ELEMENT_BYTES + TAG_BYTES
 MAX_SIGNATURE_BYTES = 1024
-
-
-def _write_share(w: Writer, peer: str, share: EncryptedShare) -> None:
-    """One share in a message that implies one end of it (the input's sender, the request's recipient)."""
-    w.text(peer)
-    w.raw(share.nonce)
-    w.raw(share.ciphertext)
-
-
-def _read_share(r: Reader, *, sender: str | None = None, recipient: str | None = None) -> EncryptedShare:
-    peer = r.text("share.peer")
-    return EncryptedShare(
-        sender=peer if sender is None else sender,
-        recipient=peer if recipient is None else recipient,
-        nonce=r.raw(NONCE_BYTES, "share.nonce"),
-        ciphertext=r.raw(SHARE_CIPHERTEXT_BYTES, "share.ciphertext"),
-    )
 
 
 def _checked(cls_name: str, build):  # type: ignore[no-untyped-def]
@@ -84,8 +67,10 @@ class MaskedInput:
     ``masked`` holds ``length`` words x + noise share + PRG(b_u) + sum of signed pairwise
     masks, mod 2^b, packed at ``packed_width(modulus_bits)`` bits each
     (``arithmetic.pack``: 3.5 bytes a value at b = 28). ``seed_commitment`` lets the
-    server check a reconstructed seed. On the wire each share names only its recipient
-    (the sender is the input's).
+    server check a reconstructed seed. On the wire (``FSM3``) the sender and each share's
+    recipient are named by their 2-byte position in the round's sorted roster; ``roster``
+    is that roster (``ctx.tenant_ids``): ``ClientRound.submit`` sets it,
+    ``from_bytes(data, ctx)`` takes it from the round's context.
     """
 
     context_digest: bytes
@@ -94,8 +79,9 @@ class MaskedInput:
     masked: bytes
     seed_commitment: bytes
     shares: tuple[EncryptedShare, ...]
+    roster: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
-    MAGIC = b"FSM2"
+    MAGIC = b"FSM3"
 
     def __post_init__(self) -> None:
         if len(self.context_digest) != DIGEST_BYTES or len(self.seed_commitment) != DIGEST_BYTES:
@@ -117,34 +103,87 @@ class MaskedInput:
     def to_bytes(self) -> bytes:
         if any(share.sender != self.sender for share in self.shares):
             raise MalformedMessage(f"MaskedInput: a share of another sender than {self.sender!r} cannot be encoded")
+        at = _positions(self.roster, "MaskedInput")
         w = Writer(self.MAGIC)
         w.raw(self.context_digest)
-        w.text(self.sender)
+        w.u16(len(self.roster))
+        w.u16(at(self.sender))
         w.u8(self.modulus_bits)
         w.blob(self.masked)
         w.raw(self.seed_commitment)
-        w.u32(len(self.shares))
+        w.u16(len(self.shares))
         for share in self.shares:
-            _write_share(w, share.recipient, share)
+            w.u16(at(share.recipient))
+            w.raw(share.nonce)
+            w.raw(share.ciphertext)
         return w.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> MaskedInput:
+    def from_bytes(cls, data: bytes, ctx: RoundContext) -> MaskedInput:
+        """Parse against the round's context ``ctx``: an input made for another context is
+        ``WrongRound`` (its positions name another roster); a roster size other than the
+        context's or a position beyond it is malformed."""
         r = Reader(data, cls.MAGIC, "MaskedInput")
+        name = _namer(ctx, "MaskedInput")
 
         def build() -> MaskedInput:
             digest = r.raw(DIGEST_BYTES, "context_digest")
-            sender = r.text("sender")
+            ids = _roster_for(r, ctx, digest, "masked input")
+            sender = name(r.u16("sender"), "sender")
             bits = r.u8("modulus_bits")
             masked = r.blob("masked", 8 * MAX_LENGTH)
             commitment = r.raw(DIGEST_BYTES, "seed_commitment")
-            shares = tuple(_read_share(r, sender=sender) for _ in range(r.count("shares", MAX_ITEMS)))
+            shares = []
+            for _ in range(r.u16("shares")):
+                recipient = name(r.u16("share.recipient"), "share recipient")
+                shares.append(EncryptedShare(sender=sender, recipient=recipient,
+                                             nonce=r.raw(NONCE_BYTES, "share.nonce"),
+                                             ciphertext=r.raw(SHARE_CIPHERTEXT_BYTES, "share.ciphertext")))
             r.done()
-            msg = cls(digest, sender, bits, masked, commitment, shares)
+            msg = cls(digest, sender, bits, masked, commitment, tuple(shares), roster=ids)
             msg.vector()  # canonical packing (no stray padding bit), refused here as malformed
             return msg
 
         return _checked("MaskedInput", build)  # type: ignore[no-any-return]
+
+
+def _positions(roster: tuple[str, ...], what: str):  # type: ignore[no-untyped-def]
+    """``tid -> 0-based position in roster`` for an encoder; MalformedMessage without a roster or
+    for an id outside it."""
+    if not roster:
+        raise MalformedMessage(f"{what}: the encoding names roster positions; build it with the round's roster")
+    position = {tid: i for i, tid in enumerate(roster)}
+
+    def at(tid: str) -> int:
+        found = position.get(tid)
+        if found is None:
+            raise MalformedMessage(f"{what}: {tid!r} is not in the round's roster")
+        return found
+
+    return at
+
+
+def _namer(ctx: RoundContext, what: str):  # type: ignore[no-untyped-def]
+    ids = ctx.tenant_ids
+
+    def name(i: int, role: str) -> str:
+        if i >= len(ids):
+            raise MalformedMessage(f"{what}: {role} position {i} is beyond the roster of {len(ids)}")
+        return ids[i]
+
+    return name
+
+
+def _roster_for(r: Reader, ctx: RoundContext, digest: bytes, what: str) -> tuple[str, ...]:
+    """The roster a message's positions name: the context's, after the message's digest and encoded
+    roster size say it was made for that context."""
+    if digest != ctx.digest():
+        raise WrongRound(f"{what} belongs to another cohort, schema version, window or round")
+    size = r.u16("roster size")
+    ids = ctx.tenant_ids
+    if size != len(ids):
+        raise MalformedMessage(f"{what}: encoded for a roster of {size}, the round's has {len(ids)}")
+    return ids
 
 
 @dataclass(frozen=True)
@@ -174,16 +213,7 @@ class UnmaskRequest:
         if any(share.recipient != self.recipient for share in self.shares):
             raise MalformedMessage(f"UnmaskRequest: a share for another recipient than {self.recipient!r} cannot be encoded")
         roster = self.roster
-        if not roster:
-            raise MalformedMessage("UnmaskRequest: the encoding names roster positions; build it with the round's roster")
-        position = {tid: i for i, tid in enumerate(roster)}
-
-        def at(tid: str) -> int:
-            found = position.get(tid)
-            if found is None:
-                raise MalformedMessage(f"UnmaskRequest: {tid!r} is not in the round's roster")
-            return found
-
+        at = _positions(roster, "UnmaskRequest")
         w = Writer(self.MAGIC)
         w.raw(self.context_digest)
         w.u16(len(roster))
@@ -202,23 +232,16 @@ class UnmaskRequest:
 
     @classmethod
     def from_bytes(cls, data: bytes, ctx: RoundContext) -> UnmaskRequest:
-        """Parse with the roster of ``ctx`` (the round the tenant verified); a roster size other than
-        the context's, a position beyond it or a stray bitmap bit is malformed. That the request
-        is for this round at all (its context digest) is ``ClientRound``'s check."""
+        """Parse against the round's context ``ctx`` (the one the tenant verified): a request made
+        for another context is ``WrongRound``; a roster size other than the context's, a position
+        beyond it or a stray bitmap bit is malformed."""
         r = Reader(data, cls.MAGIC, "UnmaskRequest")
-        ids = ctx.tenant_ids
-        n = len(ids)
-
-        def name(i: int, what: str) -> str:
-            if i >= n:
-                raise MalformedMessage(f"UnmaskRequest: {what} position {i} is beyond the roster of {n}")
-            return ids[i]
+        name = _namer(ctx, "UnmaskRequest")
 
         def build() -> UnmaskRequest:
             digest = r.raw(DIGEST_BYTES, "context_digest")
-            size = r.u16("roster size")
-            if size != n:
-                raise MalformedMessage(f"UnmaskRequest: encoded for a roster of {size}, the round's has {n}")
+            ids = _roster_for(r, ctx, digest, "unmask request")
+            n = len(ids)
             recipient = name(r.u16("recipient"), "recipient")
             bitmap = r.raw((n + 7) // 8, "survivors")
             if n % 8 and bitmap[-1] >> (n % 8):

@@ -76,7 +76,7 @@ class ServerRound:
     def add_input(self, msg: MaskedInput | bytes) -> None:
         """Accept one tenant's masked input; refuses wrong round, unknown or duplicate sender, wrong shape."""
         if isinstance(msg, bytes | bytearray | memoryview):
-            msg = MaskedInput.from_bytes(bytes(msg))
+            msg = MaskedInput.from_bytes(bytes(msg), self.ctx)
         if self.phase is not ServerPhase.COLLECTING:
             raise WrongPhase(f"round {self.ctx.round_id!r} is closed to inputs")
         if msg.context_digest != self.ctx.digest():

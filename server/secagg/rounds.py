@@ -65,6 +65,9 @@ from aggregation.secagg import (
 from aggregation.secagg import (
     MalformedMessage as KernelMalformed,
 )
+from aggregation.secagg import (
+    WrongRound as KernelWrongRound,
+)
 from server.audit import append_audit
 from server.db import advisory_lock
 from server.secagg import roster as roster_mod
@@ -221,22 +224,28 @@ def _plan(sigma: float, l0: int, linf: int, n: int, t: int, delta: float) -> Noi
 class _ParsedMessages(Generic[_Msg]):
     """Messages parsed by this process, by their bytes, up to a total size: the handler that
     accepted a message parsed it, and closing and releasing the round would parse it again.
-    Kernel messages are immutable, so sharing one is safe."""
+    Kernel messages are immutable, so sharing one is safe. A message names roster positions and
+    is parsed against its round's context; its bytes name that context by digest, so a kept parse
+    is returned only for the same context (bytes made for another are parsed, and refused, again)."""
 
-    def __init__(self, parse: Callable[[bytes], _Msg], max_bytes: int) -> None:
+    def __init__(self, parse: Callable[[bytes, RoundContext], _Msg], max_bytes: int) -> None:
         self._parse = parse
         self._max = max_bytes
         self._size = 0
         self._entries: OrderedDict[bytes, _Msg] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __call__(self, data: bytes) -> _Msg:
+    def __call__(self, data: bytes, rctx: RoundContext) -> _Msg:
         with self._lock:
             found = self._entries.get(data)
-            if found is not None:
+            if found is not None and found.context_digest == rctx.digest():  # type: ignore[attr-defined]
                 self._entries.move_to_end(data)
                 return found
-        msg = self._parse(data)  # KernelMalformed propagates, and nothing is kept
+        try:
+            msg = self._parse(data, rctx)  # KernelMalformed propagates, and nothing is kept
+        except KernelWrongRound as exc:  # its positions name another round's roster
+            raise ReplayedRoundMessage(f"message was made for another round, window, schema version or cohort "
+                                       f"than {rctx.round_id!r}") from exc
         if len(data) <= self._max // 16:
             with self._lock:
                 if data not in self._entries:
@@ -256,7 +265,7 @@ class _ParsedInputs(_ParsedMessages[MaskedInput]):
 #: Parse of a masked input's bytes, shared by the message handler, the close and the release.
 parsed_input = _ParsedInputs(max_bytes=64 << 20)
 #: Parse of an unmask response's bytes, shared by the message handler and the release.
-parsed_response = _ParsedMessages(UnmaskResponse.from_bytes, max_bytes=16 << 20)
+parsed_response = _ParsedMessages(lambda data, _rctx: UnmaskResponse.from_bytes(data), max_bytes=16 << 20)
 
 
 def aware(value: datetime, like: datetime) -> datetime:
@@ -387,7 +396,7 @@ def _cache_of(conn: Connection, cache: RoundFactsCache | None) -> RoundFactsCach
 
 
 def _prologue(session: Session, cache: RoundFactsCache | None, tenant_id: str, cohort: str, round_id: str,
-              data: bytes, what: str, parse: Callable[[bytes], _Msg],
+              data: bytes, what: str, parse: Callable[[bytes, RoundContext], _Msg],
               sender_of: Callable[[_Msg], str]) -> tuple[Connection, RoundFacts, Any, _Msg]:
     """The common entry of every message handler: size bound, the round locked (and the caller's
     cohort's), the kernel's parse (malformed -> ``MalformedRoundMessage``), the named sender is the caller.
@@ -397,7 +406,7 @@ def _prologue(session: Session, cache: RoundFactsCache | None, tenant_id: str, c
     facts = facts_of(conn, _cache_of(conn, cache), round_id, cohort)
     state = _locked_state(conn, facts)
     try:
-        msg = parse(data)
+        msg = parse(data, facts.rctx)
     except KernelMalformed as exc:
         raise MalformedRoundMessage(str(exc)) from exc
     if sender_of(msg) != tenant_id:
@@ -573,7 +582,7 @@ def close_round(session: Session, row: RoundRecord, now: datetime, settings: Sec
     server = ServerRound(rctx)
     for p in parts:
         assert p.masked_input is not None
-        server.add_input(parsed_input(bytes(p.masked_input)))
+        server.add_input(parsed_input(bytes(p.masked_input), rctx))
     try:
         survivors = server.close()
     except SecAggError as exc:
@@ -660,7 +669,7 @@ def submit_attestation(session: Session, tenant_id: str, cohort: str, round_id: 
                        cache: RoundFactsCache | None = None) -> Attested:
     """Store the caller's attestation (the same bytes again are accepted once more)."""
     conn, facts, state, att = _prologue(session, cache, tenant_id, cohort, round_id, data, "attestation",
-                                        Attestation.from_bytes, lambda a: a.tenant_id)
+                                        lambda d, _rctx: Attestation.from_bytes(d), lambda a: a.tenant_id)
     _survivors, digest = _survivors_for(state, round_id, facts.rctx, tenant_id)
     if att.digest != digest:
         raise ReplayedRoundMessage(f"attestation of {tenant_id!r} covers another survivor set or round")
@@ -758,12 +767,12 @@ def try_release(session: Session, row: RoundRecord, now: datetime, *, final: boo
     server = ServerRound(rctx)
     for p in parts:
         assert p.masked_input is not None
-        server.add_input(parsed_input(bytes(p.masked_input)))
+        server.add_input(parsed_input(bytes(p.masked_input), rctx))
     survivors = server.close()
     for p in parts:
         if p.unmask_response is not None:
             try:
-                server.add_unmask(parsed_response(bytes(p.unmask_response)))
+                server.add_unmask(parsed_response(bytes(p.unmask_response), rctx))
             except SecAggError:
                 continue  # a response the kernel refuses counts as missing
     try:

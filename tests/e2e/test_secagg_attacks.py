@@ -112,9 +112,12 @@ def test_round_messages_out_of_place_are_refused_each_with_its_status(h: Harness
         assert _code(lambda: stub.SubmitMaskedInput(secagg_pb2.SubmitMaskedInputRequest(
             round_id=rid, masked_input=data[:-3]))) is grpc.StatusCode.INVALID_ARGUMENT
         # A second, different input from the same tenant.
-        msg = MaskedInput.from_bytes(data)
+        with h.ctx.sessions() as session:
+            rctx = RoundContext.from_bytes(session.scalars(
+                select(RoundRecord.context).where(RoundRecord.round_id == rid)).one())
+        msg = MaskedInput.from_bytes(data, rctx)
         forged = MaskedInput(msg.context_digest, msg.sender, msg.modulus_bits, bytes(len(msg.masked)),
-                             msg.seed_commitment, msg.shares).to_bytes()
+                             msg.seed_commitment, msg.shares, roster=msg.roster).to_bytes()
         assert _code(lambda: stub.SubmitMaskedInput(secagg_pb2.SubmitMaskedInputRequest(
             round_id=rid, masked_input=forged))) is grpc.StatusCode.ALREADY_EXISTS
         assert _code(lambda: stub.GetRoundStatus(secagg_pb2.RoundRef(round_id="nope"))) is grpc.StatusCode.NOT_FOUND

@@ -62,7 +62,7 @@ class Cohort:
     def submit(self, senders: Iterable[str]) -> None:
         for tid in senders:
             msg = self.clients[tid].submit(self.tables[tid])
-            self.server.add_input(MaskedInput.from_bytes(msg.to_bytes()))
+            self.server.add_input(MaskedInput.from_bytes(msg.to_bytes(), self.ctx))
 
     def attest(self) -> list[Attestation]:
         atts = []

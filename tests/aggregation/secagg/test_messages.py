@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from aggregation.secagg import (
@@ -23,9 +25,11 @@ from .cohort import Cohort, make_cohort
 MESSAGE_TYPES = (MaskedInput, UnmaskRequest, UnmaskResponse, Attestation)
 
 
-def _parse(kind: type, data: bytes, ctx: RoundContext) -> object:
+def _parse(kind: type, data: bytes, ctx: RoundContext) -> Any:
     """``kind.from_bytes``; an unmask request names roster positions and parses with the round's context."""
-    return kind.from_bytes(data, ctx) if kind is UnmaskRequest else kind.from_bytes(data)  # type: ignore[attr-defined]
+    if kind in (UnmaskRequest, MaskedInput):
+        return kind.from_bytes(data, ctx)  # type: ignore[attr-defined]
+    return kind.from_bytes(data)  # type: ignore[attr-defined]
 
 
 def _messages() -> tuple[Cohort, list[object]]:
@@ -70,9 +74,9 @@ def test_wrong_magic_oversize_and_non_bytes_are_refused() -> None:
     with pytest.raises(MalformedMessage, match="magic"):
         UnmaskRequest.from_bytes(masked, cohort.ctx)
     with pytest.raises(MalformedMessage, match="exceeds"):
-        MaskedInput.from_bytes(b"FSM1" + bytes(MAX_MESSAGE_BYTES))
+        MaskedInput.from_bytes(b"FSM3" + bytes(MAX_MESSAGE_BYTES), cohort.ctx)
     with pytest.raises(MalformedMessage, match="expected bytes"):
-        MaskedInput.from_bytes("FSM1")  # type: ignore[arg-type]
+        MaskedInput.from_bytes("FSM3", cohort.ctx)  # type: ignore[arg-type]
 
 
 def test_lengths_inside_messages_are_checked() -> None:
@@ -80,15 +84,15 @@ def test_lengths_inside_messages_are_checked() -> None:
     masked = msgs[0]
     assert isinstance(masked, MaskedInput)
     data = bytearray(masked.to_bytes())
-    # The masked vector's length prefix sits after magic, digest, sender and the bits byte.
-    offset = 4 + 32 + 4 + len(masked.sender.encode()) + 1
+    # The masked vector's length prefix sits after magic, digest, roster size, sender and the bits byte.
+    offset = 4 + 32 + 2 + 2 + 1
     assert int.from_bytes(data[offset : offset + 4], "big") == len(masked.masked)
     data[offset : offset + 4] = (len(masked.masked) - 1).to_bytes(4, "big")
     with pytest.raises(MalformedMessage):
-        MaskedInput.from_bytes(bytes(data))
+        MaskedInput.from_bytes(bytes(data), cohort.ctx)
     data[offset : offset + 4] = (2**32 - 1).to_bytes(4, "big")
     with pytest.raises(MalformedMessage, match="exceeds its limit"):
-        MaskedInput.from_bytes(bytes(data))
+        MaskedInput.from_bytes(bytes(data), cohort.ctx)
     # A share count far beyond what the bytes can hold.
     req = msgs[1]
     assert isinstance(req, UnmaskRequest)
@@ -101,7 +105,7 @@ def test_lengths_inside_messages_are_checked() -> None:
 
 
 def test_field_invariants_are_refused_on_parse() -> None:
-    _, msgs = _messages()
+    cohort, msgs = _messages()
     resp = msgs[2]
     assert isinstance(resp, UnmaskResponse)
     # Owners out of canonical order.
@@ -114,10 +118,9 @@ def test_field_invariants_are_refused_on_parse() -> None:
     with pytest.raises(MalformedMessage, match="sorted"):
         UnmaskResponse.from_bytes(swapped.to_bytes())
     bad_bits = bytearray(msgs[0].to_bytes())  # type: ignore[attr-defined]
-    sender_len = len(msgs[0].sender.encode())  # type: ignore[attr-defined]
-    bad_bits[4 + 32 + 4 + sender_len] = 65
+    bad_bits[4 + 32 + 2 + 2] = 65
     with pytest.raises(MalformedMessage, match="modulus_bits"):
-        MaskedInput.from_bytes(bytes(bad_bits))
+        MaskedInput.from_bytes(bytes(bad_bits), cohort.ctx)
     bad_utf8 = bytearray(msgs[3].to_bytes())  # type: ignore[attr-defined]
     bad_utf8[8] = 0xFF
     with pytest.raises(MalformedMessage, match="UTF-8"):
@@ -161,7 +164,7 @@ def test_shares_name_only_their_other_end_on_the_wire() -> None:
     masked, req = msgs[0], msgs[1]
     assert isinstance(masked, MaskedInput) and isinstance(req, UnmaskRequest)
     # The implied end is restored on parse: the sender from the input, the recipient from the request.
-    assert MaskedInput.from_bytes(masked.to_bytes()).shares == masked.shares
+    assert MaskedInput.from_bytes(masked.to_bytes(), cohort.ctx).shares == masked.shares
     assert UnmaskRequest.from_bytes(req.to_bytes(), cohort.ctx).shares == req.shares
     assert all(s.recipient == req.recipient for s in req.shares)
     stray = req.shares[0]
@@ -204,3 +207,34 @@ def test_unmask_request_names_tenants_by_roster_position() -> None:
     with pytest.raises(MalformedMessage, match="not in the round's roster"):
         UnmaskRequest(req.context_digest, req.recipient, (*req.survivors, "zz-stranger"), req.shares,
                       roster=req.roster).to_bytes()
+
+
+def test_masked_input_names_tenants_by_roster_position() -> None:
+    cohort, msgs = _messages()
+    masked = msgs[0]
+    assert isinstance(masked, MaskedInput)
+    data = masked.to_bytes()
+    # magic, digest, roster size, sender, bits, the packed vector with its length, the commitment,
+    # the share count, then per share a 2-byte recipient, the nonce and the ciphertext.
+    assert len(data) == 4 + 32 + 2 + 2 + 1 + 4 + len(masked.masked) + 32 + 2 + len(masked.shares) * (2 + 12 + 32)
+    assert not any(tid.encode() in data for tid in cohort.ids)
+    assert MaskedInput.from_bytes(data, cohort.ctx) == masked
+    resized = bytearray(data)
+    resized[36:38] = (len(cohort.ids) - 1).to_bytes(2, "big")
+    with pytest.raises(MalformedMessage, match="roster of 4"):
+        MaskedInput.from_bytes(bytes(resized), cohort.ctx)
+    share_at = 4 + 32 + 2 + 2 + 1 + 4 + len(masked.masked) + 32 + 2
+    for offset in (38, share_at):  # the sender; the first share's recipient
+        beyond = bytearray(data)
+        beyond[offset : offset + 2] = len(cohort.ids).to_bytes(2, "big")
+        with pytest.raises(MalformedMessage, match="beyond the roster"):
+            MaskedInput.from_bytes(bytes(beyond), cohort.ctx)
+    # Parsed against another round's context, its positions would name another roster: WrongRound.
+    other = make_cohort(5, length=10, threshold=3, window_start=1_700_003_600)  # the next window's round
+    with pytest.raises(WrongRound):
+        MaskedInput.from_bytes(data, other.ctx)
+    with pytest.raises(WrongRound):
+        UnmaskRequest.from_bytes(msgs[1].to_bytes(), other.ctx)  # type: ignore[attr-defined]
+    with pytest.raises(MalformedMessage, match="roster"):
+        MaskedInput(masked.context_digest, masked.sender, masked.modulus_bits, masked.masked,
+                    masked.seed_commitment, masked.shares).to_bytes()

@@ -141,14 +141,14 @@ def test_a_masked_input_takes_b_bits_a_value_on_the_wire() -> None:
     msg = cohort.clients[me].submit(cohort.tables[me])
     bits = cohort.ctx.modulus_bits
     assert len(msg.masked) == math.ceil(1000 * max(8, bits) / 8)
-    assert MaskedInput.from_bytes(msg.to_bytes()) == msg
+    assert MaskedInput.from_bytes(msg.to_bytes(), cohort.ctx) == msg
     # A stray padding bit makes bytes no client makes: refused as malformed.
     if (1000 * bits) % 8:
         data = bytearray(msg.to_bytes())
         start = data.index(msg.masked)
         data[start + len(msg.masked) - 1] |= 0x80
         with pytest.raises(MalformedMessage, match="padding"):
-            MaskedInput.from_bytes(bytes(data))
+            MaskedInput.from_bytes(bytes(data), cohort.ctx)
     # Each share names only its recipient on the wire: a share of another sender cannot be encoded.
     foreign = EncryptedShare(cohort.ids[1], msg.shares[0].recipient, msg.shares[0].nonce, msg.shares[0].ciphertext)
     forged = MaskedInput(msg.context_digest, me, bits, msg.masked, msg.seed_commitment, (foreign, *msg.shares[1:]))

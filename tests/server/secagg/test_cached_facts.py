@@ -100,7 +100,7 @@ def test_a_relayed_round_still_stores_and_checks_every_attestation(database_url:
         with ctx.sessions() as session:
             view = rounds.unmask_view(session, cache, m.tenant_id, COHORT, rid)
         assert view.phase == UNMASKING and m.client is not None
-        digest = m.client.attest(UnmaskRequest.from_bytes(view.request))
+        digest = m.client.attest(UnmaskRequest.from_bytes(view.request, m.client.ctx))
         atts[m.tenant_id] = (digest, Attestation(m.tenant_id, digest,
                                                  m.sign(rounds.attestation_message(digest))).to_bytes())
     for m in members[:2]:

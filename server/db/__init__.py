@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from server.db import locks
@@ -92,13 +92,30 @@ def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
         raise ReadOnlySessionError("a read-only session may not write; use server.db.transaction")
 
 
+def read_engine_of(engine: Engine) -> Engine:
+    """``engine`` for reads only: on SQLite its transactions begin deferred (``BEGIN``: a snapshot,
+    no write lock) instead of ``BEGIN IMMEDIATE``."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
 def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """Sessions for reads only: on SQLite a deferred ``BEGIN`` (a snapshot, no write lock), and any
-    flush of a change is refused. Close or roll them back promptly: a long-lived WAL snapshot keeps
-    SQLite from checkpointing."""
-    factory = sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+    """Sessions for reads only (on :func:`read_engine_of`): on SQLite a snapshot without the write
+    lock, and any flush of a change is refused. Close or roll them back promptly: a long-lived WAL
+    snapshot keeps SQLite from checkpointing."""
+    factory = sessionmaker(read_engine_of(engine), expire_on_commit=False)
     event.listen(factory, "before_flush", _refuse_flush)
     return factory
+
+
+@contextmanager
+def read_connection(read_engine: Engine) -> Iterator[Connection]:
+    """A Core connection of ``read_engine`` (from :func:`read_engine_of`) for handlers that read a few
+    columns without an ORM session, its transaction rolled back on exit."""
+    with read_engine.connect() as conn:
+        try:
+            yield conn
+        finally:
+            conn.rollback()
 
 
 @contextmanager

@@ -20,25 +20,17 @@ server warns loudly when it starts in it.
 
 from __future__ import annotations
 
-import threading
-import weakref
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any, Literal, NoReturn, cast
+from typing import Literal, NoReturn
 
 import grpc
-from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session
 
 from server.context import ServerContext
 from server.db import read_only
-from server.identity import enrollment
 from server.identity.ca import ROLES, CertificateAuthorityError, ClientClaims, parse_client_certificate
-from server.identity.enrollment import certificate_refusal, tenant_refusal
-from server.identity.models import CertificateRecord
+from server.identity.enrollment import certificate_refusals, tenant_refusal
 
 INSECURE_SERIAL = "insecure-dev"
 SUBJECT_HEADER = "x-fedsignal-subject"
@@ -88,7 +80,7 @@ def _refusal(ctx: ServerContext, identity: Identity) -> str | None:
             refusal = tenant_refusal(session, identity.subject) if identity.role == "tenant" else None
         ctx.revocations.put(key, refusal)
         return refusal
-    recent = _recent_of(ctx)
+    recent = ctx.revocations.recent
     recent.seen(identity.serial)
     hit, refusal = ctx.revocations.get(identity.serial)
     if hit:
@@ -105,100 +97,10 @@ def _refusal(ctx: ServerContext, identity: Identity) -> str | None:
     return verdicts[identity.serial]
 
 
-#: Most serials one refresh looks up (the caller's first, then the others seen most recently).
-REFRESH_BATCH = 500
-
-
-class _RecentSerials:
-    """The certificate serials a server context authenticated lately, most recent last, with when
-    this context last looked each one up.
-
-    When one serial's cached verdict expires, those of the others seen lately are about to expire
-    too: one statement looks up the caller's and every other whose verdict is past half its life
-    (each verdict is then what the database said at most ``revocation_cache_seconds`` ago, as
-    before), instead of one statement per caller."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._serials: OrderedDict[str, datetime | None] = OrderedDict()
-        self.refreshing = threading.Lock()
-
-    def seen(self, serial: str) -> None:
-        with self._lock:
-            self._serials[serial] = self._serials.get(serial)
-            self._serials.move_to_end(serial)
-            if len(self._serials) > REFRESH_BATCH:
-                self._serials.popitem(last=False)
-
-    def batch(self, first: str, now: datetime, ttl: timedelta, cached: Callable[[str], bool]) -> list[str]:
-        """``first`` and the recent serials whose last look-up is older than ``ttl / 2`` or whose
-        verdict is not ``cached`` (none when verdicts are not cached at all)."""
-        if ttl <= timedelta(0):
-            return [first]
-        due = now - ttl / 2
-        with self._lock:
-            recent = list(reversed(self._serials.items()))
-        others = [s for s, at in recent if s != first and (at is None or at <= due or not cached(s))]
-        return [first, *others[: REFRESH_BATCH - 1]]
-
-    def looked_up(self, serials: list[str], at: datetime) -> None:
-        with self._lock:
-            for serial in serials:
-                if serial in self._serials:
-                    self._serials[serial] = at
-
-
-_RECENT: weakref.WeakKeyDictionary[object, _RecentSerials] = weakref.WeakKeyDictionary()
-_RECENT_GUARD = threading.Lock()
-
-
-def _recent_of(ctx: ServerContext) -> _RecentSerials:
-    with _RECENT_GUARD:  # keyed by the context's revocation cache (one per context; a context is unhashable)
-        found = _RECENT.get(ctx.revocations)
-        if found is None:
-            found = _RECENT[ctx.revocations] = _RecentSerials()
-        return found
-
-
-_REFUSAL = enrollment._REFUSAL  # the one statement certificate_refusal runs (not ours to change)
-#: :func:`certificate_refusal`'s statement for many serials at once: its columns and joins, the serial
-#: first; used only while that statement selects by serial alone (otherwise every serial is looked up alone).
-_REFUSALS = (select(CertificateRecord.serial, *_REFUSAL.selected_columns)
-             .select_from(*_REFUSAL.get_final_froms())
-             .where(CertificateRecord.serial.in_(bindparam("serials", expanding=True))))
-_BATCHABLE = str(_REFUSAL.whereclause) == str(CertificateRecord.serial == bindparam("serial"))
-
-
-class _Answered:
-    """A session for :func:`certificate_refusal` whose one statement is answered from a batch read;
-    any other statement goes to the real session (the verdict's rules stay in one place)."""
-
-    def __init__(self, session: Session, rows: dict[str, Any]) -> None:
-        self._session, self._rows = session, rows
-
-    def execute(self, statement: Any, params: Any = None) -> Any:
-        if statement is _REFUSAL and _BATCHABLE:
-            return _FirstOf(self._rows.get(params["serial"]))
-        return self._session.execute(statement, params)
-
-
-class _FirstOf:
-    def __init__(self, row: Any) -> None:
-        self._row = row
-
-    def first(self) -> Any:
-        return self._row
-
-
 def _verdicts(ctx: ServerContext, serials: list[str], now: datetime) -> dict[str, str | None]:
     """Look up and cache the verdicts of ``serials`` (one statement), each as of ``now``."""
     with read_only(ctx.read_sessions) as session:
-        if len(serials) == 1 or not _BATCHABLE:
-            verdicts = {serial: certificate_refusal(session, serial, now) for serial in serials}
-        else:
-            rows = {row[0]: tuple(row[1:]) for row in session.execute(_REFUSALS, {"serials": serials})}
-            answered = cast(Session, _Answered(session, rows))
-            verdicts = {serial: certificate_refusal(answered, serial, now) for serial in serials}
+        verdicts = certificate_refusals(session, serials, now)
     for serial, refusal in verdicts.items():
         ctx.revocations.put(serial, refusal)
     return verdicts

@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
@@ -237,11 +239,11 @@ def revoke_certificate(session: Session, serial: str, reason: str, actor: str, n
     return True
 
 
-_REFUSAL = (
-    select(CertificateRecord.revoked_at, CertificateRecord.not_after, CertificateRecord.role,
-           CertificateRecord.subject, TenantRecord.revoked_at)
+_REFUSALS = (
+    select(CertificateRecord.serial, CertificateRecord.revoked_at, CertificateRecord.not_after,
+           CertificateRecord.role, CertificateRecord.subject, TenantRecord.revoked_at)
     .outerjoin(TenantRecord, TenantRecord.tenant_id == CertificateRecord.subject)
-    .where(CertificateRecord.serial == bindparam("serial"))
+    .where(CertificateRecord.serial.in_(bindparam("serials", expanding=True)))
 )
 
 
@@ -249,9 +251,18 @@ def certificate_refusal(session: Session, serial: str, now: datetime) -> str | N
     """Why the certificate with ``serial`` may not be used now, or None when it may.
 
     One statement (certificate joined with its tenant): every call of every service asks this
-    once per revocation-cache period per certificate.
+    once per revocation-cache period per certificate (see :func:`certificate_refusals`).
     """
-    found = session.execute(_REFUSAL, {"serial": serial}).first()
+    return certificate_refusals(session, [serial], now)[serial]
+
+
+def certificate_refusals(session: Session, serials: Sequence[str], now: datetime) -> dict[str, str | None]:
+    """:func:`certificate_refusal` of each of ``serials``, in one statement."""
+    found = {row[0]: row[1:] for row in session.execute(_REFUSALS, {"serials": list(serials)})}
+    return {serial: _refusal_of(serial, found.get(serial), now) for serial in serials}
+
+
+def _refusal_of(serial: str, found: Any, now: datetime) -> str | None:
     if found is None:
         return "client certificate is not known to this server"
     revoked_at, not_after, role, subject, tenant_revoked_at = found

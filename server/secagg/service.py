@@ -17,11 +17,10 @@ from typing import Any
 import grpc
 from fedsignal.v1 import secagg_pb2
 from google.protobuf.message import DecodeError
-from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from server.context import ServerContext
-from server.db import read_only, transaction
+from server.db import read_connection, read_only, transaction
 from server.identity.auth import Identity, require
 from server.secagg import facts as facts_mod
 from server.secagg import metrics as secagg_metrics
@@ -119,7 +118,7 @@ class SecureAggregationServicer:
         def get() -> secagg_pb2.RoundInfo:
             window, version = int(request.window_start), int(request.schema_version)
             phase = None
-            with read_connection(self._ctx) as conn:  # the common case, read-only: the round exists
+            with read_connection(self._ctx.read_engine) as conn:  # the common case, read-only: the round exists
                 facts = cache.for_window(cohort, window, version)
                 if facts is None:
                     found = conn.execute(rounds.FACTS_OF_WINDOW,
@@ -163,7 +162,7 @@ class SecureAggregationServicer:
         identity, cohort = self._tenant(context)
 
         def view() -> secagg_pb2.UnmaskRequestInfo:
-            with read_connection(self._ctx) as conn:
+            with read_connection(self._ctx.read_engine) as conn:
                 v = rounds.unmask_view(conn, facts_mod.cache_for(self._ctx.engine), identity.subject, cohort,
                                        request.round_id,
                                        want_request=not request.omit_request,
@@ -226,7 +225,7 @@ class SecureAggregationServicer:
         _identity, cohort = self._tenant(context)
 
         def status() -> secagg_pb2.RoundStatus:
-            with read_connection(self._ctx) as conn:
+            with read_connection(self._ctx.read_engine) as conn:
                 row = conn.execute(rounds.STATUS, {"round_id": request.round_id}).first()
                 if row is None:
                     raise rounds.RoundNotFound(f"no secure-aggregation round {request.round_id!r}")
@@ -253,17 +252,6 @@ def write_transaction(ctx: ServerContext) -> Iterator[Any]:
         lock = _SQLITE_WRITERS.setdefault(id(ctx.engine), threading.Lock())
     with lock, transaction(ctx.sessions) as session:
         yield session
-
-
-@contextmanager
-def read_connection(ctx: ServerContext) -> Iterator[Connection]:
-    """A read-only Core connection (the read sessions' engine: on SQLite a WAL snapshot, a deferred
-    ``BEGIN``), its transaction rolled back on exit. No ORM session for handlers that read a few columns."""
-    with ctx.read_sessions.kw["bind"].connect() as conn:
-        try:
-            yield conn
-        finally:
-            conn.rollback()
 
 
 @contextmanager

@@ -9,7 +9,7 @@ which know the context (``WrongRound``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,11 +111,7 @@ class MaskedInput:
         w.u8(self.modulus_bits)
         w.blob(self.masked)
         w.raw(self.seed_commitment)
-        w.u16(len(self.shares))
-        for share in self.shares:
-            w.u16(at(share.recipient))
-            w.raw(share.nonce)
-            w.raw(share.ciphertext)
+        _write_shares(w, self.shares, lambda share: at(share.recipient))
         return w.getvalue()
 
     @classmethod
@@ -133,21 +129,40 @@ class MaskedInput:
             bits = r.u8("modulus_bits")
             masked = r.blob("masked", 8 * MAX_LENGTH)
             commitment = r.raw(DIGEST_BYTES, "seed_commitment")
-            shares = []
-            for _ in range(r.u16("shares")):
-                recipient = name(r.u16("share.recipient"), "share recipient")
-                shares.append(EncryptedShare(sender=sender, recipient=recipient,
-                                             nonce=r.raw(NONCE_BYTES, "share.nonce"),
-                                             ciphertext=r.raw(SHARE_CIPHERTEXT_BYTES, "share.ciphertext")))
+            shares = _read_shares(r, name, sender=sender)
             r.done()
-            msg = cls(digest, sender, bits, masked, commitment, tuple(shares), roster=ids)
+            msg = cls(digest, sender, bits, masked, commitment, shares, roster=ids)
             msg.vector()  # canonical packing (no stray padding bit), refused here as malformed
             return msg
 
         return _checked("MaskedInput", build)  # type: ignore[no-any-return]
 
 
-def _positions(roster: tuple[str, ...], what: str):  # type: ignore[no-untyped-def]
+def _write_shares(w: Writer, shares: tuple[EncryptedShare, ...], peer_at: Callable[[EncryptedShare], int]) -> None:
+    """The shares of a message that implies one of their ends: a count, then per share the roster
+    position of its other end, the nonce and the ciphertext."""
+    w.u16(len(shares))
+    for share in shares:
+        w.u16(peer_at(share))
+        w.raw(share.nonce)
+        w.raw(share.ciphertext)
+
+
+def _read_shares(r: Reader, name: Callable[[int, str], str], *, sender: str | None = None,
+                 recipient: str | None = None) -> tuple[EncryptedShare, ...]:
+    """The shares ``_write_shares`` wrote, the implied end given (``sender`` or ``recipient``)."""
+    role = "recipient" if sender is not None else "sender"
+    shares = []
+    for _ in range(r.u16("shares")):
+        peer = name(r.u16(f"share.{role}"), f"share {role}")
+        shares.append(EncryptedShare(sender=sender if sender is not None else peer,
+                                     recipient=recipient if recipient is not None else peer,
+                                     nonce=r.raw(NONCE_BYTES, "share.nonce"),
+                                     ciphertext=r.raw(SHARE_CIPHERTEXT_BYTES, "share.ciphertext")))
+    return tuple(shares)
+
+
+def _positions(roster: tuple[str, ...], what: str) -> Callable[[str], int]:
     """``tid -> 0-based position in roster`` for an encoder; MalformedMessage without a roster or
     for an id outside it."""
     if not roster:
@@ -163,7 +178,7 @@ def _positions(roster: tuple[str, ...], what: str):  # type: ignore[no-untyped-d
     return at
 
 
-def _namer(ctx: RoundContext, what: str):  # type: ignore[no-untyped-def]
+def _namer(ctx: RoundContext, what: str) -> Callable[[int, str], str]:
     ids = ctx.tenant_ids
 
     def name(i: int, role: str) -> str:
@@ -223,11 +238,7 @@ class UnmaskRequest:
             i = at(tid)
             bitmap[i >> 3] |= 1 << (i & 7)
         w.raw(bytes(bitmap))
-        w.u16(len(self.shares))
-        for share in self.shares:
-            w.u16(at(share.sender))
-            w.raw(share.nonce)
-            w.raw(share.ciphertext)
+        _write_shares(w, self.shares, lambda share: at(share.sender))
         return w.getvalue()
 
     @classmethod
@@ -247,14 +258,9 @@ class UnmaskRequest:
             if n % 8 and bitmap[-1] >> (n % 8):
                 raise MalformedMessage("UnmaskRequest: survivor bitmap sets a bit beyond the roster")
             survivors = tuple(ids[i] for i in range(n) if bitmap[i >> 3] >> (i & 7) & 1)
-            shares = []
-            for _ in range(r.u16("shares")):
-                sender = name(r.u16("share.sender"), "share sender")
-                shares.append(EncryptedShare(sender=sender, recipient=recipient,
-                                             nonce=r.raw(NONCE_BYTES, "share.nonce"),
-                                             ciphertext=r.raw(SHARE_CIPHERTEXT_BYTES, "share.ciphertext")))
+            shares = _read_shares(r, name, recipient=recipient)
             r.done()
-            return cls(digest, recipient, survivors, tuple(shares), roster=ids)
+            return cls(digest, recipient, survivors, shares, roster=ids)
 
         return _checked("UnmaskRequest", build)  # type: ignore[no-any-return]
 

@@ -10,28 +10,20 @@ import numpy as np
 import pytest
 from sqlalchemy import select, update
 
-from aggregation.secagg import Attestation, ClientRound, RoundContext, UnmaskRequest, plan_noise
+from aggregation.secagg import Attestation, UnmaskRequest
 from server.context import ServerContext
 from server.db import transaction
 from server.secagg import rounds
 from server.secagg.facts import RoundFactsCache
 from server.secagg.models import ABORTED, UNMASKING, ParticipantRecord, RoundRecord
 from server.signals.schemas import current_schema
-from tests.server.secagg.test_rounds import COHORT, WINDOW, Clock, Member, _cohort, _ctx, _open
+from tests.server.secagg.test_rounds import COHORT, WINDOW, Clock, Member, _cohort, _ctx, _open, masked_inputs
 
 
 def _inputs(ctx: ServerContext, members: list[Member], rid: str) -> dict[str, bytes]:
     with ctx.sessions() as session:
-        row = session.scalars(select(RoundRecord).where(RoundRecord.round_id == rid)).one()
-        rctx = RoundContext.from_bytes(row.context)
-        schema = current_schema(session, COHORT)
-    plan = plan_noise(row.sigma_central, schema.max_cells_per_unit, schema.max_count_per_cell, row.roster_size,
-                      row.threshold)
-    out = {}
-    for m in members:
-        m.client = ClientRound(rctx, m.tenant_id, m.private, plan)
-        out[m.tenant_id] = m.client.submit(np.zeros(rctx.length, dtype=np.int64)).to_bytes()
-    return out
+        length = current_schema(session, COHORT).size
+    return masked_inputs(ctx, members, rid, np.zeros(length, dtype=np.int64))
 
 
 def _submit(ctx: ServerContext, cache: RoundFactsCache, m: Member, rid: str, data: bytes) -> str:

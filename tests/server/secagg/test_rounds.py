@@ -83,16 +83,24 @@ def _cohort(ctx: ServerContext, tmp: Path, n: int) -> list[Member]:
     return members
 
 
-def _submit(ctx: ServerContext, members: list[Member], row_id: str, table: np.ndarray) -> None:
+def masked_inputs(ctx: ServerContext, members: list[Member], row_id: str, table: np.ndarray) -> dict[str, bytes]:
+    """Each member's masked input of ``table`` for the round (each member's ``client`` set)."""
     with ctx.sessions() as session:
         row = session.scalars(select(RoundRecord).where(RoundRecord.round_id == row_id)).one()
         rctx = RoundContext.from_bytes(row.context)
         schema = current_schema(session, COHORT)
     plan = plan_noise(row.sigma_central, schema.max_cells_per_unit, schema.max_count_per_cell, row.roster_size,
                       row.threshold)
+    out = {}
     for m in members:
         m.client = ClientRound(rctx, m.tenant_id, m.private, plan)
-        data = m.client.submit(table).to_bytes()
+        out[m.tenant_id] = m.client.submit(table).to_bytes()
+    return out
+
+
+def _submit(ctx: ServerContext, members: list[Member], row_id: str, table: np.ndarray) -> None:
+    for m in members:
+        data = masked_inputs(ctx, [m], row_id, table)[m.tenant_id]
         with transaction(ctx.sessions) as session:
             assert rounds.submit_input(session, m.tenant_id, COHORT, row_id, data, ctx.clock()) == "accepted"
 

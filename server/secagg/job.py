@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from server.context import ServerContext
+from server.db import read_connection
 from server.observability import log_event
 from server.secagg import metrics as secagg_metrics
 from server.secagg.models import ABORTED, COLLECTING, DONE, UNMASKING
@@ -22,7 +23,7 @@ from server.secagg.rounds import (
     settings_for,
     try_release,
 )
-from server.secagg.service import read_session, write_transaction
+from server.secagg.service import write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,8 @@ def run_rounds(ctx: ServerContext) -> JobSummary:
 def _run_rounds(ctx: ServerContext) -> JobSummary:
     closed = released = aborted = 0
     settings = settings_for(ctx)
-    with read_session(ctx) as session:  # most passes find nothing to do: no write transaction for them
-        if not rounds_needing_work(session, ctx.clock()):
+    with read_connection(ctx.read_engine) as conn:  # most passes find nothing to do: no write transaction
+        if not rounds_needing_work(conn, ctx.clock()):
             return JobSummary(0, 0, 0)
     with write_transaction(ctx) as session:
         now = ctx.clock()

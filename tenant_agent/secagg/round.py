@@ -471,6 +471,11 @@ class SecureRelease:
                 return self._finish(state, ABORTED, exc.details() or "aborted")
             if code is grpc.StatusCode.PERMISSION_DENIED and "not a survivor" in (exc.details() or ""):
                 return self._finish(state, DROPPED, exc.details() or "not a survivor")
+            if code is grpc.StatusCode.INVALID_ARGUMENT:
+                # The server will never accept these stored bytes (e.g. a message of the release
+                # before an upgrade): resending them every pass would never end. A dropout of this round.
+                return self._finish(state, DROPPED, f"the server refused this tenant's {state['state']} round "
+                                                    f"message as malformed: {exc.details()}")
             if code is grpc.StatusCode.DEADLINE_EXCEEDED and state["state"] == ANSWERED and \
                     "already released" in (exc.details() or ""):
                 return self._finish(state, DONE, "round released")

@@ -17,18 +17,18 @@ from typing import Any
 import grpc
 import pytest
 from fedsignal.v1 import secagg_pb2, secagg_pb2_grpc
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from aggregation.schema import SignalSchema
 from aggregation.secagg import MaskedInput, RoundContext, UnmaskRequest
 from server.audit import iter_audit
 from server.db import transaction
 from server.secagg.job import run_rounds
-from server.secagg.models import ABORTED, DONE, RoundRecord
+from server.secagg.models import ABORTED, DONE, ParticipantRecord, RoundRecord
 from server.secagg.rounds import SecAggSettings, configure
 from tenant_agent import Collector, CollectorConfig, enroll
 from tenant_agent.config import BudgetConfig
-from tenant_agent.secagg import REFUSED, RosterRejected
+from tenant_agent.secagg import DROPPED, REFUSED, RosterRejected
 from tests.e2e.secagg_support import advance_until, secure_harness
 from tests.harness import Harness
 
@@ -134,6 +134,65 @@ def test_round_messages_out_of_place_are_refused_each_with_its_status(h: Harness
     finally:
         for c in cs + other:
             c.close()
+
+
+class _Offline(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """The server unreachable for SubmitMaskedInput while ``down``: the input stays persisted, unacknowledged."""
+
+    def __init__(self) -> None:
+        self.down = True
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        if self.down and details.method.endswith("/SubmitMaskedInput"):
+            raise _Unreachable()
+        return continuation(details, request)
+
+
+class _Unreachable(grpc.RpcError):  # type: ignore[misc]
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return "offline"
+
+
+def test_a_stored_input_the_server_refuses_as_malformed_makes_a_dropout_not_an_endless_retry(
+        h: Harness, tmp_path: Path) -> None:
+    from tenant_agent.transport import open_channel
+
+    tdir = tmp_path / "m0"
+    enroll(h.enroll_target, h.token("m0"), tdir, h.ca.certificate_pem, signals_address=h.mtls_target)
+    offline = _Offline()
+    c = _collector(h, tmp_path, "m0-unused")  # a second tenant, so that the round has a roster of two
+    victim = Collector(CollectorConfig(state_dir=tdir, server=h.mtls_target, budget=BudgetConfig(rho_per_period=10.0)),
+                       channel=grpc.intercept_channel(open_channel(tdir, h.mtls_target), offline))
+    try:
+        assert victim.secure.register_key()
+        victim.refresh_schema()
+        start = _window()
+        _masked(victim, start)
+        state = victim.secure._load(start)
+        assert state is not None and state["state"] == "submitted"  # persisted, never acknowledged
+        # What a collector persisted before an upgrade changed the message format: bytes the
+        # server refuses (INVALID_ARGUMENT), now and at every retry.
+        import base64
+
+        stale = b"FSM2" + base64.b64decode(state["masked_input"])[4:]
+        state["masked_input"] = base64.b64encode(stale).decode()
+        victim.secure._save(state)
+        offline.down = False
+        assert _code(lambda: _stub(victim).SubmitMaskedInput(secagg_pb2.SubmitMaskedInputRequest(
+            round_id=state["round_id"], masked_input=stale))) is grpc.StatusCode.INVALID_ARGUMENT
+        assert victim.secure.advance_all().get(start) == DROPPED
+        final = victim.secure._load(start)
+        assert final is not None and final["state"] == DROPPED
+        assert "refused this tenant's submitted round message as malformed" in final["note"]
+        assert victim.secure.advance_all() == {}  # nothing is resent on later passes
+        with h.ctx.sessions() as session:  # and the server holds no input from it
+            assert session.scalar(select(func.count()).select_from(ParticipantRecord)) == 0
+    finally:
+        victim.close()
+        c.close()
 
 
 def test_a_roster_signature_that_does_not_verify_is_refused_by_server_and_tenants(h: Harness, tmp_path: Path) -> None:

@@ -447,12 +447,6 @@ def survivors_of(row: RoundRecord) -> list[str]:
 # -- open -------------------------------------------------------------------------------------
 
 
-def find_round(session: Session, cohort: str, window_start: int, schema_version: int) -> RoundRecord | None:
-    return session.scalars(select(RoundRecord).where(
-        RoundRecord.cohort == cohort, RoundRecord.window_start == window_start,
-        RoundRecord.schema_version == schema_version)).first()
-
-
 def open_round(session: Session, cohort: str, window_start: int, schema_version: int, now: datetime,
                settings: SecAggSettings = DEFAULT_SETTINGS) -> RoundRecord:
     """The round of (cohort, window, version), opened now with the cohort's current roster if new."""
@@ -518,11 +512,7 @@ def submit_input(session: Session, tenant_id: str, cohort: str, round_id: str, d
     """Store one masked input; "accepted" or "duplicate" (the same bytes again)."""
     conn, facts, state, msg = _prologue(session, cache, tenant_id, cohort, round_id, data, "masked input",
                                         parsed_input, lambda m: m.sender)
-    rctx = facts.rctx
-    if msg.context_digest != rctx.digest():
-        raise ReplayedRoundMessage(
-            f"masked input was made for another round, window, schema version or cohort than {round_id!r}"
-        )
+    rctx = facts.rctx  # parsed against it: an input of another context was refused as a replay there
     if tenant_id not in rctx.tenant_ids:
         raise NotInRoster(f"{tenant_id!r} is not in the roster of round {round_id!r}")
     digest = hashlib.sha256(data).hexdigest()

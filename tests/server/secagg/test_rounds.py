@@ -99,10 +99,9 @@ def masked_inputs(ctx: ServerContext, members: list[Member], row_id: str, table:
 
 
 def _submit(ctx: ServerContext, members: list[Member], row_id: str, table: np.ndarray) -> None:
-    for m in members:
-        data = masked_inputs(ctx, [m], row_id, table)[m.tenant_id]
+    for tenant_id, data in masked_inputs(ctx, members, row_id, table).items():
         with transaction(ctx.sessions) as session:
-            assert rounds.submit_input(session, m.tenant_id, COHORT, row_id, data, ctx.clock()) == "accepted"
+            assert rounds.submit_input(session, tenant_id, COHORT, row_id, data, ctx.clock()) == "accepted"
 
 
 def _attest_and_answer(ctx: ServerContext, members: list[Member], row_id: str) -> None:

@@ -9,6 +9,7 @@ once, from every tenant, with the sum of their tables; a second window's round a
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from fedsignal.v1 import secagg_pb2
 from sqlalchemy import func, select
 
 from aggregation.secagg import MaskedInput, RoundContext
+from fedsignal_cli.simulator import AgentNetwork, SimTenant
 from server.audit import iter_audit, verify_audit
 from server.secagg.job import run_rounds
 from server.secagg.models import DONE, ParticipantRecord, RoundRecord
@@ -57,6 +59,10 @@ def _rounds(h: Harness) -> list[RoundRecord]:
         return list(session.scalars(select(RoundRecord).order_by(RoundRecord.window_start)).all())
 
 
+def _released(h: Harness, start: int) -> bool:
+    return any(r.window_start == start and r.phase == DONE for r in _rounds(h))
+
+
 def test_rounds_spread_over_two_replicas_are_released_once_each(h: Harness, tmp_path: Path) -> None:
     configure(h.ctx, SecAggSettings(submit_seconds=60.0, unmask_seconds=60.0))
     replica = ServerProcess(h.state_dir, h.ctx.settings.database_url, tmp_path / "replica.log", job_interval=0.1)
@@ -71,8 +77,6 @@ def test_rounds_spread_over_two_replicas_are_released_once_each(h: Harness, tmp_
             c.refresh_schema()
         schema = collectors[0].schema
         assert schema.aggregation_mode == "secure"
-        from fedsignal_cli.simulator import AgentNetwork, SimTenant
-
         net = AgentNetwork([SimTenant(t, "retail", 25) for t in tenants], seed=9)
         first = (int(time.time()) // WINDOW - 3) * WINDOW
         truths = []
@@ -86,8 +90,7 @@ def test_rounds_spread_over_two_replicas_are_released_once_each(h: Harness, tmp_
             truths.append(truth)
             # Every collector moves its round on through its own replica; this process's job runs
             # too, as the replica's own job loop does every 0.1 s.
-            advance_until(collectors, lambda s=start: any(r.window_start == s and r.phase == DONE for r in _rounds(h)),
-                          run_job=lambda: run_rounds(h.ctx), timeout=90)
+            advance_until(collectors, functools.partial(_released, h, start), run_job=lambda: run_rounds(h.ctx), timeout=90)
         rounds = _rounds(h)
         assert [(r.window_start, r.phase) for r in rounds] == [(first, DONE), (first + WINDOW, DONE)]
         with h.ctx.sessions() as session:

@@ -29,7 +29,9 @@ from aggregation.secagg.graph import (
     default_degree,
     degree_failure_bounds,
     degree_of,
+    derived_holders,
     neighbours,
+    sent_holders,
     share_holders,
     share_threshold,
 )
@@ -88,6 +90,8 @@ __all__ = [
     "plan_noise",
     "roster_digest",
     "share_associated_data",
+    "derived_holders",
+    "sent_holders",
     "share_holders",
     "share_threshold",
     "survivor_set_digest",

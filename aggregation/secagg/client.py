@@ -204,15 +204,18 @@ class ClientRound:
         words += crypto.prg_sum(plus, ctx.length, bits)
         words -= crypto.prg_sum(minus, ctx.length, bits)
 
-        holders = graph.share_holders(ctx, me)
-        ys = shamir.split(
+        # Pseudorandom secret sharing: t - 1 holders (this tenant among them) derive their shares
+        # from their pairwise secret with it; those points and the seed fix the polynomial, and
+        # only the other holders' shares are sent.
+        derived = sorted(graph.derived_holders(ctx, me))
+        sent = graph.sent_holders(ctx, me)
+        ys = shamir.complete(
             int.from_bytes(seed, "big"),
-            [ctx.index_of(h) + 1 for h in holders],
-            graph.share_threshold(ctx, me),
-            self._rng,
+            [(ctx.index_of(h) + 1, self._derived_share(me, h)) for h in derived],
+            [ctx.index_of(h) + 1 for h in sent],
         )
         shares = []
-        for holder, y in zip(holders, ys, strict=True):
+        for holder, y in zip(sent, ys, strict=True):
             nonce = self._rng(NONCE_BYTES)
             aead = ChaCha20Poly1305(self._pair_key(holder, crypto.PURPOSE_SHARE))
             ct = aead.encrypt(nonce, y.to_bytes(shamir.ELEMENT_BYTES, "big"), share_associated_data(ctx, me, holder))
@@ -230,6 +233,12 @@ class ClientRound:
             shares=tuple(shares),
             roster=ctx.tenant_ids,
         )
+
+    def _derived_share(self, owner: str, holder: str) -> int:
+        """``holder``'s derived share of ``owner``'s seed (one of them is this tenant): both ends
+        compute it from their pairwise secret, bound to the round and to the owner."""
+        peer = holder if owner == self.tenant_id else owner
+        return crypto.derived_element(self._pair_key(peer, crypto.PURPOSE_DERIVED_SHARE + owner.encode("utf-8")))
 
     def _pair_key(self, peer: str, purpose: bytes) -> bytes:
         found = self._round_keys.get((peer, purpose))
@@ -338,7 +347,9 @@ class ClientRound:
         ctx, me = self.ctx, self.tenant_id
         survivors = frozenset(request.survivors)
         mine = graph.neighbours(ctx)[me]
-        expected = (mine | {me}) & survivors
+        owners = (mine | {me}) & survivors  # the surviving seeds this tenant holds a share of
+        derived = {u for u in owners if me in graph.derived_holders(ctx, u)}
+        expected = owners - derived
         by_sender: dict[str, EncryptedShare] = {}
         for share in request.shares:
             if share.recipient != me:
@@ -348,6 +359,10 @@ class ClientRound:
             if share.sender not in survivors:
                 raise InconsistentSurvivors(
                     f"{share.sender!r} is dropped but its share is offered: a peer in both roles"
+                )
+            if share.sender in derived:
+                raise UnknownParticipant(
+                    f"share from {share.sender!r}: {me!r} derives its share of that seed, it is never sent"
                 )
             if share.sender in by_sender:
                 raise DuplicateInput(f"two shares from {share.sender!r}")
@@ -367,6 +382,8 @@ class ClientRound:
                     f"share from {sender!r} does not decrypt for this round and recipient (replayed or forged)"
                 ) from None
             seed_shares.append((ctx.index_of(sender), int.from_bytes(plain, "big")))
+        seed_shares.extend((ctx.index_of(owner), self._derived_share(owner, me)) for owner in derived)
+        seed_shares.sort()
         dropped = sorted(mine - survivors)
         pair_keys = [(ctx.index_of(peer), self._pair_key(peer, crypto.PURPOSE_MASK)) for peer in dropped]
         # By construction owners are survivors and peers are not; the invariant is what makes the

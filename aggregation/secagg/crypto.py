@@ -34,6 +34,9 @@ KEY_BYTES = 32
 SEED_BYTES = 16
 PURPOSE_MASK = b"pairwise-mask"
 PURPOSE_SHARE = b"share-aead"
+#: The key a holder's derived share of an owner's seed comes from; the owner's id follows the
+#: label, so u's share held by v and v's share held by u come from independent keys.
+PURPOSE_DERIVED_SHARE = b"derived-share/"
 _HKDF_SALT = b"fedsignal/secagg/v1/hkdf"
 _ZERO_NONCE = bytes(16)
 
@@ -106,6 +109,12 @@ def draw_seed(random_bytes: Callable[[int], bytes]) -> bytes:
         value = int.from_bytes(raw, "big") & PRIME
         if value < PRIME:
             return value.to_bytes(SEED_BYTES, "big")
+
+
+def derived_element(key: bytes) -> int:
+    """A derived share: the 256-bit key reduced mod p = 2^127 - 1 (statistical distance from
+    uniform below 2^-128)."""
+    return int.from_bytes(key, "big") % PRIME
 
 
 def seed_in_field(value: int) -> bool:

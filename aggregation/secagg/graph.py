@@ -143,3 +143,30 @@ def share_threshold(ctx: RoundContext, tenant_id: str) -> int:
     if is_complete(ctx):
         return ctx.threshold
     return majority_threshold(len(neighbours(ctx)[tenant_id]) + 1)
+
+
+def derived_holders(ctx: RoundContext, tenant_id: str) -> frozenset[str]:
+    """The holders whose share of ``tenant_id``'s seed is derived, never sent: the owner and the
+    next ``share_threshold - 2`` holders around the roster after it (``share_threshold - 1`` in
+    all). Each derives its share from its pairwise secret with the owner; those points and the
+    seed fix the owner's polynomial, and the owner sends only the other holders' shares
+    (``sent_holders``)."""
+    return _split_holders(ctx)[tenant_id][0]
+
+
+def sent_holders(ctx: RoundContext, tenant_id: str) -> tuple[str, ...]:
+    """The holders ``tenant_id`` sends an encrypted share of its seed to, in roster order."""
+    return _split_holders(ctx)[tenant_id][1]
+
+
+@lru_cache(maxsize=64)
+def _split_holders(ctx: RoundContext) -> Mapping[str, tuple[frozenset[str], tuple[str, ...]]]:
+    n = len(ctx.tenant_ids)
+    out = {}
+    for v in ctx.tenant_ids:
+        holders = share_holders(ctx, v)
+        me = ctx.index_of(v)
+        ring = sorted(holders, key=lambda h: (ctx.index_of(h) - me) % n)  # v first, then onwards
+        derived = frozenset(ring[: share_threshold(ctx, v) - 1])
+        out[v] = (derived, tuple(h for h in holders if h not in derived))
+    return out

@@ -67,7 +67,8 @@ class MaskedInput:
     ``masked`` holds ``length`` words x + noise share + PRG(b_u) + sum of signed pairwise
     masks, mod 2^b, packed at ``packed_width(modulus_bits)`` bits each
     (``arithmetic.pack``: 3.5 bytes a value at b = 28). ``seed_commitment`` lets the
-    server check a reconstructed seed. On the wire (``FSM3``) the sender and each share's
+    server check a reconstructed seed. ``shares`` go to the holders that do not derive theirs
+    (``graph.sent_holders``). On the wire (``FSM4``) the sender and each share's
     recipient are named by their 2-byte position in the round's sorted roster; ``roster``
     is that roster (``ctx.tenant_ids``): ``ClientRound.submit`` sets it,
     ``from_bytes(data, ctx)`` takes it from the round's context.
@@ -81,7 +82,7 @@ class MaskedInput:
     shares: tuple[EncryptedShare, ...]
     roster: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
-    MAGIC = b"FSM3"
+    MAGIC = b"FSM4"
 
     def __post_init__(self) -> None:
         if len(self.context_digest) != DIGEST_BYTES or len(self.seed_commitment) != DIGEST_BYTES:

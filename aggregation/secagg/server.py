@@ -89,11 +89,12 @@ class ServerRound:
         vector = msg.vector()
         if vector.shape[0] != self.ctx.length:
             raise MalformedMessage(f"masked vector of {vector.shape[0]} values, the round has {self.ctx.length}")
-        holders = graph.share_holders(self.ctx, msg.sender)
+        sent = graph.sent_holders(self.ctx, msg.sender)
         recipients = [s.recipient for s in msg.shares]
-        if any(s.sender != msg.sender for s in msg.shares) or sorted(recipients) != list(holders):
+        if any(s.sender != msg.sender for s in msg.shares) or sorted(recipients) != list(sent):
             raise MalformedMessage(
-                f"{msg.sender!r} must send exactly one share to each of its {len(holders)} holders"
+                f"{msg.sender!r} must send exactly one share to each of its {len(sent)} holders that do not "
+                "derive theirs"
             )
         self._sum += vector
         self._commitments[msg.sender] = msg.seed_commitment

@@ -70,6 +70,33 @@ def reconstruct(points: Sequence[tuple[int, int]], threshold: int) -> int:
     return total % PRIME
 
 
+def complete(secret: int, fixed: Sequence[tuple[int, int]], xs: Sequence[int]) -> list[int]:
+    """f(x) for each x of ``xs``, f the polynomial of degree ``len(fixed)`` with f(0) = ``secret``
+    through the ``fixed`` points (x, y): a sharing with threshold ``len(fixed) + 1``.
+
+    Pseudorandom secret sharing: when the fixed points are uniform and independent of the
+    secret (shares each of those holders derives on its own), the shares have exactly the
+    distribution of ``split`` (the map from f's coefficients to f(0) and f at ``len(fixed)``
+    points is a bijection), so fewer than threshold of them still say nothing of the secret;
+    only the shares at ``xs`` have to be sent. Lagrange over the known points, with their
+    denominators inverted together; f(x) = sum_i w_i * prod_{j != i} (x - x_j), the products
+    exact small-integer products.
+    """
+    if not 0 <= secret < PRIME or any(not 0 <= y < PRIME for _, y in fixed):
+        raise InvalidRoundParams("share value out of the field")
+    known = [(0, secret), *fixed]
+    kx = [x for x, _ in known]
+    if len(set(kx)) != len(kx) or len(set(xs)) != len(xs) or set(xs) & set(kx) or any(not 0 < x < PRIME for x in xs):
+        raise InvalidRoundParams("evaluation points must be distinct and non-zero")
+    inv = _inverses([math.prod(xi - xj for xj in kx if xj != xi) % PRIME for xi in kx])
+    weights = [y * d % PRIME for (_, y), d in zip(known, inv, strict=True)]
+    out = []
+    for x in xs:
+        full = math.prod(x - xj for xj in kx)  # nonzero: x is none of the known points
+        out.append(sum(w * (full // (x - xi)) for w, xi in zip(weights, kx, strict=True)) % PRIME)
+    return out
+
+
 @lru_cache(maxsize=4096)
 def lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
     """lambda_i = prod_{j != i} x_j / (x_j - x_i) mod p, for interpolation at 0.
@@ -81,12 +108,17 @@ def lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
     dens = [math.prod(xj - xi for xj in xs if xj != xi) % PRIME for xi in xs]
     full = math.prod(xs)
     nums = [(full // x) % PRIME for x in xs]
-    prefix = [1] * (len(dens) + 1)
-    for i, d in enumerate(dens):
+    return tuple(n * d % PRIME for n, d in zip(nums, _inverses(dens), strict=True))
+
+
+def _inverses(values: Sequence[int]) -> list[int]:
+    """The inverses mod p of nonzero ``values``, with one modular inversion (Montgomery's trick)."""
+    prefix = [1] * (len(values) + 1)
+    for i, d in enumerate(values):
         prefix[i + 1] = prefix[i] * d % PRIME
     inv = pow(prefix[-1], -1, PRIME)
-    inv_dens = [0] * len(dens)
-    for i in range(len(dens) - 1, -1, -1):
-        inv_dens[i] = inv * prefix[i] % PRIME
-        inv = inv * dens[i] % PRIME
-    return tuple(n * d % PRIME for n, d in zip(nums, inv_dens, strict=True))
+    out = [0] * len(values)
+    for i in range(len(values) - 1, -1, -1):
+        out[i] = inv * prefix[i] % PRIME
+        inv = inv * values[i] % PRIME
+    return out

@@ -19,6 +19,7 @@ from aggregation.secagg import (
     WrongPhase,
     WrongRound,
     neighbours,
+    sent_holders,
     survivor_set_digest,
 )
 
@@ -69,7 +70,8 @@ def test_client_refuses_a_second_different_survivor_set() -> None:
 
 def test_client_refuses_a_peer_in_both_roles() -> None:
     cohort = _closed(6, threshold=4)
-    me, ghost = cohort.ids[0], cohort.ids[5]
+    me, ghost = cohort.ids[0], cohort.ids[3]  # me holds a sent (not derived) share of ghost's seed
+    assert me in sent_holders(cohort.ctx, ghost)
     shown = tuple(t for t in cohort.ids if t != ghost)
     inbox = cohort.server.unmask_request_for(me).shares  # includes ghost's share: ghost did submit
     req = UnmaskRequest(cohort.ctx.digest(), me, shown, inbox)

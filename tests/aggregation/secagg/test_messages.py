@@ -74,9 +74,9 @@ def test_wrong_magic_oversize_and_non_bytes_are_refused() -> None:
     with pytest.raises(MalformedMessage, match="magic"):
         UnmaskRequest.from_bytes(masked, cohort.ctx)
     with pytest.raises(MalformedMessage, match="exceeds"):
-        MaskedInput.from_bytes(b"FSM3" + bytes(MAX_MESSAGE_BYTES), cohort.ctx)
+        MaskedInput.from_bytes(b"FSM4" + bytes(MAX_MESSAGE_BYTES), cohort.ctx)
     with pytest.raises(MalformedMessage, match="expected bytes"):
-        MaskedInput.from_bytes("FSM3", cohort.ctx)  # type: ignore[arg-type]
+        MaskedInput.from_bytes("FSM4", cohort.ctx)  # type: ignore[arg-type]
 
 
 def test_lengths_inside_messages_are_checked() -> None:

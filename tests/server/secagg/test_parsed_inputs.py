@@ -46,7 +46,7 @@ def test_malformed_bytes_are_refused_every_time_and_never_kept() -> None:
     parse = _ParsedInputs(max_bytes=1 << 20)
     for _ in range(2):
         with pytest.raises(MalformedMessage):
-            parse(b"FSM3 not an input", CTX)
+            parse(b"FSM4 not an input", CTX)
     assert parse._size == 0
 
 

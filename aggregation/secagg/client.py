@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, MutableMapping
 import numpy as np
 import numpy.typing as npt
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 
 from aggregation.secagg import arithmetic, crypto, graph, shamir
 from aggregation.secagg._codec import Reader, Writer
@@ -44,7 +44,7 @@ from aggregation.secagg.errors import (
 )
 from aggregation.secagg.messages import (
     DIGEST_BYTES,
-    NONCE_BYTES,
+    SHARE_NONCE,
     Attestation,
     EncryptedShare,
     MaskedInput,
@@ -216,10 +216,10 @@ class ClientRound:
         )
         shares = []
         for holder, y in zip(sent, ys, strict=True):
-            nonce = self._rng(NONCE_BYTES)
-            aead = ChaCha20Poly1305(self._pair_key(holder, crypto.PURPOSE_SHARE))
-            ct = aead.encrypt(nonce, y.to_bytes(shamir.ELEMENT_BYTES, "big"), share_associated_data(ctx, me, holder))
-            shares.append(EncryptedShare(sender=me, recipient=holder, nonce=nonce, ciphertext=ct))
+            aead = AESGCMSIV(self._pair_key(holder, crypto.PURPOSE_SHARE))
+            ct = aead.encrypt(SHARE_NONCE, y.to_bytes(shamir.ELEMENT_BYTES, "big"),
+                              share_associated_data(ctx, me, holder))
+            shares.append(EncryptedShare(sender=me, recipient=holder, ciphertext=ct))
 
         words = arithmetic.reduce(words, bits)
         self.noise_share = noise
@@ -374,9 +374,9 @@ class ClientRound:
         seed_shares = []
         for sender in sorted(by_sender):
             share = by_sender[sender]
-            aead = ChaCha20Poly1305(self._pair_key(sender, crypto.PURPOSE_SHARE))
+            aead = AESGCMSIV(self._pair_key(sender, crypto.PURPOSE_SHARE))
             try:
-                plain = aead.decrypt(share.nonce, share.ciphertext, share_associated_data(ctx, sender, me))
+                plain = aead.decrypt(SHARE_NONCE, share.ciphertext, share_associated_data(ctx, sender, me))
             except InvalidTag:
                 raise ReplayedMessage(
                     f"share from {sender!r} does not decrypt for this round and recipient (replayed or forged)"

@@ -24,7 +24,8 @@ from aggregation.secagg.errors import MalformedMessage, WrongRound
 from aggregation.secagg.shamir import ELEMENT_BYTES, PRIME
 
 DIGEST_BYTES = 32
-NONCE_BYTES = 12
+#: The nonce of every share's AES-GCM-SIV seal (see EncryptedShare): fixed, never sent.
+SHARE_NONCE = bytes(12)
 TAG_BYTES = 16
 SHARE_CIPHERTEXT_BYTES = ELEMENT_BYTES + TAG_BYTES
 MAX_SIGNATURE_BYTES = 1024
@@ -43,19 +44,22 @@ def _checked(cls_name: str, build):  # type: ignore[no-untyped-def]
 class EncryptedShare:
     """One Shamir share of ``sender``'s self-mask seed, AEAD-encrypted to ``recipient``.
 
-    ChaCha20-Poly1305 under the pair's per-round AEAD key, random nonce,
-    associated data binding the round context (cohort, schema version,
-    window, round id, roster), sender and recipient.
+    AES-256-GCM-SIV (RFC 8452) under the pair's per-round AEAD key with the fixed nonce
+    ``SHARE_NONCE``, associated data binding the round context (cohort, schema version,
+    window, round id, roster), sender and recipient. A key seals at most one share each way
+    in a round, and GCM-SIV is nonce-misuse resistant: even a second, different share
+    sealed under the same key and nonce (a tenant that built two masked inputs for one round)
+    reveals only whether two sealed (associated data, share) pairs are equal. So no nonce
+    travels: a share is its 32-byte ciphertext (16-byte element, 16-byte tag).
     """
 
     sender: str
     recipient: str
-    nonce: bytes
     ciphertext: bytes
 
     def __post_init__(self) -> None:
-        if len(self.nonce) != NONCE_BYTES or len(self.ciphertext) != SHARE_CIPHERTEXT_BYTES:
-            raise MalformedMessage("EncryptedShare: wrong nonce or ciphertext length")
+        if len(self.ciphertext) != SHARE_CIPHERTEXT_BYTES:
+            raise MalformedMessage("EncryptedShare: wrong ciphertext length")
         if not self.sender or not self.recipient:
             raise MalformedMessage("EncryptedShare: empty sender or recipient")
 
@@ -141,11 +145,10 @@ class MaskedInput:
 
 def _write_shares(w: Writer, shares: tuple[EncryptedShare, ...], peer_at: Callable[[EncryptedShare], int]) -> None:
     """The shares of a message that implies one of their ends: a count, then per share the roster
-    position of its other end, the nonce and the ciphertext."""
+    position of its other end and the ciphertext."""
     w.u16(len(shares))
     for share in shares:
         w.u16(peer_at(share))
-        w.raw(share.nonce)
         w.raw(share.ciphertext)
 
 
@@ -158,7 +161,6 @@ def _read_shares(r: Reader, name: Callable[[int, str], str], *, sender: str | No
         peer = name(r.u16(f"share.{role}"), f"share {role}")
         shares.append(EncryptedShare(sender=sender if sender is not None else peer,
                                      recipient=recipient if recipient is not None else peer,
-                                     nonce=r.raw(NONCE_BYTES, "share.nonce"),
                                      ciphertext=r.raw(SHARE_CIPHERTEXT_BYTES, "share.ciphertext")))
     return tuple(shares)
 
@@ -206,7 +208,7 @@ def _roster_for(r: Reader, ctx: RoundContext, digest: bytes, what: str) -> tuple
 class UnmaskRequest:
     """Phase 3, server -> tenant: the survivor set S and the shares addressed to ``recipient`` by survivors.
 
-    On the wire (``FSQ3``) every tenant is named by its 0-based position in the round's sorted
+    On the wire (``FSQ4``) every tenant is named by its 0-based position in the round's sorted
     roster: the recipient and each share's sender as 2 bytes, the survivor set as a bitmap of
     ceil(n / 8) bytes. ``roster`` is that roster (``ctx.tenant_ids``): :class:`ServerRound`
     sets it, ``from_bytes(data, ctx)`` takes it from the context the tenant verified."""
@@ -217,7 +219,7 @@ class UnmaskRequest:
     shares: tuple[EncryptedShare, ...]
     roster: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
-    MAGIC = b"FSQ3"
+    MAGIC = b"FSQ4"
 
     def __post_init__(self) -> None:
         if len(self.context_digest) != DIGEST_BYTES:

@@ -115,7 +115,7 @@ def test_a_share_offered_for_a_seed_the_recipient_derives_is_refused() -> None:
     req = cohort.server.unmask_request_for(me)
     assert owner not in {s.sender for s in req.shares}
     some = req.shares[0]
-    extra = EncryptedShare(owner, me, some.nonce, some.ciphertext)
+    extra = EncryptedShare(owner, me, some.ciphertext)
     with pytest.raises(UnknownParticipant, match="derives"):
         cohort.clients[me].unmask(UnmaskRequest(req.context_digest, me, req.survivors, (*req.shares, extra)), atts)
 
@@ -125,7 +125,7 @@ def test_the_server_refuses_an_input_that_sends_a_derived_share() -> None:
     me = cohort.ids[0]
     msg = cohort.clients[me].submit(cohort.tables[me])
     to_derived = sorted(derived_holders(cohort.ctx, me) - {me})[0]
-    extra = EncryptedShare(me, to_derived, msg.shares[0].nonce, msg.shares[0].ciphertext)
+    extra = EncryptedShare(me, to_derived, msg.shares[0].ciphertext)
     forged = MaskedInput(msg.context_digest, me, msg.modulus_bits, msg.masked, msg.seed_commitment,
                          tuple(sorted((*msg.shares, extra), key=lambda s: s.recipient)))
     with pytest.raises(MalformedMessage, match="do not derive"):

@@ -168,7 +168,7 @@ def test_shares_name_only_their_other_end_on_the_wire() -> None:
     assert UnmaskRequest.from_bytes(req.to_bytes(), cohort.ctx).shares == req.shares
     assert all(s.recipient == req.recipient for s in req.shares)
     stray = req.shares[0]
-    moved = type(stray)(stray.sender, cohort.ids[4], stray.nonce, stray.ciphertext)
+    moved = type(stray)(stray.sender, cohort.ids[4], stray.ciphertext)
     with pytest.raises(MalformedMessage, match="another recipient"):
         UnmaskRequest(req.context_digest, req.recipient, req.survivors, (moved, *req.shares[1:])).to_bytes()
 
@@ -180,8 +180,8 @@ def test_unmask_request_names_tenants_by_roster_position() -> None:
     n = len(cohort.ids)
     data = req.to_bytes()
     # magic, digest, roster size, recipient, the survivor bitmap, the share count, then per share
-    # a 2-byte sender, the nonce and the ciphertext: no tenant id on the wire.
-    assert len(data) == 4 + 32 + 2 + 2 + (n + 7) // 8 + 2 + len(req.shares) * (2 + 12 + 32)
+    # a 2-byte sender and the 32-byte ciphertext (no nonce travels): no tenant id on the wire.
+    assert len(data) == 4 + 32 + 2 + 2 + (n + 7) // 8 + 2 + len(req.shares) * (2 + 32)
     assert not any(tid.encode() in data for tid in cohort.ids)
     bitmap = data[40 : 40 + (n + 7) // 8]
     assert [cohort.ids[i] for i in range(n) if bitmap[i >> 3] >> (i & 7) & 1] == list(req.survivors)
@@ -215,8 +215,8 @@ def test_masked_input_names_tenants_by_roster_position() -> None:
     assert isinstance(masked, MaskedInput)
     data = masked.to_bytes()
     # magic, digest, roster size, sender, bits, the packed vector with its length, the commitment,
-    # the share count, then per share a 2-byte recipient, the nonce and the ciphertext.
-    assert len(data) == 4 + 32 + 2 + 2 + 1 + 4 + len(masked.masked) + 32 + 2 + len(masked.shares) * (2 + 12 + 32)
+    # the share count, then per share a 2-byte recipient and the 32-byte ciphertext.
+    assert len(data) == 4 + 32 + 2 + 2 + 1 + 4 + len(masked.masked) + 32 + 2 + len(masked.shares) * (2 + 32)
     assert not any(tid.encode() in data for tid in cohort.ids)
     assert MaskedInput.from_bytes(data, cohort.ctx) == masked
     resized = bytearray(data)

@@ -150,7 +150,7 @@ def test_a_masked_input_takes_b_bits_a_value_on_the_wire() -> None:
         with pytest.raises(MalformedMessage, match="padding"):
             MaskedInput.from_bytes(bytes(data), cohort.ctx)
     # Each share names only its recipient on the wire: a share of another sender cannot be encoded.
-    foreign = EncryptedShare(cohort.ids[1], msg.shares[0].recipient, msg.shares[0].nonce, msg.shares[0].ciphertext)
+    foreign = EncryptedShare(cohort.ids[1], msg.shares[0].recipient, msg.shares[0].ciphertext)
     forged = MaskedInput(msg.context_digest, me, bits, msg.masked, msg.seed_commitment, (foreign, *msg.shares[1:]))
     with pytest.raises(MalformedMessage, match="another sender"):
         forged.to_bytes()

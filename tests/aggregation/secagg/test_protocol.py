@@ -149,7 +149,7 @@ def test_server_refuses_duplicates_unknown_senders_and_wrong_shapes() -> None:
         cohort.server.add_input(
             MaskedInput(good.context_digest, b, good.modulus_bits, good.masked, good.seed_commitment, good.shares[1:])
         )
-    forged = EncryptedShare(a, good.shares[0].recipient, good.shares[0].nonce, good.shares[0].ciphertext)
+    forged = EncryptedShare(a, good.shares[0].recipient, good.shares[0].ciphertext)
     with pytest.raises(MalformedMessage, match="holders"):
         cohort.server.add_input(
             MaskedInput(

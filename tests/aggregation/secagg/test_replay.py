@@ -78,7 +78,7 @@ def test_share_redirected_to_another_recipient_does_not_decrypt() -> None:
     # (the senders that sent to both; the others' shares to `me` stay as they are).
     assert {s.sender for s in mine.shares} & theirs.keys()
     moved = tuple(
-        EncryptedShare(s.sender, me, theirs[s.sender].nonce, theirs[s.sender].ciphertext) if s.sender in theirs else s
+        EncryptedShare(s.sender, me, theirs[s.sender].ciphertext) if s.sender in theirs else s
         for s in mine.shares
     )
     with pytest.raises(ReplayedMessage):
@@ -93,7 +93,7 @@ def test_tampered_share_ciphertext_does_not_decrypt() -> None:
     me = cohort.ids[0]
     req = cohort.server.unmask_request_for(me)
     first = req.shares[0]
-    flipped = EncryptedShare(first.sender, me, first.nonce, bytes([first.ciphertext[0] ^ 1]) + first.ciphertext[1:])
+    flipped = EncryptedShare(first.sender, me, bytes([first.ciphertext[0] ^ 1]) + first.ciphertext[1:])
     with pytest.raises(ReplayedMessage):
         cohort.clients[me].unmask(UnmaskRequest(req.context_digest, me, req.survivors, (flipped, *req.shares[1:])), atts)
 
@@ -118,3 +118,30 @@ def test_pair_keys_are_rfc5869_hkdf_and_differ_per_round_pair_and_purpose() -> N
     keys = {crypto.derive_pair_key(secret, x, p, q, purpose)
             for x in (ctx, other) for p, q in ((a, b), (a, c)) for purpose in (crypto.PURPOSE_MASK, crypto.PURPOSE_SHARE)}
     assert len(keys) == 8
+
+
+def test_a_share_is_aes_gcm_siv_under_the_pair_key_with_the_fixed_nonce() -> None:
+    """What EncryptedShare documents, byte for byte: AES-256-GCM-SIV under the per-round pair key,
+    SHARE_NONCE, the share's associated data; only the recipient's pair key opens it, and two
+    masked inputs of one tenant for one round (two seeds) seal different bytes for one holder."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
+
+    from aggregation.secagg import crypto, share_associated_data
+    from aggregation.secagg.messages import SHARE_NONCE
+
+    cohort = make_cohort(5, threshold=3)
+    me = cohort.ids[0]
+    msg = cohort.clients[me].submit(cohort.tables[me])
+    share = msg.shares[0]
+    holder = cohort.clients[share.recipient]
+    key = holder._pair_key(me, crypto.PURPOSE_SHARE)
+    ad = share_associated_data(cohort.ctx, me, share.recipient)
+    plain = AESGCMSIV(key).decrypt(SHARE_NONCE, share.ciphertext, ad)
+    assert len(plain) == 16 and int.from_bytes(plain, "big") < crypto.PRIME
+    stranger = cohort.clients[next(t for t in cohort.ids if t not in (me, share.recipient))]
+    with pytest.raises(InvalidTag):
+        AESGCMSIV(stranger._pair_key(me, crypto.PURPOSE_SHARE)).decrypt(SHARE_NONCE, share.ciphertext, ad)
+    again = make_cohort(5, threshold=3, seed=1, keys=cohort.keys)  # same keys and round, another seed
+    second = again.clients[me].submit(again.tables[me])
+    assert {s.recipient: s.ciphertext for s in second.shares}[share.recipient] != share.ciphertext

@@ -14,46 +14,22 @@ the PRG's own 2^128 bound. Evaluation points are
 small positive integers (the holders' 1-based roster positions), so the
 Lagrange coefficients are ratios of small integers: one modular inversion per
 reconstruction (batched), the rest products of machine-size integers.
+
+Sharing is pseudorandom (``complete``): t - 1 holders derive their shares from
+their pairwise secrets with the owner, and the seed with those points fixes
+the polynomial; the other holders' shares are computed and sent.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 
 from aggregation.secagg.errors import InsufficientShares, InvalidRoundParams
 
 PRIME = (1 << 127) - 1  # a Mersenne prime
 ELEMENT_BYTES = 16  # ceil(127 / 8)
-
-
-def _random_element(random_bytes: Callable[[int], bytes]) -> int:
-    # Rejection sampling: uniform in [0, p) (a 127-bit draw is >= p with probability 2^-127).
-    while True:
-        value = int.from_bytes(random_bytes(ELEMENT_BYTES), "big") & PRIME
-        if value < PRIME:
-            return value
-
-
-def split(
-    secret: int, xs: Sequence[int], threshold: int, random_bytes: Callable[[int], bytes]
-) -> list[int]:
-    """Shares f(x) for each x of ``xs`` of a random degree-(threshold-1) polynomial with f(0) = secret."""
-    if not 1 <= threshold <= len(xs):
-        raise InvalidRoundParams(f"threshold {threshold} must lie in [1, {len(xs)}] holders")
-    if not 0 <= secret < PRIME:
-        raise InvalidRoundParams("secret out of the field")
-    if len(set(xs)) != len(xs) or any(not 0 < x < PRIME for x in xs):
-        raise InvalidRoundParams("evaluation points must be distinct and non-zero")
-    coeffs = [secret] + [_random_element(random_bytes) for _ in range(threshold - 1)]
-    shares = []
-    for x in xs:
-        acc = 0
-        for c in reversed(coeffs):
-            acc = (acc * x + c) % PRIME
-        shares.append(acc)
-    return shares
 
 
 def reconstruct(points: Sequence[tuple[int, int]], threshold: int) -> int:
@@ -76,7 +52,7 @@ def complete(secret: int, fixed: Sequence[tuple[int, int]], xs: Sequence[int]) -
 
     Pseudorandom secret sharing: when the fixed points are uniform and independent of the
     secret (shares each of those holders derives on its own), the shares have exactly the
-    distribution of ``split`` (the map from f's coefficients to f(0) and f at ``len(fixed)``
+    distribution of a random polynomial's (the map from f's coefficients to f(0) and f at ``len(fixed)``
     points is a bijection), so fewer than threshold of them still say nothing of the secret;
     only the shares at ``xs`` have to be sent. Lagrange over the known points, with their
     denominators inverted together; f(x) = sum_i w_i * prod_{j != i} (x - x_j), the products

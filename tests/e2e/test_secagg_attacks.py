@@ -29,7 +29,7 @@ from server.secagg.rounds import SecAggSettings, configure
 from tenant_agent import Collector, CollectorConfig, enroll
 from tenant_agent.config import BudgetConfig
 from tenant_agent.secagg import DROPPED, REFUSED, RosterRejected
-from tests.e2e.secagg_support import advance_until, secure_harness
+from tests.e2e.secagg_support import advance_until, secure_collector, serving
 from tests.harness import Harness
 
 WINDOW = 3600
@@ -37,24 +37,8 @@ WINDOW = 3600
 
 @pytest.fixture
 def h(database_url: str, tmp_path: Path) -> Iterator[Harness]:
-    harness = secure_harness(database_url, tmp_path / "server")
-    configure(harness.ctx, SecAggSettings(submit_seconds=600.0, unmask_seconds=600.0))
-    try:
-        yield harness
-    finally:
-        harness.running.stop(0)
-        harness.ctx.engine.dispose()
-
-
-def _collector(h: Harness, tmp: Path, tenant: str, cohort: str = "retail",
-               channel: grpc.Channel | None = None) -> Collector:
-    tdir = tmp / tenant
-    enroll(h.enroll_target, h.token(tenant, cohort), tdir, h.ca.certificate_pem, signals_address=h.mtls_target)
-    c = Collector(CollectorConfig(state_dir=tdir, server=h.mtls_target, budget=BudgetConfig(rho_per_period=10.0)),
-                  channel=channel)
-    assert c.secure.register_key()
-    c.refresh_schema()
-    return c
+    with serving(database_url, tmp_path / "server", SecAggSettings(submit_seconds=600.0, unmask_seconds=600.0)) as h:
+        yield h
 
 
 def _window() -> int:
@@ -86,8 +70,8 @@ def _masked(c: Collector, start: int) -> tuple[str, bytes]:
 
 
 def test_round_messages_out_of_place_are_refused_each_with_its_status(h: Harness, tmp_path: Path) -> None:
-    cs = [_collector(h, tmp_path, f"r{i}") for i in range(3)]
-    other = [_collector(h, tmp_path, f"o{i}", cohort="travel") for i in range(2)]
+    cs = [secure_collector(h, tmp_path, f"r{i}") for i in range(3)]
+    other = [secure_collector(h, tmp_path, f"o{i}", cohort="travel") for i in range(2)]
     try:
         start = _window()
         rid, data = _masked(cs[0], start)
@@ -163,7 +147,7 @@ def test_a_stored_input_the_server_refuses_as_malformed_makes_a_dropout_not_an_e
     tdir = tmp_path / "m0"
     enroll(h.enroll_target, h.token("m0"), tdir, h.ca.certificate_pem, signals_address=h.mtls_target)
     offline = _Offline()
-    c = _collector(h, tmp_path, "m0-unused")  # a second tenant, so that the round has a roster of two
+    c = secure_collector(h, tmp_path, "m0-unused")  # a second tenant, so that the round has a roster of two
     victim = Collector(CollectorConfig(state_dir=tdir, server=h.mtls_target, budget=BudgetConfig(rho_per_period=10.0)),
                        channel=grpc.intercept_channel(open_channel(tdir, h.mtls_target), offline))
     try:
@@ -196,7 +180,7 @@ def test_a_stored_input_the_server_refuses_as_malformed_makes_a_dropout_not_an_e
 
 
 def test_a_roster_signature_that_does_not_verify_is_refused_by_server_and_tenants(h: Harness, tmp_path: Path) -> None:
-    cs = [_collector(h, tmp_path, f"s{i}") for i in range(3)]
+    cs = [secure_collector(h, tmp_path, f"s{i}") for i in range(3)]
     try:
         stub = _stub(cs[0])
         key = cs[0].secure.public_key
@@ -232,7 +216,7 @@ def test_a_roster_signature_that_does_not_verify_is_refused_by_server_and_tenant
 
 def test_fewer_than_t_inputs_abort_the_round_visibly(h: Harness, tmp_path: Path) -> None:
     configure(h.ctx, SecAggSettings(submit_seconds=60.0))
-    cs = [_collector(h, tmp_path, f"a{i}") for i in range(4)]
+    cs = [secure_collector(h, tmp_path, f"a{i}") for i in range(4)]
     try:
         start = _window()
         rid, data = _masked(cs[0], start)
@@ -309,7 +293,7 @@ class _Done:
 
 
 def test_a_server_showing_inconsistent_survivor_sets_is_detected(h: Harness, tmp_path: Path) -> None:
-    honest = [_collector(h, tmp_path, f"e{i}") for i in range(4)]
+    honest = [secure_collector(h, tmp_path, f"e{i}") for i in range(4)]
     victim_dir = "e4"
     spy = _Equivocating(hidden="e3")
     enroll(h.enroll_target, h.token(victim_dir), tmp_path / victim_dir, h.ca.certificate_pem,

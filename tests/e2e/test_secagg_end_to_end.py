@@ -26,9 +26,8 @@ from server.secagg.models import DONE, ParticipantRecord, RoundRecord
 from server.secagg.rounds import SecAggSettings, configure
 from server.secagg.service import SERVICE_NAME
 from server.signals.models import MergedWindow
-from tenant_agent import Collector, CollectorConfig, enroll
-from tenant_agent.config import BudgetConfig
-from tests.e2e.secagg_support import SECAGG_SERVICES, advance_until, secure_harness
+from tenant_agent import Collector
+from tests.e2e.secagg_support import SECAGG_SERVICES, advance_until, secure_collector, serving
 from tests.harness import Harness
 
 WINDOW = 3600
@@ -36,27 +35,13 @@ WINDOW = 3600
 
 @pytest.fixture
 def h(database_url: str, tmp_path: Path) -> Iterator[Harness]:
-    harness = secure_harness(database_url, tmp_path / "server")
-    try:
-        yield harness
-    finally:
-        harness.running.stop(0)
-        harness.ctx.engine.dispose()
+    with serving(database_url, tmp_path / "server") as h:
+        yield h
 
 
 def _registered(h: Harness, tmp: Path, tenants: list[str]) -> list[Collector]:
     """Enrolled collectors of ``tenants`` with their masking keys in the roster and the cohort's schema."""
-    collectors = [_collector(h, tmp, t) for t in tenants]
-    for c in collectors:
-        assert c.secure.register_key()
-        c.refresh_schema()
-    return collectors
-
-
-def _collector(h: Harness, tmp: Path, tenant: str, cohort: str = "retail") -> Collector:
-    tdir = tmp / tenant
-    enroll(h.enroll_target, h.token(tenant, cohort), tdir, h.ca.certificate_pem, signals_address=h.mtls_target)
-    return Collector(CollectorConfig(state_dir=tdir, server=h.mtls_target, budget=BudgetConfig(rho_per_period=10.0)))
+    return [secure_collector(h, tmp, t) for t in tenants]
 
 
 def test_a_secure_round_releases_the_sum_of_the_survivors_once(h: Harness, tmp_path: Path) -> None:
@@ -152,7 +137,7 @@ def test_a_tenant_holding_the_roster_gets_the_next_context_without_it(h: Harness
         rebuilt = RoundContext.from_header(held.context_header, first.ctx.roster)
         assert rebuilt.to_bytes() == full.context and rebuilt.digest() == second.ctx.digest()
         # A fourth tenant joins: the roster changed, so the held digest no longer matches.
-        late = _collector(h, tmp_path, "t3")
+        late = secure_collector(h, tmp_path, "t3", register=False)
         collectors.append(late)
         assert late.secure.register_key()
         third = c.secure.prepare(start + 2 * WINDOW, schema)

@@ -14,12 +14,10 @@ from fedsignal.v1 import common_pb2, secagg_pb2, signals_pb2_grpc
 from aggregation.schema import LOCAL
 from fedsignal_cli.simulator import AgentNetwork, SimTenant
 from server.db import transaction
-from server.secagg.rounds import SecAggSettings, configure
+from server.secagg.rounds import SecAggSettings
 from server.signals.schemas import publish_aggregation
-from tenant_agent import Collector, CollectorConfig, enroll
-from tenant_agent.config import BudgetConfig
 from tenant_agent.secagg import SecAggConfig
-from tests.e2e.secagg_support import secure_harness
+from tests.e2e.secagg_support import secure_collector, serving
 from tests.harness import Harness
 
 WINDOW = 3600
@@ -27,26 +25,12 @@ WINDOW = 3600
 
 @pytest.fixture
 def h(database_url: str, tmp_path: Path) -> Iterator[Harness]:
-    harness = secure_harness(database_url, tmp_path / "server")
-    configure(harness.ctx, SecAggSettings(submit_seconds=600.0))
-    try:
-        yield harness
-    finally:
-        harness.running.stop(0)
-        harness.ctx.engine.dispose()
-
-
-def _collector(h: Harness, tmp: Path, tenant: str) -> Collector:
-    tdir = tmp / tenant
-    enroll(h.enroll_target, h.token(tenant), tdir, h.ca.certificate_pem, signals_address=h.mtls_target)
-    c = Collector(CollectorConfig(state_dir=tdir, server=h.mtls_target, budget=BudgetConfig(rho_per_period=10.0)))
-    assert c.secure.register_key()
-    c.refresh_schema()
-    return c
+    with serving(database_url, tmp_path / "server", SecAggSettings(submit_seconds=600.0)) as h:
+        yield h
 
 
 def test_the_own_worst_case_cap_withholds_and_empty_windows_still_submit(h: Harness, tmp_path: Path) -> None:
-    cs = [_collector(h, tmp_path, f"m{i}") for i in range(3)]
+    cs = [secure_collector(h, tmp_path, f"m{i}") for i in range(3)]
     try:
         start = (int(time.time()) // WINDOW - 2) * WINDOW
         net = AgentNetwork([SimTenant("m0", "retail", 20)], seed=1)
@@ -70,7 +54,7 @@ def test_the_own_worst_case_cap_withholds_and_empty_windows_still_submit(h: Harn
 
 
 def test_a_local_mode_cohort_releases_at_the_schema_noise_only(h: Harness, tmp_path: Path) -> None:
-    c = _collector(h, tmp_path, "l0")
+    c = secure_collector(h, tmp_path, "l0")
     try:
         schema = c.schema
         with transaction(h.ctx.sessions) as session:

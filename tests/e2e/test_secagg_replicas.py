@@ -24,13 +24,12 @@ from fedsignal_cli.simulator import AgentNetwork, SimTenant
 from server.audit import iter_audit, verify_audit
 from server.secagg.job import run_rounds
 from server.secagg.models import DONE, ParticipantRecord, RoundRecord
-from server.secagg.rounds import SecAggSettings, configure
+from server.secagg.rounds import SecAggSettings
 from server.secagg.service import SERVICE_NAME
 from server.signals.models import MergedWindow
-from tenant_agent import Collector, CollectorConfig, enroll
-from tenant_agent.config import BudgetConfig
+from tenant_agent import Collector
 from tenant_agent.windows import WindowBook
-from tests.e2e.secagg_support import advance_until, secure_harness
+from tests.e2e.secagg_support import advance_until, secure_collector, serving
 from tests.harness import Harness
 from tests.server.signals.procs import ServerProcess
 
@@ -40,18 +39,8 @@ WINDOW = 3600
 
 @pytest.fixture
 def h(postgres_url: str, tmp_path: Path) -> Iterator[Harness]:
-    harness = secure_harness(postgres_url, tmp_path / "server")
-    try:
-        yield harness
-    finally:
-        harness.running.stop(0)
-        harness.ctx.engine.dispose()
-
-
-def _collector(h: Harness, tmp: Path, tenant: str, server: str) -> Collector:
-    tdir = tmp / tenant
-    enroll(h.enroll_target, h.token(tenant), tdir, h.ca.certificate_pem, signals_address=server)
-    return Collector(CollectorConfig(state_dir=tdir, server=server, budget=BudgetConfig(rho_per_period=10.0)))
+    with serving(postgres_url, tmp_path / "server", SecAggSettings(submit_seconds=60.0, unmask_seconds=60.0)) as h:
+        yield h
 
 
 def _rounds(h: Harness) -> list[RoundRecord]:
@@ -64,17 +53,13 @@ def _released(h: Harness, start: int) -> bool:
 
 
 def test_rounds_spread_over_two_replicas_are_released_once_each(h: Harness, tmp_path: Path) -> None:
-    configure(h.ctx, SecAggSettings(submit_seconds=60.0, unmask_seconds=60.0))
     replica = ServerProcess(h.state_dir, h.ctx.settings.database_url, tmp_path / "replica.log", job_interval=0.1)
     replica.start()
     collectors: list[Collector] = []
     try:
         servers = [h.mtls_target, f"localhost:{replica.port}"]
         tenants = [f"t{i}" for i in range(5)]
-        collectors = [_collector(h, tmp_path, t, servers[i % 2]) for i, t in enumerate(tenants)]
-        for c in collectors:
-            assert c.secure.register_key()
-            c.refresh_schema()
+        collectors = [secure_collector(h, tmp_path, t, server=servers[i % 2]) for i, t in enumerate(tenants)]
         schema = collectors[0].schema
         assert schema.aggregation_mode == "secure"
         net = AgentNetwork([SimTenant(t, "retail", 25) for t in tenants], seed=9)

@@ -94,7 +94,7 @@ class SecureAggregationServicer:
 
     def GetRoster(self, request: secagg_pb2.GetRosterRequest, context: grpc.ServicerContext) -> secagg_pb2.Roster:  # noqa: N802
         _identity, cohort = self._tenant(context)
-        with read_session(self._ctx) as session:
+        with read_only(self._ctx.read_sessions) as session:
             entries = roster_mod.active_entries(session, cohort)
             return secagg_pb2.Roster(cohort=cohort, entries=[roster_mod.to_proto(e) for e in entries])
 
@@ -129,14 +129,14 @@ class SecureAggregationServicer:
             if facts is not None and phase is not None:  # (a cached round whose row is gone: look again)
                 if request.omit_roster:
                     return info(None, facts, phase)
-                with read_session(self._ctx) as session:
+                with read_only(self._ctx.read_sessions) as session:
                     return info(session, facts, phase)
             with self._write() as session:
                 row = rounds.open_round(session, cohort, window, version, self._ctx.clock(), settings)
             facts = cache.remember(row)  # committed: now it may be cached
             if request.omit_roster:
                 return info(None, facts, row.phase)
-            with read_session(self._ctx) as session:
+            with read_only(self._ctx.read_sessions) as session:
                 return info(session, facts, row.phase)
 
         return self._run(context, get)  # type: ignore[no-any-return]
@@ -251,13 +251,6 @@ def write_transaction(ctx: ServerContext) -> Iterator[Any]:
     with _GUARD:
         lock = _SQLITE_WRITERS.setdefault(id(ctx.engine), threading.Lock())
     with lock, transaction(ctx.sessions) as session:
-        yield session
-
-
-@contextmanager
-def read_session(ctx: ServerContext) -> Iterator[Any]:
-    """A read-only session: on SQLite a WAL snapshot that neither takes nor waits for the write lock."""
-    with read_only(ctx.read_sessions) as session:
         yield session
 
 

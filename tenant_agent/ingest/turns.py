@@ -66,6 +66,10 @@ _USER_REASKED = Slot.USER_REASKED
 
 Turn = tuple[SpanView, list[SpanView], list[dict[Slot, Any]]]
 
+# The merged view's labels (intent, agent, outcome: redacted) and versions (kept, cut to 256 characters).
+_LABEL_SLOTS = (_INTENT, _AGENT_NAME, _OUTCOME)
+_VERSION_SLOTS = (_PROMPT_VERSION, _POLICY_VERSION, _BUNDLE_VERSION, _ARTIFACT_VERSION, _MODEL)
+
 
 class TurnAssembler:
     """Builds decision events of one tenant from turns, redacting as it reads.
@@ -104,25 +108,13 @@ class TurnAssembler:
                         flags.add(slot)
         merged.update(turn.values)
         first = merged.get
-
-        def any_true(slot: Slot) -> bool:
-            return slot in flags
-
-        def label(slot: Slot) -> str | None:
-            value = first(slot)
-            return self._label(value[:256]) if isinstance(value, str) and value else None
-
-        def version(slot: Slot) -> str | None:
-            value = first(slot)
-            return value[:256] if isinstance(value, str) and value else None
-
         tool_calls: list[ToolCall] = []
         calls_by_id: dict[str, int] = {}
         input_tokens = output_tokens = 0
         saw_llm = False
         finish_reasons: list[str] = []
         retrieval_ids: list[str] = []
-        retrieval_empty = any_true(_RETRIEVAL_EMPTY)
+        retrieval_empty = _RETRIEVAL_EMPTY in flags
         guardrail_triggered = policy_blocked = False
         model = None
         for span in members:
@@ -183,8 +175,8 @@ class TurnAssembler:
             input_tokens = _int(turn.values.get(_INPUT_TOKENS))
             output_tokens = _int(turn.values.get(_OUTPUT_TOKENS))
 
-        verdicts = self._evaluations(evaluations)
-        if any_true(_SAFETY_INCIDENT):
+        verdicts = self._evaluations(evaluations) if evaluations else {}
+        if _SAFETY_INCIDENT in flags:
             verdicts["safety"] = "unsafe"
         error_type = turn.values.get(_ERROR_TYPE)
         if not isinstance(error_type, str) or not error_type:
@@ -211,44 +203,54 @@ class TurnAssembler:
             self.discarded.add(1)
             text = None
         end_ns = turn.end_ns or turn.start_ns
+        # The labels (redacted) and versions (cut to 256 characters) of the merged view, read inline:
+        # a closure call per field cost as much as the rest of the field's work.
+        intent, agent, outcome = [
+            clean(v[:256]) if isinstance(v := first(slot), str) and v else None for slot in _LABEL_SLOTS
+        ]
+        prompt_version, policy_version, bundle_version, artifact_version, model_version = [
+            v[:256] if isinstance(v := first(slot), str) and v else None for slot in _VERSION_SLOTS
+        ]
+        session = session[:256]
+        shadow = first(_MODE) == "shadow"
+        shadow_of = first(_SHADOW_OF) if shadow else None
         # from_fields: the same event as DecisionEvent(**fields), without the frozen
         # dataclass's per-field object.__setattr__ (see DecisionEvent.from_fields).
         event = DecisionEvent.from_fields(
             {
                 "tenant_id": self.tenant_id,
-                "session_id": clean_session(session[:256], redactor),
+                "session_id": session if clean(session) == session else clean_session(session, redactor),
                 "timestamp": end_ns / 1e9,
                 "user_id": pseudonymise(str(user)) if user not in (None, "") else None,
                 "event_id": f"{turn.trace_id.hex()}-{turn.span_id.hex()}",
-                "intent": label(_INTENT),
-                "agent": label(_AGENT_NAME),
-                "model": model or version(_MODEL),
+                "intent": intent,
+                "agent": agent,
+                "model": model or model_version,
                 "tool_calls": tuple(tool_calls),
                 "retrieval_ids": tuple(retrieval_ids),
                 "retrieval_empty": retrieval_empty,
-                "fallback": any_true(_FALLBACK),
-                "escalated": any_true(_ESCALATED),
-                "escalation_requested": any_true(_ESCALATION_REQUESTED),
-                "policy_blocked": policy_blocked or any_true(_POLICY_BLOCKED),
+                "fallback": _FALLBACK in flags,
+                "escalated": _ESCALATED in flags,
+                "escalation_requested": _ESCALATION_REQUESTED in flags,
+                "policy_blocked": policy_blocked or _POLICY_BLOCKED in flags,
                 "guardrail_triggered": guardrail_triggered,
-                "human_edited": any_true(_HUMAN_EDITED),
-                "user_reasked": any_true(_USER_REASKED),
-                "outcome": label(_OUTCOME),
-                "error_type": self._label(error_type[:256]) if error_type else None,
-                "timed_out": any_true(_TIMED_OUT),
+                "human_edited": _HUMAN_EDITED in flags,
+                "user_reasked": _USER_REASKED in flags,
+                "outcome": outcome,
+                "error_type": clean(error_type[:256]) if error_type else None,
+                "timed_out": _TIMED_OUT in flags,
                 "latency_ms": max(0.0, (turn.end_ns - turn.start_ns) / 1e6) if turn.end_ns else None,
                 "input_tokens": input_tokens or None,
                 "output_tokens": output_tokens or None,
                 "finish_reasons": tuple(dict.fromkeys(finish_reasons)),
                 "evaluations": verdicts,
-                "prompt_version": version(_PROMPT_VERSION),
-                "policy_version": version(_POLICY_VERSION),
-                "bundle_version": version(_BUNDLE_VERSION),
-                "artifact_version": version(_ARTIFACT_VERSION),
+                "prompt_version": prompt_version,
+                "policy_version": policy_version,
+                "bundle_version": bundle_version,
+                "artifact_version": artifact_version,
                 "text": text,
-                "mode": "shadow" if first(_MODE) == "shadow" else None,
-                "shadow_of": self._label(str(first(_SHADOW_OF)))
-                if first(_MODE) == "shadow" and first(_SHADOW_OF) else None,
+                "mode": "shadow" if shadow else None,
+                "shadow_of": clean(str(shadow_of)[:256]) if shadow_of else None,
             }
         )
         if raw is not None:

@@ -65,6 +65,14 @@ field, ``kv.key``, the value) ~45 %, the turn mapping ~40 %; ``Slot.X`` on an
 IntEnum takes EnumType's slow attribute path on Python 3.11 (~170 ns, dozens per
 turn). Changed: slots as module globals, one pass over the attributes, the flag
 scan skipped for spans without flags: 1.05-1.26x spans/s (interleaved runs, best of each).
+
+Then (main at 59bfc5d; the bench's payload timed in parts, best of 15): decode 0.7 us a span,
+``read_span`` 6.7 us (iterating the attributes and reading key, value and string, with no
+logic at all, is 4.4 us of it: one upb wrapper per KeyValue and per AnyValue), turn assembly
+3.0 us, ``map_traces``' own bookkeeping ~1 us; 11.4 us in all (~88,000 spans/s). Changed: turn
+assembly reads the merged view's labels, versions and flags inline (3.0 -> 2.9 us a span). The
+plain walk that converts every attribute runs at ~96,000 spans/s with no mapping at all, so
+100,000 spans/s decode + map needs less Python per attribute than upb's wrappers cost.
 """
 
 from __future__ import annotations

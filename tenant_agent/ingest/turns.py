@@ -211,7 +211,6 @@ class TurnAssembler:
         prompt_version, policy_version, bundle_version, artifact_version, model_version = [
             v[:256] if isinstance(v := first(slot), str) and v else None for slot in _VERSION_SLOTS
         ]
-        session = session[:256]
         shadow = first(_MODE) == "shadow"
         shadow_of = first(_SHADOW_OF) if shadow else None
         # from_fields: the same event as DecisionEvent(**fields), without the frozen
@@ -219,7 +218,7 @@ class TurnAssembler:
         event = DecisionEvent.from_fields(
             {
                 "tenant_id": self.tenant_id,
-                "session_id": session if clean(session) == session else clean_session(session, redactor),
+                "session_id": clean_session(session[:256], redactor),
                 "timestamp": end_ns / 1e9,
                 "user_id": pseudonymise(str(user)) if user not in (None, "") else None,
                 "event_id": f"{turn.trace_id.hex()}-{turn.span_id.hex()}",

@@ -201,6 +201,27 @@ SPAN_ATTRIBUTES: dict[str, Slot] = {
     GEN_AI_EVALUATION_SCORE_LABEL: Slot.EVALUATION_LABEL,
 }
 
+#: Where several keys feed one field, the key that wins when a span (or resource) carries more
+#: than one of them, first; a winner present without a usable value still wins (the field stays
+#: empty). The GenAI semantic conventions win over their older names and over OpenInference's;
+#: the model that answered over the one requested.
+ALIAS_PRECEDENCE: tuple[tuple[str, ...], ...] = (
+    (GEN_AI_TOOL_NAME, OI_TOOL_NAME),
+    (GEN_AI_AGENT_NAME, OI_AGENT_NAME),
+    (GEN_AI_CONVERSATION_ID, OI_SESSION_ID),
+    (OI_USER_ID, ENDUSER_ID),
+    (GEN_AI_RESPONSE_MODEL, GEN_AI_REQUEST_MODEL, OI_LLM_MODEL_NAME),
+    (GEN_AI_USAGE_INPUT_TOKENS, GEN_AI_USAGE_PROMPT_TOKENS, OI_LLM_TOKEN_COUNT_PROMPT),
+    (GEN_AI_USAGE_OUTPUT_TOKENS, GEN_AI_USAGE_COMPLETION_TOKENS, OI_LLM_TOKEN_COUNT_COMPLETION),
+    (FEDSIGNAL_PROMPT_VERSION, OI_PROMPT_TEMPLATE_VERSION),
+)
+
+#: For each key that an alias can beat, the keys that beat it (derived from ALIAS_PRECEDENCE).
+BEATEN_BY: dict[str, tuple[str, ...]] = {
+    key: order[:i] for order in ALIAS_PRECEDENCE for i, key in enumerate(order) if i
+}
+
+
 #: Attributes read from a ``gen_ai.evaluation.result`` log record or span event.
 EVALUATION_ATTRIBUTES: dict[str, Slot] = {
     GEN_AI_EVALUATION_NAME: Slot.EVALUATION_NAME,

@@ -15,9 +15,10 @@ Evaluations that arrive before the trace completes — or within
 ``evaluation_grace`` seconds after it — are merged; later ones are counted in
 ``late_evaluations`` and dropped, because the turn has been counted already.
 
-Only the attributes of :mod:`tenant_agent.ingest.otel_attrs` are read; the
-loop looks each key up in one dict and skips the rest without converting the
-value. The only free text read (``fedsignal.text``) goes through the
+Requests are read through the view of ``fedsignal/v1/otlp_view.proto`` (the same
+bytes, every attribute list parsed into a map in C): only the attributes of
+:mod:`tenant_agent.ingest.otel_attrs` are looked up and converted, the rest are
+never turned into Python objects (see :mod:`tenant_agent.ingest.spans`). The only free text read (``fedsignal.text``) goes through the
 :class:`~tenant_agent.redact.Redactor` — or, when ``keep_text`` says no consumer
 reads it, is discarded unread when its turn is assembled (counted in ``discarded``).
 """
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedsignal.v1.otlp_view_pb2 import OtlpViewTraces
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -37,12 +39,22 @@ from aggregation.events import DecisionEvent
 from tenant_agent.ingest import otel_attrs as A
 from tenant_agent.ingest.otel_attrs import Slot
 from tenant_agent.ingest.records import DiscardedTexts
-from tenant_agent.ingest.spans import SpanView, read_attributes, read_span
+from tenant_agent.ingest.spans import SpanView, read_attribute_map, read_attributes, read_span
 from tenant_agent.ingest.turns import TurnAssembler, split_turns
 from tenant_agent.redact import Redactor
 
 _EMITTED_MEMORY = 65_536
 _MAX_PENDING_TRACES = 100_000
+
+
+def parse_traces(request: OtlpViewTraces | ExportTraceServiceRequest | bytes) -> OtlpViewTraces:
+    """An OTLP trace export request as the view (``OtlpViewTraces``): parsed from its bytes, or
+    from an ``ExportTraceServiceRequest`` serialized again; a view is returned as it is."""
+    if isinstance(request, OtlpViewTraces):
+        return request
+    if isinstance(request, ExportTraceServiceRequest):
+        request = request.SerializeToString()
+    return OtlpViewTraces.FromString(request)
 
 
 @dataclass
@@ -102,8 +114,11 @@ class OtlpMapper:
         return len(self._pending)
 
     # -- traces ------------------------------------------------------------------
-    def map_traces(self, request: ExportTraceServiceRequest) -> list[DecisionEvent]:
-        """Events for every turn whose trace is complete after this request."""
+    def map_traces(self, request: OtlpViewTraces | ExportTraceServiceRequest | bytes) -> list[DecisionEvent]:
+        """Events for every turn whose trace is complete after this request: the view the
+        receiver parsed (:func:`parse_traces`), its serialized bytes, or an
+        ``ExportTraceServiceRequest`` (re-read through the view: replay files, tests)."""
+        request = parse_traces(request)
         self.commit()  # a new request: the previous events were accepted
         self._decide_text()
         now = self.clock()
@@ -112,7 +127,7 @@ class OtlpMapper:
         read = self.read_span
         count = 0
         for resource_spans in request.resource_spans:
-            resource = read_attributes(resource_spans.resource.attributes, A.SPAN_ATTRIBUTES)
+            resource = read_attribute_map(resource_spans.resource.attributes, A.SPAN_ATTRIBUTES)
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
                     view = read(span, resource)

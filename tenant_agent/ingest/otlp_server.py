@@ -1,7 +1,10 @@
 """The OTLP/gRPC receiver: ``TraceService/Export`` and ``LogsService/Export``.
 
-Thin servicers over :class:`~tenant_agent.ingest.otlp.OtlpMapper`, using the
-``opentelemetry-proto`` package's generated services. An Export call returns
+Thin servicers over :class:`~tenant_agent.ingest.otlp.OtlpMapper`: the logs service is
+``opentelemetry-proto``'s generated one; the trace service is registered with the same
+service and method names but parses its requests straight into the view of
+``fedsignal/v1/otlp_view.proto`` (the same bytes, attributes as maps built in C), so a
+span's attributes are never turned into Python objects beyond the allow-listed ones. An Export call returns
 success only after ``sink`` returned for every event the request completed:
 the sink stores events durably, so a success is an acknowledgement. When the
 sink fails the call fails with ``UNAVAILABLE`` and the exporter retries; the
@@ -20,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
+from fedsignal.v1.otlp_view_pb2 import OtlpViewTraces
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
@@ -52,7 +56,7 @@ class OtlpReceiver:
             self.events_delivered += len(events)
         self.mapper.commit()
 
-    def receive_traces(self, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
+    def receive_traces(self, request: OtlpViewTraces | trace_service_pb2.ExportTraceServiceRequest | bytes) -> None:
         with self._lock:
             self._deliver(self.mapper.map_traces(request))
 
@@ -66,6 +70,10 @@ class OtlpReceiver:
             events = self.mapper.flush(force=force)
             self._deliver(events)
         return len(events)
+
+
+#: The generated service's full name, from its descriptor (the handler above keeps it).
+_TRACE_SERVICE = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name
 
 
 class TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):
@@ -111,6 +119,20 @@ def add_otlp_services(
     if mapper is None:
         mapper = OtlpMapper(tenant_id, redactor or Redactor())
     receiver = OtlpReceiver(mapper, sink)
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceServicer(receiver), grpc_server)
+    traces = TraceServicer(receiver)
+    grpc_server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                _TRACE_SERVICE,
+                {
+                    "Export": grpc.unary_unary_rpc_method_handler(
+                        traces.Export,
+                        request_deserializer=OtlpViewTraces.FromString,
+                        response_serializer=trace_service_pb2.ExportTraceServiceResponse.SerializeToString,
+                    )
+                },
+            ),
+        )
+    )
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(LogsServicer(receiver), grpc_server)
     return receiver

@@ -1,9 +1,12 @@
 """Reading one OTLP span: the allow-listed attributes and nothing else.
 
-:func:`read_span` looks every attribute key up in the table of
-:mod:`tenant_agent.ingest.otel_attrs` and converts only the values of the
-keys it finds there (the costly part of a Python OTLP receiver is turning
-every attribute into Python objects). What it keeps is a :class:`SpanView`.
+The receiver parses export requests with the view of ``fedsignal/v1/otlp_view.proto``: the
+same wire format, with every attribute list a ``map<string, AnyValue>`` that the parser
+fills in C. :func:`read_span` intersects the span's keys with the table of
+:mod:`tenant_agent.ingest.otel_attrs` and converts only the values of the keys it finds
+there (the costly part of a Python OTLP receiver is turning every attribute into Python
+objects); where several keys feed one field, ``ALIAS_PRECEDENCE`` picks the one that counts.
+What it keeps is a :class:`SpanView`.
 """
 
 from __future__ import annotations
@@ -34,15 +37,31 @@ def any_value(value: AnyValue) -> Any:
         return value.int_value
     if kind == "double_value":
         return value.double_value
-    if kind == "array_value":
-        return [any_value(v) for v in value.array_value.values]
+    if kind == "array_value":  # mostly strings (finish reasons): those without WhichOneof
+        return [v.string_value or any_value(v) for v in value.array_value.values]
     return None
 
 
 def read_attributes(attributes: Iterable[Any], table: dict[str, Slot]) -> dict[Slot, Any]:
-    """The allow-listed attributes of a resource, span, span event or log record."""
+    """The allow-listed attributes of a list of ``KeyValue`` (a log record's)."""
     raw = {slot: kv.value for kv in attributes if (slot := table.get(kv.key)) is not None}
     return {slot: value for slot, any_val in raw.items() if (value := any_value(any_val)) is not None}
+
+
+def read_attribute_map(attributes: Any, table: dict[str, Slot]) -> dict[Slot, Any]:
+    """The allow-listed attributes of an attribute map of the view (a resource's, a span event's)."""
+    values: dict[Slot, Any] = {}
+    for key in attributes:  # the map's keys
+        slot = table.get(key)
+        if slot is None:
+            continue
+        beaten = _BEATEN_BY.get(key)
+        if beaten is not None and any(winner in attributes for winner in beaten):
+            continue  # a key of higher precedence for this field is there, with or without a value
+        value = any_value(attributes[key])
+        if value is not None:
+            values[slot] = value
+    return values
 
 
 @dataclass(slots=True)
@@ -99,6 +118,7 @@ _OPERATION, _SPAN_KIND = Slot.OPERATION, Slot.SPAN_KIND
 
 
 def _role(values: dict[Slot, Any]) -> int:
+    """What a span is (AGENT, TOOL, LLM, RETRIEVER bits) from its operation name and span kind."""
     operation = values.get(_OPERATION)
     kind = values.get(_SPAN_KIND)
     role = _ROLES.get(operation, 0) if isinstance(operation, str) else 0
@@ -116,42 +136,39 @@ _KEY_CODES: dict[str, int] = {
         for i in range(A.MAX_INDEXED_DOCUMENTS)
     },
 }
+_KEYS = frozenset(_KEY_CODES)
+_BEATEN_BY = A.BEATEN_BY
 
 
 def read_span(span: Any, resource: dict[Slot, Any]) -> SpanView:
-    """One pass over a span's attributes: dict dispatch on the key; the values of
-    keys off the allow-list are never converted."""
+    """One span of the view: the allow-listed keys found by one set intersection with the span's
+    attribute map (built by the parser); the values of the other keys are never converted."""
     table = _KEY_CODES
+    attributes = span.attributes
     values: dict[Slot, Any] = {}
-    raw_documents: dict[int, Any] | None = None
-    for kv in span.attributes:
-        code = table.get(kv.key)
-        if code is None:
-            continue
-        if code >= DOCUMENT_ID_BASE:
-            if raw_documents is None:
-                raw_documents = {}
-            raw_documents[code] = kv.value
-            continue
-        any_val = kv.value
+    documents: list[tuple[int, str]] | None = None
+    for key in _KEYS.intersection(attributes):
+        code = table[key]
+        any_val = attributes[key]
         # Most allow-listed values are strings: read those without WhichOneof.
         value = any_val.string_value or any_value(any_val)
-        if value is not None:
-            values[code] = value  # type: ignore[index]  # codes below the base are Slots
-        else:  # the last of the aliases on the span wins, even when it holds no value
-            values.pop(code, None)  # type: ignore[call-overload]
-    documents: list[tuple[int, str]] | None = None
-    if raw_documents is not None:
-        for code, any_val in raw_documents.items():
-            value = any_val.string_value or any_value(any_val)
+        if code >= DOCUMENT_ID_BASE:
             if isinstance(value, str | int):
                 documents = documents if documents is not None else []
                 documents.append((code - DOCUMENT_ID_BASE, str(value)))
+            continue
+        beaten = _BEATEN_BY.get(key)
+        if beaten is not None and any(winner in attributes for winner in beaten):
+            continue  # a key of higher precedence for this field is on the span, with or without a value
+        if value is not None:
+            values[code] = value  # type: ignore[index]  # codes below the base are Slots
+    if documents is not None:
+        documents.sort()
     role = _role(values)
     evaluations = None
     if span.events:  # an evaluation result may ride on a span event
         evaluations = [
-            read_attributes(event.attributes, A.EVALUATION_ATTRIBUTES)
+            read_attribute_map(event.attributes, A.EVALUATION_ATTRIBUTES)
             for event in span.events
             if event.name == A.GEN_AI_EVALUATION_RESULT
         ] or None

@@ -145,8 +145,11 @@ class TurnAssembler:
                 tool_calls.append(call)
             if role & LLM:
                 saw_llm = True
-                input_tokens += _int(values.get(_INPUT_TOKENS))
-                output_tokens += _int(values.get(_OUTPUT_TOKENS))
+                # The usual counts (positive ints) without _int's checks; anything else through them.
+                tokens = values.get(_INPUT_TOKENS)
+                input_tokens += tokens if type(tokens) is int and tokens > 0 else _int(tokens)
+                tokens = values.get(_OUTPUT_TOKENS)
+                output_tokens += tokens if type(tokens) is int and tokens > 0 else _int(tokens)
                 reasons = values.get(_FINISH_REASONS)
                 if isinstance(reasons, str):
                     reasons = [reasons]
@@ -159,7 +162,8 @@ class TurnAssembler:
             elif role & RETRIEVER and not _int(values.get(_RETRIEVAL_DOCUMENT_COUNT)):
                 retrieval_empty = True
             action = values.get(_GUARDRAIL_ACTION)
-            if _truthy(values.get(_GUARDRAIL_TRIGGERED)):
+            triggered = values.get(_GUARDRAIL_TRIGGERED)
+            if triggered is not None and _truthy(triggered):
                 guardrail_triggered = True
             if isinstance(action, str):
                 action = action.lower()

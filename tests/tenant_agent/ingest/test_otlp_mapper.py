@@ -265,24 +265,56 @@ def test_one_tool_call_recorded_by_two_spans_counts_once() -> None:
     assert [(c.name, c.error) for c in event.tool_calls] == [("lookup", "http_500"), ("lookup", None)]
 
 
-def test_read_span_keeps_the_last_alias_on_the_span_even_without_a_value() -> None:
-    from tenant_agent.ingest.otel_attrs import Slot
-    from tenant_agent.ingest.spans import read_span
+def test_read_span_resolves_aliases_by_precedence_even_without_a_value() -> None:
+    from fedsignal.v1.otlp_view_pb2 import OtlpViewResource, OtlpViewSpan
 
-    def with_attrs(*pairs: tuple[str, common_pb2.AnyValue]) -> trace_pb2.Span:
+    from tenant_agent.ingest.otel_attrs import Slot
+    from tenant_agent.ingest.spans import read_attribute_map, read_span
+
+    def with_attrs(*pairs: tuple[str, common_pb2.AnyValue]) -> OtlpViewSpan:
         s = span(1, None)
         s.attributes.extend([common_pb2.KeyValue(key=k, value=v) for k, v in pairs])
-        return s
+        return OtlpViewSpan.FromString(s.SerializeToString())  # what the receiver parses
 
-    a, b, empty = (common_pb2.AnyValue(string_value="a"), common_pb2.AnyValue(string_value="b"),
-                   common_pb2.AnyValue())  # fmt: skip
-    model, response = "gen_ai.request.model", "gen_ai.response.model"
-    assert read_span(with_attrs((model, a), (response, b)), {}).values == {Slot.MODEL: "b"}
-    assert read_span(with_attrs((response, b), (model, a)), {}).values == {Slot.MODEL: "a"}
-    assert Slot.MODEL not in read_span(with_attrs((model, a), (response, empty)), {}).values
-    assert read_span(with_attrs((model, empty), (response, a)), {}).values == {Slot.MODEL: "a"}
+    a, b, c, empty = (common_pb2.AnyValue(string_value="a"), common_pb2.AnyValue(string_value="b"),
+                      common_pb2.AnyValue(string_value="c"), common_pb2.AnyValue())  # fmt: skip
+    request_model, response, oi = "gen_ai.request.model", "gen_ai.response.model", "llm.model_name"
+    # The model that answered wins over the one requested, in either order on the span.
+    assert read_span(with_attrs((request_model, a), (response, b)), {}).values == {Slot.MODEL: "b"}
+    assert read_span(with_attrs((response, b), (request_model, a)), {}).values == {Slot.MODEL: "b"}
+    # GenAI's names win over OpenInference's; a lone lower alias still counts.
+    assert read_span(with_attrs((request_model, a), (oi, c)), {}).values == {Slot.MODEL: "a"}
+    assert read_span(with_attrs((oi, c),), {}).values == {Slot.MODEL: "c"}
+    # The winner without a value still wins: the field stays empty, the lower alias is not used.
+    assert Slot.MODEL not in read_span(with_attrs((request_model, a), (response, empty)), {}).values
+    assert read_span(with_attrs((request_model, empty), (response, a)), {}).values == {Slot.MODEL: "a"}
+    # A key repeated on one span keeps its last value (as the attribute list would).
+    assert read_span(with_attrs((response, a), (response, b)), {}).values == {Slot.MODEL: "b"}
     docs = with_attrs(("retrieval.documents.1.document.id", a), ("retrieval.documents.0.document.id", b),
                       ("retrieval.documents.1.document.id", b), ("retrieval.documents.2.document.id", empty),
                       ("retrieval.documents.3.document.id", common_pb2.AnyValue(int_value=7)))  # fmt: skip
     view = read_span(docs, {})
-    assert view.values == {} and view.document_ids == [(1, "b"), (0, "b"), (3, "7")]
+    assert view.values == {} and view.document_ids == [(0, "b"), (1, "b"), (3, "7")]
+    # The resource's attributes follow the same rule.
+    resource = OtlpViewResource.FromString(
+        common_pb2.KeyValueList(values=[common_pb2.KeyValue(key="enduser.id", value=a),
+                                        common_pb2.KeyValue(key="user.id", value=b)]).SerializeToString()
+    )  # KeyValueList.values and Resource.attributes are both field 1
+    from tenant_agent.ingest import otel_attrs
+
+    assert read_attribute_map(resource.attributes, otel_attrs.SPAN_ATTRIBUTES) == {Slot.USER_ID: "b"}
+
+
+def test_alias_precedence_names_every_alias_of_every_field_once() -> None:
+    from collections import defaultdict
+
+    from tenant_agent.ingest import otel_attrs
+
+    by_slot: dict[Any, set[str]] = defaultdict(set)
+    for key, slot in otel_attrs.SPAN_ATTRIBUTES.items():
+        by_slot[slot].add(key)
+    aliased = {slot: keys for slot, keys in by_slot.items() if len(keys) > 1}
+    orders = otel_attrs.ALIAS_PRECEDENCE
+    assert sorted(sorted(keys) for keys in aliased.values()) == sorted(sorted(order) for order in orders)
+    assert all(len(set(order)) == len(order) for order in orders)
+    assert otel_attrs.BEATEN_BY["llm.model_name"] == ("gen_ai.response.model", "gen_ai.request.model")

@@ -318,3 +318,17 @@ def test_alias_precedence_names_every_alias_of_every_field_once() -> None:
     assert sorted(sorted(keys) for keys in aliased.values()) == sorted(sorted(order) for order in orders)
     assert all(len(set(order)) == len(order) for order in orders)
     assert otel_attrs.BEATEN_BY["llm.model_name"] == ("gen_ai.response.model", "gen_ai.request.model")
+
+
+def test_an_evaluation_riding_on_a_span_event_reaches_the_turn() -> None:
+    chat = span(2, 1, gen_ai__operation__name="chat")
+    chat.events.append(
+        trace_pb2.Span.Event(
+            name="gen_ai.evaluation.result",
+            attributes=[kv("gen_ai.evaluation.name", "groundedness"), kv("gen_ai.evaluation.score.value", 0.25),
+                        kv("gen_ai.input.messages", "never read")],
+        )
+    )  # fmt: skip
+    chat.events.append(trace_pb2.Span.Event(name="log", attributes=[kv("gen_ai.evaluation.name", "ignored")]))
+    (event,) = OtlpMapper("t", Redactor()).map_traces(request(chat, span(1, None, **AGENT)))
+    assert event.evaluations == {"groundedness": 0.25}

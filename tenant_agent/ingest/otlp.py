@@ -18,7 +18,8 @@ Evaluations that arrive before the trace completes — or within
 Requests are read through the view of ``fedsignal/v1/otlp_view.proto`` (the same
 bytes, every attribute list parsed into a map in C): only the attributes of
 :mod:`tenant_agent.ingest.otel_attrs` are looked up and converted, the rest are
-never turned into Python objects (see :mod:`tenant_agent.ingest.spans`). The only free text read (``fedsignal.text``) goes through the
+never turned into Python objects (see :mod:`tenant_agent.ingest.spans`). The only
+free text read (``fedsignal.text``) goes through the
 :class:`~tenant_agent.redact.Redactor` — or, when ``keep_text`` says no consumer
 reads it, is discarded unread when its turn is assembled (counted in ``discarded``).
 """

@@ -4,7 +4,9 @@ Thin servicers over :class:`~tenant_agent.ingest.otlp.OtlpMapper`: the logs serv
 ``opentelemetry-proto``'s generated one; the trace service is registered with the same
 service and method names but parses its requests straight into the view of
 ``fedsignal/v1/otlp_view.proto`` (the same bytes, attributes as maps built in C), so a
-span's attributes are never turned into Python objects beyond the allow-listed ones. An Export call returns
+span's attributes are never turned into Python objects beyond the allow-listed ones.
+
+An Export call returns
 success only after ``sink`` returned for every event the request completed:
 the sink stores events durably, so a success is an acknowledgement. When the
 sink fails the call fails with ``UNAVAILABLE`` and the exporter retries; the
@@ -72,7 +74,7 @@ class OtlpReceiver:
         return len(events)
 
 
-#: The generated service's full name, from its descriptor (the handler above keeps it).
+#: The generated service's full name (add_otlp_services registers the view's handler under it).
 _TRACE_SERVICE = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name
 
 

@@ -15,8 +15,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-
 from tenant_agent.ingest import otel_attrs as A
 from tenant_agent.ingest.otel_attrs import Slot
 
@@ -26,8 +24,9 @@ _IS_REMOTE = 0x200
 _LLM_OPERATIONS = frozenset({A.OPERATION_CHAT, A.OPERATION_TEXT_COMPLETION, A.OPERATION_GENERATE_CONTENT})
 
 
-def any_value(value: AnyValue) -> Any:
-    """Python value of an OTLP ``AnyValue`` (only ever called for allow-listed keys)."""
+def any_value(value: Any) -> Any:
+    """Python value of an OTLP ``AnyValue``, opentelemetry-proto's or the view's (only ever
+    called for allow-listed keys)."""
     kind = value.WhichOneof("value")
     if kind == "string_value":
         return value.string_value

@@ -514,11 +514,11 @@ def read_everything(span: Any, resource: dict[Any, Any]) -> SpanView:
     table = otel_attrs.SPAN_ATTRIBUTES
     values = {table[k]: v for k, v in attrs.items() if k in table and v is not None}
     role = spans_module._role(values)
-    documents = [
+    documents = sorted(
         (int(k.split(".")[2]), str(v))
         for k, v in attrs.items()
         if k.startswith("retrieval.documents.") and k.endswith(".document.id")
-    ] or None
+    ) or None
     parent = span.parent_span_id
     return SpanView(
         span.trace_id,

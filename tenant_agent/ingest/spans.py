@@ -76,7 +76,7 @@ class SpanView:
     error: bool
     values: dict[Slot, Any]
     resource: dict[Slot, Any]
-    document_ids: list[tuple[int, str]] | None = None
+    document_ids: list[tuple[int, str]] | None = None  # (index, id), in index order
     evaluations: list[dict[Slot, Any]] | None = None
 
     role: int = 0  # bit set of AGENT, TOOL, LLM, RETRIEVER

@@ -145,11 +145,8 @@ class TurnAssembler:
                 tool_calls.append(call)
             if role & LLM:
                 saw_llm = True
-                # The usual counts (positive ints) without _int's checks; anything else through them.
-                tokens = values.get(_INPUT_TOKENS)
-                input_tokens += tokens if type(tokens) is int and tokens > 0 else _int(tokens)
-                tokens = values.get(_OUTPUT_TOKENS)
-                output_tokens += tokens if type(tokens) is int and tokens > 0 else _int(tokens)
+                input_tokens += _int(values.get(_INPUT_TOKENS))
+                output_tokens += _int(values.get(_OUTPUT_TOKENS))
                 reasons = values.get(_FINISH_REASONS)
                 if isinstance(reasons, str):
                     reasons = [reasons]
@@ -158,7 +155,7 @@ class TurnAssembler:
                 if model is None and isinstance(values.get(_MODEL), str):
                     model = values[_MODEL][:256]
             if span.document_ids:
-                retrieval_ids.extend([clean(d[:256]) for _, d in sorted(span.document_ids)])
+                retrieval_ids.extend([clean(d[:256]) for _, d in span.document_ids])  # in index order (read_span)
             elif role & RETRIEVER and not _int(values.get(_RETRIEVAL_DOCUMENT_COUNT)):
                 retrieval_empty = True
             action = values.get(_GUARDRAIL_ACTION)

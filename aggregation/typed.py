@@ -137,16 +137,22 @@ def _problem(model: type[BaseModel], err: Mapping[str, Any], text: str | None, f
     elif kind == "missing":
         message = "required key is missing"
     else:
-        message = f"{err['msg'][0].lower()}{err['msg'][1:]}, got {_shown(err.get('input'))}"
+        msg = err["msg"].removeprefix("Value error, ")  # a validator's own sentence, without pydantic's label
+        message = f"{msg[0].lower()}{msg[1:]}, got {_shown(err.get('input'))}"
     line = None
     if text is not None:
         line = _toml_line(text, loc) if fmt == "toml" else _json_line(text, loc)
     return Problem(loc, message, line)
 
 
+_URL_PASSWORD = re.compile(r"(://[^/:@\s]*):[^@/\s]*@")
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, str):
-        return f"the string {value!r}"
+        # A URL's password never reaches a message (a database URL with one was mistyped).
+        shown = _URL_PASSWORD.sub(r"\1:***@", value)
+        return f"the string {shown!r}"
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, list):

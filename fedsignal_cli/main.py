@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 import grpc
+import sqlalchemy.exc
 
 from aggregation.errors import FedsignalError
 from server.observability import ConsoleFormatter, StderrHandler
@@ -70,8 +71,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = code.name if code is not None else "UNKNOWN"
         print(f"fedsignal: server refused the request ({name}): {details}", file=sys.stderr)
         return 3
+    except sqlalchemy.exc.OperationalError as exc:
+        # The database could not be reached, refused the connection or timed out on a lock: one line
+        # from the driver, which names host, port and database, never the password (-v: the traceback).
+        logging.getLogger(__name__).debug("database error", exc_info=True)
+        print(f"fedsignal: error: database error: {_first_line(exc.orig if exc.orig is not None else exc)}",
+              file=sys.stderr)
+        return 4
     except KeyboardInterrupt:
         return 130
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
+from sqlalchemy.exc import OperationalError
 
 from aggregation.errors import FedsignalError
 from server import observability
@@ -121,6 +122,13 @@ def run_jobs_once(ctx: ServerContext, jobs: Sequence[tuple[str, Job]] | None = N
             fn(ctx)
             outcome[spec] = None
             log_event(log, "job finished", logging.DEBUG, job=spec, seconds=round(time.perf_counter() - started, 4))
+        except OperationalError as exc:
+            # The database is down, refused the connection or timed out on a lock: every job says
+            # so until it is back, one line each (the traceback only at debug level).
+            reason = next((line.strip() for line in str(exc.orig or exc).splitlines() if line.strip()), "")
+            outcome[spec] = f"database error: {reason}"
+            log_event(log, "job failed: database error", logging.WARNING, job=spec, error=reason)
+            log.debug("job failed: database error", exc_info=True, extra={"fields": {"job": spec}})
         except Exception as exc:  # one broken job must not stop the loop
             outcome[spec] = f"{type(exc).__name__}: {exc}"
             log.exception("job failed", extra={"fields": {"job": spec}})

@@ -51,12 +51,28 @@ def _add_store_args(p: argparse.ArgumentParser) -> None:
                         "default: SQLite file server.db in the state directory)")
 
 
-def _context(args: argparse.Namespace, **overrides: Any) -> Any:
+def _context(args: argparse.Namespace, *, schema: bool = True, **overrides: Any) -> Any:
+    """The server context of the command line's settings. ``schema``: the database must hold this
+    release's schema (every command but those that create or migrate it), else a one-line error."""
     from server.context import ServerContext, ServerSettings
 
     _state_dir(args).mkdir(parents=True, exist_ok=True)
     doc = {"database_url": _database_url(args), "state_dir": str(_state_dir(args)), **overrides}
-    return ServerContext.create(ServerSettings.parse(doc, source="fedsignal server (command line)"))
+    ctx = ServerContext.create(ServerSettings.parse(doc, source="fedsignal server (command line)"))
+    if schema:
+        _require_schema(ctx)
+    return ctx
+
+
+def _require_schema(ctx: Any) -> None:
+    """A one-line error unless the database holds this release's schema (it is reached here: an
+    unreachable one stops the command too)."""
+    from server.migrate import schema_problem
+
+    problem = schema_problem(ctx.engine)
+    if problem is not None:
+        ctx.engine.dispose()
+        raise ServerCliError(problem)
 
 
 def register(groups: Any) -> None:
@@ -166,10 +182,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     admin_out: Path = args.admin_out
     if (admin_out / "client.key").exists():
         raise ServerCliError(f"{admin_out} already holds credentials; choose another --admin-out")
+    # The database first: a mistyped or unreachable one is refused before any key is written.
+    ctx = _context(args, schema=False)
+    init_db(ctx.engine)
     ca = CertificateAuthority.create(state)
     ca.write_server_cert(state, args.host)
-    ctx = _context(args)
-    init_db(ctx.engine)
     now = ctx.clock()
     key, issued = ca.issue_key_and_cert(args.admin_name, None, "admin", now=now)
     with transaction(ctx.sessions) as session:
@@ -186,7 +203,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_init_db(args: argparse.Namespace) -> int:
     from server.migrate import init_db
 
-    ctx = _context(args)
+    ctx = _context(args, schema=False)
     init_db(ctx.engine)
     ctx.engine.dispose()
     print("database schema is up to date")
@@ -196,7 +213,7 @@ def cmd_init_db(args: argparse.Namespace) -> int:
 def cmd_upgrade(args: argparse.Namespace) -> int:
     from server.migrate import upgrade
 
-    ctx = _context(args)
+    ctx = _context(args, schema=False)
     upgrade(ctx.engine, args.revision)
     ctx.engine.dispose()
     print(f"database upgraded to {args.revision}")
@@ -204,15 +221,21 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from server.app import build_server
+    from server.app import build_server, check_insecure_dev
     from server.observability import configure_json_logging
 
     configure_json_logging(getattr(logging, args.log_level.upper()))
     if args.min_tenants < 1:
         raise ServerCliError("--min-tenants must be at least 1")
-    ctx = _context(args, listen=args.listen, insecure_dev=args.insecure_dev,
+    ctx = _context(args, schema=False, listen=args.listen, insecure_dev=args.insecure_dev,
                    insecure_dev_anywhere=args.insecure_dev_anywhere, min_tenants=args.min_tenants,
                    max_message_bytes=args.max_message_bytes)
+    try:
+        check_insecure_dev(ctx.settings)  # what the settings refuse, before the database is asked
+    except FedsignalError:
+        ctx.engine.dispose()
+        raise
+    _require_schema(ctx)
     running = build_server(
         ctx, jobs=not args.no_jobs, job_interval=args.job_interval, metrics_port=args.metrics_port,
         metrics_host=args.metrics_host, enrollment_listen=args.enrollment_listen, health_listen=args.health_listen,

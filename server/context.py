@@ -22,9 +22,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import Field
+from pydantic import Field, field_validator
 from securesystemslib.signer import CryptoSigner, SSlibKey
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 from aggregation.clock import Clock, system_clock
@@ -35,6 +36,10 @@ from server.observability import ServerMetrics
 
 #: The server's online Ed25519 key (signs bundle metadata and audit heads), in the state directory.
 ONLINE_KEY_FILE = Path("bundle-keys") / "online_ed25519.pem"
+
+
+#: The SQLAlchemy drivers the server runs on (``postgresql://`` is read as psycopg, see ``server.db.make_engine``).
+SUPPORTED_DATABASE_DRIVERS = frozenset({"postgresql", "postgresql+psycopg", "sqlite", "sqlite+pysqlite"})
 
 
 class ServerSettings(StrictModel):
@@ -61,6 +66,30 @@ class ServerSettings(StrictModel):
     status_reports_per_minute: int = Field(default=12, ge=1)
     #: Seconds between signed audit-head checkpoints written by the periodic jobs.
     audit_head_interval_seconds: float = Field(default=300.0, ge=0.0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, url: str) -> str:
+        """PostgreSQL (psycopg) or SQLite, and for a SQLite file an existing directory: refused here,
+        as one line naming the key, instead of a driver's traceback at the first connection."""
+        try:
+            parsed = make_url(url)
+        except (ArgumentError, ValueError):  # ValueError: a port that is no number
+            raise ValueError(
+                "not a database URL: give postgresql://user@host/db or sqlite:////path/to/server.db"
+            ) from None
+        if parsed.drivername not in SUPPORTED_DATABASE_DRIVERS:
+            raise ValueError(
+                f"database driver {parsed.drivername!r} is not supported: use postgresql:// (psycopg) or sqlite:///"
+            )
+        database = parsed.database
+        if parsed.get_backend_name() == "sqlite" and database and database != ":memory:" and not database.startswith(
+            "file:"
+        ):
+            folder = Path(database).parent
+            if not folder.is_dir():
+                raise ValueError(f"the SQLite file's directory {folder} does not exist")
+        return url
 
     @classmethod
     def parse(cls, doc: Any, *, source: str, text: str | None = None) -> ServerSettings:

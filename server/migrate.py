@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -57,3 +58,30 @@ def head_revision() -> str | None:
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def schema_problem(engine: Engine) -> str | None:
+    """Why a server should not serve from this database's schema, or None.
+
+    No schema at all, or an older revision of this release's migrations, is refused (every job
+    and call would fail on a missing table or column). A revision this release does not know is
+    a newer release's (``fedsignal server upgrade`` runs before new replicas roll out): served.
+    """
+    quiet = logging.getLogger("alembic.runtime.migration")  # its "will assume ... DDL" line, at every start
+    level = quiet.level
+    quiet.setLevel(max(level, logging.WARNING))
+    try:
+        current = current_revision(engine)
+    finally:
+        quiet.setLevel(level)
+    head = head_revision()
+    if current is None:
+        return "the database holds no fedsignal schema: run `fedsignal server init-db` with the same --database-url"
+    if current == head:
+        return None
+    script = ScriptDirectory(str(MIGRATIONS))
+    known = {rev.revision for rev in script.walk_revisions()}
+    if current in known:
+        return (f"the database schema is at revision {current}, this release needs {head}: run "
+                "`fedsignal server upgrade` with the same --database-url")
+    return None

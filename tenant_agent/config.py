@@ -176,6 +176,16 @@ class CollectorConfig(StrictModel):
     # (replicas); None: the SQLite file in state_dir.
     store_url: str | None = None
 
+    @field_validator("store_url")
+    @classmethod
+    def _postgresql_store(cls, url: str | None) -> str | None:
+        from tenant_agent.store_models import store_url_problem
+
+        problem = None if url is None else store_url_problem(url)
+        if problem is not None:
+            raise ValueError(problem)
+        return url
+
     @classmethod
     def load(cls, path: str | Path) -> CollectorConfig:
         """Read a TOML file; raises :class:`ConfigError` naming the file, line and key of each problem."""

@@ -82,11 +82,13 @@ from tenant_agent.store_models import (
     Setting,
     StoreIntegrityError,
     StoreMissingError,
+    StoreUrlError,
     Window,
     advisory_lock,
     get_setting,
     put_setting,
     spend_entry,
+    store_url_problem,
     upsert,
 )
 
@@ -193,11 +195,9 @@ class CollectorStore:
         self.path = state_dir / DB_FILE
         self.database_url = database_url
         if database_url is not None:
-            if not database_url.startswith(("postgresql://", "postgresql+psycopg://")):
-                raise ValueError(
-                    f"store URL {database_url.split(':', 1)[0]}:… is not PostgreSQL: leave it unset for the "
-                    "SQLite store in the state directory, or give a postgresql:// URL"
-                )
+            problem = store_url_problem(database_url)
+            if problem is not None:
+                raise StoreUrlError(problem)
             self._open_shared(database_url)
             return
         self.is_shared = False

@@ -63,6 +63,27 @@ class StoreIntegrityError(FedsignalError):
     """The store's recorded state does not verify (ledger chain, report hash)."""
 
 
+class StoreUrlError(FedsignalError):
+    """``store_url`` names no PostgreSQL database (the shared store of replicas is PostgreSQL only)."""
+
+    exit_code = 2
+
+
+def store_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a shared store's URL, or None (checked before any connection)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if not url.startswith(("postgresql://", "postgresql+psycopg://")):
+        return (f"store URL {url.split(':', 1)[0]}:… is not PostgreSQL: leave it unset for the SQLite store in "
+                "the state directory, or give a postgresql:// URL")
+    try:
+        make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is no number
+        return "store URL is not a database URL: give postgresql://user@host/db"
+    return None
+
+
 class StoreMissingError(FedsignalError):
     """An enrolled state directory whose store is gone: refusing to start with a full budget."""
 

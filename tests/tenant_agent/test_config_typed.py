@@ -104,3 +104,25 @@ def test_the_documented_example_is_a_valid_config(tmp_path: Path) -> None:
     config = CollectorConfig.load(write(tmp_path, example))
     assert config.close_grace_seconds == 60 and config.redaction.patterns == {"ticket_id": "TCK-[0-9]{6}"}
     assert config.budget.anchor is not None and config.budget.anchor.utcoffset() is not None
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("sqlite:///store.db", "store URL sqlite:… is not PostgreSQL"),
+        ("bogus://root:hunter2@h/x", "store URL bogus:… is not PostgreSQL"),
+        ("postgresql://root:hunter2@h:notaport/x", "store URL is not a database URL"),
+    ],
+)
+def test_a_store_url_that_is_no_postgresql_url_names_its_line(tmp_path: Path, url: str, says: str) -> None:
+    message = refused(write(tmp_path, f'store_url = "{url}"\n' + GOOD))
+    assert "store_url" in message and says in message
+    assert "hunter2" not in message
+
+
+def test_a_store_database_that_is_down_is_one_cli_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, 'store_url = "postgresql://postgres:hunter2@127.0.0.1:1/store"\n' + GOOD)
+    assert main(["agent", "status", "--config", str(path)]) == 4
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "hunter2" not in err
+    assert err.strip().splitlines()[-1].startswith("fedsignal: error: database error: connection failed")

@@ -165,6 +165,19 @@ def _advisory_waiters(conn, key: int) -> tuple[int, int]:  # type: ignore[no-unt
     return sum(1 for r in rows if r[0]), sum(1 for r in rows if not r[0])
 
 
+def _advisory_pids(conn, key: int, *, granted: bool) -> set[int]:  # type: ignore[no-untyped-def]
+    """The backends holding (``granted``) or waiting for the advisory lock ``key``. Advisory keys are
+    per database, not per schema: another test worker's schema in the same database may hold one too."""
+    from sqlalchemy import text as sql
+
+    unsigned = key & 0xFFFFFFFFFFFFFFFF
+    rows = conn.execute(sql(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
+        "AND classid = :hi AND objid = :lo AND granted = :granted"),
+        {"hi": unsigned >> 32, "lo": unsigned & 0xFFFFFFFF, "granted": granted}).all()
+    return {r[0] for r in rows}
+
+
 def test_enrollment_into_a_new_cohort_takes_the_schema_lock_before_the_audit_lock(
         postgres_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The lock order of server.db.locks: a new cohort's first schema version is created under the
@@ -198,8 +211,9 @@ def test_enrollment_into_a_new_cohort_takes_the_schema_lock_before_the_audit_loc
                     assert thread.is_alive(), "the enrollment finished while the schema lock was held"
                     time.sleep(0.02)
                     observer.rollback()
-                # Waiting for the schema lock, the enrollment holds no audit lock (nobody does).
-                assert _advisory_waiters(observer, locks.AUDIT) == (0, 0)
+                # Waiting for the schema lock, the enrollment holds no audit lock.
+                waiting = _advisory_pids(observer, locks.schema("fresh-cohort"), granted=False)
+                assert waiting and not waiting & _advisory_pids(observer, locks.AUDIT, granted=True)
                 holder.rollback()  # releases the schema lock
                 thread.join(20)
                 assert not thread.is_alive()

@@ -15,6 +15,7 @@ import grpc
 import sqlalchemy.exc
 
 from aggregation.errors import FedsignalError
+from server.db import database_error_line
 from server.observability import ConsoleFormatter, StderrHandler
 
 
@@ -75,16 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The database could not be reached, refused the connection or timed out on a lock: one line
         # from the driver, which names host, port and database, never the password (-v: the traceback).
         logging.getLogger(__name__).debug("database error", exc_info=True)
-        print(f"fedsignal: error: database error: {_first_line(exc.orig if exc.orig is not None else exc)}",
-              file=sys.stderr)
+        print(f"fedsignal: error: database error: {database_error_line(exc)}", file=sys.stderr)
         return 4
     except KeyboardInterrupt:
         return 130
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

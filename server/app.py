@@ -45,6 +45,7 @@ from server import observability
 from server.admin import service as admin_service
 from server.audit import run_audit_checkpoint
 from server.context import ServerContext, ServerSettings
+from server.db import database_error_line
 from server.evaluation.sla import run_sla
 from server.identity import service as identity_service
 from server.identity.ca import server_tls_files
@@ -125,7 +126,7 @@ def run_jobs_once(ctx: ServerContext, jobs: Sequence[tuple[str, Job]] | None = N
         except OperationalError as exc:
             # The database is down, refused the connection or timed out on a lock: every job says
             # so until it is back, one line each (the traceback only at debug level).
-            reason = next((line.strip() for line in str(exc.orig or exc).splitlines() if line.strip()), "")
+            reason = database_error_line(exc)
             outcome[spec] = f"database error: {reason}"
             log_event(log, "job failed: database error", logging.WARNING, job=spec, error=reason)
             log.debug("job failed: database error", exc_info=True, extra={"fields": {"job": spec}})

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from aggregation.clock import Clock, system_clock
 from aggregation.errors import FedsignalError
 from aggregation.typed import StrictModel, validate
-from server.db import make_engine, make_read_sessionmaker, make_sessionmaker, read_engine_of
+from server.db import make_engine, make_read_sessionmaker, make_sessionmaker, read_engine_of, sqlite_file
 from server.observability import ServerMetrics
 
 #: The server's online Ed25519 key (signs bundle metadata and audit heads), in the state directory.
@@ -82,13 +82,9 @@ class ServerSettings(StrictModel):
             raise ValueError(
                 f"database driver {parsed.drivername!r} is not supported: use postgresql:// (psycopg) or sqlite:///"
             )
-        database = parsed.database
-        if parsed.get_backend_name() == "sqlite" and database and database != ":memory:" and not database.startswith(
-            "file:"
-        ):
-            folder = Path(database).parent
-            if not folder.is_dir():
-                raise ValueError(f"the SQLite file's directory {folder} does not exist")
+        path = sqlite_file(parsed.database) if parsed.get_backend_name() == "sqlite" else None
+        if path is not None and not path.parent.is_dir():
+            raise ValueError(f"the SQLite file's directory {path.parent} does not exist")
         return url
 
     @classmethod

@@ -74,14 +74,13 @@ def schema_problem(engine: Engine) -> str | None:
         current = current_revision(engine)
     finally:
         quiet.setLevel(level)
-    head = head_revision()
     if current is None:
         return "the database holds no fedsignal schema: run `fedsignal server init-db` with the same --database-url"
+    script = ScriptDirectory(str(MIGRATIONS))
+    head = script.get_current_head()
     if current == head:
         return None
-    script = ScriptDirectory(str(MIGRATIONS))
-    known = {rev.revision for rev in script.walk_revisions()}
-    if current in known:
+    if current in {rev.revision for rev in script.walk_revisions()}:
         return (f"the database schema is at revision {current}, this release needs {head}: run "
                 "`fedsignal server upgrade` with the same --database-url")
     return None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from server.db import locks
@@ -30,10 +31,24 @@ class Base(DeclarativeBase):
     """Declarative base of every server table (each domain package keeps its own ``models``)."""
 
 
-def _private_sqlite_file(database: str | None) -> None:
+def sqlite_file(database: str | None) -> Path | None:
+    """The file a SQLite URL's database part names, or None (in memory, or a ``file:`` URI)."""
     if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def database_error_line(exc: OperationalError) -> str:
+    """The driver's first line of a database error (it names host, port and database, never a
+    password): what the CLI and the job loop print instead of a traceback."""
+    lines = [line.strip() for line in str(exc.orig if exc.orig is not None else exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _private_sqlite_file(database: str | None) -> None:
+    path = sqlite_file(database)
+    if path is None:
         return
-    path = Path(database)
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     os.chmod(path, 0o600)
 
@@ -49,7 +64,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         _private_sqlite_file(database)
         # Read sessions no longer queue on the write lock, so more connections are open at once:
         # one per RPC worker and job thread.
-        if database and database != ":memory:" and not database.startswith("file:"):  # a file: a queue pool
+        if sqlite_file(database) is not None:  # a file: a queue pool
             kwargs.setdefault("pool_size", 24)
             kwargs.setdefault("max_overflow", 16)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)

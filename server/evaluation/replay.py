@@ -74,6 +74,9 @@ class ReplayAssessment(VerdictsJson):
     candidate_cases: float
     windows: int
     summary: list[ArmSummary] = field(default_factory=list)
+    #: WAIT because the stage's dwell, tenants or cases are not there yet (the controller may pause);
+    #: False for a WAIT on evidence that is there but not yet conclusive (the stage keeps running).
+    evidence_missing: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         doc = super().to_dict()
@@ -114,9 +117,9 @@ def assess_replay(
                for m in [category, *others]]
     need_tenants = max(k, stage.min_tenants)
 
-    def result(decision: ValidationDecision, reason: str) -> ReplayAssessment:
+    def result(decision: ValidationDecision, reason: str, *, missing: bool = False) -> ReplayAssessment:
         return ReplayAssessment(decision, reason, category, fix, verdicts, slices.min_tenants, stable_cases,
-                                cand_cases, len(slices.windows), summary)
+                                cand_cases, len(slices.windows), summary, evidence_missing=missing)
 
     # A regression is decisive whenever it shows (always-valid intervals).
     regressions = [v for v in verdicts if v.verdict == "harm"]
@@ -131,7 +134,7 @@ def assess_replay(
     if min(cand_cases, stable_cases) < stage.min_cases:
         missing.append(f"replayed cases {min(cand_cases, stable_cases):.0f} < {stage.min_cases:g} per arm")
     if missing:
-        return result(ValidationDecision.WAIT, "replay evidence missing: " + "; ".join(missing))
+        return result(ValidationDecision.WAIT, "replay evidence missing: " + "; ".join(missing), missing=True)
     if fix.verdict == "harm":  # the "drop" gate's "harm" is exactly the fix: the interval below -improvement
         return result(ValidationDecision.PASS, f"replay: {category} drops by [{-fix.high:.3f}, {-fix.low:.3f}] "
                               f"(>= {stage.improvement:g} required); no other measure worse beyond {stage.margin:g}")

@@ -37,6 +37,8 @@ class ShadowAssessment(VerdictsJson):
     pairs: float
     tenants: int
     windows: int
+    #: WAIT because dwell, tenants, pairs or a usable batch are missing (see ReplayAssessment's).
+    evidence_missing: bool = False
 
 
 def paired_evidence(slices: LabelledSlices, rollout_id: str, measure: str) -> list[PairedCounts]:
@@ -60,8 +62,9 @@ def assess_shadow(
     verdicts = [g.evaluate(paired_evidence(slices, rollout_id, g.measure)) for g in gates]
     pairs = sum(p.pairs for p in paired_evidence(slices, rollout_id, TURNS))
 
-    def result(decision: ValidationDecision, reason: str) -> ShadowAssessment:
-        return ShadowAssessment(decision, reason, verdicts, pairs, slices.min_tenants, len(slices.windows))
+    def result(decision: ValidationDecision, reason: str, *, missing: bool = False) -> ShadowAssessment:
+        return ShadowAssessment(decision, reason, verdicts, pairs, slices.min_tenants, len(slices.windows),
+                                evidence_missing=missing)
 
     harm = [v for v in verdicts if v.verdict == "harm"]
     if harm:
@@ -78,5 +81,5 @@ def assess_shadow(
     if thin:
         missing.append(f"no usable batch of pairs yet for {', '.join(thin)}")
     if missing:
-        return result(ValidationDecision.WAIT, "shadow evidence missing: " + "; ".join(missing))
+        return result(ValidationDecision.WAIT, "shadow evidence missing: " + "; ".join(missing), missing=True)
     return result(ValidationDecision.PASS, f"shadow: {pairs:.0f} pairs, the paired test shows no gate worse beyond its margin")

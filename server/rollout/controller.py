@@ -417,6 +417,12 @@ def _step_validation(session: Session, ctx: ServerContext, rec: RolloutRecord, p
             return result(Decision.WAIT, "paused by a reviewer")
         _enter_next_phase(session, ctx, rec, plan, evidence, now)
         return result(Decision.ADVANCE)
+    # Only missing evidence pauses (as in the live stages); evidence that is there but not yet conclusive
+    # keeps the stage running, and a stage the controller paused resumes once its evidence is back.
+    if not a.evidence_missing:
+        if rec.state == RolloutState.PAUSED and rec.paused_by == PausedBy.CONTROLLER:
+            _resume(session, rec, evidence, now)
+        return result(Decision.WAIT)
     if rec.state == RolloutState.RUNNING and elapsed_windows(rec, now) >= stage.min_windows + EVIDENCE_GRACE_WINDOWS + 1:
         _pause(session, rec, reason, evidence, now)
         return result(Decision.PAUSE)

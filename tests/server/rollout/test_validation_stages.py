@@ -105,6 +105,34 @@ def test_an_unclear_fix_waits_for_more_replay_evidence(world: RolloutWorld) -> N
     assert step_rollout(world.ctx, rid).decision == "wait"
 
 
+def test_an_inconclusive_replay_with_its_evidence_keeps_running_past_the_grace(world: RolloutWorld) -> None:
+    rid = _start(world)
+    world.add_replay(T0, rid, REPLAY_STABLE, REPLAY_STABLE)  # evidence is there; the fix is not yet shown
+    for _ in range(4):  # past the dwell and the grace window
+        result = step_rollout(world.ctx, rid)
+        assert (result.decision, result.state) == ("wait", "running"), result.reason
+        assert "does not yet show a drop" in result.reason
+        world.clock.advance(WINDOW)
+    assert not any(e.kind == "rollout.paused" for e in _audit(world))
+
+
+def test_missing_replay_evidence_pauses_and_the_rollout_resumes_once_it_is_back(world: RolloutWorld) -> None:
+    rid = _start(world)
+    decisions = []
+    for _ in range(4):
+        decisions.append(step_rollout(world.ctx, rid).decision)
+        world.clock.advance(WINDOW)
+    assert "pause" in decisions and decisions[0] == "wait"
+    rec = _rec(world, rid)
+    assert (rec.state, rec.paused_by) == ("paused", "controller")
+    world.add_replay(T0, rid, REPLAY_STABLE, REPLAY_STABLE)  # back, though not yet conclusive
+    result = step_rollout(world.ctx, rid)
+    assert (result.decision, result.state) == ("wait", "running"), result.reason
+    assert (_rec(world, rid).paused_by, _rec(world, rid).pause_reason) == ("", "")
+    kinds = [e.kind for e in _audit(world) if e.kind.startswith("rollout.")]
+    assert kinds == ["rollout.started", "rollout.paused", "rollout.resumed"]
+
+
 def test_thin_replay_evidence_waits_rather_than_deciding(world: RolloutWorld) -> None:
     rid = _start(world)
     world.add_replay(T0, rid, {"turns": 20, "wrong_tool": 18}, {"turns": 20, "wrong_tool": 2})

@@ -60,15 +60,26 @@ def kill(proc: Any) -> None:
     assert proc.wait(timeout=30) == -signal.SIGKILL
 
 
-def waiting_for_the_ledger_lock(url: str) -> int:
-    """Backends waiting for the ledger's advisory lock (pg_advisory_xact_lock(LOCK_NAMESPACE, LOCK_LEDGER))."""
+def tagged(url: str) -> tuple[str, str]:
+    """``url`` with a unique ``application_name``, and that name (to find its backends in ``pg_stat_activity``)."""
+    name = "replica-" + uuid.uuid4().hex[:12]
+    return f"{url}{'&' if '?' in url else '?'}application_name={name}", name
+
+
+def waiting_for_the_ledger_lock(url: str, application_name: str) -> int:
+    """Backends of ``application_name`` waiting for the ledger's advisory lock.
+
+    (pg_advisory_xact_lock(LOCK_NAMESPACE, LOCK_LEDGER).) Advisory keys are per database, not per
+    schema: another test worker's replicas may queue on the same key, so only the named backends count.
+    """
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
             return int(conn.execute(
-                text("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'advisory' "
-                     "AND classid = :ns AND objid = :key AND objsubid = 2"),
-                {"ns": LOCK_NAMESPACE, "key": LOCK_LEDGER},
+                text("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                     "WHERE NOT l.granted AND l.locktype = 'advisory' AND l.classid = :ns AND l.objid = :key "
+                     "AND l.objsubid = 2 AND a.application_name = :app"),
+                {"ns": LOCK_NAMESPACE, "key": LOCK_LEDGER, "app": application_name},
             ).scalar_one())  # fmt: skip
     finally:
         engine.dispose()
@@ -107,9 +118,11 @@ def test_a_replica_killed_inside_a_seal_leaves_the_window_to_the_other_sealed_an
     try:
         read_line(holder, "ready")
         held = int(read_line(holder, "sealing ").split()[1])
-        other = spawn("replica_crash_worker", "seal", postgres_url, str(tmp_path / "r1"), now)
+        other_url, other_name = tagged(postgres_url)
+        other = spawn("replica_crash_worker", "seal", other_url, str(tmp_path / "r1"), now)
         read_line(other, "ready")
-        wait_until(lambda: waiting_for_the_ledger_lock(postgres_url) >= 1)  # the other replica queues on the ledger lock
+        # The other replica queues on the ledger lock.
+        wait_until(lambda: waiting_for_the_ledger_lock(postgres_url, other_name) >= 1)
         kill(holder)
         lines = finish(other)
     finally:

@@ -51,17 +51,40 @@ def _add_store_args(p: argparse.ArgumentParser) -> None:
                         "default: SQLite file server.db in the state directory)")
 
 
-def _context(args: argparse.Namespace, *, schema: bool = True, **overrides: Any) -> Any:
-    """The server context of the command line's settings. ``schema``: the database must hold this
-    release's schema (every command but those that create or migrate it), else a one-line error."""
-    from server.context import ServerContext, ServerSettings
+def _settings(args: argparse.Namespace, **overrides: Any) -> Any:
+    """The typed server settings of the command line (a mistyped value is a one-line error)."""
+    from server.context import ServerSettings
 
     _state_dir(args).mkdir(parents=True, exist_ok=True)
     doc = {"database_url": _database_url(args), "state_dir": str(_state_dir(args)), **overrides}
-    ctx = ServerContext.create(ServerSettings.parse(doc, source="fedsignal server (command line)"))
+    return ServerSettings.parse(doc, source="fedsignal server (command line)")
+
+
+def _context(args: argparse.Namespace, *, schema: bool = True, **overrides: Any) -> Any:
+    """The server context of the command line's settings. ``schema``: the database must hold this
+    release's schema (every command but those that create or migrate it), else a one-line error."""
+    from server.context import ServerContext
+
+    settings = _settings(args, **overrides)
+    if schema:
+        _refuse_missing_sqlite_file(settings)
+    ctx = ServerContext.create(settings)
     if schema:
         _require_schema(ctx)
     return ctx
+
+
+def _refuse_missing_sqlite_file(settings: Any) -> None:
+    """A one-line error for a SQLite database file that does not exist, before opening it would
+    create an empty one (only the commands that create or migrate the schema may)."""
+    from sqlalchemy.engine import make_url
+
+    from server.db import sqlite_file
+
+    url = make_url(settings.database_url)
+    path = sqlite_file(url.database) if url.get_backend_name() == "sqlite" else None
+    if path is not None and not path.exists():
+        raise ServerCliError(f"no database at {path}: run `fedsignal server init-db` with the same --database-url")
 
 
 def _require_schema(ctx: Any) -> None:
@@ -222,19 +245,18 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from server.app import build_server, check_insecure_dev
+    from server.context import ServerContext
     from server.observability import configure_json_logging
 
     configure_json_logging(getattr(logging, args.log_level.upper()))
     if args.min_tenants < 1:
         raise ServerCliError("--min-tenants must be at least 1")
-    ctx = _context(args, schema=False, listen=args.listen, insecure_dev=args.insecure_dev,
-                   insecure_dev_anywhere=args.insecure_dev_anywhere, min_tenants=args.min_tenants,
-                   max_message_bytes=args.max_message_bytes)
-    try:
-        check_insecure_dev(ctx.settings)  # what the settings refuse, before the database is asked
-    except FedsignalError:
-        ctx.engine.dispose()
-        raise
+    settings = _settings(args, listen=args.listen, insecure_dev=args.insecure_dev,
+                         insecure_dev_anywhere=args.insecure_dev_anywhere, min_tenants=args.min_tenants,
+                         max_message_bytes=args.max_message_bytes)
+    check_insecure_dev(settings)  # what the settings refuse, before the database is asked
+    _refuse_missing_sqlite_file(settings)
+    ctx = ServerContext.create(settings)
     _require_schema(ctx)
     running = build_server(
         ctx, jobs=not args.no_jobs, job_interval=args.job_interval, metrics_port=args.metrics_port,

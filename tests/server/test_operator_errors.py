@@ -76,7 +76,29 @@ def test_init_refuses_a_database_that_is_down_before_writing_any_key(tmp_path: P
     assert not (state / "ca").exists() and not (tmp_path / "admin").exists()
 
 
+def test_commands_refuse_a_sqlite_file_that_is_not_there_without_creating_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "typo.db"
+    state = str(tmp_path / "state")
+    url = f"sqlite:///{missing}"
+    assert main(["server", "enroll-token", "--tenant", "t", "--cohort", "c", "--state-dir", state,
+                 "--database-url", url]) == 1
+    assert f"no database at {missing}: run `fedsignal server init-db`" in _one_error_line(capsys)
+    assert not missing.exists()
+    # serve (a subprocess: it sets up the process's logging).
+    done = subprocess.run(
+        [sys.executable, "-m", "fedsignal_cli", "server", "serve", "--state-dir", state, "--database-url", url,
+         "--listen", "127.0.0.1:0", "--enrollment-listen", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"no database at {missing}" in done.stderr.strip().splitlines()[-1]
+    assert not missing.exists()
+
+
 def test_commands_refuse_a_database_without_the_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty.db").touch()
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     state = str(tmp_path / "state")
     rc = main(["server", "enroll-token", "--tenant", "t", "--cohort", "c", "--state-dir", state, "--database-url", url])
@@ -94,6 +116,7 @@ def test_serve_refuses_a_database_without_the_schema_instead_of_failing_every_jo
     state = tmp_path / "state"
     assert main(["server", "init", "--state-dir", str(state), "--admin-out", str(tmp_path / "admin"),
                  "--database-url", f"sqlite:///{tmp_path / 'made.db'}"]) == 0
+    (tmp_path / "empty.db").touch()
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
     done = subprocess.run(
         [sys.executable, "-m", "fedsignal_cli", "server", "serve", "--state-dir", str(state), "--database-url", empty,

@@ -36,6 +36,7 @@ class ReplaySetSettings(StrictModel):
     retention_days: float = Field(default=30.0, gt=0)
     max_cases: int = Field(default=1000, gt=0)
     per_category_cap: int = Field(default=200, gt=0)
+    refresh_minutes: float = Field(default=60.0, gt=0)
     store_redacted_text: bool = False
 
 
@@ -53,7 +54,7 @@ class ReplayConfig(StrictModel):
         s = self.replay_set
         return ReplaySetPolicy(enabled=s.enabled, retention_seconds=s.retention_days * 86400.0,
                                max_cases=s.max_cases, per_category_cap=s.per_category_cap,
-                               store_redacted_text=s.store_redacted_text)
+                               refresh_seconds=s.refresh_minutes * 60.0, store_redacted_text=s.store_redacted_text)
 
 
 def load_replay_config(state_dir: Path) -> ReplayConfig:

@@ -9,6 +9,7 @@ is off and no harness is configured)::
     retention_days = 30
     max_cases = 1000
     per_category_cap = 200
+    refresh_minutes = 60
     store_redacted_text = false
 
     [harness]

@@ -10,9 +10,11 @@ gold label where the telemetry had one (an explicit outcome, an evaluator's
 verdict, the tool the turn needed, a human correction).
 
 Bounds: ``retention_seconds`` (older cases are pruned), ``max_cases`` (the
-oldest case goes first) and ``per_category_cap`` (a case whose primary
-category already holds the cap is not kept, so one incident storm cannot
-fill the set). The set lives in its own SQLite file, ``replay.db`` in the
+oldest case goes first) and ``per_category_cap`` (one incident storm cannot
+fill the set: a category at its cap keeps its cases, except that those older
+than ``refresh_seconds`` give way to new ones, so a replay stage that is
+still waiting gets fresh cases every window, at the cost of at most one
+refill of the category per refresh). The set lives in its own SQLite file, ``replay.db`` in the
 collector's state dir; nothing in it is ever part of a report: the only
 thing that leaves is the DP release of replay *results*
 (:func:`tenant_agent.replay.release_slices`).
@@ -46,10 +48,14 @@ class ReplaySetPolicy:
     max_cases: int = 1000
     per_category_cap: int = 200
     store_redacted_text: bool = False
+    #: At its cap, a category's cases older than this give way to new ones (default one hourly window:
+    #: a replay stage still waiting gets fresh cases every window; a storm costs one refill per refresh).
+    refresh_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
-        if self.retention_seconds <= 0 or self.max_cases <= 0 or self.per_category_cap <= 0:
-            raise ValueError("replay set: retention, max_cases and per_category_cap must be positive")
+        if (self.retention_seconds <= 0 or self.max_cases <= 0 or self.per_category_cap <= 0
+                or self.refresh_seconds <= 0):
+            raise ValueError("replay set: retention, max_cases, per_category_cap and refresh must be positive")
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,11 @@ class ReplayCase:
 @dataclass
 class CaptureResult:
     kept: int = 0
+    #: Failing turns not stored: their category was at its cap with no stale case to give way (or more
+    #: of them came in one batch than it had room for: the newest stay).
     capped: int = 0
+    #: Stale cases (older than ``refresh_seconds``) that gave way to new ones of their category at its cap.
+    displaced: int = 0
     not_failures: int = 0
     disabled: int = 0
     evicted: int = 0
@@ -174,15 +184,26 @@ class ReplaySet:
             rows.append((event, failures))
         if not rows:
             return out
+        cap = self.policy.per_category_cap
         with self._lock:
             self._prune(now)
             with self._transaction():
                 counts = dict(self._db.execute("SELECT category, COUNT(*) FROM cases GROUP BY category").fetchall())
-                for event, failures in rows:
+                stale = dict(self._db.execute("SELECT category, COUNT(*) FROM cases WHERE created_at <= ? "
+                                              "GROUP BY category", (now - self.policy.refresh_seconds,)).fetchall())
+                # Room per category: below the cap, plus its cases older than ``refresh_seconds`` (they give way).
+                # Of the batch, each category's newest turns fill it; the others are not stored, nor their
+                # text redacted (so the work at the cap is at most one refill per category per refresh).
+                room = {c: cap - counts.get(c, 0) + stale.get(c, 0) for c in {f[0] for _e, f in rows}}
+                newest = []
+                for event, failures in reversed(rows):
+                    room[failures[0]] -= 1
+                    if room[failures[0]] >= 0:
+                        newest.append((event, failures))
+                out.capped = len(rows) - len(newest)
+                newest.reverse()
+                for event, failures in newest:
                     category = failures[0]
-                    if counts.get(category, 0) >= self.policy.per_category_cap:
-                        out.capped += 1
-                        continue
                     case_id = "case-" + hashlib.sha256(
                         f"{event.session_id}\0{event.event_id or ''}\0{event.timestamp!r}".encode()).hexdigest()[:16]
                     text = None
@@ -199,11 +220,16 @@ class ReplaySet:
                         counts[category] = counts.get(category, 0) + 1
                         out.kept += 1
                         out.per_category[category] = out.per_category.get(category, 0) + 1
+                        if counts[category] > cap:  # its oldest case (a stale one) makes room
+                            self._db.execute("DELETE FROM cases WHERE rowid = (SELECT rowid FROM cases WHERE "
+                                             "category = ? ORDER BY created_at, rowid LIMIT 1)", (category,))
+                            counts[category] -= 1
+                            out.displaced += 1
                 total = self._db.execute("SELECT COUNT(*) FROM cases").fetchone()[0]
                 if total > self.policy.max_cases:
                     excess = total - self.policy.max_cases
-                    self._db.execute("DELETE FROM cases WHERE case_id IN (SELECT case_id FROM cases "
-                                     "ORDER BY created_at, case_id LIMIT ?)", (excess,))
+                    self._db.execute("DELETE FROM cases WHERE rowid IN (SELECT rowid FROM cases "
+                                     "ORDER BY created_at, rowid LIMIT ?)", (excess,))
                     out.evicted = excess
         return out
 

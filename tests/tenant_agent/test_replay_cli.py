@@ -58,6 +58,14 @@ def test_a_typo_in_replay_toml_names_the_key_and_line(tmp_path: Path) -> None:
         load_replay_config(tmp_path)
 
 
+def test_the_refresh_period_is_typed_and_reaches_the_policy(tmp_path: Path) -> None:
+    (tmp_path / "replay.toml").write_text("[replay_set]\nenabled = true\nrefresh_minutes = 90\n")
+    assert load_replay_config(tmp_path).policy().refresh_seconds == 5400.0
+    (tmp_path / "replay.toml").write_text("[replay_set]\nenabled = true\nrefresh_minutes = 0\n")
+    with pytest.raises(DataFileError, match=r"replay.toml:3: replay_set.refresh_minutes"):
+        load_replay_config(tmp_path)
+
+
 def test_replay_by_hand_needs_an_installed_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     state = _state(tmp_path)
     assert main(["agent", "replay", "--candidate", "cand-x", "--state-dir", str(state)]) != 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from aggregation.clock import from_unix
 from aggregation.events import DecisionEvent, ToolCall
@@ -62,8 +63,40 @@ def test_redacted_text_is_kept_only_where_enabled(tmp_path: Path) -> None:
 def test_the_per_category_cap_keeps_an_incident_storm_from_filling_the_set(tmp_path: Path) -> None:
     rs = ReplaySet(tmp_path, ReplaySetPolicy(enabled=True, per_category_cap=3, max_cases=100))
     result = rs.capture([wrong_tool(i) for i in range(10)] + [timeout(1)])
-    assert (result.kept, result.capped) == (4, 7)
+    assert (result.kept, result.capped, result.displaced) == (4, 7, 0)
     assert rs.counts() == {"wrong_tool": 3, "timeout": 1}
+    # Of the storm, the newest turns stay.
+    assert sorted(c.session_id for c in rs.cases("wrong_tool")) == ["s7", "s8", "s9"]
+
+
+def test_at_its_cap_a_category_takes_new_cases_only_in_place_of_stale_ones(tmp_path: Path) -> None:
+    clock = Clock()
+    rs = ReplaySet(tmp_path, ReplaySetPolicy(enabled=True, per_category_cap=3, max_cases=100), clock=clock)
+    clock.now = T0
+    rs.capture([wrong_tool(i) for i in range(3)] + [timeout(1)])
+    rs.mark_replayed("ro-1", [c.case_id for c in rs.cases("wrong_tool")])
+    assert rs.unreplayed("ro-1", "wrong_tool") == []
+    clock.now = T0 + 3599  # within the refresh period: the cap holds, nothing is displaced
+    result = rs.capture([wrong_tool(i) for i in range(20, 22)])
+    assert (result.kept, result.capped, result.displaced) == (0, 2, 0)
+    clock.now = T0 + 3600  # one window on: the stale cases give way, so a waiting replay gets new ones
+    result = rs.capture([wrong_tool(i) for i in range(10, 12)])
+    assert (result.kept, result.capped, result.displaced) == (2, 0, 2)
+    assert [c.session_id for c in rs.cases("wrong_tool")] == ["s2", "s10", "s11"]  # oldest first
+    assert rs.counts() == {"wrong_tool": 3, "timeout": 1}  # another category is never displaced
+    assert [c.session_id for c in rs.unreplayed("ro-1", "wrong_tool")] == ["s10", "s11"]
+
+
+def test_over_the_cap_only_stored_cases_have_their_text_asked_for(tmp_path: Path) -> None:
+    rs = ReplaySet(tmp_path, ReplaySetPolicy(enabled=True, per_category_cap=2, store_redacted_text=True))
+    asked: list[str] = []
+
+    def text_of(event: Any) -> str:
+        asked.append(event.session_id)
+        return "redacted"
+
+    rs.capture([wrong_tool(i) for i in range(6)], text_of=text_of)
+    assert asked == ["s4", "s5"]
 
 
 def test_max_size_evicts_the_oldest_cases(tmp_path: Path) -> None:

@@ -194,20 +194,20 @@ def test_deferred_text_is_redacted_only_for_the_cases_capture_stores(
         recorded = spy_batches(c, monkeypatch)
         fine = {"tool_calls": [{"name": "lookup_order"}], "outcome": "success"}  # no failure: no case
         docs = [doc(1, text=PII_TEXT + " one"), doc(2, text=PII_TEXT + " two", **fine),
-                doc(3, text=PII_TEXT + " three"), doc(4, text=PII_TEXT + " four"), doc(5)]
+                doc(3, text=PII_TEXT + " three"), doc(4, text=PII_TEXT + " four")]
         result = c.record_many(docs)
-        assert result.recorded == 5
-        assert [e.text for e in recorded] == [None] * 5  # the events never carry the held text
-        # Cases 1 and 3 fill the tool_error cap of 2; turn 2 is no failure and turn 4 is over the
-        # cap, so only the two stored texts were redacted.
-        assert redactions == [PII_TEXT + " one", PII_TEXT + " three"]
+        assert result.recorded == 4
+        assert [e.text for e in recorded] == [None] * 4  # the events never carry the held text
+        # Turns 1, 3 and 4 are tool_errors, the cap is 2: the batch's newest two are stored; turn 2 is no
+        # failure and turn 1 is over the cap, so only the two stored texts were redacted.
+        assert redactions == [PII_TEXT + " three", PII_TEXT + " four"]
         cases = sorted(replay_agent.attached(c).replay_set.cases(), key=lambda k: k.session_id)
-        assert [k.session_id for k in cases] == ["s1", "s3"]
+        assert [k.session_id for k in cases] == ["s3", "s4"]
         assert all(k.text is not None and "<EMAIL>" in k.text and "jane.roe" not in k.text for k in cases)
         # Counted as soon as record_many returns: two redacted, two discarded unread.
         status = c.status()
         assert status.redaction.get("EMAIL") == 2 and status.texts_discarded == 2
-        # A later batch over the cap redacts nothing at all.
+        # A later batch over the cap (its cases younger than the refresh period) redacts nothing at all.
         c.record_many([doc(6, text=PII_TEXT)])
         assert len(redactions) == 2 and c.status().texts_discarded == 3
     for path in tmp_path.rglob("*"):  # the raw text reached no file

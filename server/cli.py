@@ -79,10 +79,9 @@ def _refuse_missing_sqlite_file(settings: Any) -> None:
     create an empty one (only the commands that create or migrate the schema may)."""
     from sqlalchemy.engine import make_url
 
-    from server.db import sqlite_file
+    from server.db import sqlite_file_of
 
-    url = make_url(settings.database_url)
-    path = sqlite_file(url.database) if url.get_backend_name() == "sqlite" else None
+    path = sqlite_file_of(make_url(settings.database_url))
     if path is not None and not path.exists():
         raise ServerCliError(f"no database at {path}: run `fedsignal server init-db` with the same --database-url")
 

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from aggregation.clock import Clock, system_clock
 from aggregation.errors import FedsignalError
 from aggregation.typed import StrictModel, validate
-from server.db import make_engine, make_read_sessionmaker, make_sessionmaker, read_engine_of, sqlite_file
+from server.db import make_engine, make_read_sessionmaker, make_sessionmaker, read_engine_of, sqlite_file_of
 from server.observability import ServerMetrics
 
 #: The server's online Ed25519 key (signs bundle metadata and audit heads), in the state directory.
@@ -82,7 +82,7 @@ class ServerSettings(StrictModel):
             raise ValueError(
                 f"database driver {parsed.drivername!r} is not supported: use postgresql:// (psycopg) or sqlite:///"
             )
-        path = sqlite_file(parsed.database) if parsed.get_backend_name() == "sqlite" else None
+        path = sqlite_file_of(parsed)
         if path is not None and not path.parent.is_dir():
             raise ValueError(f"the SQLite file's directory {path.parent} does not exist")
         return url

@@ -188,9 +188,11 @@ class ReplaySet:
         with self._lock:
             self._prune(now)
             with self._transaction():
-                counts = dict(self._db.execute("SELECT category, COUNT(*) FROM cases GROUP BY category").fetchall())
-                stale = dict(self._db.execute("SELECT category, COUNT(*) FROM cases WHERE created_at <= ? "
-                                              "GROUP BY category", (now - self.policy.refresh_seconds,)).fetchall())
+                per_category = self._db.execute(
+                    "SELECT category, COUNT(*), SUM(created_at <= ?) FROM cases GROUP BY category",
+                    (now - self.policy.refresh_seconds,)).fetchall()
+                counts = {category: n for category, n, _stale in per_category}
+                stale = {category: old for category, _n, old in per_category}
                 # Room per category: below the cap, plus its cases older than ``refresh_seconds`` (they give way).
                 # Of the batch, each category's newest turns fill it; the others are not stored, nor their
                 # text redacted (so the work at the cap is at most one refill per category per refresh).

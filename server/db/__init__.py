@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -36,6 +36,11 @@ def sqlite_file(database: str | None) -> Path | None:
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
     return Path(database)
+
+
+def sqlite_file_of(url: URL) -> Path | None:
+    """The SQLite file a parsed database URL names, or None (not SQLite, in memory, a ``file:`` URI)."""
+    return sqlite_file(url.database) if url.get_backend_name() == "sqlite" else None
 
 
 def database_error_line(exc: OperationalError) -> str:
